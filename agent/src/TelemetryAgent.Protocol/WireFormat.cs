@@ -1,0 +1,35 @@
+namespace TelemetryAgent.Protocol;
+
+/// <summary>Constants of wire protocol version 1 (proto/PROTOCOL.md).</summary>
+public static class WireFormat
+{
+    /// <summary>ASCII "TAPY" read as a little-endian u32.</summary>
+    public const uint Magic = 0x59504154;
+    public const ushort Version = 1;
+    public const int PreambleSize = 8;
+    public const int FrameHeaderSize = 5;
+    public const int MaxFramePayload = 1 << 20;
+    public const int EventRecordSize = 16;
+}
+
+/// <summary>Frame types (the first byte of a frame header).</summary>
+public enum FrameType : byte
+{
+    Hello = 1,
+    Definitions = 2,
+    Events = 3,
+    Stats = 4,
+    Goodbye = 5,
+}
+
+/// <summary>Event kinds (the low 8 bits of a record's word).</summary>
+public enum EventKind : byte
+{
+    Start = 1,
+    Resume = 2,
+    Throw = 3,
+    Return = 4,
+    Yield = 5,
+    Unwind = 6,
+    Seed = 7,
+}
