@@ -1,3 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+
 namespace TelemetryAgent.Protocol;
 
 /// <summary>Why a connection's stream was rejected. Each value is also a metric label.</summary>
@@ -21,8 +24,27 @@ public enum ProtocolViolation
 }
 
 /// <summary>A stream that breaks the protocol. Ends its own connection only.</summary>
-public sealed class ProtocolException(ProtocolViolation violation, string message)
-    : Exception($"{violation}: {message}")
+public sealed class ProtocolException : Exception
 {
-    public ProtocolViolation Violation { get; } = violation;
+    public ProtocolException(ProtocolViolation violation, string message)
+        : this(violation, message, innerException: null)
+    {
+    }
+
+    public ProtocolException(ProtocolViolation violation, string message, Exception? innerException)
+        : base($"{violation}: {message}", innerException)
+    {
+        Violation = violation;
+    }
+
+    public ProtocolViolation Violation { get; }
+
+    /// <summary>
+    /// Throw helper for hot paths: callers stay small because the throw (and the message they pass,
+    /// built only on the failing branch) lives out of line.
+    /// </summary>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void Throw(ProtocolViolation violation, string message) =>
+        throw new ProtocolException(violation, message);
 }

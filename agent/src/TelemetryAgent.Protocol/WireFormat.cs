@@ -10,6 +10,16 @@ public static class WireFormat
     public const int FrameHeaderSize = 5;
     public const int MaxFramePayload = 1 << 20;
     public const int EventRecordSize = 16;
+
+    /// <summary>
+    /// The most bytes one frame occupies on the wire. A buffer between the socket and the parser must be
+    /// able to hold this much unconsumed data (for a <c>Pipe</c>: a pause threshold above it), or a
+    /// maximal frame can never complete.
+    /// </summary>
+    public const int MaxFrameSize = FrameHeaderSize + MaxFramePayload;
+
+    /// <summary>Largest thread id a record can carry (24 bits).</summary>
+    public const uint MaxThreadId = (1u << 24) - 1;
 }
 
 /// <summary>Frame types (the first byte of a frame header).</summary>
