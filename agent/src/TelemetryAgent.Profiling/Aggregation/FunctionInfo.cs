@@ -1,10 +1,12 @@
+using System.Text.RegularExpressions;
+
 namespace TelemetryAgent.Aggregation;
 
 /// <summary>A Python function (code object) as the aggregates and the outputs name it.</summary>
 /// <param name="DisplayFile">The file as shown to people: relative to the program's directory or to its
 /// Python library, else as given.</param>
 /// <param name="KindFlags">1 generator, 2 coroutine, 4 async generator; 0 a plain function.</param>
-public sealed record FunctionInfo(
+public sealed partial record FunctionInfo(
     string QualifiedName,
     string FileName,
     string DisplayFile,
@@ -16,4 +18,48 @@ public sealed record FunctionInfo(
     public string Label { get; } = $"{QualifiedName} ({DisplayFile}:{FirstLine})";
 
     public bool IsGeneratorOrCoroutine => KindFlags != 0;
+
+    /// <summary>A function whose <see cref="DisplayFile"/> follows <see cref="ToDisplayFile"/>.</summary>
+    public static FunctionInfo Create(
+        string qualifiedName, string fileName, int firstLine, string module, uint kindFlags, string workingDirectory)
+        => new(qualifiedName, fileName, ToDisplayFile(fileName, workingDirectory), firstLine, module, kindFlags);
+
+    /// <summary>
+    /// How a code object's file is shown: relative to <paramref name="workingDirectory"/> when it is under it;
+    /// else, for a file of a Python installation (<c>.../lib/pythonX.Y/...</c>: the standard library and
+    /// site-packages), the part after that directory without a leading <c>site-packages/</c>; else as given
+    /// (which keeps names such as <c>&lt;frozen os&gt;</c> and <c>&lt;string&gt;</c>).
+    /// </summary>
+    public static string ToDisplayFile(string fileName, string workingDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(fileName);
+        if (fileName.Length == 0 || fileName[0] == '<') return fileName;
+
+        if (!string.IsNullOrEmpty(workingDirectory))
+        {
+            var directory = workingDirectory.TrimEnd('/');
+            if (directory.Length > 0
+                && fileName.Length > directory.Length + 1
+                && fileName.StartsWith(directory, StringComparison.Ordinal)
+                && fileName[directory.Length] == '/')
+            {
+                return fileName[(directory.Length + 1)..];
+            }
+        }
+
+        // The last match wins: a virtual environment may itself live under another Python's lib directory.
+        var libraryMatch = PythonLibraryDirectory().Match(fileName);
+        if (libraryMatch.Success)
+        {
+            var inLibrary = fileName[(libraryMatch.Index + libraryMatch.Length)..];
+            const string sitePackages = "site-packages/";
+            if (inLibrary.StartsWith(sitePackages, StringComparison.Ordinal)) inLibrary = inLibrary[sitePackages.Length..];
+            if (inLibrary.Length > 0) return inLibrary;
+        }
+        return fileName;
+    }
+
+    // "/lib/python3.12/", also "/lib/python3.13t/" (free-threaded builds) and "/lib64/python3.12/".
+    [GeneratedRegex(@"/lib(?:64)?/python\d+\.\d+t?/", RegexOptions.CultureInvariant | RegexOptions.RightToLeft)]
+    private static partial Regex PythonLibraryDirectory();
 }

@@ -1,0 +1,97 @@
+using TelemetryAgent.Protocol.Messages;
+
+namespace TelemetryAgent.Aggregation;
+
+/// <summary>Who a profiled process is, from its HELLO.</summary>
+/// <param name="ServiceName">OTEL_SERVICE_NAME when the process set it, else a name derived from its argv.</param>
+public sealed record ProcessIdentity(
+    long Pid,
+    long ParentPid,
+    IReadOnlyList<string> Argv,
+    string Executable,
+    string PythonImplementation,
+    string PythonVersion,
+    string HostName,
+    string ServiceName,
+    string ResourceAttributes,
+    string ShimVersion,
+    string WorkingDirectory,
+    long ProcessStartUnixNs)
+{
+    public static ProcessIdentity FromHello(Hello hello)
+    {
+        ArgumentNullException.ThrowIfNull(hello);
+        var argv = hello.Argv.ToArray();
+        return new ProcessIdentity(
+            hello.Pid,
+            hello.ParentPid,
+            argv,
+            hello.Executable,
+            hello.PythonImplementation,
+            hello.PythonVersion,
+            hello.HostName,
+            ServiceNameOf(hello.ServiceName, argv, hello.Executable),
+            hello.ResourceAttributes,
+            hello.ShimVersion,
+            hello.WorkingDirectory,
+            hello.ProcessStartUnixNs);
+    }
+
+    /// <summary>
+    /// The configured service name; else the script's name without <c>.py</c> (<c>python app.py</c> gives
+    /// <c>app</c>), the package's name for <c>python -m package</c> (argv[0] is its <c>__main__.py</c>), or the
+    /// interpreter's name for <c>python -c</c> and an interactive interpreter.
+    /// </summary>
+    public static string ServiceNameOf(string configuredServiceName, IReadOnlyList<string> argv, string executable)
+    {
+        if (!string.IsNullOrWhiteSpace(configuredServiceName)) return configuredServiceName.Trim();
+
+        var script = argv.Count > 0 ? argv[0] : "";
+        if (script is not ("" or "-c" or "-m" or "-"))
+        {
+            var trimmed = script.TrimEnd('/');
+            var name = Path.GetFileName(trimmed);
+            if (name.EndsWith(".py", StringComparison.Ordinal)) name = name[..^3];
+            if (name == "__main__")
+            {
+                var package = Path.GetFileName(Path.GetDirectoryName(trimmed) ?? "");
+                if (package.Length > 0) name = package;
+            }
+            if (name.Length > 0) return name;
+        }
+        var interpreter = Path.GetFileName(executable ?? "");
+        return interpreter.Length > 0 ? interpreter : "python";
+    }
+}
+
+/// <summary>
+/// Maps the shim's monotonic clock to wall time; both were read back to back by the shim (PROTOCOL.md "Clock").
+/// </summary>
+public readonly record struct ClockMapping(long MonotonicNs, long UnixNs)
+{
+    public long ToUnixNs(long monotonicNs) => UnixNs + (monotonicNs - MonotonicNs);
+
+    public DateTimeOffset ToWallTime(long monotonicNs) => FromUnixNs(ToUnixNs(monotonicNs));
+
+    public static DateTimeOffset FromUnixNs(long unixNs)
+        => DateTimeOffset.UnixEpoch.AddTicks(unixNs / TimeSpan.NanosecondsPerTick);
+}
+
+/// <summary>The shim's own counters (STATS, or GOODBYE's final stats): cumulative, the last report wins.</summary>
+public sealed record ShimStatistics(
+    ulong EventsRecorded,
+    ulong EventsDropped,
+    ulong EventsSent,
+    ulong FramesSent,
+    ulong Connects,
+    ulong CallbackErrors)
+{
+    public static readonly ShimStatistics None = new(0, 0, 0, 0, 0, 0);
+
+    public static ShimStatistics FromMessage(Stats stats)
+    {
+        ArgumentNullException.ThrowIfNull(stats);
+        return new(stats.EventsRecorded, stats.EventsDropped, stats.EventsSent, stats.FramesSent, stats.Connects,
+            stats.CallbackErrors);
+    }
+}

@@ -1,0 +1,86 @@
+using TelemetryAgent.Sessions;
+
+namespace TelemetryAgent.Aggregation;
+
+/// <summary>
+/// Everything recorded from one connection of one Python process: who it is, its threads' call trees and the
+/// counters that say how complete the data is.
+/// </summary>
+/// <remarks>
+/// Written only by the <see cref="ProcessSession"/> that created it, on that session's thread. Once
+/// <see cref="IsCompleted"/> is true it never changes again, so exporters may read it from any thread.
+/// </remarks>
+public sealed class ProcessProfile
+{
+    private readonly List<ThreadProfile> _threads = [];
+    private readonly List<FunctionInfo> _functions = [];
+    private IReadOnlyList<FunctionStats>? _functionStats;
+
+    internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt)
+    {
+        Identity = identity;
+        Clock = clock;
+        ConnectedAt = connectedAt;
+    }
+
+    public ProcessIdentity Identity { get; }
+    public ClockMapping Clock { get; }
+
+    /// <summary>When the agent received HELLO, by the agent's clock.</summary>
+    public DateTimeOffset ConnectedAt { get; }
+    /// <summary>When the session completed, by the agent's clock; null while it is running.</summary>
+    public DateTimeOffset? EndedAt { get; internal set; }
+
+    /// <summary>How the connection ended; null while it is running.</summary>
+    public ConnectionEnd? End { get; internal set; }
+    /// <summary>GOODBYE's reason (e.g. <c>ReasonExit</c>) when the shim said goodbye.</summary>
+    public string? GoodbyeReason { get; internal set; }
+    /// <summary>GOODBYE's free text, when the shim gave one.</summary>
+    public string? GoodbyeDetail { get; internal set; }
+
+    public bool IsCompleted => End is not null;
+
+    /// <summary>Threads in the order they were first defined.</summary>
+    public IReadOnlyList<ThreadProfile> Threads => _threads;
+    /// <summary>Functions in the order they were defined.</summary>
+    public IReadOnlyList<FunctionInfo> Functions => _functions;
+
+    /// <summary>The latest counters the shim reported (STATS, or GOODBYE's final stats).</summary>
+    public ShimStatistics ShimStats { get; internal set; } = ShimStatistics.None;
+
+    /// <summary>Event records received over this connection.</summary>
+    public long EventsReceived { get; internal set; }
+    /// <summary>Events the shim recorded but could not deliver (from its counters).</summary>
+    public ulong EventsDropped => ShimStats.EventsDropped;
+    /// <summary>Frames closed because an exit of a frame below them arrived first.</summary>
+    public long ImplicitExits { get; internal set; }
+    /// <summary>Exits of frames that were not on the stack, ignored.</summary>
+    public long UnmatchedExits { get; internal set; }
+    /// <summary>Events whose timestamp was earlier than the thread's previous one, taken as equal to it.</summary>
+    public long ClampedTimestamps { get; internal set; }
+    /// <summary>Pushes beyond the stack depth limit: counted and paired, not added to the tree.</summary>
+    public long DepthLimitedPushes { get; internal set; }
+    /// <summary>Frames still open when the connection ended, closed at its last timestamp.</summary>
+    public long FramesOpenAtEnd { get; internal set; }
+
+    /// <summary>Monotonic time of the first and last event of the connection (0 when there was none).</summary>
+    public long FirstTimestampNs { get; internal set; }
+    public long LastTimestampNs { get; internal set; }
+
+    /// <summary>Time from the first to the last event (or GOODBYE's clock when it is later).</summary>
+    public long DurationNs => Math.Max(0, LastTimestampNs - FirstTimestampNs);
+
+    /// <summary>
+    /// Per-function figures over all threads, by self time; cached once the profile is completed. Before that,
+    /// call it only from the owning session's thread.
+    /// </summary>
+    public IReadOnlyList<FunctionStats> FunctionStatistics()
+    {
+        if (!IsCompleted) return FunctionStats.Compute(_threads.Select(thread => thread.Root));
+        return _functionStats ??= FunctionStats.Compute(_threads.Select(thread => thread.Root));
+    }
+
+    internal void AddThread(ThreadProfile thread) => _threads.Add(thread);
+
+    internal void AddFunction(FunctionInfo function) => _functions.Add(function);
+}

@@ -1,0 +1,399 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Protocol;
+using TelemetryAgent.Protocol.Messages;
+
+namespace TelemetryAgent.Sessions;
+
+/// <summary>
+/// One connection's session: keeps the definition tables and per-thread stacks, pairs events as
+/// proto/PROTOCOL.md "How the agent pairs events" says, and builds the process's <see cref="ProcessProfile"/>.
+/// </summary>
+/// <remarks>
+/// Not thread-safe: one connection's read loop drives it. The parser calls it through <see cref="Handler"/>;
+/// tests may call the <c>On*</c> methods directly. A method that finds a protocol violation throws
+/// <see cref="ProtocolException"/> after applying everything before the bad item; the caller then ends the
+/// connection with <see cref="Complete"/>. In steady state an event allocates nothing: only a new tree node
+/// (first visit of a path) or a deeper stack than ever before does.
+/// </remarks>
+public sealed class ProcessSession
+{
+    private readonly ProfileStore? _store;
+    private readonly SessionLimits _limits;
+    private readonly TimeProvider _time;
+
+    // Indexed by id; slot 0 is never used (ids start at 1). Grown on demand, never beyond the limits.
+    private FunctionInfo?[] _functions = new FunctionInfo?[64];
+    private ThreadState?[] _threads = new ThreadState?[8];
+
+    private ProcessProfile? _profile;
+    private Goodbye? _goodbye;
+    private bool _hasEvents;
+
+    public ProcessSession(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null)
+    {
+        _store = store;
+        _limits = limits ?? SessionLimits.Default;
+        _time = time ?? TimeProvider.System;
+        ArgumentOutOfRangeException.ThrowIfLessThan(_limits.MaxCodeId, 1, nameof(limits));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_limits.MaxThreadId, 1, nameof(limits));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_limits.MaxStackDepth, 1, nameof(limits));
+    }
+
+    /// <summary>The profile being built; null until HELLO arrived.</summary>
+    public ProcessProfile? Profile => _profile;
+
+    public bool IsCompleted { get; private set; }
+
+    /// <summary>The parser-facing adapter: a struct, so that <c>WireParser</c>'s generic calls are direct.</summary>
+    public SessionWireHandler Handler => new(this);
+
+    public void OnHello(Hello hello)
+    {
+        ArgumentNullException.ThrowIfNull(hello);
+        EnsureRunning();
+        if (_profile is not null) Fail(ProtocolViolation.DuplicateHello, "a second HELLO");
+        _profile = new ProcessProfile(
+            ProcessIdentity.FromHello(hello),
+            new ClockMapping(hello.ClockMonotonicNs, hello.ClockUnixNs),
+            _time.GetUtcNow());
+        _store?.Register(_profile);
+    }
+
+    public void OnDefinitions(Definitions definitions)
+    {
+        ArgumentNullException.ThrowIfNull(definitions);
+        var profile = RequireProfile();
+        foreach (var code in definitions.Codes) DefineCode(profile, code);
+        foreach (var thread in definitions.Threads) DefineThread(profile, thread);
+    }
+
+    /// <summary>Applies whole 16-byte records (an EVENTS payload), in order.</summary>
+    public void OnEvents(ReadOnlySpan<byte> packedRecords)
+    {
+        var profile = RequireProfile();
+        if (packedRecords.Length % WireFormat.EventRecordSize != 0)
+        {
+            Fail(ProtocolViolation.MisalignedEvents,
+                $"{packedRecords.Length} bytes of events is not a multiple of {WireFormat.EventRecordSize}");
+        }
+
+        var count = EventRecord.Count(packedRecords);
+        for (var index = 0; index < count; index++)
+        {
+            var record = EventRecord.Read(packedRecords, index);
+            Apply(profile, record.Timestamp, record.ThreadId, record.CodeId, record.Kind);
+        }
+    }
+
+    /// <summary>Applies one decoded event record.</summary>
+    public void OnEvent(ulong timestamp, uint threadId, uint codeId, EventKind kind)
+        => Apply(RequireProfile(), timestamp, threadId, codeId, kind);
+
+    public void OnStats(Stats stats)
+    {
+        ArgumentNullException.ThrowIfNull(stats);
+        RequireProfile().ShimStats = ShimStatistics.FromMessage(stats);
+    }
+
+    public void OnGoodbye(Goodbye goodbye)
+    {
+        ArgumentNullException.ThrowIfNull(goodbye);
+        var profile = RequireProfile();
+        if (_goodbye is not null) Fail(ProtocolViolation.FrameAfterGoodbye, "a second GOODBYE");
+        _goodbye = goodbye;
+        profile.GoodbyeReason = goodbye.Reason.ToString();
+        if (goodbye.Detail.Length > 0) profile.GoodbyeDetail = goodbye.Detail;
+        if (goodbye.FinalStats is not null) profile.ShimStats = ShimStatistics.FromMessage(goodbye.FinalStats);
+    }
+
+    /// <summary>
+    /// Ends the session: closes the frames still open at the connection's last timestamp (GOODBYE's clock when
+    /// it was given) without counting calls, records how the connection ended and publishes the profile, which
+    /// never changes afterwards. Without HELLO there is no profile: the store only counts the connection.
+    /// Calling it again does nothing.
+    /// </summary>
+    public void Complete(ConnectionEnd end)
+    {
+        if (IsCompleted) return;
+        IsCompleted = true;
+        var profile = _profile;
+        if (profile is null)
+        {
+            _store?.RecordConnectionWithoutProfile(end);
+            return;
+        }
+
+        var endTimestamp = profile.LastTimestampNs;
+        if (_goodbye is { EndMonotonicNs: > 0 } goodbye && goodbye.EndMonotonicNs > endTimestamp)
+        {
+            endTimestamp = goodbye.EndMonotonicNs;
+        }
+
+        foreach (var thread in _threads)
+        {
+            if (thread is null || (thread.Depth == 0 && thread.FramesBeyondLimit == 0)) continue;
+            var closeAt = Math.Max(endTimestamp, thread.LastTimestamp);
+            AdvanceClock(thread, closeAt);
+            profile.FramesOpenAtEnd += thread.Depth + thread.FramesBeyondLimit;
+            thread.FramesBeyondLimit = 0;
+            while (thread.Depth > 0) CloseTop(thread, closeAt);
+            thread.Profile.LastTimestampNs = closeAt;
+        }
+
+        if (_hasEvents) profile.LastTimestampNs = endTimestamp;
+        profile.EndedAt = _time.GetUtcNow();
+        profile.End = end;
+        _store?.Publish(profile);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Apply(ProcessProfile profile, ulong rawTimestamp, uint threadId, uint codeId, EventKind kind)
+    {
+        profile.EventsReceived++;
+        if (kind is < EventKind.Start or > EventKind.Seed) ThrowUnknownKind(kind);
+        if (rawTimestamp > long.MaxValue) ThrowTimestampOutOfRange(rawTimestamp);
+        var threads = _threads;
+        var functions = _functions;
+        var thread = threadId < (uint)threads.Length ? threads[threadId] : null;
+        if (thread is null) ThrowUndefinedThread(threadId);
+        var function = codeId < (uint)functions.Length ? functions[codeId] : null;
+        if (function is null) ThrowUndefinedCode(codeId);
+
+        var timestamp = (long)rawTimestamp;
+        if (!_hasEvents)
+        {
+            _hasEvents = true;
+            profile.FirstTimestampNs = timestamp;
+            profile.LastTimestampNs = timestamp;
+        }
+        else if (timestamp > profile.LastTimestampNs)
+        {
+            profile.LastTimestampNs = timestamp;
+        }
+
+        thread.Profile.Events++;
+        if (thread.Profile.Events == 1)
+        {
+            thread.Profile.FirstTimestampNs = timestamp;
+            thread.LastTimestamp = timestamp;
+        }
+        else if (timestamp < thread.LastTimestamp)
+        {
+            profile.ClampedTimestamps++;
+            timestamp = thread.LastTimestamp;
+        }
+        else
+        {
+            AdvanceClock(thread, timestamp);
+        }
+        thread.Profile.LastTimestampNs = timestamp;
+
+        switch (kind)
+        {
+            case EventKind.Start:
+            case EventKind.Resume:
+            case EventKind.Throw:
+            case EventKind.Seed:
+                Push(profile, thread, function, codeId, kind, timestamp);
+                break;
+            default:
+                Pop(profile, thread, codeId, timestamp);
+                break;
+        }
+    }
+
+    /// <summary>Gives the time since the thread's previous event to the frame on top (it was running).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AdvanceClock(ThreadState thread, long timestamp)
+    {
+        if (thread.Depth > 0) thread.Stack[thread.Depth - 1].Node.SelfNs += timestamp - thread.LastTimestamp;
+        thread.LastTimestamp = timestamp;
+    }
+
+    private void Push(ProcessProfile profile, ThreadState thread, FunctionInfo function, uint codeId, EventKind kind, long timestamp)
+    {
+        var depth = thread.Depth;
+        if (depth >= _limits.MaxStackDepth)
+        {
+            thread.FramesBeyondLimit++;
+            profile.DepthLimitedPushes++;
+            return;
+        }
+
+        var parent = depth == 0 ? thread.Profile.Root : thread.Stack[depth - 1].Node;
+        var node = parent.GetOrAddChild(function);
+        if (kind == EventKind.Start) node.Calls++;
+        else if (kind != EventKind.Seed) node.Resumes++;
+
+        if (depth == thread.Stack.Length) thread.Grow(_limits.MaxStackDepth);
+        ref var frame = ref thread.Stack[depth];
+        frame.Node = node;
+        frame.CodeId = codeId;
+        frame.EnteredAt = timestamp;
+        thread.Depth = depth + 1;
+    }
+
+    private static void Pop(ProcessProfile profile, ThreadState thread, uint codeId, long timestamp)
+    {
+        // Frames beyond the depth limit are not stored: an exit at that depth closes the innermost of them.
+        if (thread.FramesBeyondLimit > 0)
+        {
+            thread.FramesBeyondLimit--;
+            return;
+        }
+
+        var stack = thread.Stack;
+        var index = thread.Depth - 1;
+        while (index >= 0 && stack[index].CodeId != codeId) index--;
+        if (index < 0)
+        {
+            profile.UnmatchedExits++;
+            return;
+        }
+
+        // Frames above the one that exits lost their own exit event: close them here.
+        profile.ImplicitExits += thread.Depth - 1 - index;
+        while (thread.Depth > index) CloseTop(thread, timestamp);
+    }
+
+    private static void CloseTop(ThreadState thread, long timestamp)
+    {
+        var depth = thread.Depth - 1;
+        ref var frame = ref thread.Stack[depth];
+        var elapsed = timestamp - frame.EnteredAt;
+        frame.Node.TotalNs += elapsed;
+        if (depth == 0) thread.Profile.Root.TotalNs += elapsed;
+        thread.Depth = depth;
+    }
+
+    private void DefineCode(ProcessProfile profile, CodeDefinition code)
+    {
+        var id = code.Id;
+        if (id == 0) Fail(ProtocolViolation.InvalidRecord, "code id 0 is never used");
+        if (id > (uint)_limits.MaxCodeId)
+        {
+            Fail(ProtocolViolation.InvalidRecord, $"code id {id} is above this agent's limit of {_limits.MaxCodeId}");
+        }
+        if (id < (uint)_functions.Length && _functions[id] is { } existing)
+        {
+            Fail(ProtocolViolation.DuplicateDefinition,
+                $"code id {id} is defined twice ({existing.QualifiedName}, then {code.QualifiedName})");
+        }
+
+        _functions = GrowToHold(_functions, id, _limits.MaxCodeId);
+        var function = FunctionInfo.Create(
+            code.QualifiedName,
+            code.FileName,
+            (int)Math.Min(code.FirstLine, int.MaxValue),
+            code.Module,
+            code.KindFlags,
+            profile.Identity.WorkingDirectory);
+        _functions[id] = function;
+        profile.AddFunction(function);
+    }
+
+    private void DefineThread(ProcessProfile profile, ThreadDefinition definition)
+    {
+        var id = definition.Id;
+        if (id == 0) Fail(ProtocolViolation.InvalidRecord, "thread id 0 is never used");
+        if (id > WireFormat.MaxThreadId)
+        {
+            Fail(ProtocolViolation.InvalidRecord, $"thread id {id} does not fit the records' 24 bits");
+        }
+        if (id > (uint)_limits.MaxThreadId)
+        {
+            Fail(ProtocolViolation.InvalidRecord, $"thread id {id} is above this agent's limit of {_limits.MaxThreadId}");
+        }
+
+        // Defining a known id again renames the thread (PROTOCOL.md: ThreadDefinition).
+        var thread = id < (uint)_threads.Length ? _threads[id] : null;
+        if (thread is null)
+        {
+            _threads = GrowToHold(_threads, id, _limits.MaxThreadId);
+            thread = new ThreadState(new ThreadProfile(id));
+            _threads[id] = thread;
+            profile.AddThread(thread.Profile);
+        }
+        var threadProfile = thread.Profile;
+        threadProfile.Ident = definition.Ident;
+        threadProfile.NativeId = definition.NativeId;
+        threadProfile.Name = definition.Name;
+        threadProfile.IsMain = definition.IsMain;
+    }
+
+    private static T?[] GrowToHold<T>(T?[] table, uint id, int maxId) where T : class
+    {
+        if (id < (uint)table.Length) return table;
+        // Doubling keeps growth amortized; the limit caps it, so a large id costs at most the limit's table.
+        var length = (int)Math.Min(Math.Max((long)id + 1, (long)table.Length * 2), (long)maxId + 1);
+        Array.Resize(ref table, length);
+        return table;
+    }
+
+    private ProcessProfile RequireProfile()
+    {
+        EnsureRunning();
+        return _profile ?? ThrowMissingHello();
+    }
+
+    private void EnsureRunning()
+    {
+        if (IsCompleted) throw new InvalidOperationException("The session is completed; it accepts nothing more.");
+    }
+
+    [DoesNotReturn]
+    private static void Fail(ProtocolViolation violation, string message) => throw new ProtocolException(violation, message);
+
+    [DoesNotReturn]
+    private static ProcessProfile ThrowMissingHello()
+        => throw new ProtocolException(ProtocolViolation.MissingHello, "data before HELLO");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowUnknownKind(EventKind kind)
+        => throw new ProtocolException(ProtocolViolation.InvalidRecord, $"unknown event kind {(byte)kind}");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowTimestampOutOfRange(ulong timestamp)
+        => throw new ProtocolException(ProtocolViolation.InvalidRecord, $"timestamp {timestamp} is out of range");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowUndefinedThread(uint threadId)
+        => throw new ProtocolException(threadId == 0 ? ProtocolViolation.InvalidRecord : ProtocolViolation.UndefinedId,
+            threadId == 0 ? "an event with thread id 0" : $"an event on thread id {threadId}, which is not defined");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowUndefinedCode(uint codeId)
+        => throw new ProtocolException(codeId == 0 ? ProtocolViolation.InvalidRecord : ProtocolViolation.UndefinedId,
+            codeId == 0 ? "an event with code id 0" : $"an event for code id {codeId}, which is not defined");
+
+    private struct Frame
+    {
+        public CallNode Node;
+        public long EnteredAt;
+        public uint CodeId;
+    }
+
+    private sealed class ThreadState(ThreadProfile profile)
+    {
+        public readonly ThreadProfile Profile = profile;
+        public Frame[] Stack = new Frame[16];
+        public int Depth;
+        public long FramesBeyondLimit;
+        public long LastTimestamp;
+
+        public void Grow(int maxDepth)
+            => Array.Resize(ref Stack, (int)Math.Min((long)Stack.Length * 2, maxDepth));
+    }
+}
+
+/// <summary>Hands what the parser decodes to a <see cref="ProcessSession"/> (see <see cref="IWireHandler"/>).</summary>
+public readonly struct SessionWireHandler(ProcessSession session) : IWireHandler
+{
+    public void OnHello(Hello hello) => session.OnHello(hello);
+    public void OnDefinitions(Definitions definitions) => session.OnDefinitions(definitions);
+    public void OnEvents(ReadOnlySpan<byte> packedRecords) => session.OnEvents(packedRecords);
+    public void OnStats(Stats stats) => session.OnStats(stats);
+    public void OnGoodbye(Goodbye goodbye) => session.OnGoodbye(goodbye);
+}
