@@ -1,0 +1,49 @@
+using System.Runtime.CompilerServices;
+using Xunit.Sdk;
+
+namespace TelemetryAgent.Profiling.Tests;
+
+/// <summary>
+/// Compares an output with its golden file under golden/. A missing or different golden fails the test; with
+/// UPDATE_GOLDEN=1 the golden is rewritten first, and the test still fails so that a rewrite is never mistaken
+/// for a pass.
+/// </summary>
+internal static class FlameGraphGolden
+{
+    public static void Verify(string actual, string goldenName, [CallerFilePath] string sourceFile = "")
+    {
+        var path = Path.Combine(Path.GetDirectoryName(sourceFile)!, "golden", goldenName);
+        var expected = File.Exists(path) ? File.ReadAllText(path) : null;
+        if (expected == actual) return;
+
+        if (Environment.GetEnvironmentVariable("UPDATE_GOLDEN") == "1")
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            File.WriteAllText(path, actual);
+            throw new XunitException($"Rewrote golden file {path}; review the diff and run the tests again.");
+        }
+
+        if (expected is null)
+            throw new XunitException($"Golden file {path} is missing; run with UPDATE_GOLDEN=1 to create it.");
+
+        var line = FirstDifferentLine(expected, actual);
+        throw new XunitException(
+            $"Output differs from golden file {path} at line {line.Number}:\n" +
+            $"  expected: {line.Expected}\n  actual:   {line.Actual}\nRun with UPDATE_GOLDEN=1 to accept the new output.");
+    }
+
+    private static (int Number, string Expected, string Actual) FirstDifferentLine(string expected, string actual)
+    {
+        var expectedLines = expected.Split('\n');
+        var actualLines = actual.Split('\n');
+        for (var i = 0; i < Math.Max(expectedLines.Length, actualLines.Length); i++)
+        {
+            var e = i < expectedLines.Length ? expectedLines[i] : "<end of file>";
+            var a = i < actualLines.Length ? actualLines[i] : "<end of file>";
+            if (e != a) return (i + 1, Shorten(e), Shorten(a));
+        }
+        return (0, "", "");
+    }
+
+    private static string Shorten(string line) => line.Length <= 300 ? line : line[..300] + "…";
+}
