@@ -1,0 +1,74 @@
+using TelemetryAgent.Aggregation;
+
+namespace TelemetryAgent.Export;
+
+/// <summary>
+/// The figures of one agent run, computed once and shared by summary.json and the console summary: the completed
+/// processes in a stable order, totals, and per-function statistics merged over all processes.
+/// </summary>
+public sealed class RunSummary
+{
+    private RunSummary(
+        DateTimeOffset startedAt,
+        DateTimeOffset endedAt,
+        IReadOnlyList<ProcessProfile> processes,
+        int runningProcessesLeftOut,
+        IReadOnlyList<FunctionStats> functions)
+    {
+        StartedAt = startedAt;
+        EndedAt = endedAt;
+        Processes = processes;
+        RunningProcessesLeftOut = runningProcessesLeftOut;
+        Functions = functions;
+        foreach (var process in processes)
+        {
+            Threads += process.Threads.Count;
+            EventsReceived += process.EventsReceived;
+            EventsDropped += process.EventsDropped;
+            ImplicitExits += process.ImplicitExits;
+            UnmatchedExits += process.UnmatchedExits;
+            ClampedTimestamps += process.ClampedTimestamps;
+            DepthLimitedPushes += process.DepthLimitedPushes;
+        }
+        foreach (var function in functions) Calls += function.Calls;
+    }
+
+    public DateTimeOffset StartedAt { get; }
+    public DateTimeOffset EndedAt { get; }
+    public long DurationNs => Math.Max(0, (EndedAt - StartedAt).Ticks) * TimeSpan.NanosecondsPerTick;
+
+    /// <summary>Completed processes, ordered by connection time, then pid.</summary>
+    public IReadOnlyList<ProcessProfile> Processes { get; }
+    /// <summary>Profiles given that were still running (not exportable), left out.</summary>
+    public int RunningProcessesLeftOut { get; }
+    /// <summary>All functions of all processes, largest self time first.</summary>
+    public IReadOnlyList<FunctionStats> Functions { get; }
+
+    public int Threads { get; }
+    public long EventsReceived { get; }
+    public ulong EventsDropped { get; }
+    public long ImplicitExits { get; }
+    public long UnmatchedExits { get; }
+    public long ClampedTimestamps { get; }
+    public long DepthLimitedPushes { get; }
+    public long Calls { get; }
+
+    /// <summary>
+    /// Summarizes the completed profiles among <paramref name="profiles"/>. The run spans
+    /// <paramref name="startedAt"/> to <paramref name="endedAt"/> when given, else from the first connection to
+    /// the last disconnection (or <paramref name="now"/> when there was none).
+    /// </summary>
+    public static RunSummary Create(
+        IReadOnlyList<ProcessProfile> profiles, DateTimeOffset now, DateTimeOffset? startedAt = null, DateTimeOffset? endedAt = null)
+    {
+        ArgumentNullException.ThrowIfNull(profiles);
+        var completed = profiles.Where(profile => profile.IsCompleted)
+            .OrderBy(profile => profile.ConnectedAt)
+            .ThenBy(profile => profile.Identity.Pid)
+            .ToArray();
+        var start = startedAt ?? (completed.Length > 0 ? completed.Min(profile => profile.ConnectedAt) : now);
+        var end = endedAt ?? (completed.Length > 0 ? completed.Max(profile => profile.EndedAt!.Value) : now);
+        var functions = FunctionStats.Compute(completed.SelectMany(profile => profile.Threads).Select(thread => thread.Root));
+        return new RunSummary(start, end, completed, profiles.Count - completed.Length, functions);
+    }
+}

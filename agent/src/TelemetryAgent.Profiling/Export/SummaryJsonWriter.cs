@@ -1,0 +1,174 @@
+using System.Globalization;
+using System.Text.Json;
+using TelemetryAgent.Aggregation;
+
+namespace TelemetryAgent.Export;
+
+/// <summary>
+/// Writes summary.json: the run, each process (identity, threads, counters, how its connection ended), totals
+/// and the functions with the most self time. Property names are snake_case and stable: tools read them.
+/// Wall-clock times are ISO 8601 UTC strings; durations and times are integer nanoseconds.
+/// </summary>
+public static class SummaryJsonWriter
+{
+    public const int FormatVersion = 1;
+
+    public static void Write(Stream output, RunSummary summary, int topFunctions,
+        IReadOnlyDictionary<string, long>? connectionsWithoutHello = null)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(summary);
+        ArgumentOutOfRangeException.ThrowIfNegative(topFunctions);
+
+        using var json = new Utf8JsonWriter(output, JsonOutput.Options);
+        json.WriteStartObject();
+        json.WriteNumber("format_version", FormatVersion);
+
+        json.WriteStartObject("run");
+        json.WriteString("started_at", IsoTime(summary.StartedAt));
+        json.WriteString("ended_at", IsoTime(summary.EndedAt));
+        json.WriteNumber("duration_ns", summary.DurationNs);
+        json.WriteEndObject();
+
+        json.WriteStartObject("totals");
+        json.WriteNumber("processes", summary.Processes.Count);
+        json.WriteNumber("threads", summary.Threads);
+        json.WriteNumber("functions", summary.Functions.Count);
+        json.WriteNumber("calls", summary.Calls);
+        json.WriteNumber("events_received", summary.EventsReceived);
+        json.WriteNumber("events_dropped", summary.EventsDropped);
+        json.WriteNumber("implicit_exits", summary.ImplicitExits);
+        json.WriteNumber("unmatched_exits", summary.UnmatchedExits);
+        json.WriteNumber("clamped_timestamps", summary.ClampedTimestamps);
+        json.WriteNumber("depth_limited_pushes", summary.DepthLimitedPushes);
+        json.WriteNumber("running_processes_left_out", summary.RunningProcessesLeftOut);
+        json.WriteStartObject("connections_without_hello");
+        if (connectionsWithoutHello is not null)
+        {
+            foreach (var (label, count) in connectionsWithoutHello.OrderBy(pair => pair.Key, StringComparer.Ordinal))
+            {
+                json.WriteNumber(label, count);
+            }
+        }
+        json.WriteEndObject();
+        json.WriteEndObject();
+
+        json.WriteStartArray("processes");
+        foreach (var process in summary.Processes) WriteProcess(json, process);
+        json.WriteEndArray();
+
+        json.WriteStartArray("functions");
+        foreach (var function in summary.Functions.Take(topFunctions)) WriteFunction(json, function);
+        json.WriteEndArray();
+        json.WriteBoolean("functions_truncated", summary.Functions.Count > topFunctions);
+
+        json.WriteEndObject();
+    }
+
+    private static void WriteProcess(Utf8JsonWriter json, ProcessProfile process)
+    {
+        var identity = process.Identity;
+        json.WriteStartObject();
+        json.WriteString("label", ProfileLabels.Process(process));
+        json.WriteString("service_name", identity.ServiceName);
+        json.WriteNumber("pid", identity.Pid);
+        json.WriteNumber("parent_pid", identity.ParentPid);
+        json.WriteStartArray("argv");
+        foreach (var argument in identity.Argv) json.WriteStringValue(argument);
+        json.WriteEndArray();
+        json.WriteString("executable", identity.Executable);
+        json.WriteString("python_implementation", identity.PythonImplementation);
+        json.WriteString("python_version", identity.PythonVersion);
+        json.WriteString("host_name", identity.HostName);
+        json.WriteString("working_directory", identity.WorkingDirectory);
+        json.WriteString("resource_attributes", identity.ResourceAttributes);
+        json.WriteString("shim_version", identity.ShimVersion);
+        if (identity.ProcessStartUnixNs > 0)
+        {
+            json.WriteString("process_started_at", IsoTime(ClockMapping.FromUnixNs(identity.ProcessStartUnixNs)));
+        }
+        else
+        {
+            json.WriteNull("process_started_at");
+        }
+
+        json.WriteStartObject("connection");
+        json.WriteString("connected_at", IsoTime(process.ConnectedAt));
+        json.WriteString("ended_at", process.EndedAt is { } endedAt ? IsoTime(endedAt) : null);
+        json.WriteString("end_reason", process.End?.Reason.ToString());
+        json.WriteString("violation", process.End?.Violation?.ToString());
+        json.WriteString("detail", process.End?.Detail);
+        json.WriteString("goodbye_reason", process.GoodbyeReason);
+        json.WriteString("goodbye_detail", process.GoodbyeDetail);
+        json.WriteEndObject();
+
+        json.WriteStartObject("recording");
+        if (process.FirstTimestampNs != 0)
+        {
+            json.WriteString("first_event_at", IsoTime(process.Clock.ToWallTime(process.FirstTimestampNs)));
+            json.WriteString("last_event_at", IsoTime(process.Clock.ToWallTime(process.LastTimestampNs)));
+        }
+        else
+        {
+            json.WriteNull("first_event_at");
+            json.WriteNull("last_event_at");
+        }
+        json.WriteNumber("duration_ns", process.DurationNs);
+        json.WriteNumber("events_received", process.EventsReceived);
+        json.WriteNumber("events_dropped", process.EventsDropped);
+        json.WriteNumber("implicit_exits", process.ImplicitExits);
+        json.WriteNumber("unmatched_exits", process.UnmatchedExits);
+        json.WriteNumber("clamped_timestamps", process.ClampedTimestamps);
+        json.WriteNumber("depth_limited_pushes", process.DepthLimitedPushes);
+        json.WriteNumber("frames_open_at_end", process.FramesOpenAtEnd);
+        json.WriteNumber("functions_defined", process.Functions.Count);
+        json.WriteEndObject();
+
+        var shim = process.ShimStats;
+        json.WriteStartObject("shim_stats");
+        json.WriteNumber("events_recorded", shim.EventsRecorded);
+        json.WriteNumber("events_dropped", shim.EventsDropped);
+        json.WriteNumber("events_sent", shim.EventsSent);
+        json.WriteNumber("frames_sent", shim.FramesSent);
+        json.WriteNumber("connects", shim.Connects);
+        json.WriteNumber("callback_errors", shim.CallbackErrors);
+        json.WriteEndObject();
+
+        json.WriteStartArray("threads");
+        foreach (var thread in process.Threads)
+        {
+            json.WriteStartObject();
+            json.WriteNumber("id", thread.Id);
+            json.WriteString("name", thread.Name);
+            json.WriteString("label", ProfileLabels.Thread(thread));
+            json.WriteNumber("ident", thread.Ident);
+            json.WriteNumber("native_id", thread.NativeId);
+            json.WriteBoolean("is_main", thread.IsMain);
+            json.WriteNumber("events", thread.Events);
+            json.WriteNumber("total_ns", thread.Root.TotalNs);
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
+    private static void WriteFunction(Utf8JsonWriter json, FunctionStats stats)
+    {
+        var function = stats.Function;
+        json.WriteStartObject();
+        json.WriteString("label", function.Label);
+        json.WriteString("qualified_name", function.QualifiedName);
+        json.WriteString("module", function.Module);
+        json.WriteString("file", function.DisplayFile);
+        json.WriteString("path", function.FileName);
+        json.WriteNumber("line", function.FirstLine);
+        json.WriteNumber("calls", stats.Calls);
+        json.WriteNumber("resumes", stats.Resumes);
+        json.WriteNumber("self_ns", stats.SelfNs);
+        json.WriteNumber("total_ns", stats.TotalNs);
+        json.WriteEndObject();
+    }
+
+    internal static string IsoTime(DateTimeOffset time)
+        => time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
+}
