@@ -1,0 +1,22 @@
+using System.CommandLine;
+
+namespace TelemetryAgent.Cli;
+
+/// <summary>The `telemetry-agent` command line: `run` and `serve`.</summary>
+public static class AgentCommandLine
+{
+    public static int Invoke(string[] args)
+    {
+        var root = new RootCommand(
+            "TelemetryAgent: exact call trees of Python 3.12+ programs from sys.monitoring (PEP 669).\n" +
+            "`run` profiles one program (and its child processes) and writes flame graphs when it exits;\n" +
+            "`serve` is the long-lived agent that any number of shimmed processes connect to.")
+        {
+            RunCommand.Create(),
+            ServeCommand.Create(),
+        };
+        // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
+        if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
+        return root.Parse(args).Invoke();
+    }
+}

@@ -1,0 +1,138 @@
+using System.CommandLine;
+using TelemetryAgent.Hosting;
+
+namespace TelemetryAgent.Cli;
+
+/// <summary>
+/// `telemetry-agent run`: starts a private agent, runs one Python program under the shim, and when it exits
+/// prints a summary and writes the flame graphs. Child processes are traced as their own processes.
+/// </summary>
+public static class RunCommand
+{
+    private static readonly Option<string?> Python = new("--python")
+    {
+        Description = $"The Python interpreter (3.12 or later) to run the program with. Default: ${PythonLocator.EnvironmentVariable}, " +
+                      "then the newest python3.x on PATH, then the newest pyenv version. " +
+                      "An interpreter named before the program (`run -- python3.13 app.py`) wins over this.",
+    };
+
+    private static readonly Option<string?> Output = new("--output", "-o")
+    {
+        Description = "The folder for profile.folded, calls.folded, profile.speedscope.json, flamegraph.html and summary.json. " +
+                      "Default: ./telemetry-out/<timestamp>/.",
+    };
+
+    private static readonly Option<string?> ServiceName = new("--service-name")
+    {
+        Description = "The service name to report for the program (sets OTEL_SERVICE_NAME for it). Default: the program's own " +
+                      "OTEL_SERVICE_NAME, else the script or module name.",
+    };
+
+    private static readonly Option<int> Top = new("--top")
+    {
+        Description = "How many functions the console summary lists, by self time.",
+        DefaultValueFactory = _ => 20,
+    };
+
+    private static readonly Option<double> ChildGrace = new("--child-grace")
+    {
+        Description = "Seconds to wait, after the program exits, for child processes that are still sending.",
+        DefaultValueFactory = _ => 5.0,
+    };
+
+    private static readonly Option<string?> ShimPath = new("--shim-path")
+    {
+        Description = $"The folder holding the telemetry_shim package. Default: ${ShimLocator.EnvironmentVariable}, else the copy next to the agent.",
+    };
+
+    private static readonly Argument<string[]> Program = new("program")
+    {
+        Description = "The program and its arguments: `script.py [args]`, `-m module [args]`, or `python3.x script.py|-m module [args]`. " +
+                      "Everything from the script (or -m, or --) on belongs to the program.",
+        Arity = ArgumentArity.OneOrMore,
+    };
+
+    private static readonly HashSet<string> OptionsWithValue =
+        ["--python", "--output", "-o", "--service-name", "--top", "--child-grace", "--shim-path"];
+
+    public static Command Create()
+    {
+        var command = new Command("run", "Run a Python program under the shim and write its flame graphs when it exits. " +
+                                         "The program's exit code becomes this command's; Ctrl-C reaches the program.")
+        {
+            Python, Output, ServiceName, Top, ChildGrace, ShimPath, Program,
+        };
+        command.SetAction((result, _) => ExecuteAsync(
+            new RunSettings(
+                result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top),
+                TimeSpan.FromSeconds(Math.Max(0, result.GetValue(ChildGrace))), result.GetValue(ShimPath)),
+            result.GetValue(Program) ?? []));
+        return command;
+    }
+
+    /// <summary>Rewrites `run [agent options] program...` as `run [agent options] -- program...`.</summary>
+    public static string[] SeparateProgram(string[] args)
+    {
+        var (agentPart, programPart) = ProgramLine.Split(args.Skip(1).ToArray(), OptionsWithValue);
+        return programPart.Length == 0 ? args : ["run", .. agentPart, "--", .. programPart];
+    }
+
+    private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, TimeSpan ChildGrace, string? ShimPath);
+
+    private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens)
+    {
+        var log = Console.Error;
+        var program = ProgramLine.Parse(programTokens, out var programError);
+        if (programError is not null) return Fail(programError);
+
+        var python = program.Interpreter is { } named
+            ? PythonLocator.Locate(PythonLocator.ResolveExecutable(named) ?? named, out var pythonProblem)
+            : PythonLocator.Locate(settings.Python, out pythonProblem);
+        if (python is null) return Fail(pythonProblem);
+        var shim = ShimLocator.Locate(settings.ShimPath, out var shimProblem);
+        if (shim is null) return Fail(shimProblem);
+
+        var outputFolder = Path.GetFullPath(settings.Output ?? Path.Combine("telemetry-out", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
+        // A private folder for the socket: only this user can reach the agent of this run.
+        var runFolder = Directory.CreateTempSubdirectory("telemetry-agent-");
+        try
+        {
+            var startedAt = DateTimeOffset.UtcNow;
+            await using var host = new AgentHost(log);
+            host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));
+
+            var environment = new Dictionary<string, string>
+            {
+                ["PYTHONPATH"] = PrependPath(shim, Environment.GetEnvironmentVariable("PYTHONPATH")),
+            };
+            if (settings.ServiceName is { } serviceName) environment["OTEL_SERVICE_NAME"] = serviceName;
+            string[] arguments = ["-m", "telemetry_shim", "--socket", host.SocketPath, .. program.Arguments];
+
+            int exitCode;
+            using (var child = ChildProgram.Start(python.Path, arguments, environment))
+                exitCode = await child.WaitForExitAsync().ConfigureAwait(false);
+
+            if (!await host.WaitForConnectionsAsync(settings.ChildGrace).ConfigureAwait(false))
+                log.WriteLine($"telemetry-agent: processes still connected {settings.ChildGrace.TotalSeconds:0.#} s after the program exited are left out.");
+            await host.DisposeAsync().ConfigureAwait(false);
+            var endedAt = DateTimeOffset.UtcNow;
+
+            var written = RunOutputs.Write(outputFolder, host.Store.Snapshot(), startedAt, endedAt, settings.Top, log);
+            if (!written) exitCode = exitCode == 0 ? 1 : exitCode;
+            return exitCode;
+        }
+        finally
+        {
+            try { runFolder.Delete(recursive: true); } catch (IOException) { }
+        }
+
+        int Fail(string message)
+        {
+            log.WriteLine($"telemetry-agent run: {message}");
+            return 2;
+        }
+    }
+
+    private static string PrependPath(string folder, string? existing) =>
+        string.IsNullOrEmpty(existing) ? folder : $"{folder}:{existing}";
+}

@@ -1,0 +1,94 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Hosting;
+
+namespace TelemetryAgent.Cli;
+
+/// <summary>
+/// `telemetry-agent serve`: the long-lived agent. Any number of processes started under the shim connect to
+/// its socket; each one's flame graphs are written when it ends. Stops on SIGINT or SIGTERM.
+/// </summary>
+public static class ServeCommand
+{
+    /// <summary>The shim's default, so both sides agree with no setting (python-shim/telemetry_shim).</summary>
+    public static string DefaultSocketPath()
+    {
+        if (Environment.GetEnvironmentVariable("TELEMETRY_AGENT_SOCKET") is { Length: > 0 } configured) return configured;
+        if (Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } runtime)
+            return Path.Combine(runtime, "telemetry-agent.sock");
+        return $"/tmp/telemetry-agent-{Transport.Native.CurrentUserId()}.sock";
+    }
+
+    private static readonly Option<string?> Socket = new("--socket")
+    {
+        Description = "The Unix socket to listen on (created owner-only; a stale socket left by a dead agent is replaced). " +
+                      "Default: $TELEMETRY_AGENT_SOCKET, else $XDG_RUNTIME_DIR/telemetry-agent.sock, else /tmp/telemetry-agent-<uid>.sock: " +
+                      "the same default as the shim's.",
+    };
+
+    private static readonly Option<string> Output = new("--output", "-o")
+    {
+        Description = "The folder under which each finished process gets <service>-<pid>-<time>/ with its flame graphs and summary.",
+        DefaultValueFactory = _ => "telemetry-out",
+    };
+
+    public static Command Create()
+    {
+        var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
+                                           "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
+        {
+            Socket, Output,
+        };
+        command.SetAction((result, _) => ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!));
+        return command;
+    }
+
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot)
+    {
+        var log = Console.Error;
+        var stop = new TaskCompletionSource();
+        using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+
+        outputRoot = Path.GetFullPath(outputRoot);
+        await using var host = new AgentHost(log, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
+        {
+            Verbose = true,
+        };
+        try
+        {
+            host.Listen(socketPath);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        {
+            log.WriteLine($"telemetry-agent serve: cannot listen on {socketPath}: {e.Message}");
+            return 2;
+        }
+        log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
+        await stop.Task.ConfigureAwait(false);
+        log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
+        return 0;
+
+        void Stop(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            stop.TrySetResult();
+        }
+    }
+
+    private static void WriteProcess(ProcessProfile profile, string outputRoot, TextWriter log)
+    {
+        var identity = profile.Identity;
+        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}";
+        var snapshot = new ProfileStoreSnapshot([profile], [], new Dictionary<string, long>());
+        RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, profile.ConnectedAt,
+            profile.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
+    }
+
+    private static string Sanitize(string name)
+    {
+        var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
+        return chars.Length == 0 ? "python" : new string(chars);
+    }
+}

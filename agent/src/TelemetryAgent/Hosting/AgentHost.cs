@@ -1,0 +1,106 @@
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Protocol;
+using TelemetryAgent.Sessions;
+using TelemetryAgent.Transport;
+
+namespace TelemetryAgent.Hosting;
+
+/// <summary>
+/// The agent's pipeline for every connection: socket -> pipe -> wire parser -> process session -> store.
+/// One connection's failure, whatever it is, ends that connection only and is recorded with its reason.
+/// </summary>
+public sealed class AgentHost : IAsyncDisposable
+{
+    // A frame is consumed only whole, so the pipe must hold one maximal frame plus a read's worth.
+    private const int ReadBufferSize = 64 * 1024;
+
+    private readonly TextWriter _log;
+    private readonly SessionLimits _limits;
+    private readonly Action<ProcessProfile>? _onProcessCompleted;
+    private UnixSocketListener? _listener;
+
+    public AgentHost(TextWriter log, SessionLimits? limits = null, Action<ProcessProfile>? onProcessCompleted = null)
+    {
+        _log = log;
+        _limits = limits ?? SessionLimits.Default;
+        _onProcessCompleted = onProcessCompleted;
+    }
+
+    public ProfileStore Store { get; } = new();
+
+    /// <summary>Logs each connection's start and end (serve); `run` keeps quiet unless one fails.</summary>
+    public bool Verbose { get; init; }
+
+    public string SocketPath => _listener?.Path ?? throw new InvalidOperationException("The agent is not listening.");
+
+    public void Listen(string socketPath)
+    {
+        _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync);
+        _listener.Start();
+    }
+
+    /// <summary>Waits until every connection has ended, or the timeout passes; true when all have ended.</summary>
+    public Task<bool> WaitForConnectionsAsync(TimeSpan timeout) =>
+        _listener?.WaitForConnectionsAsync(timeout) ?? Task.FromResult(true);
+
+    private async Task HandleConnectionAsync(Socket socket, CancellationToken stopping)
+    {
+        var session = new ProcessSession(Store, _limits);
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
+        ConnectionEnd end;
+        try
+        {
+            var result = await WireConnection.RunAsync(input, session.Handler, stopping).ConfigureAwait(false);
+            end = result.End switch
+            {
+                WireStreamEnd.Goodbye => ConnectionEnd.Goodbye,
+                WireStreamEnd.EndOfStream => ConnectionEnd.EndOfStream,
+                _ => ConnectionEnd.Cancelled,
+            };
+        }
+        catch (ProtocolException e)
+        {
+            end = ConnectionEnd.ProtocolError(e);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            end = ConnectionEnd.TransportError(e.Message);
+        }
+        catch (OperationCanceledException)
+        {
+            end = ConnectionEnd.Cancelled;
+        }
+        catch (Exception e)
+        {
+            // A bug of ours must cost this connection only; say so loudly rather than lose it.
+            end = ConnectionEnd.TransportError($"internal error: {e}");
+        }
+        await input.CompleteAsync().ConfigureAwait(false);
+        session.Complete(end);
+        Report(session, end);
+    }
+
+    private void Report(ProcessSession session, ConnectionEnd end)
+    {
+        var profile = session.Profile;
+        var who = profile is null ? "a connection without HELLO" : $"pid {profile.Identity.Pid} ({profile.Identity.ServiceName})";
+        var failed = end.Reason is ConnectionEndReason.ProtocolError or ConnectionEndReason.TransportError;
+        if (failed || Verbose)
+        {
+            lock (_log) _log.WriteLine($"telemetry-agent: {who} ended: {end}");
+        }
+        if (profile is not null && _onProcessCompleted is not null)
+        {
+            try { _onProcessCompleted(profile); }
+            catch (Exception e) { lock (_log) _log.WriteLine($"telemetry-agent: handling pid {profile.Identity.Pid} failed: {e.Message}"); }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_listener is not null) await _listener.DisposeAsync().ConfigureAwait(false);
+    }
+}

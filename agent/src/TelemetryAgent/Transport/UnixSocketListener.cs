@@ -1,0 +1,147 @@
+using System.Net.Sockets;
+
+namespace TelemetryAgent.Transport;
+
+/// <summary>
+/// Listens on a Unix stream socket and hands each accepted connection to a handler on its own task. The
+/// accept loop survives any one connection's failure; the handler owns the socket it is given.
+/// </summary>
+public sealed class UnixSocketListener : IAsyncDisposable
+{
+    private readonly Socket _socket;
+    private readonly Func<Socket, CancellationToken, Task> _handleConnection;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly List<Task> _connections = [];
+    private readonly object _connectionsLock = new();
+    private Task? _acceptLoop;
+
+    private UnixSocketListener(string path, Socket socket, Func<Socket, CancellationToken, Task> handleConnection)
+    {
+        Path = path;
+        _socket = socket;
+        _handleConnection = handleConnection;
+    }
+
+    public string Path { get; }
+
+    /// <summary>
+    /// Binds <paramref name="path"/> with owner-only permissions. A socket file left by an agent that is
+    /// gone is replaced; a live agent's socket, or a file that is not a socket, is never touched.
+    /// </summary>
+    public static UnixSocketListener Bind(string path, Func<Socket, CancellationToken, Task> handleConnection, int backlog = 512)
+    {
+        path = System.IO.Path.GetFullPath(path);
+        RemoveStaleSocket(path);
+        var directory = System.IO.Path.GetDirectoryName(path);
+        if (!string.IsNullOrEmpty(directory)) Directory.CreateDirectory(directory);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            socket.Listen(backlog);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+        return new UnixSocketListener(path, socket, handleConnection);
+    }
+
+    private static void RemoveStaleSocket(string path)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists && info.LinkTarget is null) return;
+        if (info.LinkTarget is not null || !IsSocketFile(path))
+            throw new IOException($"{path} exists and is not a socket; refusing to replace it.");
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable)
+        {
+            File.Delete(path); // Nobody listens: a previous agent died without cleaning up.
+            return;
+        }
+        throw new IOException($"Another agent is already listening on {path}.");
+    }
+
+    private static bool IsSocketFile(string path)
+    {
+        // .NET has no file-type query for sockets; lstat's mode says it (S_IFSOCK = 0xC000).
+        return Native.TryGetFileType(path, out var type) && type == Native.SocketFileType;
+    }
+
+    public void Start() => _acceptLoop ??= AcceptLoopAsync(_stopping.Token);
+
+    private async Task AcceptLoopAsync(CancellationToken stopping)
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            Socket connection;
+            try
+            {
+                connection = await _socket.AcceptAsync(stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { break; }
+            catch (ObjectDisposedException) { break; }
+            catch (SocketException e) when (IsTransient(e.SocketErrorCode))
+            {
+                // Out of descriptors or an aborted handshake: pause and keep serving everyone else.
+                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+            var task = Task.Run(() => RunConnectionAsync(connection, stopping), CancellationToken.None);
+            lock (_connectionsLock)
+            {
+                _connections.RemoveAll(t => t.IsCompleted);
+                _connections.Add(task);
+            }
+        }
+    }
+
+    private static bool IsTransient(SocketError error) =>
+        error is SocketError.ConnectionAborted or SocketError.ConnectionReset or SocketError.TooManyOpenSockets
+            or SocketError.NoBufferSpaceAvailable or SocketError.Interrupted;
+
+    private async Task RunConnectionAsync(Socket connection, CancellationToken stopping)
+    {
+        try
+        {
+            await _handleConnection(connection, stopping).ConfigureAwait(false);
+        }
+        catch
+        {
+            // The handler records why its connection ended; nothing may reach the accept loop.
+        }
+        finally
+        {
+            connection.Dispose();
+        }
+    }
+
+    /// <summary>Waits until no connection is open, or the timeout passes. True when none is open.</summary>
+    public async Task<bool> WaitForConnectionsAsync(TimeSpan timeout)
+    {
+        Task[] open;
+        lock (_connectionsLock) open = _connections.Where(t => !t.IsCompleted).ToArray();
+        if (open.Length == 0) return true;
+        var all = Task.WhenAll(open);
+        return await Task.WhenAny(all, Task.Delay(timeout)).ConfigureAwait(false) == all;
+    }
+
+    /// <summary>Stops accepting, cancels open connections and waits for their handlers to finish.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!_stopping.IsCancellationRequested) _stopping.Cancel();
+        _socket.Dispose();
+        if (_acceptLoop is not null) await _acceptLoop.ConfigureAwait(false);
+        Task[] open;
+        lock (_connectionsLock) open = [.. _connections];
+        await Task.WhenAll(open).ConfigureAwait(false);
+        try { File.Delete(Path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        _stopping.Dispose();
+    }
+}

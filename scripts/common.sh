@@ -1,0 +1,54 @@
+# Shared by the scripts in this folder: locating tools, printing steps. Source it; do not run it.
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 2; }
+
+# Prints "major minor" of a Python interpreter, or nothing if it does not run.
+python_version_of() { "$1" -I -c 'import sys; print(*sys.version_info[:2])' 2>/dev/null || true; }
+
+is_312_or_later() {
+    local v; v=$(python_version_of "$1"); [ -n "$v" ] || return 1
+    set -- $v; [ "$1" -gt 3 ] || { [ "$1" -eq 3 ] && [ "$2" -ge 12 ]; }
+}
+
+pyenv_root() {
+    if [ -n "${PYENV_ROOT:-}" ]; then echo "$PYENV_ROOT";
+    elif command -v pyenv >/dev/null 2>&1; then pyenv root;
+    else echo "$HOME/.pyenv"; fi
+}
+
+# Every Python >= 3.12 on this machine, one path per line: TELEMETRY_PYTHON, then PATH, then pyenv.
+# The same order the agent uses (agent/src/TelemetryAgent/Cli/PythonLocator.cs).
+all_pythons() {
+    local seen="" candidate real
+    {
+        [ -n "${TELEMETRY_PYTHON:-}" ] && echo "$TELEMETRY_PYTHON"
+        for name in python3.15 python3.14 python3.13 python3.12 python3 python; do command -v "$name" || true; done
+        ls -d "$(pyenv_root)"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV || true
+    } | while read -r candidate; do
+        [ -x "$candidate" ] || continue
+        real=$(readlink -f "$candidate")
+        case " $seen " in *" $real "*) continue ;; esac
+        seen="$seen $real"
+        is_312_or_later "$candidate" && echo "$candidate"
+    done
+}
+
+# The first Python >= 3.12, or a clear error.
+find_python() {
+    local first; first=$(all_pythons | head -n 1)
+    [ -n "$first" ] || die "no Python 3.12 or later found (sys.monitoring needs it): set TELEMETRY_PYTHON, put one on PATH, or install one with pyenv"
+    echo "$first"
+}
+
+build_agent() {
+    command -v dotnet >/dev/null 2>&1 || die "the .NET 10 SDK (dotnet) is not on PATH"
+    step "building the agent (dotnet build -c Release)"
+    dotnet build "$REPO_ROOT/TelemetryAgent.sln" -c Release -v quiet -nologo -clp:NoSummary >&2
+}
+
+AGENT_DLL="$REPO_ROOT/agent/src/TelemetryAgent/bin/Release/net10.0/telemetry-agent.dll"
+telemetry_agent() { dotnet "$AGENT_DLL" "$@"; }
