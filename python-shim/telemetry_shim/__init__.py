@@ -1,0 +1,91 @@
+"""Records Python calls with sys.monitoring (PEP 669) and streams them to telemetry-agent.
+
+Public API::
+
+    import telemetry_shim
+    telemetry_shim.start()            # True when recording; never raises
+    telemetry_shim.stop()             # flush, say goodbye, tear down; never raises
+    telemetry_shim.is_active()
+    telemetry_shim.default_socket_path()
+
+Stdlib only; Python 3.12+. On older interpreters start() warns once and returns False.
+"""
+
+import os as _os
+
+__version__ = "0.1.0"
+
+# Code whose co_filename lies under this directory is the shim's own: never recorded.
+SHIM_PACKAGE_DIR = _os.path.dirname(_os.path.abspath(__file__))
+
+__all__ = [
+    "__version__",
+    "SHIM_PACKAGE_DIR",
+    "start",
+    "stop",
+    "is_active",
+    "default_socket_path",
+]
+
+
+def default_socket_path():
+    """$TELEMETRY_AGENT_SOCKET, else $XDG_RUNTIME_DIR/telemetry-agent.sock, else /tmp/telemetry-agent-<uid>.sock."""
+    explicit = _os.environ.get("TELEMETRY_AGENT_SOCKET")
+    if explicit:
+        return explicit
+    runtime_dir = _os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return _os.path.join(runtime_dir, "telemetry-agent.sock")
+    getuid = getattr(_os, "getuid", None)
+    uid = getuid() if getuid is not None else 0
+    return "/tmp/telemetry-agent-%d.sock" % uid
+
+
+def start(socket_path=None, *, service_name=None):
+    """Start recording calls and streaming them to the agent at socket_path.
+
+    Idempotent and never raises. Returns True when the shim is recording, False (after one
+    warning on stderr) when it cannot run: Python older than 3.12, or no free sys.monitoring
+    tool id. Connecting happens on the shim's own thread, so this never waits for the agent.
+    """
+    try:
+        from . import _control
+    except BaseException:  # Python < 3.12 syntax or a broken install: never break the host
+        _warn_once_fallback()
+        return False
+    return _control.start(socket_path, service_name)
+
+
+def stop(timeout=2.0):
+    """Stop recording, flush (waiting at most `timeout` seconds), send GOODBYE, tear down."""
+    try:
+        from . import _control
+    except BaseException:
+        return None
+    _control.stop(timeout)
+    return None
+
+
+def is_active():
+    """True while the shim holds a tool id and records calls."""
+    try:
+        from . import _control
+    except BaseException:
+        return False
+    return _control.is_active()
+
+
+_fallback_warned = False
+
+
+def _warn_once_fallback():
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    try:
+        import sys
+
+        sys.stderr.write("telemetry_shim: disabled, Python 3.12+ with sys.monitoring is required\n")
+    except BaseException:
+        pass

@@ -1,0 +1,277 @@
+"""start/stop/is_active behind the public API: one shim per process, atexit flush, fork handlers.
+
+Nothing here may raise into the program: every entry point catches everything.
+"""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+from . import SHIM_PACKAGE_DIR, __version__, default_socket_path
+
+DEFAULT_BUFFER_EVENTS = 1 << 18  # 4 MiB of records
+DEFAULT_FLUSH_INTERVAL_MS = 50
+DEFAULT_EXIT_TIMEOUT_S = 2.0
+
+_control_lock = threading.RLock()
+_shim = None  # the running _Shim, if any
+_hooks_registered = False
+_warned = False
+
+
+def warn_once(message):
+    """At most one line on stderr for the whole process, whatever goes wrong."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    try:
+        sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.flush()
+    except BaseException:
+        pass
+
+
+def _env_number(name, default, minimum):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    return max(value, minimum)
+
+
+def _process_start_unix_ns():
+    """When this process started (Linux /proc), else 0 for unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        # Fields after the parenthesised command name; starttime is field 22 overall.
+        start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    boot_s = int(line.split()[1])
+                    break
+            else:
+                return 0
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+        return boot_s * 1_000_000_000 + start_ticks * 1_000_000_000 // ticks_per_s
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _Shim:
+    def __init__(self, socket_path, service_name, tool_id):
+        from ._monitor import Recorder
+        from ._sender import Sender
+
+        self.socket_path = socket_path
+        self.service_name = service_name
+        self.tool_id = tool_id
+        self.working_directory = _cwd()
+        capacity = int(_env_number("TELEMETRY_SHIM_BUFFER_EVENTS", DEFAULT_BUFFER_EVENTS, 1024))
+        self.flush_interval_s = _env_number("TELEMETRY_SHIM_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS, 1) / 1000
+        self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error)
+        self.sender = self._new_sender()
+        self.process_start_unix_ns = _process_start_unix_ns()
+
+    def _new_sender(self):
+        from ._sender import Sender
+
+        return Sender(self.recorder, self.socket_path, self.hello_fields, warn_once, self.flush_interval_s)
+
+    def begin(self):
+        self.sender.start_thread()
+        self.recorder.install(self.tool_id)
+
+    @property
+    def running(self):
+        return not self.sender.finished.is_set() and self.recorder.failure is None
+
+    def hello_fields(self):
+        monotonic_ns = time.perf_counter_ns()
+        unix_ns = time.time_ns()
+        return {
+            "protocol_version": 1,
+            "shim_version": __version__,
+            "pid": os.getpid(),
+            "parent_pid": os.getppid(),
+            "process_start_unix_ns": self.process_start_unix_ns,
+            "executable": sys.executable or "",
+            "argv": [str(a) for a in getattr(sys, "argv", None) or ()],
+            "python_implementation": sys.implementation.name,
+            "python_version": sys.version.split()[0],
+            "host_name": _host_name(),
+            "service_name": self.service_name or os.environ.get("OTEL_SERVICE_NAME", ""),
+            "resource_attributes": os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""),
+            "clock_monotonic_ns": monotonic_ns,
+            "clock_unix_ns": unix_ns,
+            "mode": "full",
+            "tool_id": self.tool_id,
+            "working_directory": self.working_directory,
+        }
+
+    def _internal_error(self):
+        # Called from a callback that already turned the events off; the sender says goodbye.
+        self.sender.request_stop(3, self.recorder.failure or "")  # REASON_ERROR
+        warn_once("telemetry_shim: internal error, recording stopped (%s)" % (self.recorder.failure,))
+
+    def stop(self, reason, timeout):
+        self.recorder.stop_events()
+        self.sender.request_stop(reason)
+        self.sender.finished.wait(max(float(timeout), 0.0))
+        self.recorder.uninstall()
+
+    # ---- fork ---------------------------------------------------------------------------------
+
+    def before_fork(self):
+        self.sender.lock.acquire()
+
+    def after_fork_in_parent(self):
+        self.sender.lock.release()
+
+    def after_fork_in_child(self):
+        old_sender = self.sender
+        old_sender.lock.release()
+        old_sender.abandon_in_child()
+        self.recorder.ignored_idents.discard(old_sender.thread_ident)
+        if old_sender.finished.is_set() or self.recorder.tool_id is None:
+            return False
+        self.process_start_unix_ns = _process_start_unix_ns()
+        self.recorder.reset_after_fork()
+        self.sender = self._new_sender()
+        self.sender.start_thread()
+        return True
+
+
+def _cwd():
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def _host_name():
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
+
+
+def start(socket_path, service_name):
+    global _shim
+    try:
+        with _control_lock:
+            if _shim is not None:
+                if _shim.running:
+                    return True
+                _shim.sender.finished.wait(0.5)
+                _shim.recorder.uninstall()
+                _shim = None
+            if sys.version_info < (3, 12) or not hasattr(sys, "monitoring"):
+                warn_once("telemetry_shim: disabled, Python 3.12+ with sys.monitoring is required")
+                return False
+            from ._monitor import claim_tool_id
+
+            tool_id = claim_tool_id()
+            if tool_id is None:
+                warn_once("telemetry_shim: no free sys.monitoring tool id (3, 4 and 5 are in use); running untraced")
+                return False
+            try:
+                shim = _Shim(socket_path or default_socket_path(), service_name, tool_id)
+                _register_hooks()
+                shim.begin()
+            except BaseException as exc:
+                try:
+                    sys.monitoring.set_events(tool_id, 0)
+                    sys.monitoring.free_tool_id(tool_id)
+                except BaseException:
+                    pass
+                warn_once("telemetry_shim: could not start (%s: %s); running untraced" % (type(exc).__name__, exc))
+                return False
+            _shim = shim
+            return True
+    except BaseException:
+        return False
+
+
+def stop(timeout, reason=2):  # REASON_DETACH
+    global _shim
+    try:
+        with _control_lock:
+            shim = _shim
+            _shim = None
+            if shim is not None:
+                shim.stop(reason, timeout)
+    except BaseException:
+        pass
+
+
+def is_active():
+    try:
+        shim = _shim
+        return shim is not None and shim.running
+    except BaseException:
+        return False
+
+
+def _at_exit():
+    stop(_env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0), reason=1)  # REASON_EXIT
+
+
+def _before_fork():
+    try:
+        _control_lock.acquire()
+        if _shim is not None:
+            _shim.before_fork()
+    except BaseException:
+        pass
+
+
+def _after_fork_in_parent():
+    try:
+        if _shim is not None:
+            _shim.after_fork_in_parent()
+    except BaseException:
+        pass
+    finally:
+        try:
+            _control_lock.release()
+        except BaseException:
+            pass
+
+
+def _after_fork_in_child():
+    global _control_lock, _shim
+    # The parent's lock may be held by a thread that does not exist here: start from a new one.
+    _control_lock = threading.RLock()
+    try:
+        shim = _shim
+        if shim is not None:
+            ident = threading.get_ident()
+            shim.recorder.ignored_idents.add(ident)  # do not record our own setup
+            try:
+                if not shim.after_fork_in_child():
+                    _shim = None
+            finally:
+                shim.recorder.ignored_idents.discard(ident)
+    except BaseException:
+        _shim = None
+
+
+def _register_hooks():
+    global _hooks_registered
+    if _hooks_registered:
+        return
+    import atexit
+
+    atexit.register(_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
+    _hooks_registered = True

@@ -1,0 +1,212 @@
+"""Encoder for wire protocol v1 (proto/PROTOCOL.md): preamble, frames, packed event records and
+the protobuf messages of shim.proto, written by hand with the stdlib.
+
+Messages are given as dicts keyed by .proto field names; proto3 rules apply (fields equal to
+their default are not written, repeated elements always are). Nothing here touches a socket.
+"""
+
+import struct
+import sys
+from array import array
+
+MAGIC = b"TAPY"
+PROTOCOL_VERSION = 1
+PREAMBLE = MAGIC + struct.pack("<HH", PROTOCOL_VERSION, 0)
+
+FRAME_HELLO = 1
+FRAME_DEFINITIONS = 2
+FRAME_EVENTS = 3
+FRAME_STATS = 4
+FRAME_GOODBYE = 5
+FRAME_HEADER = struct.Struct("<BI")
+MAX_FRAME_PAYLOAD = 1 << 20
+RECORD_SIZE = 16
+MAX_RECORDS_PER_FRAME = MAX_FRAME_PAYLOAD // RECORD_SIZE
+
+KIND_START = 1
+KIND_RESUME = 2
+KIND_THROW = 3
+KIND_RETURN = 4
+KIND_YIELD = 5
+KIND_UNWIND = 6
+KIND_SEED = 7
+KIND_NAMES = {
+    KIND_START: "START", KIND_RESUME: "RESUME", KIND_THROW: "THROW", KIND_RETURN: "RETURN",
+    KIND_YIELD: "YIELD", KIND_UNWIND: "UNWIND", KIND_SEED: "SEED",
+}
+
+CODE_ID_SHIFT = 8
+THREAD_ID_SHIFT = 40
+MAX_CODE_ID = (1 << 32) - 1
+MAX_THREAD_ID = (1 << 24) - 1
+
+REASON_UNSPECIFIED = 0
+REASON_EXIT = 1
+REASON_DETACH = 2
+REASON_ERROR = 3
+REASON_NAMES = {REASON_UNSPECIFIED: "REASON_UNSPECIFIED", REASON_EXIT: "REASON_EXIT",
+                REASON_DETACH: "REASON_DETACH", REASON_ERROR: "REASON_ERROR"}
+
+# Definition strings longer than this are cut (at a character boundary) so that one
+# definition can never approach the frame limit.
+MAX_STRING_BYTES = 16 * 1024
+
+_VARINT, _LENGTH_DELIMITED = 0, 2
+
+# Field tables from shim.proto: name -> (field number, type). Types: "uint", "int64", "bool",
+# "string", a message name, or any of those in a list for a repeated field.
+SCHEMAS = {
+    "Hello": {
+        "protocol_version": (1, "uint"), "shim_version": (2, "string"), "pid": (3, "int64"),
+        "parent_pid": (4, "int64"), "process_start_unix_ns": (5, "int64"), "executable": (6, "string"),
+        "argv": (7, ["string"]), "python_implementation": (8, "string"), "python_version": (9, "string"),
+        "host_name": (10, "string"), "service_name": (11, "string"), "resource_attributes": (12, "string"),
+        "clock_monotonic_ns": (13, "int64"), "clock_unix_ns": (14, "int64"), "mode": (15, "string"),
+        "tool_id": (16, "uint"), "working_directory": (17, "string"),
+    },
+    "Definitions": {"codes": (1, ["CodeDefinition"]), "threads": (2, ["ThreadDefinition"])},
+    "CodeDefinition": {
+        "id": (1, "uint"), "qualified_name": (2, "string"), "file_name": (3, "string"),
+        "first_line": (4, "uint"), "module": (5, "string"), "kind_flags": (6, "uint"),
+    },
+    "ThreadDefinition": {
+        "id": (1, "uint"), "ident": (2, "uint"), "native_id": (3, "int64"), "name": (4, "string"),
+        "is_main": (5, "bool"),
+    },
+    "Stats": {
+        "events_recorded": (1, "uint"), "events_dropped": (2, "uint"), "events_sent": (3, "uint"),
+        "frames_sent": (4, "uint"), "connects": (5, "uint"), "callback_errors": (6, "uint"),
+    },
+    "Goodbye": {
+        "reason": (1, "uint"), "final_stats": (2, "Stats"), "end_monotonic_ns": (3, "int64"),
+        "detail": (4, "string"),
+    },
+}
+
+
+def encode_varint(value, out):
+    """Appends `value` (0 <= value < 2**64) as a base-128 varint to the bytearray `out`."""
+    if value < 0 or value >= 1 << 64:
+        raise ValueError("varint out of range: %r" % (value,))
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def encode_string(text):
+    """UTF-8 bytes of `text`, valid even for lone surrogates (e.g. undecodable file names)."""
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) > MAX_STRING_BYTES:
+        data = data[:MAX_STRING_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return data
+
+
+def _encode_scalar(number, type_name, value, out):
+    if type_name == "string":
+        data = encode_string(value)
+        encode_varint(number << 3 | _LENGTH_DELIMITED, out)
+        encode_varint(len(data), out)
+        out += data
+    elif type_name == "uint":
+        encode_varint(number << 3 | _VARINT, out)
+        encode_varint(value, out)
+    elif type_name == "int64":
+        if not -(1 << 63) <= value < 1 << 63:
+            raise ValueError("int64 out of range: %r" % (value,))
+        encode_varint(number << 3 | _VARINT, out)
+        encode_varint(value & 0xFFFFFFFFFFFFFFFF, out)  # negative: ten-byte two's complement
+    elif type_name == "bool":
+        encode_varint(number << 3 | _VARINT, out)
+        out.append(1 if value else 0)
+    else:
+        data = encode_message(type_name, value)
+        encode_varint(number << 3 | _LENGTH_DELIMITED, out)
+        encode_varint(len(data), out)
+        out += data
+
+
+def encode_message(name, fields):
+    """Protobuf bytes of message `name` from a dict of .proto field names (unknown names raise)."""
+    schema = SCHEMAS[name]
+    for key in fields:
+        if key not in schema:
+            raise KeyError("%s has no field %r" % (name, key))
+    out = bytearray()
+    # Fields in field-number order, as protobuf encoders write them.
+    for field_name, (number, type_name) in sorted(schema.items(), key=lambda item: item[1][0]):
+        value = fields.get(field_name)
+        if isinstance(type_name, list):
+            for element in value or ():
+                _encode_scalar(number, type_name[0], element, out)
+        elif type_name in ("uint", "int64", "bool", "string"):
+            if value:  # proto3: a default value (0, "", False, None) is not written
+                _encode_scalar(number, type_name, value, out)
+        elif value is not None:
+            _encode_scalar(number, type_name, value, out)
+    return bytes(out)
+
+
+def encode_frame(frame_type, payload):
+    """Frame header + payload. The payload must fit the protocol's limit."""
+    if len(payload) > MAX_FRAME_PAYLOAD:
+        raise ValueError("frame payload of %d bytes exceeds %d" % (len(payload), MAX_FRAME_PAYLOAD))
+    return FRAME_HEADER.pack(frame_type, len(payload)) + payload
+
+
+def encode_definitions_frames(codes, threads):
+    """DEFINITIONS frames for lists of CodeDefinition and ThreadDefinition dicts, split so that
+    no frame exceeds the limit (repeated fields concatenate, so any split is valid)."""
+    frames = []
+    current = bytearray()
+    for field_number, message_name, entries in ((1, "CodeDefinition", codes), (2, "ThreadDefinition", threads)):
+        for entry in entries:
+            data = encode_message(message_name, entry)
+            field = bytearray()
+            encode_varint(field_number << 3 | _LENGTH_DELIMITED, field)
+            encode_varint(len(data), field)
+            field += data
+            if current and len(current) + len(field) > MAX_FRAME_PAYLOAD:
+                frames.append(encode_frame(FRAME_DEFINITIONS, bytes(current)))
+                current = bytearray()
+            current += field
+    if current:
+        frames.append(encode_frame(FRAME_DEFINITIONS, bytes(current)))
+    return frames
+
+
+def pack_word(thread_id, code_id, kind):
+    """The record's second u64: thread_id << 40 | code_id << 8 | kind."""
+    if not 0 < thread_id <= MAX_THREAD_ID or not 0 < code_id <= MAX_CODE_ID or not 0 < kind <= 0xFF:
+        raise ValueError("bad record fields: thread %r code %r kind %r" % (thread_id, code_id, kind))
+    return thread_id << THREAD_ID_SHIFT | code_id << CODE_ID_SHIFT | kind
+
+
+def unpack_word(word):
+    """(thread_id, code_id, kind) of a record's second u64."""
+    return word >> THREAD_ID_SHIFT, (word >> CODE_ID_SHIFT) & MAX_CODE_ID, word & 0xFF
+
+
+def encode_events_frames(records, start=0, stop=None):
+    """EVENTS frames for records[start:stop] of an array('Q') of (timestamp, word) pairs.
+
+    Returns (list of frames, number of records). Each frame carries at most 65536 records
+    (1 MiB); encoding a frame is one tobytes() of a slice.
+    """
+    if stop is None:
+        stop = len(records)
+    if (stop - start) % 2:
+        raise ValueError("records must hold (timestamp, word) pairs")
+    frames = []
+    step = 2 * MAX_RECORDS_PER_FRAME
+    for offset in range(start, stop, step):
+        piece = records[offset:min(offset + step, stop)]
+        if _BIG_ENDIAN:
+            piece.byteswap()
+        payload = piece.tobytes()
+        frames.append(FRAME_HEADER.pack(FRAME_EVENTS, len(payload)) + payload)
+    return frames, (stop - start) // 2
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
+assert array("Q").itemsize == 8, "array('Q') must be 64-bit"

@@ -1,0 +1,452 @@
+"""Test support: a real Unix-socket agent stand-in with its own reference decoder, and a
+helper that runs real Python 3.12+ subprocesses with the shim importable.
+
+The decoder here is deliberately independent of telemetry_shim._wire (written from
+proto/PROTOCOL.md and shim.proto), so that a shared mistake cannot hide.
+"""
+
+import glob
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SHIM_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # python-shim/
+REPO_ROOT = os.path.dirname(SHIM_ROOT)
+TESTDATA_DIR = os.path.join(REPO_ROOT, "proto", "testdata")
+
+KIND_NAMES = {1: "START", 2: "RESUME", 3: "THROW", 4: "RETURN", 5: "YIELD", 6: "UNWIND", 7: "SEED"}
+PUSH_KINDS = frozenset(("START", "RESUME", "THROW", "SEED"))
+POP_KINDS = frozenset(("RETURN", "YIELD", "UNWIND"))
+
+# Message schemas from shim.proto: field number -> (name, type). Types: "u" unsigned varint,
+# "i" signed 64-bit varint, "b" bool, "s" string, "e:<Enum>" enum, "m:<Message>" message;
+# a trailing "*" marks a repeated field.
+SCHEMAS = {
+    "Hello": {
+        1: ("protocol_version", "u"), 2: ("shim_version", "s"), 3: ("pid", "i"),
+        4: ("parent_pid", "i"), 5: ("process_start_unix_ns", "i"), 6: ("executable", "s"),
+        7: ("argv", "s*"), 8: ("python_implementation", "s"), 9: ("python_version", "s"),
+        10: ("host_name", "s"), 11: ("service_name", "s"), 12: ("resource_attributes", "s"),
+        13: ("clock_monotonic_ns", "i"), 14: ("clock_unix_ns", "i"), 15: ("mode", "s"),
+        16: ("tool_id", "u"), 17: ("working_directory", "s"),
+    },
+    "Definitions": {1: ("codes", "m:CodeDefinition*"), 2: ("threads", "m:ThreadDefinition*")},
+    "CodeDefinition": {
+        1: ("id", "u"), 2: ("qualified_name", "s"), 3: ("file_name", "s"), 4: ("first_line", "u"),
+        5: ("module", "s"), 6: ("kind_flags", "u"),
+    },
+    "ThreadDefinition": {
+        1: ("id", "u"), 2: ("ident", "u"), 3: ("native_id", "i"), 4: ("name", "s"), 5: ("is_main", "b"),
+    },
+    "Stats": {
+        1: ("events_recorded", "u"), 2: ("events_dropped", "u"), 3: ("events_sent", "u"),
+        4: ("frames_sent", "u"), 5: ("connects", "u"), 6: ("callback_errors", "u"),
+    },
+    "Goodbye": {
+        1: ("reason", "e:Reason"), 2: ("final_stats", "m:Stats"), 3: ("end_monotonic_ns", "i"),
+        4: ("detail", "s"),
+    },
+}
+ENUMS = {"Reason": {0: "REASON_UNSPECIFIED", 1: "REASON_EXIT", 2: "REASON_DETACH", 3: "REASON_ERROR"}}
+FRAME_MESSAGES = {1: "Hello", 2: "Definitions", 4: "Stats", 5: "Goodbye"}
+FRAME_NAMES = {1: "HELLO", 2: "DEFINITIONS", 3: "EVENTS", 4: "STATS", 5: "GOODBYE"}
+MAX_FRAME_PAYLOAD = 1 << 20
+
+
+class DecodeError(Exception):
+    pass
+
+
+def _read_varint(data, pos):
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise DecodeError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise DecodeError("varint too long")
+
+
+def _default_for(type_code):
+    if type_code.endswith("*"):
+        return []
+    kind = type_code.split(":")[0]
+    if kind == "s":
+        return ""
+    if kind == "b":
+        return False
+    if kind == "m":
+        return None
+    if kind == "e":
+        return ENUMS[type_code.split(":")[1]][0]
+    return 0
+
+
+def decode_message(name, data):
+    """Decodes a protobuf message into a dict keyed by .proto field names, defaults filled in."""
+    schema = SCHEMAS[name]
+    out = {field_name: _default_for(type_code) for field_name, type_code in schema.values()}
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire_type == 2:
+            length, pos = _read_varint(data, pos)
+            if pos + length > len(data):
+                raise DecodeError("truncated length-delimited field %d in %s" % (number, name))
+            value = bytes(data[pos:pos + length])
+            pos += length
+        elif wire_type == 1:
+            value, pos = data[pos:pos + 8], pos + 8
+        elif wire_type == 5:
+            value, pos = data[pos:pos + 4], pos + 4
+        else:
+            raise DecodeError("bad wire type %d in %s" % (wire_type, name))
+        if number not in schema:
+            continue  # unknown field: protobuf skips it
+        field_name, type_code = schema[number]
+        repeated = type_code.endswith("*")
+        kind = type_code.rstrip("*").split(":")
+        if kind[0] == "s":
+            value = value.decode("utf-8")
+        elif kind[0] == "i":
+            if value >= 1 << 63:
+                value -= 1 << 64
+        elif kind[0] == "b":
+            value = bool(value)
+        elif kind[0] == "e":
+            value = ENUMS[kind[1]].get(value, value)
+        elif kind[0] == "m":
+            value = decode_message(kind[1], value)
+        if repeated:
+            out[field_name].append(value)
+        else:
+            out[field_name] = value
+    return out
+
+
+class DecodedConnection:
+    """One connection as the agent would see it, decoded incrementally as bytes arrive."""
+
+    def __init__(self):
+        self.hello = None
+        self.codes = {}
+        self.threads = {}
+        self.thread_history = []  # every ThreadDefinition in arrival order
+        self.events = []  # (ts, thread_id, code_id, kind_name)
+        self.stats = None
+        self.goodbye = None
+        self.error = None
+        self.ended = False
+        self.frame_types = []
+        self.total_bytes = 0
+        self._buffer = bytearray()
+        self._preamble_done = False
+        self._lock = threading.Lock()
+        self._ended_event = threading.Event()
+
+    def feed(self, data):
+        with self._lock:
+            self.total_bytes += len(data)
+            if self.error is not None:
+                return
+            self._buffer += data
+            try:
+                self._parse_available()
+            except (DecodeError, UnicodeDecodeError, KeyError) as e:
+                self.error = "%s: %s" % (type(e).__name__, e)
+
+    def finish(self):
+        with self._lock:
+            if self.error is None:
+                if not self._preamble_done or (self.hello is None):
+                    self.error = "truncated stream: ended before HELLO"
+                elif self._buffer:
+                    self.error = "truncated stream: %d bytes of an incomplete frame" % len(self._buffer)
+            self.ended = True
+        self._ended_event.set()
+
+    def wait_ended(self, timeout):
+        return self._ended_event.wait(timeout)
+
+    def _parse_available(self):
+        buf = self._buffer
+        if not self._preamble_done:
+            if len(buf) < 8:
+                return
+            magic, version, flags = struct.unpack_from("<4sHH", buf, 0)
+            if magic != b"TAPY" or version != 1 or flags != 0:
+                raise DecodeError("bad preamble %r" % bytes(buf[:8]))
+            del buf[:8]
+            self._preamble_done = True
+        pos = 0
+        while len(buf) - pos >= 5:
+            frame_type, length = struct.unpack_from("<BI", buf, pos)
+            if length > MAX_FRAME_PAYLOAD:
+                raise DecodeError("frame too large: %d" % length)
+            if len(buf) - pos - 5 < length:
+                break
+            payload = bytes(buf[pos + 5:pos + 5 + length])
+            pos += 5 + length
+            self._frame(frame_type, payload)
+        del buf[:pos]
+
+    def _frame(self, frame_type, payload):
+        if frame_type not in FRAME_NAMES:
+            raise DecodeError("unknown frame type %d" % frame_type)
+        if self.goodbye is not None:
+            raise DecodeError("frame after GOODBYE")
+        if (frame_type == 1) != (self.hello is None):
+            raise DecodeError("HELLO must be exactly the first frame")
+        self.frame_types.append(FRAME_NAMES[frame_type])
+        if frame_type == 3:
+            if not payload or len(payload) % 16:
+                raise DecodeError("EVENTS payload length %d is not a positive multiple of 16" % len(payload))
+            for ts, word in struct.iter_unpack("<QQ", payload):
+                kind = word & 0xFF
+                code_id = (word >> 8) & 0xFFFFFFFF
+                thread_id = word >> 40
+                if kind not in KIND_NAMES:
+                    raise DecodeError("invalid kind %d" % kind)
+                if code_id not in self.codes or thread_id not in self.threads:
+                    raise DecodeError("undefined id: thread %d code %d" % (thread_id, code_id))
+                self.events.append((ts, thread_id, code_id, KIND_NAMES[kind]))
+            return
+        message = decode_message(FRAME_MESSAGES[frame_type], payload)
+        if frame_type == 1:
+            self.hello = message
+        elif frame_type == 2:
+            for code in message["codes"]:
+                if code["id"] == 0 or code["id"] in self.codes:
+                    raise DecodeError("code id %d zero or defined twice" % code["id"])
+                self.codes[code["id"]] = code
+            for thread in message["threads"]:
+                if thread["id"] == 0 or thread["id"] >= 1 << 24:
+                    raise DecodeError("bad thread id %d" % thread["id"])
+                self.threads[thread["id"]] = thread
+                self.thread_history.append(thread)
+        elif frame_type == 4:
+            self.stats = message
+        elif frame_type == 5:
+            self.goodbye = message
+
+    # Convenience views -------------------------------------------------------------------
+
+    def qualified_name(self, code_id):
+        return self.codes[code_id]["qualified_name"]
+
+    def events_named(self):
+        """Events as (thread_name, qualified_name, kind_name)."""
+        return [(self.threads[t]["name"], self.codes[c]["qualified_name"], k) for _, t, c, k in self.events]
+
+    def thread_named(self, name):
+        for thread_id, thread in self.threads.items():
+            if thread["name"] == name:
+                return thread_id
+        return None
+
+
+def call_counts(conn, thread_id=None):
+    """{qualified_name: number of START events} (optionally for one thread)."""
+    counts = {}
+    for _, t, c, kind in conn.events:
+        if kind == "START" and (thread_id is None or t == thread_id):
+            name = conn.codes[c]["qualified_name"]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def replay_stacks(conn):
+    """Replays the events strictly: {thread_id: (final stack of code ids, list of problems)}.
+
+    Strict means every pop must match the top of its thread's stack, which is what the shim
+    promises for ordinary programs (the agent's tolerance for implicit exits is not used here).
+    """
+    stacks = {}
+    problems = {}
+    last_ts = {}
+    for ts, t, c, kind in conn.events:
+        stack = stacks.setdefault(t, [])
+        errs = problems.setdefault(t, [])
+        if ts < last_ts.get(t, 0):
+            errs.append("timestamp went backwards at %d" % ts)
+        last_ts[t] = ts
+        if kind in PUSH_KINDS:
+            stack.append(c)
+        elif not stack or stack[-1] != c:
+            errs.append("%s of %s does not match top %s" % (
+                kind, conn.codes[c]["qualified_name"],
+                conn.codes[stack[-1]]["qualified_name"] if stack else None))
+        else:
+            stack.pop()
+    return {t: (stacks[t], problems[t]) for t in stacks}
+
+
+class RecordingAgent:
+    """A real Unix-socket server that records and decodes every connection (context manager)."""
+
+    def __init__(self, path=None):
+        self._tmpdir = None
+        if path is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="tashim-")
+            path = os.path.join(self._tmpdir, "agent.sock")
+        self.path = path
+        self._server = None
+        self._connections = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._threads = []
+        self._closing = False
+
+    def __enter__(self):
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(64)
+        self._server.settimeout(0.1)
+        accept_thread = threading.Thread(target=self._accept_loop, name="RecordingAgent-accept", daemon=True)
+        accept_thread.start()
+        self._threads.append(accept_thread)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        self._closing = True
+        for thread in list(self._threads):
+            thread.join(5)
+        try:
+            self._server.close()
+        except OSError:
+            pass
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def _accept_loop(self):
+        while not self._closing:
+            try:
+                client, _ = self._server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn = DecodedConnection()
+            with self._lock:
+                self._connections.append(conn)
+                self._changed.notify_all()
+            reader = threading.Thread(target=self._read_loop, args=(client, conn), daemon=True)
+            reader.start()
+            self._threads.append(reader)
+
+    def _read_loop(self, client, conn):
+        client.settimeout(0.1)
+        try:
+            while True:
+                try:
+                    data = client.recv(1 << 16)
+                except socket.timeout:
+                    if self._closing:
+                        break
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                conn.feed(data)
+        finally:
+            client.close()
+            conn.finish()
+            with self._lock:
+                self._changed.notify_all()
+
+    def connections(self):
+        with self._lock:
+            return list(self._connections)
+
+    def wait_for(self, count=1, timeout=30.0):
+        """Waits until at least `count` connections have ended; returns the ended ones in accept order."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                ended = [c for c in self._connections if c.ended]
+                if len(ended) >= count:
+                    return ended
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("waited %.1fs for %d ended connection(s), have %d of %d" % (
+                        timeout, count, len(ended), len(self._connections)))
+                self._changed.wait(min(remaining, 0.2))
+
+    def wait_for_accepted(self, count=1, timeout=30.0):
+        """Waits until at least `count` connections were accepted (ended or not)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._connections) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("waited %.1fs for %d connection(s)" % (timeout, count))
+                self._changed.wait(min(remaining, 0.2))
+            return list(self._connections)
+
+
+def find_python():
+    """A Python >= 3.12 interpreter: $TELEMETRY_PYTHON, the running one, else pyenv's 3.12/3.13."""
+    explicit = os.environ.get("TELEMETRY_PYTHON")
+    if explicit:
+        return explicit
+    if sys.version_info >= (3, 12):
+        return sys.executable
+    roots = []
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip()
+        if root:
+            roots.append(root)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    roots.append(os.path.expanduser("~/.pyenv"))
+    for root in roots:
+        for minor in ("3.12", "3.13"):
+            for candidate in sorted(glob.glob(os.path.join(root, "versions", minor + "*", "bin", "python"))):
+                if os.access(candidate, os.X_OK):
+                    return candidate
+    raise RuntimeError("no Python >= 3.12 found: set TELEMETRY_PYTHON")
+
+
+def run_python(code_or_args, env=None, timeout=60, cwd=None):
+    """Runs a real Python 3.12+ subprocess with python-shim on PYTHONPATH.
+
+    code_or_args: a str is run with -c; a list is passed as the interpreter's arguments.
+    env: extra environment variables (None values remove a variable).
+    Returns (returncode, stdout, stderr) as text.
+    """
+    if isinstance(code_or_args, str):
+        args = ["-c", code_or_args]
+    else:
+        args = list(code_or_args)
+    full_env = dict(os.environ)
+    full_env.pop("TELEMETRY_AGENT_SOCKET", None)
+    full_env["PYTHONPATH"] = SHIM_ROOT + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
+    full_env["PYTHONDONTWRITEBYTECODE"] = "1"
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    completed = subprocess.run(
+        [find_python()] + args, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return completed.returncode, completed.stdout, completed.stderr
