@@ -27,8 +27,8 @@ public readonly record struct WireConnectionResult(WireStreamEnd End, long Frame
 public static class WireConnection
 {
     /// <remarks>
-    /// The input must be able to buffer <see cref="WireFormat.MaxFrameSize"/> unconsumed bytes (a
-    /// <see cref="Pipe"/> needs a pause-writer threshold above it), since a frame is consumed only whole.
+    /// A frame is consumed only whole, so the loop never needs more than <see cref="WireFormat.MaxFrameSize"/>
+    /// bytes buffered; a larger declared length is rejected from its header, before its payload arrives.
     /// After GOODBYE the loop keeps reading until the peer closes, so any trailing byte is reported as
     /// <see cref="ProtocolViolation.FrameAfterGoodbye"/>.
     /// </remarks>

@@ -12,9 +12,9 @@ public static class WireFormat
     public const int EventRecordSize = 16;
 
     /// <summary>
-    /// The most bytes one frame occupies on the wire. A buffer between the socket and the parser must be
-    /// able to hold this much unconsumed data (for a <c>Pipe</c>: a pause threshold above it), or a
-    /// maximal frame can never complete.
+    /// The most bytes one frame occupies on the wire, so the most a reader ever buffers unconsumed. A
+    /// <c>Pipe</c> feeding the parser works with any pause threshold (back pressure follows what was
+    /// examined), but one at or above this lets a maximal frame arrive without stop-and-go pauses.
     /// </summary>
     public const int MaxFrameSize = FrameHeaderSize + MaxFramePayload;
 
