@@ -35,6 +35,15 @@ public readonly record struct ConnectionEnd(ConnectionEndReason Reason, Protocol
 
     public static ConnectionEnd TransportError(string detail) => new(ConnectionEndReason.TransportError, null, detail);
 
+    /// <summary>The end of a stream that kept to the protocol, as the read loop reports it.</summary>
+    public static ConnectionEnd FromStreamEnd(WireStreamEnd end) => end switch
+    {
+        WireStreamEnd.Goodbye => Goodbye,
+        WireStreamEnd.EndOfStream => EndOfStream,
+        WireStreamEnd.Cancelled => Cancelled,
+        _ => throw new ArgumentOutOfRangeException(nameof(end), end, "Unknown stream end."),
+    };
+
     /// <summary>A short label: the reason, or the violation for a protocol error (e.g. <c>UndefinedId</c>).</summary>
     public string Label => Violation is { } violation ? violation.ToString() : Reason.ToString();
 

@@ -1,4 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
+using System.IO.Pipelines;
+using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using TelemetryAgent.Aggregation;
 using TelemetryAgent.Protocol;
@@ -146,6 +148,35 @@ public sealed class ProcessSession
         profile.EndedAt = _time.GetUtcNow();
         profile.End = end;
         _store?.Publish(profile);
+    }
+
+    /// <summary>
+    /// Reads one connection's stream to its end through the protocol's read loop, then completes the session
+    /// with how it ended. Never throws for what the peer sends or for a failing socket: the end says it.
+    /// </summary>
+    public async Task<ConnectionEnd> RunAsync(PipeReader input, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ConnectionEnd end;
+        try
+        {
+            var result = await WireConnection.RunAsync(input, Handler, cancellationToken).ConfigureAwait(false);
+            end = ConnectionEnd.FromStreamEnd(result.End);
+        }
+        catch (ProtocolException violation)
+        {
+            end = ConnectionEnd.ProtocolError(violation);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            end = ConnectionEnd.Cancelled;
+        }
+        catch (Exception error) when (error is IOException or SocketException or ObjectDisposedException)
+        {
+            end = ConnectionEnd.TransportError(error.Message);
+        }
+        Complete(end);
+        return end;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
