@@ -260,7 +260,12 @@ public sealed class WireConnectionTests
         for (int offset = 0; offset < data.Length;)
         {
             int size = Math.Min(random.Next(1, maxChunk + 1), data.Length - offset);
-            await writer.WriteAsync(data.AsMemory(offset, size));
+            FlushResult flush = await writer.WriteAsync(data.AsMemory(offset, size));
+            if (flush.IsCompleted)
+            {
+                return; // the reader stopped (for example on a violation)
+            }
+
             offset += size;
             if (random.Next(8) == 0)
             {
