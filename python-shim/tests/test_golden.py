@@ -1,0 +1,119 @@
+"""Golden streams: proto/testdata/*.json encoded with the shim's encoder must equal *.bin byte for
+byte. The agent's tests parse the same .bin files. Rewrites only with UPDATE_GOLDEN=1, and a
+rewrite fails the test so that it is never silent."""
+
+import glob
+import json
+import os
+import sys
+import unittest
+from array import array
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from telemetry_shim import _wire  # noqa: E402
+
+import support  # noqa: E402
+
+FRAME_TYPES = {"HELLO": _wire.FRAME_HELLO, "DEFINITIONS": _wire.FRAME_DEFINITIONS, "EVENTS": _wire.FRAME_EVENTS,
+               "STATS": _wire.FRAME_STATS, "GOODBYE": _wire.FRAME_GOODBYE}
+MESSAGES = {"HELLO": "Hello", "DEFINITIONS": "Definitions", "STATS": "Stats", "GOODBYE": "Goodbye"}
+KINDS = {name: kind for kind, name in _wire.KIND_NAMES.items()}
+REASONS = {name: number for number, name in _wire.REASON_NAMES.items()}
+
+
+def _records(events):
+    records = array("Q")
+    for event in events:
+        records.append(event["ts"])
+        records.append(_wire.pack_word(event["thread"], event["code"], KINDS[event["kind"]]))
+    return records
+
+
+def encode_scenario(scenario):
+    """The stream a golden JSON describes, frame by frame, through the shim's encoder."""
+    out = bytearray(_wire.PREAMBLE)
+    for frame in scenario["frames"]:
+        kind = frame["type"]
+        if kind == "EVENTS":
+            frames, count = _wire.encode_events_frames(_records(frame["events"]))
+            if len(frames) != 1:
+                raise AssertionError("one JSON EVENTS frame must encode to one frame, got %d" % len(frames))
+            out += frames[0]
+            continue
+        message = dict(frame["message"])
+        if kind == "GOODBYE" and "reason" in message:
+            message["reason"] = REASONS[message["reason"]]
+        out += _wire.encode_frame(FRAME_TYPES[kind], _wire.encode_message(MESSAGES[kind], message))
+    return bytes(out)
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class GoldenStreamTests(unittest.TestCase):
+    def scenarios(self):
+        paths = sorted(glob.glob(os.path.join(support.TESTDATA_DIR, "*.json")))
+        self.assertGreaterEqual(len(paths), 3, "golden scenarios missing")
+        return paths
+
+    def test_encoding_each_scenario_matches_its_golden_bin(self):
+        for path in self.scenarios():
+            with self.subTest(os.path.basename(path)):
+                encoded = encode_scenario(_load(path))
+                bin_path = path[:-5] + ".bin"
+                if os.environ.get("UPDATE_GOLDEN") == "1":
+                    with open(bin_path, "wb") as f:
+                        f.write(encoded)
+                    self.fail("rewrote %s (UPDATE_GOLDEN=1); run again without it" % bin_path)
+                self.assertTrue(os.path.exists(bin_path), "%s missing: run with UPDATE_GOLDEN=1" % bin_path)
+                with open(bin_path, "rb") as f:
+                    expected = f.read()
+                if encoded != expected:
+                    first = next(i for i in range(min(len(encoded), len(expected)) + 1)
+                                 if i >= min(len(encoded), len(expected)) or encoded[i] != expected[i])
+                    self.fail("%s differs from its encoding at byte %d (%d vs %d bytes)"
+                              % (bin_path, first, len(expected), len(encoded)))
+
+    def test_reference_decoder_reads_each_golden_bin_back_to_its_json(self):
+        for path in self.scenarios():
+            with self.subTest(os.path.basename(path)):
+                scenario = _load(path)
+                with open(path[:-5] + ".bin", "rb") as f:
+                    data = f.read()
+                conn = support.DecodedConnection()
+                # A few uneven splits, down to single bytes at the start.
+                for piece in (data[:1], data[1:7], data[7:8], data[8:1000], data[1000:]):
+                    conn.feed(piece)
+                conn.finish()
+                self.assertIsNone(conn.error)
+                self.assertEqual([f["type"] for f in scenario["frames"]], conn.frame_types)
+                expected_events = [(e["ts"], e["thread"], e["code"], e["kind"])
+                                   for f in scenario["frames"] if f["type"] == "EVENTS" for e in f["events"]]
+                self.assertEqual(expected_events, conn.events)
+                hello = scenario["frames"][0]["message"]
+                for key, value in hello.items():
+                    self.assertEqual(value, conn.hello[key], key)
+                goodbye = [f["message"] for f in scenario["frames"] if f["type"] == "GOODBYE"]
+                if goodbye:
+                    self.assertEqual(goodbye[0]["reason"], conn.goodbye["reason"])
+                else:
+                    self.assertIsNone(conn.goodbye)
+
+    def test_large_batch_splits_into_the_golden_frames(self):
+        scenario = _load(os.path.join(support.TESTDATA_DIR, "unicode_and_limits.json"))
+        first, second = [f for f in scenario["frames"] if f["type"] == "EVENTS"][:2]
+        self.assertEqual(_wire.MAX_RECORDS_PER_FRAME, len(first["events"]))
+        frames, count = _wire.encode_events_frames(_records(first["events"] + second["events"]))
+        self.assertEqual(len(first["events"]) + len(second["events"]), count)
+        self.assertEqual(2, len(frames))
+        self.assertEqual(5 + _wire.MAX_FRAME_PAYLOAD, len(frames[0]))
+        with open(os.path.join(support.TESTDATA_DIR, "unicode_and_limits.bin"), "rb") as f:
+            golden = f.read()
+        self.assertIn(frames[0] + frames[1], golden)
+
+
+if __name__ == "__main__":
+    unittest.main()
