@@ -28,7 +28,8 @@ public sealed partial record FunctionInfo(
     /// How a code object's file is shown: relative to <paramref name="workingDirectory"/> when it is under it;
     /// else, for a file of a Python installation (<c>.../lib/pythonX.Y/...</c>: the standard library and
     /// site-packages), the part after that directory without a leading <c>site-packages/</c>; else as given
-    /// (which keeps names such as <c>&lt;frozen os&gt;</c> and <c>&lt;string&gt;</c>).
+    /// (which keeps names such as <c>&lt;frozen os&gt;</c> and <c>&lt;string&gt;</c>). A working directory of
+    /// <c>/</c> is ignored: every absolute path is under it, and the rule would only drop the leading slash.
     /// </summary>
     public static string ToDisplayFile(string fileName, string workingDirectory)
     {
