@@ -1,0 +1,160 @@
+"""autostart/sitecustomize.py: a process starts under the shim from its environment alone, and the
+bootstrap never breaks it. Real interpreters, real sockets."""
+
+import os
+import shutil
+import tempfile
+import textwrap
+import unittest
+
+import support
+
+AUTOSTART_DIR = os.path.join(support.SHIM_ROOT, "telemetry_shim", "autostart")
+SHIM_PACKAGE_DIR = os.path.join(support.SHIM_ROOT, "telemetry_shim")
+
+PROGRAM = """\
+import sys
+def work(n):
+    return n * 2
+for i in range(3):
+    work(i)
+print("sitecustomize from", getattr(sys.modules.get("sitecustomize"), "__file__", None))
+"""
+
+
+def autostart_env(agent_path, flag="1", extra_path=()):
+    return {
+        "TELEMETRY_SHIM_AUTOSTART": flag,
+        "TELEMETRY_AGENT_SOCKET": agent_path,
+        "PYTHONPATH": os.pathsep.join([AUTOSTART_DIR, support.SHIM_ROOT, *extra_path]),
+    }
+
+
+class AutostartTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="tashim-autostart-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.program = self.write("program.py", PROGRAM)
+
+    def write(self, relative_path, text):
+        path = os.path.join(self.tmp, relative_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def run_program(self, env, arguments=None):
+        with support.RecordingAgent() as agent:
+            full_env = {key: value.replace("{agent}", agent.path) for key, value in env.items()}
+            result = support.run_python(arguments or [self.program], env=full_env, cwd=self.tmp)
+            # The shim says goodbye at exit, so a process that started it has connected by now.
+            connections = agent.wait_for(1, timeout=30) if agent.connections() else []
+        return result, connections
+
+    def test_enabled_by_environment_records_the_program(self):
+        for flag in ("1", "true", "YES"):
+            with self.subTest(flag=flag):
+                (code, out, err), connections = self.run_program(autostart_env("{agent}", flag))
+                self.assertEqual((code, err), (0, ""))
+                self.assertEqual(len(connections), 1)
+                conn = connections[0]
+                self.assertIsNone(conn.error)
+                self.assertEqual(conn.goodbye["reason"], "REASON_EXIT")
+                self.assertEqual(support.call_counts(conn)["work"], 3)
+                self.assertEqual(conn.hello["pid"] > 0, True)
+
+    def test_disabled_by_environment_starts_nothing(self):
+        for flag in ("", "0", "false", "no"):
+            with self.subTest(flag=flag):
+                (code, out, err), connections = self.run_program(autostart_env("{agent}", flag))
+                self.assertEqual((code, err), (0, ""))
+                self.assertEqual(connections, [])
+                self.assertIn(os.path.join(AUTOSTART_DIR, "sitecustomize.py"), out)
+
+    def test_no_bootstrap_frames_are_recorded(self):
+        (code, _, err), connections = self.run_program(autostart_env("{agent}"))
+        self.assertEqual((code, err), (0, ""))
+        conn = connections[0]
+        for definition in conn.codes.values():
+            self.assertNotEqual(definition["file_name"], "<frozen site>", definition)
+            self.assertFalse(definition["file_name"].startswith(SHIM_PACKAGE_DIR), definition)
+        main = next(t for t, thread in conn.threads.items() if thread["is_main"])
+        main_events = [(kind, conn.codes[c]) for _, t, c, kind in conn.events if t == main]
+        # What remains: the program's <module> is seeded (the shim starts as it begins), no more.
+        seeds = [d["qualified_name"] for kind, d in main_events if kind == "SEED"]
+        self.assertEqual(seeds, ["<module>"])
+        self.assertEqual(main_events[0][1]["file_name"], self.program)
+
+    def test_chains_to_the_sitecustomize_it_shadows(self):
+        marker = os.path.join(self.tmp, "marker.txt")
+        user_dir = os.path.dirname(self.write("user/sitecustomize.py", """\
+            with open(%r, "a") as f:
+                f.write("ran\\n")
+            """ % marker))
+        for flag in ("1", "0"):
+            with self.subTest(flag=flag):
+                if os.path.exists(marker):
+                    os.remove(marker)
+                (code, out, err), connections = self.run_program(
+                    autostart_env("{agent}", flag, extra_path=[user_dir]))
+                self.assertEqual((code, err), (0, ""))
+                with open(marker) as f:
+                    self.assertEqual(f.read(), "ran\n")
+                # The program sees the user's module under the name sitecustomize.
+                self.assertIn(os.path.join(user_dir, "sitecustomize.py"), out)
+                self.assertEqual(len(connections), 1 if flag == "1" else 0)
+
+    def test_failing_chained_sitecustomize_is_reported_as_site_reports_it(self):
+        user_dir = os.path.dirname(self.write("user/sitecustomize.py", "raise RuntimeError('user setup failed')\n"))
+        plain = support.run_python([self.program], cwd=self.tmp, env={"PYTHONPATH": os.pathsep.join(
+            [support.SHIM_ROOT, user_dir])})
+        (code, out, err), connections = self.run_program(
+            autostart_env("{agent}", extra_path=[user_dir]))
+        self.assertEqual(plain[0], 0)
+        self.assertIn("Error in sitecustomize", plain[2])
+        self.assertEqual(err, plain[2])
+        self.assertEqual(code, 0)
+        self.assertEqual(len(connections), 1)
+        self.assertEqual(support.call_counts(connections[0])["work"], 3)
+
+    def test_broken_shim_never_breaks_the_host(self):
+        # A copy of the bootstrap next to a telemetry_shim package that cannot be imported.
+        broken_root = os.path.join(self.tmp, "broken")
+        os.makedirs(os.path.join(broken_root, "autostart"))
+        shutil.copy(os.path.join(AUTOSTART_DIR, "sitecustomize.py"), os.path.join(broken_root, "autostart"))
+        self.write("broken/telemetry_shim/__init__.py", "raise ImportError('simulated broken install')\n")
+        env = {
+            "TELEMETRY_SHIM_AUTOSTART": "1",
+            "TELEMETRY_AGENT_SOCKET": "{agent}",
+            "PYTHONPATH": os.pathsep.join([os.path.join(broken_root, "autostart"), broken_root]),
+        }
+        plain = support.run_python([self.program], cwd=self.tmp, env={"PYTHONPATH": None})
+        (code, out, err), connections = self.run_program(env)
+        self.assertEqual(code, 0)
+        self.assertEqual(connections, [])
+        self.assertEqual(out, plain[1].replace("None", os.path.join(broken_root, "autostart", "sitecustomize.py")))
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, err)
+        self.assertTrue(lines[0].startswith("telemetry-shim: autostart:"), err)
+        self.assertIn("simulated broken install", lines[0])
+
+    def test_no_double_start_under_the_runner(self):
+        (code, out, err), connections = self.run_program(
+            autostart_env("{agent}"), ["-m", "telemetry_shim", self.program])
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(len(connections), 1)
+        conn = connections[0]
+        main = next(t for t, thread in conn.threads.items() if thread["is_main"])
+        starts = [conn.codes[c] for _, t, c, kind in conn.events if t == main and kind == "START"]
+        self.assertEqual((starts[0]["qualified_name"], starts[0]["file_name"]), ("<module>", self.program))
+
+    def test_module_form_is_recorded_from_runpy(self):
+        self.write("pkg/__init__.py", "")
+        self.write("pkg/tool.py", PROGRAM)
+        (code, out, err), connections = self.run_program(autostart_env("{agent}"), ["-m", "pkg.tool"])
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(support.call_counts(connections[0])["work"], 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
