@@ -76,11 +76,29 @@ class Sender:
                 self._wake.wait(BUSY_INTERVAL_S if busy else self.flush_interval_s)
                 self._wake.clear()
             self._finish()
+        except Exception as exc:
+            self._fail(exc)
         except BaseException:
             pass  # never surface anything on the program's stderr from our thread
         finally:
             self._close()
             self.finished.set()
+
+    def _fail(self, exc):
+        """A bug of ours on this thread: recording stops, the agent is told why if possible."""
+        try:
+            recorder = self.recorder
+            detail = "sender: %s: %s" % (type(exc).__name__, exc)
+            if recorder.failure is None:
+                recorder.failure = detail
+            recorder.stop_events()
+            self._warn_once("telemetry_shim: internal error, recording stopped (%s)" % detail)
+            if self._sock is not None:
+                goodbye = {"reason": _wire.REASON_ERROR, "end_monotonic_ns": perf_counter_ns(), "detail": detail}
+                self._send([_wire.encode_frame(_wire.FRAME_GOODBYE, _wire.encode_message("Goodbye", goodbye))], 0)
+            recorder.uninstall()
+        except BaseException:
+            pass
 
     # ---- one tick ----------------------------------------------------------------------------------
 
