@@ -34,6 +34,12 @@ public static class RunCommand
         DefaultValueFactory = _ => 20,
     };
 
+    private static readonly Option<int> SummaryFunctions = new("--summary-functions")
+    {
+        Description = "How many functions summary.json lists, by self time.",
+        DefaultValueFactory = _ => 200,
+    };
+
     private static readonly Option<double> ChildGrace = new("--child-grace")
     {
         Description = "Seconds to wait, after the program exits, for child processes that are still sending.",
@@ -53,18 +59,18 @@ public static class RunCommand
     };
 
     private static readonly HashSet<string> OptionsWithValue =
-        ["--python", "--output", "-o", "--service-name", "--top", "--child-grace", "--shim-path"];
+        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path"];
 
     public static Command Create()
     {
         var command = new Command("run", "Run a Python program under the shim and write its flame graphs when it exits. " +
                                          "The program's exit code becomes this command's; Ctrl-C reaches the program.")
         {
-            Python, Output, ServiceName, Top, ChildGrace, ShimPath, Program,
+            Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath, Program,
         };
         command.SetAction((result, _) => ExecuteAsync(
             new RunSettings(
-                result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top),
+                result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
                 TimeSpan.FromSeconds(Math.Max(0, result.GetValue(ChildGrace))), result.GetValue(ShimPath)),
             result.GetValue(Program) ?? []));
         return command;
@@ -77,7 +83,7 @@ public static class RunCommand
         return programPart.Length == 0 ? args : ["run", .. agentPart, "--", .. programPart];
     }
 
-    private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, TimeSpan ChildGrace, string? ShimPath);
+    private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath);
 
     private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens)
     {
@@ -117,7 +123,8 @@ public static class RunCommand
             await host.DisposeAsync().ConfigureAwait(false);
             var endedAt = DateTimeOffset.UtcNow;
 
-            var written = RunOutputs.Write(outputFolder, host.Store.Snapshot(), startedAt, endedAt, settings.Top, log);
+            var written = RunOutputs.Write(outputFolder, host.Store.Snapshot(), startedAt, endedAt, settings.Top, log,
+                summaryFunctions: settings.SummaryFunctions);
             if (!written) exitCode = exitCode == 0 ? 1 : exitCode;
             return exitCode;
         }

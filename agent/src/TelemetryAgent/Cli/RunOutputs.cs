@@ -8,13 +8,14 @@ public static class RunOutputs
 {
     /// <summary>True when every file was written.</summary>
     public static bool Write(string folder, ProfileStoreSnapshot snapshot, DateTimeOffset startedAt, DateTimeOffset endedAt,
-        int top, TextWriter log, bool printSummary = true)
+        int top, TextWriter log, bool printSummary = true, int summaryFunctions = 200)
     {
         var report = OutputWriter.WriteAll(folder, snapshot.Completed, new OutputOptions
         {
             RunStartedAt = startedAt,
             RunEndedAt = endedAt,
             ConnectionsWithoutHello = snapshot.ConnectionsWithoutProfile,
+            TopFunctions = summaryFunctions,
         });
         if (printSummary)
         {

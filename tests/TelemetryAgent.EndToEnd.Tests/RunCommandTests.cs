@@ -1,0 +1,122 @@
+using System.Text.Json;
+using TelemetryAgent.EndToEnd.Tests.Support;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>`telemetry-agent run` as a user meets it: exit codes, errors, module form, child processes.</summary>
+public sealed class RunCommandTests : IDisposable
+{
+    private readonly Processes.TempFolder _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    private string Script(string name, string source)
+    {
+        var path = _temp.File(name);
+        File.WriteAllText(path, source);
+        return path;
+    }
+
+    [Theory]
+    [InlineData("import sys\nsys.exit(3)\n", 3)]
+    [InlineData("raise RuntimeError('boom')\n", 1)]
+    [InlineData("print('fine')\n", 0)]
+    public async Task ForwardsTheProgramsExitCode(string source, int expected)
+    {
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), Script("exit.py", source)]);
+        Assert.True(result.ExitCode == expected, result.ToString());
+        if (expected == 1) Assert.Contains("RuntimeError: boom", result.Stderr);
+        Assert.True(File.Exists(_temp.File("out/summary.json")), result.ToString());
+    }
+
+    [Fact]
+    public async Task ProgramArgumentsThatLookLikeOptionsBelongToTheProgram()
+    {
+        var script = Script("args.py", "import sys\nprint(sys.argv[1:])\n");
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), script, "--top", "-o", "x", "--help"]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("['--top', '-o', 'x', '--help']\n", result.Stdout);
+    }
+
+    [Fact]
+    public async Task RunsAModuleWithAnInterpreterNamedBeforeIt()
+    {
+        var package = Directory.CreateDirectory(_temp.File("pkgroot/demo_pkg")).FullName;
+        File.WriteAllText(Path.Combine(package, "__init__.py"), "");
+        File.WriteAllText(Path.Combine(package, "__main__.py"),
+            "import sys\ndef square(x):\n    return x * x\nprint(sum(square(i) for i in range(10)), sys.argv[1:])\n");
+        var result = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--", Processes.Python.Path, "-m", "demo_pkg", "a1"],
+            workingDirectory: _temp.File("pkgroot"));
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("285 ['a1']\n", result.Stdout);
+        using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
+        var square = summary.RootElement.GetProperty("functions").EnumerateArray()
+            .Single(f => f.GetProperty("qualified_name").GetString() == "square");
+        Assert.Equal(10, square.GetProperty("calls").GetInt64());
+        Assert.Equal("demo_pkg", summary.RootElement.GetProperty("processes")[0].GetProperty("service_name").GetString());
+    }
+
+    [Fact]
+    public async Task SaysClearlyWhenTheNamedPythonCannotBeUsed()
+    {
+        var missing = await Processes.RunAgentAsync(["run", "--python", "/nonexistent/python3.12", Script("a.py", "")]);
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains("/nonexistent/python3.12", missing.Stderr);
+        Assert.Contains("not a Python interpreter", missing.Stderr);
+
+        // An interpreter older than 3.12 (any other executable that answers a version would do as well).
+        var old = Script("python-old", "#!/bin/sh\necho 3.11.7\n");
+        File.SetUnixFileMode(old, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var tooOld = await Processes.RunAgentAsync(["run", Script("b.py", "")],
+            environment: new Dictionary<string, string?> { ["TELEMETRY_PYTHON"] = old });
+        Assert.Equal(2, tooOld.ExitCode);
+        Assert.Contains("needs Python 3.12 or later", tooOld.Stderr);
+    }
+
+    [Fact]
+    public async Task FindsNoPythonAndSaysWhatItTried()
+    {
+        // An empty PATH and an empty pyenv root: nothing to find.
+        var result = await Processes.RunAsync("/usr/bin/env",
+            ["-i", $"HOME={_temp.Path}", $"PYENV_ROOT={_temp.File("no-pyenv")}", "PATH=/nonexistent",
+             Processes.DotnetHost, Processes.AgentDll, "run", Script("c.py", "")]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("No Python 3.12 or later was found", result.Stderr);
+        Assert.Contains("--python", result.Stderr);
+    }
+
+    [Fact]
+    public async Task TracesChildProcessesAsTheirOwnProcesses()
+    {
+        var script = Script("parent.py", """
+            import multiprocessing, subprocess, sys
+
+            def child_work(n):
+                return sum(i * i for i in range(n))
+
+            if __name__ == "__main__":
+                subprocess.run([sys.executable, "-c", "print('from subprocess')"], check=True)
+                ctx = multiprocessing.get_context("spawn")
+                pool = ctx.Pool(1)
+                print(pool.apply(child_work, (100,)))
+                # close + join lets the worker exit on its own; `with Pool()` would SIGTERM it, and a killed
+                # process loses what its shim had not sent yet.
+                pool.close()
+                pool.join()
+            """);
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), script]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("from subprocess\n328350\n", result.Stdout);
+        using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
+        var processes = summary.RootElement.GetProperty("processes").EnumerateArray().ToArray();
+        var parent = processes.Single(p => p.GetProperty("argv")[0].GetString()!.EndsWith("parent.py", StringComparison.Ordinal));
+        var parentPid = parent.GetProperty("pid").GetInt64();
+        // The subprocess, the spawned pool worker and the spawn resource tracker all report on their own.
+        var children = processes.Where(p => p.GetProperty("parent_pid").GetInt64() == parentPid).ToArray();
+        Assert.True(children.Length >= 2, $"expected the subprocess and the pool worker as children of {parentPid}: {summary.RootElement}");
+        Assert.All(processes, p => Assert.NotEqual("ProtocolError", p.GetProperty("connection").GetProperty("end_reason").GetString()));
+        var folded = File.ReadAllText(_temp.File("out/calls.folded"));
+        Assert.Contains("child_work (", folded);
+    }
+}

@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using System.Text;
+using TelemetryAgent.Cli;
+
+namespace TelemetryAgent.EndToEnd.Tests.Support;
+
+public sealed record Finished(int ExitCode, string Stdout, string Stderr)
+{
+    public override string ToString() => $"exit {ExitCode}\n--- stdout\n{Stdout}\n--- stderr\n{Stderr}";
+}
+
+/// <summary>Real processes: the built agent and a real Python 3.12+, each waited for with a timeout.</summary>
+public static class Processes
+{
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(120);
+
+    /// <summary>The agent as built next to this test assembly (the exe project is referenced).</summary>
+    public static string AgentDll { get; } = System.IO.Path.Combine(AppContext.BaseDirectory, "telemetry-agent.dll");
+
+    /// <summary>The dotnet executable itself, for runs that clear PATH.</summary>
+    public static string DotnetHost { get; } =
+        Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host
+        : PythonLocator.ResolveExecutable("dotnet") ?? throw new InvalidOperationException("dotnet is not on PATH");
+
+    private static readonly Lazy<PythonInterpreter> LazyPython = new(() =>
+        PythonLocator.Locate(null, out var problem) ?? throw new InvalidOperationException(problem));
+
+    public static PythonInterpreter Python => LazyPython.Value;
+
+    public static Task<Finished> RunAgentAsync(IEnumerable<string> arguments, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string?>? environment = null, TimeSpan? timeout = null)
+        => RunAsync("dotnet", [AgentDll, .. arguments], workingDirectory, environment, timeout);
+
+    public static Task<Finished> RunPythonAsync(IEnumerable<string> arguments, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string?>? environment = null, TimeSpan? timeout = null)
+        => RunAsync(Python.Path, arguments, workingDirectory, environment, timeout);
+
+    public static Process Start(string executable, IEnumerable<string> arguments, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string?>? environment = null)
+    {
+        var start = new ProcessStartInfo(executable)
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            WorkingDirectory = workingDirectory ?? Repo.Root,
+            StandardOutputEncoding = Encoding.UTF8,
+            StandardErrorEncoding = Encoding.UTF8,
+        };
+        foreach (var argument in arguments) start.ArgumentList.Add(argument);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
+        {
+            if (value is null) start.Environment.Remove(name);
+            else start.Environment[name] = value;
+        }
+        return Process.Start(start) ?? throw new InvalidOperationException($"could not start {executable}");
+    }
+
+    public static async Task<Finished> RunAsync(string executable, IEnumerable<string> arguments, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string?>? environment = null, TimeSpan? timeout = null)
+    {
+        using var process = Start(executable, arguments, workingDirectory, environment);
+        process.StandardInput.Close();
+        return await WaitAsync(process, timeout ?? DefaultTimeout);
+    }
+
+    public static async Task<Finished> WaitAsync(Process process, TimeSpan timeout)
+    {
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(cancel.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{process.StartInfo.FileName} {string.Join(' ', process.StartInfo.ArgumentList)} " +
+                                       $"did not finish in {timeout.TotalSeconds} s; stderr so far: {(stderr.IsCompleted ? stderr.Result : "")}");
+        }
+        return new Finished(process.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>A fresh folder under the system temp folder, removed when disposed.</summary>
+    public sealed class TempFolder : IDisposable
+    {
+        public string Path { get; } = Directory.CreateTempSubdirectory("telemetry-e2e-").FullName;
+        public string File(string name) => System.IO.Path.Combine(Path, name);
+        public void Dispose()
+        {
+            try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
+        }
+    }
+}
