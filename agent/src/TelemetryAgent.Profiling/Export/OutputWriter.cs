@@ -117,7 +117,8 @@ public static class OutputWriter
     {
         0 => "TelemetryAgent profile (no processes)",
         1 => ProfileLabels.Process(processes[0]),
-        _ => $"{processes[0].Identity.ServiceName} and {processes.Count - 1} more processes",
+        2 => $"{ProfileLabels.Process(processes[0])} and 1 other process",
+        _ => $"{ProfileLabels.Process(processes[0])} and {processes.Count - 1} other processes",
     };
 
     private static OutputFile WriteText(string folder, string name, Action<TextWriter> write)

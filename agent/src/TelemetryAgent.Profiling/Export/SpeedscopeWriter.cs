@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using TelemetryAgent.Aggregation;
@@ -64,11 +66,19 @@ public static class SpeedscopeWriter
             json.WriteNumber("startValue", 0);
             json.WriteNumber("endValue", thread.TotalWeight);
             json.WriteStartArray("samples");
+            // One stack per line keeps the file compact and still line-diffable (JSON allows the leading
+            // whitespace that stands in for the writer's indentation).
+            var stackText = new StringBuilder();
+            var indentation = "\n" + new string(' ', json.CurrentDepth * 2);
             foreach (var stack in thread.Stacks)
             {
-                json.WriteStartArray();
-                foreach (var frameIndex in stack) json.WriteNumberValue(frameIndex);
-                json.WriteEndArray();
+                stackText.Clear().Append(indentation).Append('[');
+                for (var i = 0; i < stack.Length; i++)
+                {
+                    if (i > 0) stackText.Append(',');
+                    stackText.Append(stack[i].ToString(CultureInfo.InvariantCulture));
+                }
+                json.WriteRawValue(stackText.Append(']').ToString(), skipInputValidation: true);
             }
             json.WriteEndArray();
             json.WriteStartArray("weights");

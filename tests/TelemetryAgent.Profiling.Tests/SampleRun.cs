@@ -1,0 +1,76 @@
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Protocol.Messages;
+using TelemetryAgent.Sessions;
+
+namespace TelemetryAgent.Profiling.Tests;
+
+/// <summary>A clock that moves only when told: makes wall-clock fields of the outputs reproducible.</summary>
+internal sealed class ManualTime(DateTimeOffset start) : TimeProvider
+{
+    private DateTimeOffset _now = start;
+
+    public override DateTimeOffset GetUtcNow() => _now;
+
+    public void Advance(TimeSpan by) => _now += by;
+}
+
+/// <summary>
+/// A fixed aggregate of two processes, built by scripted sessions: the input of the golden output tests.
+/// "checkout" (pid 4242) says goodbye with a frame still open; it has two threads, recursion, a generator,
+/// library code and an exception. "worker" (pid 4300) dies without goodbye after an implicit and an unmatched
+/// exit and reports dropped events.
+/// </summary>
+internal static class SampleRun
+{
+    public static readonly DateTimeOffset Start = new(2025, 3, 14, 9, 26, 53, TimeSpan.Zero);
+
+    public static (IReadOnlyList<ProcessProfile> Profiles, ProfileStore Store, ManualTime Time) Build()
+    {
+        var time = new ManualTime(Start);
+        var store = new ProfileStore();
+
+        var checkout = new SessionScript(store, time: time, pid: 4242, serviceName: "checkout")
+            .Thread(1, "MainThread", isMain: true)
+            .Code(1, "<module>", "/srv/app/app.py", 1)
+            .Code(2, "handle_order", "/srv/app/handlers.py", 10)
+            .Code(3, "fib", "/srv/app/mathx.py", 3)
+            .Code(4, "loads", "/usr/lib/python3.12/json/__init__.py", 299)
+            .Code(5, "rows", "/srv/app/db.py", 20, kindFlags: 1)
+            .Code(6, "Session.request", "/opt/venv/lib/python3.12/site-packages/requests/sessions.py", 500)
+            .Code(7, "validate", "/srv/app/handlers.py", 40);
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        checkout
+            .Start(1_000, 1)
+            .Start(2_000, 2)
+            .Start(3_000, 3).Start(3_500, 3).Start(3_700, 3).Return(3_900, 3).Return(4_200, 3).Return(5_000, 3)
+            .Start(5_000, 4).Return(9_000, 4)
+            .Start(9_000, 5).Yield(9_400, 5).Resume(9_600, 5).Yield(9_900, 5).Resume(10_000, 5).Return(10_100, 5)
+            .Start(10_200, 7).Unwind(10_800, 7)
+            .Return(11_000, 2)
+            .Thread(2, "ThreadPoolExecutor-0_0")
+            .Start(4_000, 6, thread: 2).Start(4_100, 4, thread: 2).Return(6_100, 4, thread: 2).Return(8_000, 6, thread: 2)
+            .Start(12_000, 2)
+            .Start(12_500, 3).Return(13_500, 3)
+            .Stats(recorded: 40, dropped: 0)
+            .Goodbye(endMonotonicNs: 15_000);
+        time.Advance(TimeSpan.FromMilliseconds(1_500));
+        checkout.Complete(ConnectionEnd.Goodbye);
+
+        time.Advance(TimeSpan.FromMilliseconds(100));
+        var worker = new SessionScript(store, time: time, pid: 4300, argv: ["/srv/app/worker.py", "--queue", "orders"])
+            .Thread(1, "MainThread", isMain: true)
+            .Code(1, "main", "/srv/app/worker.py", 5)
+            .Code(2, "poll", "/srv/app/worker.py", 30)
+            .Code(3, "decode", "<frozen codecs>", 1)
+            .Start(100_000, 1)
+            .Start(100_500, 2).Start(101_000, 3).Return(103_000, 2)   // decode's exit was lost: implicit exit
+            .Return(103_500, 3)                                       // not on the stack any more: unmatched
+            .Start(104_000, 2).Return(104_300, 2)
+            .Stats(recorded: 60, dropped: 5);
+        time.Advance(TimeSpan.FromMilliseconds(800));
+        worker.Complete(ConnectionEnd.EndOfStream);
+
+        time.Advance(TimeSpan.FromMilliseconds(50));
+        return (store.Snapshot().Completed, store, time);
+    }
+}
