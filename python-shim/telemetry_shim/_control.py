@@ -11,7 +11,7 @@ import time
 
 from . import SHIM_PACKAGE_DIR, __version__, default_socket_path
 
-DEFAULT_BUFFER_EVENTS = 1 << 18  # 4 MiB of records
+DEFAULT_BUFFER_EVENTS = 1 << 17  # at most about 11 MB of pending records (84 bytes each)
 DEFAULT_FLUSH_INTERVAL_MS = 50
 DEFAULT_EXIT_TIMEOUT_S = 2.0
 

@@ -9,6 +9,7 @@ and a new recorder generation so that every thread is re-seeded (the agent start
 
 import _thread
 import socket
+from array import array
 import threading
 from time import monotonic, perf_counter_ns
 
@@ -138,7 +139,7 @@ class Sender:
         if codes or threads:
             frames.extend(_wire.encode_definitions_frames([_code_dict(c) for c in codes], threads))
         if records:
-            event_frames, _ = _wire.encode_events_frames(chunk)
+            event_frames, _ = _wire.encode_events_frames(array("Q", chunk))
             frames.extend(event_frames)
         now = monotonic()
         if not final and now >= self._next_stats_at:
