@@ -224,7 +224,37 @@ def _at_exit():
     stop(_env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0), reason=1)  # REASON_EXIT
 
 
+class _Anchor:
+    """A weakly referenceable object for multiprocessing.util.register_after_fork."""
+
+
+_multiprocessing_anchor = _Anchor()
+_multiprocessing_hooked = False
+
+
+def _hook_multiprocessing():
+    """multiprocessing's fork children leave through os._exit(), which skips atexit; its own
+    exit function runs registered finalizers first, so the child's flush is registered there
+    (after the child's registry is cleared, hence register_after_fork)."""
+    global _multiprocessing_hooked
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _multiprocessing_hooked:
+        return
+    util.register_after_fork(_multiprocessing_anchor, _add_multiprocessing_finalizer)
+    _multiprocessing_hooked = True
+
+
+def _add_multiprocessing_finalizer(_anchor):
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _shim is not None:
+        util.Finalize(None, _at_exit, exitpriority=-1000)  # after the program's own finalizers
+
+
 def _before_fork():
+    try:
+        _hook_multiprocessing()
+    except BaseException:
+        pass
     try:
         _control_lock.acquire()
         if _shim is not None:

@@ -294,6 +294,29 @@ class DeliveryTests(unittest.TestCase):
         stack, problems = support.replay_stacks(child)[main]
         self.assertEqual([], problems)
 
+    def test_multiprocessing_fork_child_flushes_before_os_exit(self):
+        with support.RecordingAgent() as agent:
+            code, out, err = run("""
+                import multiprocessing, telemetry_shim
+                """, FIB, """
+                def job():
+                    fib(7)
+                if __name__ == "__main__":
+                    telemetry_shim.start()
+                    process = multiprocessing.get_context("fork").Process(target=job)
+                    process.start(); process.join()
+                    print(process.exitcode)
+                """, env={"TELEMETRY_AGENT_SOCKET": agent.path})
+            self.assertEqual((0, "0\n"), (code, out), err)
+            conns = agent.wait_for(2)
+        child = next(c for c in conns if c.hello["parent_pid"] != os.getpid())
+        self.assertIsNone(child.error)
+        self.assertIsNotNone(child.goodbye)
+        self.assertEqual("REASON_EXIT", child.goodbye["reason"])
+        self.assertEqual(41, fib_starts(child))
+        final = child.goodbye["final_stats"]
+        self.assertEqual(final["events_recorded"], final["events_sent"] + final["events_dropped"])
+
 
 if __name__ == "__main__":
     unittest.main()
