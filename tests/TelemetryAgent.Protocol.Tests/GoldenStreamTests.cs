@@ -61,14 +61,16 @@ public sealed class GoldenStreamTests
         List<string> expected = ExpectedFrames(json);
         Assert.NotEmpty(expected);
 
-        foreach (int[] cuts in Segments.Splits(stream.Length, randomCount: 16))
+        ReferenceDecoder.Decoded decoded = ReferenceDecoder.Decode(stream);
+        foreach (int[] cuts in Segments.Splits(stream.Length, decoded.FrameEnds, randomCount: 16))
         {
             Parse.Outcome outcome = Parse.All(stream, cuts);
             Assert.True(outcome.Consumed == stream.Length, $"{name}, {Segments.Describe(cuts)}: consumed {outcome.Consumed} of {stream.Length}");
             Assert.Equal(expected, outcome.Frames);
         }
 
-        Parse.AssertEveryPrefixNeedsMoreData(stream, ReferenceDecoder.Decode(stream));
+        Assert.Equal(expected, decoded.Frames);
+        Parse.AssertEveryPrefixNeedsMoreData(stream, decoded);
 
         var handler = new RecordingHandler();
         WireConnectionResult result = await WireConnection.RunAsync(PipeReader.Create(new ReadOnlySequence<byte>(stream)), handler);

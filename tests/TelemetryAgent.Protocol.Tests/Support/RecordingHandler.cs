@@ -9,8 +9,30 @@ public static class FrameText
     public static string Message(FrameType type, IMessage message) =>
         $"{type.ToString().ToUpperInvariant()} {JsonFormatter.Default.Format(message)}";
 
-    public static string Events(IEnumerable<EventRecord> records) =>
-        "EVENTS " + string.Join(" ", records.Select(r => $"{r.Timestamp}/{r.ThreadId}/{r.CodeId}/{(byte)r.Kind}"));
+    /// <summary>Up to this many records are spelled out; longer frames show their head and a checksum.</summary>
+    public const int SpelledOutRecords = 64;
+
+    public static string Events(IReadOnlyList<EventRecord> records)
+    {
+        if (records.Count <= SpelledOutRecords)
+        {
+            return "EVENTS " + string.Join(" ", records.Select(Spell));
+        }
+
+        // FNV-1a over every field: any difference in any record changes it.
+        ulong hash = 14695981039346656037;
+        foreach (EventRecord r in records)
+        {
+            foreach (ulong field in (ReadOnlySpan<ulong>)[r.Timestamp, r.ThreadId, r.CodeId, (byte)r.Kind])
+            {
+                hash = (hash ^ field) * 1099511628211;
+            }
+        }
+
+        return $"EVENTS {records.Count} records, fnv {hash:X16}: {string.Join(" ", records.Take(8).Select(Spell))} ...";
+    }
+
+    private static string Spell(EventRecord r) => $"{r.Timestamp}/{r.ThreadId}/{r.CodeId}/{(byte)r.Kind}";
 }
 
 /// <summary>A class handler that records every frame it is given.</summary>

@@ -8,7 +8,7 @@ namespace TelemetryAgent.Protocol.Tests.Support;
 /// </summary>
 public static class ReferenceDecoder
 {
-    public sealed record Decoded(List<string> Frames, List<int> FrameEnds, bool EndsWithGoodbye);
+    public sealed record Decoded(List<string> Frames, List<int> FrameEnds, bool EndsWithGoodbye, long Events);
 
     public static Decoded Decode(byte[] stream)
     {
@@ -21,6 +21,7 @@ public static class ReferenceDecoder
         var ends = new List<int>();
         int offset = 8;
         byte lastType = 0;
+        long events = 0;
         while (offset < stream.Length)
         {
             byte type = stream[offset];
@@ -30,17 +31,18 @@ public static class ReferenceDecoder
             {
                 1 => FrameText.Message(FrameType.Hello, Hello.Parser.ParseFrom(stream, payload, length)),
                 2 => FrameText.Message(FrameType.Definitions, Definitions.Parser.ParseFrom(stream, payload, length)),
-                3 => FrameText.Events(DecodeRecords(stream, payload, length)),
+                3 => FrameText.Events(DecodeRecords(stream, payload, length).ToList()),
                 4 => FrameText.Message(FrameType.Stats, Stats.Parser.ParseFrom(stream, payload, length)),
                 5 => FrameText.Message(FrameType.Goodbye, Goodbye.Parser.ParseFrom(stream, payload, length)),
                 _ => throw new InvalidDataException($"type {type}"),
             });
+            events += type == 3 ? length / 16 : 0;
             offset = payload + length;
             ends.Add(offset);
             lastType = type;
         }
 
-        return new Decoded(frames, ends, lastType == 5);
+        return new Decoded(frames, ends, lastType == 5, events);
     }
 
     private static IEnumerable<EventRecord> DecodeRecords(byte[] stream, int offset, int length)

@@ -31,12 +31,15 @@ public static class Segments
         return new ReadOnlySequence<byte>(first!, 0, last!, last!.Memory.Length);
     }
 
+    /// <summary>Above this length not every single split point is tried, only <see cref="SplitPoints"/>.</summary>
+    public const int AllPointsLimit = 4096;
+
     /// <summary>
     /// Every way to split an input of <paramref name="length"/> bytes when it is small; otherwise no split,
-    /// every single split point, one byte per segment, and <paramref name="randomCount"/> seeded random splits
-    /// (some with empty segments).
+    /// each of <see cref="SplitPoints"/> alone, one byte per segment, and <paramref name="randomCount"/> seeded
+    /// random splits (some with empty segments).
     /// </summary>
-    public static IEnumerable<int[]> Splits(int length, int randomCount = 24, int seed = 7)
+    public static IEnumerable<int[]> Splits(int length, IReadOnlyCollection<int>? anchors = null, int randomCount = 24, int seed = 7)
     {
         if (length <= ExhaustiveLimit)
         {
@@ -59,9 +62,12 @@ public static class Segments
         }
 
         yield return [];
-        for (int cut = 1; cut < length; cut++)
+        foreach (int cut in SplitPoints(length, anchors))
         {
-            yield return [cut];
+            if (cut > 0 && cut < length)
+            {
+                yield return [cut];
+            }
         }
 
         yield return Enumerable.Range(1, length - 1).ToArray();
@@ -70,6 +76,35 @@ public static class Segments
         {
             yield return RandomCuts(random, length);
         }
+    }
+
+    /// <summary>
+    /// Offsets 0..<paramref name="length"/> worth cutting at: all of them for inputs up to
+    /// <see cref="AllPointsLimit"/>; for larger ones (testing each would be quadratic) the first and last bytes,
+    /// the bytes around each anchor (frame boundaries, where headers and payloads meet), and an even stride.
+    /// </summary>
+    public static IEnumerable<int> SplitPoints(int length, IReadOnlyCollection<int>? anchors = null)
+    {
+        if (length <= AllPointsLimit)
+        {
+            return Enumerable.Range(0, length + 1);
+        }
+
+        var points = new SortedSet<int>();
+        foreach (int anchor in (anchors ?? []).Append(0).Append(WireFormat.PreambleSize).Append(length))
+        {
+            for (int delta = -16; delta <= 16; delta++)
+            {
+                points.Add(Math.Clamp(anchor + delta, 0, length));
+            }
+        }
+
+        for (int stride = 1; stride < 128; stride++)
+        {
+            points.Add((int)((long)length * stride / 128));
+        }
+
+        return points;
     }
 
     public static int[] RandomCuts(Random random, int length)
