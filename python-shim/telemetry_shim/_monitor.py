@@ -314,6 +314,16 @@ class Recorder:
             key = self._overflow_code_key = code_id << _wire.CODE_ID_SHIFT
         return key
 
+    def _exclude_launcher(self, frame):
+        """The shim's runner and whatever launched it (runpy) are not the program's frames: their
+        code is never recorded, so that neither seeds nor their later returns show up."""
+        while frame is not None:
+            code = frame.f_code
+            if id(code) not in self.code_keys:
+                self.code_objects.append(code)
+                self.code_keys[id(code)] = 0
+            frame = frame.f_back
+
     def _first_event_on_thread(self, ident, code, ck, kind, buf, thread_keys, event_frame):
         info = self.threads.get(ident)
         if info is None:
@@ -335,7 +345,11 @@ class Recorder:
         if frame is not None and kind in _PUSH_KINDS:
             frame = frame.f_back
         chain = []
+        shim_prefix = self.shim_prefix
         while frame is not None and len(chain) < _SEED_DEPTH_LIMIT:
+            if frame.f_code.co_filename.startswith(shim_prefix):
+                self._exclude_launcher(frame)
+                break
             chain.append(frame)
             frame = frame.f_back
         code_keys = self.code_keys

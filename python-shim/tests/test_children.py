@@ -145,17 +145,11 @@ class ChildProcessTest(unittest.TestCase):
         for child in children:
             self.assertEqual(child.hello["parent_pid"], parent.hello["pid"])
 
-    # Known gap in the shim core: multiprocessing's fork and forkserver children end with os._exit
-    # right after the target, so atexit (the shim's flush and GOODBYE) never runs and the child's
-    # last events are lost. Fix belongs in _control's after-fork handler: register, through
-    # multiprocessing.util.register_after_fork, a util.Finalize(None, <flush at exit>, exitpriority
-    # lowest) - Process._bootstrap clears finalizers, runs after-fork callbacks, and runs the
-    # finalizers before os._exit. Remove the markers when it lands (an unexpected success fails).
-    @unittest.expectedFailure
+    # multiprocessing's fork and forkserver children end with os._exit right after the target, so
+    # atexit never runs: the shim flushes through a finalizer registered after fork (_control).
     def test_multiprocessing_forkserver(self):
         self.run_family(MULTIPROCESSING_PROGRAM, "forkserver")
 
-    @unittest.expectedFailure  # same known gap as forkserver
     def test_multiprocessing_fork(self):
         parent, children = self.run_family(MULTIPROCESSING_PROGRAM, "fork")
         for child in children:
