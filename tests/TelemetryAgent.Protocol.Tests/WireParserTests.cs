@@ -1,6 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
-using Google.Protobuf;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Protocol.Tests.Support;
 
