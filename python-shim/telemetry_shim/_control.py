@@ -76,6 +76,8 @@ class _Shim:
         self.working_directory = _cwd()
         capacity = int(_env_number("TELEMETRY_SHIM_BUFFER_EVENTS", DEFAULT_BUFFER_EVENTS, 1024))
         self.flush_interval_s = _env_number("TELEMETRY_SHIM_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS, 1) / 1000
+        # Read now: at exit the events are still on until stop(), and os.environ is Python code.
+        self.exit_timeout_s = _env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0)
         self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error)
         self.sender = self._new_sender()
         self.process_start_unix_ns = _process_start_unix_ns()
@@ -221,7 +223,9 @@ def is_active():
 
 
 def _at_exit():
-    stop(_env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0), reason=1)  # REASON_EXIT
+    shim = _shim
+    if shim is not None:
+        stop(shim.exit_timeout_s, reason=1)  # REASON_EXIT
 
 
 class _Anchor:

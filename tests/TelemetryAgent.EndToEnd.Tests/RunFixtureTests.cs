@@ -124,6 +124,22 @@ public sealed class RunFixtureTests : IClassFixture<RunFixtureTests.FixtureRun>
     }
 
     [Fact]
+    public void MainThreadRootsAreTheProgramAndTheInterpretersExitWorkOnly()
+    {
+        // No frame of the shim, its runner or runpy: the program's <module>, then what Python runs at exit
+        // (threading._shutdown joining threads, logging's atexit handler).
+        var roots = Folded.Parse(File.ReadAllText(Path.Combine(_run.OutputFolder, "calls.folded")))
+            .Where(stack => stack.Frames[1] == "thread MainThread")
+            .Select(stack => stack.Frames[2])
+            .ToHashSet();
+        Assert.Contains("<module> (examples/fixture_app.py:1)", roots);
+        Assert.All(roots, root => Assert.True(
+            root.StartsWith("<module> (examples/fixture_app.py", StringComparison.Ordinal)
+            || root.StartsWith("_shutdown (threading.py", StringComparison.Ordinal)
+            || root.StartsWith("shutdown (logging/__init__.py", StringComparison.Ordinal), root));
+    }
+
+    [Fact]
     public void ConsoleSummaryListsTopFunctionsAndTheOutputFolder()
     {
         var stderr = _run.Agent.Stderr;
