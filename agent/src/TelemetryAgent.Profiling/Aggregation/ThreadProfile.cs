@@ -19,7 +19,10 @@ public sealed class ThreadProfile
     public string Name { get; internal set; } = "";
     public bool IsMain { get; internal set; }
 
-    /// <summary>The thread's call tree. The root has no function; its total is the sum of its children's.</summary>
+    /// <summary>
+    /// The thread's call tree. The root has no function; its total is the sum of its children's. Its name is
+    /// fixed by id while the thread may be renamed: outputs name threads with <c>ProfileLabels.Thread</c>.
+    /// </summary>
     public CallNode Root { get; }
 
     /// <summary>Event records received for this thread.</summary>
