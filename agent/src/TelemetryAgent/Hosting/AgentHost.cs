@@ -1,7 +1,6 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Aggregation;
-using TelemetryAgent.Protocol;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 
@@ -53,33 +52,15 @@ public sealed class AgentHost : IAsyncDisposable
         ConnectionEnd end;
         try
         {
-            var result = await WireConnection.RunAsync(input, session.Handler, stopping).ConfigureAwait(false);
-            end = result.End switch
-            {
-                WireStreamEnd.Goodbye => ConnectionEnd.Goodbye,
-                WireStreamEnd.EndOfStream => ConnectionEnd.EndOfStream,
-                _ => ConnectionEnd.Cancelled,
-            };
-        }
-        catch (ProtocolException e)
-        {
-            end = ConnectionEnd.ProtocolError(e);
-        }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
-        {
-            end = ConnectionEnd.TransportError(e.Message);
-        }
-        catch (OperationCanceledException)
-        {
-            end = ConnectionEnd.Cancelled;
+            end = await session.RunAsync(input, stopping).ConfigureAwait(false);
         }
         catch (Exception e)
         {
             // A bug of ours must cost this connection only; say so loudly rather than lose it.
             end = ConnectionEnd.TransportError($"internal error: {e}");
+            session.Complete(end);
         }
         await input.CompleteAsync().ConfigureAwait(false);
-        session.Complete(end);
         Report(session, end);
     }
 
