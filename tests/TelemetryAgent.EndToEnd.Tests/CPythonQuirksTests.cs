@@ -1,0 +1,121 @@
+using System.Text.Json;
+using TelemetryAgent.EndToEnd.Tests.Support;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>What real CPython emits that a naive stack builder gets wrong, through the real pipeline.</summary>
+public sealed class CPythonQuirksTests : IDisposable
+{
+    private readonly Processes.TempFolder _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    private async Task<(Dictionary<string, long> Calls, JsonElement Totals)> RunAsync(string source)
+    {
+        var script = _temp.File("quirks.py");
+        File.WriteAllText(script, source);
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), "quirks.py"], workingDirectory: _temp.Path);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var calls = new Dictionary<string, long>();
+        foreach (var (frames, weight) in Folded.Parse(File.ReadAllText(_temp.File("out/calls.folded"))))
+        {
+            var ours = frames.Skip(2).Where(f => f.Contains("(quirks.py:", StringComparison.Ordinal)).Select(f => f[..f.IndexOf(' ')]);
+            var key = string.Join(';', ours);
+            if (frames[^1].Contains("(quirks.py:", StringComparison.Ordinal)) calls[key] = calls.GetValueOrDefault(key) + weight;
+        }
+        using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
+        return (calls, summary.RootElement.GetProperty("totals").Clone());
+    }
+
+    [Fact]
+    public async Task ClosedAndAbandonedGeneratorsLeaveTheTreeIntact()
+    {
+        // gen.close() and a generator collected while suspended: GeneratorExit is thrown in; on some versions
+        // an exit event is missing. Whatever CPython emits, later calls must stay under their real caller.
+        var (calls, totals) = await RunAsync("""
+            def cleanup():
+                pass
+
+            def numbers():
+                try:
+                    yield 1
+                    yield 2
+                finally:
+                    cleanup()
+
+            def after():
+                pass
+
+            def main():
+                closed = numbers()
+                next(closed)
+                closed.close()
+                abandoned = numbers()
+                next(abandoned)
+                del abandoned
+                after()
+
+            main()
+            after()
+            """);
+        Assert.Equal(1, calls["<module>;main;after"]);
+        Assert.Equal(1, calls["<module>;after"]);
+        Assert.Equal(2, calls["<module>;main;numbers"]);
+        Assert.Equal(2, calls["<module>;main;numbers;cleanup"]);
+        Assert.Equal(0, totals.GetProperty("unmatched_exits").GetInt64());
+    }
+
+    [Fact]
+    public async Task ExceptionsUnwindingThroughFramesKeepCountsAndStacks()
+    {
+        var (calls, totals) = await RunAsync("""
+            def inner(n):
+                if n == 0:
+                    raise ValueError("deep")
+                return inner(n - 1)
+
+            def outer():
+                try:
+                    inner(5)
+                except ValueError:
+                    pass
+                return sibling()
+
+            def sibling():
+                return 1
+
+            for _ in range(3):
+                outer()
+            """);
+        Assert.Equal(3, calls["<module>;outer"]);
+        Assert.Equal(3, calls["<module>;outer;sibling"]);
+        Assert.Equal(3, calls["<module>;outer;inner;inner;inner;inner;inner;inner"]);
+        Assert.Equal(0, totals.GetProperty("implicit_exits").GetInt64());
+        Assert.Equal(0, totals.GetProperty("unmatched_exits").GetInt64());
+    }
+
+    [Fact]
+    public async Task ProgramEndingWithFramesStillOpenIsClosedCleanly()
+    {
+        // sys.exit inside nested calls, and a daemon thread still running when the interpreter exits.
+        var (calls, _) = await RunAsync("""
+            import sys, threading, time
+
+            def spin():
+                while True:
+                    time.sleep(0.01)
+
+            def leave():
+                sys.exit(0)
+
+            def work():
+                leave()
+
+            threading.Thread(target=spin, daemon=True, name="spinner").start()
+            time.sleep(0.05)
+            work()
+            """);
+        Assert.Equal(1, calls["<module>;work;leave"]);
+        Assert.True(calls.ContainsKey("spin"), string.Join(", ", calls.Keys));
+    }
+}

@@ -1,0 +1,55 @@
+using TelemetryAgent.EndToEnd.Tests.Support;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>The command line a user reads: help for every option, and Ctrl-C reaching the program.</summary>
+public sealed class CommandLineTests : IDisposable
+{
+    private readonly Processes.TempFolder _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Theory]
+    [InlineData("run", new[] { "--python", "--output", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", "<program>" })]
+    [InlineData("serve", new[] { "--socket", "--output" })]
+    public async Task HelpExplainsEveryOption(string command, string[] options)
+    {
+        var help = await Processes.RunAgentAsync([command, "--help"]);
+        Assert.True(help.ExitCode == 0, help.ToString());
+        foreach (var option in options)
+        {
+            var line = help.Stdout.Split('\n').FirstOrDefault(l => l.TrimStart().StartsWith(option, StringComparison.Ordinal) || l.Contains($" {option} ", StringComparison.Ordinal));
+            Assert.True(line is not null, $"{option} missing from:\n{help.Stdout}");
+            Assert.True(line!.Trim().Length > option.Length + 20, $"{option} has no explanation: '{line}'");
+        }
+    }
+
+    [Fact]
+    public async Task InterruptReachesTheProgramAndOutputsAreStillWritten()
+    {
+        var script = _temp.File("wait.py");
+        File.WriteAllText(script, """
+            import time
+
+            def wait_forever():
+                try:
+                    while True:
+                        time.sleep(0.01)
+                except KeyboardInterrupt:
+                    print("interrupted", flush=True)
+                    raise SystemExit(7)
+
+            print("ready", flush=True)
+            wait_forever()
+            """);
+        using var agent = Processes.Start("dotnet", [Processes.AgentDll, "run", "-o", _temp.File("out"), script]);
+        Assert.Equal("ready", await agent.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60)));
+        agent.StandardInput.Close();
+        // No terminal here, so only the agent gets the signal: it must pass it on to the program.
+        Assert.True(Transport.Native.SendSignal(agent.Id, 2));
+        var finished = await Processes.WaitAsync(agent, TimeSpan.FromSeconds(60));
+        Assert.True(finished.ExitCode == 7, finished.ToString());
+        Assert.Contains("interrupted", finished.Stdout);
+        Assert.Contains("wait_forever", File.ReadAllText(_temp.File("out/calls.folded")));
+    }
+}
