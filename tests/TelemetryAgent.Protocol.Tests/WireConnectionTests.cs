@@ -301,5 +301,9 @@ public sealed class WireConnectionTests
         public void OnGoodbye(Goodbye goodbye)
         {
         }
+
+        public void OnExceptions(Exceptions exceptions)
+        {
+        }
     }
 }

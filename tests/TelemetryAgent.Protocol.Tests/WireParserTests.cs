@@ -219,6 +219,10 @@ public sealed class WireParserTests
         public void OnGoodbye(Goodbye goodbye)
         {
         }
+
+        public void OnExceptions(Exceptions exceptions)
+        {
+        }
     }
 
     private struct ThrowingHandler : IWireHandler
@@ -239,6 +243,10 @@ public sealed class WireParserTests
         }
 
         public void OnGoodbye(Goodbye goodbye)
+        {
+        }
+
+        public void OnExceptions(Exceptions exceptions)
         {
         }
     }

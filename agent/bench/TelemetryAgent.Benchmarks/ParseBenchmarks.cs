@@ -104,5 +104,9 @@ public class ParseBenchmarks : IQuickBenchmarks
         public void OnGoodbye(Goodbye goodbye)
         {
         }
+
+        public void OnExceptions(Exceptions exceptions)
+        {
+        }
     }
 }

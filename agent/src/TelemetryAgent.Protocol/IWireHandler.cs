@@ -19,4 +19,7 @@ public interface IWireHandler
 
     void OnStats(Stats stats);
     void OnGoodbye(Goodbye goodbye);
+
+    /// <summary>Exceptions whose fate is known, and tallies of those sent without detail.</summary>
+    void OnExceptions(Exceptions exceptions);
 }

@@ -30,6 +30,7 @@ public enum FrameType : byte
     Events = 3,
     Stats = 4,
     Goodbye = 5,
+    Exceptions = 6,
 }
 
 /// <summary>Event kinds (the low 8 bits of a record's word).</summary>

@@ -16,6 +16,9 @@ namespace TelemetryAgent.Protocol;
 /// </summary>
 public static class WireParser
 {
+    // Frame types are dense from 1: a type above this one is unknown.
+    private const FrameType LastFrameType = FrameType.Exceptions;
+
     /// <summary>Reads and checks the 8-byte preamble.</summary>
     public static bool TryReadPreamble(ref SequenceReader<byte> reader, ref WireStreamState state)
     {
@@ -154,7 +157,7 @@ public static class WireParser
     {
         if (phase == WireStreamPhase.Open)
         {
-            if (type - 1u >= (uint)FrameType.Goodbye || type == (byte)FrameType.Hello)
+            if (type - 1u >= (uint)LastFrameType || type == (byte)FrameType.Hello)
             {
                 ThrowBadFrameType(type, phase);
             }
@@ -206,6 +209,10 @@ public static class WireParser
                 return phase;
             case FrameType.Stats:
                 handler.OnStats(Decode(Stats.Parser, payload));
+                return phase;
+            case FrameType.Exceptions:
+                // Ids inside are checked by the session, which holds the definitions.
+                handler.OnExceptions(Decode(Exceptions.Parser, payload));
                 return phase;
             default:
                 handler.OnGoodbye(Decode(Goodbye.Parser, payload));

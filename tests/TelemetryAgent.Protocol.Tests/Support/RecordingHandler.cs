@@ -61,6 +61,8 @@ public sealed class RecordingHandler : IWireHandler
     public void OnStats(Stats stats) => Frames.Add(FrameText.Message(FrameType.Stats, stats));
 
     public void OnGoodbye(Goodbye goodbye) => Frames.Add(FrameText.Message(FrameType.Goodbye, goodbye));
+
+    public void OnExceptions(Exceptions exceptions) => Frames.Add(FrameText.Message(FrameType.Exceptions, exceptions));
 }
 
 /// <summary>A struct handler, as production code passes one: state must survive being passed by ref.</summary>
@@ -88,4 +90,6 @@ public struct CountingHandler : IWireHandler
     public void OnStats(Stats stats) => Messages++;
 
     public void OnGoodbye(Goodbye goodbye) => Messages++;
+
+    public void OnExceptions(Exceptions exceptions) => Messages++;
 }

@@ -34,6 +34,7 @@ public static class ReferenceDecoder
                 3 => FrameText.Events(DecodeRecords(stream, payload, length).ToList()),
                 4 => FrameText.Message(FrameType.Stats, Stats.Parser.ParseFrom(stream, payload, length)),
                 5 => FrameText.Message(FrameType.Goodbye, Goodbye.Parser.ParseFrom(stream, payload, length)),
+                6 => FrameText.Message(FrameType.Exceptions, Exceptions.Parser.ParseFrom(stream, payload, length)),
                 _ => throw new InvalidDataException($"type {type}"),
             });
             events += type == 3 ? length / 16 : 0;
