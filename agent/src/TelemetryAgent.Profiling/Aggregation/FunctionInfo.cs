@@ -19,10 +19,47 @@ public sealed partial record FunctionInfo(
 
     public bool IsGeneratorOrCoroutine => KindFlags != 0;
 
+    /// <summary>
+    /// Code of the Python installation or of an installed package (see <see cref="IsLibraryFile"/>), as opposed
+    /// to the program's own code. Exception fingerprints leave library frames out.
+    /// </summary>
+    public bool IsLibrary { get; init; }
+
     /// <summary>A function whose <see cref="DisplayFile"/> follows <see cref="ToDisplayFile"/>.</summary>
     public static FunctionInfo Create(
         string qualifiedName, string fileName, int firstLine, string module, uint kindFlags, string workingDirectory)
-        => new(qualifiedName, fileName, ToDisplayFile(fileName, workingDirectory), firstLine, module, kindFlags);
+        => new(qualifiedName, fileName, ToDisplayFile(fileName, workingDirectory), firstLine, module, kindFlags)
+        {
+            IsLibrary = IsLibraryFile(fileName, workingDirectory),
+        };
+
+    /// <summary>
+    /// Whether a code object's file belongs to Python or to an installed package rather than to the program: a
+    /// frozen module (<c>&lt;frozen ...&gt;</c>), a file under a <c>lib/pythonX.Y</c> directory (the standard
+    /// library, and site-packages of any environment), or under <c>site-packages</c> or <c>dist-packages</c>.
+    /// Only the part below <paramref name="workingDirectory"/> is looked at when the file is under it, so that a
+    /// program kept under some <c>lib/python3.12</c> is still the program while its own <c>.venv</c> is not.
+    /// </summary>
+    public static bool IsLibraryFile(string fileName, string workingDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(fileName);
+        if (fileName.StartsWith("<frozen", StringComparison.Ordinal)) return true;
+        if (fileName.Length == 0 || fileName[0] == '<') return false;
+
+        var path = fileName;
+        if (!string.IsNullOrEmpty(workingDirectory))
+        {
+            var directory = workingDirectory.TrimEnd('/');
+            if (directory.Length > 0 && fileName.Length > directory.Length + 1
+                && fileName.StartsWith(directory, StringComparison.Ordinal) && fileName[directory.Length] == '/')
+            {
+                path = fileName[directory.Length..];
+            }
+        }
+        return PythonLibraryDirectory().IsMatch(path)
+            || path.Contains("/site-packages/", StringComparison.Ordinal)
+            || path.Contains("/dist-packages/", StringComparison.Ordinal);
+    }
 
     /// <summary>
     /// How a code object's file is shown: relative to <paramref name="workingDirectory"/> when it is under it;

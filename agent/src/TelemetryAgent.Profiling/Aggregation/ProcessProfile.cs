@@ -16,11 +16,12 @@ public sealed class ProcessProfile
     private readonly List<FunctionInfo> _functions = [];
     private IReadOnlyList<FunctionStats>? _functionStats;
 
-    internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt)
+    internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null)
     {
         Identity = identity;
         Clock = clock;
         ConnectedAt = connectedAt;
+        Exceptions = new ProcessExceptions(exceptionLimits ?? ExceptionLimits.Default);
     }
 
     public ProcessIdentity Identity { get; }
@@ -44,6 +45,9 @@ public sealed class ProcessProfile
     public IReadOnlyList<ThreadProfile> Threads => _threads;
     /// <summary>Functions in the order they were defined.</summary>
     public IReadOnlyList<FunctionInfo> Functions => _functions;
+
+    /// <summary>The process's exceptions, grouped by fingerprint.</summary>
+    public ProcessExceptions Exceptions { get; }
 
     /// <summary>The latest counters the shim reported (STATS, or GOODBYE's final stats).</summary>
     public ShimStatistics ShimStats { get; internal set; } = ShimStatistics.None;

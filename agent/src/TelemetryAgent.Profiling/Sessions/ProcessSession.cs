@@ -59,7 +59,8 @@ public sealed class ProcessSession
         _profile = new ProcessProfile(
             ProcessIdentity.FromHello(hello),
             new ClockMapping(hello.ClockMonotonicNs, hello.ClockUnixNs),
-            _time.GetUtcNow());
+            _time.GetUtcNow(),
+            _limits.Exceptions);
         _store?.Register(_profile);
     }
 
@@ -97,6 +98,28 @@ public sealed class ProcessSession
     {
         ArgumentNullException.ThrowIfNull(stats);
         RequireProfile().ShimStats = ShimStatistics.FromMessage(stats);
+    }
+
+    /// <summary>
+    /// Adds exception records and tallies to the process's groups, in order. Each record's thread and every code id
+    /// it uses must be defined; a record is checked whole before it is added.
+    /// </summary>
+    public void OnExceptions(Exceptions exceptions)
+    {
+        ArgumentNullException.ThrowIfNull(exceptions);
+        var profile = RequireProfile();
+        var reader = new ExceptionReader(_limits.Exceptions, FunctionOf);
+        foreach (var record in exceptions.Records)
+        {
+            var threadId = record.ThreadId;
+            if (threadId == 0) Fail(ProtocolViolation.InvalidRecord, "an exception record with thread id 0");
+            if (threadId >= (uint)_threads.Length || _threads[threadId] is null)
+            {
+                Fail(ProtocolViolation.UndefinedId, $"an exception record on thread id {threadId}, which is not defined");
+            }
+            profile.Exceptions.Add(reader.Read(record));
+        }
+        foreach (var tally in exceptions.Tallies) profile.Exceptions.AddTally(reader.Read(tally));
     }
 
     public void OnGoodbye(Goodbye goodbye)
@@ -363,6 +386,8 @@ public sealed class ProcessSession
         return table;
     }
 
+    private FunctionInfo? FunctionOf(uint codeId) => codeId < (uint)_functions.Length ? _functions[codeId] : null;
+
     private ProcessProfile RequireProfile()
     {
         EnsureRunning();
@@ -427,4 +452,5 @@ public readonly struct SessionWireHandler(ProcessSession session) : IWireHandler
     public void OnEvents(ReadOnlySpan<byte> packedRecords) => session.OnEvents(packedRecords);
     public void OnStats(Stats stats) => session.OnStats(stats);
     public void OnGoodbye(Goodbye goodbye) => session.OnGoodbye(goodbye);
+    public void OnExceptions(Exceptions exceptions) => session.OnExceptions(exceptions);
 }

@@ -1,3 +1,5 @@
+using TelemetryAgent.Aggregation;
+
 namespace TelemetryAgent.Sessions;
 
 /// <summary>
@@ -23,4 +25,7 @@ public sealed record SessionLimits
     /// stored; their time goes to the deepest stored frame.
     /// </summary>
     public int MaxStackDepth { get; init; } = 2048;
+
+    /// <summary>Bounds on the exceptions kept for the process.</summary>
+    public ExceptionLimits Exceptions { get; init; } = ExceptionLimits.Default;
 }
