@@ -125,8 +125,11 @@ public sealed class FuzzTests
         int frames = random.Next(0, 12);
         for (int i = 0; i < frames; i++)
         {
-            switch (random.Next(4))
+            switch (random.Next(5))
             {
+                case 4:
+                    builder.Message(FrameType.Exceptions, RandomExceptions(random));
+                    break;
                 case 0:
                     var definitions = new Definitions();
                     for (int c = random.Next(0, 4); c > 0; c--)
@@ -166,6 +169,51 @@ public sealed class FuzzTests
         }
 
         return builder.ToArray();
+    }
+
+    private static Exceptions RandomExceptions(Random random)
+    {
+        Location RandomLocation() => new() { CodeId = (uint)random.NextInt64(0, 1L << 32), Line = (uint)random.Next() };
+
+        ExceptionDetail RandomDetail(int depth)
+        {
+            var detail = new ExceptionDetail
+            {
+                TypeName = RandomText(random), Message = RandomText(random),
+                MessageStatus = (ExceptionDetail.Types.MessageStatus)random.Next(4), SuppressContext = random.Next(2) == 0,
+            };
+            for (int n = random.Next(0, 3); n > 0; n--) detail.Notes.Add(RandomText(random));
+            for (int f = random.Next(0, 4); f > 0; f--) detail.Traceback.Add(RandomLocation());
+            if (depth < 3 && random.Next(3) == 0) detail.Cause = RandomDetail(depth + 1);
+            if (depth < 3 && random.Next(3) == 0) detail.Context = RandomDetail(depth + 1);
+            for (int m = depth < 3 ? random.Next(0, 3) : 0; m > 0; m--) detail.Members.Add(RandomDetail(depth + 1));
+            return detail;
+        }
+
+        var exceptions = new Exceptions();
+        for (int r = random.Next(0, 4); r > 0; r--)
+        {
+            var record = new ExceptionRecord
+            {
+                ThreadId = (uint)random.Next(0, 1 << 24), RaisedNs = random.NextInt64(), FateNs = random.NextInt64(),
+                Fate = (ExceptionFate)random.Next(8), FramesUnwound = (uint)random.Next(), Reraises = (uint)random.Next(3),
+                StackTruncated = random.Next(2) == 0,
+            };
+            for (int f = random.Next(0, 5); f > 0; f--) record.Stack.Add(RandomLocation());
+            if (random.Next(2) == 0) record.HandledAt = RandomLocation();
+            if (random.Next(4) != 0) record.Detail = RandomDetail(0);
+            exceptions.Records.Add(record);
+        }
+
+        for (int t = random.Next(0, 3); t > 0; t--)
+        {
+            exceptions.Tallies.Add(new ExceptionTally
+            {
+                TypeName = RandomText(random), RaisedAt = RandomLocation(), Fate = (ExceptionFate)random.Next(7), Count = (ulong)random.NextInt64(),
+            });
+        }
+
+        return exceptions;
     }
 
     private static string RandomText(Random random)

@@ -34,6 +34,15 @@ public sealed class GoldenStreamTests
               {"ts": 1000500, "thread": 16777215, "code": 4294967295, "kind": "UNWIND"},
               {"ts": 18446744073709551615, "thread": 16777215, "code": 1, "kind": "RETURN"}]},
             {"type": "STATS", "message": {"events_recorded": 7, "events_sent": 7, "frames_sent": 4, "connects": 1}},
+            {"type": "EXCEPTIONS", "message": {
+              "records": [{"thread_id": 16777215, "raised_ns": 1000450, "fate_ns": 1000500, "fate": "FATE_HANDLED",
+                "handled_at": {"code_id": 1, "line": 3}, "stack": [{"code_id": 1, "line": 3}, {"code_id": 4294967295, "line": 10}],
+                "frames_unwound": 1, "detail": {"type_name": "builtins.ValueError", "message": "bad", "notes": ["row 3"],
+                  "traceback": [{"code_id": 4294967295, "line": 10}],
+                  "cause": {"type_name": "builtins.KeyError", "message": "'k'", "message_status": "MESSAGE_TRUNCATED"},
+                  "members": [{"type_name": "builtins.OSError", "message_status": "MESSAGE_UNAVAILABLE"}], "members_omitted": 2}}],
+              "tallies": [{"type_name": "builtins.ValueError", "raised_at": {"code_id": 4294967295, "line": 10},
+                "fate": "FATE_HANDLED", "count": 18446744073709551615}]}},
             {"type": "GOODBYE", "message": {"reason": "REASON_EXIT", "end_monotonic_ns": 1000600,
               "final_stats": {"events_recorded": 7, "events_sent": 7, "frames_sent": 5, "connects": 1}}}
           ]
@@ -128,6 +137,7 @@ public sealed class GoldenStreamTests
             FrameType.Definitions => JsonParser.Default.Parse<Definitions>(text),
             FrameType.Stats => JsonParser.Default.Parse<Stats>(text),
             FrameType.Goodbye => JsonParser.Default.Parse<Goodbye>(text),
+            FrameType.Exceptions => JsonParser.Default.Parse<Exceptions>(text),
             _ => throw new InvalidDataException($"{type} carries no message"),
         };
     }

@@ -37,7 +37,7 @@ public sealed class ViolationTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(6)]
+    [InlineData(7)]
     [InlineData(255)]
     public void Undefined_frame_types_are_UnknownFrameType_from_the_type_byte_alone(byte type) =>
         AssertViolation(StreamBuilder.WithHello().Raw([type]).ToArray(), ProtocolViolation.UnknownFrameType);
@@ -73,6 +73,7 @@ public sealed class ViolationTests
     [InlineData(FrameType.Events)]
     [InlineData(FrameType.Stats)]
     [InlineData(FrameType.Goodbye)]
+    [InlineData(FrameType.Exceptions)]
     public void Any_first_frame_but_hello_is_MissingHello(FrameType type) =>
         AssertViolation(new StreamBuilder().Preamble().Raw([(byte)type]).ToArray(), ProtocolViolation.MissingHello);
 
@@ -96,10 +97,28 @@ public sealed class ViolationTests
     [InlineData(FrameType.Definitions, "0A0208")]   // a nested CodeDefinition cut inside a field
     [InlineData(FrameType.Stats, "08FFFFFFFFFFFFFFFFFFFF01")] // an 11-byte varint
     [InlineData(FrameType.Goodbye, "0F")]           // wire type 7 does not exist
+    [InlineData(FrameType.Exceptions, "0A0452")]     // a record whose detail (field 10) has no length
+    [InlineData(FrameType.Exceptions, "12030A01")]   // a tally whose type name is cut
     public void Payloads_that_do_not_decode_are_MalformedMessage(FrameType type, string payloadHex)
     {
         StreamBuilder builder = type == FrameType.Hello ? new StreamBuilder().Preamble() : StreamBuilder.WithHello();
         AssertViolation(builder.Frame((byte)type, Convert.FromHexString(payloadHex)).ToArray(), ProtocolViolation.MalformedMessage);
+    }
+
+    [Fact]
+    public void Exceptions_nested_beyond_the_decoders_recursion_limit_are_MalformedMessage()
+    {
+        // A chain of causes 200 deep: the decoder stops at its recursion limit (100) instead of the stack.
+        var detail = new ExceptionDetail { TypeName = "builtins.ValueError" };
+        for (int i = 0; i < 200; i++)
+        {
+            detail = new ExceptionDetail { TypeName = "builtins.ValueError", Cause = detail };
+        }
+
+        var exceptions = new Exceptions { Records = { new ExceptionRecord { ThreadId = 1, Detail = detail } } };
+        byte[] stream = StreamBuilder.WithHello().Message(FrameType.Exceptions, exceptions).ToArray();
+        var error = Assert.Throws<ProtocolException>(() => Parse.All(stream, []));
+        Assert.Equal(ProtocolViolation.MalformedMessage, error.Violation);
     }
 
     /// <summary>Every split of <paramref name="stream"/> must raise <paramref name="expected"/>.</summary>

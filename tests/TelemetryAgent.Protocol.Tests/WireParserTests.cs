@@ -41,6 +41,26 @@ public sealed class WireParserTests
     }
 
     [Fact]
+    public void Exceptions_frames_parse_identically_in_every_split_and_every_prefix()
+    {
+        byte[] stream = StreamBuilder.WithHello()
+            .Message(FrameType.Definitions, TestMessages.Definitions())
+            .Message(FrameType.Exceptions, TestMessages.Exceptions())
+            .Message(FrameType.Exceptions, new Exceptions())
+            .Message(FrameType.Goodbye, new Goodbye { Reason = Goodbye.Types.Reason.Exit })
+            .ToArray();
+        Parse.AssertEverySplitAndPrefix(stream);
+
+        Parse.Outcome outcome = Parse.All(stream, []);
+        Assert.Equal(WireStreamPhase.Closed, outcome.Phase);
+        Assert.Equal(
+            [FrameText.Message(FrameType.Exceptions, TestMessages.Exceptions()), FrameText.Message(FrameType.Exceptions, new Exceptions())],
+            outcome.Frames.Skip(2).Take(2));
+        Assert.Contains("\"fate\": \"FATE_HANDLED\"", outcome.Frames[2]);
+        Assert.Contains("\"count\": \"18446744073709551615\"", outcome.Frames[2]);
+    }
+
+    [Fact]
     public void Spec_example_record_is_decoded_in_every_split()
     {
         // proto/PROTOCOL.md: thread 1, code 5, RETURN at t = 1 000 000 ns.

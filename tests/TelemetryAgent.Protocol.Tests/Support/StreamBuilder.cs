@@ -77,6 +77,57 @@ public static class TestMessages
         Threads = { new ThreadDefinition { Id = 1, Ident = 140_000_000_000_000, NativeId = 4242, Name = "MainThread", IsMain = true } },
     };
 
+    /// <summary>
+    /// An EXCEPTIONS message using every field: a handled record whose exception has notes, a cause, a context and
+    /// a group of members (one nested), an escaped one without detail, and tallies.
+    /// </summary>
+    public static Exceptions Exceptions()
+    {
+        var inner = new ExceptionDetail
+        {
+            TypeName = "builtins.KeyError", Message = "'é'", Traceback = { new Location { CodeId = 2, Line = 44 } },
+        };
+        var group = new ExceptionDetail
+        {
+            TypeName = "builtins.ExceptionGroup",
+            Message = "batch failed (2 sub-exceptions)",
+            Members =
+            {
+                new ExceptionDetail { TypeName = "builtins.ValueError", Message = "bad row 3" },
+                new ExceptionDetail { TypeName = "builtins.ExceptionGroup", Message = "nested (1 sub-exception)", Members = { inner } },
+            },
+            MembersOmitted = 3,
+            NestingTruncated = true,
+        };
+        return new Exceptions
+        {
+            Records =
+            {
+                new ExceptionRecord
+                {
+                    ThreadId = 1, RaisedNs = 1_000_100, FateNs = 1_000_900, Fate = ExceptionFate.FateHandled,
+                    HandledAt = new Location { CodeId = 1, Line = 12 },
+                    Stack = { new Location { CodeId = 1, Line = 10 }, new Location { CodeId = uint.MaxValue, Line = uint.MaxValue } },
+                    StackTruncated = true, FramesUnwound = 1, Reraises = 2,
+                    Detail = new ExceptionDetail
+                    {
+                        TypeName = "app.errors.Invalid", Message = "order 7 🙂", MessageStatus = ExceptionDetail.Types.MessageStatus.MessageTruncated,
+                        Notes = { "while loading", "retry 2" }, NotesOmitted = 1,
+                        Traceback = { new Location { CodeId = 1, Line = 10 } },
+                        Cause = group, SuppressContext = true,
+                        Context = new ExceptionDetail { TypeName = "builtins.OSError", MessageStatus = ExceptionDetail.Types.MessageStatus.MessageUnavailable },
+                    },
+                },
+                new ExceptionRecord { ThreadId = WireFormat.MaxThreadId, Fate = ExceptionFate.FateEscapedProgram },
+            },
+            Tallies =
+            {
+                new ExceptionTally { TypeName = "builtins.StopIteration", RaisedAt = new Location { CodeId = 2, Line = 41 }, Fate = ExceptionFate.FateHandled, Count = ulong.MaxValue },
+                new ExceptionTally { TypeName = "builtins.TimeoutError", Fate = ExceptionFate.FateInFlight, Count = 1 },
+            },
+        };
+    }
+
     /// <summary>A typical whole connection: every frame type, events in two frames, GOODBYE last.</summary>
     public static byte[] TypicalStream() => StreamBuilder.WithHello()
         .Message(FrameType.Definitions, Definitions())
