@@ -10,7 +10,8 @@ public sealed class CPythonQuirksTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    private async Task<(Dictionary<string, long> Calls, JsonElement Totals)> RunAsync(string source)
+    /// <summary>Calls per stack of the script's own frames (`a;b;c`), and summary.json's totals.</summary>
+    private async Task<(IReadOnlyDictionary<string, long> Calls, JsonElement Totals)> RunAsync(string source)
     {
         var script = _temp.File("quirks.py");
         File.WriteAllText(script, source);
@@ -24,7 +25,7 @@ public sealed class CPythonQuirksTests : IDisposable
             if (frames[^1].Contains("(quirks.py:", StringComparison.Ordinal)) calls[key] = calls.GetValueOrDefault(key) + weight;
         }
         using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
-        return (calls, summary.RootElement.GetProperty("totals").Clone());
+        return (new DiagnosedCounts(calls, $"{result}\n--- summary.json\n{summary.RootElement}"), summary.RootElement.GetProperty("totals").Clone());
     }
 
     [Fact]
@@ -117,5 +118,19 @@ public sealed class CPythonQuirksTests : IDisposable
             """);
         Assert.Equal(1, calls["<module>;work;leave"]);
         Assert.True(calls.ContainsKey("spin"), string.Join(", ", calls.Keys));
+    }
+
+    /// <summary>Call counts that say, when a stack is missing, what was there and how the run went.</summary>
+    private sealed class DiagnosedCounts(Dictionary<string, long> counts, string run) : IReadOnlyDictionary<string, long>
+    {
+        public long this[string key] => counts.TryGetValue(key, out var value) ? value
+            : throw new Xunit.Sdk.XunitException($"no stack '{key}'; stacks: {string.Join(", ", counts.Keys)}\n{run}");
+        public IEnumerable<string> Keys => counts.Keys;
+        public IEnumerable<long> Values => counts.Values;
+        public int Count => counts.Count;
+        public bool ContainsKey(string key) => counts.ContainsKey(key);
+        public bool TryGetValue(string key, out long value) => counts.TryGetValue(key, out value);
+        public IEnumerator<KeyValuePair<string, long>> GetEnumerator() => counts.GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 }
