@@ -1,4 +1,4 @@
-"""Records Python calls with sys.monitoring (PEP 669) and streams them to telemetry-agent.
+"""Records Python calls and exceptions with sys.monitoring (PEP 669) and streams them to telemetry-agent.
 
 Public API::
 
@@ -41,19 +41,21 @@ def default_socket_path():
     return "/tmp/telemetry-agent-%d.sock" % uid
 
 
-def start(socket_path=None, *, service_name=None):
-    """Start recording calls and streaming them to the agent at socket_path.
+def start(socket_path=None, *, service_name=None, calls=True, exceptions=True):
+    """Start recording calls and exceptions and streaming them to the agent at socket_path.
 
-    Idempotent and never raises. Returns True when the shim is recording, False (after one
-    warning on stderr) when it cannot run: Python older than 3.12, or no free sys.monitoring
-    tool id. Connecting happens on the shim's own thread, so this never waits for the agent.
+    `calls` records every Python call and return; `exceptions` records every exception with
+    its fate (each works alone). Idempotent and never raises. Returns True when the shim is
+    recording, False (after one warning on stderr) when it cannot run: Python older than 3.12,
+    no free sys.monitoring tool id, or nothing to record. Connecting happens on the shim's own
+    thread, so this never waits for the agent.
     """
     try:
         from . import _control
     except BaseException:  # Python < 3.12 syntax or a broken install: never break the host
         _warn_once_fallback()
         return False
-    return _control.start(socket_path, service_name)
+    return _control.start(socket_path, service_name, calls=calls, exceptions=exceptions)
 
 
 def stop(timeout=2.0):

@@ -66,7 +66,7 @@ def _process_start_unix_ns():
 
 
 class _Shim:
-    def __init__(self, socket_path, service_name, tool_id):
+    def __init__(self, socket_path, service_name, tool_id, calls=True, exceptions=True):
         from ._monitor import Recorder
         from ._sender import Sender
 
@@ -78,7 +78,7 @@ class _Shim:
         self.flush_interval_s = _env_number("TELEMETRY_SHIM_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS, 1) / 1000
         # Read now: at exit the events are still on until stop(), and os.environ is Python code.
         self.exit_timeout_s = _env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0)
-        self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error)
+        self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error, calls=calls, exceptions=exceptions)
         self.sender = self._new_sender()
         self.process_start_unix_ns = _process_start_unix_ns()
 
@@ -165,7 +165,7 @@ def _host_name():
         return ""
 
 
-def start(socket_path, service_name):
+def start(socket_path, service_name, calls=True, exceptions=True):
     global _shim
     try:
         with _control_lock:
@@ -178,6 +178,9 @@ def start(socket_path, service_name):
             if sys.version_info < (3, 12) or not hasattr(sys, "monitoring"):
                 warn_once("telemetry_shim: disabled, Python 3.12+ with sys.monitoring is required")
                 return False
+            if not calls and not exceptions:
+                warn_once("telemetry_shim: nothing to record (calls=False, exceptions=False); running untraced")
+                return False
             from ._monitor import claim_tool_id
 
             tool_id = claim_tool_id()
@@ -185,7 +188,7 @@ def start(socket_path, service_name):
                 warn_once("telemetry_shim: no free sys.monitoring tool id (3, 4 and 5 are in use); running untraced")
                 return False
             try:
-                shim = _Shim(socket_path or default_socket_path(), service_name, tool_id)
+                shim = _Shim(socket_path or default_socket_path(), service_name, tool_id, calls, exceptions)
                 _register_hooks()
                 shim.begin()
             except BaseException as exc:

@@ -39,6 +39,10 @@ _EVENT_KINDS = (
 EVENT_MASK = 0
 for _event, _kind, _ in _EVENT_KINDS:
     EVENT_MASK |= _event
+# Exception events (the exception tracker's own callbacks; PY_UNWIND is shared with the calls).
+# C_RAISE is left out: it needs CALL events on (a callback per call of anything), and the
+# exception it reports reaches the calling Python frame as a RAISE anyway.
+EXCEPTION_EVENT_MASK = _events.RAISE | _events.RERAISE | _events.EXCEPTION_HANDLED | _events.PY_UNWIND
 _PUSH_KINDS = frozenset((_wire.KIND_START, _wire.KIND_RESUME, _wire.KIND_THROW))
 _DISABLE_OK_KINDS = frozenset(kind for _, kind, ok in _EVENT_KINDS if ok)
 
@@ -141,11 +145,13 @@ class Recorder:
     """Owns the tool id, the callbacks and what they produce: the record buffer, code and
     thread definitions, and the drop/error counters."""
 
-    def __init__(self, capacity_events, shim_dir, on_internal_error):
+    def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True):
         self.capacity_words = 2 * max(int(capacity_events), 1024)
         self.shim_prefix = os.path.join(os.path.abspath(shim_dir), "")
         self._on_internal_error = on_internal_error
         self.tool_id = None
+        self.calls = bool(calls)
+        self._registered_events = ()
 
         # Codes: id(code) -> code_id << 8, or 0 for the shim's own code. Code objects are kept
         # alive in code_objects so that an id() is never reused by another code object.
@@ -169,12 +175,19 @@ class Recorder:
 
         self.buffer = None
         self.thread_keys = None
-        self._callbacks = [self._make_callback(kind) for _, kind, _ in _EVENT_KINDS]
+        self.exceptions = None
+        if exceptions:
+            from ._exceptions import ExceptionTracker
+
+            self.exceptions = ExceptionTracker(self)
+        unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
+        self._callbacks = [self._make_callback(kind, unwind_hook if kind == _wire.KIND_UNWIND else None)
+                           for _, kind, _ in _EVENT_KINDS]
         self.new_generation()
 
     # ---- callbacks --------------------------------------------------------------------------
 
-    def _make_callback(self, kind):
+    def _make_callback(self, kind, exception_hook=None):
         slow_path = self._slow_path
         failed = self._callback_failed
 
@@ -194,6 +207,24 @@ class Recorder:
                     raise
                 return None
 
+        if exception_hook is not None:
+            # PY_UNWIND with exceptions on: the same record, then the exception's bookkeeping
+            # (which finds the unwinding frame two levels up: hook <- callback <- frame).
+            def callback(code, offset, _value=None, thread_key=None, code_key=None, ident=get_ident,  # noqa: F811
+                         now=perf_counter_ns, buf=None, extend=None, limit=0, kind=kind, hook=exception_hook):
+                try:
+                    hook(code, _value)
+                    tk = thread_key(ident())
+                    ck = code_key(id(code))
+                    if tk and ck and len(buf) < limit:
+                        extend((now(), tk | ck | kind))
+                        return None
+                    return slow_path(code, kind, buf, thread_key)
+                except BaseException as exc:
+                    if failed(exc):
+                        raise
+                    return None
+
         callback.__qualname__ = "telemetry_shim.callback[%s]" % _wire.KIND_NAMES[kind]
         return callback
 
@@ -210,9 +241,11 @@ class Recorder:
         buf = []
         keys = {}
         limit = self.capacity_words
+        # Extra trailing defaults (the unwind callback's exception hook) are kept as they are.
         defaults = [
             (None, keys.get, self.code_keys.get, get_ident, perf_counter_ns, buf, buf.extend, limit, kind)
-            for _, kind, _ in _EVENT_KINDS
+            + callback.__defaults__[9:]
+            for (_, kind, _), callback in zip(_EVENT_KINDS, self._callbacks)
         ]
         list(map(setattr, self._callbacks, repeat("__defaults__"), defaults))
         self.buffer = buf
@@ -278,6 +311,34 @@ class Recorder:
             self.dropped.increment()
         return None
 
+    def code_key_of(self, code, frame):
+        """The key (code id << 8) of any code object, defining it when new; 0 for the shim's own
+        code. For locations outside the call path (exception sites, tracebacks, stacks)."""
+        ck = self.code_keys.get(id(code))
+        if ck is not None:
+            return ck
+        if code is _THREAD_BOOTSTRAP_CODE:
+            ck = self._bootstrap_key
+            if ck is None:
+                ck = self._bootstrap_key = self._code_key(code, frame, cache=False)
+            return ck
+        return self._code_key(code, frame)
+
+    def thread_info(self, ident, code=None, frame=None):
+        """The ThreadInfo of the running thread, registered (definition queued) when new; None
+        when thread ids are exhausted. Only the thread itself registers itself."""
+        info = self.threads.get(ident)
+        if info is None:
+            thread_id = self._next_thread_id()
+            if thread_id > _wire.MAX_THREAD_ID:
+                return None
+            main = threading.main_thread()
+            info = ThreadInfo(thread_id, ident, get_native_id(), _thread_name(ident, code, frame),
+                              main is not None and main.ident == ident)
+            self.threads[ident] = info
+            self.pending_thread_definitions.append(info.definition())
+        return info
+
     def _code_key(self, code, frame, cache=True):
         filename = code.co_filename
         if cache and filename.startswith(self.shim_prefix):
@@ -327,15 +388,12 @@ class Recorder:
     def _first_event_on_thread(self, ident, code, ck, kind, buf, thread_keys, event_frame):
         info = self.threads.get(ident)
         if info is None:
-            thread_id = self._next_thread_id()
-            if thread_id > _wire.MAX_THREAD_ID:
+            info = self.thread_info(ident, code, event_frame)
+            if info is None:
                 self.dropped.increment()
                 return
-            main = threading.main_thread()
-            info = ThreadInfo(thread_id, ident, get_native_id(), _thread_name(ident, code, event_frame),
-                              main is not None and main.ident == ident)
-            self.threads[ident] = info
-        self.pending_thread_definitions.append(info.definition())
+        else:
+            self.pending_thread_definitions.append(info.definition())
         tk = info.thread_id << _wire.THREAD_ID_SHIFT
         now = perf_counter_ns()
         records = []
@@ -373,11 +431,23 @@ class Recorder:
     # ---- tool id and events ----------------------------------------------------------------------
 
     def install(self, tool_id):
-        """Registers the callbacks under an already claimed tool id and turns the events on."""
+        """Registers the callbacks under an already claimed tool id and turns the events on:
+        the call events when `calls`, the exception events when exceptions are tracked (either
+        works alone)."""
         self.tool_id = tool_id
-        for (event, _, _), callback in zip(_EVENT_KINDS, self._callbacks):
+        registrations = []
+        if self.calls:
+            registrations.extend((event, callback) for (event, _, _), callback in zip(_EVENT_KINDS, self._callbacks))
+        tracker = self.exceptions
+        if tracker is not None:
+            registrations.extend(tracker.callbacks(unwind=not self.calls))
+            tracker.install_hooks()
+        mask = 0
+        for event, callback in registrations:
             _monitoring.register_callback(tool_id, event, callback)
-        _monitoring.set_events(tool_id, EVENT_MASK)
+            mask |= event
+        self._registered_events = tuple(event for event, _ in registrations)
+        _monitoring.set_events(tool_id, mask)
 
     def stop_events(self):
         tool_id = self.tool_id
@@ -398,11 +468,13 @@ class Recorder:
             _monitoring.set_events(tool_id, 0)
         except Exception:
             pass
-        for event, _, _ in _EVENT_KINDS:
+        for event in self._registered_events:
             try:
                 _monitoring.register_callback(tool_id, event, None)
             except Exception:
                 pass
+        if self.exceptions is not None:
+            self.exceptions.uninstall_hooks()
         try:
             if _monitoring.get_tool(tool_id) == TOOL_NAME:
                 _monitoring.free_tool_id(tool_id)
@@ -438,4 +510,6 @@ class Recorder:
         self.pending_thread_definitions = []
         self.dropped = AtomicCounter()
         self.callback_errors = AtomicCounter()
+        if self.exceptions is not None:
+            self.exceptions.reset_after_fork()
         self.new_generation()

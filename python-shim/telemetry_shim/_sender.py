@@ -54,6 +54,7 @@ class Sender:
         self.events_sent = 0  # on the current connection
         self.frames_sent = 0  # on the current connection
         self._code_definitions_sent = 0
+        self._threads_defined = set()  # thread ids defined on the current connection
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -108,6 +109,12 @@ class Sender:
         recorder.refresh_threads()
         if self._sock is None and (final or monotonic() >= self._next_connect_at):
             self._connect()
+        tracker = recorder.exceptions
+        if tracker is not None:
+            # First: building the records defines the codes they use, taken just below.
+            exception_records, tallies, exception_threads = tracker.collect(final)
+        else:
+            exception_records = tallies = exception_threads = ()
         with self.lock:
             buf = recorder.buffer
             taken = len(buf)
@@ -135,12 +142,20 @@ class Sender:
             if records:
                 self._fresh_generation = False
             return False
+        defined = self._threads_defined
+        defined.update(thread["id"] for thread in threads)
+        for info in exception_threads:
+            if info.thread_id not in defined:  # e.g. no event of that thread on this connection yet
+                defined.add(info.thread_id)
+                threads.append(info.definition())
         frames = []
         if codes or threads:
             frames.extend(_wire.encode_definitions_frames([_code_dict(c) for c in codes], threads))
         if records:
             event_frames, _ = _wire.encode_events_frames(array("Q", chunk))
             frames.extend(event_frames)
+        if exception_records or tallies:
+            frames.extend(_wire.encode_exceptions_frames(exception_records, tallies))
         now = monotonic()
         if not final and now >= self._next_stats_at:
             self._next_stats_at = now + STATS_INTERVAL_S
@@ -204,6 +219,7 @@ class Sender:
                 self._retired_buffer = self.recorder.new_generation()
             self._fresh_generation = False
             self._code_definitions_sent = 0
+            self._threads_defined = set()
         self._sock = sock
         self.connects += 1
         self.events_sent = 0

@@ -18,6 +18,7 @@ FRAME_DEFINITIONS = 2
 FRAME_EVENTS = 3
 FRAME_STATS = 4
 FRAME_GOODBYE = 5
+FRAME_EXCEPTIONS = 6
 FRAME_HEADER = struct.Struct("<BI")
 MAX_FRAME_PAYLOAD = 1 << 20
 RECORD_SIZE = 16
@@ -51,6 +52,24 @@ REASON_NAMES = {REASON_UNSPECIFIED: "REASON_UNSPECIFIED", REASON_EXIT: "REASON_E
 # definition can never approach the frame limit.
 MAX_STRING_BYTES = 16 * 1024
 
+# ExceptionFate and ExceptionDetail.MessageStatus of shim.proto.
+FATE_UNSPECIFIED = 0
+FATE_HANDLED = 1
+FATE_ESCAPED_THREAD = 2
+FATE_ESCAPED_PROGRAM = 3
+FATE_UNRAISABLE = 4
+FATE_ASYNCIO_UNHANDLED = 5
+FATE_IN_FLIGHT = 6
+FATE_NAMES = {FATE_UNSPECIFIED: "FATE_UNSPECIFIED", FATE_HANDLED: "FATE_HANDLED",
+              FATE_ESCAPED_THREAD: "FATE_ESCAPED_THREAD", FATE_ESCAPED_PROGRAM: "FATE_ESCAPED_PROGRAM",
+              FATE_UNRAISABLE: "FATE_UNRAISABLE", FATE_ASYNCIO_UNHANDLED: "FATE_ASYNCIO_UNHANDLED",
+              FATE_IN_FLIGHT: "FATE_IN_FLIGHT"}
+MESSAGE_OK = 0
+MESSAGE_TRUNCATED = 1
+MESSAGE_UNAVAILABLE = 2
+MESSAGE_STATUS_NAMES = {MESSAGE_OK: "MESSAGE_OK", MESSAGE_TRUNCATED: "MESSAGE_TRUNCATED",
+                        MESSAGE_UNAVAILABLE: "MESSAGE_UNAVAILABLE"}
+
 _VARINT, _LENGTH_DELIMITED = 0, 2
 
 # Field tables from shim.proto: name -> (field number, type). Types: "uint", "int64", "bool",
@@ -80,6 +99,22 @@ SCHEMAS = {
     "Goodbye": {
         "reason": (1, "uint"), "final_stats": (2, "Stats"), "end_monotonic_ns": (3, "int64"),
         "detail": (4, "string"),
+    },
+    "Exceptions": {"records": (1, ["ExceptionRecord"]), "tallies": (2, ["ExceptionTally"])},
+    "Location": {"code_id": (1, "uint"), "line": (2, "uint")},
+    "ExceptionRecord": {
+        "thread_id": (1, "uint"), "raised_ns": (2, "int64"), "fate_ns": (3, "int64"), "fate": (4, "uint"),
+        "handled_at": (5, "Location"), "stack": (6, ["Location"]), "stack_truncated": (7, "bool"),
+        "frames_unwound": (8, "uint"), "reraises": (9, "uint"), "detail": (10, "ExceptionDetail"),
+    },
+    "ExceptionDetail": {
+        "type_name": (1, "string"), "message": (2, "string"), "message_status": (3, "uint"),
+        "notes": (4, ["string"]), "notes_omitted": (5, "uint"), "traceback": (6, ["Location"]),
+        "cause": (7, "ExceptionDetail"), "context": (8, "ExceptionDetail"), "suppress_context": (9, "bool"),
+        "members": (10, ["ExceptionDetail"]), "members_omitted": (11, "uint"), "nesting_truncated": (12, "bool"),
+    },
+    "ExceptionTally": {
+        "type_name": (1, "string"), "raised_at": (2, "Location"), "fate": (3, "uint"), "count": (4, "uint"),
     },
 }
 
@@ -157,9 +192,21 @@ def encode_frame(frame_type, payload):
 def encode_definitions_frames(codes, threads):
     """DEFINITIONS frames for lists of CodeDefinition and ThreadDefinition dicts, split so that
     no frame exceeds the limit (repeated fields concatenate, so any split is valid)."""
+    return _encode_split_frames(FRAME_DEFINITIONS, ((1, "CodeDefinition", codes), (2, "ThreadDefinition", threads)))
+
+
+def encode_exceptions_frames(records, tallies):
+    """EXCEPTIONS frames for lists of ExceptionRecord and ExceptionTally dicts, split like
+    DEFINITIONS. The shim bounds one record well below the frame limit (see _exceptions.py)."""
+    return _encode_split_frames(FRAME_EXCEPTIONS, ((1, "ExceptionRecord", records), (2, "ExceptionTally", tallies)))
+
+
+def _encode_split_frames(frame_type, fields):
+    """Frames of one message type whose only fields are repeated messages: (field number,
+    message name, entries) each; an entry never straddles two frames."""
     frames = []
     current = bytearray()
-    for field_number, message_name, entries in ((1, "CodeDefinition", codes), (2, "ThreadDefinition", threads)):
+    for field_number, message_name, entries in fields:
         for entry in entries:
             data = encode_message(message_name, entry)
             field = bytearray()
@@ -167,11 +214,11 @@ def encode_definitions_frames(codes, threads):
             encode_varint(len(data), field)
             field += data
             if current and len(current) + len(field) > MAX_FRAME_PAYLOAD:
-                frames.append(encode_frame(FRAME_DEFINITIONS, bytes(current)))
+                frames.append(encode_frame(frame_type, bytes(current)))
                 current = bytearray()
             current += field
     if current:
-        frames.append(encode_frame(FRAME_DEFINITIONS, bytes(current)))
+        frames.append(encode_frame(frame_type, bytes(current)))
     return frames
 
 

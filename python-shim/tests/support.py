@@ -52,10 +52,31 @@ SCHEMAS = {
         1: ("reason", "e:Reason"), 2: ("final_stats", "m:Stats"), 3: ("end_monotonic_ns", "i"),
         4: ("detail", "s"),
     },
+    "Exceptions": {1: ("records", "m:ExceptionRecord*"), 2: ("tallies", "m:ExceptionTally*")},
+    "Location": {1: ("code_id", "u"), 2: ("line", "u")},
+    "ExceptionRecord": {
+        1: ("thread_id", "u"), 2: ("raised_ns", "i"), 3: ("fate_ns", "i"), 4: ("fate", "e:ExceptionFate"),
+        5: ("handled_at", "m:Location"), 6: ("stack", "m:Location*"), 7: ("stack_truncated", "b"),
+        8: ("frames_unwound", "u"), 9: ("reraises", "u"), 10: ("detail", "m:ExceptionDetail"),
+    },
+    "ExceptionDetail": {
+        1: ("type_name", "s"), 2: ("message", "s"), 3: ("message_status", "e:MessageStatus"),
+        4: ("notes", "s*"), 5: ("notes_omitted", "u"), 6: ("traceback", "m:Location*"),
+        7: ("cause", "m:ExceptionDetail"), 8: ("context", "m:ExceptionDetail"), 9: ("suppress_context", "b"),
+        10: ("members", "m:ExceptionDetail*"), 11: ("members_omitted", "u"), 12: ("nesting_truncated", "b"),
+    },
+    "ExceptionTally": {
+        1: ("type_name", "s"), 2: ("raised_at", "m:Location"), 3: ("fate", "e:ExceptionFate"), 4: ("count", "u"),
+    },
 }
-ENUMS = {"Reason": {0: "REASON_UNSPECIFIED", 1: "REASON_EXIT", 2: "REASON_DETACH", 3: "REASON_ERROR"}}
-FRAME_MESSAGES = {1: "Hello", 2: "Definitions", 4: "Stats", 5: "Goodbye"}
-FRAME_NAMES = {1: "HELLO", 2: "DEFINITIONS", 3: "EVENTS", 4: "STATS", 5: "GOODBYE"}
+ENUMS = {
+    "Reason": {0: "REASON_UNSPECIFIED", 1: "REASON_EXIT", 2: "REASON_DETACH", 3: "REASON_ERROR"},
+    "ExceptionFate": {0: "FATE_UNSPECIFIED", 1: "FATE_HANDLED", 2: "FATE_ESCAPED_THREAD", 3: "FATE_ESCAPED_PROGRAM",
+                      4: "FATE_UNRAISABLE", 5: "FATE_ASYNCIO_UNHANDLED", 6: "FATE_IN_FLIGHT"},
+    "MessageStatus": {0: "MESSAGE_OK", 1: "MESSAGE_TRUNCATED", 2: "MESSAGE_UNAVAILABLE"},
+}
+FRAME_MESSAGES = {1: "Hello", 2: "Definitions", 4: "Stats", 5: "Goodbye", 6: "Exceptions"}
+FRAME_NAMES = {1: "HELLO", 2: "DEFINITIONS", 3: "EVENTS", 4: "STATS", 5: "GOODBYE", 6: "EXCEPTIONS"}
 MAX_FRAME_PAYLOAD = 1 << 20
 
 
@@ -150,6 +171,8 @@ class DecodedConnection:
         self.events = []  # (ts, thread_id, code_id, kind_name)
         self.stats = None
         self.goodbye = None
+        self.exception_records = []  # ExceptionRecord dicts in arrival order
+        self.tallies = []  # ExceptionTally dicts in arrival order
         self.error = None
         self.ended = False
         self.frame_types = []
@@ -243,6 +266,21 @@ class DecodedConnection:
             self.stats = message
         elif frame_type == 5:
             self.goodbye = message
+        elif frame_type == 6:
+            for record in message["records"]:
+                if record["thread_id"] not in self.threads:
+                    raise DecodeError("exception record of undefined thread %d" % record["thread_id"])
+                for location in _record_locations(record):
+                    self._check_location(location)
+                self.exception_records.append(record)
+            for tally in message["tallies"]:
+                if tally["raised_at"] is not None:
+                    self._check_location(tally["raised_at"])
+                self.tallies.append(tally)
+
+    def _check_location(self, location):
+        if location["code_id"] not in self.codes:
+            raise DecodeError("location uses undefined code %d" % location["code_id"])
 
     # Convenience views -------------------------------------------------------------------
 
@@ -258,6 +296,17 @@ class DecodedConnection:
             if thread["name"] == name:
                 return thread_id
         return None
+
+
+def _record_locations(record):
+    if record["handled_at"] is not None:
+        yield record["handled_at"]
+    yield from record["stack"]
+    pending = [record["detail"]] if record["detail"] is not None else []
+    while pending:
+        detail = pending.pop()
+        yield from detail["traceback"]
+        pending.extend(d for d in [detail["cause"], detail["context"], *detail["members"]] if d is not None)
 
 
 def call_counts(conn, thread_id=None):
