@@ -17,7 +17,8 @@ internal sealed class ManualTime(DateTimeOffset start) : TimeProvider
 /// <summary>
 /// A fixed aggregate of two processes, built by scripted sessions: the input of the golden output tests.
 /// "checkout" (pid 4242) says goodbye with a frame still open; it has two threads, recursion, a generator,
-/// library code and an exception. "worker" (pid 4300) dies without goodbye after an implicit and an unmatched
+/// library code and exceptions: a handled one with tallies of more, one that escaped a thread with its cause, an
+/// exception group that ended the program. "worker" (pid 4300) dies without goodbye after an implicit and an unmatched
 /// exit and reports dropped events.
 /// </summary>
 internal static class SampleRun
@@ -51,6 +52,8 @@ internal static class SampleRun
             .Start(4_000, 6, thread: 2).Start(4_100, 4, thread: 2).Return(6_100, 4, thread: 2).Return(8_000, 6, thread: 2)
             .Start(12_000, 2)
             .Start(12_500, 3).Return(13_500, 3)
+            .Exceptions(records: [HandledValueError(), RequestFailure(), OrdersFailed()],
+                tallies: [new ExceptionTally { TypeName = "builtins.ValueError", RaisedAt = At(7, 44), Fate = ExceptionFate.FateHandled, Count = 25 }])
             .Stats(recorded: 40, dropped: 0)
             .Goodbye(endMonotonicNs: 15_000);
         time.Advance(TimeSpan.FromMilliseconds(1_500));
@@ -73,4 +76,54 @@ internal static class SampleRun
         time.Advance(TimeSpan.FromMilliseconds(50));
         return (store.Snapshot().Completed, store, time);
     }
+
+    private static Location At(uint code, uint line) => ExceptionRecords.At(code, line);
+
+    /// <summary>validate raises, handle_order handles it.</summary>
+    private static ExceptionRecord HandledValueError()
+    {
+        var record = ExceptionRecords.Record("builtins.ValueError", "quantity must be positive", [(1, 12), (2, 15), (7, 44)],
+            raisedNs: 10_700, handledAt: At(2, 17), notes: ["order 1001", "line 3 of the basket"]);
+        record.FramesUnwound = 1;
+        record.Detail.Traceback.RemoveAt(0);
+        return record;
+    }
+
+    /// <summary>A library error with its cause escapes the pool thread.</summary>
+    private static ExceptionRecord RequestFailure() => new()
+    {
+        ThreadId = 2, RaisedNs = 7_000, FateNs = 8_000, Fate = ExceptionFate.FateEscapedThread,
+        Stack = { At(6, 520) }, FramesUnwound = 1,
+        Detail = new ExceptionDetail
+        {
+            TypeName = "requests.exceptions.ConnectionError", Message = "HTTPConnectionPool(host='stock', port=80): Max retries exceeded",
+            Traceback = { At(6, 520) },
+            Cause = new ExceptionDetail
+            {
+                TypeName = "builtins.ConnectionRefusedError", Message = "[Errno 111] Connection refused", Traceback = { At(6, 530) },
+            },
+            SuppressContext = true,
+        },
+    };
+
+    /// <summary>An exception group of two members ends the program; its message could not be captured safely.</summary>
+    private static ExceptionRecord OrdersFailed() => new()
+    {
+        ThreadId = 1, RaisedNs = 14_000, FateNs = 14_500, Fate = ExceptionFate.FateEscapedProgram,
+        Stack = { At(1, 30) },
+        Detail = new ExceptionDetail
+        {
+            TypeName = "builtins.ExceptionGroup", Message = "2 orders failed (2 sub-exceptions)", Traceback = { At(1, 30) },
+            Notes = { "batch 7" },
+            Members =
+            {
+                new ExceptionDetail { TypeName = "builtins.ValueError", Message = "quantity must be positive", Traceback = { At(2, 15), At(7, 44) } },
+                new ExceptionDetail
+                {
+                    TypeName = "app.errors.OutOfStock", MessageStatus = ExceptionDetail.Types.MessageStatus.MessageUnavailable,
+                    Context = new ExceptionDetail { TypeName = "builtins.KeyError", Message = "'sku-9'", Traceback = { At(5, 22) } },
+                },
+            },
+        },
+    };
 }

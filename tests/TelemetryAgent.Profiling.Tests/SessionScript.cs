@@ -81,6 +81,21 @@ internal sealed class SessionScript
         return this;
     }
 
+    /// <summary>Sends one EXCEPTIONS frame's content.</summary>
+    public SessionScript Exceptions(IEnumerable<ExceptionRecord>? records = null, IEnumerable<ExceptionTally>? tallies = null)
+    {
+        var exceptions = new Exceptions();
+        exceptions.Records.Add(records ?? []);
+        exceptions.Tallies.Add(tallies ?? []);
+        Session.OnExceptions(exceptions);
+        return this;
+    }
+
+    public SessionScript Raise(ExceptionRecord record) => Exceptions(records: [record]);
+
+    public SessionScript Tally(string typeName, uint code, uint line, ExceptionFate fate, ulong count)
+        => Exceptions(tallies: [new ExceptionTally { TypeName = typeName, RaisedAt = new Location { CodeId = code, Line = line }, Fate = fate, Count = count }]);
+
     public SessionScript Stats(ulong recorded, ulong dropped)
     {
         Session.OnStats(new Stats { EventsRecorded = recorded, EventsDropped = dropped, EventsSent = recorded - dropped });
@@ -136,5 +151,34 @@ internal static class TreeAssertions
             Assert.True(expected == node.TotalNs, $"{node.Name}: total {node.TotalNs}, self+children {expected}");
             foreach (var child in node.Children) pending.Push(child);
         }
+    }
+}
+
+/// <summary>Exception records for scripted sessions, in the shape the shim sends them.</summary>
+internal static class ExceptionRecords
+{
+    public static Location At(uint code, uint line) => new() { CodeId = code, Line = line };
+
+    /// <summary>
+    /// A record raised at the last of <paramref name="stack"/> (code, line pairs, outermost first), with a detail
+    /// whose traceback is the same frames.
+    /// </summary>
+    public static ExceptionRecord Record(string type, string message, (uint Code, uint Line)[] stack,
+        ExceptionFate fate = ExceptionFate.FateHandled, long raisedNs = 0, uint thread = 1, Location? handledAt = null,
+        string[]? notes = null)
+    {
+        var detail = new ExceptionDetail { TypeName = type, Message = message };
+        detail.Notes.Add(notes ?? []);
+        var record = new ExceptionRecord
+        {
+            ThreadId = thread, RaisedNs = raisedNs, FateNs = raisedNs == 0 ? 0 : raisedNs + 100, Fate = fate,
+            HandledAt = handledAt, Detail = detail,
+        };
+        foreach (var (code, line) in stack)
+        {
+            record.Stack.Add(At(code, line));
+            detail.Traceback.Add(At(code, line));
+        }
+        return record;
     }
 }

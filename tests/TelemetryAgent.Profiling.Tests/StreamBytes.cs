@@ -44,6 +44,12 @@ internal sealed class StreamBytes
         return this;
     }
 
+    public StreamBytes Exceptions(Exceptions exceptions)
+    {
+        WireEncoder.WriteMessage(_output, FrameType.Exceptions, exceptions);
+        return this;
+    }
+
     public StreamBytes Stats(Stats stats)
     {
         WireEncoder.WriteMessage(_output, FrameType.Stats, stats);

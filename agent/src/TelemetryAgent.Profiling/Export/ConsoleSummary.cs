@@ -4,16 +4,21 @@ using TelemetryAgent.Aggregation;
 
 namespace TelemetryAgent.Export;
 
-/// <summary>The text <c>telemetry-agent run</c> prints when the program ends: what was recorded, then the
-/// functions with the most self time as an aligned table.</summary>
+/// <summary>The text <c>telemetry-agent run</c> prints when the program ends: what was recorded, the functions
+/// with the most self time, then the largest exception groups, as aligned tables.</summary>
 public static class ConsoleSummary
 {
     public const int DefaultTopFunctions = 20;
+    public const int DefaultTopExceptionGroups = 10;
 
-    public static string Format(RunSummary summary, int topFunctions = DefaultTopFunctions)
+    // A note longer than this is cut in the table (exceptions.json has it whole).
+    private const int NoteWidth = 60;
+
+    public static string Format(RunSummary summary, int topFunctions = DefaultTopFunctions, int topExceptionGroups = DefaultTopExceptionGroups)
     {
         ArgumentNullException.ThrowIfNull(summary);
         ArgumentOutOfRangeException.ThrowIfNegative(topFunctions);
+        ArgumentOutOfRangeException.ThrowIfNegative(topExceptionGroups);
         var text = new StringBuilder();
         var culture = CultureInfo.InvariantCulture;
 
@@ -47,36 +52,78 @@ public static class ConsoleSummary
         if (top.Length == 0)
         {
             text.Append("No function calls were recorded.\n");
-            return text.ToString();
+        }
+        else
+        {
+            text.Append('\n').Append(culture, $"Top {top.Length} functions by self time:\n");
+            AppendTable(text, ["calls", "self time", "total time", "location", "function"], numericColumns: 3, top.Select(stats => new[]
+            {
+                stats.Calls.ToString("N0", culture),
+                TimeFormat.Nanoseconds(stats.SelfNs),
+                TimeFormat.Nanoseconds(stats.TotalNs),
+                string.Create(culture, $"{stats.Function.DisplayFile}:{stats.Function.FirstLine}"),
+                stats.Function.QualifiedName,
+            }).ToArray());
         }
 
-        text.Append('\n').Append(culture, $"Top {top.Length} functions by self time:\n");
-        string[] headers = ["calls", "self time", "total time", "location", "function"];
-        var rows = top.Select(stats => new[]
-        {
-            stats.Calls.ToString("N0", culture),
-            TimeFormat.Nanoseconds(stats.SelfNs),
-            TimeFormat.Nanoseconds(stats.TotalNs),
-            string.Create(culture, $"{stats.Function.DisplayFile}:{stats.Function.FirstLine}"),
-            stats.Function.QualifiedName,
-        }).ToArray();
-        var widths = headers.Select((header, column) => Math.Max(header.Length, rows.Max(row => row[column].Length))).ToArray();
-
-        AppendRow(text, headers, widths);
-        foreach (var row in rows) AppendRow(text, row, widths);
+        AppendExceptions(text, summary, topExceptionGroups);
         return text.ToString();
     }
 
-    // Numbers right-aligned, names left-aligned; the last column is not padded.
-    private static void AppendRow(StringBuilder text, string[] cells, int[] widths)
+    /// <summary>Totals by fate, then the largest groups; nothing when no exception was recorded.</summary>
+    private static void AppendExceptions(StringBuilder text, RunSummary summary, int topGroups)
     {
-        text.Append("  ")
-            .Append(cells[0].PadLeft(widths[0])).Append("  ")
-            .Append(cells[1].PadLeft(widths[1])).Append("  ")
-            .Append(cells[2].PadLeft(widths[2])).Append("  ")
-            .Append(cells[3].PadRight(widths[3])).Append("  ")
-            .Append(cells[4])
-            .Append('\n');
+        var culture = CultureInfo.InvariantCulture;
+        var fates = summary.ExceptionFates;
+        if (fates.Total == 0) return;
+        text.Append('\n').Append(culture, $"Exceptions: {fates.Total:N0} in {Count(summary.ExceptionGroups.Count, "group", "groups")}")
+            .Append(culture, $" (handled {fates.Handled:N0}, escaped {fates.Escaped:N0}, unraisable {fates.Unraisable:N0}, ")
+            .Append(culture, $"asyncio unhandled {fates.AsyncioUnhandled:N0}, in flight {fates.InFlight:N0})\n");
+        var top = summary.ExceptionGroups.Take(topGroups).ToArray();
+        if (top.Length == 0) return;
+        AppendTable(text, ["count", "handled", "escaped", "type", "raised at", "first note"], numericColumns: 3, top.Select(entry =>
+        {
+            var group = entry.Group;
+            return new[]
+            {
+                group.Count.ToString("N0", culture),
+                group.Fates.Handled.ToString("N0", culture),
+                group.Fates.Escaped.ToString("N0", culture),
+                group.Kind == ExceptionAggregateKind.Other ? ProcessExceptions.OtherGroupName : TracebackText.DisplayTypeName(group.TypeName),
+                group.RaiseSite?.Site ?? "?",
+                group.Notes.Count > 0 ? OneLine(group.Notes[0]) : "",
+            };
+        }).ToArray());
+        if (summary.ExceptionGroups.Count > top.Length)
+        {
+            text.Append(culture, $"  ({summary.ExceptionGroups.Count - top.Length} more groups in exceptions.json)\n");
+        }
+    }
+
+    // The first columns hold numbers (right-aligned), the rest names (left-aligned); the last column is not padded.
+    private static void AppendTable(StringBuilder text, string[] headers, int numericColumns, string[][] rows)
+    {
+        var widths = headers.Select((header, column) => Math.Max(header.Length, rows.Max(row => row[column].Length))).ToArray();
+        AppendRow(headers);
+        foreach (var row in rows) AppendRow(row);
+
+        void AppendRow(string[] cells)
+        {
+            var row = new StringBuilder("  ");
+            for (var column = 0; column < cells.Length; column++)
+            {
+                var cell = cells[column];
+                if (column == cells.Length - 1) row.Append(cell);
+                else row.Append(column < numericColumns ? cell.PadLeft(widths[column]) : cell.PadRight(widths[column])).Append("  ");
+            }
+            text.Append(row.ToString().TrimEnd(' ')).Append('\n');
+        }
+    }
+
+    private static string OneLine(string note)
+    {
+        var line = note.ReplaceLineEndings(" ");
+        return line.Length <= NoteWidth ? line : line[..(NoteWidth - 1)] + "…";
     }
 
     private static string EndText(ProcessProfile process)

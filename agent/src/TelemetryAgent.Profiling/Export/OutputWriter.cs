@@ -8,6 +8,8 @@ public sealed record OutputOptions
 {
     /// <summary>Functions listed in summary.json.</summary>
     public int TopFunctions { get; init; } = 200;
+    /// <summary>Exception groups listed in summary.json (exceptions.json lists them all).</summary>
+    public int TopExceptionGroups { get; init; } = SummaryJsonWriter.DefaultTopExceptionGroups;
     /// <summary>The flame graph's and speedscope file's title; by default derived from the processes.</summary>
     public string? Title { get; init; }
     /// <summary>The run's span; by default from the first connection to the last disconnection.</summary>
@@ -34,7 +36,7 @@ public sealed record OutputReport(IReadOnlyList<OutputFile> Files, RunSummary Su
 
 /// <summary>
 /// Writes every output of a run into one folder: profile.folded, calls.folded, profile.speedscope.json,
-/// summary.json and flamegraph.html. Never throws for a failing file: each file is written on its own
+/// summary.json, exceptions.json and flamegraph.html. Never throws for a failing file: each file is written on its own
 /// (to a temporary name, then renamed, so a reader never sees half a file) and failures are reported per file.
 /// </summary>
 public static class OutputWriter
@@ -44,6 +46,10 @@ public static class OutputWriter
     public const string Speedscope = "profile.speedscope.json";
     public const string SummaryJson = "summary.json";
     public const string FlameGraphHtml = "flamegraph.html";
+    public const string ExceptionsJson = "exceptions.json";
+
+    /// <summary>Every file <see cref="WriteAll"/> writes, in the order it writes them.</summary>
+    public static IReadOnlyList<string> FileNames { get; } = [ProfileFolded, CallsFolded, Speedscope, SummaryJson, ExceptionsJson, FlameGraphHtml];
 
     private static readonly UTF8Encoding Utf8NoBom = new(encoderShouldEmitUTF8Identifier: false);
 
@@ -63,7 +69,7 @@ public static class OutputWriter
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
-            foreach (var name in new[] { ProfileFolded, CallsFolded, Speedscope, SummaryJson, FlameGraphHtml })
+            foreach (var name in FileNames)
             {
                 files.Add(new OutputFile(name, Path.Combine(folder, name), $"cannot create the folder: {error.Message}"));
             }
@@ -74,7 +80,8 @@ public static class OutputWriter
         files.Add(WriteText(folder, CallsFolded, text => FoldedStacksWriter.Write(text, processes, FoldedWeight.Calls)));
         files.Add(WriteBinary(folder, Speedscope, stream => SpeedscopeWriter.Write(stream, processes, title, options.Exporter)));
         files.Add(WriteBinary(folder, SummaryJson,
-            stream => SummaryJsonWriter.Write(stream, summary, options.TopFunctions, options.ConnectionsWithoutHello)));
+            stream => SummaryJsonWriter.Write(stream, summary, options.TopFunctions, options.ConnectionsWithoutHello, options.TopExceptionGroups)));
+        files.Add(WriteBinary(folder, ExceptionsJson, stream => ExceptionsJsonWriter.Write(stream, summary)));
         files.Add(WriteText(folder, FlameGraphHtml,
             text => FlameGraphHtmlWriter.Write(text, MergedTree(processes), title, options.Time.GetUtcNow())));
         return new OutputReport(files, summary);

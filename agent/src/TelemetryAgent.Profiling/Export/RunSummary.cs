@@ -31,6 +31,15 @@ public sealed class RunSummary
             DepthLimitedPushes += process.DepthLimitedPushes;
         }
         foreach (var function in functions) Calls += function.Calls;
+
+        var groups = new List<ProcessExceptionGroup>();
+        foreach (var process in processes)
+        {
+            ExceptionFates.Add(process.Exceptions.Fates);
+            foreach (var group in process.Exceptions.Groups) groups.Add(new ProcessExceptionGroup(process, group));
+        }
+        groups.Sort((a, b) => ExceptionGroupOrder.Compare(a.Group, b.Group));
+        ExceptionGroups = groups;
     }
 
     public DateTimeOffset StartedAt { get; }
@@ -53,6 +62,12 @@ public sealed class RunSummary
     public long DepthLimitedPushes { get; }
     public long Calls { get; }
 
+    /// <summary>All exceptions of all processes by fate.</summary>
+    public FateCounts ExceptionFates { get; } = new();
+
+    /// <summary>Every exception group of every process, most exceptions first (<see cref="ExceptionGroupOrder"/>).</summary>
+    public IReadOnlyList<ProcessExceptionGroup> ExceptionGroups { get; }
+
     /// <summary>
     /// Summarizes the completed profiles among <paramref name="profiles"/>. The run spans
     /// <paramref name="startedAt"/> to <paramref name="endedAt"/> when given, else from the first connection to
@@ -70,5 +85,32 @@ public sealed class RunSummary
         var end = endedAt ?? (completed.Length > 0 ? completed.Max(profile => profile.EndedAt!.Value) : now);
         var functions = FunctionStats.Compute(completed.SelectMany(profile => profile.Threads).Select(thread => thread.Root));
         return new RunSummary(start, end, completed, profiles.Count - completed.Length, functions);
+    }
+}
+
+/// <summary>An exception group with the process it belongs to.</summary>
+public sealed record ProcessExceptionGroup(ProcessProfile Process, ExceptionAggregate Group);
+
+/// <summary>The order in which outputs list exception groups, in one place.</summary>
+public static class ExceptionGroupOrder
+{
+    /// <summary>Most exceptions first, then the earliest seen, then by fingerprint; "[other exceptions]" last.</summary>
+    public static int Compare(ExceptionAggregate a, ExceptionAggregate b)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        ArgumentNullException.ThrowIfNull(b);
+        var order = (a.Kind == ExceptionAggregateKind.Other).CompareTo(b.Kind == ExceptionAggregateKind.Other);
+        if (order == 0) order = b.Count.CompareTo(a.Count);
+        if (order == 0) order = (a.FirstRaisedNs == 0).CompareTo(b.FirstRaisedNs == 0);
+        if (order == 0) order = a.FirstRaisedNs.CompareTo(b.FirstRaisedNs);
+        if (order == 0) order = string.CompareOrdinal(a.Fingerprint, b.Fingerprint);
+        return order;
+    }
+
+    public static IReadOnlyList<ExceptionAggregate> Sorted(IEnumerable<ExceptionAggregate> groups)
+    {
+        var sorted = groups.ToList();
+        sorted.Sort(Compare);
+        return sorted;
     }
 }

@@ -13,12 +13,16 @@ public static class SummaryJsonWriter
 {
     public const int FormatVersion = 1;
 
+    /// <summary>Exception groups listed in the "exceptions" section by default (exceptions.json has them all).</summary>
+    public const int DefaultTopExceptionGroups = 20;
+
     public static void Write(Stream output, RunSummary summary, int topFunctions,
-        IReadOnlyDictionary<string, long>? connectionsWithoutHello = null)
+        IReadOnlyDictionary<string, long>? connectionsWithoutHello = null, int topExceptionGroups = DefaultTopExceptionGroups)
     {
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(summary);
         ArgumentOutOfRangeException.ThrowIfNegative(topFunctions);
+        ArgumentOutOfRangeException.ThrowIfNegative(topExceptionGroups);
 
         using var json = new Utf8JsonWriter(output, JsonOutput.Options);
         json.WriteStartObject();
@@ -62,6 +66,36 @@ public static class SummaryJsonWriter
         json.WriteEndArray();
         json.WriteBoolean("functions_truncated", summary.Functions.Count > topFunctions);
 
+        WriteExceptions(json, summary, topExceptionGroups);
+        json.WriteEndObject();
+    }
+
+    /// <summary>Totals by fate and the largest groups; exceptions.json has every group in full.</summary>
+    private static void WriteExceptions(Utf8JsonWriter json, RunSummary summary, int topGroups)
+    {
+        json.WriteStartObject("exceptions");
+        json.WriteNumber("total", summary.ExceptionFates.Total);
+        json.WriteNumber("groups", summary.ExceptionGroups.Count);
+        ExceptionsJsonWriter.WriteFates(json, "by_fate", summary.ExceptionFates);
+        json.WriteStartArray("top_groups");
+        foreach (var (process, group) in summary.ExceptionGroups.Take(topGroups))
+        {
+            json.WriteStartObject();
+            json.WriteString("process", ProfileLabels.Process(process));
+            json.WriteNumber("pid", process.Identity.Pid);
+            json.WriteString("fingerprint", group.Fingerprint);
+            json.WriteString("type", group.Kind == ExceptionAggregateKind.Other ? ProcessExceptions.OtherGroupName : group.TypeName);
+            json.WriteString("raise_site", group.RaiseSite?.Site);
+            json.WriteString("function", group.RaiseSite?.Function.QualifiedName);
+            json.WriteNumber("count", group.Count);
+            json.WriteNumber("handled", group.Fates.Handled);
+            json.WriteNumber("escaped", group.Fates.Escaped);
+            json.WriteString("first_note", group.Notes.Count > 0 ? group.Notes[0] : null);
+            json.WriteString("sample_message", group.SampleMessages.Count > 0 ? group.SampleMessages[0] : null);
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteBoolean("top_groups_truncated", summary.ExceptionGroups.Count > topGroups);
         json.WriteEndObject();
     }
 
