@@ -20,7 +20,7 @@ What sys.monitoring tells us (measured on 3.12 and 3.13):
 Cost: the callbacks only touch dicts and small objects. Full detail (the stack at raise time,
 then type, message, notes, chain, members, traceback, built by the sender) is kept for the first
 FIRST_DETAILED_PER_SITE exceptions of each (type, raise code, raise line), then at most one per
-second per site and MAX_DETAILED_PER_SECOND overall; the others are counted in ExceptionTally.
+second per site and MAX_DETAILED_PER_SECOND overall (after a burst of DETAILED_BURST); the others are counted in ExceptionTally.
 
 Nothing here may run the program's code: attributes are read through BaseException's and
 type's own descriptors, and str() is called only when it is a C slot over plain builtin values.
@@ -48,7 +48,8 @@ MAX_TRACEBACK_ENTRIES = 128      # the innermost ones are kept
 MAX_STACK_FRAMES = 128           # the innermost ones are kept (stack_truncated)
 FIRST_DETAILED_PER_SITE = 10
 SITE_DETAIL_INTERVAL_NS = 1_000_000_000
-MAX_DETAILED_PER_SECOND = 100
+MAX_DETAILED_PER_SECOND = 100   # sustained, over all sites (a token bucket) ...
+DETAILED_BURST = 1000           # ... after a burst of this many (e.g. the imports at start-up)
 MAX_SITES = 16384
 MAX_IN_FLIGHT = 4096
 QUIET_NS = 100_000_000           # the sender concludes a flight after this long without events
@@ -70,6 +71,7 @@ _get_suppress_context = _exc_dict["__suppress_context__"].__get__
 _get_args = _exc_dict["args"].__get__
 _get_instance_dict = _exc_dict["__dict__"].__get__
 _get_members = BaseExceptionGroup.__dict__["exceptions"].__get__
+_get_group_message = BaseExceptionGroup.__dict__["message"].__get__
 _type_module = type.__dict__["__module__"].__get__
 _type_qualname = type.__dict__["__qualname__"].__get__
 _type_mro = type.__dict__["__mro__"].__get__
@@ -119,7 +121,11 @@ def safe_message(exc):
             break
     if type(slot) is not _SLOT_WRAPPER:
         return "", _wire.MESSAGE_UNAVAILABLE
-    if not all(_is_plain(arg) for arg in _get_args(exc)):
+    if issubclass(cls, BaseExceptionGroup):
+        # Its __str__ formats only its message and how many members it has.
+        if type(_get_group_message(exc)) is not str:
+            return "", _wire.MESSAGE_UNAVAILABLE
+    elif not all(_is_plain(arg) for arg in _get_args(exc)):
         return "", _wire.MESSAGE_UNAVAILABLE
     for base, getters in _STR_FIELDS:
         if issubclass(cls, base) and not all(_is_plain(get(exc)) for get in getters):
@@ -235,8 +241,8 @@ class ExceptionTracker:
         self.overflow_site = Site(None, 0, 0)  # counts exceptions not tracked (tables full)
         self.dirty_sites = []
         self.finished = []  # concluded detailed flights, drained by the sender
-        self._window_start_ns = 0
-        self._window_detailed = 0
+        self._tokens = float(DETAILED_BURST)
+        self._tokens_at_ns = perf_counter_ns()
         self._line_cache = {}
         self._type_names = {}
         self._asyncio_loop_class = None
@@ -314,7 +320,13 @@ class ExceptionTracker:
         info = recorder.threads.get(ident) or recorder.thread_info(ident, code, frame)
         if info is None:
             return
-        line = (frame.f_lineno or 0) if frame is not None else 0
+        line = frame.f_lineno if frame is not None else None
+        if line is None and frame is not None:
+            # An instruction without a line (e.g. the re-raise of what except* left): the line
+            # its traceback gives for this frame.
+            tb = _get_traceback(exc)
+            line = tb.tb_lineno if tb is not None and tb.tb_frame is frame else None
+        line = line or 0
         cls = type(exc)
         key = (id(cls), ck, line)
         site = self.sites.get(key)
@@ -331,17 +343,20 @@ class ExceptionTracker:
         flight = Flight(exc, ident, info, site, detailed, now)
         if detailed and frame is not None:
             flight.stack, flight.stack_truncated = self._stack(frame)
+            if flight.stack:
+                flight.stack[1] = line  # the raising frame's line, as found above
         self.inflight[id(exc)] = flight
 
     def _sample(self, site, now):
         if site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS:
             return False
-        if now - self._window_start_ns >= 1_000_000_000:
-            self._window_start_ns = now
-            self._window_detailed = 0
-        if self._window_detailed >= MAX_DETAILED_PER_SECOND:
+        # Racing threads may both take the last token: the bound is approximate by design.
+        tokens = min(DETAILED_BURST, self._tokens + (now - self._tokens_at_ns) * (MAX_DETAILED_PER_SECOND / 1e9))
+        self._tokens_at_ns = now
+        if tokens < 1.0:
+            self._tokens = tokens
             return False
-        self._window_detailed += 1
+        self._tokens = tokens - 1.0
         site.detailed += 1
         site.last_detail_ns = now
         return True
@@ -370,7 +385,13 @@ class ExceptionTracker:
 
     def _on_reraise(self, code, offset, exc, frame):
         flight = self.inflight.get(id(exc))
-        if flight is None or flight.ident != get_ident() or not self.recorder.code_key_of(code, None):
+        ident = get_ident()
+        if flight is None:
+            # First seen here: e.g. the unmatched part of a group, split off by `except*`.
+            if ident not in self.recorder.ignored_idents:
+                self._new_flight(code, exc, ident, frame)
+            return
+        if flight.ident != ident or not self.recorder.code_key_of(code, None):
             return
         flight.state = PROPAGATING
         flight.last_ns = perf_counter_ns()
@@ -386,6 +407,8 @@ class ExceptionTracker:
         ck = self.recorder.code_key_of(code, frame if frame.f_code is code else None)
         if not ck:
             return  # the shim's runner passes the program's escaping exception on
+        if self._asyncio_loop_class is None:
+            self.hook_asyncio()  # asyncio just imported: its loop may be about to report this
         flight.state = HANDLED
         flight.last_ns = perf_counter_ns()
         flight.handled_code = code
@@ -410,6 +433,8 @@ class ExceptionTracker:
         flight.frames_unwound += 1
         flight.last_ns = perf_counter_ns()
         flight.coroutine = bool(code.co_flags & _CO_COROUTINE)
+        if flight.coroutine and self._asyncio_loop_class is None:
+            self.hook_asyncio()  # its task may report it to the loop's handler
         caller = frame.f_back if frame.f_code is code else None
         if caller is None or not recorder.code_key_of(caller.f_code, caller):
             flight.outermost = True
@@ -613,12 +638,8 @@ class ExceptionTracker:
         ExceptionTally dicts, ThreadInfos the records use). Defines the codes they use, so the
         sender must take the code definitions after calling this."""
         self.hook_asyncio()
-        if final:
-            for key, flight in list(self.inflight.items()):
-                if self.inflight.pop(key, None) is flight:
-                    self._conclude(flight, at_end=True)
-        elif self.inflight:
-            self._settle_quiet(perf_counter_ns())
+        if self.inflight:
+            self._settle(perf_counter_ns(), final)
         finished = self.finished
         count = len(finished)
         flights = finished[:count]
@@ -631,27 +652,37 @@ class ExceptionTracker:
             flight.exc = None
         return records, self._tallies(), list(threads.values())
 
-    def _settle_quiet(self, now):
-        quiet = [flight for flight in list(self.inflight.values()) if now - flight.last_ns >= QUIET_NS]
-        if not quiet:
-            return
+    def _settle(self, now, final):
+        """Concludes the flights that went quiet (all of them when `final`) and can no longer
+        continue: handled ones their thread no longer handles, propagating ones whose thread has
+        moved on from the call they left (swallowed by C code there)."""
+        flights = list(self.inflight.values())
+        if not final:
+            flights = [flight for flight in flights if now - flight.last_ns >= QUIET_NS]
+            if not flights:
+                return
         frames = sys._current_frames()
         handling = sys._current_exceptions()
-        for flight in quiet:
+        for flight in flights:
             alive = flight.ident in frames
-            age = now - flight.last_ns
-            if alive:
-                if flight.state == HANDLED:
-                    if age < HANDLED_HOLD_MAX_NS and _being_handled(handling.get(flight.ident), flight.exc):
-                        continue
-                elif flight.outermost:
-                    continue  # an escape: the hooks or the end decide
-                elif flight.coroutine and age < COROUTINE_HOLD_NS:
+            at_end = False
+            if flight.state == HANDLED:
+                if (not final and alive and now - flight.last_ns < HANDLED_HOLD_MAX_NS
+                        and _being_handled(handling.get(flight.ident), flight.exc)):
                     continue
-                elif frames[flight.ident] is flight.caller and flight.caller.f_lasti == flight.caller_lasti:
+            elif flight.outermost:
+                if not final and alive:
+                    continue  # an escape: the hooks or the end decide
+            elif alive and frames[flight.ident] is flight.caller and flight.caller.f_lasti == flight.caller_lasti:
+                if not final:
                     continue  # still inside the call it left (e.g. waiting for the GIL)
+                at_end = True
+            elif flight.coroutine:
+                if not final and now - flight.last_ns < COROUTINE_HOLD_NS:
+                    continue  # its task holds it: `await` may raise it again
+                at_end = final
             if self.inflight.pop(id(flight.exc), None) is flight:
-                self._conclude(flight, at_end=False)
+                self._conclude(flight, at_end=at_end)
         del frames, handling
 
     def _record(self, flight):

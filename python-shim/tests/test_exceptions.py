@@ -1,0 +1,669 @@
+"""Exception capture on real programs: real sys.monitoring, real subprocesses, a real Unix socket
+and the independent decoder of support.py. Each record is checked field by field; lines are found
+through `# @name` markers in the program's source."""
+
+import os
+import sys
+import textwrap
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import support  # noqa: E402
+
+PRELUDE = "import telemetry_shim\nassert telemetry_shim.start(%s), 'shim did not start'\n"
+
+
+class ExceptionRun:
+    """Runs `source` with the shim started first (start(**start_args)); one connection expected."""
+
+    def __init__(self, test, source, returncode=0, start_args="", env=None, prelude=None, args=None):
+        self.test = test
+        self.source = (PRELUDE % start_args if prelude is None else prelude) + textwrap.dedent(source)
+        with support.RecordingAgent() as agent:
+            full_env = {"TELEMETRY_AGENT_SOCKET": agent.path}
+            full_env.update(env or {})
+            started = time.monotonic()
+            self.returncode, self.stdout, self.stderr = support.run_python(
+                args if args is not None else self.source, env=full_env)
+            self.elapsed = time.monotonic() - started
+            test.assertEqual(returncode, self.returncode, self.stderr)
+            self.conn = agent.wait_for(1, timeout=30)[0]
+        test.assertIsNone(self.conn.error)
+        # Records of exceptions raised by the program's own code (the interpreter's imports
+        # raise and handle many on their own).
+        self.all_records = self.conn.exception_records
+        self.records = [r for r in self.all_records if self._raised_in_program(r)]
+
+    def _raised_in_program(self, record):
+        site = (record["stack"] or record["detail"]["traceback"] or [None])[-1]
+        return site is not None and self.conn.codes[site["code_id"]]["file_name"] == "<string>"
+
+    def line(self, marker):
+        """The line number of the line holding `# @marker`."""
+        lines = [number for number, text in enumerate(self.source.splitlines(), 1)
+                 if text.rstrip().endswith("# @" + marker)]
+        self.test.assertEqual(1, len(lines), "marker %s" % marker)
+        return lines[0]
+
+    def where(self, location):
+        """(qualified name, line) of a Location."""
+        if location is None:
+            return None
+        return self.conn.qualified_name(location["code_id"]), location["line"]
+
+    def of_type(self, type_name):
+        return [r for r in self.records if r["detail"]["type_name"] == type_name]
+
+    def one(self, type_name):
+        found = self.of_type(type_name)
+        self.test.assertEqual(1, len(found), [r["detail"]["type_name"] for r in self.records])
+        return found[0]
+
+    def assert_stacks_balanced(self):
+        for thread_id, (stack, problems) in support.replay_stacks(self.conn).items():
+            self.test.assertEqual([], problems, self.conn.threads[thread_id]["name"])
+            self.test.assertEqual([], stack, self.conn.threads[thread_id]["name"])
+
+
+class PropagationTests(unittest.TestCase):
+    def test_note_added_in_a_handler_then_reraised(self):
+        run = ExceptionRun(self, """
+            def parse(text):
+                raise ValueError("bad input: " + text)  # @raise
+            def load(text):
+                try:
+                    return parse(text)  # @call
+                except ValueError as error:
+                    error.add_note("while loading settings.toml")
+                    error.add_note("line 3")
+                    raise  # @reraise
+            try:
+                load("x=")  # @load
+            except ValueError:  # @handler
+                pass
+            """)
+        record = run.one("builtins.ValueError")
+        self.assertEqual("FATE_HANDLED", record["fate"])
+        self.assertEqual(("<module>", run.line("handler")), run.where(record["handled_at"]))
+        self.assertEqual(1, record["reraises"])
+        self.assertEqual(2, record["frames_unwound"])
+        self.assertEqual([("<module>", run.line("load")), ("load", run.line("call")), ("parse", run.line("raise"))],
+                         [run.where(l) for l in record["stack"]])
+        self.assertFalse(record["stack_truncated"])
+        self.assertEqual(run.conn.thread_named("MainThread"), record["thread_id"])
+        self.assertLessEqual(record["raised_ns"], record["fate_ns"])
+        detail = record["detail"]
+        self.assertEqual(("bad input: x=", "MESSAGE_OK"), (detail["message"], detail["message_status"]))
+        self.assertEqual(["while loading settings.toml", "line 3"], detail["notes"])
+        self.assertEqual(0, detail["notes_omitted"])
+        # The traceback as the exception carries it (a bare `raise` adds no entry).
+        self.assertEqual([("<module>", run.line("load")), ("load", run.line("call")),
+                          ("parse", run.line("raise"))], [run.where(l) for l in detail["traceback"]])
+        self.assertEqual((None, None, False, [], 0, False),
+                         (detail["cause"], detail["context"], detail["suppress_context"], detail["members"],
+                          detail["members_omitted"], detail["nesting_truncated"]))
+        self.assertEqual(1, len(run.records))
+        self.assertEqual([], run.conn.tallies)
+        run.assert_stacks_balanced()
+
+    def test_exception_unwinding_through_50_frames_is_one_record(self):
+        run = ExceptionRun(self, """
+            def dive(n):
+                if n == 1:
+                    raise LookupError("bottom")  # @raise
+                return dive(n - 1)  # @recurse
+            try:
+                dive(50)  # @call
+            except LookupError:  # @handler
+                pass
+            """)
+        record = run.one("builtins.LookupError")
+        self.assertEqual(1, len(run.records))
+        self.assertEqual(50, record["frames_unwound"])
+        self.assertEqual(0, record["reraises"])
+        stack = [run.where(l) for l in record["stack"]]
+        self.assertEqual([("<module>", run.line("call"))] + [("dive", run.line("recurse"))] * 49
+                         + [("dive", run.line("raise"))], stack)
+        self.assertEqual(51, len(record["detail"]["traceback"]))
+        self.assertEqual(("<module>", run.line("handler")), run.where(record["handled_at"]))
+        run.assert_stacks_balanced()
+
+    def test_deep_stack_keeps_the_innermost_128_frames(self):
+        run = ExceptionRun(self, """
+            def dive(n):
+                if n == 0:
+                    raise LookupError("bottom")
+                return dive(n - 1)
+            try:
+                dive(300)
+            except LookupError:
+                pass
+            """)
+        record = run.one("builtins.LookupError")
+        self.assertEqual(128, len(record["stack"]))
+        self.assertTrue(record["stack_truncated"])
+        self.assertEqual(128, len(record["detail"]["traceback"]))
+        self.assertEqual(301, record["frames_unwound"])
+        self.assertEqual({"dive"}, {run.where(l)[0] for l in record["stack"]})
+
+    def test_with_block_exit_swallowing_is_handled_at_the_with_line(self):
+        run = ExceptionRun(self, """
+            import contextlib
+            class Quiet:
+                def __enter__(self):
+                    return self
+                def __exit__(self, kind, value, tb):
+                    return kind is KeyError
+            def work():
+                with Quiet():  # @with
+                    raise KeyError("gone")  # @raise
+                with contextlib.suppress(IndexError):  # @suppress
+                    [][1]  # @index
+                return "done"
+            print(work())
+            """)
+        self.assertEqual("done\n", run.stdout)
+        key_error = run.one("builtins.KeyError")
+        self.assertEqual("FATE_HANDLED", key_error["fate"])
+        self.assertEqual(("work", run.line("with")), run.where(key_error["handled_at"]))
+        self.assertEqual(("work", run.line("raise")), run.where(key_error["stack"][-1]))
+        self.assertEqual(0, key_error["reraises"])
+        index_error = run.one("builtins.IndexError")
+        self.assertEqual(("work", run.line("suppress")), run.where(index_error["handled_at"]))
+        self.assertEqual(("list index out of range", "MESSAGE_OK"),
+                         (index_error["detail"]["message"], index_error["detail"]["message_status"]))
+        run.assert_stacks_balanced()
+
+    def test_with_block_that_does_not_swallow_counts_one_reraise(self):
+        run = ExceptionRun(self, """
+            class Passing:
+                def __enter__(self):
+                    return self
+                def __exit__(self, *exc_info):
+                    return False
+            def work():
+                with Passing():
+                    raise KeyError("k")
+            try:
+                work()
+            except KeyError:  # @handler
+                pass
+            """)
+        record = run.one("builtins.KeyError")
+        self.assertEqual(("<module>", run.line("handler")), run.where(record["handled_at"]))
+        self.assertEqual((1, 1), (record["reraises"], record["frames_unwound"]))
+
+    def test_exception_swallowed_by_c_code_is_handled_at_the_calling_line(self):
+        run = ExceptionRun(self, """
+            class Lazy:
+                @property
+                def value(self):
+                    raise AttributeError("not loaded")  # @raise
+            print(hasattr(Lazy(), "value"))  # @hasattr
+            """)
+        self.assertEqual("False\n", run.stdout)
+        record = run.one("builtins.AttributeError")
+        self.assertEqual("FATE_HANDLED", record["fate"])
+        self.assertEqual(("<module>", run.line("hasattr")), run.where(record["handled_at"]))
+        self.assertEqual(1, record["frames_unwound"])
+
+
+class ChainTests(unittest.TestCase):
+    def test_raise_from_records_the_cause_and_suppresses_the_context(self):
+        run = ExceptionRun(self, """
+            def read():
+                try:
+                    {}["port"]  # @key
+                except KeyError as missing:
+                    raise RuntimeError("config incomplete") from missing  # @raise
+            try:
+                read()
+            except RuntimeError:
+                pass
+            """)
+        record = run.one("builtins.RuntimeError")
+        detail = record["detail"]
+        self.assertTrue(detail["suppress_context"])
+        self.assertIsNone(detail["context"])
+        cause = detail["cause"]
+        self.assertEqual(("builtins.KeyError", "'port'", "MESSAGE_OK"),
+                         (cause["type_name"], cause["message"], cause["message_status"]))
+        self.assertEqual([("read", run.line("key"))], [run.where(l) for l in cause["traceback"]])
+        # The KeyError has its own record: handled where it was caught.
+        key_error = run.one("builtins.KeyError")
+        self.assertEqual("FATE_HANDLED", key_error["fate"])
+        self.assertEqual("read", run.where(key_error["handled_at"])[0])
+        self.assertIsNone(key_error["detail"]["cause"])
+
+    def test_implicit_context(self):
+        run = ExceptionRun(self, """
+            try:
+                try:
+                    1 / 0
+                except ZeroDivisionError:
+                    int("seven")
+            except ValueError:
+                pass
+            """)
+        detail = run.one("builtins.ValueError")["detail"]
+        self.assertEqual("invalid literal for int() with base 10: 'seven'", detail["message"])
+        self.assertFalse(detail["suppress_context"])
+        self.assertIsNone(detail["cause"])
+        self.assertEqual(("builtins.ZeroDivisionError", "division by zero"),
+                         (detail["context"]["type_name"], detail["context"]["message"]))
+
+    def test_raise_from_none(self):
+        run = ExceptionRun(self, """
+            try:
+                try:
+                    1 / 0
+                except ZeroDivisionError:
+                    raise ValueError("hidden") from None
+            except ValueError:
+                pass
+            """)
+        detail = run.one("builtins.ValueError")["detail"]
+        self.assertEqual((True, None, None), (detail["suppress_context"], detail["cause"], detail["context"]))
+
+    def test_exception_group_split_by_except_star(self):
+        run = ExceptionRun(self, """
+            class Invalid(ValueError):
+                pass
+            def validate():
+                raise ExceptionGroup("2 fields invalid", [  # @raise
+                    Invalid("name"), TypeError("age"), ExceptionGroup("address", [KeyError("zip")])])
+            def check():
+                try:
+                    validate()  # @validate
+                except* ValueError:
+                    pass
+            try:
+                check()  # @call
+            except* TypeError:
+                pass
+            except* KeyError:
+                pass
+            """)
+        groups = run.of_type("builtins.ExceptionGroup")
+        self.assertEqual(2, len(groups), groups)
+        original = next(r for r in groups if r["detail"]["message"].startswith("2 fields invalid"))
+        self.assertEqual("2 fields invalid (3 sub-exceptions)", original["detail"]["message"])
+        self.assertEqual("FATE_HANDLED", original["fate"])
+        self.assertEqual("check", run.where(original["handled_at"])[0])
+        self.assertEqual(("validate", run.line("raise")), run.where(original["stack"][-1]))
+        members = original["detail"]["members"]
+        self.assertEqual(["__main__.Invalid", "builtins.TypeError", "builtins.ExceptionGroup"],
+                         [m["type_name"] for m in members])
+        self.assertEqual(["name", "age"], [m["message"] for m in members[:2]])
+        self.assertEqual(["builtins.KeyError"], [m["type_name"] for m in members[2]["members"]])
+        self.assertEqual("'zip'", members[2]["members"][0]["message"])
+        # The part that except* ValueError did not match leaves check() as a new group object.
+        rest = next(r for r in groups if r is not original)
+        self.assertEqual("2 fields invalid (2 sub-exceptions)", rest["detail"]["message"])
+        self.assertEqual(["builtins.TypeError", "builtins.ExceptionGroup"],
+                         [m["type_name"] for m in rest["detail"]["members"]])
+        self.assertEqual("FATE_HANDLED", rest["fate"])
+        self.assertEqual("<module>", run.where(rest["handled_at"])[0])
+        self.assertEqual(1, rest["frames_unwound"])
+        self.assertEqual([("<module>", run.line("call")), ("check", run.line("validate"))],
+                         [run.where(l) for l in rest["stack"]])
+        run.assert_stacks_balanced()
+
+    def test_group_members_and_notes_are_capped(self):
+        run = ExceptionRun(self, """
+            error = ExceptionGroup("many", [ValueError(i) for i in range(20)])
+            for i in range(18):
+                error.add_note("note %d" % i)
+            error.__notes__.append(42)
+            try:
+                raise error
+            except ExceptionGroup:
+                pass
+            """)
+        detail = run.one("builtins.ExceptionGroup")["detail"]
+        self.assertEqual(16, len(detail["members"]))
+        self.assertEqual(4, detail["members_omitted"])
+        self.assertEqual(["note %d" % i for i in range(16)], detail["notes"])
+        self.assertEqual(3, detail["notes_omitted"])  # two beyond 16, and one that is not a str
+
+
+class GeneratorTests(unittest.TestCase):
+    def test_exception_thrown_into_a_generator_and_a_coroutine(self):
+        run = ExceptionRun(self, """
+            import types
+            def worker():
+                try:
+                    yield 1  # @yield
+                except KeyError:  # @gen_handler
+                    yield 2
+            g = worker()
+            next(g)
+            g.throw(KeyError("stop"))
+            g.close()
+
+            async def task():
+                try:
+                    await types.coroutine(lambda: (yield))()  # @await
+                except TimeoutError:  # @coro_handler
+                    return "timed out"
+            c = task()
+            c.send(None)
+            try:
+                c.throw(TimeoutError("slow"))
+            except StopIteration as done:  # @stop
+                print(done.value)
+            """)
+        self.assertEqual("timed out\n", run.stdout)
+        key_error = run.one("builtins.KeyError")
+        self.assertEqual(("worker", run.line("yield")), run.where(key_error["stack"][-1]))
+        self.assertEqual(("worker", run.line("gen_handler")), run.where(key_error["handled_at"]))
+        timeout = run.one("builtins.TimeoutError")
+        self.assertEqual("FATE_HANDLED", timeout["fate"])
+        self.assertEqual(("task", run.line("coro_handler")), run.where(timeout["handled_at"]))
+        self.assertEqual("slow", timeout["detail"]["message"])
+        stop = run.one("builtins.StopIteration")
+        self.assertEqual(("<module>", run.line("stop")), run.where(stop["handled_at"]))
+        run.assert_stacks_balanced()
+
+
+class EscapeTests(unittest.TestCase):
+    PROGRAM = """
+        import sys
+        def fail():
+            raise PermissionError("no access to /srv/data")  # @raise
+        def main():
+            fail()  # @call
+        main()  # @main
+        """
+
+    def test_escaping_the_program_exits_non_zero_with_the_same_traceback(self):
+        run = ExceptionRun(self, self.PROGRAM, returncode=1)
+        code, out, err = support.run_python(run.source.replace("assert telemetry_shim.start(), ", "assert True, "))
+        self.assertEqual(1, code)
+        self.assertEqual(err, run.stderr)
+        self.assertIn("PermissionError: no access to /srv/data", run.stderr)
+        record = run.one("builtins.PermissionError")
+        self.assertEqual("FATE_ESCAPED_PROGRAM", record["fate"])
+        self.assertIsNone(record["handled_at"])
+        self.assertEqual(3, record["frames_unwound"])
+        self.assertEqual([("<module>", run.line("main")), ("main", run.line("call")), ("fail", run.line("raise"))],
+                         [run.where(l) for l in record["detail"]["traceback"]])
+        run.assert_stacks_balanced()
+
+    def test_escaping_a_script_run_by_the_runner(self):
+        with support.RecordingAgent() as agent:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                script = os.path.join(tmp, "app.py")
+                with open(script, "w") as f:
+                    f.write(textwrap.dedent(self.PROGRAM))
+                plain = support.run_python([script])
+                traced = support.run_python(["-m", "telemetry_shim", "--socket", agent.path, script])
+            conn = agent.wait_for(1)[0]
+        self.assertEqual((1, plain[2]), (traced[0], traced[2]))
+        records = [r for r in conn.exception_records if r["detail"]["type_name"] == "builtins.PermissionError"]
+        self.assertEqual(["FATE_ESCAPED_PROGRAM"], [r["fate"] for r in records])
+        self.assertEqual(["<module>", "main", "fail"],
+                         [conn.qualified_name(l["code_id"]) for l in records[0]["detail"]["traceback"]])
+
+    def test_program_hook_installed_later_runs_and_the_escape_is_still_recorded(self):
+        run = ExceptionRun(self, """
+            import sys
+            def mine(kind, value, tb):
+                print("program hook:", kind.__name__)
+            sys.excepthook = mine
+            raise OSError("down")
+            """, returncode=1)
+        self.assertEqual("program hook: OSError\n", run.stdout)
+        self.assertEqual("FATE_ESCAPED_PROGRAM", run.one("builtins.OSError")["fate"])
+
+    def test_system_exit_escapes_the_program(self):
+        run = ExceptionRun(self, "import sys\nsys.exit(3)\n", returncode=3)
+        record = run.one("builtins.SystemExit")
+        self.assertEqual("FATE_ESCAPED_PROGRAM", record["fate"])
+        self.assertEqual("3", record["detail"]["message"])
+
+    def test_exception_escaping_a_thread(self):
+        run = ExceptionRun(self, """
+            import threading
+            def crash():
+                raise ConnectionResetError("peer went away")  # @raise
+            worker = threading.Thread(target=crash, name="net-worker")
+            worker.start()
+            worker.join()
+            """)
+        self.assertIn("ConnectionResetError: peer went away", run.stderr)
+        self.assertIn('Exception in thread net-worker', run.stderr)
+        record = run.one("builtins.ConnectionResetError")
+        self.assertEqual("FATE_ESCAPED_THREAD", record["fate"])
+        self.assertEqual(run.conn.thread_named("net-worker"), record["thread_id"])
+        self.assertEqual(("crash", run.line("raise")), run.where(record["stack"][-1]))
+        self.assertEqual("Thread._bootstrap", run.where(record["stack"][0])[0])
+        run.assert_stacks_balanced()
+
+    def test_thread_escape_without_our_hook_is_still_an_escape(self):
+        run = ExceptionRun(self, """
+            import threading
+            threading.excepthook = lambda args: print("program hook:", args.exc_type.__name__)
+            worker = threading.Thread(target=lambda: 1 / 0, name="calc")
+            worker.start()
+            worker.join()
+            """)
+        self.assertEqual("program hook: ZeroDivisionError\n", run.stdout)
+        record = run.one("builtins.ZeroDivisionError")
+        self.assertEqual(("FATE_ESCAPED_THREAD", run.conn.thread_named("calc")), (record["fate"], record["thread_id"]))
+
+    def test_unraisable_exception_in_del(self):
+        run = ExceptionRun(self, """
+            class Handle:
+                def __del__(self):
+                    raise BufferError("flush failed")
+            h = Handle()
+            del h
+            """)
+        self.assertIn("Exception ignored in", run.stderr)
+        self.assertIn("BufferError: flush failed", run.stderr)
+        record = run.one("builtins.BufferError")
+        self.assertEqual("FATE_UNRAISABLE", record["fate"])
+        self.assertEqual("Handle.__del__", run.where(record["stack"][-1])[0])
+
+    def test_asyncio_unhandled_in_a_callback_and_a_forgotten_task(self):
+        run = ExceptionRun(self, """
+            import asyncio, gc
+            def callback():
+                raise ArithmeticError("in callback")
+            async def forgotten():
+                raise EOFError("never awaited")
+            async def main():
+                loop = asyncio.get_running_loop()
+                loop.call_soon(callback)
+                task = asyncio.ensure_future(forgotten())
+                await asyncio.sleep(0.05)
+                del task
+                gc.collect()
+                await asyncio.sleep(0)
+            asyncio.run(main())
+            """)
+        self.assertIn("in callback", run.stderr)
+        self.assertIn("never awaited", run.stderr)
+        self.assertEqual("FATE_ASYNCIO_UNHANDLED", run.one("builtins.ArithmeticError")["fate"])
+        forgotten = run.one("builtins.EOFError")
+        self.assertEqual("FATE_ASYNCIO_UNHANDLED", forgotten["fate"])
+        self.assertEqual("forgotten", run.where(forgotten["stack"][-1])[0])
+
+    def test_awaited_task_exception_continues_its_record(self):
+        run = ExceptionRun(self, """
+            import asyncio
+            async def fetch():
+                await asyncio.sleep(0.01)
+                raise TimeoutError("upstream")  # @raise
+            async def main():
+                task = asyncio.create_task(fetch())
+                await asyncio.sleep(0.3)  # longer than the sender's quiet period
+                try:
+                    await task
+                except TimeoutError:  # @handler
+                    return "recovered"
+            print(asyncio.run(main()))
+            """)
+        self.assertEqual("recovered\n", run.stdout)
+        record = run.one("builtins.TimeoutError")
+        self.assertEqual(("main", run.line("handler")), run.where(record["handled_at"]))
+        self.assertEqual(("fetch", run.line("raise")), run.where(record["stack"][-1]))
+
+
+class SafetyTests(unittest.TestCase):
+    def test_hostile_exceptions_never_run_their_code_and_never_slow_the_program(self):
+        run = ExceptionRun(self, """
+            import time
+            class Raising(Exception):
+                def __str__(self):
+                    raise RuntimeError("__str__ called")
+                def __repr__(self):
+                    raise RuntimeError("__repr__ called")
+            class Sleeping(Exception):
+                def __str__(self):
+                    time.sleep(10)
+                    return "late"
+            class Hostile(Exception):
+                def __getattribute__(self, name):
+                    time.sleep(10)
+                    raise RuntimeError("__getattribute__ called for " + name)
+                def __getattr__(self, name):
+                    time.sleep(10)
+                    raise RuntimeError("__getattr__ called")
+            class Odd:
+                def __str__(self):
+                    time.sleep(10)
+                    return "odd"
+            started = time.monotonic()
+            for cls in (Raising, Sleeping):
+                try:
+                    raise cls("payload")
+                except cls:
+                    pass
+            hostile = Hostile("payload")
+            BaseException.__dict__["__dict__"].__get__(hostile)["__notes__"] = ["hostile note"]
+            try:
+                raise hostile
+            except Hostile:
+                pass
+            try:
+                raise ValueError(Odd())
+            except ValueError:
+                pass
+            print("elapsed %.1f" % (time.monotonic() - started))
+            """)
+        self.assertLess(float(run.stdout.split()[1]), 2.0)
+        self.assertLess(run.elapsed, 9.0)
+        for name in ("__main__.Raising", "__main__.Sleeping", "builtins.ValueError"):
+            detail = run.one(name)["detail"]
+            self.assertEqual(("", "MESSAGE_UNAVAILABLE"), (detail["message"], detail["message_status"]), name)
+        # Its __str__ is BaseException's (C, over a plain str): safe, and it never looks attributes up.
+        hostile = run.one("__main__.Hostile")["detail"]
+        self.assertEqual(("payload", "MESSAGE_OK", ["hostile note"]),
+                         (hostile["message"], hostile["message_status"], hostile["notes"]))
+        self.assertEqual("", run.stderr)
+
+    def test_long_message_is_cut_at_1024_utf8_bytes(self):
+        run = ExceptionRun(self, """
+            try:
+                raise ValueError("é" * 2000)
+            except ValueError:
+                pass
+            """)
+        detail = run.one("builtins.ValueError")["detail"]
+        self.assertEqual("MESSAGE_TRUNCATED", detail["message_status"])
+        self.assertEqual("é" * 512, detail["message"])
+
+    def test_ten_thousand_distinct_messages_are_bounded_and_add_up(self):
+        run = ExceptionRun(self, """
+            for i in range(10000):
+                try:
+                    raise KeyError("user-%d" % i)  # @raise
+                except KeyError:
+                    pass
+            """)
+        records = run.of_type("builtins.KeyError")
+        self.assertGreaterEqual(len(records), 10)
+        self.assertLessEqual(len(records), 40)
+        self.assertEqual(["'user-%d'" % i for i in range(10)], [r["detail"]["message"] for r in records[:10]])
+        tallies = [t for t in run.conn.tallies if t["type_name"] == "builtins.KeyError"
+                   and t["raised_at"]["line"] == run.line("raise")]
+        self.assertEqual({("<module>", run.line("raise"), "FATE_HANDLED")},  # noqa: E127
+                         {(run.where(t["raised_at"]) + (t["fate"],)) for t in tallies})
+        self.assertEqual(10000, len(records) + sum(t["count"] for t in tallies))
+        self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in records})
+        run.assert_stacks_balanced()
+
+    def test_threads_record_their_own_exceptions(self):
+        run = ExceptionRun(self, """
+            import threading
+            def work(n):
+                for i in range(n):
+                    try:
+                        raise ValueError(threading.current_thread().name)
+                    except ValueError:
+                        pass
+            threads = [threading.Thread(target=work, args=(3,), name="w%d" % i) for i in range(3)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            """)
+        by_thread = {}
+        for record in run.of_type("builtins.ValueError"):
+            by_thread.setdefault(record["thread_id"], []).append(record["detail"]["message"])
+        self.assertEqual({run.conn.thread_named("w%d" % i): ["w%d" % i] * 3 for i in range(3)}, by_thread)
+        run.assert_stacks_balanced()
+
+
+class ModeTests(unittest.TestCase):
+    def test_exceptions_only(self):
+        run = ExceptionRun(self, """
+            def f():
+                raise KeyError(1)
+            try:
+                f()
+            except KeyError:
+                pass
+            """, start_args="calls=False")
+        self.assertNotIn("EVENTS", run.conn.frame_types)
+        record = run.one("builtins.KeyError")
+        self.assertEqual((1, "FATE_HANDLED"), (record["frames_unwound"], record["fate"]))
+        self.assertEqual(["<module>", "f"], [run.where(l)[0] for l in record["stack"]])
+
+    def test_calls_only_leaves_the_hooks_alone(self):
+        run = ExceptionRun(self, """
+            import sys, threading
+            try:
+                raise KeyError(1)
+            except KeyError:
+                pass
+            print(sys.excepthook is sys.__excepthook__, threading.excepthook is threading.__excepthook__,
+                  sys.unraisablehook is sys.__unraisablehook__)
+            """, start_args="exceptions=False")
+        self.assertEqual("True True True\n", run.stdout)
+        self.assertNotIn("EXCEPTIONS", run.conn.frame_types)
+        self.assertIn("EVENTS", run.conn.frame_types)
+
+    def test_hooks_chain_and_are_restored_on_stop(self):
+        run = ExceptionRun(self, """
+            import sys, threading, asyncio, telemetry_shim
+            mine = lambda *args: None
+            sys.unraisablehook = mine
+            assert telemetry_shim.start()
+            time_to_hook = asyncio.BaseEventLoop.call_exception_handler
+            print(sys.excepthook is sys.__excepthook__, sys.unraisablehook is mine)
+            telemetry_shim.stop()
+            print(sys.excepthook is sys.__excepthook__, threading.excepthook is threading.__excepthook__,
+                  sys.unraisablehook is mine,
+                  asyncio.BaseEventLoop.call_exception_handler.__module__, hasattr(
+                      asyncio.BaseEventLoop.call_exception_handler, "__wrapped__"))
+            """, prelude="")
+        self.assertEqual("False False\nTrue True True asyncio.base_events False\n", run.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
