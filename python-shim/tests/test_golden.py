@@ -16,10 +16,45 @@ from telemetry_shim import _wire  # noqa: E402
 import support  # noqa: E402
 
 FRAME_TYPES = {"HELLO": _wire.FRAME_HELLO, "DEFINITIONS": _wire.FRAME_DEFINITIONS, "EVENTS": _wire.FRAME_EVENTS,
-               "STATS": _wire.FRAME_STATS, "GOODBYE": _wire.FRAME_GOODBYE}
-MESSAGES = {"HELLO": "Hello", "DEFINITIONS": "Definitions", "STATS": "Stats", "GOODBYE": "Goodbye"}
+               "STATS": _wire.FRAME_STATS, "GOODBYE": _wire.FRAME_GOODBYE, "EXCEPTIONS": _wire.FRAME_EXCEPTIONS}
+MESSAGES = {"HELLO": "Hello", "DEFINITIONS": "Definitions", "STATS": "Stats", "GOODBYE": "Goodbye",
+            "EXCEPTIONS": "Exceptions"}
 KINDS = {name: kind for kind, name in _wire.KIND_NAMES.items()}
 REASONS = {name: number for number, name in _wire.REASON_NAMES.items()}
+# Enum fields of the JSON (names, as the protobuf JSON mapping writes them) and their values.
+ENUM_FIELDS = {
+    "reason": REASONS,
+    "fate": {name: number for number, name in _wire.FATE_NAMES.items()},
+    "message_status": {name: number for number, name in _wire.MESSAGE_STATUS_NAMES.items()},
+}
+
+
+def _with_enum_numbers(value):
+    """The JSON message with every enum name replaced by its number, at any depth."""
+    if isinstance(value, list):
+        return [_with_enum_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: ENUM_FIELDS[key][item] if key in ENUM_FIELDS and isinstance(item, str)
+                else _with_enum_numbers(item) for key, item in value.items()}
+    return value
+
+
+def _with_defaults(message_name, value):
+    """A JSON message as the reference decoder gives it back: every field, defaults filled in."""
+    schema = support.SCHEMAS[message_name]
+    out = {}
+    for field_name, type_code in schema.values():
+        present = value.get(field_name)
+        nested = type_code.rstrip("*").split(":")
+        if present is None:
+            out[field_name] = support._default_for(type_code)
+        elif nested[0] == "m" and type_code.endswith("*"):
+            out[field_name] = [_with_defaults(nested[1], item) for item in present]
+        elif nested[0] == "m":
+            out[field_name] = _with_defaults(nested[1], present)
+        else:
+            out[field_name] = present
+    return out
 
 
 def _records(events):
@@ -41,9 +76,7 @@ def encode_scenario(scenario):
                 raise AssertionError("one JSON EVENTS frame must encode to one frame, got %d" % len(frames))
             out += frames[0]
             continue
-        message = dict(frame["message"])
-        if kind == "GOODBYE" and "reason" in message:
-            message["reason"] = REASONS[message["reason"]]
+        message = _with_enum_numbers(frame["message"])
         out += _wire.encode_frame(FRAME_TYPES[kind], _wire.encode_message(MESSAGES[kind], message))
     return bytes(out)
 
@@ -54,6 +87,22 @@ def _load(path):
 
 
 class GoldenStreamTests(unittest.TestCase):
+    def test_exceptions_golden_covers_every_fate_and_message_status(self):
+        scenario = _load(os.path.join(support.TESTDATA_DIR, "exceptions.json"))
+        records = [r for f in scenario["frames"] if f["type"] == "EXCEPTIONS" for r in f["message"].get("records", [])]
+        fates = {r["fate"] for r in records}
+        self.assertEqual(set(_wire.FATE_NAMES.values()) - {"FATE_UNSPECIFIED"}, fates)
+        details = []
+        pending = [r["detail"] for r in records]
+        while pending:
+            detail = pending.pop()
+            details.append(detail)
+            pending.extend(d for key in ("cause", "context") if key in detail for d in [detail[key]])
+            pending.extend(detail.get("members", []))
+        self.assertEqual(set(_wire.MESSAGE_STATUS_NAMES.values()),
+                         {d.get("message_status", "MESSAGE_OK") for d in details})
+
+
     def scenarios(self):
         paths = sorted(glob.glob(os.path.join(support.TESTDATA_DIR, "*.json")))
         self.assertGreaterEqual(len(paths), 3, "golden scenarios missing")
@@ -96,6 +145,11 @@ class GoldenStreamTests(unittest.TestCase):
                 hello = scenario["frames"][0]["message"]
                 for key, value in hello.items():
                     self.assertEqual(value, conn.hello[key], key)
+                exceptions = [f["message"] for f in scenario["frames"] if f["type"] == "EXCEPTIONS"]
+                self.assertEqual([_with_defaults("ExceptionRecord", r) for m in exceptions for r in m.get("records", [])],
+                                 conn.exception_records)
+                self.assertEqual([_with_defaults("ExceptionTally", t) for m in exceptions for t in m.get("tallies", [])],
+                                 conn.tallies)
                 goodbye = [f["message"] for f in scenario["frames"] if f["type"] == "GOODBYE"]
                 if goodbye:
                     self.assertEqual(goodbye[0]["reason"], conn.goodbye["reason"])
