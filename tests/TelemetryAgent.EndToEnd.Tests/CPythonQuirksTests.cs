@@ -118,6 +118,13 @@ public sealed class CPythonQuirksTests : IDisposable
             """);
         Assert.Equal(1, calls["<module>;work;leave"]);
         Assert.True(calls.ContainsKey("spin"), string.Join(", ", calls.Keys));
+        // The spinner's frames were still open at exit: closed at the end, counted as such, with their time.
+        using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
+        var process = summary.RootElement.GetProperty("processes")[0];
+        Assert.True(process.GetProperty("recording").GetProperty("frames_open_at_end").GetInt64() >= 1, process.ToString());
+        var spin = summary.RootElement.GetProperty("functions").EnumerateArray()
+            .Single(f => f.GetProperty("qualified_name").GetString() == "spin");
+        Assert.True(spin.GetProperty("total_ns").GetInt64() >= 40_000_000, spin.ToString()); // ran >= the main thread's 50 ms sleep
     }
 
     /// <summary>Call counts that say, when a stack is missing, what was there and how the run went.</summary>

@@ -112,11 +112,54 @@ public sealed class RunCommandTests : IDisposable
         var processes = summary.RootElement.GetProperty("processes").EnumerateArray().ToArray();
         var parent = processes.Single(p => p.GetProperty("argv")[0].GetString()!.EndsWith("parent.py", StringComparison.Ordinal));
         var parentPid = parent.GetProperty("pid").GetInt64();
-        // The subprocess, the spawned pool worker and the spawn resource tracker all report on their own.
-        var children = processes.Where(p => p.GetProperty("parent_pid").GetInt64() == parentPid).ToArray();
-        Assert.True(children.Length >= 2, $"expected the subprocess and the pool worker as children of {parentPid}: {summary.RootElement}");
+        // The subprocess and the spawned pool worker each report on their own (so may spawn's resource tracker).
+        var children = processes.Where(p => p.GetProperty("parent_pid").GetInt64() == parentPid)
+            .Select(p => string.Join(' ', p.GetProperty("argv").EnumerateArray().Select(a => a.GetString())))
+            .ToArray();
+        Assert.Contains(children, argv => argv == "-c");
+        Assert.Contains(children, argv => argv.Contains("--multiprocessing-fork", StringComparison.Ordinal));
         Assert.All(processes, p => Assert.NotEqual("ProtocolError", p.GetProperty("connection").GetProperty("end_reason").GetString()));
         var folded = File.ReadAllText(_temp.File("out/calls.folded"));
         Assert.Contains("child_work (", folded);
+    }
+
+    [Fact]
+    public async Task WaitsForAChildThatConnectsAfterTheProgramExited()
+    {
+        var script = Script("launcher.py", """
+            import subprocess, sys
+            subprocess.Popen([sys.executable, "-c", "import time\ndef late():\n    time.sleep(0.3)\nlate()"])
+            """);
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), script]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
+        var processes = summary.RootElement.GetProperty("processes").EnumerateArray().ToArray();
+        Assert.Equal(2, processes.Length);
+        Assert.All(processes, p => Assert.Equal("Goodbye", p.GetProperty("connection").GetProperty("end_reason").GetString()));
+        Assert.Contains("late (", File.ReadAllText(_temp.File("out/calls.folded")));
+    }
+
+    [Theory]
+    [InlineData("--top", "-1")]
+    [InlineData("--summary-functions", "-5")]
+    [InlineData("--child-grace", "NaN")]
+    public async Task RejectsBadOptionValuesBeforeTheProgramRuns(string option, string value)
+    {
+        var marker = _temp.File("ran");
+        var script = Script("marker.py", $"open({JsonSerializer.Serialize(marker)}, 'w').close()\n");
+        var result = await Processes.RunAgentAsync(["run", option, value, script]);
+        Assert.True(result.ExitCode != 0, result.ToString());
+        Assert.Contains(option, result.Stderr);
+        Assert.DoesNotContain("Unhandled exception", result.Stderr);
+        Assert.False(File.Exists(marker), "the program ran despite the bad option");
+    }
+
+    [Fact]
+    public async Task ATemporaryFolderTooLongForASocketStillWorks()
+    {
+        var longTmp = Directory.CreateDirectory(Path.Combine(_temp.Path, new string('t', 100))).FullName;
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), Script("ok.py", "print('ok')\n")],
+            environment: new Dictionary<string, string?> { ["TMPDIR"] = longTmp });
+        Assert.True(result.ExitCode == 0 && result.Stdout == "ok\n", result.ToString());
     }
 }

@@ -119,4 +119,14 @@ public sealed class ServeCommandTests : IDisposable
             return false;
         }
     }
+
+    [Fact]
+    public async Task SaysClearlyWhenTheSocketPathIsTooLong()
+    {
+        var tooLong = Path.Combine(_temp.Path, new string('s', 120), "agent.sock");
+        var result = await Processes.RunAgentAsync(["serve", "--socket", tooLong, "-o", OutputRoot], timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("longer than the 107 bytes", result.Stderr);
+        Assert.DoesNotContain("Unhandled exception", result.Stderr);
+    }
 }

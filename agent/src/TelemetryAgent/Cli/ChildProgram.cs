@@ -23,27 +23,46 @@ public sealed class ChildProgram : IDisposable
         var start = new ProcessStartInfo(executable) { UseShellExecute = false };
         foreach (var argument in arguments) start.ArgumentList.Add(argument);
         foreach (var (name, value) in environment) start.Environment[name] = value;
-        var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {executable}.");
+        // Handlers first: a signal between the start and their registration would kill the agent and
+        // orphan the program. Until the program exists, a signal is held and passed on once it does.
+        var pending = new ChildProgram[1];
+        var held = 0;
+        var registrations = new List<PosixSignalRegistration>
+        {
+            PosixSignalRegistration.Create(PosixSignal.SIGINT, context => OnSignal(context, SigInt)),
+            PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => OnSignal(context, SigTerm)),
+        };
+        Process process;
+        try
+        {
+            process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {executable}.");
+        }
+        catch
+        {
+            foreach (var registration in registrations) registration.Dispose();
+            throw;
+        }
         var child = new ChildProgram(process);
-        child.ForwardSignals();
+        child._signals.AddRange(registrations);
+        lock (pending)
+        {
+            pending[0] = child;
+            if (held != 0) child.Forward(held);
+        }
         return child;
-    }
 
-    private void ForwardSignals()
-    {
-        // Ctrl-C in a terminal already reaches the child (same process group): forwarding it again would
-        // interrupt the program's own clean-up. Without a terminal, the agent is the only one who got it.
-        var interactive = !Console.IsInputRedirected;
-        _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
+        void OnSignal(PosixSignalContext context, int signal)
         {
             context.Cancel = true;
-            if (!interactive) Forward(SigInt);
-        }));
-        _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
-        {
-            context.Cancel = true;
-            Forward(SigTerm);
-        }));
+            // Ctrl-C in a terminal reaches the whole foreground process group, the program included:
+            // forwarding it again would interrupt the program's own clean-up.
+            if (signal == SigInt && Native.IsInForegroundOfTerminal()) return;
+            lock (pending)
+            {
+                if (pending[0] is { } started) started.Forward(signal);
+                else held = signal;
+            }
+        }
     }
 
     private void Forward(int signal)

@@ -61,6 +61,23 @@ public static class RunCommand
     private static readonly HashSet<string> OptionsWithValue =
         ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path"];
 
+    static RunCommand()
+    {
+        Top.Validators.Add(result => RequireAtLeast(result, result.GetValueOrDefault<int>(), 0));
+        SummaryFunctions.Validators.Add(result => RequireAtLeast(result, result.GetValueOrDefault<int>(), 0));
+        ChildGrace.Validators.Add(result =>
+        {
+            var seconds = result.GetValueOrDefault<double>();
+            if (!double.IsFinite(seconds) || seconds < 0 || seconds > 24 * 3600)
+                result.AddError($"{result.Option.Name} takes a number of seconds from 0 to 86400.");
+        });
+    }
+
+    private static void RequireAtLeast(System.CommandLine.Parsing.OptionResult result, int value, int minimum)
+    {
+        if (value < minimum) result.AddError($"{result.Option.Name} takes a whole number, {minimum} or more.");
+    }
+
     public static Command Create()
     {
         var command = new Command("run", "Run a Python program under the shim and write its flame graphs when it exits. " +
@@ -71,7 +88,7 @@ public static class RunCommand
         command.SetAction((result, _) => ExecuteAsync(
             new RunSettings(
                 result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
-                TimeSpan.FromSeconds(Math.Max(0, result.GetValue(ChildGrace))), result.GetValue(ShimPath)),
+                TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath)),
             result.GetValue(Program) ?? []));
         return command;
     }
@@ -99,13 +116,19 @@ public static class RunCommand
         if (shim is null) return Fail(shimProblem);
 
         var outputFolder = Path.GetFullPath(settings.Output ?? Path.Combine("telemetry-out", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
-        // A private folder for the socket: only this user can reach the agent of this run.
-        var runFolder = Directory.CreateTempSubdirectory("telemetry-agent-");
+        var runFolder = CreatePrivateFolder();
         try
         {
             var startedAt = DateTimeOffset.UtcNow;
             await using var host = new AgentHost(log);
-            host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));
+            try
+            {
+                host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));
+            }
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+            {
+                return Fail($"cannot listen on {runFolder.FullName}/agent.sock: {e.Message}");
+            }
 
             var environment = new Dictionary<string, string>
             {
@@ -119,13 +142,23 @@ public static class RunCommand
                 exitCode = await child.WaitForExitAsync().ConfigureAwait(false);
 
             if (!await host.WaitForConnectionsAsync(settings.ChildGrace).ConfigureAwait(false))
-                log.WriteLine($"telemetry-agent: processes still connected {settings.ChildGrace.TotalSeconds:0.#} s after the program exited are left out.");
+                log.WriteLine($"telemetry-agent: processes still sending {settings.ChildGrace.TotalSeconds:0.#} s after the program " +
+                              "exited are cut off: their profiles are partial (ended: Cancelled).");
             await host.DisposeAsync().ConfigureAwait(false);
             var endedAt = DateTimeOffset.UtcNow;
 
-            var written = RunOutputs.Write(outputFolder, host.Store.Snapshot(), startedAt, endedAt, settings.Top, log,
-                summaryFunctions: settings.SummaryFunctions);
-            if (!written) exitCode = exitCode == 0 ? 1 : exitCode;
+            try
+            {
+                var written = RunOutputs.Write(outputFolder, host.Store.Snapshot(), startedAt, endedAt, settings.Top, log,
+                    summaryFunctions: settings.SummaryFunctions);
+                if (!written && exitCode == 0) exitCode = 1;
+            }
+            catch (Exception e)
+            {
+                // The program's exit code is what the caller waits for: a failure of ours must not replace it.
+                log.WriteLine($"telemetry-agent: writing the outputs failed: {e}");
+                if (exitCode == 0) exitCode = 1;
+            }
             return exitCode;
         }
         finally
@@ -138,6 +171,20 @@ public static class RunCommand
             log.WriteLine($"telemetry-agent run: {message}");
             return 2;
         }
+    }
+
+    /// <summary>
+    /// A private folder for the socket, so that only this user reaches this run's agent: under $TMPDIR, or
+    /// /tmp when $TMPDIR is too long for a Unix socket address.
+    /// </summary>
+    private static DirectoryInfo CreatePrivateFolder()
+    {
+        var folder = Directory.CreateTempSubdirectory("telemetry-agent-");
+        if (System.Text.Encoding.UTF8.GetByteCount(Path.Combine(folder.FullName, "agent.sock")) <= Transport.UnixSocketListener.MaxPathBytes)
+            return folder;
+        folder.Delete();
+        var fallback = Path.Combine("/tmp", $"telemetry-agent-{Guid.NewGuid():N}"[..24]);
+        return Directory.CreateDirectory(fallback, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
     }
 
     private static string PrependPath(string folder, string? existing) =>

@@ -55,18 +55,24 @@ public static class ServeCommand
         await using var host = new AgentHost(log, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
         {
             Verbose = true,
+            RetainProfiles = false,
         };
         try
         {
             host.Listen(socketPath);
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException)
         {
             log.WriteLine($"telemetry-agent serve: cannot listen on {socketPath}: {e.Message}");
             return 2;
         }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
-        await stop.Task.ConfigureAwait(false);
+        await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
+        if (host.Accepting is { IsFaulted: true } failed)
+        {
+            log.WriteLine($"telemetry-agent: the socket stopped accepting connections: {failed.Exception!.InnerException?.Message}");
+            return 1;
+        }
         log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
         return 0;
 
@@ -77,10 +83,13 @@ public static class ServeCommand
         }
     }
 
+    private static long _written;
+
     private static void WriteProcess(ProcessProfile profile, string outputRoot, TextWriter log)
     {
         var identity = profile.Identity;
-        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}";
+        // The sequence number keeps two connections of one process (a reconnect) apart.
+        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
         var snapshot = new ProfileStoreSnapshot([profile], [], new Dictionary<string, long>());
         RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, profile.ConnectedAt,
             profile.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);

@@ -40,13 +40,25 @@ public sealed class AgentHost : IAsyncDisposable
         _listener.Start();
     }
 
-    /// <summary>Waits until every connection has ended, or the timeout passes; true when all have ended.</summary>
+    /// <summary>
+    /// Waits until no connection has been open for a short quiet period (a child process may still be
+    /// starting), or the timeout passes; true when it ended quiet.
+    /// </summary>
     public Task<bool> WaitForConnectionsAsync(TimeSpan timeout) =>
-        _listener?.WaitForConnectionsAsync(timeout) ?? Task.FromResult(true);
+        _listener?.WaitForConnectionsAsync(timeout, TimeSpan.FromMilliseconds(500)) ?? Task.FromResult(true);
+
+    /// <summary>Completes when the agent stops accepting: at disposal, or faulted if the socket failed.</summary>
+    public Task Accepting => _listener?.Accepting ?? Task.CompletedTask;
+
+    /// <summary>
+    /// Keeps every finished process in <see cref="Store"/> (run writes them all at the end). A daemon hands
+    /// each one to its callback instead and keeps nothing, so its memory does not grow with every process.
+    /// </summary>
+    public bool RetainProfiles { get; init; } = true;
 
     private async Task HandleConnectionAsync(Socket socket, CancellationToken stopping)
     {
-        var session = new ProcessSession(Store, _limits);
+        var session = new ProcessSession(RetainProfiles ? Store : null, _limits);
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;

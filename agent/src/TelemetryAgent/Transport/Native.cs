@@ -11,17 +11,27 @@ public static class Native
     /// <summary>The file type bits of the path itself (not a link's target).</summary>
     public static bool TryGetFileType(string path, out uint fileType)
     {
-        // struct stat's layout differs per architecture; statx(2) has one layout everywhere, with
-        // stx_mode as a u16 at offset 28.
-        var buffer = new byte[256];
-        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, StatxType = 0x1;
-        if (statx(AtFdCwd, path, AtSymlinkNoFollow, StatxType, buffer) != 0)
+        if (!TryStatx(path, out var buffer))
         {
             fileType = 0;
             return false;
         }
         fileType = BitConverter.ToUInt16(buffer, 28) & FileTypeMask;
         return true;
+    }
+
+    /// <summary>The inode number of the path itself (not a link's target).</summary>
+    public static bool TryGetInode(string path, out ulong inode)
+    {
+        inode = TryStatx(path, out var buffer) ? BitConverter.ToUInt64(buffer, 32) : 0;
+        return inode != 0;
+    }
+
+    private static bool TryStatx(string path, out byte[] buffer)
+    {
+        buffer = new byte[256];
+        const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, StatxTypeAndInode = 0x1 | 0x100;
+        return statx(AtFdCwd, path, AtSymlinkNoFollow, StatxTypeAndInode, buffer) == 0;
     }
 
     [DllImport("libc", SetLastError = true)]
@@ -38,4 +48,27 @@ public static class Native
 
     [DllImport("libc")]
     private static extern uint getuid();
+
+    /// <summary>
+    /// True when one of stdin, stdout or stderr is a terminal whose foreground process group is ours: then
+    /// the terminal's Ctrl-C reaches every process of the group by itself.
+    /// </summary>
+    public static bool IsInForegroundOfTerminal()
+    {
+        var group = getpgrp();
+        for (var fd = 0; fd <= 2; fd++)
+        {
+            if (isatty(fd) == 1) return tcgetpgrp(fd) == group;
+        }
+        return false;
+    }
+
+    [DllImport("libc")]
+    private static extern int isatty(int fd);
+
+    [DllImport("libc")]
+    private static extern int tcgetpgrp(int fd);
+
+    [DllImport("libc")]
+    private static extern int getpgrp();
 }

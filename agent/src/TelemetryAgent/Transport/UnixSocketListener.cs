@@ -13,6 +13,9 @@ public sealed class UnixSocketListener : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Task> _connections = [];
     private readonly object _connectionsLock = new();
+    private long _accepted;
+    private volatile bool _closing;
+    private ulong _socketInode;
     private Task? _acceptLoop;
 
     private UnixSocketListener(string path, Socket socket, Func<Socket, CancellationToken, Task> handleConnection)
@@ -24,6 +27,12 @@ public sealed class UnixSocketListener : IAsyncDisposable
 
     public string Path { get; }
 
+    /// <summary>How long disposal lets open connections end on their own before cancelling them.</summary>
+    public static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(1);
+
+    /// <summary>sun_path holds 108 bytes on Linux, the last one a NUL.</summary>
+    public const int MaxPathBytes = 107;
+
     /// <summary>
     /// Binds <paramref name="path"/> with owner-only permissions. A socket file left by an agent that is
     /// gone is replaced; a live agent's socket, or a file that is not a socket, is never touched.
@@ -31,6 +40,8 @@ public sealed class UnixSocketListener : IAsyncDisposable
     public static UnixSocketListener Bind(string path, Func<Socket, CancellationToken, Task> handleConnection, int backlog = 512)
     {
         path = System.IO.Path.GetFullPath(path);
+        if (System.Text.Encoding.UTF8.GetByteCount(path) > MaxPathBytes)
+            throw new IOException($"The socket path {path} is longer than the {MaxPathBytes} bytes a Unix socket address holds; choose a shorter one.");
         RemoveStaleSocket(path);
         var directory = System.IO.Path.GetDirectoryName(path);
         if (!string.IsNullOrEmpty(directory)) Directory.CreateDirectory(directory);
@@ -46,7 +57,9 @@ public sealed class UnixSocketListener : IAsyncDisposable
             socket.Dispose();
             throw;
         }
-        return new UnixSocketListener(path, socket, handleConnection);
+        var listener = new UnixSocketListener(path, socket, handleConnection);
+        Native.TryGetInode(path, out listener._socketInode);
+        return listener;
     }
 
     private static void RemoveStaleSocket(string path)
@@ -87,6 +100,7 @@ public sealed class UnixSocketListener : IAsyncDisposable
             }
             catch (OperationCanceledException) { break; }
             catch (ObjectDisposedException) { break; }
+            catch (SocketException) when (_closing) { break; }
             catch (SocketException e) when (IsTransient(e.SocketErrorCode))
             {
                 // Out of descriptors or an aborted handshake: pause and keep serving everyone else.
@@ -98,6 +112,7 @@ public sealed class UnixSocketListener : IAsyncDisposable
             {
                 _connections.RemoveAll(t => t.IsCompleted);
                 _connections.Add(task);
+                _accepted++;
             }
         }
     }
@@ -122,26 +137,67 @@ public sealed class UnixSocketListener : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits until no connection is open, or the timeout passes. True when none is open.</summary>
-    public async Task<bool> WaitForConnectionsAsync(TimeSpan timeout)
+    /// <summary>
+    /// Waits until no connection has been open for <paramref name="quietPeriod"/> (so that a process that is
+    /// still starting, such as a child the program spawned just before it exited, gets to connect and
+    /// finish), or until <paramref name="timeout"/> passes. True when it ended quiet.
+    /// </summary>
+    public async Task<bool> WaitForConnectionsAsync(TimeSpan timeout, TimeSpan quietPeriod)
     {
-        Task[] open;
-        lock (_connectionsLock) open = _connections.Where(t => !t.IsCompleted).ToArray();
-        if (open.Length == 0) return true;
-        var all = Task.WhenAll(open);
-        return await Task.WhenAny(all, Task.Delay(timeout)).ConfigureAwait(false) == all;
+        var elapsed = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            Task[] open;
+            long acceptedBefore;
+            lock (_connectionsLock)
+            {
+                open = _connections.Where(t => !t.IsCompleted).ToArray();
+                acceptedBefore = _accepted;
+            }
+            var remaining = timeout - elapsed.Elapsed;
+            if (open.Length > 0)
+            {
+                if (remaining <= TimeSpan.Zero) return false;
+                await Task.WhenAny(Task.WhenAll(open), Task.Delay(remaining)).ConfigureAwait(false);
+                continue;
+            }
+            var quiet = quietPeriod < remaining ? quietPeriod : remaining;
+            if (quiet <= TimeSpan.Zero) return true;
+            await Task.Delay(quiet).ConfigureAwait(false);
+            lock (_connectionsLock)
+            {
+                if (_accepted == acceptedBefore) return true;
+            }
+        }
     }
 
-    /// <summary>Stops accepting, cancels open connections and waits for their handlers to finish.</summary>
+    /// <summary>Completes when the accept loop ends: normally at disposal, with an exception if accepting failed.</summary>
+    public Task Accepting => _acceptLoop ?? Task.CompletedTask;
+
+    /// <summary>
+    /// Stops accepting, gives open connections <see cref="DrainTimeout"/> to end on their own (a process
+    /// that has exited has usually sent everything already, perhaps just accepted), then cancels the rest
+    /// and waits for their handlers to finish.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
-        if (!_stopping.IsCancellationRequested) _stopping.Cancel();
+        _closing = true;
         _socket.Dispose();
-        if (_acceptLoop is not null) await _acceptLoop.ConfigureAwait(false);
+        if (_acceptLoop is not null)
+        {
+            try { await _acceptLoop.ConfigureAwait(false); }
+            catch (SocketException) { } // already reported through Accepting
+        }
         Task[] open;
         lock (_connectionsLock) open = [.. _connections];
+        await Task.WhenAny(Task.WhenAll(open), Task.Delay(DrainTimeout)).ConfigureAwait(false);
+        if (!_stopping.IsCancellationRequested) _stopping.Cancel();
         await Task.WhenAll(open).ConfigureAwait(false);
-        try { File.Delete(Path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        // Only our own socket: a successor agent may have replaced the file since.
+        if (Native.TryGetInode(Path, out var inode) && inode == _socketInode)
+        {
+            try { File.Delete(Path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
         _stopping.Dispose();
     }
 }
