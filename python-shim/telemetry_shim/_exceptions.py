@@ -707,47 +707,53 @@ class ExceptionTracker:
         return {"code_id": code_key >> _wire.CODE_ID_SHIFT, "line": max(int(line or 0), 0)}
 
     def detail(self, exc):
-        """The ExceptionDetail dict of `exc`, nested within MAX_NESTING_DEPTH and
-        MAX_DETAILS_PER_RECORD nodes."""
-        return self._detail(exc, 1, [MAX_DETAILS_PER_RECORD])
+        """The ExceptionDetail dict of `exc` with its cause, context and group members, built
+        breadth first so that the MAX_DETAILS_PER_RECORD nodes go to the levels nearest the top
+        (and never deeper than MAX_NESTING_DEPTH)."""
+        budget = MAX_DETAILS_PER_RECORD - 1
+        top = self._detail_node(exc)
+        queue = deque(self._nested(exc, top, 1))
+        while queue:
+            inner, parent, field, depth = queue.popleft()
+            if depth > MAX_NESTING_DEPTH or budget <= 0:
+                if field == "members":
+                    parent["members_omitted"] += 1  # a member left out for the budget is only counted
+                if field != "members" or depth > MAX_NESTING_DEPTH:
+                    parent["nesting_truncated"] = True
+                continue
+            budget -= 1
+            node = self._detail_node(inner)
+            if field == "members":
+                parent["members"].append(node)
+            else:
+                parent[field] = node
+            queue.extend(self._nested(inner, node, depth))
+        return top
 
-    def _detail(self, exc, depth, budget):
-        budget[0] -= 1
+    def _detail_node(self, exc):
         message, status = safe_message(exc)
         notes, notes_omitted = safe_notes(exc)
-        detail = {"type_name": self._type_name(type(exc)), "message": message, "message_status": status,
-                  "notes": notes, "notes_omitted": notes_omitted, "traceback": self._traceback(exc)}
+        return {"type_name": self._type_name(type(exc)), "message": message, "message_status": status,
+                "notes": notes, "notes_omitted": notes_omitted, "traceback": self._traceback(exc),
+                "cause": None, "context": None, "suppress_context": bool(_get_suppress_context(exc)),
+                "members": [], "members_omitted": 0, "nesting_truncated": False}
+
+    @staticmethod
+    def _nested(exc, node, depth):
+        """(inner exception, parent node, field, depth) for what `exc` carries: its cause, its
+        context when not suppressed and not the cause, its first MAX_GROUP_MEMBERS members."""
         cause = _get_cause(exc)
         context = _get_context(exc)
-        suppress = bool(_get_suppress_context(exc))
-        detail["suppress_context"] = suppress
-        if suppress or context is cause:
+        if node["suppress_context"] or context is cause:
             context = None
-        members = _get_members(exc) if issubclass(type(exc), BaseExceptionGroup) else ()
-        if type(members) is not tuple:
-            members = ()
-        nested = depth < MAX_NESTING_DEPTH
-        truncated = False
-        for field, inner in (("cause", cause), ("context", context)):
-            if inner is None:
-                continue
-            if nested and budget[0] > 0:
-                detail[field] = self._detail(inner, depth + 1, budget)
-            else:
-                truncated = True
-        kept = []
-        omitted = 0
-        for member in members:
-            if len(kept) < MAX_GROUP_MEMBERS and nested and budget[0] > 0:
-                kept.append(self._detail(member, depth + 1, budget))
-            else:
-                omitted += 1
-                if not nested:
-                    truncated = True
-        detail["members"] = kept
-        detail["members_omitted"] = omitted
-        detail["nesting_truncated"] = truncated
-        return detail
+        nested = [(inner, node, field, depth + 1) for field, inner in (("cause", cause), ("context", context))
+                  if inner is not None]
+        if issubclass(type(exc), BaseExceptionGroup):
+            members = _get_members(exc)
+            if type(members) is tuple:
+                nested.extend((member, node, "members", depth + 1) for member in members[:MAX_GROUP_MEMBERS])
+                node["members_omitted"] = max(len(members) - MAX_GROUP_MEMBERS, 0)
+        return nested
 
     def _traceback(self, exc):
         entries = deque(maxlen=MAX_TRACEBACK_ENTRIES)
