@@ -196,12 +196,26 @@ class Site:
 
 
 class Flight:
-    """One exception object from its first RAISE until its fate is known."""
+    """One exception object from its first RAISE until its fate is known. Fields that start at
+    their class default are only written when they change (creating a flight is on the
+    exception path)."""
 
-    __slots__ = ("exc", "ident", "info", "site", "detailed", "raised_ns", "stack", "stack_truncated", "state",
-                 "last_ns", "frames_unwound", "reraises", "handled_code", "handled_key", "handled_offset",
-                 "caller", "caller_lasti", "outermost", "coroutine", "pending", "fate", "fate_ns",
-                 "handled_at")
+    stack = None
+    stack_truncated = False
+    state = PROPAGATING
+    frames_unwound = 0
+    reraises = 0
+    handled_code = None
+    handled_key = 0
+    handled_offset = -1
+    caller = None  # the Python frame it last unwound into, and that frame's instruction then
+    caller_lasti = -1
+    outermost = False  # it last left the thread's outermost program frame
+    coroutine = False  # it last ended a coroutine (its task keeps it)
+    pending = False  # in its thread's list of handled flights to conclude
+    fate = None
+    fate_ns = 0
+    handled_at = None  # (code key, line) once concluded
 
     def __init__(self, exc, ident, info, site, detailed, now):
         self.exc = exc
@@ -210,23 +224,7 @@ class Flight:
         self.site = site
         self.detailed = detailed
         self.raised_ns = now
-        self.stack = None
-        self.stack_truncated = False
-        self.state = PROPAGATING
         self.last_ns = now
-        self.frames_unwound = 0
-        self.reraises = 0
-        self.handled_code = None
-        self.handled_key = 0
-        self.handled_offset = -1
-        self.caller = None  # the Python frame it last unwound into, and that frame's instruction
-        self.caller_lasti = -1
-        self.outermost = False  # it last left the thread's outermost program frame
-        self.coroutine = False  # it last ended a coroutine (its task keeps it)
-        self.pending = False  # in its thread's list of handled flights to conclude
-        self.fate = None
-        self.fate_ns = 0
-        self.handled_at = None  # (code key, line) once concluded
 
 
 class ExceptionTracker:
@@ -254,48 +252,56 @@ class ExceptionTracker:
 
     def callbacks(self, unwind):
         """(event, callback) pairs to register; PY_UNWIND only when the call callbacks do not
-        already forward it (see Recorder._make_callback)."""
+        already forward it (see Recorder._make_callback). The callbacks never return DISABLE
+        (not allowed for these events) and hand internal errors to the recorder."""
         failed = self.recorder._callback_failed
-        pairs = [(_events.RAISE, self._guard(self._on_raise, failed)),
-                 (_events.RERAISE, self._guard(self._on_reraise, failed)),
-                 (_events.EXCEPTION_HANDLED, self._guard(self._on_handled, failed))]
-        if unwind:
-            on_unwind = self.on_unwind
+        on_raise, on_reraise, on_handled, on_unwind = self._on_raise, self._on_reraise, self._on_handled, self.on_unwind
 
-            def unwind_callback(code, offset, exc):
-                try:
-                    on_unwind(code, exc)
-                except BaseException as error:
-                    if failed(error):
-                        raise
-                return None
-
-            pairs.append((_events.PY_UNWIND, unwind_callback))
-        return pairs
-
-    @staticmethod
-    def _guard(handler, failed):
-        def callback(code, offset, exc):
+        def raise_callback(code, offset, exc):
             try:
-                handler(code, offset, exc, sys._getframe(1))
+                on_raise(code, exc)
             except BaseException as error:
                 if failed(error):
                     raise
-            return None  # never DISABLE: not allowed for these events
 
-        callback.__qualname__ = "telemetry_shim.exception_callback[%s]" % handler.__name__
-        return callback
+        def reraise_callback(code, offset, exc):
+            try:
+                on_reraise(code, offset, exc)
+            except BaseException as error:
+                if failed(error):
+                    raise
 
-    def _on_raise(self, code, offset, exc, frame):
-        ident = get_ident()
-        if ident in self.recorder.ignored_idents:
-            return
+        def handled_callback(code, offset, exc):
+            try:
+                on_handled(code, offset, exc)
+            except BaseException as error:
+                if failed(error):
+                    raise
+
+        def unwind_callback(code, offset, exc):
+            try:
+                on_unwind(code, exc)
+            except BaseException as error:
+                if failed(error):
+                    raise
+
+        pairs = [(_events.RAISE, raise_callback), (_events.RERAISE, reraise_callback),
+                 (_events.EXCEPTION_HANDLED, handled_callback)]
+        if unwind:
+            pairs.append((_events.PY_UNWIND, unwind_callback))
+        for _, callback in pairs:
+            callback.__qualname__ = "telemetry_shim.exception_callback[%s]" % callback.__name__
+        return pairs
+
+    # Each handler runs two calls below the event's frame (handler <- callback <- frame).
+
+    def _on_raise(self, code, exc):
         flight = self.inflight.get(id(exc))
+        ident = get_ident()
         if flight is not None:
             if flight.ident == ident:
                 if flight.state == PROPAGATING:
-                    flight.last_ns = perf_counter_ns()  # it reached a caller frame
-                    flight.caller = None
+                    flight.caller = None  # it reached a Python caller: not swallowed by C
                     return
                 if _being_handled(sys.exception(), exc):  # `raise err` inside its own handler
                     flight.state = PROPAGATING
@@ -305,7 +311,8 @@ class ExceptionTracker:
             # Raised again after its handler ended, or on another thread: that raise is over.
             if self.inflight.pop(id(exc), None) is flight:
                 self._conclude(flight, at_end=False)
-        self._new_flight(code, exc, ident, frame)
+        if ident not in self.recorder.ignored_idents:
+            self._new_flight(code, exc, ident, sys._getframe(2))
 
     def _new_flight(self, code, exc, ident, frame):
         recorder = self.recorder
@@ -383,15 +390,15 @@ class ExceptionTracker:
             frame = frame.f_back
         return entries, truncated
 
-    def _on_reraise(self, code, offset, exc, frame):
+    def _on_reraise(self, code, offset, exc):
         flight = self.inflight.get(id(exc))
         ident = get_ident()
         if flight is None:
             # First seen here: e.g. the unmatched part of a group, split off by `except*`.
             if ident not in self.recorder.ignored_idents:
-                self._new_flight(code, exc, ident, frame)
+                self._new_flight(code, exc, ident, sys._getframe(2))
             return
-        if flight.ident != ident or not self.recorder.code_key_of(code, None):
+        if flight.ident != ident or not self.recorder.code_keys.get(id(code), 1):
             return
         flight.state = PROPAGATING
         flight.last_ns = perf_counter_ns()
@@ -399,12 +406,15 @@ class ExceptionTracker:
         if self._line_at(code, offset) is not None:
             flight.reraises += 1
 
-    def _on_handled(self, code, offset, exc, frame):
+    def _on_handled(self, code, offset, exc):
         flight = self.inflight.get(id(exc))
         ident = get_ident()
         if flight is None or flight.ident != ident:
             return
-        ck = self.recorder.code_key_of(code, frame if frame.f_code is code else None)
+        ck = self.recorder.code_keys.get(id(code))
+        if ck is None:
+            frame = sys._getframe(2)
+            ck = self.recorder.code_key_of(code, frame if frame.f_code is code else None)
         if not ck:
             return  # the shim's runner passes the program's escaping exception on
         if self._asyncio_loop_class is None:
@@ -422,21 +432,24 @@ class ExceptionTracker:
             pending.append(flight)
 
     def on_unwind(self, code, exc):
-        """PY_UNWIND bookkeeping: called by the unwind callback, the frame is two levels up."""
+        """PY_UNWIND bookkeeping (also called by the call recorder's unwind callback)."""
         flight = self.inflight.get(id(exc))
         if flight is None or flight.ident != get_ident():
             return
-        recorder = self.recorder
-        if not recorder.code_keys.get(id(code), 1):
+        code_keys = self.recorder.code_keys
+        if not code_keys.get(id(code), 1):
             return  # the shim's own frame
         frame = sys._getframe(2)
         flight.frames_unwound += 1
         flight.last_ns = perf_counter_ns()
-        flight.coroutine = bool(code.co_flags & _CO_COROUTINE)
-        if flight.coroutine and self._asyncio_loop_class is None:
-            self.hook_asyncio()  # its task may report it to the loop's handler
+        if code.co_flags & _CO_COROUTINE:
+            flight.coroutine = True
+            if self._asyncio_loop_class is None:
+                self.hook_asyncio()  # its task may report it to the loop's handler
+        elif flight.coroutine:
+            flight.coroutine = False
         caller = frame.f_back if frame.f_code is code else None
-        if caller is None or not recorder.code_key_of(caller.f_code, caller):
+        if caller is None or not (code_keys.get(id(caller.f_code)) or self.recorder.code_key_of(caller.f_code, caller)):
             flight.outermost = True
             flight.caller = None
         else:
@@ -673,6 +686,8 @@ class ExceptionTracker:
             elif flight.outermost:
                 if not final and alive:
                     continue  # an escape: the hooks or the end decide
+            elif flight.caller is None and alive and not final:
+                continue  # in a Python frame right now: HANDLED or PY_UNWIND follows
             elif alive and frames[flight.ident] is flight.caller and flight.caller.f_lasti == flight.caller_lasti:
                 if not final:
                     continue  # still inside the call it left (e.g. waiting for the GIL)

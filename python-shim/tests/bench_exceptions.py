@@ -1,0 +1,124 @@
+"""Benchmark (not a test): prints figures, asserts nothing.
+
+    /root/.pyenv/versions/3.12.1/bin/python python-shim/tests/bench_exceptions.py
+
+Exceptions per second, without the shim and under it (exceptions only, calls only, both), for
+two programs: a raise/catch loop in one frame, and an exception unwinding through 50 frames.
+The shim streams to a separate process that reads and discards. "detail for every exception"
+lifts the sampling limits, so that every exception pays for its stack walk and full record.
+"""
+
+import cProfile
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import telemetry_shim  # noqa: E402
+from telemetry_shim import _exceptions  # noqa: E402
+
+ROUNDS = 5
+
+SINK = r"""
+import socket, sys, threading
+def drain(c):
+    while c.recv(1 << 20):
+        pass
+    c.close()
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(64)
+print("ready", flush=True)
+while True:
+    threading.Thread(target=drain, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+def raise_catch(n):
+    for i in range(n):
+        try:
+            raise ValueError(i)
+        except ValueError:
+            pass
+
+
+def _dive(depth):
+    if depth == 0:
+        raise LookupError("bottom")
+    _dive(depth - 1)
+
+
+def unwind_50(n):
+    for _ in range(n):
+        try:
+            _dive(49)  # 50 frames: _dive(49) .. _dive(0)
+        except LookupError:
+            pass
+
+
+WORKLOADS = (("raise/catch in one frame", raise_catch, 100_000),
+             ("unwinding through 50 frames", unwind_50, 5_000))
+
+
+def per_second(fn, n):
+    best = None
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        fn(n)
+        elapsed = time.perf_counter() - start
+        best = elapsed if best is None else min(best, elapsed)
+    return n / best
+
+
+def under_shim(path, fn, n, **modes):
+    assert telemetry_shim.start(path, **modes)
+    try:
+        return per_second(fn, n)
+    finally:
+        telemetry_shim.stop()
+
+
+def under_cprofile(fn, n):
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        return per_second(fn, n)
+    finally:
+        profiler.disable()
+
+
+def main():
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "sink.sock")
+    sink = subprocess.Popen([sys.executable, "-c", SINK, path], stdout=subprocess.PIPE, text=True)
+    try:
+        sink.stdout.readline()
+        print("Python", sys.version.split()[0], "- exceptions per second, best of %d rounds" % ROUNDS)
+        for title, fn, n in WORKLOADS:
+            plain = per_second(fn, n)
+            rows = [("plain", plain),
+                    ("shim, exceptions only", under_shim(path, fn, n, calls=False)),
+                    ("shim, calls only", under_shim(path, fn, n, exceptions=False)),
+                    ("shim, calls + exceptions (default)", under_shim(path, fn, n))]
+            saved = (_exceptions.FIRST_DETAILED_PER_SITE, _exceptions.MAX_DETAILED_PER_SECOND,
+                     _exceptions.DETAILED_BURST)
+            _exceptions.FIRST_DETAILED_PER_SITE = _exceptions.MAX_DETAILED_PER_SECOND = 10 ** 12
+            _exceptions.DETAILED_BURST = 10 ** 12
+            try:
+                rows.append(("shim, exceptions only, detail for every exception",
+                             under_shim(path, fn, n, calls=False)))
+            finally:
+                (_exceptions.FIRST_DETAILED_PER_SITE, _exceptions.MAX_DETAILED_PER_SECOND,
+                 _exceptions.DETAILED_BURST) = saved
+            rows.append(("cProfile (reference)", under_cprofile(fn, n)))
+            print("\n%s (%d per round):" % (title, n))
+            for name, rate in rows:
+                print("  %10.0f /s  %7.2f us each  x%5.2f  %s" % (rate, 1e6 / rate, plain / rate, name))
+    finally:
+        sink.kill()
+        sink.wait()
+
+
+if __name__ == "__main__":
+    main()
