@@ -23,6 +23,9 @@ MAX_BACKOFF_S = 5.0
 # When a drain finds the buffer at least this full, the next tick comes sooner.
 BUSY_FRACTION = 4
 BUSY_INTERVAL_S = 0.005
+# A write to a connection the agent closed must fail with EPIPE, never raise SIGPIPE: a program
+# that restored SIG_DFL for it (common in CLI tools) would be killed by our write.
+SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class Sender:
@@ -237,7 +240,7 @@ class Sender:
         if preamble:
             data = _wire.PREAMBLE + data
         try:
-            sock.sendall(data)
+            sock.sendall(data, SEND_FLAGS)
         except OSError:
             # A partial write leaves the stream unusable: start over on a new connection.
             self._close()

@@ -499,3 +499,48 @@ def run_python(code_or_args, env=None, timeout=60, cwd=None):
     completed = subprocess.run(
         [find_python()] + args, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     return completed.returncode, completed.stdout, completed.stderr
+
+
+class HangingUpAgent:
+    """A real Unix-socket server that accepts every connection, reads its first bytes and then
+    closes it: an agent going away mid-run, as the shim sees it (context manager)."""
+
+    def __init__(self):
+        self._tmpdir = tempfile.mkdtemp(prefix="tashim-hangup-")
+        self.path = os.path.join(self._tmpdir, "agent.sock")
+        self.hung_up = 0
+        self._server = None
+        self._thread = None
+        self._closing = False
+
+    def __enter__(self):
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(64)
+        self._server.settimeout(0.1)
+        self._thread = threading.Thread(target=self._serve, name="HangingUpAgent", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._closing = True
+        self._thread.join(5)
+        self._server.close()
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+        return False
+
+    def _serve(self):
+        while not self._closing:
+            try:
+                client, _ = self._server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with client:
+                client.settimeout(5)
+                try:
+                    client.recv(64)
+                except OSError:
+                    pass
+            self.hung_up += 1

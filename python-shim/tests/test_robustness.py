@@ -208,6 +208,25 @@ class DeliveryTests(unittest.TestCase):
         self.assertEqual(final["events_recorded"], final["events_sent"] + final["events_dropped"])
         self.assertEqual(len(conn.events), final["events_sent"])
 
+    def test_agent_hanging_up_never_kills_a_program_that_restored_sigpipe(self):
+        # SIG_DFL for SIGPIPE (what `python ... | head` style tools do): a plain send() to a
+        # closed socket would kill the process with exit status 141.
+        with support.HangingUpAgent() as agent:
+            code, out, err = run("""
+                import signal, time, telemetry_shim
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                telemetry_shim.start()
+                """, FIB, """
+                deadline = time.monotonic() + 0.6  # a dozen ticks, each writing to a closed connection
+                while time.monotonic() < deadline:
+                    fib(10)
+                print("finished", flush=True)
+                raise SystemExit(7)
+                """, env={"TELEMETRY_AGENT_SOCKET": agent.path, "TELEMETRY_SHIM_FLUSH_INTERVAL_MS": "20"})
+            hung_up = agent.hung_up
+        self.assertEqual((7, "finished\n", ""), (code, out, err))
+        self.assertGreaterEqual(hung_up, 1)
+
     def test_internal_error_turns_the_shim_off_and_the_program_goes_on(self):
         with support.RecordingAgent() as agent:
             code, out, err = run("""
