@@ -499,9 +499,12 @@ class Recorder:
             elif info.registered:
                 info.missing_ticks += 1
                 # Two ticks apart: the thread has long finished its last frames by then.
-                if info.missing_ticks >= 2:
+                # A new thread may have taken the ident since the snapshot: only this entry goes.
+                if info.missing_ticks >= 2 and self.threads.get(ident) is info:
                     self.threads.pop(ident, None)
-                    self.thread_keys.pop(ident, None)
+                    thread_keys = self.thread_keys
+                    if thread_keys.get(ident) == info.thread_id << _wire.THREAD_ID_SHIFT:
+                        thread_keys.pop(ident, None)
 
     def reset_after_fork(self):
         """In a fork child: the parent's threads and pending records are not this process's."""

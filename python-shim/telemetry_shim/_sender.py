@@ -142,7 +142,10 @@ class Sender:
         self.events_dropped_here += chunk_retired  # records of a previous connection's session
         if self._sock is None:
             self.events_dropped_here += records
-            if records:
+            if records or threads:
+                # Discarded: records, or definitions whose threads' records may still come
+                # (queued just before them). The next connection starts a new generation, so
+                # every thread is defined and seeded again there.
                 self._fresh_generation = False
             return False
         defined = self._threads_defined
