@@ -13,4 +13,12 @@ if [ -z "${FLAMEGRAPH_HTML:-}" ]; then
 fi
 
 cd "$here"
-node --test --test-reporter=spec flamegraph.test.mjs
+tests=(flamegraph.test.mjs)
+# The real speedscope viewer, on a profile.speedscope.json from a real run (given, or next to the page).
+speedscope_json="${SPEEDSCOPE_JSON:-$(dirname "${FLAMEGRAPH_HTML:-/nonexistent}")/profile.speedscope.json}"
+if [ -f "$speedscope_json" ]; then
+  export SPEEDSCOPE_JSON="$speedscope_json"
+  tests+=(speedscope.test.mjs)
+fi
+mkdir -p .generated
+node --test --test-reporter=spec "${tests[@]}"
