@@ -18,8 +18,9 @@ internal sealed class ManualTime(DateTimeOffset start) : TimeProvider
 /// A fixed aggregate of two processes, built by scripted sessions: the input of the golden output tests.
 /// "checkout" (pid 4242) says goodbye with a frame still open; it has two threads, recursion, a generator,
 /// library code and exceptions: a handled one with tallies of more, one that escaped a thread with its cause, an
-/// exception group that ended the program. "worker" (pid 4300) dies without goodbye after an implicit and an unmatched
-/// exit and reports dropped events.
+/// exception group that ended the program, a library error handled by the program, and one raised and handled
+/// inside library code (with tallies, the largest group, yet listed after the program's). "worker" (pid 4300) dies
+/// without goodbye after an implicit and an unmatched exit and reports dropped events.
 /// </summary>
 internal static class SampleRun
 {
@@ -52,8 +53,12 @@ internal static class SampleRun
             .Start(4_000, 6, thread: 2).Start(4_100, 4, thread: 2).Return(6_100, 4, thread: 2).Return(8_000, 6, thread: 2)
             .Start(12_000, 2)
             .Start(12_500, 3).Return(13_500, 3)
-            .Exceptions(records: [HandledValueError(), RequestFailure(), OrdersFailed()],
-                tallies: [new ExceptionTally { TypeName = "builtins.ValueError", RaisedAt = At(7, 44), Fate = ExceptionFate.FateHandled, Count = 25 }])
+            .Exceptions(records: [HandledValueError(), RequestFailure(), OrdersFailed(), CacheMiss(), BadJson()],
+                tallies:
+                [
+                    new ExceptionTally { TypeName = "builtins.ValueError", RaisedAt = At(7, 44), Fate = ExceptionFate.FateHandled, Count = 25 },
+                    new ExceptionTally { TypeName = "builtins.KeyError", RaisedAt = At(4, 340), Fate = ExceptionFate.FateHandled, Count = 40 },
+                ])
             .Stats(recorded: 40, dropped: 0)
             .Goodbye(endMonotonicNs: 15_000);
         time.Advance(TimeSpan.FromMilliseconds(1_500));
@@ -88,6 +93,15 @@ internal static class SampleRun
         record.Detail.Traceback.RemoveAt(0);
         return record;
     }
+
+    /// <summary>Raised and handled inside json (library code), 41 times with the tallies: listed after the program's groups.</summary>
+    private static ExceptionRecord CacheMiss()
+        => ExceptionRecords.Record("builtins.KeyError", "'ttl'", [(1, 12), (2, 15), (4, 340)], raisedNs: 5_500, handledAt: At(4, 341));
+
+    /// <summary>Raised in json, handled by handle_order: it involves the program.</summary>
+    private static ExceptionRecord BadJson()
+        => ExceptionRecords.Record("json.decoder.JSONDecodeError", "Expecting value: line 1 column 1 (char 0)", [(1, 12), (2, 15), (4, 355)],
+            raisedNs: 6_000, handledAt: At(2, 16));
 
     /// <summary>A library error with its cause escapes the pool thread.</summary>
     private static ExceptionRecord RequestFailure() => new()

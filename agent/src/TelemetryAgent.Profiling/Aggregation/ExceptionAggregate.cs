@@ -81,6 +81,23 @@ public sealed class ExceptionAggregate
     /// <summary>Handled exceptions whose handler location found no room in <see cref="HandledAt"/>.</summary>
     public long HandledAtOmitted { get; private set; }
 
+    /// <summary>Handled records whose handler is the program's own code (or unknown: not known to be library
+    /// code), however many handler locations <see cref="HandledAt"/> had room for.</summary>
+    public long HandledInProgram { get; private set; }
+
+    /// <summary>
+    /// True when the program had no part in these exceptions, as far as the records tell: raised in library code
+    /// (<see cref="FunctionInfo.IsLibrary"/>), never handled in the program's code, and none escaped (a thread or
+    /// the program), was unraisable, reached an asyncio handler or had a fate this agent does not know. Exceptions
+    /// still in flight at exit do not count against it. Tally-only groups and "[other exceptions]" are never
+    /// library-internal: nothing says where they were handled. Outputs list these groups after the program's.
+    /// </summary>
+    public bool IsLibraryInternal
+        => Kind == ExceptionAggregateKind.Fingerprint
+           && RaiseSite is { Function.IsLibrary: true }
+           && HandledInProgram == 0
+           && Fates.Escaped == 0 && Fates.Unraisable == 0 && Fates.AsyncioUnhandled == 0 && Fates.Unknown == 0;
+
     /// <summary>The record that arrived last, in full; null when there was none (tallies only).</summary>
     public ExceptionOccurrence? Latest { get; private set; }
 
@@ -108,7 +125,11 @@ public sealed class ExceptionAggregate
                 AddDistinct(_sampleMessages, detail.Message, _limits.MaxSampleMessages);
             }
         }
-        if (occurrence.Fate == ExceptionFate.FateHandled && occurrence.HandledAt is { } handler) CountHandler(handler);
+        if (occurrence.Fate == ExceptionFate.FateHandled)
+        {
+            if (occurrence.HandledAt is { } handler) CountHandler(handler);
+            if (occurrence.HandledAt is not { Function.IsLibrary: true }) HandledInProgram = FateCounts.Saturating(HandledInProgram, 1);
+        }
     }
 
     internal void AddTally(ExceptionFate fate, long count)

@@ -5,7 +5,7 @@ using TelemetryAgent.Aggregation;
 namespace TelemetryAgent.Export;
 
 /// <summary>The text <c>telemetry-agent run</c> prints when the program ends: what was recorded, the functions
-/// with the most self time, then the largest exception groups, as aligned tables.</summary>
+/// with the most self time, then the largest exception groups that involve the program, as aligned tables.</summary>
 public static class ConsoleSummary
 {
     public const int DefaultTopFunctions = 20;
@@ -29,7 +29,9 @@ public static class ConsoleSummary
         if (summary.EventsDropped > 0)
         {
             var share = 100.0 * summary.EventsDropped / Math.Max(1.0, summary.EventsReceived + (double)summary.EventsDropped);
-            text.Append(culture, $" ({share:F2}%: counts and times are lower bounds)");
+            // Not lower bounds: a lost exit leaves its frame open so later calls nest under it, and a lost entry
+            // makes exits close the wrong frames. The repairs are counted; point at them.
+            text.Append(culture, $" ({share:F2}%: call trees, counts and times are approximate; see implicit_exits and unmatched_exits in summary.json)");
         }
         text.Append('\n');
         if (summary.ImplicitExits > 0 || summary.UnmatchedExits > 0)
@@ -70,7 +72,10 @@ public static class ConsoleSummary
         return text.ToString();
     }
 
-    /// <summary>Totals by fate, then the largest groups; nothing when no exception was recorded.</summary>
+    /// <summary>
+    /// Totals by fate, then the largest groups that involve the program (<see cref="ExceptionGroupOrder"/>), then one
+    /// line for the groups raised and handled inside library code; nothing when no exception was recorded.
+    /// </summary>
     private static void AppendExceptions(StringBuilder text, RunSummary summary, int topGroups)
     {
         var culture = CultureInfo.InvariantCulture;
@@ -79,24 +84,36 @@ public static class ConsoleSummary
         text.Append('\n').Append(culture, $"Exceptions: {fates.Total:N0} in {Count(summary.ExceptionGroups.Count, "group", "groups")}")
             .Append(culture, $" (handled {fates.Handled:N0}, escaped {fates.Escaped:N0}, unraisable {fates.Unraisable:N0}, ")
             .Append(culture, $"asyncio unhandled {fates.AsyncioUnhandled:N0}, in flight {fates.InFlight:N0})\n");
-        var top = summary.ExceptionGroups.Take(topGroups).ToArray();
-        if (top.Length == 0) return;
-        AppendTable(text, ["count", "handled", "escaped", "type", "raised at", "first note"], numericColumns: 3, top.Select(entry =>
+
+        var programGroups = summary.ExceptionGroups.Count - summary.LibraryInternalGroups;
+        var top = summary.ExceptionGroups.Where(entry => !entry.Group.IsLibraryInternal).Take(topGroups).ToArray();
+        if (top.Length > 0)
         {
-            var group = entry.Group;
-            return new[]
+            AppendTable(text, ["count", "handled", "escaped", "type", "raised at", "first note"], numericColumns: 3, top.Select(entry =>
             {
-                group.Count.ToString("N0", culture),
-                group.Fates.Handled.ToString("N0", culture),
-                group.Fates.Escaped.ToString("N0", culture),
-                group.Kind == ExceptionAggregateKind.Other ? ProcessExceptions.OtherGroupName : TracebackText.DisplayTypeName(group.TypeName),
-                group.RaiseSite?.Site ?? "?",
-                group.Notes.Count > 0 ? OneLine(group.Notes[0]) : "",
-            };
-        }).ToArray());
-        if (summary.ExceptionGroups.Count > top.Length)
+                var group = entry.Group;
+                return new[]
+                {
+                    group.Count.ToString("N0", culture),
+                    group.Fates.Handled.ToString("N0", culture),
+                    group.Fates.Escaped.ToString("N0", culture),
+                    group.Kind == ExceptionAggregateKind.Other ? ProcessExceptions.OtherGroupName : TracebackText.DisplayTypeName(group.TypeName),
+                    group.RaiseSite?.Site ?? "?",
+                    group.Notes.Count > 0 ? OneLine(group.Notes[0]) : "",
+                };
+            }).ToArray());
+        }
+        if (programGroups > top.Length)
         {
-            text.Append(culture, $"  ({summary.ExceptionGroups.Count - top.Length} more groups in exceptions.json)\n");
+            text.Append(culture, $"  ({programGroups - top.Length:N0} more groups involving the program in exceptions.json)\n");
+        }
+        if (summary.LibraryInternalGroups > 0)
+        {
+            var library = summary.LibraryInternalFates;
+            text.Append(culture, $"  {Count(summary.LibraryInternalGroups, "group", "groups")}, ")
+                .Append(culture, $"{Count(library.Total, "exception", "exceptions")} raised and handled inside library code");
+            if (library.InFlight > 0) text.Append(culture, $" ({library.InFlight:N0} still in flight at exit)");
+            text.Append(": see exceptions.json\n");
         }
     }
 
@@ -133,5 +150,5 @@ public static class ConsoleSummary
     }
 
     private static string Count(long count, string singular, string plural)
-        => string.Create(CultureInfo.InvariantCulture, $"{count} {(count == 1 ? singular : plural)}");
+        => string.Create(CultureInfo.InvariantCulture, $"{count:N0} {(count == 1 ? singular : plural)}");
 }

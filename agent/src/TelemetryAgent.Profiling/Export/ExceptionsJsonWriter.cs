@@ -79,6 +79,7 @@ public static class ExceptionsJsonWriter
             ExceptionAggregateKind.Other => "other",
             _ => "fingerprint",
         });
+        json.WriteBoolean("library_internal", group.IsLibraryInternal);
         json.WriteString("type", group.Kind == ExceptionAggregateKind.Other ? ProcessExceptions.OtherGroupName : group.TypeName);
         WriteLocation(json, "raise_site", group.RaiseSite);
         json.WriteStartArray("program_frames");

@@ -40,6 +40,12 @@ public sealed class RunSummary
         }
         groups.Sort((a, b) => ExceptionGroupOrder.Compare(a.Group, b.Group));
         ExceptionGroups = groups;
+        foreach (var (_, group) in groups)
+        {
+            if (!group.IsLibraryInternal) continue;
+            LibraryInternalGroups++;
+            LibraryInternalFates.Add(group.Fates);
+        }
     }
 
     public DateTimeOffset StartedAt { get; }
@@ -65,8 +71,13 @@ public sealed class RunSummary
     /// <summary>All exceptions of all processes by fate.</summary>
     public FateCounts ExceptionFates { get; } = new();
 
-    /// <summary>Every exception group of every process, most exceptions first (<see cref="ExceptionGroupOrder"/>).</summary>
+    /// <summary>Every exception group of every process: the program's first, most exceptions first
+    /// (<see cref="ExceptionGroupOrder"/>).</summary>
     public IReadOnlyList<ProcessExceptionGroup> ExceptionGroups { get; }
+
+    /// <summary>Groups of <see cref="ExceptionAggregate.IsLibraryInternal"/> exceptions, and their exceptions by fate.</summary>
+    public int LibraryInternalGroups { get; }
+    public FateCounts LibraryInternalFates { get; } = new();
 
     /// <summary>
     /// Summarizes the completed profiles among <paramref name="profiles"/>. The run spans
@@ -94,18 +105,26 @@ public sealed record ProcessExceptionGroup(ProcessProfile Process, ExceptionAggr
 /// <summary>The order in which outputs list exception groups, in one place.</summary>
 public static class ExceptionGroupOrder
 {
-    /// <summary>Most exceptions first, then the earliest seen, then by fingerprint; "[other exceptions]" last.</summary>
+    /// <summary>
+    /// Groups that involve the program first, then those raised and handled inside library code
+    /// (<see cref="ExceptionAggregate.IsLibraryInternal"/>: they would otherwise bury the program's own errors under
+    /// the standard library's control flow), "[other exceptions]" last; within each, most exceptions first, then the
+    /// earliest seen, then by fingerprint.
+    /// </summary>
     public static int Compare(ExceptionAggregate a, ExceptionAggregate b)
     {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
-        var order = (a.Kind == ExceptionAggregateKind.Other).CompareTo(b.Kind == ExceptionAggregateKind.Other);
+        var order = Rank(a).CompareTo(Rank(b));
         if (order == 0) order = b.Count.CompareTo(a.Count);
         if (order == 0) order = (a.FirstRaisedNs == 0).CompareTo(b.FirstRaisedNs == 0);
         if (order == 0) order = a.FirstRaisedNs.CompareTo(b.FirstRaisedNs);
         if (order == 0) order = string.CompareOrdinal(a.Fingerprint, b.Fingerprint);
         return order;
     }
+
+    private static int Rank(ExceptionAggregate group)
+        => group.Kind == ExceptionAggregateKind.Other ? 2 : group.IsLibraryInternal ? 1 : 0;
 
     public static IReadOnlyList<ExceptionAggregate> Sorted(IEnumerable<ExceptionAggregate> groups)
     {

@@ -39,12 +39,8 @@ public static class SummaryJsonWriter
         json.WriteNumber("threads", summary.Threads);
         json.WriteNumber("functions", summary.Functions.Count);
         json.WriteNumber("calls", summary.Calls);
-        json.WriteNumber("events_received", summary.EventsReceived);
-        json.WriteNumber("events_dropped", summary.EventsDropped);
-        json.WriteNumber("implicit_exits", summary.ImplicitExits);
-        json.WriteNumber("unmatched_exits", summary.UnmatchedExits);
-        json.WriteNumber("clamped_timestamps", summary.ClampedTimestamps);
-        json.WriteNumber("depth_limited_pushes", summary.DepthLimitedPushes);
+        WriteEventCounters(json, summary.EventsReceived, summary.EventsDropped, summary.ImplicitExits, summary.UnmatchedExits,
+            summary.ClampedTimestamps, summary.DepthLimitedPushes);
         json.WriteNumber("running_processes_left_out", summary.RunningProcessesLeftOut);
         json.WriteStartObject("connections_without_hello");
         if (connectionsWithoutHello is not null)
@@ -70,13 +66,16 @@ public static class SummaryJsonWriter
         json.WriteEndObject();
     }
 
-    /// <summary>Totals by fate and the largest groups; exceptions.json has every group in full.</summary>
+    /// <summary>Totals by fate and the first groups in <see cref="ExceptionGroupOrder"/> (the program's first);
+    /// exceptions.json has every group in full.</summary>
     private static void WriteExceptions(Utf8JsonWriter json, RunSummary summary, int topGroups)
     {
         json.WriteStartObject("exceptions");
         json.WriteNumber("total", summary.ExceptionFates.Total);
         json.WriteNumber("groups", summary.ExceptionGroups.Count);
         ExceptionsJsonWriter.WriteFates(json, "by_fate", summary.ExceptionFates);
+        json.WriteNumber("library_internal_groups", summary.LibraryInternalGroups);
+        json.WriteNumber("library_internal_exceptions", summary.LibraryInternalFates.Total);
         json.WriteStartArray("top_groups");
         foreach (var (process, group) in summary.ExceptionGroups.Take(topGroups))
         {
@@ -84,6 +83,7 @@ public static class SummaryJsonWriter
             json.WriteString("process", ProfileLabels.Process(process));
             json.WriteNumber("pid", process.Identity.Pid);
             json.WriteString("fingerprint", group.Fingerprint);
+            json.WriteBoolean("library_internal", group.IsLibraryInternal);
             json.WriteString("type", group.Kind == ExceptionAggregateKind.Other ? ProcessExceptions.OtherGroupName : group.TypeName);
             json.WriteString("raise_site", group.RaiseSite?.Site);
             json.WriteString("function", group.RaiseSite?.Function.QualifiedName);
@@ -148,12 +148,8 @@ public static class SummaryJsonWriter
             json.WriteNull("last_event_at");
         }
         json.WriteNumber("duration_ns", process.DurationNs);
-        json.WriteNumber("events_received", process.EventsReceived);
-        json.WriteNumber("events_dropped", process.EventsDropped);
-        json.WriteNumber("implicit_exits", process.ImplicitExits);
-        json.WriteNumber("unmatched_exits", process.UnmatchedExits);
-        json.WriteNumber("clamped_timestamps", process.ClampedTimestamps);
-        json.WriteNumber("depth_limited_pushes", process.DepthLimitedPushes);
+        WriteEventCounters(json, process.EventsReceived, process.EventsDropped, process.ImplicitExits, process.UnmatchedExits,
+            process.ClampedTimestamps, process.DepthLimitedPushes);
         json.WriteNumber("frames_open_at_end", process.FramesOpenAtEnd);
         json.WriteNumber("functions_defined", process.Functions.Count);
         json.WriteEndObject();
@@ -184,6 +180,18 @@ public static class SummaryJsonWriter
         }
         json.WriteEndArray();
         json.WriteEndObject();
+    }
+
+    /// <summary>The counters that say how complete the call trees are, named alike in totals and per process.</summary>
+    private static void WriteEventCounters(Utf8JsonWriter json, long eventsReceived, ulong eventsDropped, long implicitExits,
+        long unmatchedExits, long clampedTimestamps, long depthLimitedPushes)
+    {
+        json.WriteNumber("events_received", eventsReceived);
+        json.WriteNumber("events_dropped", eventsDropped);
+        json.WriteNumber("implicit_exits", implicitExits);
+        json.WriteNumber("unmatched_exits", unmatchedExits);
+        json.WriteNumber("clamped_timestamps", clampedTimestamps);
+        json.WriteNumber("depth_limited_pushes", depthLimitedPushes);
     }
 
     private static void WriteFunction(Utf8JsonWriter json, FunctionStats stats)
