@@ -1,0 +1,93 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using OpenTelemetry;
+using OpenTelemetry.Exporter;
+using OpenTelemetry.Logs;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+
+namespace TelemetryAgent.OtlpReceiver.Tests;
+
+/// <summary>
+/// The real OpenTelemetry .NET SDK exporting metrics and logs to a receiver: the independent OTLP
+/// implementation our protos and receiver must agree with. Configuration goes through a private
+/// IConfiguration (never process environment variables) so tests stay independent.
+/// </summary>
+internal sealed class SdkPipeline : IDisposable
+{
+    public const string ServiceName = "otlp-receiver-tests";
+    public const string MeterName = "TelemetryAgent.OtlpReceiver.Tests";
+
+    private readonly OpenTelemetrySdk _sdk;
+
+    private SdkPipeline(OpenTelemetrySdk sdk, Meter meter)
+    {
+        _sdk = sdk;
+        Meter = meter;
+    }
+
+    public Meter Meter { get; }
+
+    public ILoggerFactory LoggerFactory => _sdk.GetLoggerFactory();
+
+    /// <param name="receiver">Where to export.</param>
+    /// <param name="protocol">gRPC or HTTP/protobuf.</param>
+    /// <param name="gzip">Ask the exporter to gzip its requests.</param>
+    /// <param name="retry">Enable the exporter's in-memory retry of transient failures.</param>
+    /// <param name="instanceId">Distinguishes this pipeline's data in resource attributes.</param>
+    public static SdkPipeline Create(OtlpReceiver receiver, OtlpExportProtocol protocol, bool gzip = false, bool retry = false, string instanceId = "1")
+    {
+        var settings = new Dictionary<string, string?>();
+        if (gzip)
+        {
+            settings["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip";
+        }
+        if (retry)
+        {
+            settings["OTEL_DOTNET_EXPERIMENTAL_OTLP_RETRY"] = "in_memory";
+        }
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+
+        void Configure(OtlpExporterOptions options, string httpPath)
+        {
+            options.Protocol = protocol;
+            // A programmatic endpoint is used as-is: OTLP/HTTP needs the full signal path.
+            options.Endpoint = protocol == OtlpExportProtocol.Grpc
+                ? receiver.GrpcEndpoint
+                : new Uri(receiver.HttpEndpoint, httpPath);
+            options.TimeoutMilliseconds = 10_000;
+        }
+
+        var meter = new Meter(MeterName, "1.2.3");
+        var sdk = OpenTelemetrySdk.Create(builder =>
+        {
+            builder.Services.AddSingleton<IConfiguration>(configuration);
+            builder
+                .ConfigureResource(resource => resource
+                    .AddService(ServiceName, serviceInstanceId: instanceId)
+                    .AddAttributes([new KeyValuePair<string, object>("deployment.environment.name", "test")]))
+                .WithMetrics(metrics => metrics
+                    .AddMeter(MeterName)
+                    .AddOtlpExporter((exporter, reader) =>
+                    {
+                        Configure(exporter, OtlpReceiver.HttpMetricsPath);
+                        // Tests flush explicitly; the periodic export must not interleave.
+                        reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = 3_600_000;
+                    }))
+                .WithLogging(logging => logging.AddOtlpExporter(exporter => Configure(exporter, OtlpReceiver.HttpLogsPath)));
+        });
+        return new SdkPipeline(sdk, meter);
+    }
+
+    public void FlushMetrics() => Assert.True(_sdk.MeterProvider.ForceFlush(15_000), "metric export did not complete");
+
+    public void FlushLogs() => Assert.True(_sdk.LoggerProvider.ForceFlush(15_000), "log export did not complete");
+
+    public void Dispose()
+    {
+        Meter.Dispose();
+        _sdk.Dispose();
+    }
+}

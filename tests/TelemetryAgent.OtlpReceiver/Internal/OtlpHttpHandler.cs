@@ -1,0 +1,124 @@
+using System.Globalization;
+using Google.Protobuf;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Net.Http.Headers;
+
+namespace TelemetryAgent.OtlpReceiver.Internal;
+
+/// <summary>
+/// OTLP/HTTP with binary protobuf bodies: POST, <c>Content-Type: application/x-protobuf</c>, optional
+/// <c>Content-Encoding: gzip</c>; 200 with an empty Export*ServiceResponse, or an error status with a
+/// <c>google.rpc.Status</c> body.
+/// </summary>
+internal sealed class OtlpHttpHandler(
+    IReadOnlyDictionary<string, SignalRoute> routesByPath, FailureInjector failures, int maxRequestBytes, Action<ReceiverAttempt> record)
+{
+    private const string ProtobufMediaType = "application/x-protobuf";
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var path = request.Path.Value ?? "";
+        if (!routesByPath.TryGetValue(path, out var route))
+        {
+            await RejectAsync(context, null, StatusCodes.Status404NotFound, GrpcStatusCode.Unimplemented,
+                $"no OTLP signal is served at '{path}'; expected one of {string.Join(", ", routesByPath.Keys)}");
+            return;
+        }
+        if (!HttpMethods.IsPost(request.Method))
+        {
+            context.Response.Headers.Allow = "POST";
+            await RejectAsync(context, route, StatusCodes.Status405MethodNotAllowed, GrpcStatusCode.Unimplemented,
+                $"method {request.Method} is not allowed; OTLP/HTTP uses POST");
+            return;
+        }
+        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType)
+            || !mediaType.MediaType.Equals(ProtobufMediaType, StringComparison.OrdinalIgnoreCase))
+        {
+            await RejectAsync(context, route, StatusCodes.Status415UnsupportedMediaType, GrpcStatusCode.InvalidArgument,
+                $"content type '{request.ContentType}' is not supported; this receiver accepts {ProtobufMediaType} only");
+            return;
+        }
+        var encoding = request.Headers.ContentEncoding.ToString().Trim();
+        bool compressed = encoding.Equals("gzip", StringComparison.OrdinalIgnoreCase);
+        if (!compressed && encoding.Length > 0 && !encoding.Equals("identity", StringComparison.OrdinalIgnoreCase))
+        {
+            await RejectAsync(context, route, StatusCodes.Status415UnsupportedMediaType, GrpcStatusCode.InvalidArgument,
+                $"content encoding '{encoding}' is not supported; use gzip or none");
+            return;
+        }
+        if (request.ContentLength > maxRequestBytes)
+        {
+            await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, GrpcStatusCode.ResourceExhausted,
+                $"body of {request.ContentLength} bytes exceeds the {maxRequestBytes}-byte limit");
+            return;
+        }
+
+        var body = await Payload.ReadToEndAsync(request.Body, maxRequestBytes, context.RequestAborted);
+        if (body is null)
+        {
+            await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, GrpcStatusCode.ResourceExhausted,
+                $"body exceeds the {maxRequestBytes}-byte limit");
+            return;
+        }
+        var payload = body;
+        if (compressed)
+        {
+            try
+            {
+                payload = Payload.Gunzip(body, maxRequestBytes);
+            }
+            catch (InvalidDataException e)
+            {
+                await RejectAsync(context, route, StatusCodes.Status400BadRequest, GrpcStatusCode.InvalidArgument,
+                    $"gzip body cannot be decompressed: {e.Message}");
+                return;
+            }
+            if (payload is null)
+            {
+                await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, GrpcStatusCode.ResourceExhausted,
+                    $"decompressed body exceeds the {maxRequestBytes}-byte limit");
+                return;
+            }
+        }
+
+        if (failures.ShouldReject(route.Signal, out var retryAfter))
+        {
+            if (retryAfter is { } delay)
+            {
+                context.Response.Headers.RetryAfter =
+                    ((long)Math.Ceiling(delay.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+            }
+            await RejectAsync(context, route, StatusCodes.Status503ServiceUnavailable, GrpcStatusCode.Unavailable,
+                "receiver is temporarily unavailable (injected failure)");
+            return;
+        }
+
+        try
+        {
+            route.DecodeAndStore(payload, OtlpTransport.Http, compressed, body.Length);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            await RejectAsync(context, route, StatusCodes.Status400BadRequest, GrpcStatusCode.InvalidArgument,
+                $"body is not a valid {route.RequestTypeName}: {e.Message}");
+            return;
+        }
+
+        record(new ReceiverAttempt(route.Signal, OtlpTransport.Http, path, StatusCodes.Status200OK, null, null, DateTimeOffset.UtcNow));
+        context.Response.StatusCode = StatusCodes.Status200OK;
+        context.Response.ContentType = ProtobufMediaType;
+        context.Response.ContentLength = route.EmptyResponse.Length;
+        await context.Response.Body.WriteAsync(route.EmptyResponse, context.RequestAborted);
+    }
+
+    private async Task RejectAsync(HttpContext context, SignalRoute? route, int httpStatus, GrpcStatusCode code, string message)
+    {
+        record(new ReceiverAttempt(route?.Signal, OtlpTransport.Http, context.Request.Path.Value ?? "", httpStatus, null, message, DateTimeOffset.UtcNow));
+        var status = RpcStatus.Encode(code, message, retryDelay: null);
+        context.Response.StatusCode = httpStatus;
+        context.Response.ContentType = ProtobufMediaType;
+        context.Response.ContentLength = status.Length;
+        await context.Response.Body.WriteAsync(status, context.RequestAborted);
+    }
+}

@@ -1,0 +1,51 @@
+using Google.Protobuf;
+
+namespace TelemetryAgent.OtlpReceiver.Internal;
+
+/// <summary>Where one signal is served and how its request is decoded and stored.</summary>
+internal sealed class SignalRoute
+{
+    private readonly Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int> _decodeAndStore;
+
+    private SignalRoute(
+        OtlpSignal signal, string httpPath, string grpcPath, string requestTypeName, byte[] emptyResponse,
+        Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int> decodeAndStore)
+    {
+        Signal = signal;
+        HttpPath = httpPath;
+        GrpcPath = grpcPath;
+        RequestTypeName = requestTypeName;
+        EmptyResponse = emptyResponse;
+        _decodeAndStore = decodeAndStore;
+    }
+
+    public OtlpSignal Signal { get; }
+
+    public string HttpPath { get; }
+
+    public string GrpcPath { get; }
+
+    public string RequestTypeName { get; }
+
+    /// <summary>The serialized empty Export*ServiceResponse (full success, no partial_success).</summary>
+    public byte[] EmptyResponse { get; }
+
+    public static SignalRoute Create<TRequest, TResponse>(
+        OtlpSignal signal, string httpPath, string grpcPath, MessageParser<TRequest> parser, RequestLog<TRequest> log)
+        where TRequest : IMessage<TRequest>
+        where TResponse : IMessage<TResponse>, new()
+    {
+        return new SignalRoute(
+            signal, httpPath, grpcPath, typeof(TRequest).Name, new TResponse().ToByteArray(),
+            (payload, transport, compressed, wireBytes) =>
+            {
+                var message = parser.ParseFrom(payload.Span);
+                log.Add(new ReceivedRequest<TRequest>(message, transport, compressed, wireBytes, DateTimeOffset.UtcNow));
+            });
+    }
+
+    /// <summary>Decodes and stores one request.</summary>
+    /// <exception cref="InvalidProtocolBufferException">The payload is not a valid request message.</exception>
+    public void DecodeAndStore(ReadOnlyMemory<byte> payload, OtlpTransport transport, bool compressed, int wireBytes) =>
+        _decodeAndStore(payload, transport, compressed, wireBytes);
+}

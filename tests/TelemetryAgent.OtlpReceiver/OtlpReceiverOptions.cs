@@ -1,0 +1,42 @@
+namespace TelemetryAgent.OtlpReceiver;
+
+/// <summary>Configuration of an <see cref="OtlpReceiver"/>. Both endpoints bind to 127.0.0.1.</summary>
+public sealed record OtlpReceiverOptions
+{
+    /// <summary>Port of the OTLP/HTTP endpoint (HTTP/1.1 and HTTP/2); 0 picks a free port.</summary>
+    public int HttpPort { get; init; }
+
+    /// <summary>Port of the OTLP/gRPC endpoint (HTTP/2 only, cleartext); 0 picks a free port.</summary>
+    public int GrpcPort { get; init; }
+
+    /// <summary>Largest accepted body, before and after decompression (gRPC: one message).</summary>
+    public int MaxRequestBytes { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>Rejections to apply from the first request on (see <see cref="OtlpReceiver.Failures"/>).</summary>
+    public FailurePlan? InitialFailures { get; init; }
+
+    internal void Validate()
+    {
+        var errors = new List<string>();
+        if (HttpPort is < 0 or > 65535)
+        {
+            errors.Add($"HttpPort must be 0..65535 (was {HttpPort})");
+        }
+        if (GrpcPort is < 0 or > 65535)
+        {
+            errors.Add($"GrpcPort must be 0..65535 (was {GrpcPort})");
+        }
+        if (HttpPort != 0 && HttpPort == GrpcPort)
+        {
+            errors.Add($"HttpPort and GrpcPort must differ (both {HttpPort})");
+        }
+        if (MaxRequestBytes <= 0)
+        {
+            errors.Add($"MaxRequestBytes must be positive (was {MaxRequestBytes})");
+        }
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException("Invalid OtlpReceiverOptions: " + string.Join("; ", errors));
+        }
+    }
+}
