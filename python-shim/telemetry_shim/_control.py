@@ -125,6 +125,7 @@ class _Shim:
 
     def stop(self, reason, timeout):
         self.recorder.stop_events()
+        self.sender.restart_after_fork()  # still away since a fork: it must say goodbye
         self.sender.request_stop(reason)
         self.sender.finished.wait(max(float(timeout), 0.0))
         self.recorder.uninstall()
@@ -132,15 +133,24 @@ class _Shim:
     # ---- fork ---------------------------------------------------------------------------------
 
     def before_fork(self):
+        # The sender thread leaves first (bounded wait), so that the process forks with the
+        # program's threads only; then the lock keeps the tables still across fork().
+        self.sender.pause_for_fork()
         self.sender.lock.acquire()
 
-    def after_fork_in_parent(self):
-        self.sender.lock.release()
+    def after_fork_in_parent(self, fork_frame):
+        sender = self.sender
+        sender.lock.release()
+        # A new sender thread starts once os.fork() has returned: on 3.13 CPython counts the
+        # process's threads after the after-fork handlers (this one included).
+        if sender.end_pause() and not self.recorder.run_past_call(fork_frame, sender.restart_after_fork):
+            sender.restart_after_fork()
 
     def after_fork_in_child(self):
         old_sender = self.sender
         old_sender.lock.release()
         old_sender.abandon_in_child()
+        self.recorder.disarm_past_call()  # armed by an earlier fork of the parent: not for us
         self.recorder.ignored_idents.discard(old_sender.thread_ident)
         if old_sender.finished.is_set() or self.recorder.tool_id is None:
             return False
@@ -273,7 +283,7 @@ def _before_fork():
 def _after_fork_in_parent():
     try:
         if _shim is not None:
-            _shim.after_fork_in_parent()
+            _shim.after_fork_in_parent(sys._getframe(1))  # the frame that called os.fork()
     except BaseException:
         pass
     finally:

@@ -449,6 +449,48 @@ class Recorder:
         self._registered_events = tuple(event for event, _ in registrations)
         _monitoring.set_events(tool_id, mask)
 
+    def run_past_call(self, frame, action):
+        """Runs `action()` once, at the first call made (by any thread) after `frame` has moved
+        on from the call it is making now: a one-shot CALL event, otherwise never on. The fork
+        handlers use it to start work only once os.fork() has returned. Returns False, having
+        armed nothing, when it cannot (no tool id, no frame)."""
+        tool_id = self.tool_id
+        if tool_id is None or frame is None:
+            return False
+        call_offset = frame.f_lasti
+        failed = self._callback_failed
+        fired = []
+
+        def past_call(code, offset, _callable, _arg0):
+            try:
+                if frame.f_lasti == call_offset and not (
+                        offset == call_offset and code is frame.f_code and sys._getframe(1) is frame):
+                    return None  # still inside that call (e.g. the other after-fork handlers)
+                if fired:
+                    return None
+                fired.append(True)
+                self.disarm_past_call()
+                action()
+            except BaseException as exc:
+                if failed(exc):
+                    raise
+            return None
+
+        past_call.__qualname__ = "telemetry_shim.callback[PAST_CALL]"
+        _monitoring.register_callback(tool_id, _events.CALL, past_call)
+        _monitoring.set_events(tool_id, _monitoring.get_events(tool_id) | _events.CALL)
+        return True
+
+    def disarm_past_call(self):
+        tool_id = self.tool_id
+        if tool_id is None:
+            return
+        try:
+            _monitoring.set_events(tool_id, _monitoring.get_events(tool_id) & ~_events.CALL)
+            _monitoring.register_callback(tool_id, _events.CALL, None)
+        except Exception:
+            pass
+
     def stop_events(self):
         tool_id = self.tool_id
         if tool_id is not None:
@@ -468,7 +510,7 @@ class Recorder:
             _monitoring.set_events(tool_id, 0)
         except Exception:
             pass
-        for event in self._registered_events:
+        for event in self._registered_events + (_events.CALL,):
             try:
                 _monitoring.register_callback(tool_id, event, None)
             except Exception:

@@ -8,10 +8,11 @@ and a new recorder generation so that every thread is re-seeded (the agent start
 """
 
 import _thread
+import os
 import socket
 from array import array
 import threading
-from time import monotonic, perf_counter_ns
+from time import monotonic, perf_counter_ns, sleep
 
 from . import _wire
 
@@ -23,6 +24,14 @@ MAX_BACKOFF_S = 5.0
 # When a drain finds the buffer at least this full, the next tick comes sooner.
 BUSY_FRACTION = 4
 BUSY_INTERVAL_S = 0.005
+# How long a fork waits for the sender thread to leave (then it forks with the thread running).
+FORK_PAUSE_TIMEOUT_S = 0.05
+_TASK_DIR = "/proc/self/task"
+# Sender thread states around a fork.
+_RUNNING = 0
+_PAUSE_REQUESTED = 1
+_LEFT = 2  # the thread left; a new one is owed (restart_after_fork)
+_FINISHED = 3
 # A write to a connection the agent closed must fail with EPIPE, never raise SIGPIPE: a program
 # that restored SIG_DFL for it (common in CLI tools) would be killed by our write.
 SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
@@ -38,11 +47,20 @@ class Sender:
 
         # Held while taking records and definitions (and by the fork handlers), never during I/O.
         self.lock = threading.Lock()
-        self._wake = threading.Event()
+        # Wakes the thread early: held while nobody asked; release() is the signal. A raw lock,
+        # so that waking (from a fork handler, say) runs no Python code in the program's thread.
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
         self.finished = threading.Event()
         self._stop_reason = None
         self._stop_detail = ""
         self.thread_ident = None
+        self.native_id = None
+
+        # Fork pause (see pause_for_fork): the thread's state, changed under _run_lock only.
+        self._run_lock = threading.Lock()
+        self._run_state = _RUNNING
+        self._left = None  # the running thread's "left" signal, released when it leaves for a fork
 
         self._sock = None
         self._fresh_generation = True  # no record of this generation went anywhere but here
@@ -64,30 +82,106 @@ class Sender:
     def start_thread(self):
         # A raw thread: not in threading.enumerate(), not joined at shutdown, invisible to the
         # program. Its first Python code is ours, so it is ignored before it runs anything else.
-        _thread.start_new_thread(self._run, ())
+        left = _thread.allocate_lock()
+        left.acquire()
+        self._left = left
+        _thread.start_new_thread(self._run, (left,))
+
+    def _wake_up(self):
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # already signalled
 
     def request_stop(self, reason, detail=""):
         if self._stop_reason is None:
             self._stop_detail = detail
             self._stop_reason = reason
-        self._wake.set()
+        self._wake_up()
 
-    def _run(self):
+    def _run(self, left):
         self.thread_ident = _thread.get_ident()
+        self.native_id = _thread.get_native_id()
         self.recorder.ignored_idents.add(self.thread_ident)
+        left_for_fork = False
         try:
             while self._stop_reason is None:
+                if self._run_state == _PAUSE_REQUESTED and self._leave_for_fork():
+                    left_for_fork = True
+                    return
                 busy = self._tick()
-                self._wake.wait(BUSY_INTERVAL_S if busy else self.flush_interval_s)
-                self._wake.clear()
+                self._wake.acquire(True, BUSY_INTERVAL_S if busy else self.flush_interval_s)
             self._finish()
         except Exception as exc:
             self._fail(exc)
         except BaseException:
             pass  # never surface anything on the program's stderr from our thread
         finally:
-            self._close()
-            self.finished.set()
+            if not left_for_fork:
+                with self._run_lock:
+                    self._run_state = _FINISHED
+                self._close()
+                self.finished.set()
+            left.release()
+
+    # ---- fork -------------------------------------------------------------------------------------
+    #
+    # CPython 3.12+ warns on stderr (DeprecationWarning, shown for forks from __main__; an error
+    # under -W error) when a process forks while it has more than one OS thread. So that the
+    # shim never adds that warning, its thread leaves before fork() and a new one takes over
+    # afterwards, with the same connection and the same pending records. CPython counts the
+    # threads after the after-fork handlers on 3.13 (before them on 3.12), so the new thread
+    # starts later (the recorder's run_past_call).
+
+    def pause_for_fork(self):
+        """Before fork(): asks the thread to leave between ticks and waits until its OS thread
+        is gone, at most FORK_PAUSE_TIMEOUT_S (then the fork goes on with it running). Returns
+        whether it is gone."""
+        with self._run_lock:
+            state = self._run_state
+            if state != _RUNNING:
+                return state != _PAUSE_REQUESTED  # away since an earlier fork, or finished
+            self._run_state = _PAUSE_REQUESTED
+        self._wake_up()
+        deadline = monotonic() + FORK_PAUSE_TIMEOUT_S
+        if not self._left.acquire(True, FORK_PAUSE_TIMEOUT_S):
+            return False
+        # The thread has run its last Python code; its OS thread ends a moment later. (os.stat,
+        # not os.path.exists: no Python code of the stdlib here, it would be recorded as calls.)
+        task = "%s/%d" % (_TASK_DIR, self.native_id)
+        while True:
+            try:
+                os.stat(task)
+            except OSError:
+                return True
+            if monotonic() >= deadline:
+                return False
+            sleep(0.0001)
+
+    def _leave_for_fork(self):
+        with self._run_lock:
+            if self._run_state != _PAUSE_REQUESTED:
+                return False
+            self._run_state = _LEFT
+            return True
+
+    def end_pause(self):
+        """After fork(), in the parent: calls the pause off. Returns True when the thread had
+        left, so that a new one is owed (restart_after_fork); a thread that did not leave in
+        time simply goes on."""
+        with self._run_lock:
+            if self._run_state == _PAUSE_REQUESTED:
+                self._run_state = _RUNNING
+            return self._run_state == _LEFT
+
+    def restart_after_fork(self):
+        """Starts the thread that takes over from the one that left for a fork (once)."""
+        with self._run_lock:
+            if self._run_state != _LEFT:
+                return
+            self._run_state = _RUNNING
+        self.recorder.ignored_idents.discard(self.thread_ident)
+        self.start_thread()
 
     def _fail(self, exc):
         """A bug of ours on this thread: recording stops, the agent is told why if possible."""
@@ -266,6 +360,7 @@ class Sender:
     def abandon_in_child(self):
         """In a fork child: close this process's copy of the parent's socket without touching
         the parent's connection (close, never shutdown)."""
+        self._run_state = _FINISHED  # its thread is not in this process: never restarted here
         sock = self._sock
         self._sock = None
         if sock is not None:

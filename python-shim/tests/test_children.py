@@ -79,6 +79,31 @@ print(json.dumps({"parent": os.getpid(), "children": [pid]}))
 """
 
 
+# Forks again and again from __main__ (where CPython's DeprecationWarning about forking a
+# multi-threaded process is shown), while the program keeps recording calls.
+FORK_LOOP_PROGRAM = """\
+import json, os, sys
+
+def child_work():
+    return 2
+
+def parent_work():
+    return 1
+
+children = []
+for _ in range(int(sys.argv[1])):
+    parent_work()
+    pid = os.fork()
+    if pid == 0:
+        child_work()
+        sys.exit(0)
+    children.append(pid)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+print(json.dumps({"parent": os.getpid(), "children": children}))
+"""
+
+
 def wait_for_pids(agent, pids, timeout=30.0):
     """{pid: ended connection} for every pid, waiting for each connection to end."""
     deadline = time.monotonic() + timeout
@@ -102,10 +127,15 @@ class ChildProcessTest(unittest.TestCase):
         program = os.path.join(self.tmp, "family.py")
         with open(program, "w") as f:
             f.write(textwrap.dedent(program_text))
+        plain_code, _, plain_err = support.run_python([program, *arguments], cwd=self.tmp)
+        self.assertEqual(plain_code, 0, plain_err)
         with support.RecordingAgent() as agent:
             code, out, err = support.run_python(
                 ["-m", "telemetry_shim", "--socket", agent.path, program, *arguments], cwd=self.tmp)
             self.assertEqual(code, 0, err)
+            # Nothing of the shim's on stderr: e.g. CPython's warning about forking a process
+            # with threads (the sender thread leaves before fork() and comes back after).
+            self.assertEqual(plain_err, err)
             family = json.loads(out)
             parent_pid, child_pids = family["parent"], family["children"]
             connections = wait_for_pids(agent, [parent_pid, *child_pids])
@@ -160,6 +190,18 @@ class ChildProcessTest(unittest.TestCase):
         self.assertEqual(child.hello["parent_pid"], parent.hello["pid"])
         self.assertEqual(child.goodbye["reason"], "REASON_EXIT")
         self.assertEqual(support.call_counts(parent)["parent_work"], 2)
+
+    def test_os_fork_repeatedly_from_main(self):
+        parent, children = self.run_family(FORK_LOOP_PROGRAM, "12")
+        self.assertEqual(support.call_counts(parent)["parent_work"], 12)
+        for child in children:
+            self.assertEqual(child.hello["parent_pid"], parent.hello["pid"])
+            self.assertEqual(child.goodbye["reason"], "REASON_EXIT")
+            self.assertEqual(support.replay_stacks(child)[self.main_thread(child)][1], [])
+        final = parent.goodbye["final_stats"]
+        self.assertEqual(0, final["events_dropped"])
+        self.assertEqual(final["events_recorded"], final["events_sent"])
+        self.assertEqual(1, final["connects"])
 
 
 if __name__ == "__main__":

@@ -313,6 +313,43 @@ class DeliveryTests(unittest.TestCase):
         stack, problems = support.replay_stacks(child)[main]
         self.assertEqual([], problems)
 
+    def test_forking_in_a_tight_loop_prints_no_fork_warning(self):
+        # CPython's "multi-threaded, use of fork()" DeprecationWarning (shown for every fork
+        # with -W always) must never come from the sender thread: it is gone at every fork,
+        # even with no call between two forks (a new sender thread starts at the first call
+        # after os.fork() has returned).
+        program = textwrap.dedent("""
+            import os, sys, telemetry_shim
+            telemetry_shim.start()
+            """) + FIB + textwrap.dedent("""
+            children = []
+            for _ in range(5):
+                pid = os.fork()
+                if pid == 0:
+                    fib(6)
+                    sys.exit(0)
+                children += [pid]
+            for pid in children:
+                _, status = os.waitpid(pid, 0)
+                assert os.waitstatus_to_exitcode(status) == 0
+            fib(8)
+            print(os.getpid(), *children)
+            """)
+        with support.RecordingAgent() as agent:
+            code, out, err = support.run_python(["-W", "always::DeprecationWarning", "-c", program],
+                                                env={"TELEMETRY_AGENT_SOCKET": agent.path})
+            self.assertEqual((0, ""), (code, err))
+            parent_pid, *child_pids = map(int, out.split())
+            conns = agent.wait_for(6)
+        by_pid = {c.hello["pid"]: c for c in conns}
+        self.assertEqual({parent_pid, *child_pids}, set(by_pid))
+        for pid, conn in by_pid.items():
+            self.assertIsNone(conn.error)
+            self.assertEqual("REASON_EXIT", conn.goodbye["reason"])
+            self.assertEqual(67 if pid == parent_pid else 25, fib_starts(conn))
+        final = by_pid[parent_pid].goodbye["final_stats"]
+        self.assertEqual((0, final["events_recorded"]), (final["events_dropped"], final["events_sent"]))
+
     def test_multiprocessing_fork_child_flushes_before_os_exit(self):
         with support.RecordingAgent() as agent:
             code, out, err = run("""
