@@ -32,12 +32,15 @@ internal sealed class SdkPipeline : IDisposable
 
     public ILoggerFactory LoggerFactory => _sdk.GetLoggerFactory();
 
-    /// <param name="receiver">Where to export.</param>
+    public static SdkPipeline Create(OtlpReceiver receiver, OtlpExportProtocol protocol, bool gzip = false, bool retry = false) =>
+        Create(receiver.HttpEndpoint, receiver.GrpcEndpoint, protocol, gzip, retry);
+
+    /// <param name="httpEndpoint">OTLP/HTTP base address.</param>
+    /// <param name="grpcEndpoint">OTLP/gRPC address.</param>
     /// <param name="protocol">gRPC or HTTP/protobuf.</param>
     /// <param name="gzip">Ask the exporter to gzip its requests.</param>
     /// <param name="retry">Enable the exporter's in-memory retry of transient failures.</param>
-    /// <param name="instanceId">Distinguishes this pipeline's data in resource attributes.</param>
-    public static SdkPipeline Create(OtlpReceiver receiver, OtlpExportProtocol protocol, bool gzip = false, bool retry = false, string instanceId = "1")
+    public static SdkPipeline Create(Uri httpEndpoint, Uri grpcEndpoint, OtlpExportProtocol protocol, bool gzip = false, bool retry = false)
     {
         var settings = new Dictionary<string, string?>();
         if (gzip)
@@ -55,8 +58,8 @@ internal sealed class SdkPipeline : IDisposable
             options.Protocol = protocol;
             // A programmatic endpoint is used as-is: OTLP/HTTP needs the full signal path.
             options.Endpoint = protocol == OtlpExportProtocol.Grpc
-                ? receiver.GrpcEndpoint
-                : new Uri(receiver.HttpEndpoint, httpPath);
+                ? grpcEndpoint
+                : new Uri(httpEndpoint, httpPath);
             options.TimeoutMilliseconds = 10_000;
         }
 
@@ -66,7 +69,7 @@ internal sealed class SdkPipeline : IDisposable
             builder.Services.AddSingleton<IConfiguration>(configuration);
             builder
                 .ConfigureResource(resource => resource
-                    .AddService(ServiceName, serviceInstanceId: instanceId)
+                    .AddService(ServiceName, serviceInstanceId: "1")
                     .AddAttributes([new KeyValuePair<string, object>("deployment.environment.name", "test")]))
                 .WithMetrics(metrics => metrics
                     .AddMeter(MeterName)

@@ -13,6 +13,14 @@ namespace TelemetryAgent.OtlpReceiver;
 /// <param name="Signal">Reject only requests of this signal; null means every signal.</param>
 public sealed record FailurePlan(int Count = 0, DateTimeOffset? Until = null, TimeSpan? RetryAfter = null, OtlpSignal? Signal = null)
 {
+    public int Count { get; init; } =
+        Count >= 0 ? Count : throw new ArgumentOutOfRangeException(nameof(Count), Count, "must not be negative");
+
+    public TimeSpan? RetryAfter { get; init; } =
+        RetryAfter is null || RetryAfter >= TimeSpan.Zero
+            ? RetryAfter
+            : throw new ArgumentOutOfRangeException(nameof(RetryAfter), RetryAfter, "must not be negative");
+
     /// <summary>Reject the next <paramref name="count"/> requests.</summary>
     public static FailurePlan FirstRequests(int count, TimeSpan? retryAfter = null, OtlpSignal? signal = null) =>
         new(Count: count, RetryAfter: retryAfter, Signal: signal);
@@ -34,10 +42,6 @@ public sealed class FailureInjector
     /// <summary>Replaces the current plan; null stops all injected failures.</summary>
     public void Set(FailurePlan? plan)
     {
-        if (plan is { Count: < 0 })
-        {
-            throw new ArgumentOutOfRangeException(nameof(plan), "FailurePlan.Count must not be negative");
-        }
         lock (_gate)
         {
             _plan = plan;

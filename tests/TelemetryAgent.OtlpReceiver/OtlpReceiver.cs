@@ -13,8 +13,8 @@ using TelemetryAgent.OtlpReceiver.Internal;
 namespace TelemetryAgent.OtlpReceiver;
 
 /// <summary>
-/// A real OTLP receiver for tests, on Kestrel bound to 127.0.0.1: OTLP/HTTP (binary protobuf, HTTP/1.1 and
-/// HTTP/2) on <see cref="HttpEndpoint"/> and OTLP/gRPC (cleartext HTTP/2 only) on <see cref="GrpcEndpoint"/>,
+/// A real OTLP receiver for tests, on Kestrel bound to 127.0.0.1: OTLP/HTTP (binary protobuf, HTTP/1.1)
+/// on <see cref="HttpEndpoint"/> and OTLP/gRPC (cleartext HTTP/2 only) on <see cref="GrpcEndpoint"/>,
 /// for metrics, logs and profiles (v1development). Every accepted request is decoded and kept in
 /// <see cref="Metrics"/>, <see cref="Logs"/> or <see cref="Profiles"/>; every answer, accepted or not, in
 /// <see cref="Attempts"/>. <see cref="Failures"/> makes it answer "unavailable" on demand.
@@ -81,7 +81,9 @@ public sealed class OtlpReceiver : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = null; // the handlers enforce MaxRequestBytes themselves
             kestrel.Listen(IPAddress.Loopback, options.HttpPort, listen =>
             {
-                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                // Cleartext: Kestrel offers HTTP/2 only via TLS ALPN or on an HTTP/2-only endpoint, so
+                // OTLP/HTTP here is HTTP/1.1 (what OTLP/HTTP exporters use); h2c lives on the gRPC port.
+                listen.Protocols = HttpProtocols.Http1;
                 httpListen = listen;
             });
             kestrel.Listen(IPAddress.Loopback, options.GrpcPort, listen =>

@@ -3,7 +3,7 @@ namespace TelemetryAgent.OtlpReceiver;
 /// <summary>Configuration of an <see cref="OtlpReceiver"/>. Both endpoints bind to 127.0.0.1.</summary>
 public sealed record OtlpReceiverOptions
 {
-    /// <summary>Port of the OTLP/HTTP endpoint (HTTP/1.1 and HTTP/2); 0 picks a free port.</summary>
+    /// <summary>Port of the OTLP/HTTP endpoint (HTTP/1.1); 0 picks a free port.</summary>
     public int HttpPort { get; init; }
 
     /// <summary>Port of the OTLP/gRPC endpoint (HTTP/2 only, cleartext); 0 picks a free port.</summary>

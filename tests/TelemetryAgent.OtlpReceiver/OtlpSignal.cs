@@ -11,7 +11,7 @@ public enum OtlpSignal
 /// <summary>How a request reached the receiver.</summary>
 public enum OtlpTransport
 {
-    /// <summary>OTLP/HTTP with a binary protobuf body (HTTP/1.1 or HTTP/2).</summary>
+    /// <summary>OTLP/HTTP with a binary protobuf body (HTTP/1.1).</summary>
     Http,
 
     /// <summary>OTLP/gRPC over cleartext HTTP/2 (h2c).</summary>
