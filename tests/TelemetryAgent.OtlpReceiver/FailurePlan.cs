@@ -36,6 +36,7 @@ public sealed class FailureInjector
     private readonly Lock _gate = new();
     private FailurePlan? _plan;
     private int _remaining;
+    private int _rejected;
 
     internal FailureInjector(FailurePlan? initial) => Set(initial);
 
@@ -50,7 +51,16 @@ public sealed class FailureInjector
     }
 
     /// <summary>Requests rejected so far.</summary>
-    public int Rejected { get; private set; }
+    public int Rejected
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _rejected;
+            }
+        }
+    }
 
     /// <summary>Decides for one request: true when it must be rejected, with the delay to advertise.</summary>
     internal bool ShouldReject(OtlpSignal signal, out TimeSpan? retryAfter)
@@ -74,7 +84,7 @@ public sealed class FailureInjector
             }
             if (reject)
             {
-                Rejected++;
+                _rejected++;
                 retryAfter = _plan.RetryAfter;
             }
             return reject;
