@@ -13,8 +13,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
+import unittest
 
 SHIM_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # python-shim/
 REPO_ROOT = os.path.dirname(SHIM_ROOT)
@@ -544,3 +546,21 @@ class HangingUpAgent:
                 except OSError:
                     pass
             self.hung_up += 1
+
+
+class TempDirTestCase(unittest.TestCase):
+    """A test with its own temporary directory (self.tmp, removed afterwards) to write programs in."""
+
+    tmp_prefix = "tashim-"
+
+    def setUp(self):
+        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix=self.tmp_prefix))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def write(self, relative_path, text):
+        """Writes the dedented `text` at `relative_path` under self.tmp; returns its path."""
+        path = os.path.join(self.tmp, relative_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path

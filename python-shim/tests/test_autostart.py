@@ -3,8 +3,6 @@ bootstrap never breaks it. Real interpreters, real sockets."""
 
 import os
 import shutil
-import tempfile
-import textwrap
 import unittest
 
 import support
@@ -30,18 +28,12 @@ def autostart_env(agent_path, flag="1", extra_path=()):
     }
 
 
-class AutostartTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="tashim-autostart-"))
-        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
-        self.program = self.write("program.py", PROGRAM)
+class AutostartTest(support.TempDirTestCase):
+    tmp_prefix = "tashim-autostart-"
 
-    def write(self, relative_path, text):
-        path = os.path.join(self.tmp, relative_path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(textwrap.dedent(text))
-        return path
+    def setUp(self):
+        super().setUp()
+        self.program = self.write("program.py", PROGRAM)
 
     def run_program(self, env, arguments=None):
         with support.RecordingAgent() as agent:

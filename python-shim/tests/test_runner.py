@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import unittest
 
 import support
@@ -64,17 +63,8 @@ def first_push_events(conn, thread_id, count):
     return pushes[:count]
 
 
-class TempDirTestCase(unittest.TestCase):
-    def setUp(self):
-        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="tashim-runner-"))
-        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
-
-    def write(self, relative_path, text):
-        path = os.path.join(self.tmp, relative_path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(textwrap.dedent(text))
-        return path
+class TempDirTestCase(support.TempDirTestCase):
+    tmp_prefix = "tashim-runner-"
 
 
 class ScriptSemanticsTest(TempDirTestCase):
