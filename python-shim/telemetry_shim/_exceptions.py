@@ -26,6 +26,7 @@ Nothing here may run the program's code: attributes are read through BaseExcepti
 type's own descriptors, and str() is called only when it is a C slot over plain builtin values.
 """
 
+import dis
 import sys
 import threading
 from collections import deque
@@ -181,7 +182,7 @@ class Site:
     """One (exception type, raise code, raise line): sampling state and tally counters."""
 
     __slots__ = ("exc_type", "code_key", "line", "detailed", "last_detail_ns", "counters", "sent", "dirty",
-                 "name")
+                 "name", "stop_iteration", "count_handled")
 
     def __init__(self, exc_type, code_key, line):
         self.exc_type = exc_type  # kept alive: its id() is part of the key
@@ -189,17 +190,24 @@ class Site:
         self.line = line
         self.detailed = 0
         self.last_detail_ns = 0
-        self.counters = {}  # fate -> AtomicCounter (program threads bump, the sender reads)
+        handled = AtomicCounter()
+        self.counters = {_wire.FATE_HANDLED: handled}  # fate -> AtomicCounter (program threads bump, the sender reads)
+        self.count_handled = handled.increment  # the common fate, one C call
         self.sent = {}  # fate -> total already tallied (sender only)
         self.dirty = False
         self.name = None
+        # A for loop or `yield from` ends it silently (FOR_ITER/SEND swallow it in C).
+        self.stop_iteration = exc_type is not None and issubclass(exc_type, StopIteration)
 
 
 class Flight:
     """One exception object from its first RAISE until its fate is known. Fields that start at
     their class default are only written when they change (creating a flight is on the
-    exception path)."""
+    exception path); `info`, `raised_ns` and `stack` only matter for a detailed one."""
 
+    detailed = False
+    info = None
+    raised_ns = 0
     stack = None
     stack_truncated = False
     state = PROPAGATING
@@ -215,20 +223,38 @@ class Flight:
     pending = False  # in its thread's list of handled flights to conclude
     fate = None
     fate_ns = 0
-    handled_at = None  # (code key, line) once concluded
+    # Where it was handled, once concluded (detailed only): (code key, code, offset, how the
+    # line is found); the sender turns it into a Location (_handled_location).
+    handled_at = None
 
-    def __init__(self, exc, ident, info, site, detailed, now):
+    def __init__(self, exc, ident, site, now):
         self.exc = exc
         self.ident = ident
-        self.info = info
         self.site = site
-        self.detailed = detailed
-        self.raised_ns = now
         self.last_ns = now
 
 
+# How a handled_at offset becomes a line: the first line of the handler that starts there
+# (EXCEPTION_HANDLED), or the line of the instruction itself (a call or loop that swallowed it).
+_HANDLER_LINE = 0
+_INSTRUCTION_LINE = 1
+_new_object = object.__new__
+
+# Instructions that end a StopIteration in C right after its RAISE event in their frame.
+_SWALLOWS_STOP_ITERATION = frozenset(dis.opmap[name] for name in ("FOR_ITER", "SEND"))
+
+
+def _swallows_stop_iteration(code, offset):
+    raw = code.co_code  # without specialisation or instrumentation
+    return 0 <= offset < len(raw) and raw[offset] in _SWALLOWS_STOP_ITERATION
+
+
 class ExceptionTracker:
-    """Callbacks, escape hooks and the in-flight table; collect() is the sender's side."""
+    """Callbacks, escape hooks and the in-flight table; collect() is the sender's side.
+
+    The common case, a new exception at a known raise point whose site has had its detail,
+    takes one dict lookup to find its site and one small object to follow it; everything
+    else (a new raise point, a detailed exception, the tables full) goes to _new_flight."""
 
     def __init__(self, recorder):
         self.recorder = recorder
@@ -236,6 +262,10 @@ class ExceptionTracker:
         self.inflight = {}  # id(exc) -> Flight (the Flight holds exc, so the id stays valid)
         self.pending_by_ident = {}  # ident -> [Flight] handled, to conclude lazily (owner thread only)
         self.sites = {}  # (id(type), code key, line) -> Site
+        # (id(code), offset, type) -> Site: the raising instruction's site, without a frame or a
+        # line lookup (a type hashes by identity; a code would hash its contents). Codes stay
+        # alive in the recorder's code table.
+        self.raise_points = {}
         self.overflow_site = Site(None, 0, 0)  # counts exceptions not tracked (tables full)
         self.dirty_sites = []
         self.finished = []  # concluded detailed flights, drained by the sender
@@ -246,6 +276,9 @@ class ExceptionTracker:
         self._asyncio_loop_class = None
         self._asyncio_original = None
         self._previous = {}
+        self._failed = recorder._callback_failed
+        self._code_keys = recorder.code_keys  # never replaced
+        self._ignored_idents = recorder.ignored_idents  # never replaced
         self._make_hooks()
 
     # ---- callbacks (program threads) ----------------------------------------------------------
@@ -254,80 +287,98 @@ class ExceptionTracker:
         """(event, callback) pairs to register; PY_UNWIND only when the call callbacks do not
         already forward it (see Recorder._make_callback). The callbacks never return DISABLE
         (not allowed for these events) and hand internal errors to the recorder."""
-        failed = self.recorder._callback_failed
-        on_raise, on_reraise, on_handled, on_unwind = self._on_raise, self._on_reraise, self._on_handled, self.on_unwind
-
-        def raise_callback(code, offset, exc):
-            try:
-                on_raise(code, exc)
-            except BaseException as error:
-                if failed(error):
-                    raise
-
-        def reraise_callback(code, offset, exc):
-            try:
-                on_reraise(code, offset, exc)
-            except BaseException as error:
-                if failed(error):
-                    raise
-
-        def handled_callback(code, offset, exc):
-            try:
-                on_handled(code, offset, exc)
-            except BaseException as error:
-                if failed(error):
-                    raise
+        failed = self._failed
+        on_unwind = self.on_unwind
 
         def unwind_callback(code, offset, exc):
             try:
-                on_unwind(code, exc)
+                on_unwind(code, exc)  # finds the frame two calls up, as under the call recorder
             except BaseException as error:
                 if failed(error):
                     raise
 
-        pairs = [(_events.RAISE, raise_callback), (_events.RERAISE, reraise_callback),
-                 (_events.EXCEPTION_HANDLED, handled_callback)]
+        pairs = [(_events.RAISE, self.on_raise), (_events.RERAISE, self.on_reraise),
+                 (_events.EXCEPTION_HANDLED, self.on_handled)]
         if unwind:
             pairs.append((_events.PY_UNWIND, unwind_callback))
-        for _, callback in pairs:
-            callback.__qualname__ = "telemetry_shim.exception_callback[%s]" % callback.__name__
         return pairs
 
-    # Each handler runs two calls below the event's frame (handler <- callback <- frame).
+    # The callbacks below are registered as they are: the event's frame is one call up.
 
-    def _on_raise(self, code, exc):
-        flight = self.inflight.get(id(exc))
-        ident = get_ident()
-        if flight is not None:
-            if flight.ident == ident:
-                if flight.state == PROPAGATING:
-                    flight.caller = None  # it reached a Python caller: not swallowed by C
-                    return
-                if _being_handled(sys.exception(), exc):  # `raise err` inside its own handler
-                    flight.state = PROPAGATING
-                    flight.reraises += 1
-                    flight.last_ns = perf_counter_ns()
-                    return
-            # Raised again after its handler ended, or on another thread: that raise is over.
-            if self.inflight.pop(id(exc), None) is flight:
-                self._conclude(flight, at_end=False)
-        if ident not in self.recorder.ignored_idents:
-            self._new_flight(code, exc, ident, sys._getframe(2))
+    def on_raise(self, code, offset, exc):
+        try:
+            flight = self.inflight.get(id(exc))
+            ident = get_ident()
+            if flight is not None:
+                if flight.ident == ident:
+                    if flight.state == PROPAGATING:
+                        # It reached a Python caller: not swallowed by C on the way ...
+                        flight.caller = None
+                        if flight.site.stop_iteration and _swallows_stop_iteration(code, offset):
+                            self._swallowed_here(flight, code, offset)  # ... unless by this loop
+                        return None
+                    if _being_handled(sys.exception(), exc):  # `raise err` inside its own handler
+                        flight.state = PROPAGATING
+                        flight.reraises += 1
+                        flight.last_ns = perf_counter_ns()
+                        return None
+                # Raised again after its handler ended, or on another thread: that raise is over.
+                if self.inflight.pop(id(exc), None) is flight:
+                    self._conclude(flight, at_end=False)
+            if ident in self._ignored_idents:
+                return None
+            pending = self.pending_by_ident.get(ident)
+            if pending:
+                if len(pending) == 1 and sys.exception() is None:
+                    # The common case, inline: the thread's one handled exception is final.
+                    handled = pending.pop()
+                    handled.pending = False
+                    if (handled.state == HANDLED and handled.fate is None
+                            and self.inflight.pop(id(handled.exc), None) is handled):
+                        if handled.detailed or handled.handled_code is _THREAD_BOOTSTRAP_INNER_CODE:
+                            self._conclude(handled, at_end=False)
+                        else:
+                            handled.fate = _wire.FATE_HANDLED
+                            handled.exc = None
+                            site = handled.site
+                            site.count_handled()
+                            if not site.dirty:
+                                site.dirty = True
+                                self.dirty_sites.append(site)
+                else:
+                    self._settle_handled(pending)
+            site = self.raise_points.get((id(code), offset, type(exc)))
+            if site is not None and len(self.inflight) < MAX_IN_FLIGHT:
+                now = perf_counter_ns()
+                if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
+                        or not self._sample(site, now)):
+                    # Counted, not detailed: the fields the fate needs, nothing else.
+                    flight = _new_object(Flight)
+                    flight.exc = exc
+                    flight.ident = ident
+                    flight.site = site
+                    flight.last_ns = now
+                    self.inflight[id(exc)] = flight
+                    return None
+                self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
+                return None
+            self._new_flight(code, offset, exc, ident, sys._getframe(1))
+        except BaseException as error:
+            if self._failed(error):
+                raise
+        return None
 
-    def _new_flight(self, code, exc, ident, frame):
+    def _new_flight(self, code, offset, exc, ident, frame, sampled=False):
+        """The slow path of a new exception: defines its code and site, decides its detail
+        (unless `sampled` already did: then it is detailed), records the stack."""
         recorder = self.recorder
         if frame.f_code is not code:
             frame = None
         ck = recorder.code_key_of(code, frame)
         if not ck:
             return  # the shim's own code
-        pending = self.pending_by_ident.get(ident)
-        if pending:
-            self._settle_handled(pending)
-        info = recorder.threads.get(ident) or recorder.thread_info(ident, code, frame)
-        if info is None:
-            return
         line = frame.f_lineno if frame is not None else None
+        known_line = line is not None
         if line is None and frame is not None:
             # An instruction without a line (e.g. the re-raise of what except* left): the line
             # its traceback gives for this frame.
@@ -342,17 +393,40 @@ class ExceptionTracker:
                 self._count(self.overflow_site, _wire.FATE_UNSPECIFIED)
                 return
             site = self.sites.setdefault(key, Site(cls, ck, line))
+        swallowed = site.stop_iteration and _swallows_stop_iteration(code, offset)
+        if known_line and not swallowed:
+            points = self.raise_points
+            if len(points) >= 4 * MAX_SITES:
+                points.clear()
+            points[(id(code), offset, cls)] = site
         if len(self.inflight) >= MAX_IN_FLIGHT:
             self._count(site, _wire.FATE_UNSPECIFIED)
             return
         now = perf_counter_ns()
-        detailed = self._sample(site, now)
-        flight = Flight(exc, ident, info, site, detailed, now)
-        if detailed and frame is not None:
-            flight.stack, flight.stack_truncated = self._stack(frame)
-            if flight.stack:
-                flight.stack[1] = line  # the raising frame's line, as found above
+        flight = Flight(exc, ident, site, now)
+        if sampled or self._sample(site, now):
+            info = recorder.threads.get(ident) or recorder.thread_info(ident, code, frame)
+            if info is not None:
+                flight.detailed = True
+                flight.info = info
+                flight.raised_ns = now
+                if frame is not None:
+                    flight.stack, flight.stack_truncated = self._stack(frame)
+                    if flight.stack:
+                        flight.stack[1] = line  # the raising frame's line, as found above
         self.inflight[id(exc)] = flight
+        if swallowed:  # raised by C code (e.g. next() under map()) into a for loop that ends it
+            self._swallowed_here(flight, code, offset)
+
+    def _swallowed_here(self, flight, code, offset):
+        """A StopIteration that the loop instruction at `offset` ends in C: handled there."""
+        if self.inflight.pop(id(flight.exc), None) is not flight:
+            return
+        now = perf_counter_ns()
+        ck = self.recorder.code_key_of(code, None) if flight.detailed else 0
+        if ck:
+            flight.handled_at = (ck, code, offset, _INSTRUCTION_LINE)
+        self._conclude(flight, at_end=False, fate=_wire.FATE_HANDLED, fate_ns=now)
 
     def _sample(self, site, now):
         if site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS:
@@ -390,46 +464,62 @@ class ExceptionTracker:
             frame = frame.f_back
         return entries, truncated
 
-    def _on_reraise(self, code, offset, exc):
-        flight = self.inflight.get(id(exc))
-        ident = get_ident()
-        if flight is None:
-            # First seen here: e.g. the unmatched part of a group, split off by `except*`.
-            if ident not in self.recorder.ignored_idents:
-                self._new_flight(code, exc, ident, sys._getframe(2))
-            return
-        if flight.ident != ident or not self.recorder.code_keys.get(id(code), 1):
-            return
-        flight.state = PROPAGATING
-        flight.last_ns = perf_counter_ns()
-        # Compiler-made cleanups re-raise from instructions without a line: not the program's.
-        if self._line_at(code, offset) is not None:
-            flight.reraises += 1
+    def on_reraise(self, code, offset, exc):
+        try:
+            flight = self.inflight.get(id(exc))
+            ident = get_ident()
+            if flight is None:
+                # First seen here: e.g. the unmatched part of a group, split off by `except*`.
+                if ident not in self.recorder.ignored_idents:
+                    pending = self.pending_by_ident.get(ident)
+                    if pending:
+                        self._settle_handled(pending)
+                    self._new_flight(code, offset, exc, ident, sys._getframe(1))
+                return None
+            if flight.ident != ident or not self.recorder.code_keys.get(id(code), 1):
+                return None
+            flight.state = PROPAGATING
+            flight.last_ns = perf_counter_ns()
+            # Compiler-made cleanups re-raise from instructions without a line: not the program's.
+            if flight.detailed and self._line_at(code, offset) is not None:
+                flight.reraises += 1
+        except BaseException as error:
+            if self._failed(error):
+                raise
+        return None
 
-    def _on_handled(self, code, offset, exc):
-        flight = self.inflight.get(id(exc))
-        ident = get_ident()
-        if flight is None or flight.ident != ident:
-            return
-        ck = self.recorder.code_keys.get(id(code))
-        if ck is None:
-            frame = sys._getframe(2)
-            ck = self.recorder.code_key_of(code, frame if frame.f_code is code else None)
-        if not ck:
-            return  # the shim's runner passes the program's escaping exception on
-        if self._asyncio_loop_class is None:
-            self.hook_asyncio()  # asyncio just imported: its loop may be about to report this
-        flight.state = HANDLED
-        flight.last_ns = perf_counter_ns()
-        flight.handled_code = code
-        flight.handled_key = ck
-        flight.handled_offset = offset
-        if not flight.pending:
-            flight.pending = True
-            pending = self.pending_by_ident.get(ident)
-            if pending is None:
-                pending = self.pending_by_ident.setdefault(ident, [])
-            pending.append(flight)
+    def on_handled(self, code, offset, exc):
+        try:
+            flight = self.inflight.get(id(exc))
+            if flight is None:
+                return None
+            ident = get_ident()
+            if flight.ident != ident:
+                return None
+            ck = self._code_keys.get(id(code))
+            if ck is None:
+                frame = sys._getframe(1)
+                ck = self.recorder.code_key_of(code, frame if frame.f_code is code else None)
+            if not ck:
+                return None  # the shim's runner passes the program's escaping exception on
+            if self._asyncio_loop_class is None and "asyncio.base_events" in sys.modules:
+                self.hook_asyncio()  # asyncio just imported: its loop may be about to report this
+            flight.state = HANDLED
+            flight.handled_code = code  # Thread._bootstrap_inner's is an escape from its thread
+            if flight.detailed:
+                flight.last_ns = perf_counter_ns()  # its fate_ns
+                flight.handled_key = ck
+                flight.handled_offset = offset
+            if not flight.pending:
+                flight.pending = True
+                pending = self.pending_by_ident.get(ident)
+                if pending is None:
+                    pending = self.pending_by_ident.setdefault(ident, [])
+                pending.append(flight)
+        except BaseException as error:
+            if self._failed(error):
+                raise
+        return None
 
     def on_unwind(self, code, exc):
         """PY_UNWIND bookkeeping (also called by the call recorder's unwind callback)."""
@@ -460,6 +550,14 @@ class ExceptionTracker:
     def _settle_handled(self, pending):
         """On a thread's new exception: its handled flights that it no longer handles are final."""
         current = sys.exception()
+        inflight = self.inflight
+        if current is None:  # the common case: outside any handler, all of them are final
+            for flight in pending:
+                flight.pending = False
+                if flight.state == HANDLED and flight.fate is None and inflight.pop(id(flight.exc), None) is flight:
+                    self._conclude(flight, at_end=False)
+            pending.clear()
+            return
         keep = []
         for flight in pending:
             if flight.state != HANDLED or flight.fate is not None:
@@ -468,7 +566,7 @@ class ExceptionTracker:
                 keep.append(flight)
             else:
                 flight.pending = False
-                if self.inflight.pop(id(flight.exc), None) is flight:
+                if inflight.pop(id(flight.exc), None) is flight:
                     self._conclude(flight, at_end=False)
         pending[:] = keep
 
@@ -483,9 +581,9 @@ class ExceptionTracker:
                 fate = (_wire.FATE_ESCAPED_THREAD if flight.handled_code is _THREAD_BOOTSTRAP_INNER_CODE
                         and _THREAD_BOOTSTRAP_INNER_CODE is not None else _wire.FATE_HANDLED)
                 fate_ns = flight.last_ns
-                if fate == _wire.FATE_HANDLED:
-                    flight.handled_at = (flight.handled_key, self._handler_line(flight.handled_code,
-                                                                                flight.handled_offset))
+                if fate == _wire.FATE_HANDLED and flight.detailed:
+                    flight.handled_at = (flight.handled_key, flight.handled_code, flight.handled_offset,
+                                         _HANDLER_LINE)
             elif flight.outermost:
                 main = threading.main_thread()
                 is_main = main is not None and main.ident == flight.ident
@@ -498,9 +596,10 @@ class ExceptionTracker:
                 # Swallowed by C code that the caller frame called (hasattr(), getattr(x, y, z)...).
                 fate = _wire.FATE_HANDLED
                 fate_ns = flight.last_ns
-                caller = flight.caller
-                flight.handled_at = (self.recorder.code_key_of(caller.f_code, caller),
-                                     self._line_at(caller.f_code, flight.caller_lasti) or 0)
+                if flight.detailed:
+                    caller = flight.caller
+                    flight.handled_at = (self.recorder.code_key_of(caller.f_code, caller), caller.f_code,
+                                         flight.caller_lasti, _INSTRUCTION_LINE)
         flight.fate = fate
         flight.fate_ns = fate_ns
         flight.caller = None
@@ -553,7 +652,12 @@ class ExceptionTracker:
         site = self.sites.get(key)
         if site is None:
             site = self.overflow_site if len(self.sites) >= MAX_SITES else self.sites.setdefault(key, Site(cls, ck, line))
-        return Flight(exc, ident, info, site, site is not self.overflow_site and self._sample(site, now), now)
+        flight = Flight(exc, ident, site, now)
+        if site is not self.overflow_site and self._sample(site, now):
+            flight.detailed = True
+            flight.info = info
+            flight.raised_ns = now
+        return flight
 
     # ---- escape hooks ---------------------------------------------------------------------------
 
@@ -708,7 +812,7 @@ class ExceptionTracker:
             "raised_ns": flight.raised_ns,
             "fate_ns": flight.fate_ns,
             "fate": flight.fate,
-            "handled_at": location(*flight.handled_at) if flight.handled_at is not None else None,
+            "handled_at": self._handled_location(flight.handled_at),
             "stack": [location(stack[i], stack[i + 1]) for i in range(len(stack) - 2, -1, -2)],
             "stack_truncated": flight.stack_truncated,
             "frames_unwound": flight.frames_unwound,
@@ -716,6 +820,16 @@ class ExceptionTracker:
             "detail": self.detail(flight.exc),
         }
         return record
+
+    def _handled_location(self, handled_at):
+        if handled_at is None:
+            return None
+        code_key, code, offset, how = handled_at
+        if how == _HANDLER_LINE:
+            line = self._handler_line(code, offset)
+        else:
+            line = self._line_at(code, offset) or 0
+        return self._location(code_key, line)
 
     @staticmethod
     def _location(code_key, line):
@@ -848,6 +962,7 @@ class ExceptionTracker:
         self.inflight = {}
         self.pending_by_ident = {}
         self.sites = {}
+        self.raise_points = {}
         self.overflow_site = Site(None, 0, 0)
         self.dirty_sites = []
         self.finished = []

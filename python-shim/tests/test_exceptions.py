@@ -210,6 +210,55 @@ class PropagationTests(unittest.TestCase):
         self.assertEqual(1, record["frames_unwound"])
 
 
+    def test_stop_iteration_ended_by_a_for_loop_or_yield_from_is_handled_there(self):
+        # The loop's FOR_ITER (or yield from's SEND) swallows a StopIteration in C after a RAISE
+        # event in the looping frame, and nothing follows: not an exception in flight.
+        run = ExceptionRun(self, """
+            class Countdown:
+                def __init__(self, n):
+                    self.n = n
+                def __iter__(self):
+                    return self
+                def __next__(self):
+                    if self.n == 0:
+                        raise StopIteration  # @raise
+                    self.n -= 1
+                    return self.n
+            def drain():
+                total = 0
+                for value in Countdown(3):  # @for
+                    total += value
+                return total
+            def delegate():
+                yield from Countdown(2)  # @yieldfrom
+            for _ in map(next, [iter(())]):  # @cmap
+                pass
+            print(drain(), list(delegate()))
+            """)
+        self.assertEqual("3 [1, 0]\n", run.stdout)
+        records = run.of_type("builtins.StopIteration")
+        # (handled at, frames unwound): the map() one was raised by next() in C, so it left no
+        # frame of the program's.
+        self.assertEqual(sorted([(("drain", run.line("for")), 1), (("delegate", run.line("yieldfrom")), 1),
+                                 (("<module>", run.line("cmap")), 0)]),
+                         sorted((run.where(r["handled_at"]), r["frames_unwound"]) for r in records))
+        self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in records})
+        self.assertEqual([], [r for r in run.all_records if r["fate"] == "FATE_IN_FLIGHT"])
+        self.assertEqual([], [t for t in run.conn.tallies if t["fate"] == "FATE_IN_FLIGHT"])
+
+    def test_web_service_example_leaves_no_exception_in_flight(self):
+        # A real program mixing http.server, email.feedparser (StopIteration from a Python
+        # __next__ ended by a for loop), json errors and hasattr(): every fate is known.
+        example = os.path.join(support.REPO_ROOT, "examples", "web_service.py")
+        run = ExceptionRun(self, "", args=["-m", "telemetry_shim", example, "--requests", "60"])
+        self.assertIn("responses by status", run.stdout)
+        fates = {r["fate"] for r in run.all_records} | {t["fate"] for t in run.conn.tallies}
+        self.assertIn("FATE_HANDLED", fates)
+        stuck = [(r["detail"]["type_name"], r["stack"][:1]) for r in run.all_records if r["fate"] == "FATE_IN_FLIGHT"]
+        self.assertEqual([], stuck)
+        self.assertEqual([], [t for t in run.conn.tallies if t["fate"] == "FATE_IN_FLIGHT"])
+
+
 class ChainTests(unittest.TestCase):
     def test_raise_from_records_the_cause_and_suppresses_the_context(self):
         run = ExceptionRun(self, """
