@@ -74,6 +74,9 @@ class _Shim:
         self.service_name = service_name
         self.tool_id = tool_id
         self.working_directory = _cwd()
+        # Read now, not at connect time: multiprocessing's spawn child replaces sys.argv with its
+        # parent's before the sender may have connected.
+        self.argv = [str(a) for a in getattr(sys, "argv", None) or ()]
         capacity = int(_env_number("TELEMETRY_SHIM_BUFFER_EVENTS", DEFAULT_BUFFER_EVENTS, 1024))
         self.flush_interval_s = _env_number("TELEMETRY_SHIM_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS, 1) / 1000
         # Read now: at exit the events are still on until stop(), and os.environ is Python code.
@@ -105,7 +108,7 @@ class _Shim:
             "parent_pid": os.getppid(),
             "process_start_unix_ns": self.process_start_unix_ns,
             "executable": sys.executable or "",
-            "argv": [str(a) for a in getattr(sys, "argv", None) or ()],
+            "argv": self.argv,
             "python_implementation": sys.implementation.name,
             "python_version": sys.version.split()[0],
             "host_name": _host_name(),

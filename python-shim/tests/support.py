@@ -485,6 +485,18 @@ def run_python(code_or_args, env=None, timeout=60, cwd=None):
     env: extra environment variables (None values remove a variable).
     Returns (returncode, stdout, stderr) as text.
     """
+    process = start_python(code_or_args, env=env, cwd=cwd)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return process.returncode, stdout, stderr
+
+
+def start_python(code_or_args, env=None, cwd=None):
+    """Starts what run_python runs and returns the subprocess.Popen (stdout and stderr piped)."""
     if isinstance(code_or_args, str):
         args = ["-c", code_or_args]
     else:
@@ -498,9 +510,20 @@ def run_python(code_or_args, env=None, timeout=60, cwd=None):
             full_env.pop(key, None)
         else:
             full_env[key] = value
-    completed = subprocess.run(
-        [find_python()] + args, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-    return completed.returncode, completed.stdout, completed.stderr
+    return subprocess.Popen([find_python()] + args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd)
+
+
+def wait_for_file(path, process, timeout=30.0):
+    """Waits until `path` exists; fails early if `process` ended first."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if process.poll() is not None:
+            raise AssertionError("the program ended (status %d) before creating %s: %s" % (
+                process.returncode, path, process.stderr.read()))
+        if time.monotonic() > deadline:
+            raise AssertionError("waited %.1fs for %s" % (timeout, path))
+        time.sleep(0.01)
 
 
 class HangingUpAgent:

@@ -5,6 +5,7 @@ import cProfile
 import os
 import pstats
 import sys
+import tempfile
 import textwrap
 import unittest
 
@@ -117,6 +118,32 @@ class StackTests(unittest.TestCase):
         self.assertLessEqual(hello["process_start_unix_ns"], hello["clock_unix_ns"])
         self.assertGreater(hello["process_start_unix_ns"], hello["clock_unix_ns"] - 60 * 10**9)
         self.assertEqual(os.getcwd(), hello["working_directory"])
+
+    def test_hello_argv_is_the_one_at_start_even_when_the_agent_comes_later(self):
+        # multiprocessing's spawn child replaces sys.argv with its parent's: a HELLO sent after
+        # that must still name the process as it was started.
+        with tempfile.TemporaryDirectory(prefix="tashim-") as folder:
+            socket_path, ready, go = (os.path.join(folder, name) for name in ("agent.sock", "ready", "go"))
+            program = support.start_python(PRELUDE + textwrap.dedent("""
+                import os, sys, time
+                sys.argv[:] = ["replaced.py"]
+                open(%r, "w").close()
+                deadline = time.monotonic() + 30
+                while not os.path.exists(%r) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                """ % (ready, go)), env={"TELEMETRY_AGENT_SOCKET": socket_path})
+            try:
+                support.wait_for_file(ready, program)
+                with support.RecordingAgent(socket_path) as agent:
+                    agent.wait_for_accepted(1)
+                    open(go, "w").close()
+                    _, stderr = program.communicate(timeout=60)
+                    self.assertEqual(0, program.returncode, stderr)
+                    conn = agent.wait_for(1)[0]
+            finally:
+                program.kill()
+                program.wait()
+        self.assertEqual(["-c"], conn.hello["argv"])
 
     def test_main_thread_balanced_and_module_seeded(self):
         run = TracedProgram(self, """
