@@ -41,11 +41,13 @@ def default_socket_path():
     return "/tmp/telemetry-agent-%d.sock" % uid
 
 
-def start(socket_path=None, *, service_name=None, calls=True, exceptions=True):
+def start(socket_path=None, *, service_name=None, calls=True, exceptions=True, mode=None):
     """Start recording calls and exceptions and streaming them to the agent at socket_path.
 
-    `calls` records every Python call and return; `exceptions` records every exception with
-    its fate (each works alone). Idempotent and never raises. Returns True when the shim is
+    `mode` is "full" (every call), "burst" (calls in short windows, scaled by the agent) or
+    "exceptions" (no calls); default: $TELEMETRY_SHIM_MODE, else "full". `calls=False` is the
+    exceptions mode; `exceptions` records every exception with its fate (each works alone).
+    Idempotent and never raises. Returns True when the shim is
     recording, False (after one warning on stderr) when it cannot run: Python older than 3.12,
     no free sys.monitoring tool id, or nothing to record. Connecting happens on the shim's own
     thread, so this never waits for the agent.
@@ -55,7 +57,7 @@ def start(socket_path=None, *, service_name=None, calls=True, exceptions=True):
     except BaseException:  # Python < 3.12 syntax or a broken install: never break the host
         _warn_once_fallback()
         return False
-    return _control.start(socket_path, service_name, calls=calls, exceptions=exceptions)
+    return _control.start(socket_path, service_name, calls=calls, exceptions=exceptions, mode=mode)
 
 
 def stop(timeout=2.0):

@@ -66,10 +66,11 @@ def _process_start_unix_ns():
 
 
 class _Shim:
-    def __init__(self, socket_path, service_name, tool_id, calls=True, exceptions=True):
+    def __init__(self, socket_path, service_name, tool_id, settings, exceptions=True):
         from ._monitor import Recorder
-        from ._sender import Sender
+        from ._settings import CodeFilter
 
+        self.settings = settings
         self.socket_path = socket_path
         self.service_name = service_name
         self.tool_id = tool_id
@@ -81,14 +82,17 @@ class _Shim:
         self.flush_interval_s = _env_number("TELEMETRY_SHIM_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS, 1) / 1000
         # Read now: at exit the events are still on until stop(), and os.environ is Python code.
         self.exit_timeout_s = _env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0)
-        self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error, calls=calls, exceptions=exceptions)
+        self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error, calls=settings.calls,
+                                 exceptions=exceptions, burst=settings.mode == "burst",
+                                 code_filter=CodeFilter(settings.include, settings.exclude))
         self.sender = self._new_sender()
         self.process_start_unix_ns = _process_start_unix_ns()
 
     def _new_sender(self):
         from ._sender import Sender
 
-        return Sender(self.recorder, self.socket_path, self.hello_fields, warn_once, self.flush_interval_s)
+        return Sender(self.recorder, self.socket_path, self.hello_fields, warn_once, self.flush_interval_s,
+                      self.settings)
 
     def begin(self):
         self.sender.start_thread()
@@ -101,7 +105,7 @@ class _Shim:
     def hello_fields(self):
         monotonic_ns = time.perf_counter_ns()
         unix_ns = time.time_ns()
-        return {
+        fields = {
             "protocol_version": 1,
             "shim_version": __version__,
             "pid": os.getpid(),
@@ -116,10 +120,11 @@ class _Shim:
             "resource_attributes": os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""),
             "clock_monotonic_ns": monotonic_ns,
             "clock_unix_ns": unix_ns,
-            "mode": "full",
             "tool_id": self.tool_id,
             "working_directory": self.working_directory,
         }
+        fields.update(self.settings.hello_fields())
+        return fields
 
     def _internal_error(self):
         # Called from a callback that already turned the events off; the sender says goodbye.
@@ -178,7 +183,7 @@ def _host_name():
         return ""
 
 
-def start(socket_path, service_name, calls=True, exceptions=True):
+def start(socket_path, service_name, calls=True, exceptions=True, mode=None, default_mode="full"):
     global _shim
     try:
         with _control_lock:
@@ -191,8 +196,13 @@ def start(socket_path, service_name, calls=True, exceptions=True):
             if sys.version_info < (3, 12) or not hasattr(sys, "monitoring"):
                 warn_once("telemetry_shim: disabled, Python 3.12+ with sys.monitoring is required")
                 return False
-            if not calls and not exceptions:
-                warn_once("telemetry_shim: nothing to record (calls=False, exceptions=False); running untraced")
+            from ._settings import read_settings
+
+            settings = read_settings(mode if calls else "exceptions", default_mode)
+            if settings.problems:
+                warn_once("telemetry_shim: %s" % "; ".join(settings.problems))
+            if not settings.calls and not exceptions:
+                warn_once("telemetry_shim: nothing to record (no calls, exceptions=False); running untraced")
                 return False
             from ._monitor import claim_tool_id
 
@@ -201,7 +211,7 @@ def start(socket_path, service_name, calls=True, exceptions=True):
                 warn_once("telemetry_shim: no free sys.monitoring tool id (3, 4 and 5 are in use); running untraced")
                 return False
             try:
-                shim = _Shim(socket_path or default_socket_path(), service_name, tool_id, calls, exceptions)
+                shim = _Shim(socket_path or default_socket_path(), service_name, tool_id, settings, exceptions)
                 _register_hooks()
                 shim.begin()
             except BaseException as exc:

@@ -16,7 +16,9 @@ generation. No callback ever takes a lock or blocks.
 import os
 import sys
 import threading
+from functools import partial
 from itertools import count, repeat
+from operator import call
 from time import perf_counter_ns
 from _thread import get_ident, get_native_id
 
@@ -145,22 +147,35 @@ class Recorder:
     """Owns the tool id, the callbacks and what they produce: the record buffer, code and
     thread definitions, and the drop/error counters."""
 
-    def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True):
+    def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True,
+                 burst=False, code_filter=None):
         self.capacity_words = 2 * max(int(capacity_events), 1024)
         self.shim_prefix = os.path.join(os.path.abspath(shim_dir), "")
         self._on_internal_error = on_internal_error
         self.tool_id = None
         self.calls = bool(calls)
+        # Burst mode: the call events are on only inside windows (open_window/close_window).
+        self.burst = bool(burst) and self.calls
+        self.window_open = False
+        self.window_start_ns = 0
+        self.windows_failed = False  # set_events was refused: no window opens again
+        self._set_events = _monitoring.set_events  # replaced by tests to simulate a refusal
         self._registered_events = ()
 
         # Codes: id(code) -> code_id << 8, or 0 for the shim's own code. Code objects are kept
         # alive in code_objects so that an id() is never reused by another code object.
         self.code_keys = {}
+        # What the call callbacks look up: code_keys itself, unless a filter leaves code out; then
+        # a second table where such code is 0 (DISABLE: no event after its first) while code_keys
+        # keeps its real key for exception locations.
+        self.code_filter = code_filter if code_filter is not None and code_filter.active else None
+        self.call_keys = self.code_keys if self.code_filter is None else {}
         self.code_objects = []
         self.code_definitions = []  # append-only; the sender tracks how many it has sent
         self._next_code_id = count(1).__next__
         self._overflow_code_key = None
         self._bootstrap_key = None
+        self._bootstrap_recorded = True
 
         # Threads: ident -> ThreadInfo (stable thread ids across reconnects); pending
         # ThreadDefinition dicts, drained by the sender.
@@ -210,10 +225,14 @@ class Recorder:
         if exception_hook is not None:
             # PY_UNWIND with exceptions on: the same record, then the exception's bookkeeping
             # (which finds the unwinding frame two levels up: hook <- callback <- frame).
+            # In burst mode `recording` is False between windows: only the exception's bookkeeping.
             def callback(code, offset, _value=None, thread_key=None, code_key=None, ident=get_ident,  # noqa: F811
-                         now=perf_counter_ns, buf=None, extend=None, limit=0, kind=kind, hook=exception_hook):
+                         now=perf_counter_ns, buf=None, extend=None, limit=0, kind=kind, hook=exception_hook,
+                         recording=True):
                 try:
                     hook(code, _value)
+                    if not recording:
+                        return None
                     tk = thread_key(ident())
                     ck = code_key(id(code))
                     if tk and ck and len(buf) < limit:
@@ -240,17 +259,123 @@ class Recorder:
         previous = self.buffer
         buf = []
         keys = {}
+        self._switch_defaults(buf, keys, recording=not self.burst or self.window_open)()
+        self.buffer = buf
+        self.thread_keys = keys
+        self._threads_announced = set()  # thread ids whose definition this generation queued
+        return previous
+
+    @property
+    def start_callback(self):
+        """The PY_START callback (for calibrating what one event costs)."""
+        return self._callbacks[0]
+
+    def _switch_defaults(self, buf, keys, recording):
+        """A C-level callable that gives all callbacks (buf, keys) at once (see new_generation).
+        `recording` is the unwind callback's flag (burst mode: is a window open)."""
         limit = self.capacity_words
         # Extra trailing defaults (the unwind callback's exception hook) are kept as they are.
         defaults = [
-            (None, keys.get, self.code_keys.get, get_ident, perf_counter_ns, buf, buf.extend, limit, kind)
-            + callback.__defaults__[9:]
+            (None, keys.get, self.call_keys.get, get_ident, perf_counter_ns, buf, buf.extend, limit, kind)
+            + (callback.__defaults__[9:10] + (recording,) if len(callback.__defaults__) > 9 else ())
             for (_, kind, _), callback in zip(_EVENT_KINDS, self._callbacks)
         ]
-        list(map(setattr, self._callbacks, repeat("__defaults__"), defaults))
-        self.buffer = buf
+        return partial(list, map(setattr, self._callbacks, repeat("__defaults__"), defaults))
+
+    # ---- burst windows (called by the sender thread only) ---------------------------------------
+
+    def _window_masks(self):
+        off = EXCEPTION_EVENT_MASK if self.exceptions is not None else 0
+        return off | EVENT_MASK, off
+
+    def open_window(self, start_ns):
+        """Opens a window at `start_ns`: a fresh thread table (every thread seeds itself at its
+        first event, with the window's start time), the WINDOW_START record, then the call events
+        on; the three in one C-level step, so no event precedes the marker. Returns False when
+        the interpreter refused to switch the events (then no window opens again)."""
+        tool_id = self.tool_id
+        if tool_id is None or self.windows_failed or self.failure is not None:
+            return False
+        buf = self.buffer
+        keys = {}
+        on_mask, _ = self._window_masks()
+        self.window_start_ns = start_ns
+        self.window_open = True
+        try:
+            list(map(call, (self._switch_defaults(buf, keys, recording=True),
+                            partial(buf.extend, (start_ns, _wire.KIND_WINDOW_START)),
+                            partial(self._set_events, tool_id, on_mask))))
+        except (OverflowError, ValueError):
+            # Refused (3.13+: too many changes): the marker went in, the events did not.
+            self.thread_keys = keys
+            self.windows_failed = True
+            self.close_window(refused=True)
+            return False
         self.thread_keys = keys
-        return previous
+        return True
+
+    def close_window(self, refused=False):
+        """Closes the open window: the call events off, then (not timed against the program any
+        more) SEED records for the threads that ran no Python code in the window, and WINDOW_END.
+        Returns the window's end time."""
+        tool_id = self.tool_id
+        _, off_mask = self._window_masks()
+        keys = self.thread_keys
+        stop_recording = self._switch_defaults(self.buffer, keys, recording=False)
+        steps = (stop_recording, perf_counter_ns, sys._current_frames, keys.copy)
+        if not refused and tool_id is not None:
+            steps = (partial(self._set_events, tool_id, off_mask),) + steps
+        try:
+            results = list(map(call, steps))
+        except (OverflowError, ValueError):
+            # The events cannot be switched off any more: the call callbacks go instead, so the
+            # program pays only for the interpreter's check (the exception events stay).
+            self.windows_failed = True
+            self._unregister_call_callbacks()
+            results = [None] + list(map(call, steps[1:]))
+        end_ns, frames, seen = results[-3:]
+        self.window_open = False
+        buf = self.buffer
+        if frames and not refused:
+            seeds = self._seed_idle_threads(frames, seen)
+            if seeds:
+                current = sys._current_frames()
+                for ident, records in seeds.items():
+                    if current.get(ident) is frames[ident]:  # still where it was: the seeds hold
+                        buf.extend(records)
+        buf.extend((end_ns, _wire.KIND_WINDOW_END))
+        return end_ns
+
+    def _seed_idle_threads(self, frames, seen):
+        """{ident: SEED records at the window's start} for program threads not in `seen`."""
+        out = {}
+        ignored = self.ignored_idents
+        for ident, frame in frames.items():
+            if ident in seen or ident in ignored:
+                continue
+            info = self.threads.get(ident)
+            if info is None:
+                info = self.thread_info(ident, frame.f_code, frame, native_id=_native_id_of(ident))
+                if info is None:
+                    continue
+            records = self._seed_records(frame, info.thread_id << _wire.THREAD_ID_SHIFT, self.window_start_ns)
+            if records:
+                self._announce(info)
+                out[ident] = records
+        return out
+
+    def _unregister_call_callbacks(self):
+        tool_id = self.tool_id
+        if tool_id is None:
+            return
+        for event, kind, _ in _EVENT_KINDS:
+            try:
+                if kind == _wire.KIND_UNWIND and self.exceptions is not None:
+                    _monitoring.register_callback(tool_id, event, dict(self.exceptions.callbacks(unwind=True))[event])
+                else:
+                    _monitoring.register_callback(tool_id, event, None)
+            except Exception:
+                pass
 
     def _callback_failed(self, exc):
         """Decides what an exception caught in a callback means. Returns True to re-raise it."""
@@ -277,12 +402,17 @@ class Recorder:
 
     def _slow_path(self, code, kind, buf, thread_key):
         code_id = id(code)
-        ck = self.code_keys.get(code_id)
+        ck = self.call_keys.get(code_id)
         if ck == 0:
             return DISABLE if kind in _DISABLE_OK_KINDS else None
         ident = get_ident()
         if ident in self.ignored_idents:
-            return None  # the shim's own thread; the code itself stays enabled
+            # The shim's own thread. Its own code is never recorded anywhere: defined as such and
+            # disabled; other code (the stdlib it calls) stays enabled for the program.
+            if ck is None and code.co_filename.startswith(self.shim_prefix):
+                self._code_key(code, None)
+                return DISABLE if kind in _DISABLE_OK_KINDS else None
+            return None
         # Frames: 0 this function, 1 the callback, 2 the code the event is about.
         event_frame = sys._getframe(2)
         if event_frame.f_code is not code:
@@ -292,12 +422,14 @@ class Recorder:
             if code is _THREAD_BOOTSTRAP_CODE:
                 # Never cached, so that each thread's start comes here: a thread starting on an
                 # ident we know is a new thread reusing a finished one's ident.
-                ck = self._bootstrap_key
-                if ck is None:
-                    ck = self._bootstrap_key = self._code_key(code, event_frame, cache=False)
+                ck = self._bootstrap_call_key(event_frame)
                 if kind == _wire.KIND_START and tk is not None:
                     self.threads.pop(ident, None)
                     tk = None
+                if not ck:
+                    # Filtered out; still comes here so that a reused ident is seen.
+                    thread_key.__self__.pop(ident, None)
+                    return None
             else:
                 ck = self._code_key(code, event_frame)
                 if ck == 0:
@@ -313,37 +445,54 @@ class Recorder:
 
     def code_key_of(self, code, frame):
         """The key (code id << 8) of any code object, defining it when new; 0 for the shim's own
-        code. For locations outside the call path (exception sites, tracebacks, stacks)."""
+        code. For locations outside the call path (exception sites, tracebacks, stacks): code
+        that a filter leaves out of the calls has its real key here."""
         ck = self.code_keys.get(id(code))
         if ck is not None:
             return ck
         if code is _THREAD_BOOTSTRAP_CODE:
-            ck = self._bootstrap_key
-            if ck is None:
-                ck = self._bootstrap_key = self._code_key(code, frame, cache=False)
-            return ck
-        return self._code_key(code, frame)
+            self._bootstrap_call_key(frame)
+            return self._bootstrap_key
+        key = self._code_key(code, frame)
+        return self.code_keys.get(id(code), key)
 
-    def thread_info(self, ident, code=None, frame=None):
-        """The ThreadInfo of the running thread, registered (definition queued) when new; None
-        when thread ids are exhausted. Only the thread itself registers itself."""
+    def _bootstrap_call_key(self, frame):
+        ck = self._bootstrap_key
+        if ck is None:
+            ck = self._bootstrap_key = self._code_key(code=_THREAD_BOOTSTRAP_CODE, frame=frame, cache=False)
+        return ck if self._bootstrap_recorded else 0
+
+    def thread_info(self, ident, code=None, frame=None, native_id=None):
+        """The ThreadInfo of a thread, registered (definition queued) when new; None when thread
+        ids are exhausted. A thread registers itself, except an idle thread seeded by the sender
+        at the end of a window (which passes its native id)."""
         info = self.threads.get(ident)
         if info is None:
             thread_id = self._next_thread_id()
             if thread_id > _wire.MAX_THREAD_ID:
                 return None
             main = threading.main_thread()
-            info = ThreadInfo(thread_id, ident, get_native_id(), _thread_name(ident, code, frame),
-                              main is not None and main.ident == ident)
+            info = ThreadInfo(thread_id, ident, get_native_id() if native_id is None else native_id,
+                              _thread_name(ident, code, frame), main is not None and main.ident == ident)
             self.threads[ident] = info
+            self._threads_announced.add(thread_id)
             self.pending_thread_definitions.append(info.definition())
         return info
 
+    def _announce(self, info):
+        """Queues a known thread's definition once per generation (a new connection needs it)."""
+        if info.thread_id not in self._threads_announced:
+            self._threads_announced.add(info.thread_id)
+            self.pending_thread_definitions.append(info.definition())
+
     def _code_key(self, code, frame, cache=True):
+        """Defines a new code object; returns its key for the call path (0: never recorded)."""
         filename = code.co_filename
         if cache and filename.startswith(self.shim_prefix):
             self.code_objects.append(code)
             self.code_keys[id(code)] = 0
+            if self.call_keys is not self.code_keys:
+                self.call_keys[id(code)] = 0
             return 0
         code_id = self._next_code_id()
         if code_id > MAX_CODES:
@@ -361,6 +510,14 @@ class Recorder:
         # the sender ahead of its definition.
         self.code_objects.append(code)
         self.code_definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags))
+        code_filter = self.code_filter
+        if code_filter is not None:
+            recorded = code_filter.records(filename, module)
+            if not cache:
+                self._bootstrap_recorded = recorded
+                return key
+            key = self.code_keys.setdefault(id(code), key)
+            return self.call_keys.setdefault(id(code), key if recorded else 0)
         if not cache:
             return key
         # If another thread defined the same code at the same moment, its id wins; this one
@@ -383,7 +540,31 @@ class Recorder:
             if id(code) not in self.code_keys:
                 self.code_objects.append(code)
                 self.code_keys[id(code)] = 0
+                self.call_keys[id(code)] = 0
             frame = frame.f_back
+
+    def _seed_records(self, frame, tk, timestamp):
+        """SEED records (timestamp, word pairs) for `frame` and its callers, outermost first,
+        stopping at the shim's own frames; frames whose code is not recorded are left out."""
+        chain = []
+        shim_prefix = self.shim_prefix
+        while frame is not None and len(chain) < _SEED_DEPTH_LIMIT:
+            if frame.f_code.co_filename.startswith(shim_prefix):
+                self._exclude_launcher(frame)
+                break
+            chain.append(frame)
+            frame = frame.f_back
+        records = []
+        call_keys = self.call_keys
+        for frame in reversed(chain):
+            frame_code = frame.f_code
+            key = call_keys.get(id(frame_code))
+            if key is None:
+                key = self._bootstrap_call_key(frame) if frame_code is _THREAD_BOOTSTRAP_CODE else self._code_key(frame_code, frame)
+            if key:
+                records.append(timestamp)
+                records.append(tk | key | _wire.KIND_SEED)
+        return records
 
     def _first_event_on_thread(self, ident, code, ck, kind, buf, thread_keys, event_frame):
         info = self.threads.get(ident)
@@ -393,32 +574,16 @@ class Recorder:
                 self.dropped.increment()
                 return
         else:
-            self.pending_thread_definitions.append(info.definition())
+            self._announce(info)
         tk = info.thread_id << _wire.THREAD_ID_SHIFT
         now = perf_counter_ns()
-        records = []
         # Seed the frames already running, outermost first. A push event's own frame is not
-        # seeded (the event pushes it); a pop event's frame is (the event pops it).
+        # seeded (the event pushes it); a pop event's frame is (the event pops it). In a burst
+        # window the stack is the one the window opened on (no event fired since): seeded then.
         frame = event_frame
         if frame is not None and kind in _PUSH_KINDS:
             frame = frame.f_back
-        chain = []
-        shim_prefix = self.shim_prefix
-        while frame is not None and len(chain) < _SEED_DEPTH_LIMIT:
-            if frame.f_code.co_filename.startswith(shim_prefix):
-                self._exclude_launcher(frame)
-                break
-            chain.append(frame)
-            frame = frame.f_back
-        code_keys = self.code_keys
-        for frame in reversed(chain):
-            frame_code = frame.f_code
-            key = code_keys.get(id(frame_code))
-            if key is None:
-                key = self._code_key(frame_code, frame)
-            if key:
-                records.append(now)
-                records.append(tk | key | _wire.KIND_SEED)
+        records = self._seed_records(frame, tk, self.window_start_ns if self.burst else now)
         records.append(now)
         records.append(tk | ck | kind)
         if len(buf) + len(records) <= self.capacity_words:
@@ -432,8 +597,8 @@ class Recorder:
 
     def install(self, tool_id):
         """Registers the callbacks under an already claimed tool id and turns the events on:
-        the call events when `calls`, the exception events when exceptions are tracked (either
-        works alone)."""
+        the call events when `calls` (in burst mode only inside windows: open_window), the
+        exception events when exceptions are tracked (either works alone)."""
         self.tool_id = tool_id
         registrations = []
         if self.calls:
@@ -447,6 +612,8 @@ class Recorder:
             _monitoring.register_callback(tool_id, event, callback)
             mask |= event
         self._registered_events = tuple(event for event, _ in registrations)
+        if self.burst:
+            mask = self._window_masks()[1]
         _monitoring.set_events(tool_id, mask)
 
     def run_past_call(self, frame, action):
@@ -544,6 +711,7 @@ class Recorder:
                 # A new thread may have taken the ident since the snapshot: only this entry goes.
                 if info.missing_ticks >= 2 and self.threads.get(ident) is info:
                     self.threads.pop(ident, None)
+                    self._threads_announced.discard(info.thread_id)
                     thread_keys = self.thread_keys
                     if thread_keys.get(ident) == info.thread_id << _wire.THREAD_ID_SHIFT:
                         thread_keys.pop(ident, None)
@@ -558,3 +726,9 @@ class Recorder:
         if self.exceptions is not None:
             self.exceptions.reset_after_fork()
         self.new_generation()
+
+
+def _native_id_of(ident):
+    thread = threading._active.get(ident)
+    native_id = getattr(thread, "native_id", None)
+    return native_id if isinstance(native_id, int) else 0

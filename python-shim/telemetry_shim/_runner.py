@@ -28,11 +28,15 @@ PYTHON_SHIM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUTOSTART_DIR = os.path.join(PYTHON_SHIM_DIR, "telemetry_shim", "autostart")
 
 # Runner options that take a value; needed to find where the program's own arguments begin.
-_OPTIONS_WITH_VALUE = ("--socket", "--service-name")
+_OPTIONS_WITH_VALUE = ("--socket", "--service-name", "--mode")
+MODE_ENV = "TELEMETRY_SHIM_MODE"
+# A service started this way runs in production: burst mode unless told otherwise.
+DEFAULT_MODE = "burst"
 
 _DESCRIPTION = """\
-Run a Python program with the telemetry shim recording every Python function call and return,
-streamed to a telemetry-agent listening on a Unix socket. The program runs exactly as it would under
+Run a Python program with the telemetry shim recording its Python function calls and returns
+(every one, or in short windows: --mode) and its exceptions, streamed to a telemetry-agent
+listening on a Unix socket. The program runs exactly as it would under
 `python script.py` or `python -m module`: same arguments, sys.path, exit status and tracebacks.
 Python child processes (subprocess, multiprocessing, os.fork) are recorded as processes of their
 own: the runner exports TELEMETRY_AGENT_SOCKET and TELEMETRY_SHIM_AUTOSTART=1 and puts the shim's
@@ -92,6 +96,13 @@ def build_parser():
         "(default: $OTEL_SERVICE_NAME)",
     )
     parser.add_argument(
+        "--mode",
+        choices=("full", "burst", "exceptions"),
+        help="what to record: every call (full), calls in short windows scaled to the whole run "
+        "(burst), or exceptions only (default: $TELEMETRY_SHIM_MODE, else %s); children inherit it"
+        % DEFAULT_MODE,
+    )
+    parser.add_argument(
         "-m",
         dest="module",
         metavar="module",
@@ -143,7 +154,7 @@ def main(argv=None):
         parser.error("no program given: pass a script path or -m module")
 
     socket_path = _resolve_socket_path(options.socket)
-    _export_child_environment(socket_path, options.service_name)
+    _export_child_environment(socket_path, options.service_name, options.mode)
 
     try:
         if target.kind == "script":
@@ -160,7 +171,9 @@ def main(argv=None):
         return 1
 
     program.install(target.args)
-    telemetry_shim.start(socket_path, service_name=options.service_name)
+    from telemetry_shim import _control
+
+    _control.start(socket_path, options.service_name, mode=options.mode, default_mode=DEFAULT_MODE)
     program.run()
     return 0
 
@@ -294,9 +307,11 @@ def _resolve_socket_path(option):
     return os.path.abspath(path)
 
 
-def _export_child_environment(socket_path, service_name):
+def _export_child_environment(socket_path, service_name, mode):
     os.environ[SOCKET_ENV] = socket_path
     os.environ[AUTOSTART_ENV] = "1"
+    if mode:
+        os.environ[MODE_ENV] = mode
     if service_name:
         os.environ[SERVICE_NAME_ENV] = service_name
     entries = [

@@ -12,9 +12,10 @@ import os
 import socket
 from array import array
 import threading
-from time import monotonic, perf_counter_ns, sleep
+from time import monotonic, perf_counter_ns, sleep, thread_time_ns
 
 from . import _wire
+from ._windows import BurstWindows, calibrate_event_cost
 
 CONNECT_TIMEOUT_S = 1.0
 SEND_TIMEOUT_S = 1.0
@@ -24,6 +25,8 @@ MAX_BACKOFF_S = 5.0
 # When a drain finds the buffer at least this full, the next tick comes sooner.
 BUSY_FRACTION = 4
 BUSY_INTERVAL_S = 0.005
+# Burst mode between windows: only exceptions and STATS to ship, so the sender wakes less often.
+BURST_IDLE_INTERVAL_S = 0.2
 # How long a fork waits for the sender thread to leave (then it forks with the thread running).
 FORK_PAUSE_TIMEOUT_S = 0.05
 _TASK_DIR = "/proc/self/task"
@@ -38,7 +41,7 @@ SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class Sender:
-    def __init__(self, recorder, socket_path, hello_fields, warn_once, flush_interval_s):
+    def __init__(self, recorder, socket_path, hello_fields, warn_once, flush_interval_s, settings=None):
         self.recorder = recorder
         self.socket_path = socket_path
         self._hello_fields = hello_fields  # callable returning the Hello dict for a new connection
@@ -77,6 +80,14 @@ class Sender:
         self._code_definitions_sent = 0
         self._threads_defined = set()  # thread ids defined on the current connection
 
+        # The shim's own cost (STATS overhead_ns): events x the calibrated cost of one callback,
+        # plus this thread's CPU time (which includes opening and closing windows).
+        self.started_ns = perf_counter_ns()
+        self.event_cost_ns = 0  # calibrated by the thread when it starts
+        self.cpu_ns = 0
+        self._cpu_mark = 0
+        self.windows = BurstWindows(recorder, settings, self.started_ns) if recorder.burst else None
+
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def start_thread(self):
@@ -103,14 +114,34 @@ class Sender:
         self.thread_ident = _thread.get_ident()
         self.native_id = _thread.get_native_id()
         self.recorder.ignored_idents.add(self.thread_ident)
+        self._cpu_mark = thread_time_ns()
         left_for_fork = False
         try:
+            if self.recorder.calls and not self.event_cost_ns:
+                self.event_cost_ns = calibrate_event_cost(self.recorder)
+            windows = self.windows
+            idle_interval = BURST_IDLE_INTERVAL_S if windows is not None else self.flush_interval_s
             while self._stop_reason is None:
                 if self._run_state == _PAUSE_REQUESTED and self._leave_for_fork():
                     left_for_fork = True
                     return
-                busy = self._tick()
-                self._wake.acquire(True, BUSY_INTERVAL_S if busy else self.flush_interval_s)
+                if windows is not None:
+                    self._service_windows(windows)
+                # Inside a window the sender keeps off the GIL (the window closes on time and the
+                # program is not slowed twice), unless the buffer is filling up.
+                if windows is None or not windows.is_open or self._filling_up():
+                    busy = self._tick()
+                else:
+                    busy = False
+                timeout = BUSY_INTERVAL_S if busy else self.flush_interval_s
+                if windows is not None:
+                    due = windows.seconds_until_due(perf_counter_ns())
+                    if not windows.is_open and not busy:
+                        timeout = idle_interval
+                    if due is not None:
+                        timeout = min(timeout, due)
+                self._count_cpu()
+                self._wake.acquire(True, timeout)
             self._finish()
         except Exception as exc:
             self._fail(exc)
@@ -199,6 +230,26 @@ class Sender:
         except BaseException:
             pass
 
+    # ---- burst windows and cost -------------------------------------------------------------------
+
+    def _count_cpu(self):
+        mark = thread_time_ns()
+        self.cpu_ns += mark - self._cpu_mark
+        self._cpu_mark = mark
+
+    def _events_recorded(self):
+        return self.events_taken + len(self.recorder.buffer) // 2
+
+    def overhead_ns(self):
+        return self._events_recorded() * self.event_cost_ns + self.cpu_ns
+
+    def _filling_up(self):
+        return len(self.recorder.buffer) * BUSY_FRACTION >= self.recorder.capacity_words
+
+    def _service_windows(self, windows):
+        self._count_cpu()
+        windows.service(perf_counter_ns(), self._events_recorded(), self.overhead_ns(), self.event_cost_ns)
+
     # ---- one tick ----------------------------------------------------------------------------------
 
     def _tick(self, final=False):
@@ -278,11 +329,18 @@ class Sender:
             "frames_sent": self.frames_sent,
             "connects": self.connects,
             "callback_errors": self.recorder.callback_errors.value(),
+            "overhead_ns": self.overhead_ns(),
+            "elapsed_ns": max(perf_counter_ns() - self.started_ns, 0),
+            "event_toggles": self.windows.toggles if self.windows is not None else 0,
+            "toggles_refused": self.windows.toggles_refused if self.windows is not None else 0,
         }
 
     def _finish(self):
         recorder = self.recorder
         recorder.stop_events()
+        if self.windows is not None:
+            self.windows.close_for_stop()
+        self._count_cpu()
         self._tick(final=True)
         self._tick(final=True)  # records a callback still running at stop_events() appended
         reason = self._stop_reason

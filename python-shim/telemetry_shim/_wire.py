@@ -31,10 +31,19 @@ KIND_RETURN = 4
 KIND_YIELD = 5
 KIND_UNWIND = 6
 KIND_SEED = 7
+KIND_WINDOW_START = 8  # burst mode: process-wide markers, thread and code fields 0
+KIND_WINDOW_END = 9
 KIND_NAMES = {
     KIND_START: "START", KIND_RESUME: "RESUME", KIND_THROW: "THROW", KIND_RETURN: "RETURN",
     KIND_YIELD: "YIELD", KIND_UNWIND: "UNWIND", KIND_SEED: "SEED",
+    KIND_WINDOW_START: "WINDOW_START", KIND_WINDOW_END: "WINDOW_END",
 }
+WINDOW_KINDS = frozenset((KIND_WINDOW_START, KIND_WINDOW_END))
+
+MODE_FULL = "full"
+MODE_BURST = "burst"
+MODE_EXCEPTIONS = "exceptions"
+MODES = (MODE_FULL, MODE_BURST, MODE_EXCEPTIONS)
 
 CODE_ID_SHIFT = 8
 THREAD_ID_SHIFT = 40
@@ -81,7 +90,9 @@ SCHEMAS = {
         "argv": (7, ["string"]), "python_implementation": (8, "string"), "python_version": (9, "string"),
         "host_name": (10, "string"), "service_name": (11, "string"), "resource_attributes": (12, "string"),
         "clock_monotonic_ns": (13, "int64"), "clock_unix_ns": (14, "int64"), "mode": (15, "string"),
-        "tool_id": (16, "uint"), "working_directory": (17, "string"),
+        "tool_id": (16, "uint"), "working_directory": (17, "string"), "window_ns": (18, "int64"),
+        "period_ns": (19, "int64"), "overhead_budget_ppm": (20, "uint"), "include": (21, ["string"]),
+        "exclude": (22, ["string"]),
     },
     "Definitions": {"codes": (1, ["CodeDefinition"]), "threads": (2, ["ThreadDefinition"])},
     "CodeDefinition": {
@@ -95,6 +106,8 @@ SCHEMAS = {
     "Stats": {
         "events_recorded": (1, "uint"), "events_dropped": (2, "uint"), "events_sent": (3, "uint"),
         "frames_sent": (4, "uint"), "connects": (5, "uint"), "callback_errors": (6, "uint"),
+        "overhead_ns": (7, "uint"), "elapsed_ns": (8, "uint"), "event_toggles": (9, "uint"),
+        "toggles_refused": (10, "uint"),
     },
     "Goodbye": {
         "reason": (1, "uint"), "final_stats": (2, "Stats"), "end_monotonic_ns": (3, "int64"),
@@ -223,7 +236,11 @@ def _encode_split_frames(frame_type, fields):
 
 
 def pack_word(thread_id, code_id, kind):
-    """The record's second u64: thread_id << 40 | code_id << 8 | kind."""
+    """The record's second u64: thread_id << 40 | code_id << 8 | kind (a window marker: 0 | 0 | kind)."""
+    if kind in WINDOW_KINDS:
+        if thread_id or code_id:
+            raise ValueError("a window marker has thread 0 and code 0, not %r and %r" % (thread_id, code_id))
+        return kind
     if not 0 < thread_id <= MAX_THREAD_ID or not 0 < code_id <= MAX_CODE_ID or not 0 < kind <= 0xFF:
         raise ValueError("bad record fields: thread %r code %r kind %r" % (thread_id, code_id, kind))
     return thread_id << THREAD_ID_SHIFT | code_id << CODE_ID_SHIFT | kind

@@ -22,7 +22,9 @@ SHIM_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pytho
 REPO_ROOT = os.path.dirname(SHIM_ROOT)
 TESTDATA_DIR = os.path.join(REPO_ROOT, "proto", "testdata")
 
-KIND_NAMES = {1: "START", 2: "RESUME", 3: "THROW", 4: "RETURN", 5: "YIELD", 6: "UNWIND", 7: "SEED"}
+KIND_NAMES = {1: "START", 2: "RESUME", 3: "THROW", 4: "RETURN", 5: "YIELD", 6: "UNWIND", 7: "SEED",
+              8: "WINDOW_START", 9: "WINDOW_END"}
+WINDOW_KINDS = frozenset(("WINDOW_START", "WINDOW_END"))
 PUSH_KINDS = frozenset(("START", "RESUME", "THROW", "SEED"))
 POP_KINDS = frozenset(("RETURN", "YIELD", "UNWIND"))
 
@@ -36,7 +38,8 @@ SCHEMAS = {
         7: ("argv", "s*"), 8: ("python_implementation", "s"), 9: ("python_version", "s"),
         10: ("host_name", "s"), 11: ("service_name", "s"), 12: ("resource_attributes", "s"),
         13: ("clock_monotonic_ns", "i"), 14: ("clock_unix_ns", "i"), 15: ("mode", "s"),
-        16: ("tool_id", "u"), 17: ("working_directory", "s"),
+        16: ("tool_id", "u"), 17: ("working_directory", "s"), 18: ("window_ns", "i"), 19: ("period_ns", "i"),
+        20: ("overhead_budget_ppm", "u"), 21: ("include", "s*"), 22: ("exclude", "s*"),
     },
     "Definitions": {1: ("codes", "m:CodeDefinition*"), 2: ("threads", "m:ThreadDefinition*")},
     "CodeDefinition": {
@@ -49,6 +52,7 @@ SCHEMAS = {
     "Stats": {
         1: ("events_recorded", "u"), 2: ("events_dropped", "u"), 3: ("events_sent", "u"),
         4: ("frames_sent", "u"), 5: ("connects", "u"), 6: ("callback_errors", "u"),
+        7: ("overhead_ns", "u"), 8: ("elapsed_ns", "u"), 9: ("event_toggles", "u"), 10: ("toggles_refused", "u"),
     },
     "Goodbye": {
         1: ("reason", "e:Reason"), 2: ("final_stats", "m:Stats"), 3: ("end_monotonic_ns", "i"),
@@ -247,7 +251,10 @@ class DecodedConnection:
                 thread_id = word >> 40
                 if kind not in KIND_NAMES:
                     raise DecodeError("invalid kind %d" % kind)
-                if code_id not in self.codes or thread_id not in self.threads:
+                if KIND_NAMES[kind] in WINDOW_KINDS:
+                    if code_id or thread_id:
+                        raise DecodeError("window marker with thread %d code %d" % (thread_id, code_id))
+                elif code_id not in self.codes or thread_id not in self.threads:
                     raise DecodeError("undefined id: thread %d code %d" % (thread_id, code_id))
                 self.events.append((ts, thread_id, code_id, KIND_NAMES[kind]))
             return

@@ -199,7 +199,7 @@ public sealed class GoldenStreamTests
                 e.GetProperty("ts").GetUInt64(),
                 e.GetProperty("thread").GetUInt32(),
                 e.GetProperty("code").GetUInt32(),
-                Enum.Parse<EventKind>(e.GetProperty("kind").GetString()!, ignoreCase: true)));
+                Enum.Parse<EventKind>(e.GetProperty("kind").GetString()!.Replace("_", "", StringComparison.Ordinal), ignoreCase: true)));
         }
 
         return records;

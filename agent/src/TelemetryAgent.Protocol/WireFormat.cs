@@ -43,4 +43,8 @@ public enum EventKind : byte
     Yield = 5,
     Unwind = 6,
     Seed = 7,
+    /// <summary>Burst mode: a recording window opens (thread and code fields are 0).</summary>
+    WindowStart = 8,
+    /// <summary>Burst mode: the window closes; every thread's open frames close (thread and code fields are 0).</summary>
+    WindowEnd = 9,
 }

@@ -78,9 +78,13 @@ def _start_shim():
         return
     if telemetry_shim.is_active():
         return
-    started = telemetry_shim.start(
+    from telemetry_shim import _control
+
+    # Burst mode unless TELEMETRY_SHIM_MODE says otherwise: autostart is for services.
+    started = _control.start(
         os.environ.get("TELEMETRY_AGENT_SOCKET") or None,
-        service_name=os.environ.get("TELEMETRY_SHIM_SERVICE_NAME") or None,
+        os.environ.get("TELEMETRY_SHIM_SERVICE_NAME") or None,
+        default_mode="burst",
     )
     if not started:
         _warn("the shim did not start, this process is not recorded")

@@ -78,20 +78,31 @@ public readonly record struct ClockMapping(long MonotonicNs, long UnixNs)
 }
 
 /// <summary>The shim's own counters (STATS, or GOODBYE's final stats): cumulative, the last report wins.</summary>
+/// <param name="OverheadNs">The shim's estimate of its own cost so far (callbacks, sender thread, window switching).</param>
+/// <param name="ElapsedNs">Wall time since the shim started, the denominator of <see cref="AchievedOverhead"/>.</param>
+/// <param name="EventToggles">Burst mode: set_events calls made to open and close windows.</param>
+/// <param name="TogglesRefused">set_events calls the interpreter refused; after one, no window opened again.</param>
 public sealed record ShimStatistics(
     ulong EventsRecorded,
     ulong EventsDropped,
     ulong EventsSent,
     ulong FramesSent,
     ulong Connects,
-    ulong CallbackErrors)
+    ulong CallbackErrors,
+    ulong OverheadNs = 0,
+    ulong ElapsedNs = 0,
+    ulong EventToggles = 0,
+    ulong TogglesRefused = 0)
 {
     public static readonly ShimStatistics None = new(0, 0, 0, 0, 0, 0);
+
+    /// <summary>The share of wall time the shim estimates it cost (0.01 = 1%); null when it did not say.</summary>
+    public double? AchievedOverhead => ElapsedNs > 0 ? (double)OverheadNs / ElapsedNs : null;
 
     public static ShimStatistics FromMessage(Stats stats)
     {
         ArgumentNullException.ThrowIfNull(stats);
         return new(stats.EventsRecorded, stats.EventsDropped, stats.EventsSent, stats.FramesSent, stats.Connects,
-            stats.CallbackErrors);
+            stats.CallbackErrors, stats.OverheadNs, stats.ElapsedNs, stats.EventToggles, stats.TogglesRefused);
     }
 }

@@ -16,9 +16,11 @@ public sealed class ProcessProfile
     private readonly List<FunctionInfo> _functions = [];
     private IReadOnlyList<FunctionStats>? _functionStats;
 
-    internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null)
+    internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null,
+        RecordingMode? recording = null)
     {
         Identity = identity;
+        Recording = recording ?? RecordingMode.FullMode;
         Clock = clock;
         ConnectedAt = connectedAt;
         Exceptions = new ProcessExceptions(exceptionLimits ?? ExceptionLimits.Default);
@@ -26,6 +28,11 @@ public sealed class ProcessProfile
 
     public ProcessIdentity Identity { get; }
     public ClockMapping Clock { get; }
+
+    /// <summary>What the shim recorded (mode, windows, budget, filters), from HELLO.</summary>
+    public RecordingMode Recording { get; }
+    /// <summary>Burst mode: the windows and the scale applied to the call trees when the profile completed.</summary>
+    public SamplingWindows Windows { get; } = new();
 
     /// <summary>When the agent received HELLO, by the agent's clock.</summary>
     public DateTimeOffset ConnectedAt { get; }

@@ -44,6 +44,7 @@ public static class ConsoleSummary
             text.Append(culture, $"  {ProfileLabels.Process(process)}: ")
                 .Append(culture, $"{Count(process.Threads.Count, "thread", "threads")}, ")
                 .Append(culture, $"{process.EventsReceived:N0} events, ended: {EndText(process)}\n");
+            foreach (var note in ProfileLabels.RecordingNotes(process)) text.Append("    ").Append(note).Append('\n');
         }
         if (summary.RunningProcessesLeftOut > 0)
         {

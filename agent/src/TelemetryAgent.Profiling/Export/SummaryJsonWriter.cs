@@ -99,6 +99,42 @@ public static class SummaryJsonWriter
         json.WriteEndObject();
     }
 
+    /// <summary>The mode, burst windows and their scale, the budget and the filters (proto/PROTOCOL.md "Modes").</summary>
+    private static void WriteMode(Utf8JsonWriter json, ProcessProfile process)
+    {
+        var recording = process.Recording;
+        json.WriteString("mode", recording.Mode);
+        json.WriteBoolean("sampled", recording.IsSampled);
+        if (recording.IsSampled)
+        {
+            var windows = process.Windows;
+            json.WriteStartObject("windows");
+            json.WriteNumber("configured_window_ns", recording.WindowNs);
+            json.WriteNumber("configured_period_ns", recording.PeriodNs);
+            json.WriteNumber("count", windows.Count);
+            json.WriteNumber("covered_ns", windows.CoveredNs);
+            json.WriteNumber("represented_ns", windows.RepresentedNs);
+            json.WriteNumber("duty_cycle", Math.Round(windows.DutyCycle, 6));
+            json.WriteNumber("scale", Math.Round(windows.Scale, 6));
+            json.WriteNumber("calls_in_windows", windows.CallsInWindows);
+            json.WriteNumber("events_outside_windows", windows.EventsOutsideWindows);
+            json.WriteEndObject();
+        }
+        if (recording.OverheadBudgetPpm > 0) json.WriteNumber("overhead_budget", recording.OverheadBudgetPpm / 1e6);
+        else json.WriteNull("overhead_budget");
+        json.WriteStartObject("filters");
+        json.WriteStartArray("include");
+        foreach (var pattern in recording.Include) json.WriteStringValue(pattern);
+        json.WriteEndArray();
+        json.WriteStartArray("exclude");
+        foreach (var pattern in recording.Exclude) json.WriteStringValue(pattern);
+        json.WriteEndArray();
+        json.WriteEndObject();
+        json.WriteStartArray("notes");
+        foreach (var note in ProfileLabels.RecordingNotes(process)) json.WriteStringValue(note);
+        json.WriteEndArray();
+    }
+
     private static void WriteProcess(Utf8JsonWriter json, ProcessProfile process)
     {
         var identity = process.Identity;
@@ -152,6 +188,7 @@ public static class SummaryJsonWriter
             process.ClampedTimestamps, process.DepthLimitedPushes);
         json.WriteNumber("frames_open_at_end", process.FramesOpenAtEnd);
         json.WriteNumber("functions_defined", process.Functions.Count);
+        WriteMode(json, process);
         json.WriteEndObject();
 
         var shim = process.ShimStats;
@@ -162,6 +199,12 @@ public static class SummaryJsonWriter
         json.WriteNumber("frames_sent", shim.FramesSent);
         json.WriteNumber("connects", shim.Connects);
         json.WriteNumber("callback_errors", shim.CallbackErrors);
+        json.WriteNumber("overhead_ns", shim.OverheadNs);
+        json.WriteNumber("elapsed_ns", shim.ElapsedNs);
+        if (shim.AchievedOverhead is { } overhead) json.WriteNumber("overhead_achieved", Math.Round(overhead, 6));
+        else json.WriteNull("overhead_achieved");
+        json.WriteNumber("event_toggles", shim.EventToggles);
+        json.WriteNumber("toggles_refused", shim.TogglesRefused);
         json.WriteEndObject();
 
         json.WriteStartArray("threads");

@@ -33,6 +33,12 @@ public sealed class ProcessSession
     private Goodbye? _goodbye;
     private bool _hasEvents;
 
+    // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
+    private bool _burst;
+    private bool _windowOpen;
+    private long _windowStart;
+    private long? _firstWindowStart;
+
     public ProcessSession(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null)
     {
         _store = store;
@@ -56,11 +62,14 @@ public sealed class ProcessSession
         ArgumentNullException.ThrowIfNull(hello);
         EnsureRunning();
         if (_profile is not null) Fail(ProtocolViolation.DuplicateHello, "a second HELLO");
+        var recording = RecordingMode.FromHello(hello);
+        _burst = recording.IsSampled;
         _profile = new ProcessProfile(
             ProcessIdentity.FromHello(hello),
             new ClockMapping(hello.ClockMonotonicNs, hello.ClockUnixNs),
             _time.GetUtcNow(),
-            _limits.Exceptions);
+            _limits.Exceptions,
+            recording);
         _store?.Register(_profile);
     }
 
@@ -156,18 +165,9 @@ public sealed class ProcessSession
             endTimestamp = goodbye.EndMonotonicNs;
         }
 
-        foreach (var thread in _threads)
-        {
-            if (thread is null || (thread.Depth == 0 && thread.FramesBeyondLimit == 0)) continue;
-            var closeAt = Math.Max(endTimestamp, thread.LastTimestamp);
-            AdvanceClock(thread, closeAt);
-            profile.FramesOpenAtEnd += thread.Depth + thread.FramesBeyondLimit;
-            thread.FramesBeyondLimit = 0;
-            while (thread.Depth > 0) CloseTop(thread, closeAt);
-            thread.Profile.LastTimestampNs = closeAt;
-        }
-
+        profile.FramesOpenAtEnd += CloseOpenFrames(endTimestamp);
         if (_hasEvents) profile.LastTimestampNs = endTimestamp;
+        if (_burst) CompleteWindows(profile, endTimestamp);
         profile.EndedAt = _time.GetUtcNow();
         profile.End = end;
         _store?.Publish(profile);
@@ -206,26 +206,27 @@ public sealed class ProcessSession
     private void Apply(ProcessProfile profile, ulong rawTimestamp, uint threadId, uint codeId, EventKind kind)
     {
         profile.EventsReceived++;
-        if (kind is < EventKind.Start or > EventKind.Seed) ThrowUnknownKind(kind);
+        if (kind is < EventKind.Start or > EventKind.WindowEnd) ThrowUnknownKind(kind);
         if (rawTimestamp > long.MaxValue) ThrowTimestampOutOfRange(rawTimestamp);
+        if (kind >= EventKind.WindowStart)
+        {
+            OnWindowMarker(profile, (long)rawTimestamp, threadId, codeId, kind);
+            return;
+        }
         var threads = _threads;
         var functions = _functions;
         var thread = threadId < (uint)threads.Length ? threads[threadId] : null;
         if (thread is null) ThrowUndefinedThread(threadId);
         var function = codeId < (uint)functions.Length ? functions[codeId] : null;
         if (function is null) ThrowUndefinedCode(codeId);
+        if (_burst && !_windowOpen)
+        {
+            profile.Windows.EventsOutsideWindows++;
+            return;
+        }
 
         var timestamp = (long)rawTimestamp;
-        if (!_hasEvents)
-        {
-            _hasEvents = true;
-            profile.FirstTimestampNs = timestamp;
-            profile.LastTimestampNs = timestamp;
-        }
-        else if (timestamp > profile.LastTimestampNs)
-        {
-            profile.LastTimestampNs = timestamp;
-        }
+        NoteTimestamp(profile, timestamp);
 
         thread.Profile.Events++;
         if (thread.Profile.Events == 1)
@@ -256,6 +257,87 @@ public sealed class ProcessSession
                 Pop(profile, thread, codeId, timestamp);
                 break;
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void NoteTimestamp(ProcessProfile profile, long timestamp)
+    {
+        if (!_hasEvents)
+        {
+            _hasEvents = true;
+            profile.FirstTimestampNs = timestamp;
+            profile.LastTimestampNs = timestamp;
+        }
+        else if (timestamp > profile.LastTimestampNs)
+        {
+            profile.LastTimestampNs = timestamp;
+        }
+    }
+
+    /// <summary>WINDOW_START and WINDOW_END: process-wide, thread and code 0, only in a burst stream, strictly alternating.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void OnWindowMarker(ProcessProfile profile, long timestamp, uint threadId, uint codeId, EventKind kind)
+    {
+        if (!_burst)
+        {
+            Fail(ProtocolViolation.InvalidRecord,
+                $"a {kind} record in a stream whose mode is \"{profile.Recording.Mode}\" (only burst streams have windows)");
+        }
+        if (threadId != 0 || codeId != 0)
+        {
+            Fail(ProtocolViolation.InvalidRecord, $"a {kind} record with thread {threadId} and code {codeId} (both must be 0)");
+        }
+        if ((kind == EventKind.WindowStart) == _windowOpen)
+        {
+            Fail(ProtocolViolation.InvalidRecord,
+                kind == EventKind.WindowStart ? "WINDOW_START inside an open window" : "WINDOW_END without an open window");
+        }
+
+        NoteTimestamp(profile, timestamp);
+        if (kind == EventKind.WindowStart)
+        {
+            _windowOpen = true;
+            _windowStart = timestamp;
+            _firstWindowStart ??= timestamp;
+            profile.Windows.Count++;
+            return;
+        }
+
+        // Every window's stacks are balanced: what is still open closes here, without counting calls.
+        CloseOpenFrames(timestamp);
+        _windowOpen = false;
+        profile.Windows.CoveredNs += Math.Max(0, timestamp - _windowStart);
+    }
+
+    /// <summary>Closes every thread's open frames at <paramref name="timestamp"/> (or the thread's own later clock); returns how many.</summary>
+    private long CloseOpenFrames(long timestamp)
+    {
+        long closed = 0;
+        foreach (var thread in _threads)
+        {
+            if (thread is null || (thread.Depth == 0 && thread.FramesBeyondLimit == 0)) continue;
+            var closeAt = Math.Max(timestamp, thread.LastTimestamp);
+            AdvanceClock(thread, closeAt);
+            closed += thread.Depth + thread.FramesBeyondLimit;
+            thread.FramesBeyondLimit = 0;
+            while (thread.Depth > 0) CloseTop(thread, closeAt);
+            thread.Profile.LastTimestampNs = closeAt;
+        }
+        return closed;
+    }
+
+    /// <summary>A window still open at the end counts until then; then the trees are scaled to the span the windows stand for.</summary>
+    private void CompleteWindows(ProcessProfile profile, long endTimestamp)
+    {
+        if (_windowOpen)
+        {
+            _windowOpen = false;
+            profile.Windows.CoveredNs += Math.Max(0, endTimestamp - _windowStart);
+        }
+        if (_firstWindowStart is not { } start) return;
+        var connected = profile.Clock.MonotonicNs;
+        if (connected > 0 && connected < start) start = connected;
+        SampleScaling.Apply(profile, endTimestamp - start);
     }
 
     /// <summary>Gives the time since the thread's previous event to the frame on top (it was running).</summary>

@@ -51,6 +51,17 @@ public static class RunCommand
         Description = $"The folder holding the telemetry_shim package. Default: ${ShimLocator.EnvironmentVariable}, else the copy next to the agent.",
     };
 
+    /// <summary>The shim's mode setting (python-shim/README.md "Modes"), passed to the program and its children.</summary>
+    private const string ModeVariable = "TELEMETRY_SHIM_MODE";
+
+    private static readonly Option<string> Mode = new("--mode")
+    {
+        Description = "What the shim records: full (every call, exact), burst (calls in short windows, scaled to the whole run: " +
+                      "production overhead), or exceptions (exceptions only, no calls). Passed to the program and its Python " +
+                      $"children as ${ModeVariable}; window, period, budget and filters come from the TELEMETRY_SHIM_* variables.",
+        DefaultValueFactory = _ => "full",
+    };
+
     private static readonly Argument<string[]> Program = new("program")
     {
         Description = "The program and its arguments: `script.py [args]`, `-m module [args]`, or `python3.x script.py|-m module [args]`. " +
@@ -59,10 +70,11 @@ public static class RunCommand
     };
 
     private static readonly HashSet<string> OptionsWithValue =
-        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path"];
+        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", "--mode"];
 
     static RunCommand()
     {
+        Mode.AcceptOnlyFromAmong("full", "burst", "exceptions");
         Top.Validators.Add(result => RequireAtLeast(result, result.GetValueOrDefault<int>(), 0));
         SummaryFunctions.Validators.Add(result => RequireAtLeast(result, result.GetValueOrDefault<int>(), 0));
         ChildGrace.Validators.Add(result =>
@@ -83,12 +95,12 @@ public static class RunCommand
         var command = new Command("run", "Run a Python program under the shim and write its flame graphs when it exits. " +
                                          "The program's exit code becomes this command's; Ctrl-C reaches the program.")
         {
-            Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath, Program,
+            Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath, Mode, Program,
         };
         command.SetAction((result, _) => ExecuteAsync(
             new RunSettings(
                 result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
-                TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath)),
+                TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath), result.GetValue(Mode)!),
             result.GetValue(Program) ?? []));
         return command;
     }
@@ -100,7 +112,8 @@ public static class RunCommand
         return programPart.Length == 0 ? args : ["run", .. agentPart, "--", .. programPart];
     }
 
-    private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath);
+    private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath,
+        string Mode);
 
     private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens)
     {
@@ -133,6 +146,7 @@ public static class RunCommand
             var environment = new Dictionary<string, string>
             {
                 ["PYTHONPATH"] = PrependPath(shim, Environment.GetEnvironmentVariable("PYTHONPATH")),
+                [ModeVariable] = settings.Mode,
             };
             if (settings.ServiceName is { } serviceName) environment["OTEL_SERVICE_NAME"] = serviceName;
             string[] arguments = ["-m", "telemetry_shim", "--socket", host.SocketPath, .. program.Arguments];
