@@ -510,6 +510,9 @@ def start_python(code_or_args, env=None, cwd=None):
         args = list(code_or_args)
     full_env = dict(os.environ)
     full_env.pop("TELEMETRY_AGENT_SOCKET", None)
+    # Tests count every call: full mode unless a test asks for another (the runner and autostart
+    # default to burst). env={"TELEMETRY_SHIM_MODE": None} gets the entry point's own default.
+    full_env["TELEMETRY_SHIM_MODE"] = "full"
     full_env["PYTHONPATH"] = SHIM_ROOT + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
     full_env["PYTHONDONTWRITEBYTECODE"] = "1"
     for key, value in (env or {}).items():

@@ -50,8 +50,9 @@ class MessageTests(unittest.TestCase):
             "process_start_unix_ns": 1_700_000_000_123_456_789, "executable": "/usr/bin/python3",
             "argv": ["app.py", "", "ü"], "python_implementation": "cpython", "python_version": "3.12.1",
             "host_name": "h", "service_name": "svc", "resource_attributes": "a=b,c=d",
-            "clock_monotonic_ns": 42, "clock_unix_ns": 1_700_000_000_000_000_000, "mode": "full", "tool_id": 3,
-            "working_directory": "/srv",
+            "clock_monotonic_ns": 42, "clock_unix_ns": 1_700_000_000_000_000_000, "mode": "burst", "tool_id": 3,
+            "working_directory": "/srv", "window_ns": 10_000_000, "period_ns": 1_000_000_000,
+            "overhead_budget_ppm": 10_000, "include": ["__main__", "app.*"], "exclude": ["stdlib", "*/vendor/*"],
         }
         self.assertEqual(hello, self.round_trip("Hello", hello))
 
@@ -77,7 +78,8 @@ class MessageTests(unittest.TestCase):
     def test_goodbye_with_final_stats(self):
         goodbye = {"reason": _wire.REASON_ERROR, "detail": "boom",
                    "final_stats": {"events_recorded": 5, "events_dropped": 1, "events_sent": 4, "frames_sent": 3,
-                                   "connects": 1, "callback_errors": 1},
+                                   "connects": 1, "callback_errors": 1, "overhead_ns": 9_000_000,
+                                   "elapsed_ns": 900_000_000, "event_toggles": 1800, "toggles_refused": 1},
                    "end_monotonic_ns": 77}
         decoded = self.round_trip("Goodbye", goodbye)
         self.assertEqual("REASON_ERROR", decoded["reason"])

@@ -15,7 +15,7 @@ internal sealed class SessionScript
     public const string WorkingDirectory = "/srv/app";
 
     public SessionScript(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
-        long pid = 4242, string serviceName = "", string[]? argv = null)
+        long pid = 4242, string serviceName = "", string[]? argv = null, string mode = "full", string[]? exclude = null)
     {
         Session = new ProcessSession(store, limits, time);
         var hello = new Hello
@@ -32,11 +32,12 @@ internal sealed class SessionScript
             ServiceName = serviceName,
             ClockMonotonicNs = 1_000,
             ClockUnixNs = 1_700_000_000_000_001_000,
-            Mode = "full",
+            Mode = mode,
             ToolId = 2,
             WorkingDirectory = WorkingDirectory,
         };
         hello.Argv.Add(argv ?? ["/srv/app/app.py", "--port", "8080"]);
+        hello.Exclude.Add(exclude ?? []);
         Session.OnHello(hello);
     }
 
@@ -72,6 +73,8 @@ internal sealed class SessionScript
     public SessionScript Yield(long ts, uint code, uint thread = 1) => Event(ts, code, EventKind.Yield, thread);
     public SessionScript Unwind(long ts, uint code, uint thread = 1) => Event(ts, code, EventKind.Unwind, thread);
     public SessionScript Seed(long ts, uint code, uint thread = 1) => Event(ts, code, EventKind.Seed, thread);
+    public SessionScript WindowStart(long ts) => Event(ts, 0, EventKind.WindowStart, 0);
+    public SessionScript WindowEnd(long ts) => Event(ts, 0, EventKind.WindowEnd, 0);
 
     public SessionScript Event(long ts, uint code, EventKind kind, uint thread = 1)
     {

@@ -14,7 +14,7 @@ public sealed class SessionValidationTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(8)]
+    [InlineData(10)]
     [InlineData(255)]
     public void An_unknown_event_kind_is_an_invalid_record(byte kind)
     {

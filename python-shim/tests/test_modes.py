@@ -1,0 +1,290 @@
+"""Modes on real processes: burst windows (markers, seeds, balance), exceptions only, the mode
+setting and its defaults, code filters, the overhead figures, and a refused set_events."""
+
+import os
+import sys
+import textwrap
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import support  # noqa: E402
+
+# A CPU-bound main thread and a thread that sleeps through every window.
+BUSY_AND_IDLE = textwrap.dedent("""
+    import threading, time
+
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    def sleeper():
+        time.sleep(1.2)
+
+    thread = threading.Thread(target=sleeper, name="sleeper")
+    thread.start()
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        fib(12)
+    thread.join()
+""")
+
+WINDOW_ENV = {"TELEMETRY_SHIM_MODE": "burst", "TELEMETRY_SHIM_WINDOW_MS": "20", "TELEMETRY_SHIM_PERIOD_MS": "150",
+              "TELEMETRY_SHIM_BUDGET": "off"}
+
+
+def windows_of(conn):
+    """[(start_ts, end_ts or None, [(ts, thread, code, kind) inside])] and the events outside any window."""
+    windows, outside, current = [], [], None
+    for event in conn.events:
+        kind = event[3]
+        if kind == "WINDOW_START":
+            if current is not None:
+                raise AssertionError("WINDOW_START inside a window")
+            current = (event[0], [])
+        elif kind == "WINDOW_END":
+            if current is None:
+                raise AssertionError("WINDOW_END outside a window")
+            windows.append((current[0], event[0], current[1]))
+            current = None
+        elif current is None:
+            outside.append(event)
+        else:
+            current[1].append(event)
+    if current is not None:
+        windows.append((current[0], None, current[1]))
+    return windows, outside
+
+
+def check_window(test, conn, start, events):
+    """Per thread: SEEDs first, all at the window's start; every pop matches the top of the stack."""
+    stacks = {}
+    for ts, thread, code, kind in events:
+        stack = stacks.setdefault(thread, [])
+        seeding = not stack or all(k == "SEED" for k in stack[1])
+        if kind == "SEED":
+            test.assertEqual(start, ts, "a SEED not at its window's start")
+            test.assertTrue(seeding, "a SEED after the thread's other events of the window")
+        if not stack:
+            stack.extend(([], []))
+        codes, kinds = stack
+        if kind in support.PUSH_KINDS:
+            codes.append(code)
+            kinds.append(kind)
+        else:
+            test.assertTrue(codes and codes[-1] == code, "%s of %s does not match the top of %s's stack" % (
+                kind, conn.qualified_name(code), conn.threads[thread]["name"]))
+            codes.pop()
+            kinds.pop()
+    return stacks
+
+
+class RunnerTestCase(support.TempDirTestCase):
+    def run_program(self, source, env, args=()):
+        """Runs `source` as a script under `python -m telemetry_shim`; returns (connection, stderr)."""
+        script = self.write("program.py", source)
+        with support.RecordingAgent() as agent:
+            code, _, err = support.run_python(["-m", "telemetry_shim", "--socket", agent.path, *args, script], env=env)
+            self.assertEqual(0, code, err)
+            conn = agent.wait_for(1)[0]
+            self.assertTrue(conn.wait_ended(30))
+            self.assertIsNone(conn.error)
+            return conn, err
+
+
+class BurstModeTests(RunnerTestCase):
+    def test_windows_are_marked_seeded_and_balanced(self):
+        conn, _ = self.run_program(BUSY_AND_IDLE, WINDOW_ENV)
+        self.assertEqual("burst", conn.hello["mode"])
+        self.assertEqual((20_000_000, 1_000_000_000 * 150 // 1000, 0),
+                         (conn.hello["window_ns"], conn.hello["period_ns"], conn.hello["overhead_budget_ppm"]))
+        windows, outside = windows_of(conn)
+        self.assertGreaterEqual(len(windows), 4)
+        self.assertLessEqual(len(outside), len(windows), "only a callback running at a window's end lands outside")
+        sleeper = conn.thread_named("sleeper")
+        main = conn.thread_named("MainThread")
+        seeded_sleeper = 0
+        for start, end, events in windows:
+            self.assertIsNotNone(end, "every window is closed (the last one at stop)")
+            self.assertGreaterEqual(end - start, 20_000_000)
+            stacks = check_window(self, conn, start, events)
+            self.assertIn(main, stacks, "the busy thread runs in every window")
+            if sleeper in stacks:
+                codes, _ = stacks[sleeper]
+                names = [conn.qualified_name(c) for c in codes]
+                if "sleeper" in names:
+                    seeded_sleeper += 1
+                    # Seeded by the shim after the window closed: rooted in the thread's bootstrap.
+                    self.assertEqual("Thread._bootstrap", names[0])
+        self.assertGreaterEqual(seeded_sleeper, 2, "the sleeping thread is seeded in the windows it sleeps through")
+        stats = conn.goodbye["final_stats"]
+        self.assertEqual(2 * len(windows), stats["event_toggles"])
+        self.assertEqual(0, stats["toggles_refused"])
+        self.assertGreater(stats["overhead_ns"], 0)
+        self.assertGreater(stats["elapsed_ns"], stats["overhead_ns"])
+
+    def test_runner_defaults_to_burst_and_run_mode_option_wins(self):
+        source = "def f():\n    pass\nfor _ in range(10):\n    f()\n"
+        conn, _ = self.run_program(source, {"TELEMETRY_SHIM_MODE": None})
+        self.assertEqual("burst", conn.hello["mode"])
+        conn, _ = self.run_program(source, {"TELEMETRY_SHIM_MODE": "burst"}, args=("--mode", "full"))
+        self.assertEqual("full", conn.hello["mode"])
+        self.assertEqual(10, support.call_counts(conn)["f"])
+        self.assertNotIn("WINDOW_START", {k for _, _, _, k in conn.events})
+
+    def test_a_bad_setting_is_reported_once_and_the_default_used(self):
+        conn, err = self.run_program("pass\n", {"TELEMETRY_SHIM_MODE": "fast", "TELEMETRY_SHIM_BUDGET": "lots"})
+        self.assertEqual("burst", conn.hello["mode"])
+        self.assertEqual(10_000, conn.hello["overhead_budget_ppm"])
+        self.assertEqual(1, err.count("telemetry_shim:"), err)
+        self.assertIn("TELEMETRY_SHIM_MODE='fast'", err)
+        self.assertIn("TELEMETRY_SHIM_BUDGET='lots'", err)
+
+    def test_budget_shrinks_windows_of_call_heavy_code(self):
+        env = dict(WINDOW_ENV, TELEMETRY_SHIM_WINDOW_MS="50", TELEMETRY_SHIM_PERIOD_MS="200",
+                   TELEMETRY_SHIM_BUDGET="0.1%")
+        conn, _ = self.run_program(BUSY_AND_IDLE, env)
+        windows, _ = windows_of(conn)
+        self.assertGreaterEqual(len(windows), 2)
+        covered = sum(end - start for start, end, _ in windows)
+        span = conn.goodbye["end_monotonic_ns"] - windows[0][0]
+        # Configured: 25% of the time. 0.1% of 200 ms is 0.2 ms of cost: the shim shortens the
+        # windows to 1 ms and lengthens the period.
+        self.assertLess(covered / span, 0.12, [end - start for start, end, _ in windows])
+
+
+class ExceptionsModeTests(RunnerTestCase):
+    def test_no_call_events_and_every_exception_counted(self):
+        source = textwrap.dedent("""
+            def parse(text):
+                try:
+                    return int(text)
+                except ValueError:
+                    return None
+
+            for i in range(300):
+                parse("x" if i % 3 == 0 else "7")
+        """)
+        conn, _ = self.run_program(source, {}, args=("--mode", "exceptions"))
+        self.assertEqual("exceptions", conn.hello["mode"])
+        self.assertNotIn("EVENTS", conn.frame_types)
+        self.assertEqual([], conn.events)
+        handled = sum(1 for r in conn.exception_records if r["fate"] == "FATE_HANDLED")
+        handled += sum(t["count"] for t in conn.tallies if t["fate"] == "FATE_HANDLED")
+        self.assertEqual(100, handled)
+        self.assertEqual(0, conn.goodbye["final_stats"]["event_toggles"])
+
+
+FILTERED = textwrap.dedent("""
+    import json, telemetry_shim
+    assert telemetry_shim.start(SOCKET, mode="full")
+
+    def encode(i):
+        return json.dumps({"i": i, "items": [i, i + 1]})
+
+    def main():
+        for i in range(200):
+            encode(i)
+
+    main()
+    telemetry_shim.stop()
+""")
+
+
+class FilterTests(unittest.TestCase):
+    def run_filtered(self, include, exclude):
+        with support.RecordingAgent() as agent:
+            env = {"TELEMETRY_SHIM_INCLUDE": include, "TELEMETRY_SHIM_EXCLUDE": exclude}
+            code, _, err = support.run_python(FILTERED.replace("SOCKET", repr(agent.path)), env=env)
+            self.assertEqual(0, code, err)
+            conn = agent.wait_for(1)[0]
+            self.assertTrue(conn.wait_ended(30))
+        self.assertIsNone(conn.error)
+        return conn
+
+    def test_excluding_the_stdlib_keeps_the_program_exact(self):
+        conn = self.run_filtered("", "stdlib")
+        self.assertEqual(["stdlib"], conn.hello["exclude"])
+        counts = support.call_counts(conn)
+        self.assertEqual(200, counts["encode"])
+        self.assertEqual(1, counts["main"])
+        recorded = {conn.codes[c]["module"] for _, _, c, _ in conn.events}
+        self.assertEqual({"__main__"}, recorded, "no event of json or any other stdlib module")
+        for thread, (stack, problems) in support.replay_stacks(conn).items():
+            self.assertEqual([], problems)
+
+    def test_include_only_the_named_module(self):
+        conn = self.run_filtered("json.*", "")
+        counts = support.call_counts(conn)
+        self.assertNotIn("encode", counts)
+        self.assertEqual(200, counts["JSONEncoder.encode"])
+        self.assertTrue(all(conn.codes[c]["module"].startswith("json.") for _, _, c, _ in conn.events))
+
+
+class RefusedToggleTests(unittest.TestCase):
+    """CPython 3.13+ refuses set_events after about 2**24 changes (OverflowError, for good). Simulated
+    by making the recorder's set_events raise from the Nth call on."""
+
+    PROGRAM = textwrap.dedent("""
+        import sys, time, telemetry_shim
+        from telemetry_shim import _control
+
+        def work():
+            return sum(range(10))
+
+        real = sys.monitoring.set_events
+        calls = [0]
+
+        def refusing(tool, mask):
+            calls[0] += 1
+            if calls[0] >= REFUSE_FROM:
+                raise OverflowError("events set too many times")
+            return real(tool, mask)
+
+        import os
+        os.environ.update(TELEMETRY_SHIM_WINDOW_MS="5", TELEMETRY_SHIM_PERIOD_MS="30", TELEMETRY_SHIM_BUDGET="off")
+        assert telemetry_shim.start(SOCKET, mode="burst")
+        _control._shim.recorder._set_events = refusing
+        end = time.monotonic() + 0.6
+        n = 0
+        while time.monotonic() < end:
+            work()
+            n += 1
+        recorder = _control._shim.recorder
+        print(recorder.windows_failed, n > 0)
+        telemetry_shim.stop()
+    """)
+
+    def run_refusing(self, refuse_from):
+        with support.RecordingAgent() as agent:
+            source = self.PROGRAM.replace("SOCKET", repr(agent.path)).replace("REFUSE_FROM", str(refuse_from))
+            code, out, err = support.run_python(source)
+            self.assertEqual(0, code, err)
+            self.assertEqual("", err)
+            conn = agent.wait_for(1)[0]
+            self.assertTrue(conn.wait_ended(30))
+        self.assertIsNone(conn.error)
+        self.assertEqual("True True", out.strip())
+        return conn
+
+    def test_refused_when_opening_stops_the_windows(self):
+        conn = self.run_refusing(5)  # windows 1 and 2 open and close; window 3 cannot open
+        windows, _ = windows_of(conn)
+        self.assertEqual(3, len(windows))
+        start, end, events = windows[-1]
+        self.assertEqual([], events, "the refused window is empty")
+        self.assertEqual(1, conn.goodbye["final_stats"]["toggles_refused"])
+        self.assertEqual(5, conn.goodbye["final_stats"]["event_toggles"])
+
+    def test_refused_when_closing_unregisters_the_call_callbacks(self):
+        conn = self.run_refusing(4)  # window 2 cannot close: events stay on, callbacks go
+        windows, outside = windows_of(conn)
+        self.assertEqual(2, len(windows))
+        # At most the exit of a callback that was running when the window closed; no new call.
+        self.assertLessEqual(len(outside), 1, outside)
+        self.assertNotIn("START", [kind for _, _, _, kind in outside])
+        self.assertEqual(1, conn.goodbye["final_stats"]["toggles_refused"])
+        self.assertGreater(support.call_counts(conn).get("work", 0), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
