@@ -36,7 +36,7 @@ public sealed class ServeCommandTests : IDisposable
 
     private Task<Finished> RunShimmedAsync(string script) =>
         Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", SocketPath, script],
-            environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
+            environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim"), ["TELEMETRY_SHIM_MODE"] = "full" });
 
     [Fact]
     public async Task WritesEachProcessWhenItEndsAndABadConnectionHurtsNoOther()

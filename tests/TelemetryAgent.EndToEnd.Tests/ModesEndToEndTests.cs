@@ -1,0 +1,135 @@
+using System.Text.Json;
+using TelemetryAgent.EndToEnd.Tests.Support;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>
+/// `telemetry-agent run --mode burst` and `--mode exceptions` on real programs: burst windows rooted, balanced,
+/// labelled sampled in every output and scaled consistently; exceptions mode with no call event and the same exception
+/// groups, count for count, as a full run.
+/// </summary>
+public sealed class ModesEndToEndTests : IDisposable
+{
+    private readonly Processes.TempFolder _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    // A busy main thread and a thread that sleeps through the whole run.
+    private const string BusyAndIdle = """
+        import threading, time
+
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+        def sleeper():
+            time.sleep(1.6)
+
+        thread = threading.Thread(target=sleeper, name="sleeper")
+        thread.start()
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            fib(14)
+        thread.join()
+        """;
+
+    [Fact]
+    public async Task BurstModeWindowsAreRootedBalancedLabelledAndScaled()
+    {
+        var script = _temp.File("busy.py");
+        File.WriteAllText(script, BusyAndIdle);
+        var output = _temp.File("out");
+        var run = await Processes.RunAgentAsync(["run", "--mode", "burst", "-o", output, script],
+            environment: new Dictionary<string, string?>
+            {
+                ["TELEMETRY_SHIM_WINDOW_MS"] = "20", ["TELEMETRY_SHIM_PERIOD_MS"] = "200", ["TELEMETRY_SHIM_BUDGET"] = "off",
+            });
+        Assert.True(run.ExitCode == 0, run.ToString());
+
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json")));
+        var process = summary.RootElement.GetProperty("processes")[0];
+        var recording = process.GetProperty("recording");
+        Assert.Equal("burst", recording.GetProperty("mode").GetString());
+        Assert.True(recording.GetProperty("sampled").GetBoolean());
+        var windows = recording.GetProperty("windows");
+        var count = windows.GetProperty("count").GetInt64();
+        var covered = windows.GetProperty("covered_ns").GetInt64();
+        var represented = windows.GetProperty("represented_ns").GetInt64();
+        var scale = windows.GetProperty("scale").GetDouble();
+        Assert.InRange(count, 5, 12);   // 1.6 s at one window per 200 ms
+        Assert.InRange(covered, count * 20_000_000, count * 60_000_000);
+        Assert.Equal((double)represented / covered, scale, 5);
+        Assert.Equal(2 * count, process.GetProperty("shim_stats").GetProperty("event_toggles").GetInt64());
+        // Balanced and rooted: every window closed what it opened, no exit was repaired.
+        foreach (var counter in new[] { "frames_open_at_end", "implicit_exits", "unmatched_exits" })
+            Assert.Equal(0, recording.GetProperty(counter).GetInt64());
+
+        // Labelled in every output.
+        var label = process.GetProperty("label").GetString()!;
+        Assert.EndsWith(", sampled)", label);
+        var folded = File.ReadAllText(Path.Combine(output, "profile.folded"));
+        var stacks = Folded.Parse(folded).ToArray();
+        Assert.All(stacks, stack => Assert.Equal(label, stack.Frames[0]));
+        Assert.Contains(label, File.ReadAllText(Path.Combine(output, "profile.speedscope.json")));
+        Assert.Contains(label, File.ReadAllText(Path.Combine(output, "flamegraph.html")));
+        Assert.Contains("burst mode: ", run.Stderr);
+        Assert.Contains("calls and times are estimates", run.Stderr);
+
+        // Rooted: the main thread's stacks start at the script, the sleeper's at its thread bootstrap.
+        var main = stacks.Where(stack => stack.Frames[1] == "thread MainThread").ToArray();
+        var sleeper = stacks.Where(stack => stack.Frames[1] == "thread sleeper").ToArray();
+        Assert.All(main, stack => Assert.StartsWith("<module> (", stack.Frames[2]));
+        Assert.All(sleeper, stack => Assert.StartsWith("Thread._bootstrap (", stack.Frames[2]));
+        Assert.Contains(sleeper, stack => stack.Frames[^1].StartsWith("sleeper (", StringComparison.Ordinal));
+
+        // Scaled consistently: each thread is on the stack for the whole of every window it lives through, so its
+        // scaled time is the represented span (the main thread), or nearly (the sleeper starts a moment later).
+        var mainTotal = main.Sum(stack => stack.Weight);
+        var sleeperTotal = sleeper.Sum(stack => stack.Weight);
+        Assert.InRange(mainTotal, represented * 0.99, represented * 1.01);
+        Assert.InRange(sleeperTotal, represented * 0.80, represented * 1.01);
+        // fib has most of the main thread's self time.
+        var fibSelf = main.Where(stack => stack.Frames[^1].StartsWith("fib (", StringComparison.Ordinal)).Sum(stack => stack.Weight);
+        Assert.True(fibSelf > mainTotal / 2, $"fib self {fibSelf} of {mainTotal}");
+    }
+
+    [Fact]
+    public async Task ExceptionsModeRecordsNoCallAndEveryExceptionGroupExactly()
+    {
+        const string app = "examples/exceptions_app.py";
+        var full = Processes.RunAgentAsync(["run", "--mode", "full", "-o", _temp.File("full"), app]);
+        var exceptionsOnly = Processes.RunAgentAsync(["run", "--mode", "exceptions", "-o", _temp.File("exceptions"), app]);
+        Assert.True((await full).ExitCode == 0, (await full).ToString());
+        var run = await exceptionsOnly;
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("exceptions mode: no calls recorded", run.Stderr);
+        Assert.Contains("No function calls were recorded.", run.Stderr);
+
+        using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("exceptions/summary.json")));
+        foreach (var process in summary.RootElement.GetProperty("processes").EnumerateArray())
+        {
+            var recording = process.GetProperty("recording");
+            Assert.Equal("exceptions", recording.GetProperty("mode").GetString());
+            Assert.Equal(0, recording.GetProperty("events_received").GetInt64());
+            Assert.Equal(0UL, process.GetProperty("shim_stats").GetProperty("events_recorded").GetUInt64());
+        }
+
+        var expected = ProgramGroups(_temp.File("full/exceptions.json"));
+        var actual = ProgramGroups(_temp.File("exceptions/exceptions.json"));
+        Assert.True(expected.Count >= 10, $"{expected.Count} program groups");
+        Assert.Equal(expected, actual);
+    }
+
+    /// <summary>The program's own exception groups (not library-internal) of the first process: type, site, counts by fate.</summary>
+    private static SortedSet<string> ProgramGroups(string path)
+    {
+        using var document = JsonDocument.Parse(File.ReadAllText(path));
+        var groups = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var group in document.RootElement.GetProperty("processes")[0].GetProperty("groups").EnumerateArray())
+        {
+            if (group.GetProperty("library_internal").GetBoolean()) continue;
+            groups.Add($"{group.GetProperty("type").GetString()} at {group.GetProperty("raise_site").GetProperty("site").GetString()}: " +
+                       $"{group.GetProperty("count").GetInt64()} {group.GetProperty("by_fate").GetRawText()}");
+        }
+        return groups;
+    }
+}
