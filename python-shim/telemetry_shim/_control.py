@@ -4,7 +4,6 @@ Nothing here may raise into the program: every entry point catches everything.
 """
 
 import os
-import socket
 import sys
 import threading
 import time
@@ -178,7 +177,9 @@ def _cwd():
 
 def _host_name():
     try:
-        return socket.gethostname()
+        import _socket
+
+        return _socket.gethostname()
     except OSError:
         return ""
 

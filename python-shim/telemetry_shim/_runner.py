@@ -7,11 +7,9 @@ rather than through runpy.run_path, whose frames would be recorded above the pro
 lives in the shim package, so its own frames are never recorded or seeded.
 """
 
-import argparse
 import importlib.machinery
 import io
 import os
-import pkgutil
 import runpy
 import sys
 import types
@@ -76,6 +74,8 @@ class Target:
 
 
 def build_parser():
+    import argparse  # only for --help, --version and usage errors: it costs milliseconds at every start
+
     parser = argparse.ArgumentParser(
         prog="python -m telemetry_shim",
         usage="%(prog)s [options] (script.py | -m module) [args ...]",
@@ -114,6 +114,28 @@ def build_parser():
     return parser
 
 
+def _plain_options(runner_args):
+    """The runner's options when they are all plain `--name value` or `--name=value` pairs with valid values;
+    None for anything else (help, version, a mistake), which argparse then handles."""
+    values = {"socket": None, "service_name": None, "mode": None, "module": None}
+    index = 0
+    while index < len(runner_args):
+        arg = runner_args[index]
+        name, equals, value = arg.partition("=")
+        if name not in _OPTIONS_WITH_VALUE:
+            return None
+        if not equals:
+            if index + 1 >= len(runner_args):
+                return None
+            index += 1
+            value = runner_args[index]
+        values[name[2:].replace("-", "_")] = value
+        index += 1
+    if values["mode"] not in (None, "full", "burst", "exceptions"):
+        return None
+    return types.SimpleNamespace(**values)
+
+
 def split_command_line(argv):
     """Split argv into (runner options, Target or None).
 
@@ -147,11 +169,13 @@ def main(argv=None):
     """Entry point of `python -m telemetry_shim`. Returns the exit status when the program ends
     normally; SystemExit and uncaught exceptions of the program propagate as Python would let them."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     runner_args, target = split_command_line(argv)
-    options = parser.parse_args(runner_args)  # exits 2 with a message on a usage error
-    if target is None:
-        parser.error("no program given: pass a script path or -m module")
+    options = _plain_options(runner_args)
+    if options is None or target is None:
+        parser = build_parser()
+        options = parser.parse_args(runner_args)  # exits 2 with a message on a usage error
+        if target is None:
+            parser.error("no program given: pass a script path or -m module")
 
     socket_path = _resolve_socket_path(options.socket)
     _export_child_environment(socket_path, options.service_name, options.mode)
@@ -208,7 +232,8 @@ class _Program:
 def _load_script(path):
     """Compile a script, or find the __main__ module of a directory or zip file, as
     `python path` does."""
-    if pkgutil.get_importer(path) is not None:
+    # A directory or a zip file runs its __main__ (a .py file is neither: pkgutil's import is spared).
+    if not path.endswith(".py") and _importer_for(path):
         _set_first_path_entry(os.path.abspath(path), even_in_safe_path=True)
         return _load_module_details(path, runpy._get_main_module_details(UsageError)[1:])
     try:
@@ -232,6 +257,12 @@ def _load_script(path):
     # The interpreter puts the directory of the script, symlinks resolved, first on sys.path.
     _set_first_path_entry(os.path.dirname(os.path.realpath(path)), even_in_safe_path=False)
     return _Program(code, module, path)
+
+
+def _importer_for(path):
+    import pkgutil
+
+    return pkgutil.get_importer(path) is not None
 
 
 def _load_module(name):

@@ -7,9 +7,9 @@ retried with backoff; each new connection starts with a fresh HELLO, every defin
 and a new recorder generation so that every thread is re-seeded (the agent starts a new session).
 """
 
+import _socket  # socket.py would import enum, selectors and more at every start: the C module does it all
 import _thread
 import os
-import socket
 from array import array
 import threading
 from time import monotonic, perf_counter_ns, sleep, thread_time_ns
@@ -37,7 +37,7 @@ _LEFT = 2  # the thread left; a new one is owed (restart_after_fork)
 _FINISHED = 3
 # A write to a connection the agent closed must fail with EPIPE, never raise SIGPIPE: a program
 # that restored SIG_DFL for it (common in CLI tools) would be killed by our write.
-SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
+SEND_FLAGS = getattr(_socket, "MSG_NOSIGNAL", 0)
 
 
 class Sender:
@@ -356,7 +356,7 @@ class Sender:
     def _connect(self):
         sock = None
         try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT_S)
             sock.connect(self.socket_path)
             sock.settimeout(SEND_TIMEOUT_S)

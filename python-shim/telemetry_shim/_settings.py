@@ -7,9 +7,7 @@ default of the entry point (`full` for the API and `telemetry-agent run`, `burst
 once on stderr and the default is used.
 """
 
-import fnmatch
 import os
-import sysconfig
 
 from . import _wire
 
@@ -119,9 +117,13 @@ class CodeFilter:
     def __init__(self, include, exclude):
         self.include = tuple(include)
         self.exclude = tuple(exclude)
-        paths = sysconfig.get_paths()
-        self._site_dirs = _directories(paths[key] for key in ("purelib", "platlib"))
-        self._stdlib_dirs = _directories(paths[key] for key in ("stdlib", "platstdlib"))
+        self._site_dirs = self._stdlib_dirs = ()
+        if self.active:  # sysconfig and fnmatch cost milliseconds to import: only when filtering
+            import sysconfig
+
+            paths = sysconfig.get_paths()
+            self._site_dirs = _directories(paths[key] for key in ("purelib", "platlib"))
+            self._stdlib_dirs = _directories(paths[key] for key in ("stdlib", "platstdlib"))
 
     @property
     def active(self):
@@ -140,12 +142,14 @@ class CodeFilter:
                 return True
             return filename.startswith(self._stdlib_dirs) and not (
                 filename.startswith(self._site_dirs) or "/site-packages/" in filename)
+        from fnmatch import fnmatchcase
+
         if "/" in pattern:
-            return fnmatch.fnmatchcase(filename, pattern)
+            return fnmatchcase(filename, pattern)
         if not module:
             return False
         if any(c in pattern for c in "*?["):
-            return fnmatch.fnmatchcase(module, pattern)
+            return fnmatchcase(module, pattern)
         return module == pattern or module.startswith(pattern + ".")
 
 

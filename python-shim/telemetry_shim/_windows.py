@@ -19,14 +19,14 @@ MAX_PERIOD_NS = 60 * 10**9
 # period, and the next million another 8.
 WINDOWS_PER_RATION_STEP = 1_000_000
 RATION_FACTOR = 4
-CALIBRATION_CALLS = 2000
+CALIBRATION_CALLS = 500
 
 
 def calibrate_event_cost(recorder):
     """Nanoseconds one call event costs: the recorder's real START callback (fast path, into a
     scratch buffer) called directly, minus what passing its ten arguments from Python costs, plus
     the call of a two-argument Python function (what the interpreter makes for each event).
-    Runs once, on the sender thread, in about 2 ms of its CPU time."""
+    Runs once, on the sender thread, in about a millisecond of its CPU time."""
     callback = recorder.start_callback
     code = calibrate_event_cost.__code__
     thread_keys = {get_ident(): 1 << 40}

@@ -1,0 +1,365 @@
+"""The overhead benchmark suite: every workload plain, under cProfile, and under the shim in each mode.
+
+    python3.12 bench/run.py [--runs 7] [--python PATH] [--workloads a,b] [--json PATH] [--quick]
+
+For each workload in bench/workloads: the plain program, `python -m cProfile`, and `python -m telemetry_shim
+--mode full|burst|exceptions` streaming to a real `telemetry-agent serve`, interleaved round by round (the order
+of the variants shuffled in each round), median of the runs. The machine is shared and noisy: the suite reports
+ratios to the plain run measured in the same rounds, on CPU time (user + system of the program's process, which
+includes the shim's sender thread) and on wall time. Then:
+
+- accuracy: one longer run of each workload in full and in burst mode, the burst run on a fixed schedule of 5 ms
+  windows every 50 ms (so that a few seconds hold as many windows as a service gets in minutes); the distance is
+  the largest difference, in percentage points, between the two flame graphs' shares of self time of the full
+  run's top 10 functions;
+- the shim's own overhead estimate (STATS) in burst mode, beside the measured figure;
+- the raise path: exceptions mode's extra CPU time per exception raised by exceptions_heavy;
+- what a set_events toggle costs, alone and with re-instrumentation of 1000 functions.
+
+Prints a table and writes JSON (default bench/results/latest-<python>.json). Stdlib only.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+WORKLOAD_DIR = os.path.join(HERE, "workloads")
+AGENT_DLL = os.path.join(REPO, "agent", "src", "TelemetryAgent", "bin", "Release", "net10.0", "telemetry-agent.dll")
+VARIANTS = ("plain", "cProfile", "full", "burst", "exceptions")
+SHIM_MODES = ("full", "burst", "exceptions")
+# Rarely raising workloads: where exceptions mode must cost at most 2%.
+RAISING_WORKLOADS = ("exceptions_heavy",)
+ACCURACY_TOP = 10
+
+
+def workloads(selected):
+    names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(WORKLOAD_DIR, "*.py")))
+    if selected:
+        unknown = set(selected) - set(names)
+        if unknown:
+            raise SystemExit("unknown workloads: %s (have: %s)" % (", ".join(sorted(unknown)), ", ".join(names)))
+        names = [n for n in names if n in selected]
+    return names
+
+
+class Runner:
+    def __init__(self, python, socket_path, output_dir):
+        self.python = python
+        self.socket_path = socket_path
+        self.output_dir = output_dir
+        self.env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python-shim"), PYTHONDONTWRITEBYTECODE="")
+        for key in list(self.env):
+            if key.startswith("TELEMETRY_SHIM_"):
+                del self.env[key]  # the defaults are what is measured
+
+    def argv(self, variant, script, service, scale=None):
+        tail = [script] + ([str(scale)] if scale is not None else [])
+        if variant == "plain":
+            return [self.python] + tail
+        if variant == "cProfile":
+            return [self.python, "-m", "cProfile", "-o", os.devnull] + tail
+        return [self.python, "-m", "telemetry_shim", "--socket", self.socket_path, "--service-name", service,
+                "--mode", variant] + tail
+
+    def run(self, variant, script, service, scale=None, extra_env=None):
+        """(wall s, CPU s, stdout) of one run; CPU time (user + system) from the child's rusage."""
+        env = dict(self.env, **(extra_env or {}))
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            start = time.perf_counter()
+            process = subprocess.Popen(self.argv(variant, script, service, scale), env=env, stdout=out, stderr=err,
+                                       text=True)
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - start
+            process.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            if process.returncode != 0:
+                raise SystemExit("%s %s failed (%d):\n%s" % (variant, script, process.returncode, err.read()[-3000:]))
+            return wall, usage.ru_utime + usage.ru_stime, out.read()
+
+    def outputs_of(self, service, timeout=30.0):
+        """The serve output folder of the process that ran as `service`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = glob.glob(os.path.join(self.output_dir, glob.escape(service) + "-*", "summary.json"))
+            if found:
+                return os.path.dirname(found[0])
+            if time.monotonic() > deadline:
+                raise SystemExit("no output from the agent for %s" % service)
+            time.sleep(0.05)
+
+
+def self_shares(folded_path):
+    """{function frame: share of all self time} from a profile.folded."""
+    totals = {}
+    with open(folded_path) as folded:
+        for line in folded:
+            stack, _, weight = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            leaf = stack.rsplit(";", 1)[-1]
+            totals[leaf] = totals.get(leaf, 0) + int(weight)
+    grand = sum(totals.values()) or 1
+    return {name: value / grand for name, value in totals.items()}
+
+
+def accuracy_distance(full_shares, burst_shares):
+    top = sorted(full_shares, key=full_shares.get, reverse=True)[:ACCURACY_TOP]
+    differences = {name: 100 * abs(full_shares[name] - burst_shares.get(name, 0.0)) for name in top}
+    return max(differences.values(), default=0.0), top, differences
+
+
+TOGGLE_PROGRAM = r"""
+import sys, time
+m = sys.monitoring
+tool = 5
+m.use_tool_id(tool, "bench")
+events = m.events.PY_START | m.events.PY_RETURN
+m.register_callback(tool, m.events.PY_START, None)
+m.register_callback(tool, m.events.PY_RETURN, None)
+namespace = {}
+exec("\n".join("def f%d():\n    return %d" % (i, i) for i in range(1000)), namespace)
+functions = [namespace["f%d" % i] for i in range(1000)]
+def timed(reinstrument, pairs):
+    best = None
+    for _ in range(5):
+        start = time.perf_counter_ns()
+        for _ in range(pairs):
+            m.set_events(tool, events)
+            m.set_events(tool, 0)
+            if reinstrument:
+                for f in functions:
+                    f()
+        elapsed = time.perf_counter_ns() - start
+        best = elapsed if best is None else min(best, elapsed)
+    return best / pairs
+start = time.perf_counter_ns()
+for _ in range(20):
+    for f in functions:
+        f()
+plain_calls = (time.perf_counter_ns() - start) / 20
+print(timed(False, 2000) / 2, (timed(True, 20) - plain_calls) / 2)
+"""
+
+
+def toggle_cost(python):
+    """(ns per set_events change, ns per change with 1000 functions re-instrumented)."""
+    out = subprocess.run([python, "-c", TOGGLE_PROGRAM], capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def machine_description(python):
+    version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"python": version, "cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=sys.executable, help="the Python >= 3.12 to measure (default: this one)")
+    parser.add_argument("--runs", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--full-runs", type=int, default=3,
+                        help="rounds that also run cProfile and full mode, the slow variants (default 3)")
+    parser.add_argument("--workloads", default="", help="comma-separated subset of bench/workloads")
+    parser.add_argument("--accuracy-scale", type=float, default=2.0, help="workload scale of the accuracy runs")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, accuracy scale 3: a smoke run")
+    parser.add_argument("--agent-dll", default=AGENT_DLL)
+    parser.add_argument("--json", help="where to write the results (default bench/results/latest-<python>.json)")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.full_runs, args.accuracy_scale = 3, 2, 1.0
+    names = workloads([n for n in args.workloads.split(",") if n])
+    if not os.path.exists(args.agent_dll):
+        subprocess.run(["dotnet", "build", "-c", "Release", os.path.join(REPO, "TelemetryAgent.sln")], check=True)
+    machine = machine_description(args.python)
+
+    with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as temp:
+        socket_path = os.path.join(temp, "agent.sock")
+        output_dir = os.path.join(temp, "out")
+        agent = subprocess.Popen(["dotnet", args.agent_dll, "serve", "--socket", socket_path, "--output", output_dir],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(socket_path):
+                if agent.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("telemetry-agent serve did not start")
+                time.sleep(0.05)
+            runner = Runner(args.python, socket_path, output_dir)
+            results = measure(runner, names, args.runs, args.full_runs)
+            accuracy = measure_accuracy(runner, names, args.accuracy_scale)
+        finally:
+            agent.terminate()
+            agent.wait(timeout=60)
+    toggles = toggle_cost(args.python)
+
+    report = {"machine": machine, "runs": args.runs, "full_runs": min(args.full_runs, args.runs), "workloads": results, "accuracy": accuracy,
+              "toggle_ns": toggles[0], "toggle_with_reinstrumentation_ns": toggles[1]}
+    report["summary"] = summarize(report)
+    print_report(report)
+    path = args.json or os.path.join(HERE, "results", "latest-%s.json" % machine["python"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as out:
+        json.dump(report, out, indent=2)
+    print("\nJSON: %s" % os.path.relpath(path))
+
+
+def measure(runner, names, runs, full_runs):
+    results = {}
+    rng = random.Random(20261122)
+    samples = {name: {variant: {"wall": [], "cpu": []} for variant in VARIANTS} for name in names}
+    overhead_estimates = {name: [] for name in names}
+    raised = {}
+    for name in names:  # warm-up: page cache, .pyc files
+        runner.run("plain", os.path.join(WORKLOAD_DIR, name + ".py"), "warmup")
+    for round_index in range(runs):
+        for name in names:
+            script = os.path.join(WORKLOAD_DIR, name + ".py")
+            order = [v for v in VARIANTS if round_index < full_runs or v not in ("cProfile", "full")]
+            rng.shuffle(order)
+            for variant in order:
+                service = "bench.%s.%s.%d" % (name, variant, round_index)
+                wall, cpu, stdout = runner.run(variant, script, service)
+                samples[name][variant]["wall"].append(wall)
+                samples[name][variant]["cpu"].append(cpu)
+                match = re.search(r"raised (\d+)", stdout)
+                if match:
+                    raised[name] = int(match.group(1))
+                if variant == "burst":
+                    with open(os.path.join(runner.outputs_of(service), "summary.json")) as f:
+                        achieved = json.load(f)["processes"][0]["shim_stats"]["overhead_achieved"]
+                    if achieved is not None:
+                        overhead_estimates[name].append(achieved)
+        print("round %d of %d done" % (round_index + 1, runs), file=sys.stderr)
+    for name in names:
+        medians = {variant: {kind: statistics.median(values) for kind, values in by_kind.items()}
+                   for variant, by_kind in samples[name].items()}
+        entry = {"median": medians, "samples": samples[name]}
+        for kind in ("cpu", "wall"):
+            plain = medians["plain"][kind]
+            entry["ratio_" + kind] = {variant: medians[variant][kind] / plain for variant in VARIANTS}
+        entry["full_vs_cprofile_cpu"] = medians["full"]["cpu"] / medians["cProfile"]["cpu"]
+        entry["shim_overhead_estimate_burst"] = (statistics.median(overhead_estimates[name])
+                                                 if overhead_estimates[name] else None)
+        if name in raised:
+            entry["exceptions_raised"] = raised[name]
+            extra = medians["exceptions"]["cpu"] - medians["plain"]["cpu"]
+            entry["raise_path_us_exceptions_mode"] = 1e6 * extra / raised[name]
+        results[name] = entry
+    return results
+
+
+def measure_accuracy(runner, names, scale):
+    accuracy = {}
+    burst_env = {"TELEMETRY_SHIM_WINDOW_MS": "5", "TELEMETRY_SHIM_PERIOD_MS": "50", "TELEMETRY_SHIM_BUDGET": "off"}
+    for name in names:
+        script = os.path.join(WORKLOAD_DIR, name + ".py")
+        shares = {}
+        windows = None
+        for mode in ("full", "burst"):
+            service = "accuracy.%s.%s" % (name, mode)
+            runner.run(mode, script, service, scale=scale, extra_env=burst_env if mode == "burst" else None)
+            folder = runner.outputs_of(service)
+            shares[mode] = self_shares(os.path.join(folder, "profile.folded"))
+            if mode == "burst":
+                with open(os.path.join(folder, "summary.json")) as f:
+                    windows = json.load(f)["processes"][0]["recording"]["windows"]
+        distance, top, differences = accuracy_distance(shares["full"], shares["burst"])
+        accuracy[name] = {
+            "max_difference_pp": distance,
+            "top": [{"function": f, "full_pct": 100 * shares["full"][f], "burst_pct": 100 * shares["burst"].get(f, 0.0)}
+                    for f in top],
+            "windows": windows["count"] if windows else 0,
+            "duty_cycle": windows["duty_cycle"] if windows else 0,
+        }
+    return accuracy
+
+
+def summarize(report):
+    results = report["workloads"]
+    burst = [entry["ratio_cpu"]["burst"] - 1 for entry in results.values()]
+    quiet = [entry["ratio_cpu"]["exceptions"] - 1 for name, entry in results.items() if name not in RAISING_WORKLOADS]
+    distances = [entry["max_difference_pp"] for entry in report["accuracy"].values()]
+    summary = {
+        "burst_median_slowdown_cpu": statistics.median(burst) if burst else None,
+        "burst_median_slowdown_wall": statistics.median([e["ratio_wall"]["burst"] - 1 for e in results.values()])
+        if results else None,
+        "exceptions_median_slowdown_cpu_rarely_raising": statistics.median(quiet) if quiet else None,
+        "exceptions_max_slowdown_cpu_rarely_raising": max(quiet) if quiet else None,
+        "accuracy_median_max_difference_pp": statistics.median(distances) if distances else None,
+    }
+    raise_path = [e["raise_path_us_exceptions_mode"] for e in results.values() if "raise_path_us_exceptions_mode" in e]
+    if raise_path:
+        summary["raise_path_us_exceptions_mode"] = raise_path[0]
+    return summary
+
+
+def _pct(ratio):
+    return "%+.1f%%" % (100 * (ratio - 1))
+
+
+def print_report(report):
+    machine = report["machine"]
+    print("Python %s, %s, %d cores; median of %d interleaved rounds (cProfile and full: %d); CPU time of the "
+          "program's process, ratio to plain (wall time in the JSON)" % (
+              machine["python"], machine["cpu"] or "?", machine["cores"], report["runs"], report["full_runs"]))
+    header = ("workload", "plain", "cProfile", "full", "full/cProfile", "burst", "shim est.", "exceptions",
+              "accuracy")
+    rows = [header]
+    for name, entry in report["workloads"].items():
+        ratio = entry["ratio_cpu"]
+        estimate = entry["shim_overhead_estimate_burst"]
+        accuracy = report["accuracy"].get(name)
+        rows.append((
+            name,
+            "%.3f s" % entry["median"]["plain"]["cpu"],
+            "%.2fx" % ratio["cProfile"],
+            "%.2fx" % ratio["full"],
+            "%.2fx" % entry["full_vs_cprofile_cpu"],
+            _pct(ratio["burst"]),
+            "%.2f%%" % (100 * estimate) if estimate is not None else "-",
+            _pct(ratio["exceptions"]),
+            "%.1f pp (%d windows)" % (accuracy["max_difference_pp"], accuracy["windows"]) if accuracy else "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+    summary = report["summary"]
+    print()
+    print("burst, default budget (1%%): median slowdown %s CPU, %s wall (target <= +2%%)" % (
+        "%+.2f%%" % (100 * summary["burst_median_slowdown_cpu"]), "%+.2f%%" % (100 * summary["burst_median_slowdown_wall"])))
+    print("exceptions on rarely raising workloads: median %+.2f%%, worst %+.2f%% CPU (target <= +2%%)" % (
+        100 * summary["exceptions_median_slowdown_cpu_rarely_raising"],
+        100 * summary["exceptions_max_slowdown_cpu_rarely_raising"]))
+    if "raise_path_us_exceptions_mode" in summary:
+        print("raise path, exceptions mode: %.2f us of CPU per exception (exceptions_heavy)" %
+              summary["raise_path_us_exceptions_mode"])
+    print("accuracy (burst vs full, top %d functions' share of self time): median of the largest differences "
+          "%.1f percentage points" % (ACCURACY_TOP, summary["accuracy_median_max_difference_pp"]))
+    print("set_events toggle: %.1f us; with 1000 functions re-instrumented: %.1f us" % (
+        report["toggle_ns"] / 1000, report["toggle_with_reinstrumentation_ns"] / 1000))
+
+
+if __name__ == "__main__":
+    main()
