@@ -309,21 +309,21 @@ class Recorder:
             # Refused (3.13+: too many changes): the marker went in, the events did not.
             self.thread_keys = keys
             self.windows_failed = True
-            self.close_window(refused=True)
+            self.close_window(switch_events=False, seed_idle=False)
             return False
         self.thread_keys = keys
         return True
 
-    def close_window(self, refused=False):
-        """Closes the open window: the call events off, then (not timed against the program any
-        more) SEED records for the threads that ran no Python code in the window, and WINDOW_END.
-        Returns the window's end time."""
+    def close_window(self, switch_events=True, seed_idle=True):
+        """Closes the open window: the call events off (unless they are already), then (not timed
+        against the program any more) SEED records for the threads that ran no Python code in the
+        window, and WINDOW_END. Returns the window's end time."""
         tool_id = self.tool_id
         _, off_mask = self._window_masks()
         keys = self.thread_keys
         stop_recording = self._switch_defaults(self.buffer, keys, recording=False)
         steps = (stop_recording, perf_counter_ns, sys._current_frames, keys.copy)
-        if not refused and tool_id is not None:
+        if switch_events and tool_id is not None:
             steps = (partial(self._set_events, tool_id, off_mask),) + steps
         try:
             results = list(map(call, steps))
@@ -336,7 +336,7 @@ class Recorder:
         end_ns, frames, seen = results[-3:]
         self.window_open = False
         buf = self.buffer
-        if frames and not refused:
+        if frames and seed_idle:
             seeds = self._seed_idle_threads(frames, seen)
             if seeds:
                 current = sys._current_frames()

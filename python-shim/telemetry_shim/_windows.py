@@ -124,7 +124,7 @@ class BurstWindows:
         """The shim is stopping (its events are already off): the open window gets its WINDOW_END."""
         if self.close_at_ns is not None:
             self.close_at_ns = None
-            end_ns = self.recorder.close_window(refused=True)
+            end_ns = self.recorder.close_window(switch_events=False)
             self.covered_ns += max(end_ns - self.opened_at_ns, 0)
 
     def _adapt(self, window_ns, window_events, cost_so_far_ns, per_event_ns):
