@@ -15,9 +15,9 @@ internal sealed class SessionScript
     public const string WorkingDirectory = "/srv/app";
 
     public SessionScript(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
-        long pid = 4242, string serviceName = "", string[]? argv = null)
+        long pid = 4242, string serviceName = "", string[]? argv = null, IProcessObserver? observer = null)
     {
-        Session = new ProcessSession(store, limits, time);
+        Session = new ProcessSession(store, limits, time, observer);
         var hello = new Hello
         {
             ProtocolVersion = 1,

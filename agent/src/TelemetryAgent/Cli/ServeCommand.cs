@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Runtime.InteropServices;
 using TelemetryAgent.Aggregation;
 using TelemetryAgent.Hosting;
+using TelemetryAgent.Sessions;
 
 namespace TelemetryAgent.Cli;
 
@@ -52,7 +53,7 @@ public static class ServeCommand
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        await using var host = new AgentHost(log, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
+        await using var host = new AgentHost(log, observers: [new ProcessFolderWriter(outputRoot, log)])
         {
             Verbose = true,
             RetainProfiles = false,
@@ -83,21 +84,29 @@ public static class ServeCommand
         }
     }
 
-    private static long _written;
-
-    private static void WriteProcess(ProcessProfile profile, string outputRoot, TextWriter log)
+    /// <summary>Writes each process's outputs to its own folder when it ends (on its connection's task).</summary>
+    private sealed class ProcessFolderWriter(string outputRoot, TextWriter log) : IProcessObserver
     {
-        var identity = profile.Identity;
-        // The sequence number keeps two connections of one process (a reconnect) apart.
-        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
-        var snapshot = new ProfileStoreSnapshot([profile], [], new Dictionary<string, long>());
-        RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, profile.ConnectedAt,
-            profile.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
-    }
+        private long _written;
 
-    private static string Sanitize(string name)
-    {
-        var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
-        return chars.Length == 0 ? "python" : new string(chars);
+        public void OnStarted(ProcessProfile running) { }
+
+        public void OnCheckpoint(ProcessProfile checkpoint) { }
+
+        public void OnCompleted(ProcessProfile completed)
+        {
+            var identity = completed.Identity;
+            // The sequence number keeps two connections of one process (a reconnect) apart.
+            var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
+            var snapshot = new ProfileStoreSnapshot([completed], [], new Dictionary<string, long>());
+            RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, completed.ConnectedAt,
+                completed.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
+        }
+
+        private static string Sanitize(string name)
+        {
+            var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
+            return chars.Length == 0 ? "python" : new string(chars);
+        }
     }
 }
