@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export;
+using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
 using TelemetryAgent.Sessions;
 
@@ -39,13 +41,22 @@ public static class ServeCommand
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output,
+            Socket, Output, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.ExportInterval,
         };
-        command.SetAction((result, _) => ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!));
+        command.SetAction((result, _) =>
+        {
+            if (ExportOptions.Resolve(result, out var problem) is not { } otlp)
+            {
+                Console.Error.WriteLine($"telemetry-agent serve: {problem}");
+                return Task.FromResult(2);
+            }
+            return ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!, otlp,
+                TimeSpan.FromSeconds(result.GetValue(ExportOptions.ExportInterval)));
+        });
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot)
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval)
     {
         var log = Console.Error;
         var stop = new TaskCompletionSource();
@@ -53,10 +64,12 @@ public static class ServeCommand
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        await using var host = new AgentHost(log, observers: [new ProcessFolderWriter(outputRoot, log)])
+        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval));
+        await using var host = new AgentHost(log, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers])
         {
             Verbose = true,
             RetainProfiles = false,
+            CheckpointInterval = export.IsEmpty ? null : exportInterval,
         };
         try
         {
@@ -68,6 +81,9 @@ public static class ServeCommand
             return 2;
         }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
+        log.WriteLine(otlp.Enabled
+            ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
+            : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
         await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
         if (host.Accepting is { IsFaulted: true } failed)
         {
@@ -75,6 +91,8 @@ public static class ServeCommand
             return 1;
         }
         log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
+        await host.DisposeAsync().ConfigureAwait(false);
+        await export.ShutdownAsync(ExportOptions.ShutdownDeadline).ConfigureAwait(false);
         return 0;
 
         void Stop(PosixSignalContext context)

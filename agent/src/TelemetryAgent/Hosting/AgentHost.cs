@@ -23,6 +23,7 @@ public sealed class AgentHost : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private Task _checkpoints = Task.CompletedTask;
     private UnixSocketListener? _listener;
+    private int _disposed;
 
     /// <param name="observers">Told about every process's start, checkpoints and completion (exporters, writers).</param>
     public AgentHost(TextWriter log, SessionLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null)
@@ -116,8 +117,10 @@ public sealed class AgentHost : IAsyncDisposable
         }
     }
 
+    /// <summary>Stops accepting and ends every connection (each is completed and reported); calling it again does nothing.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _stopping.CancelAsync().ConfigureAwait(false);
         await _checkpoints.ConfigureAwait(false);
         if (_listener is not null) await _listener.DisposeAsync().ConfigureAwait(false);
