@@ -56,6 +56,32 @@ public sealed class BurstWindowTests
     }
 
     [Fact]
+    public void A_checkpoint_of_a_burst_session_is_scaled_and_the_live_profile_is_not()
+    {
+        var checkpoints = new List<ProcessProfile>();
+        var script = new SessionScript(mode: "burst", observer: new CheckpointCollector(checkpoints))
+            .Thread(1, "MainThread", isMain: true).Code(1, "main").Code(2, "work")
+            .WindowStart(1_000).Seed(1_000, 1).Start(1_200, 2).Return(1_500, 2).WindowEnd(2_000)
+            .WindowStart(3_000).Seed(3_000, 1).Start(3_500, 2);
+        script.Session.RequestCheckpoint();
+        script.Session.TakeRequestedCheckpoint();
+
+        // Covered: 1_000 + 500 (the open window up to the latest event); represented: 3_500 - 1_000.
+        var checkpoint = Assert.Single(checkpoints);
+        Assert.Equal((2L, 1_500L, 2_500L), (checkpoint.Windows.Count, checkpoint.Windows.CoveredNs, checkpoint.Windows.RepresentedNs));
+        checkpoint.Threads[0].Root.At("main", "work").Has(calls: 3, resumes: 0, selfNs: 500, totalNs: 500);
+        Assert.Equal((2L, 1_000L, 1.0), (script.Profile.Windows.Count, script.Profile.Windows.CoveredNs, script.Profile.Windows.Scale));
+        script.Profile.Threads[0].Root.At("main", "work").Has(calls: 2, resumes: 0, selfNs: 300, totalNs: 300);
+    }
+
+    private sealed class CheckpointCollector(List<ProcessProfile> checkpoints) : IProcessObserver
+    {
+        public void OnStarted(ProcessProfile running) { }
+        public void OnCheckpoint(ProcessProfile checkpoint) => checkpoints.Add(checkpoint);
+        public void OnCompleted(ProcessProfile completed) { }
+    }
+
+    [Fact]
     public void Events_before_the_first_window_are_skipped()
     {
         var profile = Burst().Start(500, 1).Return(600, 1).Complete();

@@ -15,9 +15,10 @@ internal sealed class SessionScript
     public const string WorkingDirectory = "/srv/app";
 
     public SessionScript(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
-        long pid = 4242, string serviceName = "", string[]? argv = null, string mode = "full", string[]? exclude = null)
+        long pid = 4242, string serviceName = "", string[]? argv = null, IProcessObserver? observer = null, string mode = "full",
+        string[]? exclude = null)
     {
-        Session = new ProcessSession(store, limits, time);
+        Session = new ProcessSession(store, limits, time, observer);
         var hello = new Hello
         {
             ProtocolVersion = 1,

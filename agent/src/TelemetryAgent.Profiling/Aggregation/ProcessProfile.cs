@@ -8,7 +8,8 @@ namespace TelemetryAgent.Aggregation;
 /// </summary>
 /// <remarks>
 /// Written only by the <see cref="ProcessSession"/> that created it, on that session's thread. Once
-/// <see cref="IsCompleted"/> is true it never changes again, so exporters may read it from any thread.
+/// <see cref="IsCompleted"/> is true it never changes again, so exporters may read it from any thread. A
+/// checkpoint (<see cref="IsCheckpoint"/>) is a copy the session took while running: it never changes either.
 /// </remarks>
 public sealed class ProcessProfile
 {
@@ -18,12 +19,18 @@ public sealed class ProcessProfile
 
     internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null,
         RecordingMode? recording = null)
+        : this(identity, clock, connectedAt, new ProcessExceptions(exceptionLimits ?? ExceptionLimits.Default), recording ?? RecordingMode.FullMode)
+    {
+    }
+
+    private ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ProcessExceptions exceptions,
+        RecordingMode recording)
     {
         Identity = identity;
-        Recording = recording ?? RecordingMode.FullMode;
+        Recording = recording;
         Clock = clock;
         ConnectedAt = connectedAt;
-        Exceptions = new ProcessExceptions(exceptionLimits ?? ExceptionLimits.Default);
+        Exceptions = exceptions;
     }
 
     public ProcessIdentity Identity { get; }
@@ -32,7 +39,7 @@ public sealed class ProcessProfile
     /// <summary>What the shim recorded (mode, windows, budget, filters), from HELLO.</summary>
     public RecordingMode Recording { get; }
     /// <summary>Burst mode: the windows and the scale applied to the call trees when the profile completed.</summary>
-    public SamplingWindows Windows { get; } = new();
+    public SamplingWindows Windows { get; private init; } = new();
 
     /// <summary>When the agent received HELLO, by the agent's clock.</summary>
     public DateTimeOffset ConnectedAt { get; }
@@ -47,6 +54,15 @@ public sealed class ProcessProfile
     public string? GoodbyeDetail { get; internal set; }
 
     public bool IsCompleted => End is not null;
+
+    /// <summary>When this is a checkpoint: the agent's time it was taken at; else null.</summary>
+    public DateTimeOffset? CheckpointTakenAt { get; private init; }
+
+    /// <summary>A copy taken while the process was running: cumulative since HELLO, never changes.</summary>
+    public bool IsCheckpoint => CheckpointTakenAt is not null;
+
+    /// <summary>Completed or a checkpoint: safe to read from any thread.</summary>
+    public bool IsFrozen => IsCompleted || IsCheckpoint;
 
     /// <summary>Threads in the order they were first defined.</summary>
     public IReadOnlyList<ThreadProfile> Threads => _threads;
@@ -82,16 +98,42 @@ public sealed class ProcessProfile
     public long DurationNs => Math.Max(0, LastTimestampNs - FirstTimestampNs);
 
     /// <summary>
-    /// Per-function figures over all threads, by self time; cached once the profile is completed. Before that,
+    /// Per-function figures over all threads, by self time; cached once the profile is frozen. Before that,
     /// call it only from the owning session's thread.
     /// </summary>
     public IReadOnlyList<FunctionStats> FunctionStatistics()
     {
-        if (!IsCompleted) return FunctionStats.Compute(_threads.Select(thread => thread.Root));
+        if (!IsFrozen) return FunctionStats.Compute(_threads.Select(thread => thread.Root));
         return _functionStats ??= FunctionStats.Compute(_threads.Select(thread => thread.Root));
     }
 
     internal void AddThread(ThreadProfile thread) => _threads.Add(thread);
+
+    /// <summary>
+    /// A frozen copy of everything recorded so far (the session adds the open frames' time to its trees). Costs
+    /// one pass over the call trees and the exception groups.
+    /// </summary>
+    internal ProcessProfile CopyAsCheckpoint(DateTimeOffset takenAt)
+    {
+        var copy = new ProcessProfile(Identity, Clock, ConnectedAt, Exceptions.CopyFrozen(), Recording)
+        {
+            Windows = Windows.Copy(),
+            CheckpointTakenAt = takenAt,
+            GoodbyeReason = GoodbyeReason,
+            GoodbyeDetail = GoodbyeDetail,
+            ShimStats = ShimStats,
+            EventsReceived = EventsReceived,
+            ImplicitExits = ImplicitExits,
+            UnmatchedExits = UnmatchedExits,
+            ClampedTimestamps = ClampedTimestamps,
+            DepthLimitedPushes = DepthLimitedPushes,
+            FirstTimestampNs = FirstTimestampNs,
+            LastTimestampNs = LastTimestampNs,
+        };
+        copy._functions.AddRange(_functions);
+        foreach (var thread in _threads) copy._threads.Add(thread.Copy());
+        return copy;
+    }
 
     internal void AddFunction(FunctionInfo function) => _functions.Add(function);
 }

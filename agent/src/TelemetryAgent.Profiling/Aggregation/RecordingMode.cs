@@ -60,6 +60,8 @@ public sealed class SamplingWindows
 
     /// <summary>Share of the represented span the windows covered.</summary>
     public double DutyCycle => RepresentedNs > 0 ? (double)CoveredNs / RepresentedNs : 0.0;
+
+    internal SamplingWindows Copy() => (SamplingWindows)MemberwiseClone();
 }
 
 /// <summary>Turns burst windows' exact trees into estimates for the whole run: every count and time times one factor.</summary>

@@ -1,7 +1,10 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export;
+using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
+using TelemetryAgent.Sessions;
 
 namespace TelemetryAgent.Cli;
 
@@ -38,13 +41,22 @@ public static class ServeCommand
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output,
+            Socket, Output, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.ExportInterval,
         };
-        command.SetAction((result, _) => ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!));
+        command.SetAction((result, _) =>
+        {
+            if (ExportOptions.Resolve(result, out var problem) is not { } otlp)
+            {
+                Console.Error.WriteLine($"telemetry-agent serve: {problem}");
+                return Task.FromResult(2);
+            }
+            return ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!, otlp,
+                TimeSpan.FromSeconds(result.GetValue(ExportOptions.ExportInterval)));
+        });
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot)
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval)
     {
         var log = Console.Error;
         var stop = new TaskCompletionSource();
@@ -52,10 +64,12 @@ public static class ServeCommand
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        await using var host = new AgentHost(log, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
+        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval));
+        await using var host = new AgentHost(log, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers])
         {
             Verbose = true,
             RetainProfiles = false,
+            CheckpointInterval = export.IsEmpty ? null : exportInterval,
         };
         try
         {
@@ -67,6 +81,9 @@ public static class ServeCommand
             return 2;
         }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
+        log.WriteLine(otlp.Enabled
+            ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
+            : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
         await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
         if (host.Accepting is { IsFaulted: true } failed)
         {
@@ -74,6 +91,8 @@ public static class ServeCommand
             return 1;
         }
         log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
+        await host.DisposeAsync().ConfigureAwait(false);
+        await export.ShutdownAsync(ExportOptions.ShutdownDeadline).ConfigureAwait(false);
         return 0;
 
         void Stop(PosixSignalContext context)
@@ -83,21 +102,29 @@ public static class ServeCommand
         }
     }
 
-    private static long _written;
-
-    private static void WriteProcess(ProcessProfile profile, string outputRoot, TextWriter log)
+    /// <summary>Writes each process's outputs to its own folder when it ends (on its connection's task).</summary>
+    private sealed class ProcessFolderWriter(string outputRoot, TextWriter log) : IProcessObserver
     {
-        var identity = profile.Identity;
-        // The sequence number keeps two connections of one process (a reconnect) apart.
-        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
-        var snapshot = new ProfileStoreSnapshot([profile], [], new Dictionary<string, long>());
-        RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, profile.ConnectedAt,
-            profile.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
-    }
+        private long _written;
 
-    private static string Sanitize(string name)
-    {
-        var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
-        return chars.Length == 0 ? "python" : new string(chars);
+        public void OnStarted(ProcessProfile running) { }
+
+        public void OnCheckpoint(ProcessProfile checkpoint) { }
+
+        public void OnCompleted(ProcessProfile completed)
+        {
+            var identity = completed.Identity;
+            // The sequence number keeps two connections of one process (a reconnect) apart.
+            var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
+            var snapshot = new ProfileStoreSnapshot([completed], [], new Dictionary<string, long>());
+            RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, completed.ConnectedAt,
+                completed.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
+        }
+
+        private static string Sanitize(string name)
+        {
+            var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
+            return chars.Length == 0 ? "python" : new string(chars);
+        }
     }
 }

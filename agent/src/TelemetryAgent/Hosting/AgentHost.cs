@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Aggregation;
@@ -17,15 +18,23 @@ public sealed class AgentHost : IAsyncDisposable
 
     private readonly TextWriter _log;
     private readonly SessionLimits _limits;
-    private readonly Action<ProcessProfile>? _onProcessCompleted;
+    private readonly ProcessObservers _observers;
+    private readonly ConcurrentDictionary<ProcessSession, byte> _liveSessions = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _checkpoints = Task.CompletedTask;
     private UnixSocketListener? _listener;
+    private int _disposed;
 
-    public AgentHost(TextWriter log, SessionLimits? limits = null, Action<ProcessProfile>? onProcessCompleted = null)
+    /// <param name="observers">Told about every process's start, checkpoints and completion (exporters, writers).</param>
+    public AgentHost(TextWriter log, SessionLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null)
     {
         _log = log;
         _limits = limits ?? SessionLimits.Default;
-        _onProcessCompleted = onProcessCompleted;
+        _observers = new ProcessObservers(log, observers ?? []);
     }
+
+    /// <summary>How often every running process gets a checkpoint (interval exports); null for none.</summary>
+    public TimeSpan? CheckpointInterval { get; init; }
 
     public ProfileStore Store { get; } = new();
 
@@ -38,6 +47,25 @@ public sealed class AgentHost : IAsyncDisposable
     {
         _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync);
         _listener.Start();
+        if (CheckpointInterval is { } interval) _checkpoints = RequestCheckpointsEveryAsync(interval, _stopping.Token);
+    }
+
+    /// <summary>Asks every running process's session for a checkpoint after its next frame.</summary>
+    public void RequestCheckpoints()
+    {
+        foreach (var session in _liveSessions.Keys) session.RequestCheckpoint();
+    }
+
+    private async Task RequestCheckpointsEveryAsync(TimeSpan interval, CancellationToken stopping)
+    {
+        using var timer = new PeriodicTimer(interval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stopping).ConfigureAwait(false)) RequestCheckpoints();
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     /// <summary>
@@ -58,7 +86,8 @@ public sealed class AgentHost : IAsyncDisposable
 
     private async Task HandleConnectionAsync(Socket socket, CancellationToken stopping)
     {
-        var session = new ProcessSession(RetainProfiles ? Store : null, _limits);
+        var session = new ProcessSession(RetainProfiles ? Store : null, _limits, observer: _observers);
+        _liveSessions.TryAdd(session, 0);
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
@@ -72,6 +101,7 @@ public sealed class AgentHost : IAsyncDisposable
             end = ConnectionEnd.TransportError($"internal error: {e}");
             session.Complete(end);
         }
+        _liveSessions.TryRemove(session, out _);
         await input.CompleteAsync().ConfigureAwait(false);
         Report(session, end);
     }
@@ -85,15 +115,15 @@ public sealed class AgentHost : IAsyncDisposable
         {
             lock (_log) _log.WriteLine($"telemetry-agent: {who} ended: {end}");
         }
-        if (profile is not null && _onProcessCompleted is not null)
-        {
-            try { _onProcessCompleted(profile); }
-            catch (Exception e) { lock (_log) _log.WriteLine($"telemetry-agent: handling pid {profile.Identity.Pid} failed: {e.Message}"); }
-        }
     }
 
+    /// <summary>Stops accepting and ends every connection (each is completed and reported); calling it again does nothing.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _checkpoints.ConfigureAwait(false);
         if (_listener is not null) await _listener.DisposeAsync().ConfigureAwait(false);
+        _stopping.Dispose();
     }
 }
