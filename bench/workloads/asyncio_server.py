@@ -3,6 +3,7 @@
 import asyncio
 import json
 import sys
+import time
 
 
 async def handle(reader, writer):
@@ -40,4 +41,6 @@ async def main(scale):
 
 
 if __name__ == "__main__":
+    started = time.process_time()
     asyncio.run(main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0))
+    print("work_cpu_s=%.6f" % (time.process_time() - started), file=sys.stderr)  # bench/run.py: steady state

@@ -3,6 +3,7 @@
 import math
 import random
 import sys
+import time
 
 
 class Vector:
@@ -70,4 +71,6 @@ def main(scale):
 
 
 if __name__ == "__main__":
+    started = time.process_time()
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
+    print("work_cpu_s=%.6f" % (time.process_time() - started), file=sys.stderr)  # bench/run.py: steady state

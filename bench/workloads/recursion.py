@@ -1,6 +1,7 @@
 """Recursion-heavy: tiny pure-Python functions called millions of times (every tracer's worst case)."""
 
 import sys
+import time
 
 
 def fib(n):
@@ -31,4 +32,6 @@ def main(scale):
 
 if __name__ == "__main__":
     sys.setrecursionlimit(10_000)
+    started = time.process_time()
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
+    print("work_cpu_s=%.6f" % (time.process_time() - started), file=sys.stderr)  # bench/run.py: steady state

@@ -1,6 +1,7 @@
 """A start-up (import-heavy) run: a service importing its stack, building a few objects and exiting."""
 
 import sys
+import time
 
 
 def main(scale):
@@ -34,4 +35,6 @@ def main(scale):
 
 
 if __name__ == "__main__":
+    started = time.process_time()
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
+    print("work_cpu_s=%.6f" % (time.process_time() - started), file=sys.stderr)  # bench/run.py: steady state

@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import time
 
 LINE = re.compile(r"(?P<ip>\d+\.\d+\.\d+\.\d+) - - \[(?P<time>[^\]]+)\] \"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/1\.\d\" "
                   r"(?P<status>\d{3}) (?P<size>\d+)")
@@ -44,4 +45,6 @@ def main(scale):
 
 
 if __name__ == "__main__":
+    started = time.process_time()
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
+    print("work_cpu_s=%.6f" % (time.process_time() - started), file=sys.stderr)  # bench/run.py: steady state
