@@ -80,6 +80,7 @@ class BurstWindows:
         self.toggle_cost_ns = 0  # measured time of opening and closing windows
         self._events_at_open = 0
         self._cost_at_period_start = 0
+        self._jitter_state = (now_ns | 1) & 0xFFFFFFFFFFFFFFFF
 
     @property
     def is_open(self):
@@ -109,7 +110,7 @@ class BurstWindows:
             self.covered_ns += max(end_ns - self.opened_at_ns, 0)
             self.close_at_ns = None
             self._adapt(end_ns - self.opened_at_ns, events_recorded - self._events_at_open, cost_so_far_ns, per_event_ns)
-            self.next_open_ns = self.opened_at_ns + self.period_ns
+            self.next_open_ns = self.opened_at_ns + self._jittered(self.period_ns)
             return True
         if now_ns < self.next_open_ns:
             return False
@@ -125,6 +126,17 @@ class BurstWindows:
         self.close_at_ns = started + self.window_ns
         self._events_at_open = events_recorded
         return False
+
+    def _jittered(self, period_ns):
+        """A period drawn uniformly from [0.5, 1.5) x `period_ns`: windows at a fixed rate would alias
+        with a program that repeats itself at a related rate and see the same phase every time.
+        (xorshift64: the random module costs milliseconds to import.)"""
+        state = self._jitter_state
+        state ^= (state << 13) & 0xFFFFFFFFFFFFFFFF
+        state ^= state >> 7
+        state ^= (state << 17) & 0xFFFFFFFFFFFFFFFF
+        self._jitter_state = state
+        return period_ns // 2 + (state % 1024) * period_ns // 1024
 
     def close_for_stop(self):
         """The shim is stopping (its events are already off): the open window gets its WINDOW_END."""
