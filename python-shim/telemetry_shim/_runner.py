@@ -15,6 +15,8 @@ import sys
 import types
 
 import telemetry_shim
+from telemetry_shim._settings import MODE_ENV
+from telemetry_shim._wire import MODES
 
 # Environment handed to child processes so that every Python child starts under the shim too
 # (read by autostart/sitecustomize.py).
@@ -27,7 +29,6 @@ AUTOSTART_DIR = os.path.join(PYTHON_SHIM_DIR, "telemetry_shim", "autostart")
 
 # Runner options that take a value; needed to find where the program's own arguments begin.
 _OPTIONS_WITH_VALUE = ("--socket", "--service-name", "--mode")
-MODE_ENV = "TELEMETRY_SHIM_MODE"
 # A service started this way runs in production: burst mode unless told otherwise.
 DEFAULT_MODE = "burst"
 
@@ -97,7 +98,7 @@ def build_parser():
     )
     parser.add_argument(
         "--mode",
-        choices=("full", "burst", "exceptions"),
+        choices=MODES,
         help="what to record: every call (full), calls in short windows scaled to the whole run "
         "(burst), or exceptions only (default: $TELEMETRY_SHIM_MODE, else %s); children inherit it"
         % DEFAULT_MODE,
@@ -131,7 +132,7 @@ def _plain_options(runner_args):
             value = runner_args[index]
         values[name[2:].replace("-", "_")] = value
         index += 1
-    if values["mode"] not in (None, "full", "burst", "exceptions"):
+    if values["mode"] is not None and values["mode"] not in MODES:
         return None
     return types.SimpleNamespace(**values)
 
