@@ -59,7 +59,7 @@ public static class RunCommand
     };
 
     private static readonly HashSet<string> OptionsWithValue =
-        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path"];
+        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", .. AgentOptions.WithValue];
 
     static RunCommand()
     {
@@ -85,11 +85,12 @@ public static class RunCommand
         {
             Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath, Program,
         };
+        AgentOptions.AddTo(command);
         command.SetAction((result, _) => ExecuteAsync(
             new RunSettings(
                 result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
                 TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath)),
-            result.GetValue(Program) ?? []));
+            result.GetValue(Program) ?? [], result));
         return command;
     }
 
@@ -102,9 +103,10 @@ public static class RunCommand
 
     private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath);
 
-    private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens)
+    private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens, ParseResult options)
     {
         var log = Console.Error;
+        if (AgentOptions.Read(options, out var optionError) is not var (limits, access, redactor)) return Fail(optionError!);
         var program = ProgramLine.Parse(programTokens, out var programError);
         if (programError is not null) return Fail(programError);
 
@@ -120,7 +122,7 @@ public static class RunCommand
         try
         {
             var startedAt = DateTimeOffset.UtcNow;
-            await using var host = new AgentHost(log);
+            await using var host = new AgentHost(log, limits) { Access = access, Redactor = redactor };
             try
             {
                 host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));

@@ -33,29 +33,51 @@ public static class ServeCommand
         DefaultValueFactory = _ => "telemetry-out",
     };
 
+    private static readonly Option<double> ShutdownTimeout = new("--shutdown-timeout")
+    {
+        Description = "Seconds that stopping (SIGTERM, Ctrl-C) may take: connections still open get 1 s to end, then are closed, " +
+                      "and every process's outputs are written; what is not written by then is lost.",
+        DefaultValueFactory = _ => 10.0,
+    };
+
     public static Command Create()
     {
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output,
+            Socket, Output, ShutdownTimeout,
         };
-        command.SetAction((result, _) => ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!));
+        AgentOptions.AddTo(command);
+        ShutdownTimeout.Validators.Add(result =>
+        {
+            var seconds = result.GetValueOrDefault<double>();
+            if (!double.IsFinite(seconds) || seconds < 1 || seconds > 3600)
+                result.AddError($"{result.Option.Name} takes a number of seconds from 1 to 3600.");
+        });
+        command.SetAction((result, _) => ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!,
+            TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result));
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot)
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, TimeSpan shutdownTimeout, ParseResult options)
     {
         var log = Console.Error;
+        if (AgentOptions.Read(options, out var optionError) is not var (limits, access, redactor))
+        {
+            log.WriteLine($"telemetry-agent serve: {optionError}");
+            return 2;
+        }
         var stop = new TaskCompletionSource();
         using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        await using var host = new AgentHost(log, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
+        var host = new AgentHost(log, limits, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
         {
             Verbose = true,
             RetainProfiles = false,
+            Access = access,
+            Redactor = redactor,
         };
         try
         {
@@ -64,17 +86,30 @@ public static class ServeCommand
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException)
         {
             log.WriteLine($"telemetry-agent serve: cannot listen on {socketPath}: {e.Message}");
+            await host.DisposeAsync().ConfigureAwait(false);
             return 2;
         }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
         await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
+        var exitCode = 0;
         if (host.Accepting is { IsFaulted: true } failed)
         {
             log.WriteLine($"telemetry-agent: the socket stopped accepting connections: {failed.Exception!.InnerException?.Message}");
-            return 1;
+            exitCode = 1;
         }
-        log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
-        return 0;
+        else
+        {
+            log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
+        }
+        var disposed = host.DisposeAsync().AsTask();
+        if (await Task.WhenAny(disposed, Task.Delay(shutdownTimeout)).ConfigureAwait(false) != disposed)
+        {
+            log.WriteLine($"telemetry-agent: stopping took longer than {shutdownTimeout.TotalSeconds:0.#} s (--shutdown-timeout); " +
+                          "outputs not written by now are lost.");
+            exitCode = 1;
+        }
+        log.WriteLine($"telemetry-agent: statistics: {host.Statistics.Snapshot()}");
+        return exitCode;
 
         void Stop(PosixSignalContext context)
         {

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Redaction;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 
@@ -16,16 +17,30 @@ public sealed class AgentHost : IAsyncDisposable
     private const int ReadBufferSize = 64 * 1024;
 
     private readonly TextWriter _log;
-    private readonly SessionLimits _limits;
+    private readonly AgentLimits _limits;
+    private readonly AggregateMemoryBudget _memory;
     private readonly Action<ProcessProfile>? _onProcessCompleted;
     private UnixSocketListener? _listener;
 
-    public AgentHost(TextWriter log, SessionLimits? limits = null, Action<ProcessProfile>? onProcessCompleted = null)
+    public AgentHost(TextWriter log, AgentLimits? limits = null, Action<ProcessProfile>? onProcessCompleted = null)
     {
         _log = log;
-        _limits = limits ?? SessionLimits.Default;
+        _limits = limits ?? AgentLimits.Default;
+        _memory = new AggregateMemoryBudget(_limits.MaxAggregateMemoryBytes);
         _onProcessCompleted = onProcessCompleted;
     }
+
+    /// <summary>The agent's own counters (connections, events, how connections ended).</summary>
+    public AgentStatistics Statistics { get; } = new();
+
+    /// <summary>Who may connect (socket group, allowed uids).</summary>
+    public PeerAccess Access { get; init; } = PeerAccess.Default;
+
+    /// <summary>Applied to exception messages and notes before anything keeps them.</summary>
+    public Redactor Redactor { get; init; } = Redactor.Default;
+
+    /// <summary>Estimated memory held by aggregates now, over all sessions.</summary>
+    public long AggregateMemoryBytes => _memory.ReservedBytes;
 
     public ProfileStore Store { get; } = new();
 
@@ -36,7 +51,7 @@ public sealed class AgentHost : IAsyncDisposable
 
     public void Listen(string socketPath)
     {
-        _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync);
+        _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync, socketGroup: Access.SocketGroup);
         _listener.Start();
     }
 
@@ -58,7 +73,13 @@ public sealed class AgentHost : IAsyncDisposable
 
     private async Task HandleConnectionAsync(Socket socket, CancellationToken stopping)
     {
-        var session = new ProcessSession(RetainProfiles ? Store : null, _limits);
+        var peer = ConnectionAdmission.Admit(socket, Access, Statistics, _log);
+        if (peer is null) return;
+        var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session)
+        {
+            Peer = peer, Redactor = Redactor, MemoryBudget = _memory,
+        };
+        if (!ConnectionAdmission.TryOpen(session, _limits.MaxConnections, Statistics, _log)) return;
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
@@ -73,7 +94,9 @@ public sealed class AgentHost : IAsyncDisposable
             session.Complete(end);
         }
         await input.CompleteAsync().ConfigureAwait(false);
+        Statistics.ConnectionEnded(session, end);
         Report(session, end);
+        if (!RetainProfiles) _memory.Release(session.ReservedBytes);
     }
 
     private void Report(ProcessSession session, ConnectionEnd end)
@@ -84,6 +107,10 @@ public sealed class AgentHost : IAsyncDisposable
         if (failed || Verbose)
         {
             lock (_log) _log.WriteLine($"telemetry-agent: {who} ended: {end}");
+        }
+        if (profile is { PeerPidMatches: false, Peer: { } peer })
+        {
+            lock (_log) _log.WriteLine($"telemetry-agent: flagged: pid {profile.Identity.Pid} in HELLO is not the peer's ({peer})");
         }
         if (profile is not null && _onProcessCompleted is not null)
         {
