@@ -54,7 +54,7 @@ public sealed class ExceptionAggregate
     /// <summary>Exceptions counted: records plus tallies.</summary>
     public long Count => Fates.Total;
 
-    public FateCounts Fates { get; } = new();
+    public FateCounts Fates { get; private init; } = new();
 
     /// <summary>Exceptions that arrived with detail (records).</summary>
     public long Detailed { get; private set; }
@@ -130,6 +130,22 @@ public sealed class ExceptionAggregate
             if (occurrence.HandledAt is { } handler) CountHandler(handler);
             if (occurrence.HandledAt is not { Function.IsLibrary: true }) HandledInProgram = FateCounts.Saturating(HandledInProgram, 1);
         }
+    }
+
+    internal ExceptionAggregate Copy()
+    {
+        var copy = new ExceptionAggregate(Kind, Fingerprint, TypeName, RaiseSite, ProgramFrames, _limits)
+        {
+            Fates = Fates.Copy(),
+            Detailed = Detailed, Tallied = Tallied,
+            FirstRaisedNs = FirstRaisedNs, LastRaisedNs = LastRaisedNs,
+            NotesOmitted = NotesOmitted, HandledAtOmitted = HandledAtOmitted, HandledInProgram = HandledInProgram,
+            Latest = Latest,
+        };
+        copy._notes.AddRange(_notes);
+        copy._sampleMessages.AddRange(_sampleMessages);
+        copy._handledAt.AddRange(_handledAt);
+        return copy;
     }
 
     internal void AddTally(ExceptionFate fate, long count)

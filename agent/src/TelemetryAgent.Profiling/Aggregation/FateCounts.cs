@@ -41,6 +41,13 @@ public sealed class FateCounts
         }
     }
 
+    internal FateCounts Copy()
+    {
+        var copy = new FateCounts();
+        copy.Add(this);
+        return copy;
+    }
+
     internal void Add(FateCounts other)
     {
         Handled = Saturating(Handled, other.Handled);

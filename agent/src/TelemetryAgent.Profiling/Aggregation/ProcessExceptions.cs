@@ -26,11 +26,20 @@ public sealed class ProcessExceptions
         _limits = limits;
     }
 
+    /// <summary>A copy for a checkpoint: the same groups as they are now, never added to.</summary>
+    internal ProcessExceptions CopyFrozen()
+    {
+        var copy = new ProcessExceptions(_limits) { Fates = Fates.Copy() };
+        foreach (var group in _groups) copy._groups.Add(group.Copy());
+        copy._other = _other?.Copy();
+        return copy;
+    }
+
     /// <summary>Groups in the order they were created; "[other exceptions]", once needed, is last.</summary>
     public IReadOnlyList<ExceptionAggregate> Groups => _other is null ? _groups : [.. _groups, _other];
 
     /// <summary>All exceptions of the process by fate.</summary>
-    public FateCounts Fates { get; } = new();
+    public FateCounts Fates { get; private init; } = new();
 
     public long Count => Fates.Total;
 

@@ -8,7 +8,8 @@ namespace TelemetryAgent.Aggregation;
 /// </summary>
 /// <remarks>
 /// Written only by the <see cref="ProcessSession"/> that created it, on that session's thread. Once
-/// <see cref="IsCompleted"/> is true it never changes again, so exporters may read it from any thread.
+/// <see cref="IsCompleted"/> is true it never changes again, so exporters may read it from any thread. A
+/// checkpoint (<see cref="IsCheckpoint"/>) is a copy the session took while running: it never changes either.
 /// </remarks>
 public sealed class ProcessProfile
 {
@@ -17,11 +18,16 @@ public sealed class ProcessProfile
     private IReadOnlyList<FunctionStats>? _functionStats;
 
     internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null)
+        : this(identity, clock, connectedAt, new ProcessExceptions(exceptionLimits ?? ExceptionLimits.Default))
+    {
+    }
+
+    private ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ProcessExceptions exceptions)
     {
         Identity = identity;
         Clock = clock;
         ConnectedAt = connectedAt;
-        Exceptions = new ProcessExceptions(exceptionLimits ?? ExceptionLimits.Default);
+        Exceptions = exceptions;
     }
 
     public ProcessIdentity Identity { get; }
@@ -48,6 +54,15 @@ public sealed class ProcessProfile
     /// sees other pids); null when the peer is unknown.
     /// </summary>
     public bool? PeerPidMatches => Peer is { } peer ? peer.Pid == Identity.Pid : null;
+
+    /// <summary>When this is a checkpoint: the agent's time it was taken at; else null.</summary>
+    public DateTimeOffset? CheckpointTakenAt { get; private init; }
+
+    /// <summary>A copy taken while the process was running: cumulative since HELLO, never changes.</summary>
+    public bool IsCheckpoint => CheckpointTakenAt is not null;
+
+    /// <summary>Completed or a checkpoint: safe to read from any thread.</summary>
+    public bool IsFrozen => IsCompleted || IsCheckpoint;
 
     /// <summary>Threads in the order they were first defined.</summary>
     public IReadOnlyList<ThreadProfile> Threads => _threads;
@@ -87,16 +102,44 @@ public sealed class ProcessProfile
     public long DurationNs => Math.Max(0, LastTimestampNs - FirstTimestampNs);
 
     /// <summary>
-    /// Per-function figures over all threads, by self time; cached once the profile is completed. Before that,
+    /// Per-function figures over all threads, by self time; cached once the profile is frozen. Before that,
     /// call it only from the owning session's thread.
     /// </summary>
     public IReadOnlyList<FunctionStats> FunctionStatistics()
     {
-        if (!IsCompleted) return FunctionStats.Compute(_threads.Select(thread => thread.Root));
+        if (!IsFrozen) return FunctionStats.Compute(_threads.Select(thread => thread.Root));
         return _functionStats ??= FunctionStats.Compute(_threads.Select(thread => thread.Root));
     }
 
     internal void AddThread(ThreadProfile thread) => _threads.Add(thread);
+
+    /// <summary>
+    /// A frozen copy of everything recorded so far (the session adds the open frames' time to its trees). Costs
+    /// one pass over the call trees and the exception groups.
+    /// </summary>
+    internal ProcessProfile CopyAsCheckpoint(DateTimeOffset takenAt)
+    {
+        var copy = new ProcessProfile(Identity, Clock, ConnectedAt, Exceptions.CopyFrozen())
+        {
+            CheckpointTakenAt = takenAt,
+            GoodbyeReason = GoodbyeReason,
+            GoodbyeDetail = GoodbyeDetail,
+            ShimStats = ShimStats,
+            EventsReceived = EventsReceived,
+            ImplicitExits = ImplicitExits,
+            UnmatchedExits = UnmatchedExits,
+            ClampedTimestamps = ClampedTimestamps,
+            DepthLimitedPushes = DepthLimitedPushes,
+            CallTreeNodes = CallTreeNodes,
+            TruncatedPushes = TruncatedPushes,
+            Peer = Peer,
+            FirstTimestampNs = FirstTimestampNs,
+            LastTimestampNs = LastTimestampNs,
+        };
+        copy._functions.AddRange(_functions);
+        foreach (var thread in _threads) copy._threads.Add(thread.Copy());
+        return copy;
+    }
 
     internal void AddFunction(FunctionInfo function) => _functions.Add(function);
 }

@@ -30,4 +30,15 @@ public sealed class ThreadProfile
     /// <summary>Monotonic time of the thread's first and last event; both 0 before any event.</summary>
     public long FirstTimestampNs { get; internal set; }
     public long LastTimestampNs { get; internal set; }
+
+    internal ThreadProfile Copy()
+    {
+        var copy = new ThreadProfile(Id)
+        {
+            Ident = Ident, NativeId = NativeId, Name = Name, IsMain = IsMain,
+            Events = Events, FirstTimestampNs = FirstTimestampNs, LastTimestampNs = LastTimestampNs,
+        };
+        copy.Root.MergeFrom(Root, function => function);
+        return copy;
+    }
 }

@@ -18,7 +18,9 @@ namespace TelemetryAgent.Sessions;
 /// tests may call the <c>On*</c> methods directly. A method that finds a protocol violation throws
 /// <see cref="ProtocolException"/> after applying everything before the bad item; the caller then ends the
 /// connection with <see cref="Complete"/>. In steady state an event allocates nothing: only a new tree node
-/// (first visit of a path) or a deeper stack than ever before does.
+/// (first visit of a path) or a deeper stack than ever before does. <see cref="RequestCheckpoint"/> is the one
+/// member other threads may call: the read loop takes the checkpoint after its next frame (the shim sends
+/// STATS about once a second, so an idle process still gets there).
 /// </remarks>
 public sealed class ProcessSession
 {
@@ -30,16 +32,21 @@ public sealed class ProcessSession
     private FunctionInfo?[] _functions = new FunctionInfo?[64];
     private ThreadState?[] _threads = new ThreadState?[8];
 
+    private readonly IProcessObserver? _observer;
+
     private ProcessProfile? _profile;
     private Goodbye? _goodbye;
     private bool _hasEvents;
     private FunctionInfo? _truncated;
     private long _reservedBytes;
     private long _unusedBytes;
+    private int _checkpointRequested;
 
-    public ProcessSession(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null)
+    public ProcessSession(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
+        IProcessObserver? observer = null)
     {
         _store = store;
+        _observer = observer;
         _limits = limits ?? SessionLimits.Default;
         _time = time ?? TimeProvider.System;
         ArgumentOutOfRangeException.ThrowIfLessThan(_limits.MaxCodeId, 1, nameof(limits));
@@ -81,6 +88,54 @@ public sealed class ProcessSession
             _time.GetUtcNow(),
             _limits.Exceptions) { Peer = Peer };
         _store?.Register(_profile);
+        _observer?.OnStarted(_profile);
+    }
+
+    /// <summary>
+    /// Asks for a checkpoint (<see cref="IProcessObserver.OnCheckpoint"/>) after the next frame; thread-safe.
+    /// Requests made before the checkpoint is taken count once.
+    /// </summary>
+    public void RequestCheckpoint() => Volatile.Write(ref _checkpointRequested, 1);
+
+    /// <summary>Takes a requested checkpoint, if any; the wire handler calls it after each frame.</summary>
+    public void TakeRequestedCheckpoint()
+    {
+        if (Volatile.Read(ref _checkpointRequested) == 0 || IsCompleted || _profile is not { } profile) return;
+        Volatile.Write(ref _checkpointRequested, 0);
+        _observer?.OnCheckpoint(TakeCheckpoint(profile));
+    }
+
+    /// <summary>
+    /// Copies the profile with the frames still open charged up to the process's latest event: every thread's
+    /// clock moves there (an idle thread's top frame was on its stack all along), in the copy the open frames'
+    /// totals include their time so far. Nothing is counted twice: the live frames go on from there.
+    /// </summary>
+    private ProcessProfile TakeCheckpoint(ProcessProfile profile)
+    {
+        var at = profile.LastTimestampNs;
+        foreach (var thread in _threads)
+        {
+            if (thread is { Depth: > 0 } && thread.LastTimestamp < at) AdvanceClock(thread, at);
+        }
+        var checkpoint = profile.CopyAsCheckpoint(_time.GetUtcNow());
+        var copiedThreads = checkpoint.Threads.ToDictionary(thread => thread.Id);
+        foreach (var thread in _threads)
+        {
+            if (thread is not { Depth: > 0 }) continue;
+            var copy = copiedThreads[thread.Profile.Id];
+            var node = copy.Root;
+            for (var depth = 0; depth < thread.Depth; depth++)
+            {
+                ref var frame = ref thread.Stack[depth];
+                // Frames collapsed into one "[truncated]" node are one node, counted once (as in CloseTop).
+                if (depth > 0 && ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) continue;
+                node = node.GetOrAddChild(frame.Node.Function!);
+                var open = Math.Max(0, thread.LastTimestamp - frame.EnteredAt);
+                node.TotalNs += open;
+                if (depth == 0) copy.Root.TotalNs += open;
+            }
+        }
+        return checkpoint;
     }
 
     public void OnDefinitions(Definitions definitions)
@@ -190,6 +245,7 @@ public sealed class ProcessSession
         profile.EndedAt = _time.GetUtcNow();
         profile.End = end;
         _store?.Publish(profile);
+        _observer?.OnCompleted(profile);
     }
 
     /// <summary>
@@ -522,9 +578,30 @@ public sealed class ProcessSession
 public readonly struct SessionWireHandler(ProcessSession session) : IWireHandler
 {
     public void OnHello(Hello hello) => session.OnHello(hello);
-    public void OnDefinitions(Definitions definitions) => session.OnDefinitions(definitions);
-    public void OnEvents(ReadOnlySpan<byte> packedRecords) => session.OnEvents(packedRecords);
-    public void OnStats(Stats stats) => session.OnStats(stats);
+
+    public void OnDefinitions(Definitions definitions)
+    {
+        session.OnDefinitions(definitions);
+        session.TakeRequestedCheckpoint();
+    }
+
+    public void OnEvents(ReadOnlySpan<byte> packedRecords)
+    {
+        session.OnEvents(packedRecords);
+        session.TakeRequestedCheckpoint();
+    }
+
+    public void OnStats(Stats stats)
+    {
+        session.OnStats(stats);
+        session.TakeRequestedCheckpoint();
+    }
+
     public void OnGoodbye(Goodbye goodbye) => session.OnGoodbye(goodbye);
-    public void OnExceptions(Exceptions exceptions) => session.OnExceptions(exceptions);
+
+    public void OnExceptions(Exceptions exceptions)
+    {
+        session.OnExceptions(exceptions);
+        session.TakeRequestedCheckpoint();
+    }
 }

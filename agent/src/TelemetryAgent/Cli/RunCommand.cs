@@ -1,4 +1,6 @@
 using System.CommandLine;
+using TelemetryAgent.Export;
+using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
 
 namespace TelemetryAgent.Cli;
@@ -59,7 +61,8 @@ public static class RunCommand
     };
 
     private static readonly HashSet<string> OptionsWithValue =
-        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", .. AgentOptions.WithValue];
+        ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path",
+         .. ExportOptions.WithValue, .. AgentOptions.WithValue];
 
     static RunCommand()
     {
@@ -83,14 +86,23 @@ public static class RunCommand
         var command = new Command("run", "Run a Python program under the shim and write its flame graphs when it exits. " +
                                          "The program's exit code becomes this command's; Ctrl-C reaches the program.")
         {
-            Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath, Program,
+            Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath,
+            ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, Program,
         };
         AgentOptions.AddTo(command);
-        command.SetAction((result, _) => ExecuteAsync(
-            new RunSettings(
-                result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
-                TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath)),
-            result.GetValue(Program) ?? [], result));
+        command.SetAction((result, _) =>
+        {
+            if (ExportOptions.Resolve(result, out var problem) is not { } otlp)
+            {
+                Console.Error.WriteLine($"telemetry-agent run: {problem}");
+                return Task.FromResult(2);
+            }
+            return ExecuteAsync(
+                new RunSettings(
+                    result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
+                    TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath), otlp),
+                result.GetValue(Program) ?? [], result);
+        });
         return command;
     }
 
@@ -101,7 +113,8 @@ public static class RunCommand
         return programPart.Length == 0 ? args : ["run", .. agentPart, "--", .. programPart];
     }
 
-    private sealed record RunSettings(string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath);
+    private sealed record RunSettings(
+        string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath, OtlpSettings Otlp);
 
     private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens, ParseResult options)
     {
@@ -122,7 +135,9 @@ public static class RunCommand
         try
         {
             var startedAt = DateTimeOffset.UtcNow;
-            await using var host = new AgentHost(log, limits) { Access = access, Redactor = redactor };
+            // Each process is exported once, when it ends.
+            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null));
+            await using var host = new AgentHost(log, limits, observers: export.Observers) { Access = access, Redactor = redactor };
             try
             {
                 host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));
@@ -148,6 +163,7 @@ public static class RunCommand
                               "exited are cut off: their profiles are partial (ended: Cancelled).");
             await host.DisposeAsync().ConfigureAwait(false);
             var endedAt = DateTimeOffset.UtcNow;
+            await export.ShutdownAsync(ExportOptions.ShutdownDeadline).ConfigureAwait(false);
 
             try
             {

@@ -1,7 +1,10 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export;
+using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
+using TelemetryAgent.Sessions;
 
 namespace TelemetryAgent.Cli;
 
@@ -45,7 +48,7 @@ public static class ServeCommand
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output, ShutdownTimeout,
+            Socket, Output, ShutdownTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.ExportInterval,
         };
         AgentOptions.AddTo(command);
         ShutdownTimeout.Validators.Add(result =>
@@ -54,12 +57,21 @@ public static class ServeCommand
             if (!double.IsFinite(seconds) || seconds < 1 || seconds > 3600)
                 result.AddError($"{result.Option.Name} takes a number of seconds from 1 to 3600.");
         });
-        command.SetAction((result, _) => ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!,
-            TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result));
+        command.SetAction((result, _) =>
+        {
+            if (ExportOptions.Resolve(result, out var problem) is not { } otlp)
+            {
+                Console.Error.WriteLine($"telemetry-agent serve: {problem}");
+                return Task.FromResult(2);
+            }
+            return ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!, otlp,
+                TimeSpan.FromSeconds(result.GetValue(ExportOptions.ExportInterval)), TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result);
+        });
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, TimeSpan shutdownTimeout, ParseResult options)
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval,
+        TimeSpan shutdownTimeout, ParseResult options)
     {
         var log = Console.Error;
         if (AgentOptions.Read(options, out var optionError) is not var (limits, access, redactor))
@@ -72,10 +84,12 @@ public static class ServeCommand
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        var host = new AgentHost(log, limits, onProcessCompleted: profile => WriteProcess(profile, outputRoot, log))
+        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval));
+        var host = new AgentHost(log, limits, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers])
         {
             Verbose = true,
             RetainProfiles = false,
+            CheckpointInterval = export.IsEmpty ? null : exportInterval,
             Access = access,
             Redactor = redactor,
         };
@@ -90,6 +104,9 @@ public static class ServeCommand
             return 2;
         }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
+        log.WriteLine(otlp.Enabled
+            ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
+            : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
         await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
         var exitCode = 0;
         if (host.Accepting is { IsFaulted: true } failed)
@@ -101,6 +118,8 @@ public static class ServeCommand
         {
             log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
         }
+        // One deadline for the whole stop: open connections completed and written, then pending exports sent.
+        var stopping = System.Diagnostics.Stopwatch.StartNew();
         var disposed = host.DisposeAsync().AsTask();
         if (await Task.WhenAny(disposed, Task.Delay(shutdownTimeout)).ConfigureAwait(false) != disposed)
         {
@@ -108,6 +127,8 @@ public static class ServeCommand
                           "outputs not written by now are lost.");
             exitCode = 1;
         }
+        var left = shutdownTimeout - stopping.Elapsed;
+        await export.ShutdownAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(false);
         log.WriteLine($"telemetry-agent: statistics: {host.Statistics.Snapshot()}");
         return exitCode;
 
@@ -118,21 +139,29 @@ public static class ServeCommand
         }
     }
 
-    private static long _written;
-
-    private static void WriteProcess(ProcessProfile profile, string outputRoot, TextWriter log)
+    /// <summary>Writes each process's outputs to its own folder when it ends (on its connection's task).</summary>
+    private sealed class ProcessFolderWriter(string outputRoot, TextWriter log) : IProcessObserver
     {
-        var identity = profile.Identity;
-        // The sequence number keeps two connections of one process (a reconnect) apart.
-        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
-        var snapshot = new ProfileStoreSnapshot([profile], [], new Dictionary<string, long>());
-        RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, profile.ConnectedAt,
-            profile.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
-    }
+        private long _written;
 
-    private static string Sanitize(string name)
-    {
-        var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
-        return chars.Length == 0 ? "python" : new string(chars);
+        public void OnStarted(ProcessProfile running) { }
+
+        public void OnCheckpoint(ProcessProfile checkpoint) { }
+
+        public void OnCompleted(ProcessProfile completed)
+        {
+            var identity = completed.Identity;
+            // The sequence number keeps two connections of one process (a reconnect) apart.
+            var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
+            var snapshot = new ProfileStoreSnapshot([completed], [], new Dictionary<string, long>());
+            RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, completed.ConnectedAt,
+                completed.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
+        }
+
+        private static string Sanitize(string name)
+        {
+            var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
+            return chars.Length == 0 ? "python" : new string(chars);
+        }
     }
 }

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Aggregation;
@@ -19,16 +20,24 @@ public sealed class AgentHost : IAsyncDisposable
     private readonly TextWriter _log;
     private readonly AgentLimits _limits;
     private readonly AggregateMemoryBudget _memory;
-    private readonly Action<ProcessProfile>? _onProcessCompleted;
+    private readonly ProcessObservers _observers;
+    private readonly ConcurrentDictionary<ProcessSession, byte> _liveSessions = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _checkpoints = Task.CompletedTask;
     private UnixSocketListener? _listener;
+    private int _disposed;
 
-    public AgentHost(TextWriter log, AgentLimits? limits = null, Action<ProcessProfile>? onProcessCompleted = null)
+    /// <param name="observers">Told about every process's start, checkpoints and completion (exporters, writers).</param>
+    public AgentHost(TextWriter log, AgentLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null)
     {
         _log = log;
         _limits = limits ?? AgentLimits.Default;
         _memory = new AggregateMemoryBudget(_limits.MaxAggregateMemoryBytes);
-        _onProcessCompleted = onProcessCompleted;
+        _observers = new ProcessObservers(log, observers ?? []);
     }
+
+    /// <summary>How often every running process gets a checkpoint (interval exports); null for none.</summary>
+    public TimeSpan? CheckpointInterval { get; init; }
 
     /// <summary>The agent's own counters (connections, events, how connections ended).</summary>
     public AgentStatistics Statistics { get; } = new();
@@ -53,6 +62,25 @@ public sealed class AgentHost : IAsyncDisposable
     {
         _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync, socketGroup: Access.SocketGroup);
         _listener.Start();
+        if (CheckpointInterval is { } interval) _checkpoints = RequestCheckpointsEveryAsync(interval, _stopping.Token);
+    }
+
+    /// <summary>Asks every running process's session for a checkpoint after its next frame.</summary>
+    public void RequestCheckpoints()
+    {
+        foreach (var session in _liveSessions.Keys) session.RequestCheckpoint();
+    }
+
+    private async Task RequestCheckpointsEveryAsync(TimeSpan interval, CancellationToken stopping)
+    {
+        using var timer = new PeriodicTimer(interval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stopping).ConfigureAwait(false)) RequestCheckpoints();
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     /// <summary>
@@ -75,11 +103,12 @@ public sealed class AgentHost : IAsyncDisposable
     {
         var peer = ConnectionAdmission.Admit(socket, Access, Statistics, _log);
         if (peer is null) return;
-        var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session)
+        var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session, observer: _observers)
         {
             Peer = peer, Redactor = Redactor, MemoryBudget = _memory,
         };
         if (!ConnectionAdmission.TryOpen(session, _limits.MaxConnections, Statistics, _log)) return;
+        _liveSessions.TryAdd(session, 0);
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
@@ -93,6 +122,7 @@ public sealed class AgentHost : IAsyncDisposable
             end = ConnectionEnd.TransportError($"internal error: {e}");
             session.Complete(end);
         }
+        _liveSessions.TryRemove(session, out _);
         await input.CompleteAsync().ConfigureAwait(false);
         Statistics.ConnectionEnded(session, end);
         Report(session, end);
@@ -112,15 +142,15 @@ public sealed class AgentHost : IAsyncDisposable
         {
             lock (_log) _log.WriteLine($"telemetry-agent: flagged: pid {profile.Identity.Pid} in HELLO is not the peer's ({peer})");
         }
-        if (profile is not null && _onProcessCompleted is not null)
-        {
-            try { _onProcessCompleted(profile); }
-            catch (Exception e) { lock (_log) _log.WriteLine($"telemetry-agent: handling pid {profile.Identity.Pid} failed: {e.Message}"); }
-        }
     }
 
+    /// <summary>Stops accepting and ends every connection (each is completed and reported); calling it again does nothing.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _checkpoints.ConfigureAwait(false);
         if (_listener is not null) await _listener.DisposeAsync().ConfigureAwait(false);
+        _stopping.Dispose();
     }
 }

@@ -1,0 +1,50 @@
+using TelemetryAgent.Export.Settings;
+using TelemetryAgent.Sessions;
+
+namespace TelemetryAgent.Export;
+
+/// <summary>An exporter: hears about processes like any observer and sends what it has left when the agent stops.</summary>
+/// <remarks>Never throws and never blocks a session: work goes to the exporter's own queue or thread.</remarks>
+public interface IExporter : IProcessObserver
+{
+    /// <summary>Sends what is pending (the processes that completed last included), giving up at the deadline.</summary>
+    Task ShutdownAsync(CancellationToken deadline);
+}
+
+/// <summary>What the agent's exporters need besides the OTLP endpoints.</summary>
+/// <param name="Log">Where exporters report, once per problem, what they could not send.</param>
+/// <param name="CheckpointInterval">How often running processes are exported (serve); null: only when they end (run).</param>
+public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval);
+
+/// <summary>
+/// The OTLP exporters of one agent (none when export is off). The host hands <see cref="Observers"/> to every
+/// session; <see cref="ShutdownAsync"/> flushes them all within one deadline.
+/// </summary>
+public sealed class ExportPipeline
+{
+    private readonly IReadOnlyList<IExporter> _exporters;
+
+    private ExportPipeline(IReadOnlyList<IExporter> exporters)
+    {
+        _exporters = exporters;
+    }
+
+    public static ExportPipeline Create(ExportContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (!context.Settings.Enabled) return new ExportPipeline([]);
+        List<IExporter> exporters = [];
+        return new ExportPipeline(exporters);
+    }
+
+    public IReadOnlyList<IProcessObserver> Observers => _exporters;
+
+    public bool IsEmpty => _exporters.Count == 0;
+
+    /// <summary>Flushes every exporter in parallel; returns when all are done or the deadline passed.</summary>
+    public async Task ShutdownAsync(TimeSpan deadline)
+    {
+        using var timeout = new CancellationTokenSource(deadline);
+        await Task.WhenAll(_exporters.Select(exporter => exporter.ShutdownAsync(timeout.Token))).ConfigureAwait(false);
+    }
+}

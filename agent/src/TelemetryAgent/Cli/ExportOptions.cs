@@ -1,0 +1,71 @@
+using System.CommandLine;
+using TelemetryAgent.Export.Settings;
+
+namespace TelemetryAgent.Cli;
+
+/// <summary>The OTLP export options that `run` and `serve` share; the OTEL_EXPORTER_OTLP_* variables work too.</summary>
+internal static class ExportOptions
+{
+    public static readonly Option<bool> Otlp = new("--otlp")
+    {
+        Description = "Export over OTLP even when no endpoint is configured: to the agent-side collector's default ports " +
+                      $"({OtlpSettings.DefaultHttpEndpoint} for http/protobuf, {OtlpSettings.DefaultGrpcEndpoint} for grpc).",
+    };
+
+    public static readonly Option<string?> Endpoint = new("--otlp-endpoint")
+    {
+        Description = "The OTLP endpoint for every signal (wins over OTEL_EXPORTER_OTLP_ENDPOINT and its per-signal variables). " +
+                      "Export is on when this or an OTEL_EXPORTER_OTLP_*ENDPOINT variable is set.",
+    };
+
+    public static readonly Option<string?> Protocol = new("--otlp-protocol")
+    {
+        Description = "grpc or http/protobuf (wins over OTEL_EXPORTER_OTLP_PROTOCOL). Default: http/protobuf.",
+    };
+
+    public static readonly Option<double> ExportInterval = new("--export-interval")
+    {
+        Description = "Seconds between exports of the processes still running (each export covers its interval).",
+        DefaultValueFactory = _ => 60.0,
+    };
+
+    /// <summary>How long exporters may take to send what is pending when the agent stops.</summary>
+    public static readonly TimeSpan ShutdownDeadline = TimeSpan.FromSeconds(10);
+
+    /// <summary>Where the export goes, for the log: one line per distinct endpoint.</summary>
+    public static string Describe(OtlpSettings settings)
+        => string.Join("; ", Enum.GetValues<OtlpSignal>()
+            .Select(signal => settings.For(signal))
+            .GroupBy(endpoint => (endpoint.Protocol, endpoint.Url))
+            .Select(group => $"{string.Join(", ", group.Select(e => e.Signal.ToString().ToLowerInvariant()))} to {group.Key.Url} " +
+                             $"({(group.Key.Protocol == OtlpProtocol.Grpc ? "grpc" : "http/protobuf")})"));
+
+    /// <summary>The options that take a value (for `run`'s split between its options and the program).</summary>
+    public static readonly string[] WithValue = ["--otlp-endpoint", "--otlp-protocol"];
+
+    static ExportOptions()
+    {
+        ExportInterval.Validators.Add(result =>
+        {
+            var seconds = result.GetValueOrDefault<double>();
+            if (!double.IsFinite(seconds) || seconds < 0.1 || seconds > 24 * 3600)
+                result.AddError($"{result.Option.Name} takes a number of seconds from 0.1 to 86400.");
+        });
+    }
+
+    /// <summary>The settings, or null with <paramref name="problem"/> set when a value is invalid.</summary>
+    public static OtlpSettings? Resolve(System.CommandLine.ParseResult result, out string problem)
+    {
+        problem = "";
+        try
+        {
+            return OtlpSettings.Resolve(OtlpSettings.ProcessEnvironment(), result.GetValue(Endpoint), result.GetValue(Protocol),
+                result.GetValue(Otlp));
+        }
+        catch (FormatException e)
+        {
+            problem = e.Message;
+            return null;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+using TelemetryAgent.Export.Settings;
+
+namespace TelemetryAgent.Export.Tests;
+
+public sealed class OtlpSettingsTests
+{
+    private static OtlpSettings Resolve(Dictionary<string, string?> environment, string? endpoint = null, string? protocol = null,
+        bool force = false) => OtlpSettings.Resolve(environment, endpoint, protocol, force);
+
+    [Fact]
+    public void Without_an_endpoint_export_is_off_unless_asked_for_then_it_uses_the_collector_ports()
+    {
+        Assert.False(Resolve([]).Enabled);
+        Assert.False(Resolve(new() { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = " " }).Enabled);
+
+        var defaults = Resolve([], force: true);
+        Assert.Equal("http://localhost:4318/v1/metrics", defaults.For(OtlpSignal.Metrics).Url.AbsoluteUri);
+        Assert.Equal("http://localhost:4318/v1/logs", defaults.For(OtlpSignal.Logs).Url.AbsoluteUri);
+        Assert.Equal("http://localhost:4318/v1development/profiles", defaults.For(OtlpSignal.Profiles).Url.AbsoluteUri);
+        Assert.Equal(OtlpProtocol.HttpProtobuf, defaults.For(OtlpSignal.Logs).Protocol);
+        Assert.Equal(TimeSpan.FromSeconds(10), defaults.For(OtlpSignal.Logs).Timeout);
+
+        var grpc = Resolve([], protocol: "grpc", force: true);
+        Assert.Equal("http://localhost:4317/", grpc.For(OtlpSignal.Profiles).Url.AbsoluteUri);
+    }
+
+    [Fact]
+    public void Signal_variables_override_the_general_ones_and_a_signal_endpoint_is_used_as_given()
+    {
+        var settings = Resolve(new()
+        {
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318/base/",
+            ["OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT"] = "http://pyroscope:4040/ingest",
+            ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+            ["OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"] = "grpc",
+            ["OTEL_EXPORTER_OTLP_HEADERS"] = "api-key=s%3Dcret, tenant=a",
+            ["OTEL_EXPORTER_OTLP_METRICS_HEADERS"] = "x=1",
+            ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "2500",
+            ["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip",
+            ["OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION"] = "none",
+        });
+        Assert.True(settings.Enabled);
+        var metrics = settings.For(OtlpSignal.Metrics);
+        Assert.Equal("http://collector:4318/base/v1/metrics", metrics.Url.AbsoluteUri);
+        Assert.Equal([new("x", "1")], metrics.Headers);
+        Assert.True(metrics.Gzip);
+        var logs = settings.For(OtlpSignal.Logs);
+        Assert.Equal((OtlpProtocol.Grpc, "http://collector:4318/base/"), (logs.Protocol, logs.Url.AbsoluteUri));
+        Assert.Equal([new("api-key", "s=cret"), new("tenant", "a")], logs.Headers);
+        Assert.Equal(TimeSpan.FromMilliseconds(2500), logs.Timeout);
+        var profiles = settings.For(OtlpSignal.Profiles);
+        Assert.Equal("http://pyroscope:4040/ingest", profiles.Url.AbsoluteUri);
+        Assert.False(profiles.Gzip);
+    }
+
+    [Fact]
+    public void The_command_line_wins_over_the_variables()
+    {
+        var settings = Resolve(new()
+        {
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318",
+            ["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] = "http://elsewhere:1/logs",
+            ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+        }, endpoint: "http://127.0.0.1:9999", protocol: "grpc");
+        Assert.All(Enum.GetValues<OtlpSignal>(), signal =>
+        {
+            Assert.Equal("http://127.0.0.1:9999/", settings.For(signal).Url.AbsoluteUri);
+            Assert.Equal(OtlpProtocol.Grpc, settings.For(signal).Protocol);
+        });
+    }
+
+    [Theory]
+    [InlineData("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/json is not supported")]
+    [InlineData("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift", "'thrift' is not an OTLP protocol")]
+    [InlineData("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "'novalue' is not key=value")]
+    [InlineData("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "'10s' is not a positive number of milliseconds")]
+    [InlineData("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "'zstd' is not a compression")]
+    [InlineData("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "collector:4318", "is not an http:// or https:// URL")]
+    public void A_bad_value_is_an_error_that_names_its_variable(string name, string value, string message)
+    {
+        var environment = new Dictionary<string, string?> { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318", [name] = value };
+        var error = Assert.Throws<FormatException>(() => Resolve(environment));
+        Assert.Contains(name, error.Message);
+        Assert.Contains(message, error.Message);
+    }
+}
