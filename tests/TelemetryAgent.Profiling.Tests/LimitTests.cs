@@ -41,6 +41,32 @@ public sealed class LimitTests
     }
 
     [Fact]
+    public void A_checkpoint_counts_frames_collapsed_into_a_truncated_node_once()
+    {
+        var observer = new CheckpointCollector();
+        var script = new SessionScript(limits: new SessionLimits { MaxCallTreeNodes = 2 }, observer: observer)
+            .Thread(1, "MainThread", isMain: true)
+            .Code(1, "main").Code(2, "a").Code(3, "b")
+            .Start(0, 1).Start(10, 2).Start(20, 3).Start(25, 2).Return(30, 2); // a, b, a: all in one [truncated]
+        script.Session.RequestCheckpoint();
+        script.Session.TakeRequestedCheckpoint();
+
+        var root = Assert.Single(observer.Checkpoints).Threads[0].Root;
+        var truncated = root.At("main", ProcessSession.TruncatedNodeName);
+        Assert.Empty(truncated.Children);
+        truncated.Has(calls: 3, resumes: 0, selfNs: 20, totalNs: 20); // open since 10, latest event at 30
+        root.AssertConsistent();
+    }
+
+    private sealed class CheckpointCollector : IProcessObserver
+    {
+        public List<ProcessProfile> Checkpoints { get; } = [];
+        public void OnStarted(ProcessProfile running) { }
+        public void OnCheckpoint(ProcessProfile checkpoint) => Checkpoints.Add(checkpoint);
+        public void OnCompleted(ProcessProfile completed) { }
+    }
+
+    [Fact]
     public void Definitions_and_threads_beyond_their_limits_end_the_connection_with_their_own_violation()
     {
         var script = new SessionScript(limits: new SessionLimits { MaxCodeId = 3, MaxThreadId = 2 });
