@@ -34,7 +34,7 @@ public sealed class Redactor
         ("slack-token", @"\bxox[abposr]-[A-Za-z0-9\-]{10,}", "[REDACTED:slack-token]"),
         ("jwt", @"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*", "[REDACTED:jwt]"),
         ("bearer-token", @"(?i)(?<=\b(bearer|token|basic)\s+)[A-Za-z0-9\-._~+/]{8,}=*", "[REDACTED:bearer-token]"),
-        ("secret-assignment",
+        ("secret",
             @"(?i)(?<=\b[A-Za-z0-9_\-]*(password|passwd|pwd|secret|api[_\-]?key|access[_\-]?key|auth[_\-]?token|access[_\-]?token|private[_\-]?key|client[_\-]?secret)['""]?\s*[=:]\s*['""]?)[^\s'"",;&}]+",
             "[REDACTED:secret]"),
         ("email", @"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b", "[REDACTED:email]"),
@@ -45,10 +45,6 @@ public sealed class Redactor
 
     /// <summary>Redacts nothing (for tests of what the shim sent, byte for byte).</summary>
     public static Redactor None { get; } = Create([], includeBuiltIn: false);
-
-    /// <summary>The built-in patterns' names, in the order they run.</summary>
-    public static IReadOnlyList<string> BuiltInNames => BuiltIn.Select(rule => rule.Name).ToArray();
-
 
     /// <summary>
     /// A redactor with the built-in patterns (unless <paramref name="includeBuiltIn"/> is false) followed by
