@@ -248,7 +248,7 @@ class ShutdownTest(unittest.TestCase):
                 def background():
                     while True:           # daemon threads still calling when the interpreter exits
                         spin()
-                        time.sleep(0.0001)
+                        time.sleep(0.001)
                 def last(i): return i
                 telemetry_shim.start()
                 for n in range(4):
