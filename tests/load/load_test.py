@@ -83,11 +83,11 @@ def main():
     parser.add_argument("--processes", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--duty", type=float, default=None,
-                        help="fraction of time each worker thread calls (default: 1/processes, one core in all); "
-                             "1 is a spin loop that starves the agent of CPU on a small machine")
+                        help="fraction of time each worker thread calls (default: 0.25/processes, half a core for all "
+                             "the workers' two threads); 1 is a spin loop that starves the agent of CPU on a small machine")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (outputs, agent log)")
     args = parser.parse_args()
-    duty = args.duty if args.duty is not None else min(1.0, 1.0 / args.processes)
+    duty = args.duty if args.duty is not None else min(1.0, 0.25 / args.processes)
 
     work = tempfile.mkdtemp(prefix="telemetry-load-")
     socket_path = os.path.join(work, "agent.sock")
