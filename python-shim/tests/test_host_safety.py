@@ -4,7 +4,6 @@ shutdown with events in flight. Real subprocesses and real sockets; TELEMETRY_SH
 call is recorded and the counts are exact."""
 
 import os
-import resource  # noqa: F401 - the programs below use it; fail here, early, where it is missing
 import shutil
 import socket
 import tempfile
