@@ -39,7 +39,7 @@ public static class ServeCommand
     private static readonly Option<double> ShutdownTimeout = new("--shutdown-timeout")
     {
         Description = "Seconds that stopping (SIGTERM, Ctrl-C) may take: connections still open get 1 s to end, then are closed, " +
-                      "and every process's outputs are written; what is not written by then is lost.",
+                      "every process's outputs are written and pending OTLP exports sent; what is not done by then is lost.",
         DefaultValueFactory = _ => 10.0,
     };
 
