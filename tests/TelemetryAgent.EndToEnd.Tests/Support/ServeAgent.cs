@@ -36,11 +36,18 @@ public sealed class ServeAgent : IDisposable
 
     public string[] OutputFolders() => Directory.Exists(OutputRoot) ? Directory.GetDirectories(OutputRoot) : [];
 
-    /// <summary>The single process of an output folder's summary.json.</summary>
+    /// <summary>The single process of an output folder's summary.json (serve writes one folder per process).</summary>
     public static JsonElement ProcessIn(string folder)
     {
         using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "summary.json")));
         return summary.RootElement.GetProperty("processes").EnumerateArray().Single().Clone();
+    }
+
+    /// <summary>The first process of a `run` output folder's summary.json.</summary>
+    public static JsonElement ProcessInRun(string folder)
+    {
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "summary.json")));
+        return summary.RootElement.GetProperty("processes")[0].Clone();
     }
 
     public static async Task WaitUntilAsync(Func<bool> condition, string what, double seconds = 30)
