@@ -34,6 +34,7 @@ public sealed class ExportPipeline
         ArgumentNullException.ThrowIfNull(context);
         if (!context.Settings.Enabled) return new ExportPipeline([]);
         List<IExporter> exporters = [];
+        exporters.Add(new Profiles.ProfilesExporter(context.Settings.For(OtlpSignal.Profiles), context.Log));
         return new ExportPipeline(exporters);
     }
 

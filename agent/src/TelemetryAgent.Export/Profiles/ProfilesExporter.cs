@@ -1,0 +1,270 @@
+using Google.Protobuf;
+using OpenTelemetry.Proto.Collector.Profiles.V1Development;
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export.Otlp;
+using TelemetryAgent.Export.Settings;
+
+namespace TelemetryAgent.Export.Profiles;
+
+/// <summary>Settings of a <see cref="ProfilesExporter"/> besides its endpoint.</summary>
+public sealed record ProfilesExporterOptions
+{
+    /// <summary>Processes with a profile waiting to be sent; beyond it the oldest waiting one is dropped.</summary>
+    public int MaxPendingProcesses { get; init; } = 256;
+    public RetryPolicy Retry { get; init; } = RetryPolicy.Default;
+}
+
+/// <summary>
+/// Sends every process's profile over OTLP (<see cref="OtlpProfileEncoder"/>): at each checkpoint what the process
+/// did since the previous one, and at its end the rest, so that a process's profiles add up to its totals.
+/// </summary>
+/// <remarks>
+/// Observer calls only park the latest cumulative profile of the process and return: one background loop encodes
+/// and sends, one request per process interval, retrying transient failures (<see cref="RetryPolicy"/>). While a
+/// request waits, newer checkpoints of a process replace its older waiting one: the next interval simply covers
+/// more time, nothing is lost and memory stays at one profile per waiting process. The waiting processes are
+/// bounded (<see cref="ProfilesExporterOptions.MaxPendingProcesses"/>, oldest dropped and counted). Never throws;
+/// each distinct problem is logged once.
+/// </remarks>
+public sealed class ProfilesExporter : IExporter
+{
+    public const string GrpcMethod = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+    /// <summary>Profiles per process interval: wall time and calls.</summary>
+    private const int ProfilesPerInterval = 2;
+    private const int MaxDistinctProblemsLogged = 32;
+
+    private readonly OtlpTransport _transport;
+    private readonly TextWriter _log;
+    private readonly ProfilesExporterOptions _options;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<ProcessIdentity, ProcessState> _processes = new(ReferenceEqualityComparer.Instance);
+    private readonly LinkedList<ProcessState> _waiting = new();
+    private readonly SemaphoreSlim _work = new(0);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly HashSet<string> _problemsLogged = new(StringComparer.Ordinal);
+    private readonly Task _loop;
+    private bool _closing;
+
+    public ProfilesExporter(OtlpEndpoint endpoint, TextWriter log, ProfilesExporterOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        ArgumentNullException.ThrowIfNull(log);
+        _transport = new OtlpTransport(endpoint, GrpcMethod);
+        _log = log;
+        _options = options ?? new ProfilesExporterOptions();
+        _loop = Task.Run(RunAsync);
+    }
+
+    public ExportCounters Counters { get; } = new();
+
+    public void OnStarted(ProcessProfile running)
+    {
+        lock (_gate) StateOf(running);
+    }
+
+    public void OnCheckpoint(ProcessProfile checkpoint) => Offer(checkpoint);
+
+    public void OnCompleted(ProcessProfile completed) => Offer(completed);
+
+    public async Task ShutdownAsync(CancellationToken deadline)
+    {
+        lock (_gate) _closing = true;
+        _work.Release();
+        using (deadline.Register(static stop => ((CancellationTokenSource)stop!).Cancel(), _stop))
+        {
+            await _loop.ConfigureAwait(false);
+        }
+        _transport.Dispose();
+        if (Counters.ProfilesDropped + Counters.ProfilesFailed + Counters.ProfilesRejected > 0)
+        {
+            Log($"profiles export to {_transport.Endpoint.Url}: {Counters}");
+        }
+    }
+
+    /// <summary>Parks the latest cumulative profile of a process for the loop; the previous one waiting is superseded.</summary>
+    private void Offer(ProcessProfile profile)
+    {
+        ArgumentNullException.ThrowIfNull(profile);
+        lock (_gate)
+        {
+            var state = StateOf(profile);
+            state.Waiting = profile;
+            if (state.Node is null)
+            {
+                state.Node = _waiting.AddLast(state);
+                if (_waiting.Count > _options.MaxPendingProcesses) Drop(_waiting.First!.Value);
+            }
+        }
+        _work.Release();
+    }
+
+    private ProcessState StateOf(ProcessProfile profile)
+    {
+        if (!_processes.TryGetValue(profile.Identity, out var state))
+        {
+            state = new ProcessState();
+            _processes.Add(profile.Identity, state);
+        }
+        return state;
+    }
+
+    /// <summary>Under the lock: gives up a process's waiting profile (counted); a completed process is forgotten.</summary>
+    private void Drop(ProcessState state)
+    {
+        if (state.Waiting is not { } waiting) return;
+        _waiting.Remove(state.Node!);
+        state.Node = null;
+        state.Waiting = null;
+        Counters.Dropped(ProfilesPerInterval);
+        if (waiting.IsCompleted) _processes.Remove(waiting.Identity);
+    }
+
+    private async Task RunAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                ProcessState? state = null;
+                ProcessProfile? profile = null;
+                lock (_gate)
+                {
+                    if (_waiting.First is { } first)
+                    {
+                        state = first.Value;
+                        profile = state.Waiting!;
+                        _waiting.RemoveFirst();
+                        state.Node = null;
+                        state.Waiting = null;
+                        if (profile.IsCompleted) _processes.Remove(profile.Identity);
+                    }
+                    else if (_closing)
+                    {
+                        return;
+                    }
+                }
+                if (state is null)
+                {
+                    await _work.WaitAsync(_stop.Token).ConfigureAwait(false);
+                    continue;
+                }
+                if (Encode(state, profile!) is { } request) await SendAsync(request).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            // The shutdown deadline passed: what still waits is dropped below.
+        }
+        catch (Exception error)
+        {
+            // A bug of ours must not take the agent down: export stops, the rest of the agent goes on.
+            Log($"profiles export stopped: {error.GetType().Name}: {error.Message}");
+        }
+        lock (_gate)
+        {
+            while (_waiting.First is { } first) Drop(first.Value);
+        }
+    }
+
+    /// <summary>The request for what <paramref name="profile"/> adds to the process's previous interval; null when nothing.</summary>
+    private static byte[]? Encode(ProcessState state, ProcessProfile profile)
+    {
+        var samples = state.Deltas.Next(profile);
+        var start = state.IntervalEndUnixNs ?? ProfileInterval.FirstEventUnixNs(profile);
+        var end = Math.Max(start, ProfileInterval.LastEventUnixNs(profile));
+        state.IntervalEndUnixNs = end;
+        if (samples.Count == 0) return null;
+        return OtlpProfileEncoder.Encode([new ProfileInterval(profile, samples, start, end)]).ToByteArray();
+    }
+
+    private async Task SendAsync(byte[] request)
+    {
+        var started = DateTimeOffset.UtcNow;
+        for (var retry = 1; ; retry++)
+        {
+            SendResult result;
+            try
+            {
+                result = await _transport.SendAsync(request, _stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                Counters.Dropped(ProfilesPerInterval);
+                throw;
+            }
+
+            switch (result.Outcome)
+            {
+                case SendOutcome.Success:
+                    Counters.Sent(ProfilesPerInterval, request.Length);
+                    CheckPartialSuccess(result.Response);
+                    return;
+                case SendOutcome.Failed:
+                    Counters.Failed(ProfilesPerInterval);
+                    LogOnce(result.Problem ?? "failed", "; the profiles are lost");
+                    return;
+            }
+
+            var delay = _options.Retry.Delay(retry, result.RetryAfter, Random.Shared);
+            if (DateTimeOffset.UtcNow + delay - started > _options.Retry.GiveUpAfter)
+            {
+                Counters.Failed(ProfilesPerInterval);
+                LogOnce(result.Problem ?? "failed", $"; gave up after {_options.Retry.GiveUpAfter.TotalSeconds:0} s of retries");
+                return;
+            }
+            LogOnce(result.Problem ?? "failed", "; retrying");
+            Counters.Retried();
+            try
+            {
+                await Task.Delay(delay, _stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                Counters.Dropped(ProfilesPerInterval);
+                throw;
+            }
+        }
+    }
+
+    private void CheckPartialSuccess(byte[] response)
+    {
+        ExportProfilesServiceResponse answer;
+        try
+        {
+            answer = ExportProfilesServiceResponse.Parser.ParseFrom(response);
+        }
+        catch (InvalidProtocolBufferException error)
+        {
+            LogOnce($"unreadable response ({error.Message})", "");
+            return;
+        }
+        if (answer.PartialSuccess is not { } partial || (partial.RejectedProfiles == 0 && partial.ErrorMessage.Length == 0)) return;
+        Counters.Rejected(partial.RejectedProfiles);
+        LogOnce("partial success", $": {partial.RejectedProfiles} profiles rejected: {partial.ErrorMessage}");
+    }
+
+    /// <summary>Logs a problem the first time it happens (by <paramref name="problem"/>, not by its details).</summary>
+    private void LogOnce(string problem, string details)
+    {
+        lock (_problemsLogged)
+        {
+            if (_problemsLogged.Count >= MaxDistinctProblemsLogged || !_problemsLogged.Add(problem)) return;
+        }
+        Log($"profiles export to {_transport.Endpoint.Url}: {problem}{details}");
+    }
+
+    private void Log(string line)
+    {
+        lock (_log) _log.WriteLine($"telemetry-agent: {line}");
+    }
+
+    private sealed class ProcessState
+    {
+        /// <summary>The latest cumulative profile not sent yet (under the exporter's lock).</summary>
+        public ProcessProfile? Waiting;
+        public LinkedListNode<ProcessState>? Node;
+        /// <summary>The loop's alone: what was sent before, and where the last interval ended.</summary>
+        public readonly StackDeltas Deltas = new();
+        public long? IntervalEndUnixNs;
+    }
+}
