@@ -30,6 +30,29 @@ internal sealed class SignalRoute
     /// <summary>The serialized empty Export*ServiceResponse (full success, no partial_success).</summary>
     public byte[] EmptyResponse { get; }
 
+    /// <summary>
+    /// The answer to an accepted request: <see cref="EmptyResponse"/>, or a partial success when one is set for this
+    /// signal. Every Export*ServiceResponse has <c>partial_success = 1</c> holding <c>rejected_* = 1</c> (int64) and
+    /// <c>error_message = 2</c>, so one encoding serves all signals.
+    /// </summary>
+    public byte[] SuccessResponse(PartialSuccessReply? partial)
+    {
+        if (partial is null || (partial.Signal is { } only && only != Signal)) return EmptyResponse;
+        using var inner = new MemoryStream();
+        var innerOutput = new CodedOutputStream(inner);
+        innerOutput.WriteTag(1, WireFormat.WireType.Varint);
+        innerOutput.WriteInt64(partial.Rejected);
+        innerOutput.WriteTag(2, WireFormat.WireType.LengthDelimited);
+        innerOutput.WriteString(partial.Message);
+        innerOutput.Flush();
+        using var outer = new MemoryStream();
+        var output = new CodedOutputStream(outer);
+        output.WriteTag(1, WireFormat.WireType.LengthDelimited);
+        output.WriteBytes(ByteString.CopyFrom(inner.ToArray()));
+        output.Flush();
+        return outer.ToArray();
+    }
+
     public static SignalRoute Create<TRequest, TResponse>(
         OtlpSignal signal, string httpPath, string grpcPath, MessageParser<TRequest> parser, RequestLog<TRequest> log)
         where TRequest : IMessage<TRequest>
