@@ -33,7 +33,7 @@ public sealed class ProfilesExporter : IExporter
     private const int ProfilesPerInterval = 2;
     private const int MaxDistinctProblemsLogged = 32;
 
-    private readonly OtlpTransport _transport;
+    private readonly OtlpClient _client;
     private readonly TextWriter _log;
     private readonly ProfilesExporterOptions _options;
     private readonly Lock _gate = new();
@@ -49,7 +49,7 @@ public sealed class ProfilesExporter : IExporter
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         ArgumentNullException.ThrowIfNull(log);
-        _transport = new OtlpTransport(endpoint, GrpcMethod);
+        _client = new OtlpClient(endpoint, GrpcMethod);
         _log = log;
         _options = options ?? new ProfilesExporterOptions();
         _loop = Task.Run(RunAsync);
@@ -74,10 +74,10 @@ public sealed class ProfilesExporter : IExporter
         {
             await _loop.ConfigureAwait(false);
         }
-        _transport.Dispose();
+        _client.Dispose();
         if (Counters.ProfilesDropped + Counters.ProfilesFailed + Counters.ProfilesRejected > 0)
         {
-            Log($"profiles export to {_transport.Endpoint.Url}: {Counters}");
+            Log($"profiles export to {_client.Endpoint.Url}: {Counters}");
         }
     }
 
@@ -185,7 +185,7 @@ public sealed class ProfilesExporter : IExporter
             SendResult result;
             try
             {
-                result = await _transport.SendAsync(request, _stop.Token).ConfigureAwait(false);
+                result = await _client.SendAsync(request, _stop.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
@@ -250,7 +250,7 @@ public sealed class ProfilesExporter : IExporter
         {
             if (_problemsLogged.Count >= MaxDistinctProblemsLogged || !_problemsLogged.Add(problem)) return;
         }
-        Log($"profiles export to {_transport.Endpoint.Url}: {problem}{details}");
+        Log($"profiles export to {_client.Endpoint.Url}: {problem}{details}");
     }
 
     private void Log(string line)

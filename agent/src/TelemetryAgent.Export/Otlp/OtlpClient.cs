@@ -28,7 +28,7 @@ public sealed record SendResult(SendOutcome Outcome, byte[] Response, string? Pr
 /// framed by hand over HTTP/2, cleartext for <c>http://</c>), per an <see cref="OtlpEndpoint"/>. Classifies every
 /// outcome by the OTLP specification's retry rules; never throws for what the network or the server does.
 /// </summary>
-public sealed class OtlpTransport : IDisposable
+public sealed class OtlpClient : IDisposable
 {
     private const string ProtobufMediaType = "application/x-protobuf";
 
@@ -37,7 +37,7 @@ public sealed class OtlpTransport : IDisposable
     private readonly HttpClient _client;
 
     /// <param name="grpcMethod">The gRPC method path, e.g. <c>/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export</c>.</param>
-    public OtlpTransport(OtlpEndpoint endpoint, string grpcMethod)
+    public OtlpClient(OtlpEndpoint endpoint, string grpcMethod)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         _endpoint = endpoint;
