@@ -170,10 +170,11 @@ public sealed class ProfilesExporter : IExporter
     private static byte[]? Encode(ProcessState state, ProcessProfile profile)
     {
         var samples = state.Deltas.Next(profile);
+        // An idle interval sends nothing; the next profile covers it, so the intervals sent stay contiguous.
+        if (samples.Count == 0) return null;
         var start = state.IntervalEndUnixNs ?? ProfileInterval.FirstEventUnixNs(profile);
         var end = Math.Max(start, ProfileInterval.LastEventUnixNs(profile));
         state.IntervalEndUnixNs = end;
-        if (samples.Count == 0) return null;
         return OtlpProfileEncoder.Encode([new ProfileInterval(profile, samples, start, end)]).ToByteArray();
     }
 
