@@ -156,6 +156,8 @@ public static class OtlpProfileEncoder
         private readonly InternTable<int[]> _stacks = new(SequenceComparer.Instance);
         private readonly InternTable<(string Key, string Text, long Number)> _attributes = new();
         private readonly Dictionary<CallNode, int> _stackByLeaf = new(ReferenceEqualityComparer.Instance);
+        private readonly Dictionary<FunctionInfo, int> _locationByFunction = new(ReferenceEqualityComparer.Instance);
+        private readonly Dictionary<ThreadProfile, int[]> _threadAttributes = new(ReferenceEqualityComparer.Instance);
         private readonly List<int> _path = [];
         private readonly int _frameTypeAttribute;
 
@@ -193,10 +195,14 @@ public static class OtlpProfileEncoder
         }
 
         /// <summary><c>thread.id</c> (the OS thread id) when known, and <c>thread.name</c>.</summary>
-        public IEnumerable<int> ThreadAttributes(ThreadProfile thread)
+        public int[] ThreadAttributes(ThreadProfile thread)
         {
-            if (thread.NativeId != 0) yield return Attribute("thread.id", null, thread.NativeId);
-            if (thread.Name.Length > 0) yield return Attribute("thread.name", thread.Name);
+            if (_threadAttributes.TryGetValue(thread, out var known)) return known;
+            var attributes = new List<int>(2);
+            if (thread.NativeId != 0) attributes.Add(Attribute("thread.id", null, thread.NativeId));
+            if (thread.Name.Length > 0) attributes.Add(Attribute("thread.name", thread.Name));
+            _threadAttributes.Add(thread, known = attributes.ToArray());
+            return known;
         }
 
         /// <summary>
@@ -205,6 +211,7 @@ public static class OtlpProfileEncoder
         /// </summary>
         private int LocationOf(FunctionInfo function)
         {
+            if (_locationByFunction.TryGetValue(function, out var known)) return known;
             var functionIndex = FunctionOf(function);
             var index = _locations.IndexOf(functionIndex, out var added);
             if (added)
@@ -214,6 +221,7 @@ public static class OtlpProfileEncoder
                 location.AttributeIndices.Add(_frameTypeAttribute);
                 _dictionary.LocationTable.Add(location);
             }
+            _locationByFunction.Add(function, index);
             return index;
         }
 

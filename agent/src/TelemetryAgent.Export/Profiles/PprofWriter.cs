@@ -43,7 +43,7 @@ public static class PprofWriter
         // One mapping for all the Python code: tools then treat the functions as symbolized.
         profile.Mapping.Add(new Mapping { Id = 1, Filename = strings["cpython"], HasFunctions = true, HasFilenames = true });
 
-        var functions = new InternTable<FunctionInfo>();
+        var functions = new InternTable<FunctionInfo>(ReferenceEqualityComparer.Instance);
         var processKey = strings["process"];
         var threadKey = strings["thread"];
         var pidKey = strings["pid"];

@@ -14,13 +14,13 @@ public readonly record struct StackSample(ThreadProfile Thread, CallNode Leaf, l
 /// </summary>
 /// <remarks>
 /// A path is a thread and the functions from its root, so that the copies of a tree that checkpoints make map onto
-/// each other. Functions are compared by value, as the outputs name them: two equal functions under one parent
-/// (possible for distinct code objects) are one path and their figures are summed. Not thread-safe: one caller.
+/// each other (they share the process's <see cref="FunctionInfo"/> objects, compared by reference: hashing their
+/// strings at every node would dominate the cost). Not thread-safe: one caller.
 /// </remarks>
 public sealed class StackDeltas
 {
     private readonly Dictionary<uint, int> _threadPaths = [];
-    private readonly Dictionary<(int Parent, FunctionInfo Function), int> _paths = [];
+    private readonly Dictionary<(int Parent, FunctionInfo Function), int> _paths = new(PathComparer.Instance);
     private long[] _previousSelf = new long[64];
     private long[] _previousCalls = new long[64];
 
@@ -96,5 +96,16 @@ public sealed class StackDeltas
             Array.Resize(ref _previousCalls, _previousCalls.Length * 2);
         }
         return path;
+    }
+
+    private sealed class PathComparer : IEqualityComparer<(int Parent, FunctionInfo Function)>
+    {
+        public static readonly PathComparer Instance = new();
+
+        public bool Equals((int Parent, FunctionInfo Function) x, (int Parent, FunctionInfo Function) y)
+            => x.Parent == y.Parent && ReferenceEquals(x.Function, y.Function);
+
+        public int GetHashCode((int Parent, FunctionInfo Function) path)
+            => HashCode.Combine(path.Parent, System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(path.Function));
     }
 }
