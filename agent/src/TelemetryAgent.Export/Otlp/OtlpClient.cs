@@ -85,6 +85,11 @@ public sealed class OtlpClient : IDisposable
         {
             return new SendResult(SendOutcome.Failed, [], $"unreadable response: {error.Message}");
         }
+        catch (Exception error) when (error is not OperationCanceledException)
+        {
+            // Whatever else the stack throws costs this request only, never the exporter.
+            return new SendResult(SendOutcome.Failed, [], $"{error.GetType().Name}: {error.Message}");
+        }
     }
 
     private async Task<SendResult> SendHttpAsync(byte[] message, CancellationToken cancellationToken)
@@ -170,17 +175,19 @@ public sealed class OtlpClient : IDisposable
         }
     }
 
-    /// <summary>The response body, at most 4 MiB: an answer is small, a misbehaving server must not fill memory.</summary>
+    /// <summary>An answer is small: a misbehaving server must not fill memory, compressed or not.</summary>
+    private const int ResponseLimit = 4 << 20;
+
+    /// <summary>The response body, at most <see cref="ResponseLimit"/> bytes.</summary>
     private static async Task<byte[]> ReadBodyAsync(HttpResponseMessage response, CancellationToken cancellationToken)
     {
-        const int limit = 4 << 20;
         await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
         using var buffer = new MemoryStream();
         var chunk = new byte[16 * 1024];
         int read;
         while ((read = await stream.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
         {
-            if (buffer.Length + read > limit) throw new InvalidDataException($"response larger than {limit} bytes");
+            if (buffer.Length + read > ResponseLimit) throw new InvalidDataException($"response larger than {ResponseLimit} bytes");
             buffer.Write(chunk, 0, read);
         }
         var bytes = buffer.ToArray();
@@ -247,7 +254,13 @@ public sealed class OtlpClient : IDisposable
     {
         using var input = new GZipStream(new MemoryStream(data), CompressionMode.Decompress);
         using var output = new MemoryStream();
-        input.CopyTo(output);
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = input.Read(chunk)) > 0)
+        {
+            if (output.Length + read > ResponseLimit) throw new InvalidDataException($"decompressed response larger than {ResponseLimit} bytes");
+            output.Write(chunk, 0, read);
+        }
         return output.ToArray();
     }
 }

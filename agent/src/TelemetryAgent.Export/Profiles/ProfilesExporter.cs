@@ -85,6 +85,12 @@ public sealed class ProfilesExporter : IExporter
     private void Offer(ProcessProfile profile)
     {
         ArgumentNullException.ThrowIfNull(profile);
+        if (_loop.IsCompleted)
+        {
+            // After shutdown nothing will send it.
+            Counters.Dropped(ProfilesPerInterval);
+            return;
+        }
         lock (_gate)
         {
             var state = StateOf(profile);

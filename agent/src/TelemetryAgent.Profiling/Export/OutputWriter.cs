@@ -41,8 +41,9 @@ public sealed record OutputReport(IReadOnlyList<OutputFile> Files, RunSummary Su
 
 /// <summary>
 /// Writes every output of a run into one folder: profile.folded, calls.folded, profile.speedscope.json,
-/// summary.json, exceptions.json and flamegraph.html, then <see cref="OutputOptions.AdditionalFiles"/>. Never throws for a failing file: each file is written on its own
-/// (to a temporary name, then renamed, so a reader never sees half a file) and failures are reported per file.
+/// summary.json, exceptions.json and flamegraph.html, then <see cref="OutputOptions.AdditionalFiles"/>. Never throws
+/// for a failing file: each file is written on its own (to a temporary name, then renamed, so a reader never sees half
+/// a file) and failures are reported per file.
 /// </summary>
 public static class OutputWriter
 {
