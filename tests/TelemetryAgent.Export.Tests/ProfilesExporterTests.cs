@@ -67,6 +67,8 @@ public sealed class ProfilesExporterTests
         {
             Assert.Equal(protocol == OtlpProtocol.Grpc ? OtlpTransport.Grpc : OtlpTransport.Http, request.Transport);
             Assert.Equal(gzip, request.Compressed);
+            Assert.Equal("team-a", request.Headers["x-tenant"]);
+            Assert.Equal(protocol == OtlpProtocol.Grpc ? "application/grpc" : "application/x-protobuf", request.Headers["content-type"]);
             ProfileFolding.AssertDictionaryRules(request.Message);
         });
         var messages = received.Select(request => request.Message).ToList();

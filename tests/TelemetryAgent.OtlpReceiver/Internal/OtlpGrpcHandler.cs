@@ -127,7 +127,7 @@ internal sealed class OtlpGrpcHandler(
 
         try
         {
-            route.DecodeAndStore(payload, OtlpTransport.Grpc, compressed, message.Length);
+            route.DecodeAndStore(payload, OtlpTransport.Grpc, compressed, message.Length, context.Request.Headers);
         }
         catch (InvalidProtocolBufferException e)
         {

@@ -97,7 +97,7 @@ internal sealed class OtlpHttpHandler(
 
         try
         {
-            route.DecodeAndStore(payload, OtlpTransport.Http, compressed, body.Length);
+            route.DecodeAndStore(payload, OtlpTransport.Http, compressed, body.Length, context.Request.Headers);
         }
         catch (InvalidProtocolBufferException e)
         {

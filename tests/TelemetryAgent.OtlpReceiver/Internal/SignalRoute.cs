@@ -5,11 +5,11 @@ namespace TelemetryAgent.OtlpReceiver.Internal;
 /// <summary>Where one signal is served and how its request is decoded and stored.</summary>
 internal sealed class SignalRoute
 {
-    private readonly Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int> _decodeAndStore;
+    private readonly Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int, IReadOnlyDictionary<string, string>> _decodeAndStore;
 
     private SignalRoute(
         OtlpSignal signal, string httpPath, string grpcPath, string requestTypeName, byte[] emptyResponse,
-        Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int> decodeAndStore)
+        Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int, IReadOnlyDictionary<string, string>> decodeAndStore)
     {
         Signal = signal;
         HttpPath = httpPath;
@@ -60,15 +60,17 @@ internal sealed class SignalRoute
     {
         return new SignalRoute(
             signal, httpPath, grpcPath, typeof(TRequest).Name, new TResponse().ToByteArray(),
-            (payload, transport, compressed, wireBytes) =>
+            (payload, transport, compressed, wireBytes, headers) =>
             {
                 var message = parser.ParseFrom(payload.Span);
-                log.Add(new ReceivedRequest<TRequest>(message, transport, compressed, wireBytes, DateTimeOffset.UtcNow));
+                log.Add(new ReceivedRequest<TRequest>(message, transport, compressed, wireBytes, DateTimeOffset.UtcNow) { Headers = headers });
             });
     }
 
     /// <summary>Decodes and stores one request.</summary>
     /// <exception cref="InvalidProtocolBufferException">The payload is not a valid request message.</exception>
-    public void DecodeAndStore(ReadOnlyMemory<byte> payload, OtlpTransport transport, bool compressed, int wireBytes) =>
-        _decodeAndStore(payload, transport, compressed, wireBytes);
+    public void DecodeAndStore(ReadOnlyMemory<byte> payload, OtlpTransport transport, bool compressed, int wireBytes,
+        Microsoft.AspNetCore.Http.IHeaderDictionary headers) =>
+        _decodeAndStore(payload, transport, compressed, wireBytes,
+            headers.ToDictionary(header => header.Key.ToLowerInvariant(), header => header.Value.ToString(), StringComparer.Ordinal));
 }
