@@ -66,6 +66,15 @@ public sealed class ProcessResourceTests
     }
 
     [Fact]
+    public void Without_a_known_interpreter_the_command_is_argv_and_there_is_no_executable_path()
+    {
+        var attributes = ProcessResource.Attributes(Identity() with { Executable = "" })
+            .ToDictionary(attribute => attribute.Key, attribute => attribute.Value);
+        Assert.Equal(new[] { "/srv/app/app.py", "--port", "8080" }, attributes["process.command_args"]);
+        Assert.False(attributes.ContainsKey("process.executable.path"));
+    }
+
+    [Fact]
     public void The_instance_id_differs_for_another_process_that_reuses_the_pid()
     {
         var first = Identity();

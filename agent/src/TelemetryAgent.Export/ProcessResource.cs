@@ -39,8 +39,8 @@ public static class ProcessResource
         Set("process.pid", identity.Pid);
         Set("process.parent_pid", identity.ParentPid);
         if (identity.Executable.Length > 0) Set("process.executable.path", identity.Executable);
-        // The command as the process received it: the interpreter, then sys.argv.
-        Set("process.command_args", (string[])[identity.Executable, .. identity.Argv]);
+        // The command as the process received it: the interpreter (when known), then sys.argv.
+        Set("process.command_args", identity.Executable.Length > 0 ? [identity.Executable, .. identity.Argv] : identity.Argv.ToArray());
         Set("process.runtime.name", identity.PythonImplementation.ToLowerInvariant());
         Set("process.runtime.version", identity.PythonVersion);
         if (identity.HostName.Length > 0) Set("host.name", identity.HostName);
