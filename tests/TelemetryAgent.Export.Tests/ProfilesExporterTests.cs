@@ -178,4 +178,36 @@ public sealed class ProfilesExporterTests
         Assert.True(shutdown.Elapsed < TimeSpan.FromSeconds(5), $"shutdown took {shutdown.Elapsed}");
         Assert.Equal((0L, 6L), (exporter.Counters.ProfilesSent, exporter.Counters.ProfilesDropped));
     }
+
+    [Fact]
+    public async Task A_full_queue_gives_up_a_running_processs_checkpoint_first_and_loses_nothing_of_it()
+    {
+        var options = new OtlpReceiverOptions { HttpPort = Receiver.ReserveFreePort(), GrpcPort = Receiver.ReserveFreePort() };
+        var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{options.HttpPort}"), OtlpProtocol.HttpProtobuf),
+            new StringWriter(), new ProfilesExporterOptions { MaxPendingProcesses = 1 });
+        static ProcessProfile Ended(long pid) => new SessionScript(pid: pid).Thread(1, "MainThread").Code(1, "f").Start(10, 1).Return(20, 1).Complete();
+
+        // While the sender retries the first process, a running one's checkpoint waits; an ended one takes its place.
+        var first = Ended(100);
+        Complete(exporter, [first]);
+        var taken = Stopwatch.StartNew();
+        while (exporter.Counters.Retries == 0 && taken.Elapsed < Wait) await Task.Delay(10);
+        var running = new SessionScript(pid: 200, observer: exporter).Thread(1, "MainThread").Code(1, "g")
+            .Start(10, 1).Return(20, 1).Start(30, 1);
+        running.Session.RequestCheckpoint();
+        running.Session.TakeRequestedCheckpoint();
+        Complete(exporter, [Ended(300)]);
+        Assert.Equal(0, exporter.Counters.ProfilesDropped);
+
+        // Now only ended processes wait: the oldest of them is lost.
+        var second = running.Return(50, 1).Complete();
+        Assert.Equal(2, exporter.Counters.ProfilesDropped);
+
+        await using var receiver = await Receiver.StartAsync(options);
+        await ShutdownAsync(exporter, Wait);
+        Assert.Equal(Folded([first, second], FoldedWeight.SelfNanoseconds),
+            ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message), ProfileSampleTypes.WallType));
+        Assert.Equal(Folded([first, second], FoldedWeight.Calls),
+            ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message), ProfileSampleTypes.CallsType));
+    }
 }

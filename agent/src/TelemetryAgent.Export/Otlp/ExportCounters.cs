@@ -22,7 +22,7 @@ public sealed class ExportCounters
     public long BytesSent => Interlocked.Read(ref _bytesSent);
     /// <summary>Attempts repeated after a retryable failure.</summary>
     public long Retries => Interlocked.Read(ref _retries);
-    /// <summary>Profiles never sent: the queue was full, or the agent stopped before they could go.</summary>
+    /// <summary>Profiles never sent: of ended processes when the queue was full, or any the agent stopped before they could go.</summary>
     public long ProfilesDropped => Interlocked.Read(ref _profilesDropped);
     /// <summary>Profiles in requests that failed for good (a non-retryable answer, or retries given up).</summary>
     public long ProfilesFailed => Interlocked.Read(ref _profilesFailed);

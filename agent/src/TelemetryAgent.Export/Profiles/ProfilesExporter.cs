@@ -9,7 +9,10 @@ namespace TelemetryAgent.Export.Profiles;
 /// <summary>Settings of a <see cref="ProfilesExporter"/> besides its endpoint.</summary>
 public sealed record ProfilesExporterOptions
 {
-    /// <summary>Processes with a profile waiting to be sent; beyond it the oldest waiting one is dropped.</summary>
+    /// <summary>
+    /// Processes with a profile waiting to be sent. Beyond it, the oldest waiting checkpoint of a running process is
+    /// dropped (its next interval covers it: nothing is lost), else the oldest ended process's profile (lost, counted).
+    /// </summary>
     public int MaxPendingProcesses { get; init; } = 256;
     public RetryPolicy Retry { get; init; } = RetryPolicy.Default;
 }
@@ -23,7 +26,7 @@ public sealed record ProfilesExporterOptions
 /// and sends, one request per process interval, retrying transient failures (<see cref="RetryPolicy"/>). While a
 /// request waits, newer checkpoints of a process replace its older waiting one: the next interval simply covers
 /// more time, nothing is lost and memory stays at one profile per waiting process. The waiting processes are
-/// bounded (<see cref="ProfilesExporterOptions.MaxPendingProcesses"/>, oldest dropped and counted). Never throws;
+/// bounded (<see cref="ProfilesExporterOptions.MaxPendingProcesses"/>). Never throws;
 /// each distinct problem is logged once.
 /// </remarks>
 public sealed class ProfilesExporter : IExporter
@@ -98,7 +101,7 @@ public sealed class ProfilesExporter : IExporter
             if (state.Node is null)
             {
                 state.Node = _waiting.AddLast(state);
-                if (_waiting.Count > _options.MaxPendingProcesses) Drop(_waiting.First!.Value);
+                if (_waiting.Count > _options.MaxPendingProcesses) MakeRoom();
             }
         }
         _work.Release();
@@ -112,6 +115,25 @@ public sealed class ProfilesExporter : IExporter
             _processes.Add(profile.Identity, state);
         }
         return state;
+    }
+
+    /// <summary>
+    /// Under the lock: drops the oldest waiting checkpoint (the process's next interval will cover it), or when every
+    /// waiting profile is a completed one, the oldest of them.
+    /// </summary>
+    private void MakeRoom()
+    {
+        for (var node = _waiting.First; node is not null; node = node.Next)
+        {
+            if (node.Value.Waiting is { IsCompleted: false })
+            {
+                _waiting.Remove(node);
+                node.Value.Node = null;
+                node.Value.Waiting = null;
+                return;
+            }
+        }
+        Drop(_waiting.First!.Value);
     }
 
     /// <summary>Under the lock: gives up a process's waiting profile (counted); a completed process is forgotten.</summary>
