@@ -26,8 +26,8 @@ public sealed record ProfilesExporterOptions
 /// and sends, one request per process interval, retrying transient failures (<see cref="RetryPolicy"/>). While a
 /// request waits, newer checkpoints of a process replace its older waiting one: the next interval simply covers
 /// more time, nothing is lost and memory stays at one profile per waiting process. The waiting processes are
-/// bounded (<see cref="ProfilesExporterOptions.MaxPendingProcesses"/>). Never throws;
-/// each distinct problem is logged once.
+/// bounded (<see cref="ProfilesExporterOptions.MaxPendingProcesses"/>). Never throws; each distinct problem is logged
+/// once.
 /// </remarks>
 public sealed class ProfilesExporter : IExporter
 {
@@ -176,7 +176,19 @@ public sealed class ProfilesExporter : IExporter
                     await _work.WaitAsync(_stop.Token).ConfigureAwait(false);
                     continue;
                 }
-                if (Encode(state, profile!) is { } request) await SendAsync(request).ConfigureAwait(false);
+                byte[]? request;
+                try
+                {
+                    request = Encode(state, profile!);
+                }
+                catch (Exception error)
+                {
+                    // A bug of ours costs this interval of this process only.
+                    Counters.Failed(ProfilesPerInterval);
+                    LogOnce($"could not encode a profile ({error.GetType().Name}: {error.Message})", "");
+                    continue;
+                }
+                if (request is not null) await SendAsync(request).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -185,7 +197,7 @@ public sealed class ProfilesExporter : IExporter
         }
         catch (Exception error)
         {
-            // A bug of ours must not take the agent down: export stops, the rest of the agent goes on.
+            // Not expected (sending reports failures as results): export stops, the rest of the agent goes on.
             Log($"profiles export stopped: {error.GetType().Name}: {error.Message}");
         }
         lock (_gate)
