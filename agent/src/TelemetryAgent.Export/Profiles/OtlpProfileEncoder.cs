@@ -106,13 +106,14 @@ public static class OtlpProfileEncoder
         {
             var amount = value(sample);
             if (amount == 0) continue;
-            var key = (dictionary.StackOf(sample.Leaf), sample.Thread.Id);
+            var stack = dictionary.StackOf(sample.Leaf);
+            var key = (stack, sample.Thread.Id);
             if (samples.TryGetValue(key, out var existing))
             {
                 existing.Values[0] += amount;
                 continue;
             }
-            var encoded = new Sample { StackIndex = key.Item1 };
+            var encoded = new Sample { StackIndex = stack };
             encoded.AttributeIndices.Add(dictionary.ThreadAttributes(sample.Thread));
             encoded.Values.Add(amount);
             samples.Add(key, encoded);
