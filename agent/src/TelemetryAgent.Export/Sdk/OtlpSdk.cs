@@ -1,0 +1,77 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using OpenTelemetry;
+using OpenTelemetry.Exporter;
+using OpenTelemetry.Logs;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using TelemetryAgent.Export.Settings;
+
+namespace TelemetryAgent.Export.Sdk;
+
+/// <summary>
+/// Builds OpenTelemetry SDK instances for the agent: metrics of one <see cref="Meter"/> and logs, under one resource,
+/// sent by the SDK's OTLP exporters configured only from <see cref="OtlpSettings"/>.
+/// </summary>
+/// <remarks>
+/// The SDK reads its settings through <c>IConfiguration</c>, which by default is the agent's own environment. Each
+/// instance gets a private configuration instead holding only the retry keys, so the endpoints, headers and resource
+/// come from what <see cref="OtlpSettings"/> resolved (and the command line), never from a second reading of
+/// <c>OTEL_*</c> variables, and the agent's <c>OTEL_RESOURCE_ATTRIBUTES</c> never leak into a Python process's resource.
+/// </remarks>
+internal static class OtlpSdk
+{
+    /// <param name="meter">The only meter this instance collects; meters of the same name in other instances are dropped.</param>
+    /// <param name="metricExportInterval">How often metrics are exported on their own; null: only when flushed or shut down.</param>
+    public static OpenTelemetrySdk Create(
+        OtlpSettings settings, IEnumerable<KeyValuePair<string, object>> resource, Meter meter, TimeSpan? metricExportInterval,
+        ExportRequestCounter requests)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings.Retry.SdkConfiguration()).Build();
+        // A year stands for "never": the reader needs a finite interval.
+        var interval = (int)Math.Clamp((metricExportInterval ?? TimeSpan.FromDays(365)).TotalMilliseconds, 100, int.MaxValue);
+        return OpenTelemetrySdk.Create(builder =>
+        {
+            builder.Services.AddSingleton<IConfiguration>(configuration);
+            builder
+                .ConfigureResource(builder => builder.Clear().AddTelemetrySdk().AddAttributes(resource))
+                .WithMetrics(metrics => metrics
+                    .AddMeter(meter.Name)
+                    // One meter name serves every instance: keep this instance's instruments only.
+                    .AddView(instrument => ReferenceEquals(instrument.Meter, meter) ? null : MetricStreamConfiguration.Drop)
+                    .AddOtlpExporter((exporter, reader) =>
+                    {
+                        Configure(exporter, settings.For(OtlpSignal.Metrics), requests);
+                        reader.TemporalityPreference = MetricReaderTemporalityPreference.Cumulative;
+                        reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = interval;
+                    }))
+                .WithLogging(logging => logging.AddOtlpExporter(exporter => Configure(exporter, settings.For(OtlpSignal.Logs), requests)));
+        });
+    }
+
+    private static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportRequestCounter requests)
+    {
+        options.Protocol = endpoint.Protocol == OtlpProtocol.Grpc ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
+        // Set in code, the endpoint is used as given: OtlpSettings already appended /v1/metrics or /v1/logs for HTTP.
+        options.Endpoint = endpoint.Url;
+        options.TimeoutMilliseconds = (int)Math.Min(int.MaxValue, endpoint.Timeout.TotalMilliseconds);
+        options.Compression = endpoint.Gzip ? OtlpExportCompression.GZip : OtlpExportCompression.None;
+        // Headers go on the client (values as resolved, nothing re-encoded); the handler counts every attempt.
+        options.HttpClientFactory = () =>
+        {
+            var client = new HttpClient(new CountingHandler(requests, endpoint.Signal) { InnerHandler = new SocketsHttpHandler() })
+            {
+                Timeout = endpoint.Timeout,
+            };
+            if (endpoint.Protocol == OtlpProtocol.Grpc)
+            {
+                // gRPC is HTTP/2 only; over http:// that means h2c with prior knowledge.
+                client.DefaultRequestVersion = System.Net.HttpVersion.Version20;
+                client.DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+            }
+            foreach (var (name, value) in endpoint.Headers) client.DefaultRequestHeaders.TryAddWithoutValidation(name, value);
+            return client;
+        };
+    }
+}
