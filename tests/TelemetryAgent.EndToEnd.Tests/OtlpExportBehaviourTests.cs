@@ -82,6 +82,23 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == "metrics" && p.Value > 0);
     }
 
+    [Fact]
+    public async Task With_a_retry_directory_what_could_not_be_sent_is_kept_on_disk()
+    {
+        var port = OtlpReceiver.OtlpReceiver.ReserveFreePort(); // nobody listens there
+        var directory = _temp.File("retry");
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-retry-directory", directory,
+             Script("small.py", "def f():\n    raise KeyError('k')\n\ntry:\n    f()\nexcept KeyError:\n    pass\n")],
+            environment: OtlpExportTests.CleanEnvironment());
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        // The SDK keeps each failed request as a .blob under <signal>/<destination>/, to resend it every 60 s.
+        var blobs = Directory.GetFiles(directory, "*.blob", SearchOption.AllDirectories)
+            .Select(path => Path.GetRelativePath(directory, path).Split('/')[0]).ToHashSet();
+        Assert.Contains("metrics", blobs);
+        Assert.Contains("logs", blobs);
+    }
+
     private Process StartServe(string socket, params string[] options) =>
         Processes.Start("dotnet", [Processes.AgentDll, "serve", "--socket", socket, "-o", _temp.File("out"), .. options],
             environment: OtlpExportTests.CleanEnvironment());
