@@ -8,14 +8,18 @@ namespace TelemetryAgent.Export;
 
 /// <summary>
 /// Metrics and exception logs over OTLP through the OpenTelemetry SDK: one SDK instance per Python process
-/// (<see cref="ProcessExport"/>), plus the agent's own metrics under its own resource.
+/// (<see cref="ProcessExport"/>), plus the agent's own metrics under its own resource. All of them send through one
+/// <see cref="ExportTransport"/>.
 /// </summary>
 public sealed class MetricsAndLogsExporter : IExporter
 {
+    // How long the agent's own metrics may take to go out at shutdown, after the processes' exports.
+    private static readonly TimeSpan SelfShutdownTimeout = TimeSpan.FromSeconds(5);
+
     private readonly ConcurrentDictionary<ProcessIdentity, ProcessExport> _processes = new(ReferenceEqualityComparer.Instance);
     private readonly ConcurrentBag<Task> _finishing = [];
     private readonly ObservedAgentTelemetry _observed = new();
-    private readonly ExportRequestCounter _requests = new();
+    private readonly ExportTransport _transport = new();
     private readonly ExportContext _context;
     private readonly ExportProblems _problems;
     private readonly AgentSelfTelemetry _self;
@@ -26,16 +30,13 @@ public sealed class MetricsAndLogsExporter : IExporter
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
         _problems = new ExportProblems(context.Log);
-        _self = new AgentSelfTelemetry(context.Settings, context.AgentTelemetry ?? _observed, _requests, context.CheckpointInterval);
+        _self = new AgentSelfTelemetry(context.Settings, context.AgentTelemetry ?? _observed, _transport, context.CheckpointInterval);
     }
-
-    /// <summary>Requests sent and failed so far (the agent's telemetry reports them).</summary>
-    public ExportRequestCounter Requests => _requests;
 
     public void OnStarted(ProcessProfile running)
     {
         _observed.OnStarted(running);
-        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _requests, _problems);
+        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems);
     }
 
     public void OnCheckpoint(ProcessProfile checkpoint)
@@ -52,22 +53,34 @@ public sealed class MetricsAndLogsExporter : IExporter
         _finishing.Add(export.Finished);
     }
 
-    /// <summary>Waits for every completed process's export, then sends the agent's own metrics one last time.</summary>
+    /// <summary>
+    /// Waits for every completed process's export until the deadline, then sends the agent's own metrics one last
+    /// time (up to 5 s more). Never throws.
+    /// </summary>
     public async Task ShutdownAsync(CancellationToken deadline)
     {
         if (Interlocked.Exchange(ref _shutDown, 1) != 0) return;
+        var allSent = true;
         try
         {
             await Task.WhenAll(_finishing).WaitAsync(deadline).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
+            allSent = false;
             _problems.Report("deadline", "the agent stopped before every process's metrics and logs were sent");
         }
-        await Task.Run(() =>
+        var self = Task.Run(() =>
         {
-            _self.Shutdown(TimeSpan.FromSeconds(5));
+            _self.Shutdown(SelfShutdownTimeout);
             _self.Dispose();
-        }, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(6), CancellationToken.None).ConfigureAwait(false);
+        }, CancellationToken.None);
+        if (await Task.WhenAny(self, Task.Delay(SelfShutdownTimeout + TimeSpan.FromSeconds(1), CancellationToken.None)).ConfigureAwait(false) != self)
+        {
+            allSent = false;
+            _problems.Report("self", "the agent's own metrics could not be sent before it stopped");
+        }
+        // Exports still retrying keep the connections they use.
+        if (allSent) _transport.Dispose();
     }
 }

@@ -19,7 +19,7 @@ internal sealed class AgentSelfTelemetry : IDisposable
     private readonly Meter _meter;
     private readonly OpenTelemetrySdk _sdk;
 
-    public AgentSelfTelemetry(OtlpSettings settings, IAgentTelemetrySource source, ExportRequestCounter requests, TimeSpan? interval)
+    public AgentSelfTelemetry(OtlpSettings settings, IAgentTelemetrySource source, ExportTransport transport, TimeSpan? interval)
     {
         var version = typeof(AgentSelfTelemetry).Assembly.GetName().Version?.ToString() ?? "0";
         _meter = new Meter(Scope, version);
@@ -34,10 +34,10 @@ internal sealed class AgentSelfTelemetry : IDisposable
         _meter.CreateObservableCounter("telemetry_agent.events.received", () => source.Snapshot().EventsReceived, "{event}",
             "Event records received from every shim (rate: events per second).");
         _meter.CreateObservableCounter("telemetry_agent.export.requests",
-            () => requests.Requests.Select(entry => new Measurement<long>(entry.Value, new KeyValuePair<string, object?>("telemetry_agent.signal", SignalName(entry.Key)))),
+            () => transport.Requests.Select(entry => new Measurement<long>(entry.Value, new KeyValuePair<string, object?>("telemetry_agent.signal", SignalName(entry.Key)))),
             "{request}", "OTLP requests the SDK exporters sent, retries included.");
         _meter.CreateObservableCounter("telemetry_agent.export.failures",
-            () => requests.Failures.Select(entry => new Measurement<long>(entry.Value,
+            () => transport.Failures.Select(entry => new Measurement<long>(entry.Value,
                 new KeyValuePair<string, object?>("telemetry_agent.signal", SignalName(entry.Key.Signal)),
                 new KeyValuePair<string, object?>("error.type", entry.Key.Reason))),
             "{request}", "OTLP requests that failed (a retried request counts each time), by signal and reason.");
@@ -50,7 +50,7 @@ internal sealed class AgentSelfTelemetry : IDisposable
             new("host.name", Environment.MachineName),
             new("process.pid", (long)Environment.ProcessId),
         ];
-        _sdk = OtlpSdk.Create(settings, resource, _meter, interval, requests);
+        _sdk = OtlpSdk.Create(settings, resource, _meter, interval, transport);
     }
 
     public static string SignalName(OtlpSignal signal) => signal.ToString().ToLowerInvariant();

@@ -22,7 +22,7 @@ internal sealed class ProcessExport
 {
     private readonly ProcessIdentity _identity;
     private readonly OtlpSettings _settings;
-    private readonly ExportRequestCounter _requests;
+    private readonly ExportTransport _transport;
     private readonly ExportProblems _problems;
     private readonly TimeSpan _flushTimeout;
     private readonly Lock _gate = new();
@@ -33,11 +33,11 @@ internal sealed class ProcessExport
     private ProcessMetrics? _metrics;
     private ExceptionLogs? _logs;
 
-    public ProcessExport(ProcessIdentity identity, OtlpSettings settings, ExportRequestCounter requests, ExportProblems problems)
+    public ProcessExport(ProcessIdentity identity, OtlpSettings settings, ExportTransport transport, ExportProblems problems)
     {
         _identity = identity;
         _settings = settings;
-        _requests = requests;
+        _transport = transport;
         _problems = problems;
         // Room for the in-memory retries, which last up to the exporter's timeout.
         _flushTimeout = Max(settings.For(OtlpSignal.Metrics).Timeout, settings.For(OtlpSignal.Logs).Timeout) + TimeSpan.FromSeconds(2);
@@ -65,7 +65,7 @@ internal sealed class ProcessExport
         try
         {
             _metrics = new ProcessMetrics();
-            _sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), _metrics.Meter, metricExportInterval: null, _requests);
+            _sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), _metrics.Meter, metricExportInterval: null, _transport);
             _logs = new ExceptionLogs(_sdk.GetLoggerFactory().CreateLogger(PythonTelemetryNames.Scope));
         }
         catch (Exception e)

@@ -10,8 +10,6 @@ public static class PythonTelemetryNames
     /// <summary>The meter's and the logger's instrumentation scope.</summary>
     public const string Scope = "telemetry_agent.python";
 
-    public const string Prefix = "python.profile.";
-
     // Metrics
     public const string FunctionCalls = "python.profile.function.calls";
     public const string FunctionSelfTime = "python.profile.function.self_time";

@@ -26,7 +26,7 @@ internal static class OtlpSdk
     /// <param name="metricExportInterval">How often metrics are exported on their own; null: only when flushed or shut down.</param>
     public static OpenTelemetrySdk Create(
         OtlpSettings settings, IEnumerable<KeyValuePair<string, object>> resource, Meter meter, TimeSpan? metricExportInterval,
-        ExportRequestCounter requests)
+        ExportTransport transport)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings.Retry.SdkConfiguration()).Build();
         // A year stands for "never": the reader needs a finite interval.
@@ -42,36 +42,22 @@ internal static class OtlpSdk
                     .AddView(instrument => ReferenceEquals(instrument.Meter, meter) ? null : MetricStreamConfiguration.Drop)
                     .AddOtlpExporter((exporter, reader) =>
                     {
-                        Configure(exporter, settings.For(OtlpSignal.Metrics), requests);
+                        Configure(exporter, settings.For(OtlpSignal.Metrics), transport);
                         reader.TemporalityPreference = MetricReaderTemporalityPreference.Cumulative;
                         reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = interval;
                     }))
-                .WithLogging(logging => logging.AddOtlpExporter(exporter => Configure(exporter, settings.For(OtlpSignal.Logs), requests)));
+                .WithLogging(logging => logging.AddOtlpExporter(exporter => Configure(exporter, settings.For(OtlpSignal.Logs), transport)));
         });
     }
 
-    private static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportRequestCounter requests)
+    private static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportTransport transport)
     {
         options.Protocol = endpoint.Protocol == OtlpProtocol.Grpc ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
         // Set in code, the endpoint is used as given: OtlpSettings already appended /v1/metrics or /v1/logs for HTTP.
         options.Endpoint = endpoint.Url;
         options.TimeoutMilliseconds = (int)Math.Min(int.MaxValue, endpoint.Timeout.TotalMilliseconds);
         options.Compression = endpoint.Gzip ? OtlpExportCompression.GZip : OtlpExportCompression.None;
-        // Headers go on the client (values as resolved, nothing re-encoded); the handler counts every attempt.
-        options.HttpClientFactory = () =>
-        {
-            var client = new HttpClient(new CountingHandler(requests, endpoint.Signal) { InnerHandler = new SocketsHttpHandler() })
-            {
-                Timeout = endpoint.Timeout,
-            };
-            if (endpoint.Protocol == OtlpProtocol.Grpc)
-            {
-                // gRPC is HTTP/2 only; over http:// that means h2c with prior knowledge.
-                client.DefaultRequestVersion = System.Net.HttpVersion.Version20;
-                client.DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact;
-            }
-            foreach (var (name, value) in endpoint.Headers) client.DefaultRequestHeaders.TryAddWithoutValidation(name, value);
-            return client;
-        };
+        // Used for gRPC as well in 1.20.1 (the end-to-end tests count gRPC requests through it).
+        options.HttpClientFactory = () => transport.CreateClient(endpoint);
     }
 }
