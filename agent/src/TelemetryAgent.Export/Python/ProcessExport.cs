@@ -65,7 +65,8 @@ internal sealed class ProcessExport
         try
         {
             _metrics = new ProcessMetrics();
-            _sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), _metrics.Meter, metricExportInterval: null, _transport);
+            _sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), _metrics.Meter, metricExportInterval: null, _transport,
+                ProcessMetrics.CardinalityLimit);
             _logs = new ExceptionLogs(_sdk.GetLoggerFactory().CreateLogger(PythonTelemetryNames.Scope));
         }
         catch (Exception e)

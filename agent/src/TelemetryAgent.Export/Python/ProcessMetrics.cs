@@ -18,6 +18,12 @@ internal sealed class ProcessMetrics : IDisposable
 {
     public const int MaxFunctions = 50;
 
+    /// <summary>
+    /// Series of <see cref="Exceptions"/> beyond which the SDK sums measurements in one overflow series
+    /// (<c>otel.metric.overflow = true</c>): distinct (type, fate) pairs of one process rarely come close.
+    /// </summary>
+    public const int MaxExceptionSeries = 512;
+
     private readonly HashSet<FunctionKey> _chosen = [];
     private volatile Snapshot? _snapshot;
 
@@ -47,6 +53,14 @@ internal sealed class ProcessMetrics : IDisposable
     }
 
     public Meter Meter { get; }
+
+    /// <summary>How many series each instrument can have: the SDK allocates room for that many up front.</summary>
+    public static int CardinalityLimit(Instrument instrument) => instrument.Name switch
+    {
+        FunctionCalls or FunctionSelfTime or FunctionTotalTime => MaxFunctions + 1,
+        Exceptions => MaxExceptionSeries,
+        _ => 1,
+    };
 
     /// <summary>The profile the next collection reads. Call from one thread at a time (the process's export queue).</summary>
     public void Update(ProcessProfile frozen) => _snapshot = Snapshot.Take(frozen, _chosen);

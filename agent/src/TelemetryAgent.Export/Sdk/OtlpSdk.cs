@@ -24,9 +24,13 @@ internal static class OtlpSdk
 {
     /// <param name="meter">The only meter this instance collects; meters of the same name in other instances are dropped.</param>
     /// <param name="metricExportInterval">How often metrics are exported on their own; null: only when flushed or shut down.</param>
+    /// <param name="cardinalityLimit">
+    /// The most series an instrument may have (the SDK preallocates that many points, 2000 by default: most of an
+    /// instance's memory); null keeps the SDK's default.
+    /// </param>
     public static OpenTelemetrySdk Create(
         OtlpSettings settings, IEnumerable<KeyValuePair<string, object>> resource, Meter meter, TimeSpan? metricExportInterval,
-        ExportTransport transport)
+        ExportTransport transport, Func<Instrument, int>? cardinalityLimit = null)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings.Retry.SdkConfiguration()).Build();
         // A year stands for "never": the reader needs a finite interval.
@@ -39,7 +43,9 @@ internal static class OtlpSdk
                 .WithMetrics(metrics => metrics
                     .AddMeter(meter.Name)
                     // One meter name serves every instance: keep this instance's instruments only.
-                    .AddView(instrument => ReferenceEquals(instrument.Meter, meter) ? null : MetricStreamConfiguration.Drop)
+                    .AddView(instrument => !ReferenceEquals(instrument.Meter, meter) ? MetricStreamConfiguration.Drop
+                        : cardinalityLimit is null ? null
+                        : new MetricStreamConfiguration { CardinalityLimit = cardinalityLimit(instrument) })
                     .AddOtlpExporter((exporter, reader) =>
                     {
                         Configure(exporter, settings.For(OtlpSignal.Metrics), transport);
