@@ -25,20 +25,20 @@ public static class OtlpExportCost
     {
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
         var stream = SyntheticStream.InSegments(SyntheticStream.Create(100_000), 64 * 1024);
-        Console.WriteLine($"{"protocol",-14} {"SDK create ms",14} {"KiB/instance",13} {"round trip ms (median, max)",28} {"series",7} {"bytes/export",13}");
+        Console.WriteLine($"{"protocol",-14} {"SDK create ms",14} {"KiB/instance",13} {"threads/instance",17} {"round trip ms (median, max)",28} {"series",7} {"bytes/export",13}");
         foreach (var protocol in new[] { "grpc", "http/protobuf" })
         {
             var endpoint = protocol == "grpc" ? receiver.GrpcEndpoint : receiver.HttpEndpoint;
             var settings = OtlpSettings.Resolve(new Dictionary<string, string?>(), endpoint.ToString(), protocol);
-            var (createMs, kibPerInstance) = MeasureInstances(settings);
+            var (createMs, kibPerInstance, threadsPerInstance) = MeasureInstances(settings);
             var (median, max, series, bytes) = await MeasureRoundTripsAsync(settings, receiver, stream);
-            Console.WriteLine($"{protocol,-14} {createMs,14:F2} {kibPerInstance,13:F0} {$"{median:F1}, {max:F1}",28} {series,7} {bytes,13}");
+            Console.WriteLine($"{protocol,-14} {createMs,14:F2} {kibPerInstance,13:F0} {threadsPerInstance,17:F1} {$"{median:F1}, {max:F1}",28} {series,7} {bytes,13}");
         }
         return 0;
     }
 
     /// <summary>Creates <see cref="Instances"/> live SDK instances as the exporter does at HELLO.</summary>
-    private static (double CreateMs, double KiBPerInstance) MeasureInstances(OtlpSettings settings)
+    private static (double CreateMs, double KiBPerInstance, double ThreadsPerInstance) MeasureInstances(OtlpSettings settings)
     {
         using var transport = new ExportTransport();
         var resource = ProcessResource.Attributes(new Aggregation.ProcessIdentity(4242, 1, ["service.py"], "/usr/bin/python3.12", "CPython",
@@ -47,13 +47,15 @@ public static class OtlpExportCost
         Dispose([Create(settings, resource, transport)]);
 
         var before = GC.GetTotalMemory(forceFullCollection: true);
+        var threadsBefore = Process.GetCurrentProcess().Threads.Count;
         var watch = Stopwatch.StartNew();
         var live = new List<(ProcessMetrics, OpenTelemetry.OpenTelemetrySdk)>(Instances);
         for (var i = 0; i < Instances; i++) live.Add(Create(settings, resource, transport));
         var elapsed = watch.Elapsed;
         var after = GC.GetTotalMemory(forceFullCollection: true);
+        var threads = Process.GetCurrentProcess().Threads.Count - threadsBefore;
         Dispose(live);
-        return (elapsed.TotalMilliseconds / Instances, (after - before) / 1024.0 / Instances);
+        return (elapsed.TotalMilliseconds / Instances, (after - before) / 1024.0 / Instances, (double)threads / Instances);
     }
 
     private static (ProcessMetrics, OpenTelemetry.OpenTelemetrySdk) Create(

@@ -39,7 +39,7 @@ internal static class OtlpSdk
         {
             builder.Services.AddSingleton<IConfiguration>(configuration);
             builder
-                .ConfigureResource(builder => builder.Clear().AddTelemetrySdk().AddAttributes(resource))
+                .ConfigureResource(resourceBuilder => resourceBuilder.Clear().AddTelemetrySdk().AddAttributes(resource))
                 .WithMetrics(metrics => metrics
                     .AddMeter(meter.Name)
                     // One meter name serves every instance: keep this instance's instruments only.
