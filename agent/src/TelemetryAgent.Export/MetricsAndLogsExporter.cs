@@ -17,7 +17,8 @@ public sealed class MetricsAndLogsExporter : IExporter
     private static readonly TimeSpan SelfShutdownTimeout = TimeSpan.FromSeconds(5);
 
     private readonly ConcurrentDictionary<ProcessIdentity, ProcessExport> _processes = new(ReferenceEqualityComparer.Instance);
-    private readonly ConcurrentBag<Task> _finishing = [];
+    // Exports of completed processes still under way; each leaves when done (serve runs for months).
+    private readonly ConcurrentDictionary<Task, byte> _finishing = new();
     private readonly ObservedAgentTelemetry _observed = new();
     private readonly ExportTransport _transport = new();
     private readonly ExportContext _context;
@@ -50,7 +51,10 @@ public sealed class MetricsAndLogsExporter : IExporter
         _observed.OnCompleted(completed);
         if (!_processes.TryRemove(completed.Identity, out var export)) return;
         export.Submit(completed);
-        _finishing.Add(export.Finished);
+        var finished = export.Finished;
+        _finishing.TryAdd(finished, 0);
+        finished.ContinueWith(task => _finishing.TryRemove(task, out _), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     /// <summary>
@@ -63,7 +67,7 @@ public sealed class MetricsAndLogsExporter : IExporter
         var allSent = true;
         try
         {
-            await Task.WhenAll(_finishing).WaitAsync(deadline).ConfigureAwait(false);
+            await Task.WhenAll(_finishing.Keys).WaitAsync(deadline).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {

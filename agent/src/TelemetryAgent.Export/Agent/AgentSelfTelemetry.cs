@@ -26,7 +26,7 @@ internal sealed class AgentSelfTelemetry : IDisposable
         _meter.CreateObservableUpDownCounter("telemetry_agent.connections.open", () => source.Snapshot().ConnectionsOpen, "{connection}",
             "Shim connections open now (from their HELLO).");
         _meter.CreateObservableCounter("telemetry_agent.connections.accepted", () => source.Snapshot().ConnectionsAccepted, "{connection}",
-            "Shim connections accepted since the agent started.");
+            "Shim connections that said HELLO since the agent started.");
         _meter.CreateObservableCounter("telemetry_agent.connections.ended", () => ByName(source.Snapshot().ConnectionEnds, "telemetry_agent.connection.end_reason"),
             "{connection}", "Ended shim connections by how they ended (Goodbye, EndOfStream, ProtocolError, TransportError, Cancelled).");
         _meter.CreateObservableCounter("telemetry_agent.protocol.errors", () => ByName(source.Snapshot().ProtocolErrors, "error.type"),
