@@ -32,8 +32,8 @@ public sealed class ProcessResourceTests
     [Fact]
     public void InstanceIdIsStablePerProcessAndDiffersBetweenProcesses()
     {
-        Assert.Equal(ProcessResource.InstanceId(Identity()), ProcessResource.InstanceId(Identity()));
-        Assert.NotEqual(ProcessResource.InstanceId(Identity()), ProcessResource.InstanceId(Identity(pid: 4243)));
+        Assert.Equal(ProcessResource.ServiceInstanceId(Identity()), ProcessResource.ServiceInstanceId(Identity()));
+        Assert.NotEqual(ProcessResource.ServiceInstanceId(Identity()), ProcessResource.ServiceInstanceId(Identity(pid: 4243)));
     }
 
     [Fact]
@@ -59,7 +59,7 @@ public sealed class ProcessResourceTests
     [InlineData("a=%2")]
     public void A_malformed_value_is_discarded_whole(string value)
     {
-        Assert.Null(ProcessResource.ParseResourceAttributes(value));
+        Assert.Null(ProcessResource.ParseEnvironmentAttributes(value));
         var attributes = AttributesOf(Identity(resourceAttributes: value));
         Assert.DoesNotContain("a", attributes.Keys);
         Assert.Equal("worker", attributes["service.name"]);
@@ -68,7 +68,7 @@ public sealed class ProcessResourceTests
     [Fact]
     public void EmptyEntriesAreSkipped()
     {
-        Assert.Equal([new("a", "1"), new("b", "")], ProcessResource.ParseResourceAttributes("a=1,, b= ,"));
-        Assert.Empty(ProcessResource.ParseResourceAttributes("")!);
+        Assert.Equal([new("a", "1"), new("b", "")], ProcessResource.ParseEnvironmentAttributes("a=1,, b= ,"));
+        Assert.Empty(ProcessResource.ParseEnvironmentAttributes("")!);
     }
 }

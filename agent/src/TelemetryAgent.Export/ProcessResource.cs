@@ -35,7 +35,7 @@ public static class ProcessResource
         }
 
         Set("service.name", identity.ServiceName);
-        Set("service.instance.id", InstanceId(identity));
+        Set("service.instance.id", ServiceInstanceId(identity));
         Set("process.pid", identity.Pid);
         Set("process.parent_pid", identity.ParentPid);
         if (identity.Executable.Length > 0) Set("process.executable.path", identity.Executable);
@@ -45,7 +45,7 @@ public static class ProcessResource
         Set("process.runtime.version", identity.PythonVersion);
         if (identity.HostName.Length > 0) Set("host.name", identity.HostName);
 
-        foreach (var (key, value) in ParseResourceAttributes(identity.ResourceAttributes) ?? [])
+        foreach (var (key, value) in ParseEnvironmentAttributes(identity.ResourceAttributes) ?? [])
         {
             if (key == "service.name" && serviceNameConfigured) continue;
             Set(key, value);
@@ -57,7 +57,7 @@ public static class ProcessResource
     /// A UUID v5 (RFC 9562) of host name, pid and process start time: the same for every signal and every
     /// reconnection of one process, a new one when another process reuses the pid.
     /// </summary>
-    public static string InstanceId(ProcessIdentity identity)
+    public static string ServiceInstanceId(ProcessIdentity identity)
     {
         ArgumentNullException.ThrowIfNull(identity);
         var name = Encoding.UTF8.GetBytes($"{identity.HostName}/{identity.Pid}/{identity.ProcessStartUnixNs}");
@@ -76,7 +76,7 @@ public static class ProcessResource
     /// malformed (an entry without a key or <c>=</c>, a bad percent sequence): the specification discards the
     /// whole variable then. Empty entries (<c>a=1,,b=2</c>) are skipped.
     /// </summary>
-    public static IReadOnlyList<KeyValuePair<string, string>>? ParseResourceAttributes(string? value)
+    public static IReadOnlyList<KeyValuePair<string, string>>? ParseEnvironmentAttributes(string? value)
     {
         if (string.IsNullOrWhiteSpace(value)) return [];
         var attributes = new List<KeyValuePair<string, string>>();
