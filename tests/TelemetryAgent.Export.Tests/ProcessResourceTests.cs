@@ -4,82 +4,86 @@ namespace TelemetryAgent.Export.Tests;
 
 public sealed class ProcessResourceTests
 {
-    private static ProcessIdentity Identity(string configuredServiceName = "", string resourceAttributes = "")
+    private static ProcessIdentity Identity(string serviceName = "", string resourceAttributes = "", long pid = 4242) => new(
+        Pid: pid, ParentPid: 1, Argv: ["/srv/app/worker.py", "--queue", "mail"], Executable: "/usr/bin/python3.12",
+        PythonImplementation: "CPython", PythonVersion: "3.12.1", HostName: "web-1",
+        ServiceName: ProcessIdentity.ServiceNameOf(serviceName, ["/srv/app/worker.py", "--queue", "mail"], "/usr/bin/python3.12"),
+        ResourceAttributes: resourceAttributes, ShimVersion: "1", WorkingDirectory: "/srv/app", ProcessStartUnixNs: 1_700_000_000_000_000_000);
+
+    private static Dictionary<string, object> AttributesOf(ProcessIdentity identity)
+        => ProcessResource.Attributes(identity).ToDictionary(a => a.Key, a => a.Value);
+
+    [Fact]
+    public void DescribesTheProcessFromItsHello()
     {
-        string[] argv = ["/srv/app/app.py", "--port", "8080"];
-        return new ProcessIdentity(
-            Pid: 4242, ParentPid: 1, Argv: argv, Executable: "/usr/bin/python3.12", PythonImplementation: "cpython",
-            PythonVersion: "3.12.1", HostName: "build-host",
-            ServiceName: ProcessIdentity.ServiceNameOf(configuredServiceName, argv, "/usr/bin/python3.12"),
-            ResourceAttributes: resourceAttributes, ShimVersion: "0.1.0", WorkingDirectory: "/srv/app",
-            ProcessStartUnixNs: 1_700_000_000_123_456_789);
+        var attributes = AttributesOf(Identity());
+        Assert.Equal("worker", attributes["service.name"]);
+        Assert.Equal(4242L, attributes["process.pid"]);
+        Assert.Equal(1L, attributes["process.parent_pid"]);
+        Assert.Equal("/usr/bin/python3.12", attributes["process.executable.path"]);
+        Assert.Equal(new[] { "/usr/bin/python3.12", "/srv/app/worker.py", "--queue", "mail" }, attributes["process.command_args"]);
+        Assert.Equal("cpython", attributes["process.runtime.name"]);
+        Assert.Equal("3.12.1", attributes["process.runtime.version"]);
+        Assert.Equal("web-1", attributes["host.name"]);
+        Assert.True(Guid.TryParse((string)attributes["service.instance.id"], out var id));
+        Assert.Equal(5, id.Version);
     }
 
     [Fact]
-    public void Every_attribute_comes_from_the_handshake_with_the_semantic_convention_types()
+    public void InstanceIdIsTheUuidV5OfHostPidAndStartTime()
     {
-        var attributes = ProcessResource.Attributes(Identity());
-
-        Assert.Equal(
-            [
-                "service.name", "service.instance.id", "process.pid", "process.parent_pid", "process.executable.path",
-                "process.command_args", "process.runtime.name", "process.runtime.version", "host.name",
-            ],
-            attributes.Select(attribute => attribute.Key));
-        var byKey = attributes.ToDictionary(attribute => attribute.Key, attribute => attribute.Value);
-        Assert.Equal("app", byKey["service.name"]);
-        // uuid.uuid5(uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320"), "build-host/4242/1700000000123456789") in Python.
-        Assert.Equal("e1ad29b3-7078-5d54-bfd4-ab63af148e9a", byKey["service.instance.id"]);
-        Assert.Equal(4242L, byKey["process.pid"]);
-        Assert.Equal(1L, byKey["process.parent_pid"]);
-        Assert.Equal("/usr/bin/python3.12", byKey["process.executable.path"]);
-        Assert.Equal(new[] { "/usr/bin/python3.12", "/srv/app/app.py", "--port", "8080" }, byKey["process.command_args"]);
-        Assert.Equal("cpython", byKey["process.runtime.name"]);
-        Assert.Equal("3.12.1", byKey["process.runtime.version"]);
-        Assert.Equal("build-host", byKey["host.name"]);
+        // Python: uuid.uuid5(uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320"), "web-1/4242/1700000000000000000")
+        Assert.Equal("39f5d3f8-d424-5fc0-9e07-960c06ba4c4e", ProcessResource.ServiceInstanceId(Identity()));
     }
 
     [Fact]
-    public void The_processs_resource_attributes_are_decoded_and_win_except_over_a_configured_service_name()
+    public void WithoutAKnownInterpreterTheCommandIsArgvAlone()
     {
-        var attributes = ProcessResource.Attributes(Identity(resourceAttributes: "deployment.environment.name=prod , team=a%2Cb,host.name=node-7,service.name=shop"))
-            .ToDictionary(attribute => attribute.Key, attribute => attribute.Value);
-        Assert.Equal("prod", attributes["deployment.environment.name"]);
-        Assert.Equal("a,b", attributes["team"]);
-        Assert.Equal("node-7", attributes["host.name"]);
-        Assert.Equal("shop", attributes["service.name"]);
-
-        var configured = ProcessResource.Attributes(Identity(configuredServiceName: "checkout", resourceAttributes: "service.name=shop"));
-        Assert.Equal("checkout", configured.Single(attribute => attribute.Key == "service.name").Value);
-    }
-
-    [Theory]
-    [InlineData("novalue")]
-    [InlineData("a=1,=2")]
-    [InlineData("a=1,b")]
-    public void A_malformed_OTEL_RESOURCE_ATTRIBUTES_is_discarded_whole(string value)
-    {
-        Assert.Null(ProcessResource.ParseEnvironmentAttributes(value));
-        var attributes = ProcessResource.Attributes(Identity(resourceAttributes: value));
-        Assert.DoesNotContain(attributes, attribute => attribute.Key == "a");
-        Assert.Equal(9, attributes.Count);
-    }
-
-    [Fact]
-    public void Without_a_known_interpreter_the_command_is_argv_and_there_is_no_executable_path()
-    {
-        var attributes = ProcessResource.Attributes(Identity() with { Executable = "" })
-            .ToDictionary(attribute => attribute.Key, attribute => attribute.Value);
-        Assert.Equal(new[] { "/srv/app/app.py", "--port", "8080" }, attributes["process.command_args"]);
+        var attributes = AttributesOf(Identity() with { Executable = "" });
+        Assert.Equal(new[] { "/srv/app/worker.py", "--queue", "mail" }, attributes["process.command_args"]);
         Assert.False(attributes.ContainsKey("process.executable.path"));
     }
 
     [Fact]
-    public void The_instance_id_differs_for_another_process_that_reuses_the_pid()
+    public void InstanceIdIsStablePerProcessAndDiffersBetweenProcesses()
     {
-        var first = Identity();
-        var second = first with { ProcessStartUnixNs = first.ProcessStartUnixNs + 1 };
-        Assert.Equal(ProcessResource.ServiceInstanceId(first), ProcessResource.ServiceInstanceId(first));
-        Assert.NotEqual(ProcessResource.ServiceInstanceId(first), ProcessResource.ServiceInstanceId(second));
+        Assert.Equal(ProcessResource.ServiceInstanceId(Identity()), ProcessResource.ServiceInstanceId(Identity()));
+        Assert.NotEqual(ProcessResource.ServiceInstanceId(Identity()), ProcessResource.ServiceInstanceId(Identity(pid: 4243)));
+    }
+
+    [Fact]
+    public void ResourceAttributesOfTheProcessAreAddedAndWinOverDerivedOnes()
+    {
+        var attributes = AttributesOf(Identity(resourceAttributes: " deployment.environment.name = prod ,host.name=web-1.example,team=a%2Cb%3Dc%20%C3%A9"));
+        Assert.Equal("prod", attributes["deployment.environment.name"]);
+        Assert.Equal("web-1.example", attributes["host.name"]);
+        Assert.Equal("a,b=c é", attributes["team"]);
+    }
+
+    [Fact]
+    public void ServiceNamePrecedence_OtelServiceName_then_ResourceAttributes_then_argv()
+    {
+        Assert.Equal("from-attributes", AttributesOf(Identity(resourceAttributes: "service.name=from-attributes"))["service.name"]);
+        Assert.Equal("configured", AttributesOf(Identity("configured", "service.name=from-attributes"))["service.name"]);
+    }
+
+    [Theory]
+    [InlineData("novalue")]
+    [InlineData("=value")]
+    [InlineData("a=1,b=%G1")]
+    [InlineData("a=%2")]
+    public void A_malformed_value_is_discarded_whole(string value)
+    {
+        Assert.Null(ProcessResource.ParseEnvironmentAttributes(value));
+        var attributes = AttributesOf(Identity(resourceAttributes: value));
+        Assert.DoesNotContain("a", attributes.Keys);
+        Assert.Equal("worker", attributes["service.name"]);
+    }
+
+    [Fact]
+    public void EmptyEntriesAreSkipped()
+    {
+        Assert.Equal([new("a", "1"), new("b", "")], ProcessResource.ParseEnvironmentAttributes("a=1,, b= ,"));
+        Assert.Empty(ProcessResource.ParseEnvironmentAttributes("")!);
     }
 }

@@ -41,7 +41,7 @@ public static class ServeCommand
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.ExportInterval,
+            Socket, Output, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry, ExportOptions.RetryDirectory, ExportOptions.ExportInterval,
         };
         command.SetAction((result, _) =>
         {
