@@ -227,6 +227,6 @@ public static class SummaryJsonWriter
         json.WriteEndObject();
     }
 
-    internal static string IsoTime(DateTimeOffset time)
+    public static string IsoTime(DateTimeOffset time)
         => time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
 }

@@ -87,7 +87,7 @@ public static class RunCommand
                                          "The program's exit code becomes this command's; Ctrl-C reaches the program.")
         {
             Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath,
-            ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, Program,
+            ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry, ExportOptions.RetryDirectory, Program,
         };
         AgentOptions.AddTo(command);
         command.SetAction((result, _) =>

@@ -48,7 +48,8 @@ public static class ServeCommand
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output, ShutdownTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.ExportInterval,
+            Socket, Output, ShutdownTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry,
+            ExportOptions.RetryDirectory, ExportOptions.ExportInterval,
         };
         AgentOptions.AddTo(command);
         ShutdownTimeout.Validators.Add(result =>
