@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using TelemetryAgent.Export;
 using TelemetryAgent.Export.Python;
+using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Sdk;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.OtlpReceiver;
@@ -78,7 +79,7 @@ public static class OtlpExportCost
     private static async Task<(double MedianMs, double MaxMs, int Series, int Bytes)> MeasureRoundTripsAsync(
         OtlpSettings settings, OtlpReceiver.OtlpReceiver receiver, ReadOnlySequence<byte> stream)
     {
-        var exporter = new MetricsAndLogsExporter(new ExportContext(settings, TextWriter.Null, CheckpointInterval: null));
+        var exporter = new MetricsAndLogsExporter(new ExportContext(settings, TextWriter.Null, CheckpointInterval: null, new AgentStatistics()), new ExportCounters());
         var times = new List<double>();
         var series = 0;
         var bytes = 0;

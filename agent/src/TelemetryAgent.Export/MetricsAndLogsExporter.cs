@@ -19,36 +19,33 @@ public sealed class MetricsAndLogsExporter : IExporter
     private readonly ConcurrentDictionary<ProcessIdentity, ProcessExport> _processes = new(ReferenceEqualityComparer.Instance);
     // Exports of completed processes still under way; each leaves when done (serve runs for months).
     private readonly ConcurrentDictionary<Task, byte> _finishing = new();
-    private readonly ObservedAgentTelemetry _observed = new();
     private readonly ExportTransport _transport = new();
     private readonly ExportContext _context;
     private readonly ExportProblems _problems;
     private readonly AgentSelfTelemetry _self;
     private int _shutDown;
 
-    public MetricsAndLogsExporter(ExportContext context)
+    /// <param name="profileCounters">The profiles exporter's counters, reported with the agent's own metrics.</param>
+    public MetricsAndLogsExporter(ExportContext context, Otlp.ExportCounters profileCounters)
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
         _problems = new ExportProblems(context.Log);
-        _self = new AgentSelfTelemetry(context.Settings, context.AgentTelemetry ?? _observed, _transport, context.CheckpointInterval);
+        _self = new AgentSelfTelemetry(context.Settings, context.Statistics, _transport, profileCounters, context.CheckpointInterval);
     }
 
     public void OnStarted(ProcessProfile running)
     {
-        _observed.OnStarted(running);
         _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems);
     }
 
     public void OnCheckpoint(ProcessProfile checkpoint)
     {
-        _observed.OnCheckpoint(checkpoint);
         if (_processes.TryGetValue(checkpoint.Identity, out var export)) export.Submit(checkpoint);
     }
 
     public void OnCompleted(ProcessProfile completed)
     {
-        _observed.OnCompleted(completed);
         if (!_processes.TryRemove(completed.Identity, out var export)) return;
         export.Submit(completed);
         var finished = export.Finished;

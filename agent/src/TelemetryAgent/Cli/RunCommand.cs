@@ -2,6 +2,7 @@ using System.CommandLine;
 using TelemetryAgent.Export;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
+using TelemetryAgent.Sessions;
 
 namespace TelemetryAgent.Cli;
 
@@ -136,8 +137,9 @@ public static class RunCommand
         {
             var startedAt = DateTimeOffset.UtcNow;
             // Each process is exported once, when it ends.
-            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null));
-            await using var host = new AgentHost(log, limits, observers: export.Observers) { Access = access, Redactor = redactor };
+            var statistics = new AgentStatistics();
+            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null, statistics));
+            await using var host = new AgentHost(log, limits, observers: export.Observers, statistics) { Access = access, Redactor = redactor };
             try
             {
                 host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));

@@ -85,8 +85,9 @@ public static class ServeCommand
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval));
-        var host = new AgentHost(log, limits, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers])
+        var statistics = new AgentStatistics();
+        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval, statistics));
+        var host = new AgentHost(log, limits, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers], statistics)
         {
             Verbose = true,
             RetainProfiles = false,

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Aggregation;
@@ -21,16 +20,18 @@ public sealed class AgentHost : IAsyncDisposable
     private readonly AgentLimits _limits;
     private readonly AggregateMemoryBudget _memory;
     private readonly ProcessObservers _observers;
-    private readonly ConcurrentDictionary<ProcessSession, byte> _liveSessions = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _checkpoints = Task.CompletedTask;
     private UnixSocketListener? _listener;
     private int _disposed;
 
     /// <param name="observers">Told about every process's start, checkpoints and completion (exporters, writers).</param>
-    public AgentHost(TextWriter log, AgentLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null)
+    /// <param name="statistics">The agent's counters (shared with its own telemetry); a new set when null.</param>
+    public AgentHost(TextWriter log, AgentLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null,
+        AgentStatistics? statistics = null)
     {
         _log = log;
+        Statistics = statistics ?? new AgentStatistics();
         _limits = limits ?? AgentLimits.Default;
         _memory = new AggregateMemoryBudget(_limits.MaxAggregateMemoryBytes);
         _observers = new ProcessObservers(log, observers ?? []);
@@ -40,7 +41,7 @@ public sealed class AgentHost : IAsyncDisposable
     public TimeSpan? CheckpointInterval { get; init; }
 
     /// <summary>The agent's own counters (connections, events, how connections ended).</summary>
-    public AgentStatistics Statistics { get; } = new();
+    public AgentStatistics Statistics { get; }
 
     /// <summary>Who may connect (socket group, allowed uids).</summary>
     public PeerAccess Access { get; init; } = PeerAccess.Default;
@@ -68,7 +69,7 @@ public sealed class AgentHost : IAsyncDisposable
     /// <summary>Asks every running process's session for a checkpoint after its next frame.</summary>
     public void RequestCheckpoints()
     {
-        foreach (var session in _liveSessions.Keys) session.RequestCheckpoint();
+        foreach (var session in Statistics.OpenSessions) session.RequestCheckpoint();
     }
 
     private async Task RequestCheckpointsEveryAsync(TimeSpan interval, CancellationToken stopping)
@@ -108,7 +109,6 @@ public sealed class AgentHost : IAsyncDisposable
             Peer = peer, Redactor = Redactor, MemoryBudget = _memory,
         };
         if (!ConnectionAdmission.TryOpen(session, _limits.MaxConnections, Statistics, _log)) return;
-        _liveSessions.TryAdd(session, 0);
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
@@ -122,7 +122,6 @@ public sealed class AgentHost : IAsyncDisposable
             end = ConnectionEnd.TransportError($"internal error: {e}");
             session.Complete(end);
         }
-        _liveSessions.TryRemove(session, out _);
         await input.CompleteAsync().ConfigureAwait(false);
         Statistics.ConnectionEnded(session, end);
         Report(session, end);

@@ -1,11 +1,10 @@
 using System.Collections.Concurrent;
-using TelemetryAgent.Sessions;
 
-namespace TelemetryAgent.Hosting;
+namespace TelemetryAgent.Sessions;
 
 /// <summary>
 /// The agent's own counters, for its log and its own telemetry: connections accepted, active and rejected (by
-/// reason), events received, how connections ended (by label) and protocol errors (by violation). Thread-safe:
+/// reason), events received, how connections ended (by reason) and protocol errors (by violation). Thread-safe:
 /// connection tasks write, any thread takes a <see cref="Snapshot"/>.
 /// </summary>
 public sealed class AgentStatistics
@@ -26,6 +25,9 @@ public sealed class AgentStatistics
     private long _active;
     private long _eventsOfEndedConnections;
     private long _peerPidMismatches;
+
+    /// <summary>The sessions of the connections open now.</summary>
+    public IEnumerable<ProcessSession> OpenSessions => _open.Keys;
 
     /// <summary>Counts an accepted connection; returns how many were accepted so far.</summary>
     public long ConnectionAccepted() => Interlocked.Increment(ref _accepted);
@@ -48,7 +50,7 @@ public sealed class AgentStatistics
     /// <summary>Counts how an opened connection ended; its events move from the live sum to the total.</summary>
     public void ConnectionEnded(ProcessSession session, ConnectionEnd end)
     {
-        _ends.AddOrUpdate(end.Label, 1, (_, count) => count + 1);
+        _ends.AddOrUpdate(end.Reason.ToString(), 1, (_, count) => count + 1);
         if (end.Violation is { } violation) _protocolErrors.AddOrUpdate(violation.ToString(), 1, (_, count) => count + 1);
         if (session.Profile is { PeerPidMatches: false }) Interlocked.Increment(ref _peerPidMismatches);
         Interlocked.Add(ref _eventsOfEndedConnections, session.Profile?.EventsReceived ?? 0);
