@@ -208,6 +208,57 @@ class StalledAgentTest(unittest.TestCase):
         self.assertLess(exited - printed, 2 + 5, "the exit took %.1f s" % (exited - printed))
 
 
+class LateReadingAgent(support.RecordingAgent):
+    """Reads each connection only after `stall_s` seconds: a slow agent (a loaded host), not a dead one."""
+
+    def __init__(self, stall_s):
+        super().__init__()
+        self.stall_s = stall_s
+
+    def _read_loop(self, client, conn):
+        time.sleep(self.stall_s)
+        super()._read_loop(client, conn)
+
+
+BUSY_PROGRAM = program("""
+    import time, telemetry_shim
+    def leaf(i): return i
+    telemetry_shim.start()
+    deadline = time.monotonic() + %s
+    while time.monotonic() < deadline:
+        for i in range(1000):
+            leaf(i)
+    """)
+
+
+class SlowAgentTest(unittest.TestCase):
+    def test_an_agent_that_reads_late_keeps_the_connection_and_every_count_adds_up(self):
+        # The agent takes nothing for 2.5 s while the program fills the socket: a stall shorter than the
+        # shim's (5 s) costs drops while the buffer is full, never the connection.
+        with LateReadingAgent(stall_s=2.5) as agent:
+            code, _, err = support.run_python(BUSY_PROGRAM % "1.5", env=dict(FULL, TELEMETRY_AGENT_SOCKET=agent.path,
+                                                                              TELEMETRY_SHIM_EXIT_TIMEOUT_S="10"))
+            self.assertEqual(0, code, err)
+            conn = agent.wait_for(1)[0]
+            self.assertEqual(1, len(agent.connections()))
+        self.assertIsNone(conn.error)
+        final = conn.goodbye["final_stats"]
+        self.assertEqual(1, final["connects"])
+        self.assertEqual(len(conn.events), final["events_sent"])
+        self.assertEqual(final["events_recorded"], final["events_sent"] + final["events_dropped"])
+        self.assertGreater(final["events_sent"], 100_000)
+
+    def test_an_agent_that_keeps_cutting_the_connection_is_retried_less_and_less_often(self):
+        # An agent that refuses the process (for example over a limit) hangs up at once each time: the
+        # waits double (0.1, 0.2, 0.4, 0.8, 1.6 s ...) instead of a reconnect every 0.1 s.
+        with support.HangingUpAgent() as agent:
+            code, _, err = support.run_python(BUSY_PROGRAM % "3.5", env=dict(FULL, TELEMETRY_AGENT_SOCKET=agent.path))
+            self.assertEqual(0, code, err)
+            cuts = agent.hung_up
+        self.assertGreaterEqual(cuts, 3)
+        self.assertLessEqual(cuts, 7, "%d connections in 3.5 s" % cuts)
+
+
 class ManyThreadsTest(unittest.TestCase):
     def test_sixty_four_threads_each_get_their_own_id_exact_counts_and_balanced_stacks(self):
         with support.RecordingAgent() as agent:
