@@ -18,10 +18,16 @@ from . import _wire
 from ._windows import BurstWindows, calibrate_event_cost
 
 CONNECT_TIMEOUT_S = 1.0
-SEND_TIMEOUT_S = 1.0
+# An agent that takes no byte for this long is stalled: the connection is given up. It bounds each
+# send() call, not a whole batch: a slow agent that keeps reading keeps its connection.
+SEND_STALL_TIMEOUT_S = 5.0
 STATS_INTERVAL_S = 1.0
 MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
+# A connection cut sooner than this after it opened (an agent that refuses us, e.g. for a limit)
+# keeps doubling the wait before the next one, up to MAX_CUT_BACKOFF_S: no reconnect storm.
+HEALTHY_CONNECTION_S = 10.0
+MAX_CUT_BACKOFF_S = 60.0
 # When a drain finds the buffer at least this full, the next tick comes sooner.
 BUSY_FRACTION = 4
 BUSY_INTERVAL_S = 0.005
@@ -70,6 +76,7 @@ class Sender:
         self._retired_buffer = None
         self._next_connect_at = 0.0
         self._backoff_s = MIN_BACKOFF_S
+        self._connected_at = 0.0
         self._next_stats_at = 0.0
 
         self.connects = 0
@@ -225,7 +232,7 @@ class Sender:
             self._warn_once("telemetry_shim: internal error, recording stopped (%s)" % detail)
             if self._sock is not None:
                 goodbye = {"reason": _wire.REASON_ERROR, "end_monotonic_ns": perf_counter_ns(), "detail": detail}
-                self._send([_wire.encode_frame(_wire.FRAME_GOODBYE, _wire.encode_message("Goodbye", goodbye))], 0)
+                self._send([_wire.encode_frame(_wire.FRAME_GOODBYE, _wire.encode_message("Goodbye", goodbye))])
             recorder.uninstall()
         except BaseException:
             pass
@@ -300,10 +307,12 @@ class Sender:
                 defined.add(info.thread_id)
                 threads.append(info.definition())
         frames = []
+        first_event_frame = 0
         if codes or threads:
             frames.extend(_wire.encode_definitions_frames([_code_dict(c) for c in codes], threads))
         if records:
             event_frames, _ = _wire.encode_events_frames(array("Q", chunk))
+            first_event_frame = len(frames)
             frames.extend(event_frames)
         if exception_records or tallies:
             frames.extend(_wire.encode_exceptions_frames(exception_records, tallies))
@@ -313,11 +322,16 @@ class Sender:
             stats_frame = True
         else:
             stats_frame = False
-        if frames and not self._send(frames, records):
-            self.events_dropped_here += records
-            return False
+        if frames:
+            written = self._send(frames)
+            # Only the records of event frames the agent got in full count as sent; the rest, dropped.
+            delivered = sum(_wire.records_in_events_frame(frame) for frame in frames[first_event_frame:written])
+            self.events_sent += delivered
+            if delivered < records:
+                self.events_dropped_here += records - delivered
+                return False
         if stats_frame:
-            self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", self.stats()))], 0)
+            self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", self.stats()))])
         return taken * BUSY_FRACTION >= recorder.capacity_words
 
     def stats(self):
@@ -347,7 +361,7 @@ class Sender:
         if self._sock is not None:
             goodbye = {"reason": reason, "final_stats": self.stats(), "end_monotonic_ns": perf_counter_ns(),
                        "detail": self._stop_detail}
-            self._send([_wire.encode_frame(_wire.FRAME_GOODBYE, _wire.encode_message("Goodbye", goodbye))], 0)
+            self._send([_wire.encode_frame(_wire.FRAME_GOODBYE, _wire.encode_message("Goodbye", goodbye))])
         self._close()
         recorder.uninstall()
 
@@ -359,16 +373,16 @@ class Sender:
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT_S)
             sock.connect(self.socket_path)
-            sock.settimeout(SEND_TIMEOUT_S)
+            sock.settimeout(SEND_STALL_TIMEOUT_S)
         except OSError as exc:
             if sock is not None:
                 sock.close()
             self._next_connect_at = monotonic() + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
+            self._backoff_s = min(self._backoff_s * 2, max(MAX_BACKOFF_S, self._backoff_s))
             self._warn_once("telemetry_shim: agent not reachable at %s (%s); events are dropped until it is"
                             % (self.socket_path, exc.strerror or exc))
             return
-        self._backoff_s = MIN_BACKOFF_S
+        self._connected_at = monotonic()
         with self.lock:
             if not self._fresh_generation:
                 # Records already taken elsewhere: the agent's new session needs every thread
@@ -384,26 +398,34 @@ class Sender:
         self.frames_sent = 0
         self._next_stats_at = 0.0
         hello = _wire.encode_frame(_wire.FRAME_HELLO, _wire.encode_message("Hello", self._hello_fields()))
-        if not self._send([hello], 0, preamble=True):
-            return
+        self._send([hello], preamble=True)
 
-    def _send(self, frames, records, preamble=False):
+    def _send(self, frames, preamble=False):
+        """Writes whole frames in order; returns how many the agent got in full. On an error or a
+        stall the connection is given up: a frame cut in the middle leaves the stream unusable."""
         sock = self._sock
         if sock is None:
-            return False
-        data = b"".join(frames)
-        if preamble:
-            data = _wire.PREAMBLE + data
+            return 0
+        written = 0
         try:
-            sock.sendall(data, SEND_FLAGS)
+            if preamble:
+                _write(sock, _wire.PREAMBLE)
+            for frame in frames:
+                _write(sock, frame)
+                written += 1
         except OSError:
-            # A partial write leaves the stream unusable: start over on a new connection.
-            self._close()
-            self._next_connect_at = monotonic() + self._backoff_s
-            return False
-        self.frames_sent += len(frames)
-        self.events_sent += records
-        return True
+            self._connection_lost()
+        self.frames_sent += written
+        return written
+
+    def _connection_lost(self):
+        # A connection that worked for a while resets the backoff; one cut soon after it opened
+        # (an agent refusing us) makes the next attempt wait longer each time.
+        if monotonic() - self._connected_at >= HEALTHY_CONNECTION_S:
+            self._backoff_s = MIN_BACKOFF_S
+        self._close()
+        self._next_connect_at = monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, MAX_CUT_BACKOFF_S)
 
     def _close(self):
         sock = self._sock
@@ -426,6 +448,13 @@ class Sender:
                 sock.close()
             except OSError:
                 pass
+
+
+def _write(sock, data):
+    # The socket's timeout bounds each send(): the agent must take some bytes within it.
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view, SEND_FLAGS):]
 
 
 def _code_dict(definition):

@@ -272,5 +272,12 @@ def encode_events_frames(records, start=0, stop=None):
     return frames, (stop - start) // 2
 
 
+def records_in_events_frame(frame):
+    """The number of records an encoded frame carries: 0 for any frame but EVENTS."""
+    if frame[0] != FRAME_EVENTS:
+        return 0
+    return (len(frame) - FRAME_HEADER.size) // RECORD_SIZE
+
+
 _BIG_ENDIAN = sys.byteorder == "big"
 assert array("Q").itemsize == 8, "array('Q') must be 64-bit"

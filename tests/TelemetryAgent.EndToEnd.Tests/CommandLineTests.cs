@@ -10,8 +10,8 @@ public sealed class CommandLineTests : IDisposable
     public void Dispose() => _temp.Dispose();
 
     [Theory]
-    [InlineData("run", new[] { "--python", "--output", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", "<program>" })]
-    [InlineData("serve", new[] { "--socket", "--output" })]
+    [InlineData("run", new[] { "--python", "--output", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", "--otlp-endpoint", "--otlp-protocol", "--otlp-retry", "--otlp-retry-directory", "<program>" })]
+    [InlineData("serve", new[] { "--socket", "--output", "--otlp-endpoint", "--otlp-protocol", "--otlp-retry", "--otlp-retry-directory", "--export-interval" })]
     public async Task HelpExplainsEveryOption(string command, string[] options)
     {
         var help = await Processes.RunAgentAsync([command, "--help"]);

@@ -83,4 +83,42 @@ public sealed class OtlpSettingsTests
         Assert.Contains(name, error.Message);
         Assert.Contains(message, error.Message);
     }
+
+    [Fact]
+    public void Retry_is_in_memory_unless_disk_or_none_is_asked_for()
+    {
+        var endpoint = new Dictionary<string, string?> { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318" };
+        Assert.Equal(OtlpRetry.Default, Resolve(endpoint).Retry);
+        Assert.Equal(new Dictionary<string, string?> { [OtlpRetry.ModeVariable] = "in_memory" }, Resolve(endpoint).Retry.SdkConfiguration());
+
+        var disk = Resolve(new(endpoint) { [OtlpRetry.DirectoryVariable] = "/var/lib/telemetry-agent/retry" }).Retry;
+        Assert.Equal(new OtlpRetry(OtlpRetryMode.Disk, "/var/lib/telemetry-agent/retry"), disk);
+        Assert.Equal("disk", disk.SdkConfiguration()[OtlpRetry.ModeVariable]);
+        Assert.Equal("/var/lib/telemetry-agent/retry", disk.SdkConfiguration()[OtlpRetry.DirectoryVariable]);
+
+        var none = OtlpSettings.Resolve(new Dictionary<string, string?>(endpoint) { [OtlpRetry.ModeVariable] = "in_memory" }, retryOption: "none").Retry;
+        Assert.Equal(OtlpRetryMode.None, none.Mode);
+        Assert.Empty(none.SdkConfiguration());
+
+        var option = OtlpSettings.Resolve(endpoint, retryDirectoryOption: "/tmp/agent-retry").Retry;
+        Assert.Equal(new OtlpRetry(OtlpRetryMode.Disk, "/tmp/agent-retry"), option);
+        // A blank variable is unset, like every OTEL_* variable; a blank option is a mistake.
+        Assert.Equal(OtlpRetry.Default, Resolve(new(endpoint) { [OtlpRetry.DirectoryVariable] = " " }).Retry);
+        Assert.Contains("the directory is empty",
+            Assert.Throws<FormatException>(() => OtlpSettings.Resolve(endpoint, retryDirectoryOption: " ")).Message);
+    }
+
+    [Theory]
+    [InlineData("disk", null, "disk retry needs a directory")]
+    [InlineData("forever", null, "'forever' is not a retry mode")]
+    public void A_bad_retry_setting_is_an_error_that_names_its_variable(string? mode, string? directory, string message)
+    {
+        var environment = new Dictionary<string, string?>
+        {
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318", [OtlpRetry.ModeVariable] = mode, [OtlpRetry.DirectoryVariable] = directory,
+        };
+        var error = Assert.Throws<FormatException>(() => Resolve(environment));
+        Assert.Contains("OTEL_DOTNET_EXPERIMENTAL_OTLP_", error.Message);
+        Assert.Contains(message, error.Message);
+    }
 }

@@ -32,6 +32,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
     private readonly Lock _attemptsGate = new();
     private readonly List<ReceiverAttempt> _attempts = [];
     private int _disposed;
+    private PartialSuccessReply? _partialSuccess;
 
     private OtlpReceiver(WebApplication app, FailureInjector failures)
     {
@@ -53,6 +54,16 @@ public sealed class OtlpReceiver : IAsyncDisposable
 
     /// <summary>Injected "unavailable" answers; change them at any time.</summary>
     public FailureInjector Failures { get; }
+
+    /// <summary>
+    /// When set, accepted requests (of its signal, or of all) are answered with this partial success instead of an
+    /// empty response; the request is still stored.
+    /// </summary>
+    public PartialSuccessReply? PartialSuccess
+    {
+        get => Volatile.Read(ref _partialSuccess);
+        set => Volatile.Write(ref _partialSuccess, value);
+    }
 
     /// <summary>Every answer given so far, in order.</summary>
     public IReadOnlyList<ReceiverAttempt> Attempts
@@ -105,9 +116,11 @@ public sealed class OtlpReceiver : IAsyncDisposable
                 OtlpSignal.Profiles, HttpProfilesPath, GrpcProfilesPath, ExportProfilesServiceRequest.Parser, receiver.Profiles),
         };
         var http = new OtlpHttpHandler(
-            routes.ToDictionary(r => r.HttpPath, StringComparer.Ordinal), receiver.Failures, options.MaxRequestBytes, receiver.Record);
+            routes.ToDictionary(r => r.HttpPath, StringComparer.Ordinal), receiver.Failures, options.MaxRequestBytes, receiver.Record,
+            () => receiver.PartialSuccess);
         var grpc = new OtlpGrpcHandler(
-            routes.ToDictionary(r => r.GrpcPath, StringComparer.Ordinal), receiver.Failures, options.MaxRequestBytes, receiver.Record);
+            routes.ToDictionary(r => r.GrpcPath, StringComparer.Ordinal), receiver.Failures, options.MaxRequestBytes, receiver.Record,
+            () => receiver.PartialSuccess);
 
         app.Run(context =>
         {

@@ -8,7 +8,11 @@ namespace TelemetryAgent.OtlpReceiver;
 /// <param name="Compressed">True when the body (HTTP) or message (gRPC) was gzip-compressed.</param>
 /// <param name="WireBytes">Size of the body or message as received, before decompression.</param>
 /// <param name="ReceivedAt">When the request was accepted.</param>
-public sealed record ReceivedRequest<T>(T Message, OtlpTransport Transport, bool Compressed, int WireBytes, DateTimeOffset ReceivedAt);
+public sealed record ReceivedRequest<T>(T Message, OtlpTransport Transport, bool Compressed, int WireBytes, DateTimeOffset ReceivedAt)
+{
+    /// <summary>The request's headers (gRPC: its metadata), names in lower case, repeated values joined by commas.</summary>
+    public IReadOnlyDictionary<string, string> Headers { get; init; } = new Dictionary<string, string>();
+}
 
 /// <summary>
 /// The accepted requests of one signal, in arrival order. Thread-safe: enumeration and indexing see a

@@ -15,10 +15,13 @@ internal sealed class SessionScript
     public const string WorkingDirectory = "/srv/app";
 
     public SessionScript(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
-        long pid = 4242, string serviceName = "", string[]? argv = null, IProcessObserver? observer = null, string mode = "full",
-        string[]? exclude = null)
+        long pid = 4242, string serviceName = "", string[]? argv = null, IProcessObserver? observer = null,
+        AggregateMemoryBudget? budget = null, Redaction.Redactor? redactor = null, string mode = "full", string[]? exclude = null)
     {
-        Session = new ProcessSession(store, limits, time, observer);
+        Session = new ProcessSession(store, limits, time, observer)
+        {
+            MemoryBudget = budget, Redactor = redactor ?? Redaction.Redactor.Default,
+        };
         var hello = new Hello
         {
             ProtocolVersion = 1,

@@ -56,8 +56,8 @@ public sealed class SessionValidationTests
     {
         var script = new SessionScript(limits: new SessionLimits { MaxCodeId = 100, MaxThreadId = 10 });
         script.Code(100, "last").Thread(10, "last");
-        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => script.Code(101, "over")));
-        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => script.Thread(11, "over")));
+        Assert.Equal(ProtocolViolation.TooManyDefinitions, ViolationOf(() => script.Code(101, "over")));
+        Assert.Equal(ProtocolViolation.TooManyThreads, ViolationOf(() => script.Thread(11, "over")));
         Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => new SessionScript().Thread(1u << 24, "wide")));
     }
 

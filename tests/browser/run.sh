@@ -18,6 +18,8 @@ tests=(flamegraph.test.mjs)
 speedscope_json="${SPEEDSCOPE_JSON:-$(dirname "${FLAMEGRAPH_HTML:-/nonexistent}")/profile.speedscope.json}"
 if [ -f "$speedscope_json" ]; then
   export SPEEDSCOPE_JSON="$speedscope_json"
+  # profile.pb.gz of the same run, opened in speedscope as pprof.
+  export PPROF_GZ="${PPROF_GZ:-$(dirname "$speedscope_json")/profile.pb.gz}"
   tests+=(speedscope.test.mjs)
 fi
 mkdir -p .generated

@@ -1,7 +1,8 @@
 // Opens profile.speedscope.json in the real speedscope viewer (the npm package's release build, served on
-// 127.0.0.1) in headless Chromium, and checks that it imports as a speedscope file with every profile.
+// 127.0.0.1) in headless Chromium, and checks that it imports as a speedscope file with every profile; then
+// profile.pb.gz (pprof) from the same run, which must import as pprof with wall time and our frame names.
 //
-// The file under test is $SPEEDSCOPE_JSON (run.sh passes the one from a real run).
+// The files under test are $SPEEDSCOPE_JSON and $PPROF_GZ (run.sh passes those of a real run).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -13,6 +14,7 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 const viewer = join(here, "node_modules", "speedscope", "dist", "release");
 const profilePath = process.env.SPEEDSCOPE_JSON ? resolve(process.env.SPEEDSCOPE_JSON) : "";
+const pprofPath = process.env.PPROF_GZ ? resolve(process.env.PPROF_GZ) : "";
 const contentTypes = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json", ".wasm": "application/wasm" };
 
 let browser, server, origin;
@@ -21,8 +23,10 @@ before(async () => {
   assert.ok(profilePath && existsSync(profilePath), `set SPEEDSCOPE_JSON to a profile.speedscope.json (got '${profilePath}')`);
   server = http.createServer((request, response) => {
     const path = new URL(request.url, "http://localhost").pathname;
-    const file = path === "/profile.speedscope.json" ? profilePath : join(viewer, path === "/" ? "index.html" : path);
-    if (!file.startsWith(viewer) && file !== profilePath || !existsSync(file)) {
+    const file = path === "/profile.speedscope.json" ? profilePath
+      : path === "/profile.pb.gz" ? pprofPath
+      : join(viewer, path === "/" ? "index.html" : path);
+    if (!file.startsWith(viewer) && file !== profilePath && file !== pprofPath || !existsSync(file)) {
       response.writeHead(404);
       return response.end();
     }
@@ -62,3 +66,28 @@ test("the real speedscope viewer imports the file as speedscope JSON, with every
   await page.screenshot({ path: join(here, ".generated", "speedscope.png") });
   await page.close();
 });
+
+test("the real speedscope viewer imports profile.pb.gz as pprof, wall time first, with our frame names",
+  { skip: !(pprofPath && existsSync(pprofPath)) && "PPROF_GZ not set" }, async () => {
+    // The heaviest self-time frame of the run, as profile.folded (next to the pprof file) names it.
+    const folded = readFileSync(join(dirname(pprofPath), "profile.folded"), "utf8").trim().split("\n")
+      .map((line) => { const space = line.lastIndexOf(" "); return [line.slice(0, space).split(";").at(-1), Number(line.slice(space + 1))]; });
+    const selfByFrame = new Map();
+    for (const [frame, weight] of folded) selfByFrame.set(frame, (selfByFrame.get(frame) ?? 0) + weight);
+    const heaviest = [...selfByFrame].sort((a, b) => b[1] - a[1])[0][0];
+
+    const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+    const messages = [], errors = [];
+    page.on("console", (message) => messages.push(message.text()));
+    page.on("pageerror", (error) => errors.push(error.message));
+    await page.goto(`${origin}/index.html#profileURL=${encodeURIComponent(`${origin}/profile.pb.gz`)}`);
+    await page.waitForFunction(() => document.body.innerText.includes("profile.pb.gz"), null, { timeout: 30000 });
+    assert.deepEqual(errors, []);
+    assert.ok(messages.includes("Importing as protobuf encoded pprof file"), `speedscope did not read pprof: ${messages.join(" | ")}`);
+
+    // The sandwich view (key 3) lists functions as text, heaviest self time first.
+    await page.keyboard.press("3");
+    await page.waitForFunction((name) => document.body.innerText.includes(name), heaviest, { timeout: 30000 });
+    await page.screenshot({ path: join(here, ".generated", "speedscope-pprof.png") });
+    await page.close();
+  });

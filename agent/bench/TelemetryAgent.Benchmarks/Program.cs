@@ -2,10 +2,16 @@ using BenchmarkDotNet.Running;
 using TelemetryAgent.Benchmarks;
 
 // `quick [name filter]`: a Stopwatch run of every quick scenario, figures in seconds.
+// `otlp`: what OTLP export costs per Python process (SDK instance, export round trip), against a real receiver.
 // Anything else goes to BenchmarkDotNet, e.g. `--filter '*Parse*'` or `--list flat`.
 if (args.Length > 0 && args[0] == "quick")
 {
     return QuickRunner.Run(args.Length > 1 ? args[1] : null);
+}
+
+if (args.Length > 0 && args[0] == "otlp")
+{
+    return await OtlpExportCost.RunAsync();
 }
 
 BenchmarkSwitcher.FromAssembly(typeof(QuickRunner).Assembly).Run(args);

@@ -49,7 +49,10 @@ public class SessionBenchmarks : IQuickBenchmarks
     [Benchmark(OperationsPerInvoke = EventCount)]
     public long ParseAndAggregateBoundedPaths() => ParseAndAggregate(_balancedSegmented);
 
-    private static long ParseAndAggregate(ReadOnlySequence<byte> input)
+    private static long ParseAndAggregate(ReadOnlySequence<byte> input) => Aggregate(input).EventsReceived;
+
+    /// <summary>A whole connection into a new session: the completed profile.</summary>
+    internal static Aggregation.ProcessProfile Aggregate(ReadOnlySequence<byte> input)
     {
         var session = new ProcessSession();
         var handler = session.Handler;
@@ -64,7 +67,7 @@ public class SessionBenchmarks : IQuickBenchmarks
         session.Complete(ConnectionEnd.Goodbye);
         var received = session.Profile!.EventsReceived;
         if (received != EventCount) throw new InvalidOperationException($"aggregated {received} events, expected {EventCount}");
-        return received;
+        return session.Profile;
     }
 
     /// <summary>

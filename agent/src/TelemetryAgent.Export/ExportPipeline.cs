@@ -14,7 +14,8 @@ public interface IExporter : IProcessObserver
 /// <summary>What the agent's exporters need besides the OTLP endpoints.</summary>
 /// <param name="Log">Where exporters report, once per problem, what they could not send.</param>
 /// <param name="CheckpointInterval">How often running processes are exported (serve); null: only when they end (run).</param>
-public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval);
+/// <param name="Statistics">The agent's connection counters, for its own telemetry.</param>
+public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval, AgentStatistics Statistics);
 
 /// <summary>
 /// The OTLP exporters of one agent (none when export is off). The host hands <see cref="Observers"/> to every
@@ -33,8 +34,8 @@ public sealed class ExportPipeline
     {
         ArgumentNullException.ThrowIfNull(context);
         if (!context.Settings.Enabled) return new ExportPipeline([]);
-        List<IExporter> exporters = [];
-        return new ExportPipeline(exporters);
+        var profiles = new Profiles.ProfilesExporter(context.Settings.For(OtlpSignal.Profiles), context.Log);
+        return new ExportPipeline([new MetricsAndLogsExporter(context, profiles.Counters), profiles]);
     }
 
     public IReadOnlyList<IProcessObserver> Observers => _exporters;

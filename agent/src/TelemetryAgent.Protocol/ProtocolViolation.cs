@@ -21,6 +21,14 @@ public enum ProtocolViolation
     UndefinedId,
     DuplicateDefinition,
     TruncatedStream,
+
+    // The agent's own limits (docs/operations.md), beyond what the protocol allows.
+    /// <summary>More code definitions than the connection may make (<c>--max-definitions</c>).</summary>
+    TooManyDefinitions,
+    /// <summary>More threads than the connection may define (<c>--max-threads</c>).</summary>
+    TooManyThreads,
+    /// <summary>The agent's memory for aggregates is used up (<c>--max-aggregate-memory</c>).</summary>
+    AggregateMemoryExhausted,
 }
 
 /// <summary>A stream that breaks the protocol. Ends its own connection only.</summary>

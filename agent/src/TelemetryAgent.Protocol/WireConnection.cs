@@ -27,17 +27,18 @@ public readonly record struct WireConnectionResult(WireStreamEnd End, long Frame
 public static class WireConnection
 {
     /// <remarks>
-    /// A frame is consumed only whole, so the loop never needs more than <see cref="WireFormat.MaxFrameSize"/>
-    /// bytes buffered; a larger declared length is rejected from its header, before its payload arrives.
+    /// A frame is consumed only whole, so the loop never needs more than <paramref name="maxFramePayload"/> plus a
+    /// header buffered; a larger declared length is rejected from its header, before its payload arrives.
     /// After GOODBYE the loop keeps reading until the peer closes, so any trailing byte is reported as
     /// <see cref="ProtocolViolation.FrameAfterGoodbye"/>.
     /// </remarks>
     public static async Task<WireConnectionResult> RunAsync<THandler>(
-        PipeReader input, THandler handler, CancellationToken cancellationToken = default)
+        PipeReader input, THandler handler, CancellationToken cancellationToken = default,
+        int maxFramePayload = WireFormat.MaxFramePayload)
         where THandler : IWireHandler
     {
         ArgumentNullException.ThrowIfNull(input);
-        var state = new WireStreamState();
+        var state = new WireStreamState { MaxFramePayload = maxFramePayload };
         long bytes = 0;
         try
         {

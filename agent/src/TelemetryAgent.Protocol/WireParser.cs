@@ -95,7 +95,7 @@ public static class WireParser
             return false;
         }
 
-        CheckFrameLength((FrameType)type, length);
+        CheckFrameLength((FrameType)type, length, (uint)state.MaxFramePayload);
         if (reader.Remaining - WireFormat.FrameHeaderSize < length)
         {
             return false;
@@ -169,11 +169,11 @@ public static class WireParser
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CheckFrameLength(FrameType type, uint length)
+    private static void CheckFrameLength(FrameType type, uint length, uint maxPayload)
     {
-        if (length > WireFormat.MaxFramePayload)
+        if (length > maxPayload)
         {
-            ThrowFrameTooLarge(type, length);
+            ThrowFrameTooLarge(type, length, maxPayload);
         }
 
         if (type == FrameType.Events)
@@ -265,9 +265,9 @@ public static class WireParser
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowFrameTooLarge(FrameType type, uint length) =>
+    private static void ThrowFrameTooLarge(FrameType type, uint length, uint maxPayload) =>
         ProtocolException.Throw(ProtocolViolation.FrameTooLarge,
-            $"a {type.ToString().ToUpperInvariant()} frame declares {length} payload bytes; the limit is {WireFormat.MaxFramePayload}");
+            $"a {type.ToString().ToUpperInvariant()} frame declares {length} payload bytes; the limit is {maxPayload}");
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

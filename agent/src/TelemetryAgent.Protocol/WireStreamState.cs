@@ -26,6 +26,21 @@ public enum WireStreamPhase : byte
 public struct WireStreamState
 {
     private byte[]? _scratch;
+    private int _maxFramePayload;
+
+    /// <summary>
+    /// The largest payload a frame may declare (the agent's frame size limit); a larger one is
+    /// <see cref="ProtocolViolation.FrameTooLarge"/>. Default: <see cref="WireFormat.MaxFramePayload"/>.
+    /// </summary>
+    public int MaxFramePayload
+    {
+        readonly get => _maxFramePayload == 0 ? WireFormat.MaxFramePayload : _maxFramePayload;
+        init
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _maxFramePayload = value;
+        }
+    }
 
     public WireStreamPhase Phase { readonly get; internal set; }
 

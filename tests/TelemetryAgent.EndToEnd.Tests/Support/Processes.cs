@@ -14,8 +14,16 @@ public static class Processes
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(120);
 
-    /// <summary>The agent as built next to this test assembly (the exe project is referenced).</summary>
-    public static string AgentDll { get; } = System.IO.Path.Combine(AppContext.BaseDirectory, "telemetry-agent.dll");
+    /// <summary>
+    /// The agent as its own project built it (the exe project is referenced, so it is built first). Not the copy next
+    /// to this assembly: the OTLP receiver brings the ASP.NET Core framework into this folder, whose assemblies
+    /// replace packages the agent needs, and the agent runs on the plain .NET runtime.
+    /// </summary>
+    public static string AgentDll { get; } = System.IO.Path.Combine(
+        Repo.Root, "agent", "src", "TelemetryAgent", "bin",
+        new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name, // Release or Debug
+        new DirectoryInfo(AppContext.BaseDirectory).Name,         // net10.0
+        "telemetry-agent.dll");
 
     /// <summary>The dotnet executable itself, for runs that clear PATH.</summary>
     public static string DotnetHost { get; } =
@@ -49,6 +57,8 @@ public static class Processes
             StandardErrorEncoding = Encoding.UTF8,
         };
         foreach (var argument in arguments) start.ArgumentList.Add(argument);
+        // Tests count calls: full mode unless a test says otherwise (`python -m telemetry_shim` defaults to burst).
+        start.Environment["TELEMETRY_SHIM_MODE"] = "full";
         foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
         {
             if (value is null) start.Environment.Remove(name);

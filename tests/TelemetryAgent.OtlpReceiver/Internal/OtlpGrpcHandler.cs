@@ -10,7 +10,8 @@ namespace TelemetryAgent.OtlpReceiver.Internal;
 /// with an empty framed response plus <c>grpc-status</c>/<c>grpc-message</c> trailers.
 /// </summary>
 internal sealed class OtlpGrpcHandler(
-    IReadOnlyDictionary<string, SignalRoute> routesByPath, FailureInjector failures, int maxMessageBytes, Action<ReceiverAttempt> record)
+    IReadOnlyDictionary<string, SignalRoute> routesByPath, FailureInjector failures, int maxMessageBytes, Action<ReceiverAttempt> record,
+    Func<PartialSuccessReply?> partialSuccess)
 {
     private const int FrameHeaderBytes = 5;
     private const string GrpcContentType = "application/grpc";
@@ -126,7 +127,7 @@ internal sealed class OtlpGrpcHandler(
 
         try
         {
-            route.DecodeAndStore(payload, OtlpTransport.Grpc, compressed, message.Length);
+            route.DecodeAndStore(payload, OtlpTransport.Grpc, compressed, message.Length, context.Request.Headers);
         }
         catch (InvalidProtocolBufferException e)
         {
@@ -134,9 +135,10 @@ internal sealed class OtlpGrpcHandler(
             return;
         }
 
-        var frame = new byte[FrameHeaderBytes + route.EmptyResponse.Length];
-        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(1), (uint)route.EmptyResponse.Length);
-        route.EmptyResponse.CopyTo(frame, FrameHeaderBytes);
+        var answer = route.SuccessResponse(partialSuccess());
+        var frame = new byte[FrameHeaderBytes + answer.Length];
+        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(1), (uint)answer.Length);
+        answer.CopyTo(frame, FrameHeaderBytes);
         await response.Body.WriteAsync(frame, context.RequestAborted);
         Finish(context, route, GrpcStatusCode.Ok, null);
     }

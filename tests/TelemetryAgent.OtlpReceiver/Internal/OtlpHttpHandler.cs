@@ -11,7 +11,8 @@ namespace TelemetryAgent.OtlpReceiver.Internal;
 /// <c>google.rpc.Status</c> body.
 /// </summary>
 internal sealed class OtlpHttpHandler(
-    IReadOnlyDictionary<string, SignalRoute> routesByPath, FailureInjector failures, int maxRequestBytes, Action<ReceiverAttempt> record)
+    IReadOnlyDictionary<string, SignalRoute> routesByPath, FailureInjector failures, int maxRequestBytes, Action<ReceiverAttempt> record,
+    Func<PartialSuccessReply?> partialSuccess)
 {
     private const string ProtobufMediaType = "application/x-protobuf";
 
@@ -96,7 +97,7 @@ internal sealed class OtlpHttpHandler(
 
         try
         {
-            route.DecodeAndStore(payload, OtlpTransport.Http, compressed, body.Length);
+            route.DecodeAndStore(payload, OtlpTransport.Http, compressed, body.Length, context.Request.Headers);
         }
         catch (InvalidProtocolBufferException e)
         {
@@ -108,8 +109,9 @@ internal sealed class OtlpHttpHandler(
         record(new ReceiverAttempt(route.Signal, OtlpTransport.Http, path, StatusCodes.Status200OK, null, null, DateTimeOffset.UtcNow));
         context.Response.StatusCode = StatusCodes.Status200OK;
         context.Response.ContentType = ProtobufMediaType;
-        context.Response.ContentLength = route.EmptyResponse.Length;
-        await context.Response.Body.WriteAsync(route.EmptyResponse, context.RequestAborted);
+        var answer = route.SuccessResponse(partialSuccess());
+        context.Response.ContentLength = answer.Length;
+        await context.Response.Body.WriteAsync(answer, context.RequestAborted);
     }
 
     private async Task RejectAsync(HttpContext context, SignalRoute? route, int httpStatus, GrpcStatusCode code, string message)

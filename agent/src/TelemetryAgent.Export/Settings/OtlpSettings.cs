@@ -45,16 +45,20 @@ public sealed class OtlpSettings
 
     private readonly Dictionary<OtlpSignal, OtlpEndpoint> _endpoints;
 
-    private OtlpSettings(bool enabled, Dictionary<OtlpSignal, OtlpEndpoint> endpoints)
+    private OtlpSettings(bool enabled, Dictionary<OtlpSignal, OtlpEndpoint> endpoints, OtlpRetry retry)
     {
         Enabled = enabled;
         _endpoints = endpoints;
+        Retry = retry;
     }
 
     /// <summary>Export is off: nothing configured.</summary>
-    public static OtlpSettings Disabled { get; } = new(false, []);
+    public static OtlpSettings Disabled { get; } = new(false, [], OtlpRetry.Default);
 
     public bool Enabled { get; }
+
+    /// <summary>How the SDK-based exporters (metrics, logs) retry transient failures.</summary>
+    public OtlpRetry Retry { get; }
 
     public OtlpEndpoint For(OtlpSignal signal)
         => Enabled ? _endpoints[signal] : throw new InvalidOperationException("OTLP export is off.");
@@ -67,9 +71,11 @@ public sealed class OtlpSettings
     /// <param name="endpointOption"><c>--otlp-endpoint</c>: the base endpoint for every signal.</param>
     /// <param name="protocolOption"><c>--otlp-protocol</c>: <c>grpc</c> or <c>http/protobuf</c>.</param>
     /// <param name="forceEnabled"><c>--otlp</c>: export even when no endpoint is configured (to the defaults).</param>
+    /// <param name="retryOption"><c>--otlp-retry</c>: <c>in_memory</c>, <c>disk</c> or <c>none</c> (<see cref="OtlpRetry"/>).</param>
+    /// <param name="retryDirectoryOption"><c>--otlp-retry-directory</c>: where disk retry keeps failed exports.</param>
     public static OtlpSettings Resolve(
         IReadOnlyDictionary<string, string?> environment, string? endpointOption = null, string? protocolOption = null,
-        bool forceEnabled = false)
+        bool forceEnabled = false, string? retryOption = null, string? retryDirectoryOption = null)
     {
         ArgumentNullException.ThrowIfNull(environment);
         string? Variable(string name) => environment.TryGetValue(name, out var value) && !string.IsNullOrWhiteSpace(value) ? value.Trim() : null;
@@ -77,6 +83,7 @@ public sealed class OtlpSettings
         var anyEndpoint = endpointOption is not null || Variable("OTEL_EXPORTER_OTLP_ENDPOINT") is not null
                           || Enum.GetValues<OtlpSignal>().Any(signal => Variable(SignalVariable(signal, "ENDPOINT")) is not null);
         if (!anyEndpoint && !forceEnabled) return Disabled;
+        var retry = OtlpRetry.Resolve(Variable, retryOption, retryDirectoryOption);
 
         var endpoints = new Dictionary<OtlpSignal, OtlpEndpoint>();
         foreach (var signal in Enum.GetValues<OtlpSignal>())
@@ -120,7 +127,7 @@ public sealed class OtlpSettings
                 ParseTimeout(Setting("TIMEOUT"), timeoutName),
                 ParseCompression(Setting("COMPRESSION"), compressionName));
         }
-        return new OtlpSettings(true, endpoints);
+        return new OtlpSettings(true, endpoints, retry);
     }
 
     /// <summary>The process environment as <see cref="Resolve"/> reads it.</summary>

@@ -51,23 +51,19 @@ public sealed class CallNode
 
     /// <summary>The child for <paramref name="function"/> (compared by reference), created on first use.</summary>
     public CallNode GetOrAddChild(FunctionInfo function)
+        => FindChild(function) ?? AddChild(new CallNode(function.Label, function, this));
+
+    /// <summary>The child for <paramref name="function"/> (compared by reference), or null.</summary>
+    public CallNode? FindChild(FunctionInfo function)
     {
         var children = _children;
-        if (children is not null)
+        if (children is null) return null;
+        if (_childrenByFunction is not null) return _childrenByFunction.GetValueOrDefault(function);
+        foreach (var candidate in children)
         {
-            if (_childrenByFunction is not null)
-            {
-                if (_childrenByFunction.TryGetValue(function, out var indexed)) return indexed;
-            }
-            else
-            {
-                foreach (var candidate in children)
-                {
-                    if (ReferenceEquals(candidate.Function, function)) return candidate;
-                }
-            }
+            if (ReferenceEquals(candidate.Function, function)) return candidate;
         }
-        return AddChild(new CallNode(function.Label, function, this));
+        return null;
     }
 
     /// <summary>

@@ -15,7 +15,10 @@ public sealed partial record FunctionInfo(
     uint KindFlags)
 {
     /// <summary>The frame name used in every output: <c>qualname (file:line)</c>, as py-spy writes it.</summary>
-    public string Label { get; } = $"{QualifiedName} ({DisplayFile}:{FirstLine})";
+    public string Label { get; init; } = $"{QualifiedName} ({DisplayFile}:{FirstLine})";
+
+    /// <summary>A frame that is no Python function (e.g. the "[truncated]" node), labelled by its name alone.</summary>
+    public static FunctionInfo Placeholder(string name) => new(name, "", "", 0, "", 0) { Label = name };
 
     public bool IsGeneratorOrCoroutine => KindFlags != 0;
 

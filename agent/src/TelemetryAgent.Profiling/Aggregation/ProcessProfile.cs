@@ -55,6 +55,14 @@ public sealed class ProcessProfile
 
     public bool IsCompleted => End is not null;
 
+    /// <summary>The peer's credentials read from the socket when it connected; null when unknown (tests, pipes).</summary>
+    public PeerCredentials? Peer { get; internal set; }
+    /// <summary>
+    /// False when HELLO's pid differs from the peer's pid (flagged, not refused: a process in another pid namespace
+    /// sees other pids); null when the peer is unknown.
+    /// </summary>
+    public bool? PeerPidMatches => Peer is { } peer ? peer.Pid == Identity.Pid : null;
+
     /// <summary>When this is a checkpoint: the agent's time it was taken at; else null.</summary>
     public DateTimeOffset? CheckpointTakenAt { get; private init; }
 
@@ -87,6 +95,10 @@ public sealed class ProcessProfile
     public long ClampedTimestamps { get; internal set; }
     /// <summary>Pushes beyond the stack depth limit: counted and paired, not added to the tree.</summary>
     public long DepthLimitedPushes { get; internal set; }
+    /// <summary>Call-tree nodes of all threads (distinct stacks), "[truncated]" nodes included.</summary>
+    public long CallTreeNodes { get; internal set; }
+    /// <summary>Pushes whose path had no node once the call-tree limit was reached: counted in a "[truncated]" node.</summary>
+    public long TruncatedPushes { get; internal set; }
     /// <summary>Frames still open when the connection ended, closed at its last timestamp.</summary>
     public long FramesOpenAtEnd { get; internal set; }
 
@@ -127,6 +139,9 @@ public sealed class ProcessProfile
             UnmatchedExits = UnmatchedExits,
             ClampedTimestamps = ClampedTimestamps,
             DepthLimitedPushes = DepthLimitedPushes,
+            CallTreeNodes = CallTreeNodes,
+            TruncatedPushes = TruncatedPushes,
+            Peer = Peer,
             FirstTimestampNs = FirstTimestampNs,
             LastTimestampNs = LastTimestampNs,
         };

@@ -7,7 +7,7 @@ namespace TelemetryAgent.Export;
 /// depend on the order in which paths were first seen. Iterative: deep recursion in the profiled program must
 /// not overflow the agent's stack.
 /// </summary>
-internal static class CallTreeWalk
+public static class CallTreeWalk
 {
     /// <summary>Calls <paramref name="visit"/> with each node below <paramref name="root"/> and its depth (1 for
     /// the root's children). The root itself is not visited.</summary>

@@ -20,7 +20,12 @@ public sealed record OutputOptions
     /// <summary>The clock that stamps outputs (fixed in tests).</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
     public string Exporter { get; init; } = "telemetry-agent";
+    /// <summary>Files written by other assemblies' writers (profile.pb.gz), after the built-in ones.</summary>
+    public IReadOnlyList<AdditionalOutput> AdditionalFiles { get; init; } = [];
 }
+
+/// <summary>A file that <see cref="OutputWriter"/> writes with a writer it does not know (same temporary-name rule).</summary>
+public sealed record AdditionalOutput(string Name, Action<Stream, IReadOnlyList<ProcessProfile>> Write);
 
 /// <summary>One output file: where it went, or why it could not be written.</summary>
 public sealed record OutputFile(string Name, string Path, string? Error)
@@ -36,8 +41,9 @@ public sealed record OutputReport(IReadOnlyList<OutputFile> Files, RunSummary Su
 
 /// <summary>
 /// Writes every output of a run into one folder: profile.folded, calls.folded, profile.speedscope.json,
-/// summary.json, exceptions.json and flamegraph.html. Never throws for a failing file: each file is written on its own
-/// (to a temporary name, then renamed, so a reader never sees half a file) and failures are reported per file.
+/// summary.json, exceptions.json and flamegraph.html, then <see cref="OutputOptions.AdditionalFiles"/>. Never throws
+/// for a failing file: each file is written on its own (to a temporary name, then renamed, so a reader never sees half
+/// a file) and failures are reported per file.
 /// </summary>
 public static class OutputWriter
 {
@@ -69,7 +75,7 @@ public static class OutputWriter
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
-            foreach (var name in FileNames)
+            foreach (var name in FileNames.Concat(options.AdditionalFiles.Select(file => file.Name)))
             {
                 files.Add(new OutputFile(name, Path.Combine(folder, name), $"cannot create the folder: {error.Message}"));
             }
@@ -84,6 +90,10 @@ public static class OutputWriter
         files.Add(WriteBinary(folder, ExceptionsJson, stream => ExceptionsJsonWriter.Write(stream, summary)));
         files.Add(WriteText(folder, FlameGraphHtml,
             text => FlameGraphHtmlWriter.Write(text, MergedTree(processes), title, options.Time.GetUtcNow())));
+        foreach (var additional in options.AdditionalFiles)
+        {
+            files.Add(WriteBinary(folder, additional.Name, stream => additional.Write(stream, processes)));
+        }
         return new OutputReport(files, summary);
     }
 

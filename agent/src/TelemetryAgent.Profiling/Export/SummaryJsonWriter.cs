@@ -170,6 +170,20 @@ public static class SummaryJsonWriter
         json.WriteString("detail", process.End?.Detail);
         json.WriteString("goodbye_reason", process.GoodbyeReason);
         json.WriteString("goodbye_detail", process.GoodbyeDetail);
+        if (process.Peer is { } peer)
+        {
+            // The kernel's word on who connected (SO_PEERCRED); a HELLO pid that differs is flagged here.
+            json.WriteStartObject("peer");
+            json.WriteNumber("pid", peer.Pid);
+            json.WriteNumber("uid", peer.Uid);
+            json.WriteNumber("gid", peer.Gid);
+            json.WriteBoolean("pid_matches_hello", process.PeerPidMatches == true);
+            json.WriteEndObject();
+        }
+        else
+        {
+            json.WriteNull("peer");
+        }
         json.WriteEndObject();
 
         json.WriteStartObject("recording");
@@ -187,6 +201,8 @@ public static class SummaryJsonWriter
         WriteEventCounters(json, process.EventsReceived, process.EventsDropped, process.ImplicitExits, process.UnmatchedExits,
             process.ClampedTimestamps, process.DepthLimitedPushes);
         json.WriteNumber("frames_open_at_end", process.FramesOpenAtEnd);
+        json.WriteNumber("call_tree_nodes", process.CallTreeNodes);
+        json.WriteNumber("truncated_pushes", process.TruncatedPushes);
         json.WriteNumber("functions_defined", process.Functions.Count);
         WriteMode(json, process);
         json.WriteEndObject();
@@ -254,6 +270,6 @@ public static class SummaryJsonWriter
         json.WriteEndObject();
     }
 
-    internal static string IsoTime(DateTimeOffset time)
+    public static string IsoTime(DateTimeOffset time)
         => time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
 }

@@ -1,6 +1,7 @@
 using TelemetryAgent.Aggregation;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
+using TelemetryAgent.Redaction;
 
 namespace TelemetryAgent.Sessions;
 
@@ -8,9 +9,10 @@ namespace TelemetryAgent.Sessions;
 /// Turns the messages of an EXCEPTIONS frame into <see cref="ExceptionOccurrence"/>s and
 /// <see cref="ExceptionTallyEntry"/>s: checks every code id they use (also in the parts it does not keep) and
 /// keeps them within <see cref="ExceptionLimits"/>. A record is read whole before anything of it is applied, so a
-/// violation leaves no half-applied record behind.
+/// violation leaves no half-applied record behind. This is where the program's text enters the agent: messages and
+/// notes pass through the <see cref="Redactor"/> here, before they are cut, kept or exported.
 /// </summary>
-internal sealed class ExceptionReader(ExceptionLimits limits, Func<uint, FunctionInfo?> functionOf)
+internal sealed class ExceptionReader(ExceptionLimits limits, Func<uint, FunctionInfo?> functionOf, Redactor redactor)
 {
     private int _textLeft;
     private int _exceptionsLeft;
@@ -128,9 +130,10 @@ internal sealed class ExceptionReader(ExceptionLimits limits, Func<uint, Functio
         return new CodeLocation(function, (int)Math.Min(location.Line, int.MaxValue));
     }
 
-    /// <summary>The text cut to the per-string limit and to what is left of the record's budget.</summary>
+    /// <summary>The text redacted, then cut to the per-string limit and to what is left of the record's budget.</summary>
     private string Budgeted(string text, out bool cut)
     {
+        text = redactor.Redact(text);
         var kept = Cut(text, Math.Min(limits.MaxTextLength, _textLeft));
         _textLeft -= kept.Length;
         cut = kept.Length < text.Length;

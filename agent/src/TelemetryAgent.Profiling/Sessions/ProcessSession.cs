@@ -5,6 +5,7 @@ using System.Runtime.CompilerServices;
 using TelemetryAgent.Aggregation;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
+using TelemetryAgent.Redaction;
 
 namespace TelemetryAgent.Sessions;
 
@@ -36,6 +37,9 @@ public sealed class ProcessSession
     private ProcessProfile? _profile;
     private Goodbye? _goodbye;
     private bool _hasEvents;
+    private FunctionInfo? _truncated;
+    private long _reservedBytes;
+    private long _unusedBytes;
     private int _checkpointRequested;
 
     // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
@@ -55,6 +59,21 @@ public sealed class ProcessSession
         ArgumentOutOfRangeException.ThrowIfLessThan(_limits.MaxThreadId, 1, nameof(limits));
         ArgumentOutOfRangeException.ThrowIfLessThan(_limits.MaxStackDepth, 1, nameof(limits));
     }
+
+    /// <summary>The peer's socket credentials, recorded in the profile (and its pid checked against HELLO's).</summary>
+    public PeerCredentials? Peer { get; init; }
+
+    /// <summary>Applied to exception messages and notes before they are kept.</summary>
+    public Redactor Redactor { get; init; } = Redactor.Default;
+
+    /// <summary>
+    /// Shared by all sessions of an agent; when it is used up, the session ends with
+    /// <see cref="ProtocolViolation.AggregateMemoryExhausted"/>. Null: unbounded (tests).
+    /// </summary>
+    public AggregateMemoryBudget? MemoryBudget { get; init; }
+
+    /// <summary>What this session reserved from <see cref="MemoryBudget"/>; its owner releases it when the profile is let go.</summary>
+    public long ReservedBytes => _reservedBytes;
 
     /// <summary>The profile being built; null until HELLO arrived.</summary>
     public ProcessProfile? Profile => _profile;
@@ -76,7 +95,7 @@ public sealed class ProcessSession
             new ClockMapping(hello.ClockMonotonicNs, hello.ClockUnixNs),
             _time.GetUtcNow(),
             _limits.Exceptions,
-            recording);
+            recording) { Peer = Peer };
         _store?.Register(_profile);
         _observer?.OnStarted(_profile);
     }
@@ -117,6 +136,8 @@ public sealed class ProcessSession
             for (var depth = 0; depth < thread.Depth; depth++)
             {
                 ref var frame = ref thread.Stack[depth];
+                // Frames collapsed into one "[truncated]" node are one node, counted once (as in CloseTop).
+                if (depth > 0 && ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) continue;
                 node = node.GetOrAddChild(frame.Node.Function!);
                 var open = Math.Max(0, thread.LastTimestamp - frame.EnteredAt);
                 node.TotalNs += open;
@@ -171,7 +192,7 @@ public sealed class ProcessSession
     {
         ArgumentNullException.ThrowIfNull(exceptions);
         var profile = RequireProfile();
-        var reader = new ExceptionReader(_limits.Exceptions, FunctionOf);
+        var reader = new ExceptionReader(_limits.Exceptions, FunctionOf, Redactor);
         foreach (var record in exceptions.Records)
         {
             var threadId = record.ThreadId;
@@ -238,7 +259,7 @@ public sealed class ProcessSession
         ConnectionEnd end;
         try
         {
-            var result = await WireConnection.RunAsync(input, Handler, cancellationToken).ConfigureAwait(false);
+            var result = await WireConnection.RunAsync(input, Handler, cancellationToken, _limits.MaxFramePayload).ConfigureAwait(false);
             end = ConnectionEnd.FromStreamEnd(result.End);
         }
         catch (ProtocolException violation)
@@ -413,16 +434,67 @@ public sealed class ProcessSession
         }
 
         var parent = depth == 0 ? thread.Profile.Root : thread.Stack[depth - 1].Node;
-        var node = parent.GetOrAddChild(function);
+        var node = parent.FindChild(function) ?? NewNode(profile, parent, function);
         if (kind == EventKind.Start) node.Calls++;
         else if (kind != EventKind.Seed) node.Resumes++;
 
-        if (depth == thread.Stack.Length) thread.Grow(_limits.MaxStackDepth);
+        if (depth == thread.Stack.Length)
+        {
+            Charge(StackFrameCost * Math.Min(thread.Stack.Length, _limits.MaxStackDepth - thread.Stack.Length));
+            thread.Grow(_limits.MaxStackDepth);
+        }
         ref var frame = ref thread.Stack[depth];
         frame.Node = node;
         frame.CodeId = codeId;
         frame.EnteredAt = timestamp;
         thread.Depth = depth + 1;
+    }
+
+    /// <summary>
+    /// A node for a path seen for the first time; once the process has <see cref="SessionLimits.MaxCallTreeNodes"/>,
+    /// the caller's "[truncated]" child instead, where everything called below it stays.
+    /// </summary>
+    private CallNode NewNode(ProcessProfile profile, CallNode parent, FunctionInfo function)
+    {
+        if (profile.CallTreeNodes >= _limits.MaxCallTreeNodes)
+        {
+            profile.TruncatedPushes++;
+            _truncated ??= FunctionInfo.Placeholder(TruncatedNodeName);
+            if (ReferenceEquals(parent.Function, _truncated)) return parent;
+            if (parent.FindChild(_truncated) is { } existing) return existing;
+            function = _truncated;
+        }
+        Charge(CallNodeCost);
+        profile.CallTreeNodes++;
+        return parent.GetOrAddChild(function);
+    }
+
+    /// <summary>The function name of the node that holds calls beyond <see cref="SessionLimits.MaxCallTreeNodes"/>.</summary>
+    public const string TruncatedNodeName = "[truncated]";
+
+    // Estimates for the memory budget (64-bit): a node with its share of a child list and index, a definition
+    // with its strings, a thread with its profile, root and first stack.
+    private const long CallNodeCost = 160;
+    private const long FunctionCost = 320;
+    private const long ThreadCost = 1024;
+    private const long StackFrameCost = 24;
+
+    /// <summary>Takes <paramref name="bytes"/> from this session's reservation, reserving another chunk when needed.</summary>
+    private void Charge(long bytes)
+    {
+        if (MemoryBudget is null) return;
+        if (_unusedBytes < bytes)
+        {
+            var chunk = Math.Max(bytes, AggregateMemoryBudget.ChunkBytes);
+            if (!MemoryBudget.TryReserve(chunk))
+            {
+                Fail(ProtocolViolation.AggregateMemoryExhausted,
+                    $"the agent's memory for aggregates ({MemoryBudget.LimitBytes} bytes over all connections) is used up");
+            }
+            _reservedBytes += chunk;
+            _unusedBytes += chunk;
+        }
+        _unusedBytes -= bytes;
     }
 
     private static void Pop(ProcessProfile profile, ThreadState thread, uint codeId, long timestamp)
@@ -453,7 +525,8 @@ public sealed class ProcessSession
         var depth = thread.Depth - 1;
         ref var frame = ref thread.Stack[depth];
         var elapsed = timestamp - frame.EnteredAt;
-        frame.Node.TotalNs += elapsed;
+        // Frames collapsed into one "[truncated]" node count its time once, like a recursive function's.
+        if (depth == 0 || !ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) frame.Node.TotalNs += elapsed;
         if (depth == 0) thread.Profile.Root.TotalNs += elapsed;
         thread.Depth = depth;
     }
@@ -464,7 +537,7 @@ public sealed class ProcessSession
         if (id == 0) Fail(ProtocolViolation.InvalidRecord, "code id 0 is never used");
         if (id > (uint)_limits.MaxCodeId)
         {
-            Fail(ProtocolViolation.InvalidRecord, $"code id {id} is above this agent's limit of {_limits.MaxCodeId}");
+            Fail(ProtocolViolation.TooManyDefinitions, $"code id {id} is above this agent's limit of {_limits.MaxCodeId} definitions");
         }
         if (id < (uint)_functions.Length && _functions[id] is { } existing)
         {
@@ -472,6 +545,7 @@ public sealed class ProcessSession
                 $"code id {id} is defined twice ({existing.QualifiedName}, then {code.QualifiedName})");
         }
 
+        Charge(FunctionCost + 2L * (code.QualifiedName.Length + code.FileName.Length + code.Module.Length));
         _functions = GrowToHold(_functions, id, _limits.MaxCodeId);
         var function = FunctionInfo.Create(
             code.QualifiedName,
@@ -494,13 +568,15 @@ public sealed class ProcessSession
         }
         if (id > (uint)_limits.MaxThreadId)
         {
-            Fail(ProtocolViolation.InvalidRecord, $"thread id {id} is above this agent's limit of {_limits.MaxThreadId}");
+            Fail(ProtocolViolation.TooManyThreads, $"thread id {id} is above this agent's limit of {_limits.MaxThreadId} threads");
         }
 
         // Defining a known id again renames the thread (PROTOCOL.md: ThreadDefinition).
         var thread = id < (uint)_threads.Length ? _threads[id] : null;
         if (thread is null)
         {
+            Charge(ThreadCost);
+            profile.CallTreeNodes++; // its root
             _threads = GrowToHold(_threads, id, _limits.MaxThreadId);
             thread = new ThreadState(new ThreadProfile(id));
             _threads[id] = thread;

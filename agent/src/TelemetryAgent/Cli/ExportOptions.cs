@@ -23,6 +23,19 @@ internal static class ExportOptions
         Description = "grpc or http/protobuf (wins over OTEL_EXPORTER_OTLP_PROTOCOL). Default: http/protobuf.",
     };
 
+    public static readonly Option<string?> Retry = new("--otlp-retry")
+    {
+        Description = "How metric and log exports are retried after a transient failure: in_memory (default: with backoff until " +
+                      "the export's timeout), disk (kept in --otlp-retry-directory and resent every 60 s, also by a later agent) or none. " +
+                      $"Wins over {OtlpRetry.ModeVariable}.",
+    };
+
+    public static readonly Option<string?> RetryDirectory = new("--otlp-retry-directory")
+    {
+        Description = $"The directory where disk retry keeps failed exports (turns disk retry on; wins over {OtlpRetry.DirectoryVariable}). " +
+                      "Give it a directory of its own.",
+    };
+
     public static readonly Option<double> ExportInterval = new("--export-interval")
     {
         Description = "Seconds between exports of the processes still running (each export covers its interval).",
@@ -38,10 +51,11 @@ internal static class ExportOptions
             .Select(signal => settings.For(signal))
             .GroupBy(endpoint => (endpoint.Protocol, endpoint.Url))
             .Select(group => $"{string.Join(", ", group.Select(e => e.Signal.ToString().ToLowerInvariant()))} to {group.Key.Url} " +
-                             $"({(group.Key.Protocol == OtlpProtocol.Grpc ? "grpc" : "http/protobuf")})"));
+                             $"({(group.Key.Protocol == OtlpProtocol.Grpc ? "grpc" : "http/protobuf")})"))
+           + $"; retry: {settings.Retry}";
 
     /// <summary>The options that take a value (for `run`'s split between its options and the program).</summary>
-    public static readonly string[] WithValue = ["--otlp-endpoint", "--otlp-protocol"];
+    public static readonly string[] WithValue = ["--otlp-endpoint", "--otlp-protocol", "--otlp-retry", "--otlp-retry-directory"];
 
     static ExportOptions()
     {
@@ -60,7 +74,7 @@ internal static class ExportOptions
         try
         {
             return OtlpSettings.Resolve(OtlpSettings.ProcessEnvironment(), result.GetValue(Endpoint), result.GetValue(Protocol),
-                result.GetValue(Otlp));
+                result.GetValue(Otlp), result.GetValue(Retry), result.GetValue(RetryDirectory));
         }
         catch (FormatException e)
         {

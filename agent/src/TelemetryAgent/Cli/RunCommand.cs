@@ -2,6 +2,7 @@ using System.CommandLine;
 using TelemetryAgent.Export;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
+using TelemetryAgent.Sessions;
 
 namespace TelemetryAgent.Cli;
 
@@ -73,7 +74,7 @@ public static class RunCommand
 
     private static readonly HashSet<string> OptionsWithValue =
         ["--python", "--output", "-o", "--service-name", "--top", "--summary-functions", "--child-grace", "--shim-path", "--mode",
-            .. ExportOptions.WithValue];
+         .. ExportOptions.WithValue, .. AgentOptions.WithValue];
 
     static RunCommand()
     {
@@ -99,8 +100,9 @@ public static class RunCommand
                                          "The program's exit code becomes this command's; Ctrl-C reaches the program.")
         {
             Python, Output, ServiceName, Top, SummaryFunctions, ChildGrace, ShimPath, Mode,
-            ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, Program,
+            ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry, ExportOptions.RetryDirectory, Program,
         };
+        AgentOptions.AddTo(command);
         command.SetAction((result, _) =>
         {
             if (ExportOptions.Resolve(result, out var problem) is not { } otlp)
@@ -112,7 +114,7 @@ public static class RunCommand
                 new RunSettings(
                     result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
                     TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath), otlp, result.GetValue(Mode)!),
-                result.GetValue(Program) ?? []);
+                result.GetValue(Program) ?? [], result);
         });
         return command;
     }
@@ -128,9 +130,10 @@ public static class RunCommand
         string? Python, string? Output, string? ServiceName, int Top, int SummaryFunctions, TimeSpan ChildGrace, string? ShimPath, OtlpSettings Otlp,
         string Mode);
 
-    private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens)
+    private static async Task<int> ExecuteAsync(RunSettings settings, string[] programTokens, ParseResult options)
     {
         var log = Console.Error;
+        if (AgentOptions.Read(options, out var optionError) is not var (limits, access, redactor)) return Fail(optionError!);
         var program = ProgramLine.Parse(programTokens, out var programError);
         if (programError is not null) return Fail(programError);
 
@@ -147,8 +150,9 @@ public static class RunCommand
         {
             var startedAt = DateTimeOffset.UtcNow;
             // Each process is exported once, when it ends.
-            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null));
-            await using var host = new AgentHost(log, observers: export.Observers);
+            var statistics = new AgentStatistics();
+            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null, statistics));
+            await using var host = new AgentHost(log, limits, observers: export.Observers, statistics) { Access = access, Redactor = redactor };
             try
             {
                 host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));

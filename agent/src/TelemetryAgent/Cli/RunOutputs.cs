@@ -1,5 +1,6 @@
 using TelemetryAgent.Aggregation;
 using TelemetryAgent.Export;
+using TelemetryAgent.Export.Profiles;
 
 namespace TelemetryAgent.Cli;
 
@@ -16,6 +17,7 @@ public static class RunOutputs
             RunEndedAt = endedAt,
             ConnectionsWithoutHello = snapshot.ConnectionsWithoutProfile,
             TopFunctions = summaryFunctions,
+            AdditionalFiles = [new AdditionalOutput(PprofWriter.FileName, PprofWriter.Write)],
         });
         if (printSummary)
         {

@@ -36,13 +36,28 @@ public static class ServeCommand
         DefaultValueFactory = _ => "telemetry-out",
     };
 
+    private static readonly Option<double> ShutdownTimeout = new("--shutdown-timeout")
+    {
+        Description = "Seconds that stopping (SIGTERM, Ctrl-C) may take: connections still open get 1 s to end, then are closed, " +
+                      "every process's outputs are written and pending OTLP exports sent; what is not done by then is lost.",
+        DefaultValueFactory = _ => 10.0,
+    };
+
     public static Command Create()
     {
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
-            Socket, Output, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.ExportInterval,
+            Socket, Output, ShutdownTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry,
+            ExportOptions.RetryDirectory, ExportOptions.ExportInterval,
         };
+        AgentOptions.AddTo(command);
+        ShutdownTimeout.Validators.Add(result =>
+        {
+            var seconds = result.GetValueOrDefault<double>();
+            if (!double.IsFinite(seconds) || seconds < 1 || seconds > 3600)
+                result.AddError($"{result.Option.Name} takes a number of seconds from 1 to 3600.");
+        });
         command.SetAction((result, _) =>
         {
             if (ExportOptions.Resolve(result, out var problem) is not { } otlp)
@@ -51,25 +66,34 @@ public static class ServeCommand
                 return Task.FromResult(2);
             }
             return ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!, otlp,
-                TimeSpan.FromSeconds(result.GetValue(ExportOptions.ExportInterval)));
+                TimeSpan.FromSeconds(result.GetValue(ExportOptions.ExportInterval)), TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result);
         });
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval)
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval,
+        TimeSpan shutdownTimeout, ParseResult options)
     {
         var log = Console.Error;
+        if (AgentOptions.Read(options, out var optionError) is not var (limits, access, redactor))
+        {
+            log.WriteLine($"telemetry-agent serve: {optionError}");
+            return 2;
+        }
         var stop = new TaskCompletionSource();
         using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
 
         outputRoot = Path.GetFullPath(outputRoot);
-        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval));
-        await using var host = new AgentHost(log, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers])
+        var statistics = new AgentStatistics();
+        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval, statistics));
+        var host = new AgentHost(log, limits, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers], statistics)
         {
             Verbose = true,
             RetainProfiles = false,
             CheckpointInterval = export.IsEmpty ? null : exportInterval,
+            Access = access,
+            Redactor = redactor,
         };
         try
         {
@@ -78,6 +102,7 @@ public static class ServeCommand
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException)
         {
             log.WriteLine($"telemetry-agent serve: cannot listen on {socketPath}: {e.Message}");
+            await host.DisposeAsync().ConfigureAwait(false);
             return 2;
         }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
@@ -85,15 +110,29 @@ public static class ServeCommand
             ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
             : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
         await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
+        var exitCode = 0;
         if (host.Accepting is { IsFaulted: true } failed)
         {
             log.WriteLine($"telemetry-agent: the socket stopped accepting connections: {failed.Exception!.InnerException?.Message}");
-            return 1;
+            exitCode = 1;
         }
-        log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
-        await host.DisposeAsync().ConfigureAwait(false);
-        await export.ShutdownAsync(ExportOptions.ShutdownDeadline).ConfigureAwait(false);
-        return 0;
+        else
+        {
+            log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
+        }
+        // One deadline for the whole stop: open connections completed and written, then pending exports sent.
+        var stopping = System.Diagnostics.Stopwatch.StartNew();
+        var disposed = host.DisposeAsync().AsTask();
+        if (await Task.WhenAny(disposed, Task.Delay(shutdownTimeout)).ConfigureAwait(false) != disposed)
+        {
+            log.WriteLine($"telemetry-agent: stopping took longer than {shutdownTimeout.TotalSeconds:0.#} s (--shutdown-timeout); " +
+                          "outputs not written by now are lost.");
+            exitCode = 1;
+        }
+        var left = shutdownTimeout - stopping.Elapsed;
+        await export.ShutdownAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(false);
+        log.WriteLine($"telemetry-agent: statistics: {host.Statistics.Snapshot()}");
+        return exitCode;
 
         void Stop(PosixSignalContext context)
         {

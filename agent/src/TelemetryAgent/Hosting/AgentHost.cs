@@ -1,7 +1,7 @@
-using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Redaction;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 
@@ -17,24 +17,40 @@ public sealed class AgentHost : IAsyncDisposable
     private const int ReadBufferSize = 64 * 1024;
 
     private readonly TextWriter _log;
-    private readonly SessionLimits _limits;
+    private readonly AgentLimits _limits;
+    private readonly AggregateMemoryBudget _memory;
     private readonly ProcessObservers _observers;
-    private readonly ConcurrentDictionary<ProcessSession, byte> _liveSessions = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _checkpoints = Task.CompletedTask;
     private UnixSocketListener? _listener;
     private int _disposed;
 
     /// <param name="observers">Told about every process's start, checkpoints and completion (exporters, writers).</param>
-    public AgentHost(TextWriter log, SessionLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null)
+    /// <param name="statistics">The agent's counters (shared with its own telemetry); a new set when null.</param>
+    public AgentHost(TextWriter log, AgentLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null,
+        AgentStatistics? statistics = null)
     {
         _log = log;
-        _limits = limits ?? SessionLimits.Default;
+        Statistics = statistics ?? new AgentStatistics();
+        _limits = limits ?? AgentLimits.Default;
+        _memory = new AggregateMemoryBudget(_limits.MaxAggregateMemoryBytes);
         _observers = new ProcessObservers(log, observers ?? []);
     }
 
     /// <summary>How often every running process gets a checkpoint (interval exports); null for none.</summary>
     public TimeSpan? CheckpointInterval { get; init; }
+
+    /// <summary>The agent's own counters (connections, events, how connections ended).</summary>
+    public AgentStatistics Statistics { get; }
+
+    /// <summary>Who may connect (socket group, allowed uids).</summary>
+    public PeerAccess Access { get; init; } = PeerAccess.Default;
+
+    /// <summary>Applied to exception messages and notes before anything keeps them.</summary>
+    public Redactor Redactor { get; init; } = Redactor.Default;
+
+    /// <summary>Estimated memory held by aggregates now, over all sessions.</summary>
+    public long AggregateMemoryBytes => _memory.ReservedBytes;
 
     public ProfileStore Store { get; } = new();
 
@@ -45,7 +61,7 @@ public sealed class AgentHost : IAsyncDisposable
 
     public void Listen(string socketPath)
     {
-        _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync);
+        _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync, socketGroup: Access.SocketGroup);
         _listener.Start();
         if (CheckpointInterval is { } interval) _checkpoints = RequestCheckpointsEveryAsync(interval, _stopping.Token);
     }
@@ -53,7 +69,7 @@ public sealed class AgentHost : IAsyncDisposable
     /// <summary>Asks every running process's session for a checkpoint after its next frame.</summary>
     public void RequestCheckpoints()
     {
-        foreach (var session in _liveSessions.Keys) session.RequestCheckpoint();
+        foreach (var session in Statistics.OpenSessions) session.RequestCheckpoint();
     }
 
     private async Task RequestCheckpointsEveryAsync(TimeSpan interval, CancellationToken stopping)
@@ -86,8 +102,13 @@ public sealed class AgentHost : IAsyncDisposable
 
     private async Task HandleConnectionAsync(Socket socket, CancellationToken stopping)
     {
-        var session = new ProcessSession(RetainProfiles ? Store : null, _limits, observer: _observers);
-        _liveSessions.TryAdd(session, 0);
+        var peer = ConnectionAdmission.Admit(socket, Access, Statistics, _log);
+        if (peer is null) return;
+        var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session, observer: _observers)
+        {
+            Peer = peer, Redactor = Redactor, MemoryBudget = _memory,
+        };
+        if (!ConnectionAdmission.TryOpen(session, _limits.MaxConnections, Statistics, _log)) return;
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
@@ -101,9 +122,10 @@ public sealed class AgentHost : IAsyncDisposable
             end = ConnectionEnd.TransportError($"internal error: {e}");
             session.Complete(end);
         }
-        _liveSessions.TryRemove(session, out _);
         await input.CompleteAsync().ConfigureAwait(false);
+        Statistics.ConnectionEnded(session, end);
         Report(session, end);
+        if (!RetainProfiles) _memory.Release(session.ReservedBytes);
     }
 
     private void Report(ProcessSession session, ConnectionEnd end)
@@ -114,6 +136,10 @@ public sealed class AgentHost : IAsyncDisposable
         if (failed || Verbose)
         {
             lock (_log) _log.WriteLine($"telemetry-agent: {who} ended: {end}");
+        }
+        if (profile is { PeerPidMatches: false, Peer: { } peer })
+        {
+            lock (_log) _log.WriteLine($"telemetry-agent: flagged: pid {profile.Identity.Pid} in HELLO is not the peer's ({peer})");
         }
     }
 

@@ -49,6 +49,43 @@ public static class Native
     [DllImport("libc")]
     private static extern uint getuid();
 
+    /// <summary>The credentials of a connected Unix socket's peer (SO_PEERCRED): pid, uid, gid at connect time.</summary>
+    public static bool TryGetPeerCredentials(System.Net.Sockets.Socket socket, out Aggregation.PeerCredentials peer)
+    {
+        const int SolSocket = 1, SoPeerCred = 17;
+        Span<byte> ucred = stackalloc byte[12];
+        try
+        {
+            if (socket.GetRawSocketOption(SolSocket, SoPeerCred, ucred) == ucred.Length)
+            {
+                peer = new(BitConverter.ToInt32(ucred), BitConverter.ToUInt32(ucred[4..]), BitConverter.ToUInt32(ucred[8..]));
+                return true;
+            }
+        }
+        catch (System.Net.Sockets.SocketException) { }
+        catch (ObjectDisposedException) { }
+        peer = default;
+        return false;
+    }
+
+    /// <summary>Gives a file to a group, keeping its owner (chown(2) with owner -1).</summary>
+    public static bool SetGroup(string path, uint gid) => chown(path, uint.MaxValue, gid) == 0;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int chown([MarshalAs(UnmanagedType.LPUTF8Str)] string pathname, uint owner, uint group);
+
+    /// <summary>A group's id from its name or number (getgrnam(3), so NSS groups count too).</summary>
+    public static uint? GroupId(string nameOrId)
+    {
+        if (uint.TryParse(nameOrId, out var gid)) return gid;
+        var entry = getgrnam(nameOrId);
+        // struct group { char *gr_name; char *gr_passwd; gid_t gr_gid; ... }
+        return entry == IntPtr.Zero ? null : (uint)Marshal.ReadInt32(entry, 2 * IntPtr.Size);
+    }
+
+    [DllImport("libc")]
+    private static extern IntPtr getgrnam([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+
     /// <summary>
     /// True when one of stdin, stdout or stderr is a terminal whose foreground process group is ours: then
     /// the terminal's Ctrl-C reaches every process of the group by itself.

@@ -34,10 +34,12 @@ public sealed class UnixSocketListener : IAsyncDisposable
     public const int MaxPathBytes = 107;
 
     /// <summary>
-    /// Binds <paramref name="path"/> with owner-only permissions. A socket file left by an agent that is
-    /// gone is replaced; a live agent's socket, or a file that is not a socket, is never touched.
+    /// Binds <paramref name="path"/> with owner-only permissions, or owner and group read-write when
+    /// <paramref name="socketGroup"/> is given. A socket file left by an agent that is gone is replaced; a live
+    /// agent's socket, or a file that is not a socket, is never touched.
     /// </summary>
-    public static UnixSocketListener Bind(string path, Func<Socket, CancellationToken, Task> handleConnection, int backlog = 512)
+    public static UnixSocketListener Bind(string path, Func<Socket, CancellationToken, Task> handleConnection, int backlog = 512,
+        uint? socketGroup = null)
     {
         path = System.IO.Path.GetFullPath(path);
         if (System.Text.Encoding.UTF8.GetByteCount(path) > MaxPathBytes)
@@ -50,6 +52,12 @@ public sealed class UnixSocketListener : IAsyncDisposable
         {
             socket.Bind(new UnixDomainSocketEndPoint(path));
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            if (socketGroup is { } group)
+            {
+                if (!Native.SetGroup(path, group))
+                    throw new IOException($"cannot give {path} to group {group}: {new System.ComponentModel.Win32Exception(System.Runtime.InteropServices.Marshal.GetLastPInvokeError()).Message}");
+                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+            }
             socket.Listen(backlog);
         }
         catch

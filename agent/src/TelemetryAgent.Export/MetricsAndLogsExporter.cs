@@ -1,0 +1,87 @@
+using System.Collections.Concurrent;
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export.Agent;
+using TelemetryAgent.Export.Python;
+using TelemetryAgent.Export.Sdk;
+
+namespace TelemetryAgent.Export;
+
+/// <summary>
+/// Metrics and exception logs over OTLP through the OpenTelemetry SDK: one SDK instance per Python process
+/// (<see cref="ProcessExport"/>), plus the agent's own metrics under its own resource. All of them send through one
+/// <see cref="ExportTransport"/>.
+/// </summary>
+public sealed class MetricsAndLogsExporter : IExporter
+{
+    // How long the agent's own metrics may take to go out at shutdown, after the processes' exports.
+    private static readonly TimeSpan SelfShutdownTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly ConcurrentDictionary<ProcessIdentity, ProcessExport> _processes = new(ReferenceEqualityComparer.Instance);
+    // Exports of completed processes still under way; each leaves when done (serve runs for months).
+    private readonly ConcurrentDictionary<Task, byte> _finishing = new();
+    private readonly ExportTransport _transport = new();
+    private readonly ExportContext _context;
+    private readonly ExportProblems _problems;
+    private readonly AgentSelfTelemetry _self;
+    private int _shutDown;
+
+    /// <param name="profileCounters">The profiles exporter's counters, reported with the agent's own metrics.</param>
+    public MetricsAndLogsExporter(ExportContext context, Otlp.ExportCounters profileCounters)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        _context = context;
+        _problems = new ExportProblems(context.Log);
+        _self = new AgentSelfTelemetry(context.Settings, context.Statistics, _transport, profileCounters, context.CheckpointInterval);
+    }
+
+    public void OnStarted(ProcessProfile running)
+    {
+        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems);
+    }
+
+    public void OnCheckpoint(ProcessProfile checkpoint)
+    {
+        if (_processes.TryGetValue(checkpoint.Identity, out var export)) export.Submit(checkpoint);
+    }
+
+    public void OnCompleted(ProcessProfile completed)
+    {
+        if (!_processes.TryRemove(completed.Identity, out var export)) return;
+        export.Submit(completed);
+        var finished = export.Finished;
+        _finishing.TryAdd(finished, 0);
+        finished.ContinueWith(task => _finishing.TryRemove(task, out _), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>
+    /// Waits for every completed process's export until the deadline, then sends the agent's own metrics one last
+    /// time (up to 5 s more). Never throws.
+    /// </summary>
+    public async Task ShutdownAsync(CancellationToken deadline)
+    {
+        if (Interlocked.Exchange(ref _shutDown, 1) != 0) return;
+        var allSent = true;
+        try
+        {
+            await Task.WhenAll(_finishing.Keys).WaitAsync(deadline).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            allSent = false;
+            _problems.Report("deadline", "the agent stopped before every process's metrics and logs were sent");
+        }
+        var self = Task.Run(() =>
+        {
+            _self.Shutdown(SelfShutdownTimeout);
+            _self.Dispose();
+        }, CancellationToken.None);
+        if (await Task.WhenAny(self, Task.Delay(SelfShutdownTimeout + TimeSpan.FromSeconds(1), CancellationToken.None)).ConfigureAwait(false) != self)
+        {
+            allSent = false;
+            _problems.Report("self", "the agent's own metrics could not be sent before it stopped");
+        }
+        // Exports still retrying keep the connections they use.
+        if (allSent) _transport.Dispose();
+    }
+}

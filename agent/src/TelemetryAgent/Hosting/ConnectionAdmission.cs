@@ -1,0 +1,52 @@
+using System.Net.Sockets;
+using TelemetryAgent.Aggregation;
+using TelemetryAgent.Sessions;
+using TelemetryAgent.Transport;
+
+namespace TelemetryAgent.Hosting;
+
+/// <summary>
+/// Decides, before anything is read, whether a new connection is served: its peer must be an allowed user and
+/// the agent must have room for another connection. A refused connection is closed, counted by reason and
+/// logged (the first ones of each reason, then every hundredth, so a flood cannot fill the log).
+/// </summary>
+internal static class ConnectionAdmission
+{
+    private const int LoggedInFull = 20;
+
+    /// <summary>The peer's credentials when it may connect; null when it was refused.</summary>
+    public static PeerCredentials? Admit(Socket socket, PeerAccess access, AgentStatistics statistics, TextWriter log)
+    {
+        statistics.ConnectionAccepted();
+        if (!Native.TryGetPeerCredentials(socket, out var peer))
+        {
+            Refuse(statistics, log, AgentStatistics.RejectReasons.NoPeerCredentials, "its peer's credentials cannot be read");
+            return null;
+        }
+        if (!access.Allows(peer))
+        {
+            Refuse(statistics, log, AgentStatistics.RejectReasons.UidNotAllowed,
+                $"uid {peer.Uid} is not allowed ({peer}; allowed uids: {string.Join(", ", access.AllowedUids)})");
+            return null;
+        }
+        return peer;
+    }
+
+    /// <summary>Counts the session as active unless <paramref name="maxConnections"/> already are.</summary>
+    public static bool TryOpen(ProcessSession session, int maxConnections, AgentStatistics statistics, TextWriter log)
+    {
+        if (statistics.TryOpen(session, maxConnections)) return true;
+        Refuse(statistics, log, AgentStatistics.RejectReasons.TooManyConnections,
+            $"{maxConnections} connections are open already (--max-connections; {session.Peer})");
+        return false;
+    }
+
+    private static void Refuse(AgentStatistics statistics, TextWriter log, string reason, string why)
+    {
+        var count = statistics.ConnectionRejected(reason);
+        if (count <= LoggedInFull || count % 100 == 0)
+        {
+            lock (log) log.WriteLine($"telemetry-agent: connection refused ({reason}, {count:N0} so far): {why}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+using System.Net.Sockets;
+using TelemetryAgent.EndToEnd.Tests.Support;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>
+/// Who may connect to `serve`: the socket's mode, SO_PEERCRED's uid against the allowed ones, HELLO's pid against
+/// the peer's, and the connection limit. The other-user cases run a real second user (created when missing).
+/// </summary>
+public sealed class AccessTests : IDisposable
+{
+    private readonly Processes.TempFolder _temp = new();
+
+    public AccessTests()
+    {
+        // Other users must reach the socket's folder; the socket file's own mode decides the rest.
+        File.SetUnixFileMode(_temp.Path, (UnixFileMode)0b111_101_101);
+        File.Copy(Repo.Path("tests", "TelemetryAgent.EndToEnd.Tests", "peer_client.py"), Client);
+    }
+
+    public void Dispose() => _temp.Dispose();
+
+    private string Client => _temp.File("peer_client.py");
+    private string SocketPath => _temp.File("agent.sock");
+    private string OutputRoot => _temp.File("out");
+
+    private Task<Finished> ConnectAsync(SecondUser? user = null, long? claimedPid = null)
+    {
+        string[] client = [Client, SocketPath, .. claimedPid is { } pid ? [pid.ToString()] : Array.Empty<string>()];
+        return user is null
+            ? Processes.RunAsync(Processes.Python.Path, client, timeout: TimeSpan.FromSeconds(30))
+            : Processes.RunAsync("setpriv", [$"--reuid={user.Uid}", $"--regid={user.Gid}", "--clear-groups", SecondUser.Python, .. client],
+                timeout: TimeSpan.FromSeconds(30));
+    }
+
+    [RootFact]
+    public async Task The_default_owner_only_socket_keeps_other_users_out()
+    {
+        var user = SecondUser.Ensure();
+        using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(SocketPath));
+        var attempt = await ConnectAsync(user);
+        Assert.Equal("connect failed: Permission denied\n", attempt.Stdout);
+        var stopped = await agent.StopAsync();
+        Assert.Contains("statistics: connections accepted 0,", stopped.Stderr);
+        Assert.Empty(agent.OutputFolders());
+    }
+
+    [RootFact]
+    public async Task The_socket_group_may_open_the_socket_but_only_allowed_uids_are_served()
+    {
+        var user = SecondUser.Ensure();
+        using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", SecondUser.Name))
+        {
+            Assert.Equal((UnixFileMode)0b110_110_000, File.GetUnixFileMode(SocketPath));
+            Assert.Equal("connected\n", (await ConnectAsync(user)).Stdout);
+            var stopped = await agent.StopAsync();
+            Assert.True(stopped.ExitCode == 0, stopped.ToString());
+            Assert.Contains($"connection refused (UidNotAllowed, 1 so far): uid {user.Uid} is not allowed", stopped.Stderr);
+            Assert.Contains("rejected 1 (UidNotAllowed 1)", stopped.Stderr);
+            Assert.Empty(agent.OutputFolders());
+        }
+
+        using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", SecondUser.Name, "--allow-uid", user.Uid.ToString()))
+        {
+            Assert.Equal("connected\n", (await ConnectAsync(user)).Stdout);
+            await ServeAgent.WaitUntilAsync(() => agent.OutputFolders().Length == 1, "the peer's outputs");
+            var stopped = await agent.StopAsync();
+            Assert.Contains("rejected 0;", stopped.Stderr);
+            var process = ServeAgent.ProcessIn(agent.OutputFolders()[0]);
+            var peer = process.GetProperty("connection").GetProperty("peer");
+            Assert.Equal(user.Uid, peer.GetProperty("uid").GetUInt32());
+            Assert.Equal(user.Gid, peer.GetProperty("gid").GetUInt32());
+            Assert.Equal(process.GetProperty("pid").GetInt64(), peer.GetProperty("pid").GetInt64());
+            Assert.True(peer.GetProperty("pid_matches_hello").GetBoolean());
+            Assert.Equal("Goodbye", process.GetProperty("connection").GetProperty("end_reason").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task A_hello_pid_that_is_not_the_peers_is_flagged_in_the_summary_and_the_log()
+    {
+        using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot);
+        Assert.Equal("connected\n", (await ConnectAsync(claimedPid: 1)).Stdout);
+        await ServeAgent.WaitUntilAsync(() => agent.OutputFolders().Length == 1, "the peer's outputs");
+        var stopped = await agent.StopAsync();
+        var process = ServeAgent.ProcessIn(agent.OutputFolders()[0]);
+        var peer = process.GetProperty("connection").GetProperty("peer");
+        Assert.Equal(1, process.GetProperty("pid").GetInt64());
+        Assert.NotEqual(1, peer.GetProperty("pid").GetInt64());
+        Assert.False(peer.GetProperty("pid_matches_hello").GetBoolean());
+        Assert.Contains($"flagged: pid 1 in HELLO is not the peer's (pid {peer.GetProperty("pid").GetInt64()}, uid 0, gid 0)", stopped.Stderr);
+        Assert.Contains("HELLO pid mismatches 1", stopped.Stderr);
+    }
+
+    [Fact]
+    public async Task A_connection_beyond_the_limit_is_closed_at_once_and_the_others_go_on()
+    {
+        using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--max-connections", "1");
+        using var first = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        first.Connect(new UnixDomainSocketEndPoint(SocketPath));
+        first.Send("TAPY\x01\x00\x00\x00"u8);
+        await Task.Delay(300); // the first is being served
+
+        using var second = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        second.Connect(new UnixDomainSocketEndPoint(SocketPath));
+        var buffer = new byte[1];
+        using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, await second.ReceiveAsync(buffer, SocketFlags.None, wait.Token)); // closed by the agent
+
+        // The first connection is unharmed: it finishes a valid stream.
+        first.Send(PeerStream(pid: 4242));
+        first.Shutdown(SocketShutdown.Send);
+        await ServeAgent.WaitUntilAsync(() => agent.OutputFolders().Length == 1, "the first connection's outputs");
+        var stopped = await agent.StopAsync();
+        Assert.Contains("connection refused (TooManyConnections, 1 so far)", stopped.Stderr);
+        Assert.Contains("connections accepted 2, active 0, rejected 1 (TooManyConnections 1)", stopped.Stderr);
+        Assert.Equal("Goodbye", ServeAgent.ProcessIn(agent.OutputFolders()[0]).GetProperty("connection").GetProperty("end_reason").GetString());
+    }
+
+    /// <summary>HELLO and GOODBYE frames, after a preamble that was already sent.</summary>
+    private static byte[] PeerStream(long pid)
+    {
+        var output = new System.Buffers.ArrayBufferWriter<byte>();
+        Protocol.WireEncoder.WriteMessage(output, Protocol.FrameType.Hello, new Protocol.Messages.Hello { ProtocolVersion = 1, Pid = pid });
+        Protocol.WireEncoder.WriteMessage(output, Protocol.FrameType.Goodbye, new Protocol.Messages.Goodbye());
+        return output.WrittenSpan.ToArray();
+    }
+}
+
+/// <summary>A fact that needs root (to create and become a second user); skipped, saying so, otherwise.</summary>
+public sealed class RootFactAttribute : FactAttribute
+{
+    public RootFactAttribute()
+    {
+        if (Transport.Native.CurrentUserId() != 0)
+            Skip = "needs root: it creates a second user (useradd) and connects as that user (setpriv)";
+    }
+}
+
+/// <summary>The second user of the access tests: created with useradd (and its own group) when missing.</summary>
+public sealed record SecondUser(uint Uid, uint Gid)
+{
+    public const string Name = "telemetry-peer";
+
+    /// <summary>The system's Python: the pyenv ones live under /root, which other users cannot enter.</summary>
+    public static readonly string Python = File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+
+    private static readonly object Creating = new();
+
+    public static SecondUser Ensure()
+    {
+        lock (Creating)
+        {
+            if (Id("-u") is null)
+            {
+                var created = Processes.RunAsync("useradd", ["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", Name])
+                    .GetAwaiter().GetResult();
+                Assert.True(created.ExitCode == 0 || Id("-u") is not null, $"useradd {Name} failed: {created}");
+            }
+            return new SecondUser(Id("-u") ?? throw new InvalidOperationException($"no user {Name}"), Id("-g")!.Value);
+        }
+    }
+
+    private static uint? Id(string which)
+    {
+        var result = Processes.RunAsync("id", [which, Name]).GetAwaiter().GetResult();
+        return result.ExitCode == 0 ? uint.Parse(result.Stdout.Trim()) : null;
+    }
+}

@@ -1,0 +1,199 @@
+using System.Diagnostics;
+using System.Text.Json;
+using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.OtlpReceiver;
+using static TelemetryAgent.EndToEnd.Tests.Support.Otlp;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>OTLP export as processes come and go: children, a late collector, `serve`'s intervals, export off.</summary>
+public sealed class OtlpExportBehaviourTests : IDisposable
+{
+    private readonly Processes.TempFolder _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    private string Script(string name, string text)
+    {
+        var path = _temp.File(name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    [Fact]
+    public async Task A_child_process_gets_a_resource_of_its_own_with_its_own_resource_attributes()
+    {
+        var child = Script("child.py", "def work():\n    return sum(range(1000))\n\nprint(work())\n");
+        var parent = Script("parent.py", $$"""
+            import os, subprocess, sys
+            environment = dict(os.environ, OTEL_RESOURCE_ATTRIBUTES="role=child")
+            subprocess.run([sys.executable, {{JsonSerializer.Serialize(child)}}], env=environment, check=True)
+            """);
+        await using var run = await OtlpExportTests.RunAsync(_temp, "grpc", [parent],
+            new() { ["OTEL_RESOURCE_ATTRIBUTES"] = "role=parent,deployment.environment.name=test" });
+        Assert.True(run.Agent.ExitCode == 0, run.Agent.ToString());
+
+        var resources = LatestMetricsByInstance(run.Receiver).Values.Select(entry => entry.Resource).ToList();
+        Assert.Equal(3, resources.Count);
+        var parentResource = resources.Single(r => r["service.name"].StringValue == "parent");
+        var childResource = resources.Single(r => r["service.name"].StringValue == "child");
+        Assert.Equal("parent", parentResource["role"].StringValue);
+        Assert.Equal("test", parentResource["deployment.environment.name"].StringValue);
+        Assert.Equal("child", childResource["role"].StringValue);
+        Assert.False(childResource.ContainsKey("deployment.environment.name")); // its own variable replaced the parent's
+        Assert.Equal(parentResource["process.pid"].IntValue, childResource["process.parent_pid"].IntValue);
+        Assert.NotEqual(parentResource["service.instance.id"].StringValue, childResource["service.instance.id"].StringValue);
+        // The agent's own resource takes nothing from its environment's OTEL_RESOURCE_ATTRIBUTES.
+        var agent = resources.Single(r => r["service.name"].StringValue == "telemetry-agent");
+        Assert.False(agent.ContainsKey("role"));
+    }
+
+    [Theory]
+    [InlineData("grpc")]
+    [InlineData("http/protobuf")]
+    public async Task Nothing_is_lost_when_the_collector_comes_up_late(string protocol)
+    {
+        var options = new OtlpReceiverOptions { HttpPort = OtlpReceiver.OtlpReceiver.ReserveFreePort(), GrpcPort = OtlpReceiver.OtlpReceiver.ReserveFreePort() };
+        var endpoint = protocol == "grpc" ? $"http://127.0.0.1:{options.GrpcPort}" : $"http://127.0.0.1:{options.HttpPort}";
+        var output = _temp.File("out");
+        var started = Stopwatch.StartNew();
+        // Down for the program's run and the first export attempts; the in-memory retry has the export's 10 s timeout.
+        var lateReceiver = OtlpReceiver.OtlpReceiver.StartAfterAsync(TimeSpan.FromSeconds(5), options);
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", output, "--otlp-endpoint", endpoint, "--otlp-protocol", protocol, "examples/fixture_app.py"],
+            environment: OtlpExportTests.CleanEnvironment());
+        await using var receiver = await lateReceiver;
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        Assert.True(started.Elapsed > TimeSpan.FromSeconds(5));
+        Assert.DoesNotContain("OTLP export:", agent.Stderr);
+
+        var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
+        var fib = IntPoints(byService["fixture_app"].Metrics["python.profile.function.calls"])
+            .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
+        Assert.Equal(1973 + 8 * 177, fib.Value);
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json")));
+        Assert.Equal(summary.RootElement.GetProperty("totals").GetProperty("events_received").GetInt64(),
+            SingleInt(byService["fixture_app"].Metrics["python.profile.events.received"]));
+        Assert.Equal(
+            summary.RootElement.GetProperty("exceptions").GetProperty("groups").GetInt32(),
+            LogRecords(receiver).Count(r => r.Resource["service.name"].StringValue == "fixture_app"));
+        // The attempts made while it was down are the agent's export failures.
+        var failures = IntPoints(byService["telemetry-agent"].Metrics["telemetry_agent.export.failures"]);
+        Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == "metrics" && p.Value > 0);
+    }
+
+    [Fact]
+    public async Task With_a_retry_directory_what_could_not_be_sent_is_kept_on_disk()
+    {
+        var port = OtlpReceiver.OtlpReceiver.ReserveFreePort(); // nobody listens there
+        var directory = _temp.File("retry");
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-retry-directory", directory,
+             Script("small.py", "def f():\n    raise KeyError('k')\n\ntry:\n    f()\nexcept KeyError:\n    pass\n")],
+            environment: OtlpExportTests.CleanEnvironment());
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        // The SDK keeps each failed request as a .blob under <signal>/<destination>/, to resend it every 60 s.
+        var blobs = Directory.GetFiles(directory, "*.blob", SearchOption.AllDirectories)
+            .Select(path => Path.GetRelativePath(directory, path).Split('/')[0]).ToHashSet();
+        Assert.Contains("metrics", blobs);
+        Assert.Contains("logs", blobs);
+    }
+
+    private Process StartServe(string socket, params string[] options) =>
+        Processes.Start("dotnet", [Processes.AgentDll, "serve", "--socket", socket, "-o", _temp.File("out"), .. options],
+            environment: OtlpExportTests.CleanEnvironment());
+
+    private static async Task WaitForAsync(Func<bool> condition, string what)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (deadline.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException($"timed out waiting for {what}");
+            await Task.Delay(50);
+        }
+    }
+
+    private static async Task<Finished> StopAsync(Process agent)
+    {
+        Assert.True(Transport.Native.SendSignal(agent.Id, 15));
+        return await Processes.WaitAsync(agent, TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task Serve_says_once_that_export_is_off()
+    {
+        var socket = _temp.File("agent.sock");
+        using var agent = StartServe(socket);
+        await WaitForAsync(() => File.Exists(socket), "the socket");
+        var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, Script("quick.py", "print(1)\n")],
+            environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
+        Assert.True(run.ExitCode == 0, run.ToString());
+        await WaitForAsync(() => Directory.Exists(_temp.File("out")) && Directory.GetDirectories(_temp.File("out")).Length == 1, "the output folder");
+        var finished = await StopAsync(agent);
+        Assert.True(finished.ExitCode == 0, finished.ToString());
+        Assert.Single(finished.Stderr.Split('\n'), line => line.Contains("OTLP export is off", StringComparison.Ordinal));
+        Assert.DoesNotContain("OTLP export:", finished.Stderr);
+    }
+
+    [Fact]
+    public async Task Serve_exports_every_interval_and_logs_only_the_groups_that_changed()
+    {
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
+        var socket = _temp.File("agent.sock");
+        using var agent = StartServe(socket, "--otlp-endpoint", receiver.HttpEndpoint.ToString(), "--export-interval", "0.5");
+        await WaitForAsync(() => File.Exists(socket), "the socket");
+        // Raises for a while, then only sleeps: the intervals of the quiet part log nothing.
+        var script = Script("bursty.py", """
+            import time
+
+            def parse(text):
+                try:
+                    return int(text)
+                except ValueError:
+                    return None
+
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                parse("x")
+                time.sleep(0.01)
+            time.sleep(2.0)
+            """);
+        var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, script],
+            environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
+        Assert.True(run.ExitCode == 0, run.ToString());
+        await WaitForAsync(() => Directory.Exists(_temp.File("out")) && Directory.GetDirectories(_temp.File("out")).Length == 1, "the output folder");
+        var finished = await StopAsync(agent);
+        Assert.True(finished.ExitCode == 0, finished.ToString());
+
+        var folder = Directory.GetDirectories(_temp.File("out")).Single();
+        using var exceptions = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "exceptions.json")));
+        var group = exceptions.RootElement.GetProperty("processes")[0].GetProperty("groups").EnumerateArray()
+            .Single(g => g.GetProperty("type").GetString() == "builtins.ValueError");
+        var total = group.GetProperty("count").GetInt64();
+        Assert.True(total > 20, $"only {total} ValueErrors");
+
+        // Cumulative metrics, one export per interval: never decreasing, ending at the total.
+        var exportsOfTheProcess = receiver.Metrics.Snapshot()
+            .SelectMany(request => request.Message.ResourceMetrics)
+            .Where(r => Attributes(r.Resource.Attributes)["service.name"].StringValue == "bursty")
+            .Select(r => r.ScopeMetrics.SelectMany(s => s.Metrics).ToDictionary(m => m.Name))
+            .ToList();
+        Assert.True(exportsOfTheProcess.Count >= 4, $"{exportsOfTheProcess.Count} metric exports in 3.5 s at 0.5 s");
+        var counts = exportsOfTheProcess.Where(m => m.ContainsKey("python.profile.exceptions"))
+            .Select(m => IntPoints(m["python.profile.exceptions"]).Single(p => p.Attributes["exception.type"].StringValue == "builtins.ValueError").Value)
+            .ToList();
+        Assert.Equal(counts.Order(), counts);
+        Assert.Equal(total, counts[^1]);
+
+        // One record per interval in which the group changed: their counts add up to the total, none is empty.
+        var records = LogRecords(receiver).Where(r => r.Resource["service.name"].StringValue == "bursty")
+            .Select(r => Attributes(r.Record.Attributes))
+            .Where(a => a["python.profile.exception.fingerprint"].StringValue == group.GetProperty("fingerprint").GetString())
+            .ToList();
+        Assert.True(records.Count >= 2, $"{records.Count} records");
+        Assert.True(records.Count < exportsOfTheProcess.Count, "a record for an interval without a change");
+        Assert.All(records, r => Assert.True(r["python.profile.exception.count"].IntValue > 0));
+        Assert.Equal(total, records.Sum(r => r["python.profile.exception.count"].IntValue));
+        Assert.Equal(total, records[^1]["python.profile.exception.count_total"].IntValue);
+    }
+}

@@ -1,0 +1,48 @@
+using OpenTelemetry.Proto.Common.V1;
+using OpenTelemetry.Proto.Logs.V1;
+using OpenTelemetry.Proto.Metrics.V1;
+using TelemetryAgent.OtlpReceiver;
+
+namespace TelemetryAgent.EndToEnd.Tests.Support;
+
+/// <summary>Reading what a real <see cref="OtlpReceiver.OtlpReceiver"/> received from the agent.</summary>
+public static class Otlp
+{
+    public static Dictionary<string, AnyValue> Attributes(IEnumerable<KeyValue> attributes) => attributes.ToDictionary(a => a.Key, a => a.Value);
+
+    public static string[] Strings(AnyValue value) => value.ArrayValue.Values.Select(v => v.StringValue).ToArray();
+
+    /// <summary>
+    /// The last metrics each resource sent (cumulative: the last export holds everything), keyed by the resource's
+    /// <c>service.instance.id</c>; a resource sent twice under one id would be two processes merged, so it fails.
+    /// </summary>
+    public static Dictionary<string, (Dictionary<string, AnyValue> Resource, Dictionary<string, Metric> Metrics)> LatestMetricsByInstance(
+        OtlpReceiver.OtlpReceiver receiver)
+    {
+        var latest = new Dictionary<string, (Dictionary<string, AnyValue>, Dictionary<string, Metric>)>();
+        foreach (var request in receiver.Metrics.Snapshot())
+        {
+            foreach (var resourceMetrics in request.Message.ResourceMetrics)
+            {
+                var resource = Attributes(resourceMetrics.Resource.Attributes);
+                var metrics = resourceMetrics.ScopeMetrics.SelectMany(scope => scope.Metrics).ToDictionary(m => m.Name);
+                latest[resource["service.instance.id"].StringValue] = (resource, metrics);
+            }
+        }
+        return latest;
+    }
+
+    /// <summary>Every log record with its resource, in arrival order.</summary>
+    public static List<(Dictionary<string, AnyValue> Resource, LogRecord Record)> LogRecords(OtlpReceiver.OtlpReceiver receiver)
+        => receiver.Logs.Snapshot()
+            .SelectMany(request => request.Message.ResourceLogs)
+            .SelectMany(resourceLogs => resourceLogs.ScopeLogs.SelectMany(scope => scope.LogRecords)
+                .Select(record => (Attributes(resourceLogs.Resource.Attributes), record)))
+            .ToList();
+
+    /// <summary>A Sum's points as (attributes, integer value).</summary>
+    public static List<(Dictionary<string, AnyValue> Attributes, long Value)> IntPoints(Metric metric)
+        => metric.Sum.DataPoints.Select(point => (Attributes(point.Attributes), point.AsInt)).ToList();
+
+    public static long SingleInt(Metric metric) => Assert.Single(metric.Sum.DataPoints).AsInt;
+}

@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace TelemetryAgent.EndToEnd.Tests.Support;
+
+/// <summary>A real `telemetry-agent serve` on a socket of its own, stopped with SIGTERM.</summary>
+public sealed class ServeAgent : IDisposable
+{
+    private ServeAgent(Process process, string socketPath, string outputRoot)
+    {
+        Process = process;
+        SocketPath = socketPath;
+        OutputRoot = outputRoot;
+    }
+
+    public Process Process { get; }
+    public string SocketPath { get; }
+    public string OutputRoot { get; }
+
+    /// <summary>Starts serve with <paramref name="options"/> and waits until its socket exists.</summary>
+    public static async Task<ServeAgent> StartAsync(string socketPath, string outputRoot, params string[] options)
+    {
+        var process = Processes.Start("dotnet", [Processes.AgentDll, "serve", "--socket", socketPath, "-o", outputRoot, .. options]);
+        var agent = new ServeAgent(process, socketPath, outputRoot);
+        await WaitUntilAsync(() => File.Exists(socketPath) || process.HasExited, "the agent's socket");
+        if (process.HasExited) throw new InvalidOperationException($"serve exited: {await Processes.WaitAsync(process, TimeSpan.FromSeconds(5))}");
+        return agent;
+    }
+
+    /// <summary>SIGTERM, then the agent's exit code and output.</summary>
+    public async Task<Finished> StopAsync(TimeSpan? timeout = null)
+    {
+        Assert.True(Transport.Native.SendSignal(Process.Id, 15));
+        return await Processes.WaitAsync(Process, timeout ?? TimeSpan.FromSeconds(30));
+    }
+
+    public string[] OutputFolders() => Directory.Exists(OutputRoot) ? Directory.GetDirectories(OutputRoot) : [];
+
+    /// <summary>The single process of an output folder's summary.json (serve writes one folder per process).</summary>
+    public static JsonElement ProcessIn(string folder)
+    {
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "summary.json")));
+        return summary.RootElement.GetProperty("processes").EnumerateArray().Single().Clone();
+    }
+
+    /// <summary>The first process of a `run` output folder's summary.json.</summary>
+    public static JsonElement ProcessInRun(string folder)
+    {
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "summary.json")));
+        return summary.RootElement.GetProperty("processes")[0].Clone();
+    }
+
+    public static async Task WaitUntilAsync(Func<bool> condition, string what, double seconds = 30)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (deadline.Elapsed.TotalSeconds > seconds) throw new TimeoutException($"timed out waiting for {what}");
+            await Task.Delay(50);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (!Process.HasExited) Process.Kill(entireProcessTree: true);
+        Process.Dispose();
+    }
+}
