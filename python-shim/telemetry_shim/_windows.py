@@ -2,8 +2,8 @@
 under the overhead budget, and how many times the events may be switched.
 
 Everything here runs on the sender thread. The cost is estimated, never timed on the hot path:
-events recorded x the calibrated cost of one callback, plus the sender thread's CPU time, plus the
-measured time of opening and closing windows.
+events recorded x the calibrated cost of one callback, plus the sender thread's CPU time (which
+includes opening and closing windows).
 """
 
 from _thread import get_ident
@@ -65,7 +65,6 @@ def _cpu_ns_per_call(function, args, scratch):
 class BurstWindows:
     def __init__(self, recorder, settings, now_ns):
         self.recorder = recorder
-        self.base_window_ns = settings.window_ns
         self.base_period_ns = settings.period_ns
         self.budget = settings.budget
         self.window_ns = min(settings.window_ns, FIRST_WINDOW_NS) if settings.budget > 0 else settings.window_ns
@@ -74,10 +73,8 @@ class BurstWindows:
         self.close_at_ns = None
         self.opened_at_ns = 0
         self.windows = 0
-        self.covered_ns = 0
         self.toggles = 0
         self.toggles_refused = 0
-        self.toggle_cost_ns = 0  # measured time of opening and closing windows
         self._events_at_open = 0
         self._cost_at_period_start = 0
         self._jitter_state = (now_ns | 1) & 0xFFFFFFFFFFFFFFFF
@@ -101,13 +98,10 @@ class BurstWindows:
         if self.close_at_ns is not None:
             if now_ns < self.close_at_ns:
                 return False
-            started = perf_counter_ns()
             self.toggles += 1
             end_ns = recorder.close_window()
             if recorder.windows_failed:
                 self.toggles_refused += 1
-            self.toggle_cost_ns += perf_counter_ns() - started
-            self.covered_ns += max(end_ns - self.opened_at_ns, 0)
             self.close_at_ns = None
             self._adapt(end_ns - self.opened_at_ns, events_recorded - self._events_at_open, cost_so_far_ns, per_event_ns)
             self.next_open_ns = self.opened_at_ns + self._jittered(self.period_ns)
@@ -118,9 +112,7 @@ class BurstWindows:
         self.toggles += 1
         if not recorder.open_window(started):
             self.toggles_refused += 1
-            self.toggle_cost_ns += perf_counter_ns() - started
             return False
-        self.toggle_cost_ns += perf_counter_ns() - started
         self.windows += 1
         self.opened_at_ns = started
         self.close_at_ns = started + self.window_ns
@@ -142,8 +134,7 @@ class BurstWindows:
         """The shim is stopping (its events are already off): the open window gets its WINDOW_END."""
         if self.close_at_ns is not None:
             self.close_at_ns = None
-            end_ns = self.recorder.close_window(switch_events=False)
-            self.covered_ns += max(end_ns - self.opened_at_ns, 0)
+            self.recorder.close_window(switch_events=False)
 
     def _adapt(self, window_ns, window_events, cost_so_far_ns, per_event_ns):
         """Chooses the next window length (and period) from what the last period cost."""

@@ -103,9 +103,10 @@ class BurstModeTests(RunnerTestCase):
         sleeper = conn.thread_named("sleeper")
         main = conn.thread_named("MainThread")
         seeded_sleeper = 0
-        for start, end, events in windows:
+        for index, (start, end, events) in enumerate(windows):
             self.assertIsNotNone(end, "every window is closed (the last one at stop)")
-            self.assertGreaterEqual(end - start, 20_000_000)
+            if index < len(windows) - 1:  # the last one may be cut short by the program's end
+                self.assertGreaterEqual(end - start, 20_000_000)
             stacks = check_window(self, conn, start, events)
             self.assertIn(main, stacks, "the busy thread runs in every window")
             if sleeper in stacks:
