@@ -75,6 +75,7 @@ class Sender:
         self._fresh_generation = True  # no record of this generation went anywhere but here
         self._retired_buffer = None
         self._next_connect_at = 0.0
+        self._exit_connect_tried = False  # the exit flush tries one connection, whatever the backoff
         self._backoff_s = MIN_BACKOFF_S
         self._connected_at = 0.0
         self._next_stats_at = 0.0
@@ -262,7 +263,8 @@ class Sender:
     def _tick(self, final=False):
         recorder = self.recorder
         recorder.refresh_threads()
-        if self._sock is None and (final or monotonic() >= self._next_connect_at):
+        if self._sock is None and (not self._exit_connect_tried if final else monotonic() >= self._next_connect_at):
+            self._exit_connect_tried = final
             self._connect()
         tracker = recorder.exceptions
         if tracker is not None:
