@@ -161,6 +161,10 @@ public sealed class OtlpExportTests : IClassFixture<OtlpExportTests.Runs>
         Assert.Equal(process.GetProperty("shim_stats").GetProperty("events_sent").GetInt64(), SingleInt(metrics["python.profile.shim.events.sent"]));
         Assert.Equal(0, SingleInt(metrics["python.profile.shim.events.dropped"]));
         Assert.Equal(1, SingleInt(metrics["python.profile.shim.connects"]));
+        var scale = Assert.Single(metrics["python.profile.recording.scale"].Gauge.DataPoints);
+        Assert.Equal((1.0, "full"), (scale.AsDouble, scale.Attributes.Single(a => a.Key == "telemetry_agent.recording.mode").Value.StringValue));
+        var overhead = Assert.Single(metrics["python.profile.shim.overhead"].Gauge.DataPoints);
+        Assert.Equal(process.GetProperty("shim_stats").GetProperty("overhead_achieved").GetDouble(), overhead.AsDouble, tolerance: 1e-6);
     }
 
     private static (string Name, string File, long Line) SeriesKey(Dictionary<string, AnyValue> attributes)

@@ -106,6 +106,37 @@ public sealed class ProfileEncodingTests
     }
 
     [Fact]
+    public void Burst_profiles_say_they_are_scaled_and_an_estimate_that_shrinks_reports_nothing_negative()
+    {
+        var recorder = new CheckpointRecorder();
+        var script = new SessionScript(mode: "burst", observer: recorder)
+            .Thread(1, "MainThread", isMain: true).Thread(2, "worker").Code(1, "main").Code(2, "work");
+        // HELLO's clock is 1_000. Window 1 (9_000 to 10_000) stands for 9_000 ns: scale 9.
+        script.WindowStart(9_000).Seed(9_000, 1).WindowEnd(10_000);
+        script.Session.RequestCheckpoint();
+        script.Session.TakeRequestedCheckpoint();
+        // Window 2 (10_500 to 12_500): only the worker runs; the scale falls to 11_500 / 3_000.
+        script.WindowStart(10_500).Start(10_500, 2, thread: 2).Return(12_500, 2, thread: 2).WindowEnd(12_500);
+        script.Complete();
+
+        var deltas = new StackDeltas();
+        var requests = recorder.Cumulative
+            .Select(cumulative => OtlpProfileEncoder.Encode([new ProfileInterval(cumulative, deltas.Next(cumulative), 0, 1)]))
+            .ToList();
+        Assert.Equal("app (pid 4242);thread MainThread;main (app.py:1) 9000\n", ProfileFolding.FromOtlp([requests[0]], "wall"));
+        // main's estimate fell from 9_000 to 3_833 ns: the second interval has nothing for it, and nothing negative.
+        var second = requests[1].ResourceProfiles.Single().ScopeProfiles.Single().Profiles;
+        Assert.All(second.SelectMany(profile => profile.Samples), sample => Assert.True(sample.Values[0] > 0));
+        Assert.DoesNotContain("main (app.py:1) ", ProfileFolding.FromOtlp([requests[1]], "wall").Split('\n').Select(line => line.Split(';').Last()));
+
+        var dictionary = requests[1].Dictionary;
+        var attributes = second[0].AttributeIndices.Select(index => dictionary.AttributeTable[index])
+            .ToDictionary(attribute => dictionary.StringTable[attribute.KeyStrindex], attribute => attribute.Value.StringValue);
+        Assert.Equal("burst", attributes["telemetry_agent.recording.mode"]);
+        Assert.Equal("3.833", attributes["telemetry_agent.recording.scale"]);
+    }
+
+    [Fact]
     public void Interval_profiles_hold_only_their_interval_and_add_up_to_the_total()
     {
         var recorder = new CheckpointRecorder();

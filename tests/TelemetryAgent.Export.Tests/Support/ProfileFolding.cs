@@ -93,6 +93,7 @@ internal static class ProfileFolding
             usedStrings.UnionWith([profile.SampleType.TypeStrindex, profile.SampleType.UnitStrindex,
                 profile.PeriodType.TypeStrindex, profile.PeriodType.UnitStrindex]);
             Assert.Equal(16, profile.ProfileId.Length);
+            usedAttributes.UnionWith(profile.AttributeIndices);
             var identities = new HashSet<string>();
             foreach (var sample in profile.Samples)
             {

@@ -92,13 +92,16 @@ public static class OtlpProfileEncoder
         var profile = new Profile
         {
             SampleType = valueType,
-            // Every call is recorded: one unit of the measurement per unit of the value, nothing is scaled.
+            // One unit of the measurement per unit of the value. In burst mode the values are already scaled
+            // estimates (the profile's telemetry_agent.recording.* attributes say so).
             PeriodType = valueType.Clone(),
             Period = 1,
             TimeUnixNano = (ulong)Math.Max(0, interval.StartUnixNs),
             DurationNano = (ulong)Math.Max(0, interval.EndUnixNs - interval.StartUnixNs),
             ProfileId = ProfileId(instanceId, interval.StartUnixNs, type),
         };
+
+        profile.AttributeIndices.Add(dictionary.RecordingAttributes(interval.Process));
 
         // Equal stacks of one thread (equal functions under one parent) are one sample.
         var samples = new Dictionary<(int Stack, uint Thread), Sample>();
@@ -241,6 +244,18 @@ public static class OtlpProfileEncoder
                 });
             }
             return index;
+        }
+
+        /// <summary>
+        /// How the data was recorded: <c>telemetry_agent.recording.mode</c> (full, burst, exceptions) and, for burst
+        /// mode, <c>telemetry_agent.recording.scale</c> (times and calls were multiplied by it, as text).
+        /// </summary>
+        public int[] RecordingAttributes(ProcessProfile process)
+        {
+            var mode = Attribute("telemetry_agent.recording.mode", process.Recording.Mode);
+            if (!process.Recording.IsSampled) return [mode];
+            var scale = process.Windows.Scale.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+            return [mode, Attribute("telemetry_agent.recording.scale", scale)];
         }
 
         private int Attribute(string key, string? text, long number = 0)

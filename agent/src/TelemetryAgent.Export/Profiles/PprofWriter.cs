@@ -39,7 +39,9 @@ public static class PprofWriter
         profile.DefaultSampleType = strings[ProfileSampleTypes.WallType];
         profile.PeriodType = profile.SampleType[0].Clone();
         profile.Period = 1;
-        profile.Comment.Add(strings["telemetry-agent: exact self time and calls of every Python call (sys.monitoring), not sampled"]);
+        profile.Comment.Add(strings[processes.Any(process => process.Recording.IsSampled)
+            ? "telemetry-agent: self time and calls from burst windows (sys.monitoring), scaled to the whole run: estimates"
+            : "telemetry-agent: exact self time and calls of every Python call (sys.monitoring), not sampled"]);
         // One mapping for all the Python code: tools then treat the functions as symbolized.
         profile.Mapping.Add(new Mapping { Id = 1, Filename = strings["cpython"], HasFunctions = true, HasFilenames = true });
 

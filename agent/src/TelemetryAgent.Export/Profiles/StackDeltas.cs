@@ -78,10 +78,13 @@ public sealed class StackDeltas
         {
             var self = currentSelf[path];
             var calls = currentCalls[path];
-            var selfDelta = self - _previousSelf[path];
-            var callsDelta = calls - _previousCalls[path];
-            _previousSelf[path] = self;
-            _previousCalls[path] = calls;
+            // Exact figures only grow. A burst-mode checkpoint is a scaled estimate that may shrink for a path
+            // (the scale changes as windows come): that interval reports 0 for it, and the path reports again
+            // once it grows past what was already reported, so nothing is negative or counted twice.
+            var selfDelta = Math.Max(0, self - _previousSelf[path]);
+            var callsDelta = Math.Max(0, calls - _previousCalls[path]);
+            _previousSelf[path] += selfDelta;
+            _previousCalls[path] += callsDelta;
             if (selfDelta != 0 || callsDelta != 0) samples.Add(new StackSample(thread, leaf, selfDelta, callsDelta));
         }
         return samples;

@@ -50,6 +50,10 @@ internal sealed class ProcessMetrics : IDisposable
             "Connections the shim made to the agent (1 without reconnects).");
         Meter.CreateObservableCounter(ShimCallbackErrors, () => Single(s => s.Profile.ShimStats.CallbackErrors), "{error}",
             "Errors inside the shim's callbacks (each switched the failing part off).");
+        Meter.CreateObservableGauge(ShimOverhead, () => Ratio(s => s.Profile.ShimStats.AchievedOverhead), "1",
+            "The shim's own estimate of its cost: its time (callbacks and sender) over the process's wall time (burst mode steers it to its budget).");
+        Meter.CreateObservableGauge(RecordingScale, () => Ratio(s => s.Profile.Recording.IsSampled ? s.Profile.Windows.Scale : 1.0), "1",
+            "What the call metrics were multiplied by: 1 when every call is recorded (full mode), the represented over the recorded time in burst mode.");
     }
 
     public Meter Meter { get; }
@@ -76,6 +80,12 @@ internal sealed class ProcessMetrics : IDisposable
 
     private IEnumerable<Measurement<long>> Single(Func<Snapshot, long> value)
         => _snapshot is { } snapshot ? [new Measurement<long>(value(snapshot))] : [];
+
+    /// <summary>One measurement tagged with the recording mode (full, burst, exceptions); none when unknown.</summary>
+    private IEnumerable<Measurement<double>> Ratio(Func<Snapshot, double?> value)
+        => _snapshot is { } snapshot && value(snapshot) is { } ratio
+            ? [new Measurement<double>(ratio, new KeyValuePair<string, object?>(RecordingModeAttribute, snapshot.Profile.Recording.Mode))]
+            : [];
 
     private IEnumerable<Measurement<long>> Single(Func<Snapshot, ulong> value)
         => Single(snapshot => (long)Math.Min(value(snapshot), long.MaxValue));

@@ -21,6 +21,9 @@ public static class PythonTelemetryNames
     public const string ShimEventsDropped = "python.profile.shim.events.dropped";
     public const string ShimConnects = "python.profile.shim.connects";
     public const string ShimCallbackErrors = "python.profile.shim.callback_errors";
+    public const string ShimOverhead = "python.profile.shim.overhead";
+    public const string RecordingScale = "python.profile.recording.scale";
+    public const string RecordingModeAttribute = "telemetry_agent.recording.mode";
 
     // Semantic-convention attributes
     public const string CodeFunctionName = "code.function.name";
