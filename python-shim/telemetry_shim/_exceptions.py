@@ -266,6 +266,9 @@ class ExceptionTracker:
         # line lookup (a type hashes by identity; a code would hash its contents). Codes stay
         # alive in the recorder's code table.
         self.raise_points = {}
+        # The same for a StopIteration that the raising instruction itself ends in C (SEND, FOR_ITER:
+        # an `await` of a finished future): handled where it was raised, so it is counted at once.
+        self.swallow_points = {}
         self.overflow_site = Site(None, 0, 0)  # counts exceptions not tracked (tables full)
         self.dirty_sites = []
         self.finished = []  # concluded detailed flights, drained by the sender
@@ -347,7 +350,8 @@ class ExceptionTracker:
                                 self.dirty_sites.append(site)
                 else:
                     self._settle_handled(pending)
-            site = self.raise_points.get((id(code), offset, type(exc)))
+            point = (id(code), offset, type(exc))
+            site = self.raise_points.get(point)
             if site is not None and len(self.inflight) < MAX_IN_FLIGHT:
                 now = perf_counter_ns()
                 if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
@@ -359,6 +363,18 @@ class ExceptionTracker:
                     flight.site = site
                     flight.last_ns = now
                     self.inflight[id(exc)] = flight
+                    return None
+                self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
+                return None
+            site = self.swallow_points.get(point)
+            if site is not None:
+                now = perf_counter_ns()
+                if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
+                        or not self._sample(site, now)):
+                    site.count_handled()
+                    if not site.dirty:
+                        site.dirty = True
+                        self.dirty_sites.append(site)
                     return None
                 self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
                 return None
@@ -394,8 +410,8 @@ class ExceptionTracker:
                 return
             site = self.sites.setdefault(key, Site(cls, ck, line))
         swallowed = site.stop_iteration and _swallows_stop_iteration(code, offset)
-        if known_line and not swallowed:
-            points = self.raise_points
+        if known_line:
+            points = self.swallow_points if swallowed else self.raise_points
             if len(points) >= 4 * MAX_SITES:
                 points.clear()
             points[(id(code), offset, cls)] = site
@@ -963,6 +979,7 @@ class ExceptionTracker:
         self.pending_by_ident = {}
         self.sites = {}
         self.raise_points = {}
+        self.swallow_points = {}
         self.overflow_site = Site(None, 0, 0)
         self.dirty_sites = []
         self.finished = []

@@ -3,11 +3,13 @@
     /root/.pyenv/versions/3.12.1/bin/python python-shim/tests/bench_exceptions.py
 
 Exceptions per second, without the shim and under it (exceptions only, calls only, both), for
-two programs: a raise/catch loop in one frame, and an exception unwinding through 50 frames.
+three programs: a raise/catch loop in one frame, an exception unwinding through 50 frames, and
+`await` of finished futures (one StopIteration each, ended by the awaiting frame).
 The shim streams to a separate process that reads and discards. "detail for every exception"
 lifts the sampling limits, so that every exception pays for its stack walk and full record.
 """
 
+import asyncio
 import cProfile
 import os
 import subprocess
@@ -57,8 +59,21 @@ def unwind_50(n):
             pass
 
 
+async def _await_done_futures(n):
+    loop = asyncio.get_running_loop()
+    for i in range(n):
+        future = loop.create_future()
+        future.set_result(i)
+        await future  # the future's iterator raises StopIteration in C; this frame's SEND ends it
+
+
+def await_done_futures(n):
+    asyncio.run(_await_done_futures(n))
+
+
 WORKLOADS = (("raise/catch in one frame", raise_catch, 100_000),
-             ("unwinding through 50 frames", unwind_50, 5_000))
+             ("unwinding through 50 frames", unwind_50, 5_000),
+             ("await of a finished future (asyncio's StopIteration)", await_done_futures, 100_000))
 
 
 def per_second(fn, n):

@@ -246,6 +246,32 @@ class PropagationTests(unittest.TestCase):
         self.assertEqual([], [r for r in run.all_records if r["fate"] == "FATE_IN_FLIGHT"])
         self.assertEqual([], [t for t in run.conn.tallies if t["fate"] == "FATE_IN_FLIGHT"])
 
+    def test_awaits_of_finished_futures_are_handled_where_they_wait_and_add_up(self):
+        # `await` of a done future: the future's iterator raises StopIteration in C, a RAISE event in
+        # the awaiting frame, and that frame's SEND ends it. After the first detailed ones each is
+        # only counted (asyncio code does this on every await).
+        run = ExceptionRun(self, """
+            import asyncio
+            async def main():
+                loop = asyncio.get_running_loop()
+                for i in range(3000):
+                    future = loop.create_future()
+                    loop.call_soon(future.set_result, i)
+                    await future  # @await
+            asyncio.run(main())
+            print("done")
+            """)
+        self.assertEqual("done\n", run.stdout)
+        at_await = ("main", run.line("await"))
+        records = [r for r in run.of_type("builtins.StopIteration") if run.where(r["stack"][-1]) == at_await]
+        tallies = [t for t in run.conn.tallies
+                   if t["type_name"] == "builtins.StopIteration" and run.where(t["raised_at"]) == at_await]
+        self.assertGreaterEqual(len(records), 1)
+        self.assertLessEqual(len(records), 40)
+        self.assertEqual({at_await}, {run.where(r["handled_at"]) for r in records})
+        self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in records} | {t["fate"] for t in tallies})
+        self.assertEqual(3000, len(records) + sum(t["count"] for t in tallies))
+
     def test_web_service_example_leaves_no_exception_in_flight(self):
         # A real program mixing http.server, email.feedparser (StopIteration from a Python
         # __next__ ended by a for loop), json errors and hasattr(): every fate is known.
