@@ -536,14 +536,15 @@ def wait_for_file(path, process, timeout=30.0):
         time.sleep(0.01)
 
 
-class HangingUpAgent:
-    """A real Unix-socket server that accepts every connection, reads its first bytes and then
-    closes it: an agent going away mid-run, as the shim sees it (context manager)."""
+class AcceptingAgent:
+    """A real Unix-socket server that accepts every connection on its own thread and hands it to
+    `_on_client` (context manager). Subclasses decide what an agent that misbehaves does."""
+
+    tmp_prefix = "tashim-agent-"
 
     def __init__(self):
-        self._tmpdir = tempfile.mkdtemp(prefix="tashim-hangup-")
+        self._tmpdir = tempfile.mkdtemp(prefix=self.tmp_prefix)
         self.path = os.path.join(self._tmpdir, "agent.sock")
-        self.hung_up = 0
         self._server = None
         self._thread = None
         self._closing = False
@@ -553,18 +554,19 @@ class HangingUpAgent:
         self._server.bind(self.path)
         self._server.listen(64)
         self._server.settimeout(0.1)
-        self._thread = threading.Thread(target=self._serve, name="HangingUpAgent", daemon=True)
+        self._thread = threading.Thread(target=self._accept, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._closing = True
         self._thread.join(5)
+        self._close_clients()
         self._server.close()
         shutil.rmtree(self._tmpdir, ignore_errors=True)
         return False
 
-    def _serve(self):
+    def _accept(self):
         while not self._closing:
             try:
                 client, _ = self._server.accept()
@@ -572,13 +574,50 @@ class HangingUpAgent:
                 continue
             except OSError:
                 return
-            with client:
-                client.settimeout(5)
-                try:
-                    client.recv(64)
-                except OSError:
-                    pass
-            self.hung_up += 1
+            self._on_client(client)
+
+    def _on_client(self, client):
+        raise NotImplementedError
+
+    def _close_clients(self):
+        pass
+
+
+class HangingUpAgent(AcceptingAgent):
+    """Reads each connection's first bytes and then closes it: an agent going away mid-run, as the
+    shim sees it."""
+
+    tmp_prefix = "tashim-hangup-"
+
+    def __init__(self):
+        super().__init__()
+        self.hung_up = 0
+
+    def _on_client(self, client):
+        with client:
+            client.settimeout(5)
+            try:
+                client.recv(64)
+            except OSError:
+                pass
+        self.hung_up += 1
+
+
+class NeverReadingAgent(AcceptingAgent):
+    """Accepts every connection and never reads from it: the shim's sends fill the socket and stall."""
+
+    tmp_prefix = "tashim-stall-"
+
+    def __init__(self):
+        super().__init__()
+        self.accepted = []
+
+    def _on_client(self, client):
+        self.accepted.append(client)
+
+    def _close_clients(self):
+        for client in self.accepted:
+            client.close()
 
 
 class TempDirTestCase(unittest.TestCase):

@@ -4,9 +4,7 @@ shutdown with events in flight. Real subprocesses and real sockets; TELEMETRY_SH
 call is recorded and the counts are exact."""
 
 import os
-import shutil
 import socket
-import tempfile
 import textwrap
 import threading
 import time
@@ -19,44 +17,6 @@ FULL = {"TELEMETRY_SHIM_MODE": "full"}
 
 def program(text):
     return textwrap.dedent(text)
-
-
-class NeverReadingAgent:
-    """Accepts every connection and never reads from it: the shim's sends fill the socket and stall."""
-
-    def __init__(self):
-        self._tmpdir = tempfile.mkdtemp(prefix="tashim-stall-")
-        self.path = os.path.join(self._tmpdir, "agent.sock")
-        self.accepted = []
-
-    def __enter__(self):
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(self.path)
-        self._server.listen(8)
-        self._server.settimeout(0.1)
-        self._closing = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-        return self
-
-    def _accept(self):
-        while not self._closing:
-            try:
-                client, _ = self._server.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.accepted.append(client)
-
-    def __exit__(self, *exc):
-        self._closing = True
-        self._thread.join(5)
-        for client in self.accepted:
-            client.close()
-        self._server.close()
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
-        return False
 
 
 class KillableAgent:
@@ -177,7 +137,7 @@ class AgentRestartTest(support.TempDirTestCase):
 
 class StalledAgentTest(unittest.TestCase):
     def test_an_agent_that_never_reads_costs_the_program_bounded_memory_and_a_bounded_exit(self):
-        with NeverReadingAgent() as agent:
+        with support.NeverReadingAgent() as agent:
             process = support.start_python(["-c", program("""
                 import resource, sys, time, telemetry_shim
                 def leaf(i): return i
