@@ -1,0 +1,298 @@
+"""Checks deploy/ without a container engine or a cluster (neither exists here): systemd-analyze verifies the
+units; every agent command line (systemd ExecStart, the image's ENTRYPOINT, the DaemonSet's args) uses only
+options that the real agent's `serve --help` lists, with values of the right kind; the files agree with each
+other and with the repository (socket paths, groups and uids, the published layout, the shim's autostart
+directory, shutdown deadlines).
+
+    TELEMETRY_AGENT_DLL=.../telemetry-agent.dll python3 -m unittest discover -s deploy/tests   (PyYAML: python3-yaml)
+"""
+
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import yaml
+
+DEPLOY = pathlib.Path(__file__).resolve().parent.parent
+REPO = DEPLOY.parent
+INSTALL_DIR = "/opt/telemetry-agent"  # where the systemd unit and the image put the published agent
+AGENT_DLL = INSTALL_DIR + "/telemetry-agent.dll"
+
+
+def serve_options():
+    """{option: takes a value} from the real agent's `serve --help`."""
+    dll = os.environ.get("TELEMETRY_AGENT_DLL")
+    if not dll or not os.path.exists(dll):
+        raise unittest.SkipTest("TELEMETRY_AGENT_DLL does not name a built agent (scripts/test sets it)")
+    help_text = subprocess.run(["dotnet", dll, "serve", "--help"], capture_output=True, text=True, timeout=60,
+                               check=True).stdout
+    options = {}
+    for match in re.finditer(r"^\s+(?:-\w, )?(--[\w-]+)( <[\w-]+>)?", help_text, re.MULTILINE):
+        options[match.group(1)] = match.group(2) is not None
+    return options
+
+
+def agent_arguments(argv):
+    """The `serve` arguments of an agent command line, as [(option, value or None)]."""
+    words = list(argv)
+    assert "serve" in words, argv
+    words = words[words.index("serve") + 1:]
+    parsed, options = [], SERVE_OPTIONS
+    while words:
+        word = words.pop(0)
+        if word.startswith("$"):
+            continue  # an environment variable of extra options, expanded at start
+        name, _, inline = word.partition("=")
+        if name not in options:
+            raise AssertionError(f"{name} is not an option of `telemetry-agent serve` ({argv})")
+        if options[name]:
+            value = inline or (words.pop(0) if words else None)
+            if value is None or value.startswith("--"):
+                raise AssertionError(f"{name} needs a value ({argv})")
+            parsed.append((name, value))
+        else:
+            parsed.append((name, None))
+    return parsed
+
+
+def values(arguments, option):
+    return [value for name, value in arguments if name == option]
+
+
+def one(arguments, option):
+    found = values(arguments, option)
+    assert len(found) == 1, (option, arguments)
+    return found[0]
+
+
+def unit_settings(path):
+    """[(section, key, value)] of a systemd unit file (repeated keys kept, comments and blanks skipped)."""
+    settings, section = [], None
+    for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        settings.append((section, key.strip(), value.strip()))
+    return settings
+
+
+def setting(settings, section, key):
+    found = [value for s, k, value in settings if s == section and k == key]
+    assert found, f"[{section}] {key}= missing"
+    return found[-1]
+
+
+def environment(settings):
+    env = {}
+    for section, key, value in settings:
+        if section == "Service" and key == "Environment":
+            name, _, text = value.partition("=")
+            env[name] = text
+    return env
+
+
+def published_path(path):
+    """The repository file that the published agent has at `path` (the shim ships next to the agent)."""
+    prefix = INSTALL_DIR + "/python-shim"
+    assert path == prefix or path.startswith(prefix + "/"), path
+    return REPO / "python-shim" / path[len(prefix):].lstrip("/")
+
+
+SERVE_OPTIONS = {}
+
+
+def setUpModule():
+    SERVE_OPTIONS.update(serve_options())
+
+
+class SystemdTest(unittest.TestCase):
+    unit = DEPLOY / "systemd" / "telemetry-agent.service"
+    drop_in = DEPLOY / "systemd" / "python-service-autostart.conf"
+
+    def verify(self, path):
+        if shutil.which("systemd-analyze") is None:
+            self.skipTest("systemd-analyze is not installed")
+        result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
+        # What it says of this unit or of a file next to it (its drop-ins); not of the host's own units.
+        ours = [line for line in (result.stdout + result.stderr).splitlines()
+                if pathlib.Path(path).name in line or str(pathlib.Path(path).parent) in line]
+        self.assertEqual([], ours)
+        self.assertEqual(0, result.returncode, result.stderr)
+
+    def test_the_agent_unit_passes_systemd_analyze(self):
+        self.verify(self.unit)
+
+    def test_the_drop_in_passes_systemd_analyze_on_a_service(self):
+        with tempfile.TemporaryDirectory() as folder:
+            service = pathlib.Path(folder) / "python-app.service"
+            service.write_text("[Service]\nExecStart=/usr/bin/python3 -c pass\n", encoding="utf-8")
+            (pathlib.Path(folder) / "python-app.service.d").mkdir()
+            shutil.copy(self.drop_in, pathlib.Path(folder) / "python-app.service.d" / "telemetry.conf")
+            self.verify(service)  # systemd-analyze reads the drop-in with it, and names it in what it finds
+
+    def test_exec_start_is_the_installed_agent_with_valid_options(self):
+        settings = unit_settings(self.unit)
+        argv = shlex.split(setting(settings, "Service", "ExecStart"))
+        self.assertEqual(["/usr/bin/dotnet", AGENT_DLL, "serve"], argv[:3])
+        arguments = agent_arguments(argv)
+        socket = one(arguments, "--socket")
+        self.assertEqual("/run/" + setting(settings, "Service", "RuntimeDirectory"), os.path.dirname(socket))
+        state = "/var/lib/" + setting(settings, "Service", "StateDirectory")
+        for option in ("--output", "--otlp-retry-directory"):
+            self.assertTrue(one(arguments, option).startswith(state + "/"), option)
+        self.assertGreater(int(setting(settings, "Service", "TimeoutStopSec")), int(one(arguments, "--shutdown-timeout")))
+        self.assertEqual("SIGTERM", setting(settings, "Service", "KillSignal"))
+        # Priority over the services it watches.
+        self.assertGreater(int(setting(settings, "Service", "CPUWeight")), 100)
+        self.assertLess(int(setting(settings, "Service", "Nice")), 0)
+
+    def test_the_drop_in_reaches_the_agents_socket_with_the_shim_on_its_path(self):
+        agent = unit_settings(self.unit)
+        arguments = agent_arguments(shlex.split(setting(agent, "Service", "ExecStart")))
+        service = unit_settings(self.drop_in)
+        env = environment(service)
+        self.assertEqual(one(arguments, "--socket"), env["TELEMETRY_AGENT_SOCKET"])
+        self.assertEqual(one(arguments, "--socket-group"), setting(service, "Service", "SupplementaryGroups"))
+        self.assertEqual("1", env["TELEMETRY_SHIM_AUTOSTART"])
+        self.assertIn(env.get("TELEMETRY_SHIM_MODE", "burst"), ("full", "burst", "exceptions"))
+        autostart, shim = env["PYTHONPATH"].split(":")
+        self.assertTrue((published_path(autostart) / "sitecustomize.py").is_file(), autostart)
+        self.assertTrue((published_path(shim) / "telemetry_shim" / "__init__.py").is_file(), shim)
+
+
+class ContainerfileTest(unittest.TestCase):
+    path = DEPLOY / "container" / "Containerfile"
+
+    def instructions(self):
+        text = self.path.read_text(encoding="utf-8").replace("\\\n", " ")
+        return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+
+    def test_copies_only_what_exists_and_publishes_the_agent_project(self):
+        instructions = self.instructions()
+        sources = [args.split()[:-1] for op, args in instructions if op == "COPY" and not args.startswith("--from")]
+        self.assertTrue(sources)
+        for source in (s for group in sources for s in group):
+            self.assertTrue((REPO / source).exists(), source)
+        publish = next(args for op, args in instructions if op == "RUN" and "dotnet publish" in args)
+        project = shlex.split(publish)[2]
+        self.assertTrue((REPO / project).is_file(), project)
+        self.assertIn("<AssemblyName>telemetry-agent</AssemblyName>", (REPO / project).read_text(encoding="utf-8"))
+        # Everything the project's build reads is copied: the shared props, the protos, the shim it ships.
+        copied = {s.rstrip("/") for group in sources for s in group}
+        self.assertTrue({"Directory.Build.props", "proto", "agent/src", "python-shim/telemetry_shim"} <= copied, copied)
+
+    def test_images_match_the_target_framework_and_the_agent_runs_unprivileged(self):
+        instructions = self.instructions()
+        framework = re.search(r"<TargetFramework>net(\d+\.\d+)</TargetFramework>",
+                              (REPO / "Directory.Build.props").read_text(encoding="utf-8")).group(1)
+        images = [args.split()[0] for op, args in instructions if op == "FROM"]
+        self.assertEqual(2, len(images))
+        self.assertTrue(all(image.endswith(":" + framework) for image in images), images)
+        user = [args for op, args in instructions if op == "USER"]
+        self.assertEqual(["$APP_UID"], user)  # the .NET images' non-root user
+        self.assertEqual(f"--from=build /out {INSTALL_DIR}",
+                         next(args for op, args in instructions if op == "COPY" and args.startswith("--from")))
+
+    def test_the_entrypoint_is_the_published_agent_with_valid_options(self):
+        import json
+        entrypoint = json.loads(next(args for op, args in self.instructions() if op == "ENTRYPOINT"))
+        self.assertEqual(["dotnet", AGENT_DLL, "serve"], entrypoint[:3])
+        arguments = agent_arguments(entrypoint)
+        volumes = json.loads(next(args for op, args in self.instructions() if op == "VOLUME"))
+        self.assertIn(os.path.dirname(one(arguments, "--socket")), volumes)
+        self.assertIn(os.path.dirname(one(arguments, "--output")), volumes)
+
+    def test_the_build_context_leaves_build_outputs_out(self):
+        ignored = (DEPLOY / "container" / "Containerfile.dockerignore").read_text(encoding="utf-8").split()
+        self.assertTrue({"**/bin/", "**/obj/"} <= set(ignored), ignored)
+
+
+class KubernetesTest(unittest.TestCase):
+    @staticmethod
+    def documents(name):
+        with open(DEPLOY / "kubernetes" / name, encoding="utf-8") as file:
+            return [doc for doc in yaml.safe_load_all(file) if doc]
+
+    def workload(self, name, kind):
+        found = [doc for doc in self.documents(name) if doc["kind"] == kind]
+        self.assertEqual(1, len(found), kind)
+        for key in ("apiVersion", "metadata"):
+            self.assertIn(key, found[0])
+        return found[0]["spec"]["template"]["spec"]
+
+    @staticmethod
+    def mount_of(container, pod, path):
+        """(volume, path inside it) of the mount that holds `path`."""
+        for mount in container["volumeMounts"]:
+            prefix = mount["mountPath"].rstrip("/") + "/"
+            if path.startswith(prefix):
+                volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+                return volume, path[len(prefix):]
+        raise AssertionError(f"{path} is in no volume of {container['name']}")
+
+    def agent(self):
+        pod = self.workload("daemonset.yaml", "DaemonSet")
+        container = next(c for c in pod["containers"] if c["name"] == "agent")
+        return pod, container, agent_arguments(container["args"])
+
+    def test_the_agents_args_are_valid_and_its_deadline_fits_the_grace_period(self):
+        pod, container, arguments = self.agent()
+        self.assertEqual("serve", container["args"][0])
+        self.assertGreater(pod["terminationGracePeriodSeconds"], int(one(arguments, "--shutdown-timeout")))
+        self.assertIn(pod["priorityClassName"],
+                      [d["metadata"]["name"] for d in self.documents("daemonset.yaml") if d["kind"] == "PriorityClass"])
+        security = container["securityContext"]
+        self.assertTrue(security["runAsNonRoot"])
+        self.assertFalse(security["allowPrivilegeEscalation"])
+        self.assertEqual(pod["containers"][0]["image"], pod["initContainers"][0]["image"])
+
+    def test_the_app_reaches_the_agents_socket_and_is_allowed(self):
+        agent_pod, agent, arguments = self.agent()
+        app_pod = self.workload("example-app.yaml", "Deployment")
+        app = next(c for c in app_pod["containers"] if c["name"] == "app")
+        env = {e["name"]: e.get("value") for e in app["env"]}
+        agent_volume, agent_file = self.mount_of(agent, agent_pod, one(arguments, "--socket"))
+        app_volume, app_file = self.mount_of(app, app_pod, env["TELEMETRY_AGENT_SOCKET"])
+        self.assertEqual(agent_volume["hostPath"]["path"], app_volume["hostPath"]["path"])
+        self.assertEqual(agent_file, app_file)
+        # The socket's group and the allowed uids cover the app.
+        security = app_pod["securityContext"]
+        self.assertIn(int(one(arguments, "--socket-group")), security["supplementalGroups"])
+        self.assertIn(str(security["runAsUser"]), values(arguments, "--allow-uid"))
+        # The socket directory is handed to the agent's user and that group before the agent starts.
+        chown = " ".join(agent_pod["initContainers"][0]["command"])
+        self.assertIn(f"chown {agent['securityContext']['runAsUser']}:{one(arguments, '--socket-group')} "
+                      + os.path.dirname(one(arguments, "--socket")), chown)
+
+    def test_the_app_gets_the_shim_from_the_agents_image_and_autostarts_it(self):
+        _, agent, _ = self.agent()
+        app_pod = self.workload("example-app.yaml", "Deployment")
+        app = next(c for c in app_pod["containers"] if c["name"] == "app")
+        init = app_pod["initContainers"][0]
+        self.assertEqual(agent["image"], init["image"])
+        copy = shlex.split(init["command"][-1])
+        self.assertEqual("cp", copy[0])
+        source, target = copy[-2].rstrip("."), copy[-1]
+        env = {e["name"]: e.get("value") for e in app["env"]}
+        self.assertEqual("1", env["TELEMETRY_SHIM_AUTOSTART"])
+        for entry in env["PYTHONPATH"].split(":"):
+            self.assertTrue(entry.startswith(target.rstrip("/")), entry)
+            published = published_path(source + entry[len(target.rstrip("/")) + 1:])
+            self.assertTrue(published.is_dir(), published)
+        self.assertTrue((published_path(source + "telemetry_shim/autostart") / "sitecustomize.py").is_file())
+        version = re.search(r"python:(\d+)\.(\d+)", app["image"])
+        self.assertGreaterEqual((int(version.group(1)), int(version.group(2))), (3, 12))  # sys.monitoring
+
+
+if __name__ == "__main__":
+    unittest.main()
