@@ -367,7 +367,7 @@ class ExceptionTracker:
                 self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
                 return None
             site = self.swallow_points.get(point)
-            if site is not None:
+            if site is not None:  # inline like the path above: asyncio takes it on every await of a done future
                 now = perf_counter_ns()
                 if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
                         or not self._sample(site, now)):

@@ -263,9 +263,13 @@ class Sender:
     def _tick(self, final=False):
         recorder = self.recorder
         recorder.refresh_threads()
-        if self._sock is None and (not self._exit_connect_tried if final else monotonic() >= self._next_connect_at):
-            self._exit_connect_tried = final
-            self._connect()
+        if self._sock is None:
+            if not final:
+                if monotonic() >= self._next_connect_at:
+                    self._connect()
+            elif not self._exit_connect_tried:
+                self._exit_connect_tried = True
+                self._connect()
         tracker = recorder.exceptions
         if tracker is not None:
             # First: building the records defines the codes they use, taken just below.
