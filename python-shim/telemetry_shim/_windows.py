@@ -131,9 +131,11 @@ class BurstWindows:
         return period_ns // 2 + (state % 1024) * period_ns // 1024
 
     def close_for_stop(self):
-        """The shim is stopping (its events are already off): the open window gets its WINDOW_END."""
+        """The shim is stopping (its events are already off): the open window gets its WINDOW_END. The
+        stop's own set_events change closed it, and counts as its closing toggle (two per window)."""
         if self.close_at_ns is not None:
             self.close_at_ns = None
+            self.toggles += 1
             self.recorder.close_window(switch_events=False)
 
     def _adapt(self, window_ns, window_events, cost_so_far_ns, per_event_ns):

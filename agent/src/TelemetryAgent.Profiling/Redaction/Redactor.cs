@@ -16,7 +16,9 @@ public sealed class Redactor
 {
     public const string TimedOutText = "[REDACTED: redaction timed out]";
 
-    private static readonly TimeSpan MatchTimeout = TimeSpan.FromMilliseconds(200);
+    // Generous enough for a loaded host (a timeout replaces the whole text), short enough to stop a pattern that
+    // backtracks catastrophically.
+    private static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(1);
     private const RegexOptions Options = RegexOptions.CultureInvariant | RegexOptions.Compiled;
 
     private readonly (string Name, Regex Pattern, string Replacement)[] _rules;
@@ -69,6 +71,8 @@ public sealed class Redactor
                 throw new ArgumentException($"the redaction pattern {pattern} is not a valid regular expression: {e.Message}", e);
             }
         }
+        // Each compiled pattern is JIT-compiled on its first match: do that now, not inside a timed match.
+        foreach (var (_, pattern, _) in rules) pattern.IsMatch(string.Empty);
         return new Redactor([.. rules]);
     }
 
