@@ -154,11 +154,20 @@ public sealed class ExceptionAggregationTests
         Assert.Null(groups[2].Latest);
         Assert.Equal(1 + 43 + 11, script.Profile.Exceptions.Count);
 
-        // A record of the tallied type and site arrives: later tallies join its group.
+        // A record of the tallied type and site arrives: its group takes over the tally-only one (the shim may send a
+        // site's counted exceptions before its detailed ones), and later tallies join it.
         script.Raise(Record("builtins.TypeError", "t", [(Main, 3), (Parse, 7)]))
             .Tally("builtins.TypeError", Parse, 7, ExceptionFate.FateHandled, 100);
-        Assert.Equal(101, script.Profile.Exceptions.Groups[3].Count);
-        Assert.Equal(11, script.Profile.Exceptions.Groups[2].Count);
+        groups = script.Profile.Exceptions.Groups;
+        Assert.Equal(3, groups.Count);
+        Assert.Equal((ExceptionAggregateKind.Fingerprint, "builtins.TypeError"), (groups[2].Kind, groups[2].TypeName));
+        Assert.Equal((112, 1L, 111L, 112L), (groups[2].Count, groups[2].Detailed, groups[2].Tallied, groups[2].Fates.Handled));
+        Assert.Equal(1 + 43 + 112, script.Profile.Exceptions.Count);
+        Assert.Equal(script.Profile.Exceptions.Count, groups.Sum(group => group.Count));
+
+        // A second record of that site through other program frames makes a group of its own, as always.
+        script.Raise(Record("builtins.TypeError", "u", [(Main, 3), (Handle, 12), (Parse, 7)]));
+        Assert.Equal(4, script.Profile.Exceptions.Groups.Count);
     }
 
     [Fact]

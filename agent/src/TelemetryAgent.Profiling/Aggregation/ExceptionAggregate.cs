@@ -154,6 +154,13 @@ public sealed class ExceptionAggregate
         Tallied = FateCounts.Saturating(Tallied, count);
     }
 
+    /// <summary>Takes over the counts of a tally-only group (which has nothing else: no detail, no times).</summary>
+    internal void AbsorbTallies(ExceptionAggregate tallyOnly)
+    {
+        Fates.Add(tallyOnly.Fates);
+        Tallied = FateCounts.Saturating(Tallied, tallyOnly.Tallied);
+    }
+
     private void CountHandler(CodeLocation handler)
     {
         for (var i = 0; i < _handledAt.Count; i++)

@@ -56,7 +56,22 @@ public sealed class ProcessExceptions
         }
         group.Add(occurrence);
         Fates.Add(occurrence.Fate, 1);
-        if (group.Kind != ExceptionAggregateKind.Other) _latestBySite[new SiteKey(occurrence.TypeName, site)] = group;
+        if (group.Kind == ExceptionAggregateKind.Other) return;
+        var key = new SiteKey(occurrence.TypeName, site);
+        if (!_latestBySite.ContainsKey(key)) AbsorbTallyOnlyGroup(occurrence.TypeName, site, group);
+        _latestBySite[key] = group;
+    }
+
+    /// <summary>
+    /// The first record of a type and raise site takes over the tally-only group of them, if tallies came first
+    /// (the shim may send the counted exceptions of a site before its detailed ones): one group, whatever the order.
+    /// </summary>
+    private void AbsorbTallyOnlyGroup(string typeName, CodeLocation? site, ExceptionAggregate group)
+    {
+        var fingerprint = Fingerprint(typeName, site, [], tallyOnly: true);
+        if (!_byFingerprint.Remove(fingerprint, out var tallyOnly)) return;
+        _groups.Remove(tallyOnly);
+        group.AbsorbTallies(tallyOnly);
     }
 
     /// <summary>
