@@ -57,9 +57,22 @@ def _with_defaults(message_name, value):
     return out
 
 
+def expand_events(events):
+    """The events of a golden EVENTS frame, with each run {"repeat": n, "ts_step": s, "events": [...]}
+    written out: its events n times, the timestamps of copy k moved by k * s (proto/PROTOCOL.md)."""
+    expanded = []
+    for event in events:
+        if "repeat" not in event:
+            expanded.append(event)
+            continue
+        for k in range(event["repeat"]):
+            expanded.extend(dict(e, ts=e["ts"] + k * event["ts_step"]) for e in event["events"])
+    return expanded
+
+
 def _records(events):
     records = array("Q")
-    for event in events:
+    for event in expand_events(events):
         records.append(event["ts"])
         records.append(_wire.pack_word(event["thread"], event["code"], KINDS[event["kind"]]))
     return records
@@ -140,7 +153,7 @@ class GoldenStreamTests(unittest.TestCase):
                 self.assertIsNone(conn.error)
                 self.assertEqual([f["type"] for f in scenario["frames"]], conn.frame_types)
                 expected_events = [(e["ts"], e["thread"], e["code"], e["kind"])
-                                   for f in scenario["frames"] if f["type"] == "EVENTS" for e in f["events"]]
+                                   for f in scenario["frames"] if f["type"] == "EVENTS" for e in expand_events(f["events"])]
                 self.assertEqual(expected_events, conn.events)
                 hello = scenario["frames"][0]["message"]
                 for key, value in hello.items():
@@ -158,10 +171,10 @@ class GoldenStreamTests(unittest.TestCase):
 
     def test_large_batch_splits_into_the_golden_frames(self):
         scenario = _load(os.path.join(support.TESTDATA_DIR, "unicode_and_limits.json"))
-        first, second = [f for f in scenario["frames"] if f["type"] == "EVENTS"][:2]
-        self.assertEqual(_wire.MAX_RECORDS_PER_FRAME, len(first["events"]))
-        frames, count = _wire.encode_events_frames(_records(first["events"] + second["events"]))
-        self.assertEqual(len(first["events"]) + len(second["events"]), count)
+        first, second = [expand_events(f["events"]) for f in scenario["frames"] if f["type"] == "EVENTS"][:2]
+        self.assertEqual(_wire.MAX_RECORDS_PER_FRAME, len(first))
+        frames, count = _wire.encode_events_frames(_records(first + second))
+        self.assertEqual(len(first) + len(second), count)
         self.assertEqual(2, len(frames))
         self.assertEqual(5 + _wire.MAX_FRAME_PAYLOAD, len(frames[0]))
         with open(os.path.join(support.TESTDATA_DIR, "unicode_and_limits.bin"), "rb") as f:

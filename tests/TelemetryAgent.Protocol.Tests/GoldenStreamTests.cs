@@ -190,16 +190,31 @@ public sealed class GoldenStreamTests
         }
     }
 
+    /// <summary>
+    /// The events of a golden EVENTS frame; a run <c>{"repeat": n, "ts_step": s, "events": [...]}</c> stands for its
+    /// events n times, the timestamps of copy k moved by k * s (proto/PROTOCOL.md).
+    /// </summary>
     private static List<EventRecord> ReadEvents(JsonElement events)
     {
         var records = new List<EventRecord>();
         foreach (JsonElement e in events.EnumerateArray())
         {
-            records.Add(new EventRecord(
-                e.GetProperty("ts").GetUInt64(),
-                e.GetProperty("thread").GetUInt32(),
-                e.GetProperty("code").GetUInt32(),
-                Enum.Parse<EventKind>(e.GetProperty("kind").GetString()!.Replace("_", "", StringComparison.Ordinal), ignoreCase: true)));
+            if (!e.TryGetProperty("repeat", out JsonElement repeat))
+            {
+                records.Add(new EventRecord(
+                    e.GetProperty("ts").GetUInt64(),
+                    e.GetProperty("thread").GetUInt32(),
+                    e.GetProperty("code").GetUInt32(),
+                    Enum.Parse<EventKind>(e.GetProperty("kind").GetString()!.Replace("_", "", StringComparison.Ordinal), ignoreCase: true)));
+                continue;
+            }
+
+            List<EventRecord> run = ReadEvents(e.GetProperty("events"));
+            ulong step = e.GetProperty("ts_step").GetUInt64();
+            for (ulong k = 0; k < repeat.GetUInt64(); k++)
+            {
+                records.AddRange(run.Select(record => record with { Timestamp = record.Timestamp + k * step }));
+            }
         }
 
         return records;
