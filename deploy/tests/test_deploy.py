@@ -7,6 +7,7 @@ directory, shutdown deadlines).
     TELEMETRY_AGENT_DLL=.../telemetry-agent.dll python3 -m unittest discover -s deploy/tests   (PyYAML: python3-yaml)
 """
 
+import json
 import os
 import pathlib
 import re
@@ -204,7 +205,6 @@ class ContainerfileTest(unittest.TestCase):
                          next(args for op, args in instructions if op == "COPY" and args.startswith("--from")))
 
     def test_the_entrypoint_is_the_published_agent_with_valid_options(self):
-        import json
         entrypoint = json.loads(next(args for op, args in self.instructions() if op == "ENTRYPOINT"))
         self.assertEqual(["dotnet", AGENT_DLL, "serve"], entrypoint[:3])
         arguments = agent_arguments(entrypoint)

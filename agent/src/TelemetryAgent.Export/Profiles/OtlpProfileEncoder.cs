@@ -6,6 +6,7 @@ using OpenTelemetry.Proto.Common.V1;
 using OpenTelemetry.Proto.Profiles.V1Development;
 using OpenTelemetry.Proto.Resource.V1;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export.Python;
 
 namespace TelemetryAgent.Export.Profiles;
 
@@ -252,10 +253,10 @@ public static class OtlpProfileEncoder
         /// </summary>
         public int[] RecordingAttributes(ProcessProfile process)
         {
-            var mode = Attribute("telemetry_agent.recording.mode", process.Recording.Mode);
+            var mode = Attribute(PythonTelemetryNames.RecordingModeAttribute, process.Recording.Mode);
             if (!process.Recording.IsSampled) return [mode];
             var scale = process.Windows.Scale.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
-            return [mode, Attribute("telemetry_agent.recording.scale", scale)];
+            return [mode, Attribute(PythonTelemetryNames.RecordingScaleAttribute, scale)];
         }
 
         private int Attribute(string key, string? text, long number = 0)

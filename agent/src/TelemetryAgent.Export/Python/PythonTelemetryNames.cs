@@ -24,6 +24,7 @@ public static class PythonTelemetryNames
     public const string ShimOverhead = "python.profile.shim.overhead";
     public const string RecordingScale = "python.profile.recording.scale";
     public const string RecordingModeAttribute = "telemetry_agent.recording.mode";
+    public const string RecordingScaleAttribute = "telemetry_agent.recording.scale";
 
     // Semantic-convention attributes
     public const string CodeFunctionName = "code.function.name";
