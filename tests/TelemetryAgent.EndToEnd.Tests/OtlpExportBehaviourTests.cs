@@ -53,7 +53,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
     [InlineData("http/protobuf")]
     public async Task Nothing_is_lost_when_the_collector_comes_up_late(string protocol)
     {
-        var options = new OtlpReceiverOptions { HttpPort = OtlpReceiver.OtlpReceiver.ReserveFreePort(), GrpcPort = OtlpReceiver.OtlpReceiver.ReserveFreePort() };
+        var options = OtlpReceiver.OtlpReceiver.OptionsOnFreePorts();
         var endpoint = protocol == "grpc" ? $"http://127.0.0.1:{options.GrpcPort}" : $"http://127.0.0.1:{options.HttpPort}";
         var output = _temp.File("out");
         var started = Stopwatch.StartNew();

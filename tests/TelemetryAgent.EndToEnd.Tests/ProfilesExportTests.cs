@@ -96,7 +96,7 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Run_waits_for_a_collector_that_is_down_and_loses_nothing()
     {
-        var options = new OtlpReceiverOptions { HttpPort = Receiver.ReserveFreePort(), GrpcPort = Receiver.ReserveFreePort() };
+        var options = Receiver.OptionsOnFreePorts();
         var folder = _temp.File("out");
         using var agent = Processes.Start("dotnet",
             [Processes.AgentDll, "run", "--otlp-endpoint", $"http://127.0.0.1:{options.GrpcPort}", "--otlp-protocol", "grpc", "-o", folder, FixtureScript],

@@ -109,7 +109,7 @@ public sealed class ProfilesExporterTests
     [Fact]
     public async Task A_collector_that_starts_late_receives_everything()
     {
-        var options = new OtlpReceiverOptions { HttpPort = Receiver.ReserveFreePort(), GrpcPort = Receiver.ReserveFreePort() };
+        var options = Receiver.OptionsOnFreePorts();
         var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{options.GrpcPort}"), OtlpProtocol.Grpc), new StringWriter());
         var profiles = SampleRun.Build().Profiles;
 
@@ -182,7 +182,7 @@ public sealed class ProfilesExporterTests
     [Fact]
     public async Task A_full_queue_gives_up_a_running_processs_checkpoint_first_and_loses_nothing_of_it()
     {
-        var options = new OtlpReceiverOptions { HttpPort = Receiver.ReserveFreePort(), GrpcPort = Receiver.ReserveFreePort() };
+        var options = Receiver.OptionsOnFreePorts();
         var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{options.HttpPort}"), OtlpProtocol.HttpProtobuf),
             new StringWriter(), new ProfilesExporterOptions { MaxPendingProcesses = 1 });
         static ProcessProfile Ended(long pid) => new SessionScript(pid: pid).Thread(1, "MainThread").Code(1, "f").Start(10, 1).Return(20, 1).Complete();

@@ -113,7 +113,7 @@ public sealed class FailureInjectionTests
     [Fact]
     public async Task A_late_receiver_serves_the_ports_chosen_in_advance()
     {
-        var options = new OtlpReceiverOptions { HttpPort = OtlpReceiver.ReserveFreePort(), GrpcPort = OtlpReceiver.ReserveFreePort() };
+        var options = OtlpReceiver.OptionsOnFreePorts();
         using var http = new HttpClient();
         var url = new Uri($"http://127.0.0.1:{options.HttpPort}{OtlpReceiver.HttpMetricsPath}");
         var content = new ByteArrayContent(EmptyMetrics);
@@ -133,7 +133,7 @@ public sealed class FailureInjectionTests
     [Fact]
     public async Task Sdk_retry_reaches_a_receiver_that_starts_late()
     {
-        var options = new OtlpReceiverOptions { HttpPort = OtlpReceiver.ReserveFreePort(), GrpcPort = OtlpReceiver.ReserveFreePort() };
+        var options = OtlpReceiver.OptionsOnFreePorts();
         var late = OtlpReceiver.StartAfterAsync(TimeSpan.FromMilliseconds(400), options);
         try
         {

@@ -153,11 +153,35 @@ public sealed class OtlpReceiver : IAsyncDisposable
     /// A loopback TCP port that was free a moment ago (the OS chose it and it was released at once).
     /// Another process could take it before use; acceptable for tests.
     /// </summary>
-    public static int ReserveFreePort()
+    public static int ReserveFreePort() => ReserveFreePorts(1)[0];
+
+    /// <summary>
+    /// Options with an HTTP and a gRPC port that were free a moment ago, for <see cref="StartAfterAsync"/>: two
+    /// different ports (both are held while the OS chooses, so it cannot hand out the same one twice).
+    /// </summary>
+    public static OtlpReceiverOptions OptionsOnFreePorts()
     {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+        var ports = ReserveFreePorts(2);
+        return new OtlpReceiverOptions { HttpPort = ports[0], GrpcPort = ports[1] };
+    }
+
+    private static int[] ReserveFreePorts(int count)
+    {
+        var probes = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < count; i++)
+            {
+                var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                probes.Add(probe);
+                probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            }
+            return probes.Select(probe => ((IPEndPoint)probe.LocalEndPoint!).Port).ToArray();
+        }
+        finally
+        {
+            foreach (var probe in probes) probe.Dispose();
+        }
     }
 
     /// <summary>Waits until <paramref name="count"/> requests of <paramref name="signal"/> have been accepted.</summary>
