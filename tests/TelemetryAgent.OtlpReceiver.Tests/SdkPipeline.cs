@@ -18,7 +18,7 @@ namespace TelemetryAgent.OtlpReceiver.Tests;
 internal sealed class SdkPipeline : IDisposable
 {
     public const string ServiceName = "otlp-receiver-tests";
-    public const string MeterName = "TelemetryAgent.OtlpReceiver.Tests";
+    private const string MeterNamePrefix = "TelemetryAgent.OtlpReceiver.Tests.";
 
     private readonly OpenTelemetrySdk _sdk;
 
@@ -63,7 +63,9 @@ internal sealed class SdkPipeline : IDisposable
             options.TimeoutMilliseconds = 10_000;
         }
 
-        var meter = new Meter(MeterName, "1.2.3");
+        // A MeterProvider listens to every Meter of the names it was given, process-wide: a shared name
+        // would let a test class running in parallel put its instruments into this pipeline's exports.
+        var meter = new Meter(MeterNamePrefix + Guid.NewGuid().ToString("N"), "1.2.3");
         var sdk = OpenTelemetrySdk.Create(builder =>
         {
             builder.Services.AddSingleton<IConfiguration>(configuration);
@@ -72,7 +74,7 @@ internal sealed class SdkPipeline : IDisposable
                     .AddService(ServiceName, serviceInstanceId: "1")
                     .AddAttributes([new KeyValuePair<string, object>("deployment.environment.name", "test")]))
                 .WithMetrics(metrics => metrics
-                    .AddMeter(MeterName)
+                    .AddMeter(meter.Name)
                     .AddOtlpExporter((exporter, reader) =>
                     {
                         Configure(exporter, OtlpReceiver.HttpMetricsPath);
