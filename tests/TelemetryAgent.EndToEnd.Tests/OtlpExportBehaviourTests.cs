@@ -128,7 +128,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, Script("quick.py", "print(1)\n")],
             environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
         Assert.True(run.ExitCode == 0, run.ToString());
-        await WaitForAsync(() => Directory.Exists(_temp.File("out")) && Directory.GetDirectories(_temp.File("out")).Length == 1, "the output folder");
+        await WaitForAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
         var finished = await StopAsync(agent);
         Assert.True(finished.ExitCode == 0, finished.ToString());
         Assert.Single(finished.Stderr.Split('\n'), line => line.Contains("OTLP export is off", StringComparison.Ordinal));
@@ -161,11 +161,11 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, script],
             environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
         Assert.True(run.ExitCode == 0, run.ToString());
-        await WaitForAsync(() => Directory.Exists(_temp.File("out")) && Directory.GetDirectories(_temp.File("out")).Length == 1, "the output folder");
+        await WaitForAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
         var finished = await StopAsync(agent);
         Assert.True(finished.ExitCode == 0, finished.ToString());
 
-        var folder = Directory.GetDirectories(_temp.File("out")).Single();
+        var folder = ServeAgent.CompletedFolders(_temp.File("out")).Single();
         using var exceptions = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "exceptions.json")));
         var group = exceptions.RootElement.GetProperty("processes")[0].GetProperty("groups").EnumerateArray()
             .Single(g => g.GetProperty("type").GetString() == "builtins.ValueError");

@@ -158,9 +158,7 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
             environment: new Dictionary<string, string?>(CleanEnvironment) { ["PYTHONPATH"] = Repo.Path("python-shim") });
         Assert.True(program.ExitCode == 0, program.ToString());
 
-        // profile.pb.gz is the folder's last file.
-        while (!(Directory.Exists(outputRoot) && Directory.GetDirectories(outputRoot).Length == 1
-                 && File.Exists(Path.Combine(Directory.GetDirectories(outputRoot)[0], "profile.pb.gz"))))
+        while (ServeAgent.CompletedFolders(outputRoot).Length != 1)
         {
             Assert.True(started.Elapsed < TimeSpan.FromSeconds(60), "the process's folder was not written");
             await Task.Delay(50);
@@ -172,7 +170,7 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
         var requests = receiver.Profiles.Select(request => request.Message).ToList();
         output.WriteLine($"{requests.Count} profiles requests for a {program.Stdout.Length}-byte run; agent said: {finished.Stderr}");
         Assert.True(requests.Count >= 3, $"expected one profile per 0.5 s interval of a 2 s program, got {requests.Count}");
-        var folder = Directory.GetDirectories(outputRoot).Single();
+        var folder = ServeAgent.CompletedFolders(outputRoot).Single();
         AssertFoldedFilesEqual(folder, requests);
         Assert.Equal(File.ReadAllText(Path.Combine(folder, "calls.folded")), ProfileFolding.FromPprof(ReadPprof(Path.Combine(folder, "profile.pb.gz")), 1));
 

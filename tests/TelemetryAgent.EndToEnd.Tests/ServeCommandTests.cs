@@ -59,14 +59,19 @@ public sealed class ServeCommandTests : IDisposable
         Assert.All(runs, run => Assert.True(run.ExitCode == 0 && run.Stdout == "500500\n", run.ToString()));
         truncated.Shutdown(SocketShutdown.Both);
 
-        await WaitUntilAsync(() => Directory.Exists(OutputRoot) && Directory.GetDirectories(OutputRoot).Length == 3, "three output folders");
+        await WaitUntilAsync(() => ServeAgent.CompletedFolders(OutputRoot).Length == 3, "three output folders");
+        // A folder that can be seen is already complete: files are written under a hidden name, then renamed.
+        string[] everyFile = [.. TelemetryAgent.Export.OutputWriter.FileNames, TelemetryAgent.Export.Profiles.PprofWriter.FileName];
+        Assert.All(ServeAgent.CompletedFolders(OutputRoot), folder =>
+            Assert.Equal(everyFile.Order(), Directory.GetFiles(folder).Select(Path.GetFileName).Order()));
         var finished = await StopAsync(agent);
         Assert.True(finished.ExitCode == 0, finished.ToString());
         Assert.Contains("BadMagic", finished.Stderr);
         Assert.Contains("TruncatedStream", finished.Stderr);
 
         var pids = new HashSet<long>();
-        foreach (var folder in Directory.GetDirectories(OutputRoot))
+        Assert.Equal(3, Directory.GetDirectories(OutputRoot).Length);  // no staging folder is left behind
+        foreach (var folder in ServeAgent.CompletedFolders(OutputRoot))
         {
             Assert.StartsWith("work-", Path.GetFileName(folder));
             using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "summary.json")));

@@ -34,7 +34,12 @@ public sealed class ServeAgent : IDisposable
         return await Processes.WaitAsync(Process, timeout ?? TimeSpan.FromSeconds(30));
     }
 
-    public string[] OutputFolders() => Directory.Exists(OutputRoot) ? Directory.GetDirectories(OutputRoot) : [];
+    public string[] OutputFolders() => CompletedFolders(OutputRoot);
+
+    /// <summary>The process folders serve has finished in <paramref name="outputRoot"/> (not its hidden staging folders).</summary>
+    public static string[] CompletedFolders(string outputRoot) => Directory.Exists(outputRoot)
+        ? Directory.GetDirectories(outputRoot).Where(folder => !Path.GetFileName(folder).StartsWith('.')).ToArray()
+        : [];
 
     /// <summary>The single process of an output folder's summary.json (serve writes one folder per process).</summary>
     public static JsonElement ProcessIn(string folder)

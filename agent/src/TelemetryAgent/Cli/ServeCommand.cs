@@ -156,8 +156,10 @@ public static class ServeCommand
             // The sequence number keeps two connections of one process (a reconnect) apart.
             var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
             var snapshot = new ProfileStoreSnapshot([completed], [], new Dictionary<string, long>());
+            // Written under a hidden name first: globs such as out/*/summary.json see only complete folders.
             RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, completed.ConnectedAt,
-                completed.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false);
+                completed.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false,
+                stagingFolder: Path.Combine(outputRoot, $".{folderName}.partial"));
         }
 
         private static string Sanitize(string name)
