@@ -2,8 +2,8 @@
 
     python3.12 bench/run.py [--runs 7] [--python PATH] [--workloads a,b] [--json PATH] [--quick]
 
-For each workload in bench/workloads: the plain program, `python -m cProfile`, and `python -m telemetry_shim
---mode full|burst|exceptions` streaming to a real `telemetry-agent serve`, interleaved round by round (the order
+For each workload in bench/workloads: the plain program, `python -m cProfile`, and the shim in each mode
+(full|burst|exceptions) started by autostart, as a service gets it, streaming to a real `telemetry-agent serve`, interleaved round by round (the order
 of the variants shuffled in each round), median of the runs. The machine is shared and noisy: the suite reports
 ratios to the plain run measured in the same rounds, on CPU time (user + system of the program's process, which
 includes the shim's sender thread) and on wall time, for the whole process (start-up and exit included) and for
@@ -37,6 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORKLOAD_DIR = os.path.join(HERE, "workloads")
+AUTOSTART_DIR = os.path.join(REPO, "python-shim", "telemetry_shim", "autostart")
 AGENT_DLL = os.path.join(REPO, "agent", "src", "TelemetryAgent", "bin", "Release", "net10.0", "telemetry-agent.dll")
 VARIANTS = ("plain", "cProfile", "full", "burst", "exceptions")
 SHIM_MODES = ("full", "burst", "exceptions")
@@ -71,13 +72,22 @@ class Runner:
             return [self.python] + tail
         if variant == "cProfile":
             return [self.python, "-m", "cProfile", "-o", os.devnull] + tail
-        return [self.python, "-m", "telemetry_shim", "--socket", self.socket_path, "--service-name", service,
-                "--mode", variant] + tail
+        return [self.python] + tail  # the shim through autostart (shim_env)
+
+    def shim_env(self, variant, service):
+        """The shim as a service gets it: autostart, so no runner frame sits below the program (deep recursion
+        would pay for those frames: docs/performance.md, "Recursion")."""
+        return {"PYTHONPATH": os.pathsep.join([AUTOSTART_DIR, os.path.join(REPO, "python-shim")]),
+                "TELEMETRY_SHIM_AUTOSTART": "1", "TELEMETRY_SHIM_MODE": variant,
+                "TELEMETRY_AGENT_SOCKET": self.socket_path, "TELEMETRY_SHIM_SERVICE_NAME": service}
 
     def run(self, variant, script, service, scale=None, extra_env=None):
         """(wall s, CPU s, steady-state CPU s, stdout) of one run; CPU time (user + system) from the child's
         rusage, the steady state from the workload's own `work_cpu_s=` line on stderr."""
-        env = dict(self.env, **(extra_env or {}))
+        env = dict(self.env)
+        if variant in SHIM_MODES:
+            env.update(self.shim_env(variant, service))
+        env.update(extra_env or {})
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             start = time.perf_counter()
             process = subprocess.Popen(self.argv(variant, script, service, scale), env=env, stdout=out, stderr=err,

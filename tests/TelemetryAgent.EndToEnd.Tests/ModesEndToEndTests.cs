@@ -86,9 +86,10 @@ public sealed class ModesEndToEndTests : IDisposable
 
         // Scaled consistently: each thread is on the stack for the whole of every window it lives through, so its
         // scaled time is the represented span (the main thread), or nearly (the sleeper starts a moment later).
+        // The program may end inside the last window: the main thread's share of that one window can be missing.
         var mainTotal = main.Sum(stack => stack.Weight);
         var sleeperTotal = sleeper.Sum(stack => stack.Weight);
-        Assert.InRange(mainTotal, represented * 0.99, represented * 1.01);
+        Assert.InRange(mainTotal, represented - represented / count, represented * 1.01);
         Assert.InRange(sleeperTotal, represented * 0.80, represented * 1.01);
         // fib has most of the main thread's self time.
         var fibSelf = main.Where(stack => stack.Frames[^1].StartsWith("fib (", StringComparison.Ordinal)).Sum(stack => stack.Weight);
