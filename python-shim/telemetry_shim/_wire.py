@@ -134,6 +134,9 @@ SCHEMAS = {
 
 def encode_varint(value, out):
     """Appends `value` (0 <= value < 2**64) as a base-128 varint to the bytearray `out`."""
+    if 0 <= value < 0x80:
+        out.append(value)  # most values: tags, lines, lengths of small messages
+        return
     if value < 0 or value >= 1 << 64:
         raise ValueError("varint out of range: %r" % (value,))
     while value > 0x7F:
@@ -150,48 +153,79 @@ def encode_string(text):
     return data
 
 
-def _encode_scalar(number, type_name, value, out):
-    if type_name == "string":
+_SCALAR_TYPES = ("uint", "int64", "bool", "string")
+
+
+def _compile(schema):
+    """(field names, layout) of a message: per field in field-number order (as protobuf encoders
+    write them), its name, its encoded tag, its element type and whether it is repeated. Built once,
+    so that encoding a message (exception records: the sender, per record) does no sorting."""
+    layout = []
+    for field_name, (number, type_name) in sorted(schema.items(), key=lambda item: item[1][0]):
+        repeated = isinstance(type_name, list)
+        element = type_name[0] if repeated else type_name
+        tag = bytearray()
+        encode_varint(number << 3 | (_VARINT if element in ("uint", "int64", "bool") else _LENGTH_DELIMITED), tag)
+        layout.append((field_name, bytes(tag), element, repeated))
+    return frozenset(schema), tuple(layout)
+
+
+_COMPILED = {name: _compile(schema) for name, schema in SCHEMAS.items()}
+
+
+_LOCATION_FIELDS, ((_, _LOCATION_CODE_TAG, _, _), (_, _LOCATION_LINE_TAG, _, _)) = _COMPILED["Location"]
+
+
+def _encode_value(tag, element, value, out):
+    out += tag
+    if element == "Location" and _LOCATION_FIELDS.issuperset(value):
+        # Inline: a record's stack and traceback are lists of these.
+        payload = bytearray()
+        code_id = value.get("code_id")
+        if code_id:
+            payload += _LOCATION_CODE_TAG
+            encode_varint(code_id, payload)
+        line = value.get("line")
+        if line:
+            payload += _LOCATION_LINE_TAG
+            encode_varint(line, payload)
+        encode_varint(len(payload), out)
+        out += payload
+    elif element == "uint":
+        encode_varint(value, out)
+    elif element == "string":
         data = encode_string(value)
-        encode_varint(number << 3 | _LENGTH_DELIMITED, out)
         encode_varint(len(data), out)
         out += data
-    elif type_name == "uint":
-        encode_varint(number << 3 | _VARINT, out)
-        encode_varint(value, out)
-    elif type_name == "int64":
+    elif element == "int64":
         if not -(1 << 63) <= value < 1 << 63:
             raise ValueError("int64 out of range: %r" % (value,))
-        encode_varint(number << 3 | _VARINT, out)
         encode_varint(value & 0xFFFFFFFFFFFFFFFF, out)  # negative: ten-byte two's complement
-    elif type_name == "bool":
-        encode_varint(number << 3 | _VARINT, out)
+    elif element == "bool":
         out.append(1 if value else 0)
     else:
-        data = encode_message(type_name, value)
-        encode_varint(number << 3 | _LENGTH_DELIMITED, out)
+        data = encode_message(element, value)
         encode_varint(len(data), out)
         out += data
 
 
 def encode_message(name, fields):
     """Protobuf bytes of message `name` from a dict of .proto field names (unknown names raise)."""
-    schema = SCHEMAS[name]
-    for key in fields:
-        if key not in schema:
-            raise KeyError("%s has no field %r" % (name, key))
+    known, layout = _COMPILED[name]
+    if not known.issuperset(fields):
+        raise KeyError("%s has no field %r" % (name, next(key for key in fields if key not in known)))
     out = bytearray()
-    # Fields in field-number order, as protobuf encoders write them.
-    for field_name, (number, type_name) in sorted(schema.items(), key=lambda item: item[1][0]):
-        value = fields.get(field_name)
-        if isinstance(type_name, list):
-            for element in value or ():
-                _encode_scalar(number, type_name[0], element, out)
-        elif type_name in ("uint", "int64", "bool", "string"):
-            if value:  # proto3: a default value (0, "", False, None) is not written
-                _encode_scalar(number, type_name, value, out)
+    get = fields.get
+    for field_name, tag, element, repeated in layout:
+        value = get(field_name)
+        if repeated:
+            for item in value or ():
+                _encode_value(tag, element, item, out)
+        elif element in _SCALAR_TYPES:
+            if value:  # proto3: a scalar's default value (0, "", False, None) is not written
+                _encode_value(tag, element, value, out)
         elif value is not None:
-            _encode_scalar(number, type_name, value, out)
+            _encode_value(tag, element, value, out)
     return bytes(out)
 
 
