@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,6 +102,21 @@ class Runner:
                 raise SystemExit("%s %s failed (%d):\n%s" % (variant, script, process.returncode, err.read()[-3000:]))
             work = re.search(r"^work_cpu_s=([0-9.]+)$", err.read(), re.M)
             return wall, usage.ru_utime + usage.ru_stime, float(work.group(1)) if work else None, out.read()
+
+    def instructions(self, variant, script, service, scale=None):
+        """Instructions executed by the run (all its threads), counted by valgrind's cachegrind: unlike CPU time,
+        the same from run to run on a noisy machine."""
+        env = dict(self.env)
+        if variant in SHIM_MODES:
+            env.update(self.shim_env(variant, service))
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=" + os.devnull]
+        done = subprocess.run(command + self.argv(variant, script, service, scale), env=env, capture_output=True,
+                              text=True)
+        counted = re.search(r"I\s+refs:\s+([0-9,]+)", done.stderr)
+        if done.returncode != 0 or not counted:
+            raise SystemExit("%s %s under valgrind failed (%d):\n%s" % (variant, script, done.returncode,
+                                                                        done.stderr[-3000:]))
+        return int(counted.group(1).replace(",", ""))
 
     def outputs_of(self, service, timeout=30.0):
         """The serve output folder of the process that ran as `service`."""
@@ -197,6 +213,8 @@ def main():
     parser.add_argument("--workloads", default="", help="comma-separated subset of bench/workloads")
     parser.add_argument("--accuracy-scale", type=float, default=3.0, help="workload scale of the accuracy runs")
     parser.add_argument("--quick", action="store_true", help="3 rounds, accuracy scale 3: a smoke run")
+    parser.add_argument("--instructions-scale", type=float, default=0.25,
+                        help="workload scale of the instruction counts under valgrind (0: leave them out)")
     parser.add_argument("--agent-dll", default=AGENT_DLL)
     parser.add_argument("--json", help="where to write the results (default bench/results/latest-<python>.json)")
     args = parser.parse_args()
@@ -219,14 +237,20 @@ def main():
                     raise SystemExit("telemetry-agent serve did not start")
                 time.sleep(0.05)
             runner = Runner(args.python, socket_path, output_dir)
+            if args.instructions_scale and not shutil.which("valgrind"):
+                raise SystemExit("valgrind is needed for the instruction counts (apt-get install valgrind), "
+                                 "or run with --instructions-scale 0 to leave them out")
             results = measure(runner, names, args.runs, args.full_runs)
             accuracy = measure_accuracy(runner, names, args.accuracy_scale)
+            instructions = (measure_instructions(runner, names, args.instructions_scale, temp)
+                            if args.instructions_scale else None)
         finally:
             agent.terminate()
             agent.wait(timeout=60)
     toggles = toggle_cost(args.python)
 
     report = {"machine": machine, "runs": args.runs, "full_runs": min(args.full_runs, args.runs), "workloads": results, "accuracy": accuracy,
+              "instructions": instructions,
               "toggle_ns": toggles[0], "toggle_with_reinstrumentation_ns": toggles[1]}
     report["summary"] = summarize(report)
     print_report(report)
@@ -283,6 +307,36 @@ def measure(runner, names, runs, full_runs):
     return results
 
 
+INSTRUCTION_VARIANTS = ("plain", "plain again", "exceptions")
+
+
+def measure_instructions(runner, names, scale, temp):
+    """Exceptions mode's cost in instructions, which this machine's noise does not blur: per workload, the
+    instructions of the plain run, of a second plain run (the control: how far two identical runs differ) and of
+    exceptions mode. Steady state = the run minus an empty program's run under the same variant, which removes
+    the interpreter's and the shim's start-up and exit. Not for burst mode: its windows follow the clock, and
+    under valgrind (8x slower, threads serialised) they catch a different share of the work."""
+    empty = os.path.join(temp, "empty.py")
+    with open(empty, "w") as out:
+        out.write("pass\n")
+    def count(variant, script, label, scale=None):
+        return runner.instructions(variant.split()[0], script, "instructions.%s.%s" % (label, variant.split()[0]),
+                                   scale)
+    baseline = {variant: count(variant, empty, "empty") for variant in INSTRUCTION_VARIANTS}
+    results = {"scale": scale, "empty_program": baseline, "workloads": {}}
+    for name in names:
+        script = os.path.join(WORKLOAD_DIR, name + ".py")
+        whole = {variant: count(variant, script, name, scale) for variant in INSTRUCTION_VARIANTS}
+        steady = {variant: whole[variant] - baseline[variant] for variant in INSTRUCTION_VARIANTS}
+        results["workloads"][name] = {
+            "whole": whole, "steady": steady,
+            "ratio_steady": {variant: steady[variant] / steady["plain"] for variant in INSTRUCTION_VARIANTS},
+            "ratio_whole": {variant: whole[variant] / whole["plain"] for variant in INSTRUCTION_VARIANTS},
+        }
+        print("instructions: %s done" % name, file=sys.stderr)
+    return results
+
+
 def measure_accuracy(runner, names, scale):
     accuracy = {}
     burst_env = {"TELEMETRY_SHIM_WINDOW_MS": "2", "TELEMETRY_SHIM_PERIOD_MS": "20", "TELEMETRY_SHIM_BUDGET": "off"}
@@ -327,6 +381,18 @@ def summarize(report):
         "exceptions_max_slowdown_cpu_rarely_raising": max(quiet) if quiet else None,
         "accuracy_median_max_difference_pp": statistics.median(distances) if distances else None,
     }
+    instructions = report.get("instructions")
+    if instructions:
+        counted = instructions["workloads"]
+        quiet = [entry["ratio_steady"]["exceptions"] - 1 for name, entry in counted.items()
+                 if name not in RAISING_WORKLOADS]
+        summary["exceptions_median_slowdown_instructions_steady_rarely_raising"] = (statistics.median(quiet)
+                                                                                     if quiet else None)
+        summary["exceptions_max_slowdown_instructions_steady_rarely_raising"] = max(quiet) if quiet else None
+        summary["instructions_control_max_difference"] = max(
+            (abs(entry["ratio_steady"]["plain again"] - 1) for entry in counted.values()), default=None)
+        empty = instructions["empty_program"]
+        summary["shim_startup_instructions"] = empty["exceptions"] - empty["plain"]
     raise_path = [e["raise_path_us_exceptions_mode"] for e in results.values() if "raise_path_us_exceptions_mode" in e]
     if raise_path:
         summary["raise_path_us_exceptions_mode"] = raise_path[0]
@@ -335,6 +401,15 @@ def summarize(report):
 
 def _pct(ratio):
     return "%+.1f%%" % (100 * (ratio - 1))
+
+
+def print_table(rows):
+    """The first row is the header; the first column is left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
 
 
 def print_report(report):
@@ -362,11 +437,7 @@ def print_report(report):
             _pct(entry["ratio_work"]["exceptions"]),
             "%.1f pp (%d windows)" % (accuracy["max_difference_pp"], accuracy["windows"]) if accuracy else "-",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(rows)
     summary = report["summary"]
     print()
     print("burst, default budget (1%%): median slowdown %+.2f%% steady state, %+.2f%% whole process CPU, %+.2f%% wall "
@@ -383,6 +454,27 @@ def print_report(report):
           "%.1f percentage points" % (ACCURACY_TOP, summary["accuracy_median_max_difference_pp"]))
     print("set_events toggle: %.1f us; with 1000 functions re-instrumented: %.1f us" % (
         report["toggle_ns"] / 1000, report["toggle_with_reinstrumentation_ns"] / 1000))
+    instructions = report.get("instructions")
+    if instructions:
+        print_instructions(instructions, summary)
+
+
+def print_instructions(instructions, summary):
+    print()
+    print("Instructions (valgrind, workload scale %g; steady: minus an empty program's run under the same variant)"
+          % instructions["scale"])
+    header = ("workload", "plain steady", "control", "exceptions (steady)", "exceptions (process)")
+    rows = [header]
+    for name, entry in instructions["workloads"].items():
+        rows.append((name, "%.1f M" % (entry["steady"]["plain"] / 1e6), _pct(entry["ratio_steady"]["plain again"]),
+                     _pct(entry["ratio_steady"]["exceptions"]), _pct(entry["ratio_whole"]["exceptions"])))
+    print_table(rows)
+    print("exceptions on rarely raising workloads, in instructions: median %+.2f%% steady state, worst %+.2f%% "
+          "(target <= +2%%); two plain runs differ by at most %.2f%%; the shim's start-up and exit: %.1f M "
+          "instructions" % (100 * summary["exceptions_median_slowdown_instructions_steady_rarely_raising"],
+                            100 * summary["exceptions_max_slowdown_instructions_steady_rarely_raising"],
+                            100 * summary["instructions_control_max_difference"],
+                            summary["shim_startup_instructions"] / 1e6))
 
 
 if __name__ == "__main__":
