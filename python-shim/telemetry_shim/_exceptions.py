@@ -26,10 +26,10 @@ Nothing here may run the program's code: attributes are read through BaseExcepti
 type's own descriptors, and str() is called only when it is a C slot over plain builtin values.
 """
 
-import dis
 import sys
 import threading
 from collections import deque
+from opcode import opmap  # what dis.opmap is, without importing dis at every start-up
 from _thread import get_ident
 from time import perf_counter_ns
 
@@ -47,7 +47,7 @@ MAX_GROUP_MEMBERS = 16
 MAX_DETAILS_PER_RECORD = 32      # ExceptionDetail nodes in one record (keeps a record far below 1 MiB)
 MAX_TRACEBACK_ENTRIES = 128      # the innermost ones are kept
 MAX_STACK_FRAMES = 128           # the innermost ones are kept (stack_truncated)
-FIRST_DETAILED_PER_SITE = 10
+FIRST_DETAILED_PER_SITE = 5    # as many as the agent keeps sample messages per group
 SITE_DETAIL_INTERVAL_NS = 1_000_000_000
 MAX_DETAILED_PER_SECOND = 100   # sustained, over all sites (a token bucket) ...
 DETAILED_BURST = 1000           # ... after a burst of this many (e.g. the imports at start-up)
@@ -241,7 +241,7 @@ _INSTRUCTION_LINE = 1
 _new_object = object.__new__
 
 # Instructions that end a StopIteration in C right after its RAISE event in their frame.
-_SWALLOWS_STOP_ITERATION = frozenset(dis.opmap[name] for name in ("FOR_ITER", "SEND"))
+_SWALLOWS_STOP_ITERATION = frozenset(opmap[name] for name in ("FOR_ITER", "SEND"))
 
 
 def _swallows_stop_iteration(code, offset):

@@ -11,6 +11,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import support  # noqa: E402
+from telemetry_shim import _exceptions  # noqa: E402
 
 PRELUDE = "import telemetry_shim\nassert telemetry_shim.start(%s), 'shim did not start'\n"
 
@@ -663,9 +664,10 @@ class SafetyTests(unittest.TestCase):
                     pass
             """)
         records = run.of_type("builtins.KeyError")
-        self.assertGreaterEqual(len(records), 10)
-        self.assertLessEqual(len(records), 40)
-        self.assertEqual(["'user-%d'" % i for i in range(10)], [r["detail"]["message"] for r in records[:10]])
+        first = _exceptions.FIRST_DETAILED_PER_SITE
+        self.assertGreaterEqual(len(records), first)
+        self.assertLessEqual(len(records), first + 30)
+        self.assertEqual(["'user-%d'" % i for i in range(first)], [r["detail"]["message"] for r in records[:first]])
         tallies = [t for t in run.conn.tallies if t["type_name"] == "builtins.KeyError"
                    and t["raised_at"]["line"] == run.line("raise")]
         self.assertEqual({("<module>", run.line("raise"), "FATE_HANDLED")},  # noqa: E127
@@ -675,6 +677,7 @@ class SafetyTests(unittest.TestCase):
         run.assert_stacks_balanced()
 
     def test_threads_record_their_own_exceptions(self):
+        per_thread = _exceptions.FIRST_DETAILED_PER_SITE // 3  # all of them detailed: one site, three threads
         run = ExceptionRun(self, """
             import threading
             def work(n):
@@ -683,14 +686,14 @@ class SafetyTests(unittest.TestCase):
                         raise ValueError(threading.current_thread().name)
                     except ValueError:
                         pass
-            threads = [threading.Thread(target=work, args=(3,), name="w%d" % i) for i in range(3)]
+            threads = [threading.Thread(target=work, args=(%d,), name="w%%d" %% i) for i in range(3)]
             for t in threads: t.start()
             for t in threads: t.join()
-            """)
+            """ % (per_thread,))
         by_thread = {}
         for record in run.of_type("builtins.ValueError"):
             by_thread.setdefault(record["thread_id"], []).append(record["detail"]["message"])
-        self.assertEqual({run.conn.thread_named("w%d" % i): ["w%d" % i] * 3 for i in range(3)}, by_thread)
+        self.assertEqual({run.conn.thread_named("w%d" % i): ["w%d" % i] * per_thread for i in range(3)}, by_thread)
         run.assert_stacks_balanced()
 
 
