@@ -215,9 +215,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="3 rounds, accuracy scale 3: a smoke run")
     parser.add_argument("--instructions-scale", type=float, default=0.25,
                         help="workload scale of the instruction counts under valgrind (0: leave them out)")
+    parser.add_argument("--instructions-only", action="store_true",
+                        help="only the instruction counts (about 10 minutes), no CPU-time rounds")
     parser.add_argument("--agent-dll", default=AGENT_DLL)
     parser.add_argument("--json", help="where to write the results (default bench/results/latest-<python>.json)")
     args = parser.parse_args()
+    if args.instructions_only and not args.instructions_scale:
+        parser.error("--instructions-only needs a non-zero --instructions-scale")
     if args.quick:
         args.runs, args.full_runs, args.accuracy_scale = 3, 2, 1.0
     names = workloads([n for n in args.workloads.split(",") if n])
@@ -240,8 +244,11 @@ def main():
             if args.instructions_scale and not shutil.which("valgrind"):
                 raise SystemExit("valgrind is needed for the instruction counts (apt-get install valgrind), "
                                  "or run with --instructions-scale 0 to leave them out")
-            results = measure(runner, names, args.runs, args.full_runs)
-            accuracy = measure_accuracy(runner, names, args.accuracy_scale)
+            if args.instructions_only:
+                results, accuracy = {}, {}
+            else:
+                results = measure(runner, names, args.runs, args.full_runs)
+                accuracy = measure_accuracy(runner, names, args.accuracy_scale)
             instructions = (measure_instructions(runner, names, args.instructions_scale, temp)
                             if args.instructions_scale else None)
         finally:
@@ -414,6 +421,11 @@ def print_table(rows):
 
 def print_report(report):
     machine = report["machine"]
+    summary = report["summary"]
+    if not report["workloads"]:  # --instructions-only
+        print("Python %s, %s, %d cores" % (machine["python"], machine["cpu"] or "?", machine["cores"]))
+        print_instructions(report["instructions"], summary)
+        return
     print("Python %s, %s, %d cores; median of %d interleaved rounds (cProfile and full: %d); CPU time of the "
           "program's process, ratio to plain; steady: while main() runs (wall time in the JSON)" % (
               machine["python"], machine["cpu"] or "?", machine["cores"], report["runs"], report["full_runs"]))
@@ -438,7 +450,6 @@ def print_report(report):
             "%.1f pp (%d windows)" % (accuracy["max_difference_pp"], accuracy["windows"]) if accuracy else "-",
         ))
     print_table(rows)
-    summary = report["summary"]
     print()
     print("burst, default budget (1%%): median slowdown %+.2f%% steady state, %+.2f%% whole process CPU, %+.2f%% wall "
           "(target <= +2%%)" % (100 * summary["burst_median_slowdown_steady"], 100 * summary["burst_median_slowdown_cpu"],
