@@ -276,6 +276,8 @@ def measure(runner, names, runs, full_runs):
     raised = {}
     for name in names:  # warm-up: page cache, .pyc files
         runner.run("plain", os.path.join(WORKLOAD_DIR, name + ".py"), "warmup")
+    for mode in SHIM_MODES:  # the shim's own .pyc files
+        runner.run(mode, os.path.join(WORKLOAD_DIR, names[0] + ".py"), "warmup")
     for round_index in range(runs):
         for name in names:
             script = os.path.join(WORKLOAD_DIR, name + ".py")
@@ -329,6 +331,8 @@ def measure_instructions(runner, names, scale, temp):
     def count(variant, script, label, scale=None):
         return runner.instructions(variant.split()[0], script, "instructions.%s.%s" % (label, variant.split()[0]),
                                    scale)
+    for variant in ("plain", "exceptions"):  # the shim's .pyc files are written before anything is counted
+        runner.run(variant, empty, "instructions.warmup")
     baseline = {variant: count(variant, empty, "empty") for variant in INSTRUCTION_VARIANTS}
     results = {"scale": scale, "empty_program": baseline, "workloads": {}}
     for name in names:
