@@ -54,17 +54,17 @@ public sealed class OtlpExportBehaviourTests : IDisposable
     public async Task Nothing_is_lost_when_the_collector_comes_up_late(string protocol)
     {
         var options = OtlpReceiver.OtlpReceiver.OptionsOnFreePorts();
-        var endpoint = protocol == "grpc" ? $"http://127.0.0.1:{options.GrpcPort}" : $"http://127.0.0.1:{options.HttpPort}";
+        var port = protocol == "grpc" ? options.GrpcPort : options.HttpPort;
         var output = _temp.File("out");
-        var started = Stopwatch.StartNew();
-        // Down for the program's run and the first export attempts; the in-memory retry has the export's 10 s timeout.
-        var lateReceiver = OtlpReceiver.OtlpReceiver.StartAfterAsync(TimeSpan.FromSeconds(5), options);
+        // Down until the agent's first export attempt has failed, and 2 s more; the in-memory retry has the export's
+        // 10 s timeout.
+        var lateReceiver = OtlpReceiver.OtlpReceiver.StartAfterFirstAttemptAsync(port, TimeSpan.FromSeconds(2), options,
+            wait: TimeSpan.FromMinutes(2));
         var agent = await Processes.RunAgentAsync(
-            ["run", "-o", output, "--otlp-endpoint", endpoint, "--otlp-protocol", protocol, "examples/fixture_app.py"],
+            ["run", "-o", output, "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-protocol", protocol, "examples/fixture_app.py"],
             environment: OtlpExportTests.CleanEnvironment());
         await using var receiver = await lateReceiver;
         Assert.True(agent.ExitCode == 0, agent.ToString());
-        Assert.True(started.Elapsed > TimeSpan.FromSeconds(5));
         Assert.DoesNotContain("OTLP export:", agent.Stderr);
 
         var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
