@@ -56,14 +56,23 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var options = OtlpReceiver.OtlpReceiver.OptionsOnFreePorts();
         var port = protocol == "grpc" ? options.GrpcPort : options.HttpPort;
         var output = _temp.File("out");
-        // Down until the agent's first export attempt has failed, and 2 s more; the in-memory retry has the export's
-        // 10 s timeout.
-        var lateReceiver = OtlpReceiver.OtlpReceiver.StartAfterFirstAttemptAsync(port, TimeSpan.FromSeconds(2), options,
-            wait: TimeSpan.FromMinutes(2));
-        var agent = await Processes.RunAgentAsync(
-            ["run", "-o", output, "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-protocol", protocol, "examples/fixture_app.py"],
+        var started = Stopwatch.StartNew();
+        using var agentProcess = Processes.Start("dotnet",
+            [Processes.AgentDll, "run", "-o", output, "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-protocol", protocol,
+             "examples/fixture_app.py"],
             environment: OtlpExportTests.CleanEnvironment());
-        await using var receiver = await lateReceiver;
+        agentProcess.StandardInput.Close();
+        var finishing = Processes.WaitAsync(agentProcess, Processes.DefaultTimeout);
+        // Down (connections refused) while the program runs and when its final export is first tried: up 3 s after
+        // the program (the agent's child) has ended, and not before 5 s; the in-memory retry has the export's 10 s
+        // timeout. (A fixed delay from the start was outrun by a loaded machine: no attempt failed.)
+        // The program, not the agent's probe of the interpreter (also a child, before it).
+        bool ProgramRunning() => ChildrenOf(agentProcess.Id).Any(pid => CommandLine(pid).Contains("fixture_app.py"));
+        await WaitForAsync(() => ProgramRunning() || agentProcess.HasExited, "the program to start");
+        await WaitForAsync(() => !ProgramRunning(), "the program to end", seconds: 120);
+        var upAt = TimeSpan.FromSeconds(Math.Max(5, started.Elapsed.TotalSeconds + 3));
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAfterAsync(upAt - started.Elapsed, options);
+        var agent = await finishing;
         Assert.True(agent.ExitCode == 0, agent.ToString());
         Assert.DoesNotContain("OTLP export:", agent.Stderr);
 
@@ -80,6 +89,39 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         // The attempts made while it was down are the agent's export failures.
         var failures = IntPoints(byService["telemetry-agent"].Metrics["telemetry_agent.export.failures"]);
         Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == "metrics" && p.Value > 0);
+    }
+
+    /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
+    private static IEnumerable<int> ChildrenOf(int pid)
+    {
+        foreach (var folder in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(folder), out var candidate)) continue;
+            string stat;
+            try
+            {
+                stat = File.ReadAllText(Path.Combine(folder, "stat"));
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                continue;  // gone meanwhile
+            }
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            if (fields.Length > 1 && int.TryParse(fields[1], out var parent) && parent == pid) yield return candidate;
+        }
+    }
+
+    private static string CommandLine(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            return "";  // gone meanwhile
+        }
     }
 
     [Fact]
@@ -103,12 +145,12 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Processes.Start("dotnet", [Processes.AgentDll, "serve", "--socket", socket, "-o", _temp.File("out"), .. options],
             environment: OtlpExportTests.CleanEnvironment());
 
-    private static async Task WaitForAsync(Func<bool> condition, string what)
+    private static async Task WaitForAsync(Func<bool> condition, string what, double seconds = 30)
     {
         var deadline = Stopwatch.StartNew();
         while (!condition())
         {
-            if (deadline.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException($"timed out waiting for {what}");
+            if (deadline.Elapsed > TimeSpan.FromSeconds(seconds)) throw new TimeoutException($"timed out waiting for {what}");
             await Task.Delay(50);
         }
     }

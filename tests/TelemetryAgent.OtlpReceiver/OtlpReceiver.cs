@@ -150,34 +150,6 @@ public sealed class OtlpReceiver : IAsyncDisposable
     }
 
     /// <summary>
-    /// Starts a receiver <paramref name="delay"/> after a client first tried <paramref name="port"/> (one of the
-    /// options' two): that first connection finds a listener that closes without accepting it, so the client's
-    /// first attempt fails however slow the machine is. Throws when no client came within <paramref name="wait"/>.
-    /// </summary>
-    public static async Task<OtlpReceiver> StartAfterFirstAttemptAsync(int port, TimeSpan delay, OtlpReceiverOptions options,
-        TimeSpan wait, CancellationToken cancellationToken = default)
-    {
-        if (port != options.HttpPort && port != options.GrpcPort)
-        {
-            throw new ArgumentException("The port must be one of the receiver's two.", nameof(port));
-        }
-        await Task.Run(() =>
-        {
-            using var gate = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            gate.Bind(new IPEndPoint(IPAddress.Loopback, port));
-            gate.Listen(16);
-            var deadline = DateTime.UtcNow + wait;
-            // Readable when a connection waits in the backlog; closing the listener then resets it.
-            while (!gate.Poll(TimeSpan.FromMilliseconds(100), SelectMode.SelectRead))
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                if (DateTime.UtcNow > deadline) throw new TimeoutException($"no client tried port {port} within {wait}");
-            }
-        }, cancellationToken).ConfigureAwait(false);
-        return await StartAfterAsync(delay, options, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>
     /// A loopback TCP port that was free a moment ago (the OS chose it and it was released at once).
     /// Another process could take it before use; acceptable for tests.
     /// </summary>

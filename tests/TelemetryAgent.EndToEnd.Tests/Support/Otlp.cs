@@ -19,18 +19,31 @@ public static class Otlp
     public static Dictionary<string, (Dictionary<string, AnyValue> Resource, Dictionary<string, Metric> Metrics)> LatestMetricsByInstance(
         OtlpReceiver.OtlpReceiver receiver)
     {
-        var latest = new Dictionary<string, (Dictionary<string, AnyValue>, Dictionary<string, Metric>)>();
+        // Latest by the data's own time, not by arrival: an export retried in memory can arrive after a newer one.
+        var latest = new Dictionary<string, (ulong Time, Dictionary<string, AnyValue> Resource, Dictionary<string, Metric> Metrics)>();
         foreach (var request in receiver.Metrics.Snapshot())
         {
             foreach (var resourceMetrics in request.Message.ResourceMetrics)
             {
                 var resource = Attributes(resourceMetrics.Resource.Attributes);
                 var metrics = resourceMetrics.ScopeMetrics.SelectMany(scope => scope.Metrics).ToDictionary(m => m.Name);
-                latest[resource["service.instance.id"].StringValue] = (resource, metrics);
+                var time = metrics.Values.Select(NewestPointTime).DefaultIfEmpty(0UL).Max();
+                var instance = resource["service.instance.id"].StringValue;
+                if (!latest.TryGetValue(instance, out var known) || time >= known.Time) latest[instance] = (time, resource, metrics);
             }
         }
-        return latest;
+        return latest.ToDictionary(entry => entry.Key, entry => (entry.Value.Resource, entry.Value.Metrics));
     }
+
+    private static ulong NewestPointTime(Metric metric) => metric.DataCase switch
+    {
+        Metric.DataOneofCase.Sum => metric.Sum.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
+        Metric.DataOneofCase.Gauge => metric.Gauge.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
+        Metric.DataOneofCase.Histogram => metric.Histogram.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
+        Metric.DataOneofCase.ExponentialHistogram => metric.ExponentialHistogram.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
+        Metric.DataOneofCase.Summary => metric.Summary.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
+        _ => 0UL,
+    };
 
     /// <summary>Every log record with its resource, in arrival order.</summary>
     public static List<(Dictionary<string, AnyValue> Resource, LogRecord Record)> LogRecords(OtlpReceiver.OtlpReceiver receiver)
