@@ -329,8 +329,8 @@ def measure_instructions(runner, names, scale, temp):
     with open(empty, "w") as out:
         out.write("pass\n")
     def count(variant, script, label, scale=None):
-        return runner.instructions(variant.split()[0], script, "instructions.%s.%s" % (label, variant.split()[0]),
-                                   scale)
+        mode = variant.split()[0]  # "plain again" runs as plain
+        return runner.instructions(mode, script, "instructions.%s.%s" % (label, mode), scale)
     for variant in ("plain", "exceptions"):  # the shim's .pyc files are written before anything is counted
         runner.run(variant, empty, "instructions.warmup")
     baseline = {variant: count(variant, empty, "empty") for variant in INSTRUCTION_VARIANTS}

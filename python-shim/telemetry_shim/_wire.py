@@ -153,7 +153,8 @@ def encode_string(text):
     return data
 
 
-_SCALAR_TYPES = ("uint", "int64", "bool", "string")
+_VARINT_TYPES = ("uint", "int64", "bool")
+_SCALAR_TYPES = _VARINT_TYPES + ("string",)
 
 
 def _compile(schema):
@@ -165,7 +166,7 @@ def _compile(schema):
         repeated = isinstance(type_name, list)
         element = type_name[0] if repeated else type_name
         tag = bytearray()
-        encode_varint(number << 3 | (_VARINT if element in ("uint", "int64", "bool") else _LENGTH_DELIMITED), tag)
+        encode_varint(number << 3 | (_VARINT if element in _VARINT_TYPES else _LENGTH_DELIMITED), tag)
         layout.append((field_name, bytes(tag), element, repeated))
     return frozenset(schema), tuple(layout)
 

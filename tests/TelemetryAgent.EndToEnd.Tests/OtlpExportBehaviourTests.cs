@@ -68,8 +68,8 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         // timeout. (A fixed delay from the start was outrun by a loaded machine: no attempt failed.)
         // The program, not the agent's probe of the interpreter (also a child, before it).
         bool ProgramRunning() => ChildrenOf(agentProcess.Id).Any(pid => CommandLine(pid).Contains("fixture_app.py"));
-        await WaitForAsync(() => ProgramRunning() || agentProcess.HasExited, "the program to start");
-        await WaitForAsync(() => !ProgramRunning(), "the program to end", seconds: 120);
+        await ServeAgent.WaitUntilAsync(() => ProgramRunning() || agentProcess.HasExited, "the program to start");
+        await ServeAgent.WaitUntilAsync(() => !ProgramRunning(), "the program to end", seconds: 120);
         var upAt = TimeSpan.FromSeconds(Math.Max(5, started.Elapsed.TotalSeconds + 3));
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAfterAsync(upAt - started.Elapsed, options);
         var agent = await finishing;
@@ -145,16 +145,6 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Processes.Start("dotnet", [Processes.AgentDll, "serve", "--socket", socket, "-o", _temp.File("out"), .. options],
             environment: OtlpExportTests.CleanEnvironment());
 
-    private static async Task WaitForAsync(Func<bool> condition, string what, double seconds = 30)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (deadline.Elapsed > TimeSpan.FromSeconds(seconds)) throw new TimeoutException($"timed out waiting for {what}");
-            await Task.Delay(50);
-        }
-    }
-
     private static async Task<Finished> StopAsync(Process agent)
     {
         Assert.True(Transport.Native.SendSignal(agent.Id, 15));
@@ -166,11 +156,11 @@ public sealed class OtlpExportBehaviourTests : IDisposable
     {
         var socket = _temp.File("agent.sock");
         using var agent = StartServe(socket);
-        await WaitForAsync(() => File.Exists(socket), "the socket");
+        await ServeAgent.WaitUntilAsync(() => File.Exists(socket), "the socket");
         var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, Script("quick.py", "print(1)\n")],
             environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
         Assert.True(run.ExitCode == 0, run.ToString());
-        await WaitForAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
+        await ServeAgent.WaitUntilAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
         var finished = await StopAsync(agent);
         Assert.True(finished.ExitCode == 0, finished.ToString());
         Assert.Single(finished.Stderr.Split('\n'), line => line.Contains("OTLP export is off", StringComparison.Ordinal));
@@ -183,7 +173,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
         var socket = _temp.File("agent.sock");
         using var agent = StartServe(socket, "--otlp-endpoint", receiver.HttpEndpoint.ToString(), "--export-interval", "0.5");
-        await WaitForAsync(() => File.Exists(socket), "the socket");
+        await ServeAgent.WaitUntilAsync(() => File.Exists(socket), "the socket");
         // Raises for a while, then only sleeps: the intervals of the quiet part log nothing.
         var script = Script("bursty.py", """
             import time
@@ -203,7 +193,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, script],
             environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
         Assert.True(run.ExitCode == 0, run.ToString());
-        await WaitForAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
+        await ServeAgent.WaitUntilAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
         var finished = await StopAsync(agent);
         Assert.True(finished.ExitCode == 0, finished.ToString());
 

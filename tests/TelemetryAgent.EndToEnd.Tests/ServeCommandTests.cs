@@ -18,16 +18,6 @@ public sealed class ServeCommandTests : IDisposable
     private Process StartServe() =>
         Processes.Start("dotnet", [Processes.AgentDll, "serve", "--socket", SocketPath, "-o", OutputRoot]);
 
-    private static async Task WaitUntilAsync(Func<bool> condition, string what, double seconds = 30)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (deadline.Elapsed.TotalSeconds > seconds) throw new TimeoutException($"timed out waiting for {what}");
-            await Task.Delay(50);
-        }
-    }
-
     private async Task<Finished> StopAsync(Process agent)
     {
         Assert.True(Transport.Native.SendSignal(agent.Id, 15));
@@ -42,7 +32,7 @@ public sealed class ServeCommandTests : IDisposable
     public async Task WritesEachProcessWhenItEndsAndABadConnectionHurtsNoOther()
     {
         using var agent = StartServe();
-        await WaitUntilAsync(() => File.Exists(SocketPath), "the socket");
+        await ServeAgent.WaitUntilAsync(() => File.Exists(SocketPath), "the socket");
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(SocketPath));
 
         // A peer that sends garbage, and one that stops in the middle of a frame, while real programs run.
@@ -59,7 +49,7 @@ public sealed class ServeCommandTests : IDisposable
         Assert.All(runs, run => Assert.True(run.ExitCode == 0 && run.Stdout == "500500\n", run.ToString()));
         truncated.Shutdown(SocketShutdown.Both);
 
-        await WaitUntilAsync(() => ServeAgent.CompletedFolders(OutputRoot).Length == 3, "three output folders");
+        await ServeAgent.WaitUntilAsync(() => ServeAgent.CompletedFolders(OutputRoot).Length == 3, "three output folders");
         // A folder that can be seen is already complete: files are written under a hidden name, then renamed.
         string[] everyFile = [.. TelemetryAgent.Export.OutputWriter.FileNames, TelemetryAgent.Export.Profiles.PprofWriter.FileName];
         Assert.All(ServeAgent.CompletedFolders(OutputRoot), folder =>
@@ -96,7 +86,7 @@ public sealed class ServeCommandTests : IDisposable
         Assert.True(bound.ExitCode == 0 && File.Exists(SocketPath), bound.ToString());
         using (var agent = StartServe())
         {
-            await WaitUntilAsync(() => CanConnect(SocketPath), "the agent to replace the stale socket");
+            await ServeAgent.WaitUntilAsync(() => CanConnect(SocketPath), "the agent to replace the stale socket");
             var second = await Processes.RunAgentAsync(["serve", "--socket", SocketPath, "-o", OutputRoot], timeout: TimeSpan.FromSeconds(30));
             Assert.Equal(2, second.ExitCode);
             Assert.Contains("already listening", second.Stderr);

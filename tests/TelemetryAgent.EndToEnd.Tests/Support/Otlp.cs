@@ -27,7 +27,7 @@ public static class Otlp
             {
                 var resource = Attributes(resourceMetrics.Resource.Attributes);
                 var metrics = resourceMetrics.ScopeMetrics.SelectMany(scope => scope.Metrics).ToDictionary(m => m.Name);
-                var time = metrics.Values.Select(NewestPointTime).DefaultIfEmpty(0UL).Max();
+                var time = metrics.Values.SelectMany(PointTimes).DefaultIfEmpty(0UL).Max();
                 var instance = resource["service.instance.id"].StringValue;
                 if (!latest.TryGetValue(instance, out var known) || time >= known.Time) latest[instance] = (time, resource, metrics);
             }
@@ -35,14 +35,14 @@ public static class Otlp
         return latest.ToDictionary(entry => entry.Key, entry => (entry.Value.Resource, entry.Value.Metrics));
     }
 
-    private static ulong NewestPointTime(Metric metric) => metric.DataCase switch
+    private static IEnumerable<ulong> PointTimes(Metric metric) => metric.DataCase switch
     {
-        Metric.DataOneofCase.Sum => metric.Sum.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
-        Metric.DataOneofCase.Gauge => metric.Gauge.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
-        Metric.DataOneofCase.Histogram => metric.Histogram.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
-        Metric.DataOneofCase.ExponentialHistogram => metric.ExponentialHistogram.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
-        Metric.DataOneofCase.Summary => metric.Summary.DataPoints.Select(p => p.TimeUnixNano).DefaultIfEmpty(0UL).Max(),
-        _ => 0UL,
+        Metric.DataOneofCase.Sum => metric.Sum.DataPoints.Select(p => p.TimeUnixNano),
+        Metric.DataOneofCase.Gauge => metric.Gauge.DataPoints.Select(p => p.TimeUnixNano),
+        Metric.DataOneofCase.Histogram => metric.Histogram.DataPoints.Select(p => p.TimeUnixNano),
+        Metric.DataOneofCase.ExponentialHistogram => metric.ExponentialHistogram.DataPoints.Select(p => p.TimeUnixNano),
+        Metric.DataOneofCase.Summary => metric.Summary.DataPoints.Select(p => p.TimeUnixNano),
+        _ => [],
     };
 
     /// <summary>Every log record with its resource, in arrival order.</summary>
