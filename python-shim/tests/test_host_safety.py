@@ -91,7 +91,9 @@ class AgentRestartTest(support.TempDirTestCase):
                 print("done", flush=True)
                 """), marker], env=dict(FULL, TELEMETRY_AGENT_SOCKET=path))
             deadline = time.monotonic() + 30
-            while not (first.connections and first.connections[0].events) and time.monotonic() < deadline:
+            # Until calls of `before` arrived (the first events may be only the program's first frame).
+            while (not (first.connections and support.call_counts(first.connections[0]).get("before"))
+                   and time.monotonic() < deadline):
                 time.sleep(0.05)
 
             first.kill()
