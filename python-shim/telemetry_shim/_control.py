@@ -66,10 +66,12 @@ def _process_start_unix_ns():
 
 class _Shim:
     def __init__(self, socket_path, service_name, tool_id, settings, exceptions=True):
+        from ._exceptions import stretch_intervals
         from ._monitor import Recorder
         from ._settings import CodeFilter
 
         self.settings = settings
+        stretch_intervals(settings.slowdown)
         self.socket_path = socket_path
         self.service_name = service_name
         self.tool_id = tool_id

@@ -56,6 +56,19 @@ MAX_IN_FLIGHT = 4096
 QUIET_NS = 100_000_000           # the sender concludes a flight after this long without events
 HANDLED_HOLD_MAX_NS = 30_000_000_000   # ... even if its handler is still running
 COROUTINE_HOLD_NS = 10_000_000_000     # an exception that ended a coroutine waits for `await`
+_NORMAL_TIMING = (SITE_DETAIL_INTERVAL_NS, MAX_DETAILED_PER_SECOND, QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS)
+
+
+def stretch_intervals(slowdown):
+    """The intervals and the rate above, for a process `slowdown` times slower than a normal run
+    (TELEMETRY_SHIM_SLOWDOWN). Module constants, so that the callbacks read them at no extra cost."""
+    global SITE_DETAIL_INTERVAL_NS, MAX_DETAILED_PER_SECOND, QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS
+    site_interval, per_second, quiet, handled_hold, coroutine_hold = _NORMAL_TIMING
+    SITE_DETAIL_INTERVAL_NS = int(site_interval * slowdown)
+    MAX_DETAILED_PER_SECOND = per_second / slowdown
+    QUIET_NS = int(quiet * slowdown)
+    HANDLED_HOLD_MAX_NS = int(handled_hold * slowdown)
+    COROUTINE_HOLD_NS = int(coroutine_hold * slowdown)
 
 PROPAGATING = 0
 HANDLED = 1

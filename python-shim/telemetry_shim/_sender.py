@@ -52,7 +52,11 @@ class Sender:
         self.socket_path = socket_path
         self._hello_fields = hello_fields  # callable returning the Hello dict for a new connection
         self._warn_once = warn_once
-        self.flush_interval_s = flush_interval_s
+        stretch = settings.slowdown if settings is not None else 1.0
+        self.flush_interval_s = flush_interval_s * stretch
+        self._busy_interval_s = BUSY_INTERVAL_S * stretch
+        self._burst_idle_interval_s = BURST_IDLE_INTERVAL_S * stretch
+        self._stats_interval_s = STATS_INTERVAL_S * stretch
 
         # Held while taking records and definitions (and by the fork handlers), never during I/O.
         self.lock = threading.Lock()
@@ -128,7 +132,7 @@ class Sender:
             if self.recorder.calls and not self.event_cost_ns:
                 self.event_cost_ns = calibrate_event_cost(self.recorder)
             windows = self.windows
-            idle_interval = BURST_IDLE_INTERVAL_S if windows is not None else self.flush_interval_s
+            idle_interval = self._burst_idle_interval_s if windows is not None else self.flush_interval_s
             while self._stop_reason is None:
                 if self._run_state == _PAUSE_REQUESTED and self._leave_for_fork():
                     left_for_fork = True
@@ -141,7 +145,7 @@ class Sender:
                     busy = self._tick()
                 else:
                     busy = False
-                timeout = BUSY_INTERVAL_S if busy else self.flush_interval_s
+                timeout = self._busy_interval_s if busy else self.flush_interval_s
                 if windows is not None:
                     due = windows.seconds_until_due(perf_counter_ns())
                     if not windows.is_open and not busy:
@@ -324,7 +328,7 @@ class Sender:
             frames.extend(_wire.encode_exceptions_frames(exception_records, tallies))
         now = monotonic()
         if not final and now >= self._next_stats_at:
-            self._next_stats_at = now + STATS_INTERVAL_S
+            self._next_stats_at = now + self._stats_interval_s
             stats_frame = True
         else:
             stats_frame = False

@@ -1,7 +1,7 @@
 """What to record: the mode, the burst windows, the overhead budget and the code filters.
 
 One set of settings for every way of starting the shim: `start()` arguments win, then the
-environment (TELEMETRY_SHIM_MODE, _WINDOW_MS, _PERIOD_MS, _BUDGET, _INCLUDE, _EXCLUDE), then the
+environment (TELEMETRY_SHIM_MODE, _WINDOW_MS, _PERIOD_MS, _BUDGET, _INCLUDE, _EXCLUDE, _SLOWDOWN), then the
 default of the entry point (`full` for the API and `telemetry-agent run`, `burst` for
 `python -m telemetry_shim` and autostart). A bad value never stops the program: it is reported
 once on stderr and the default is used.
@@ -17,6 +17,10 @@ PERIOD_ENV = "TELEMETRY_SHIM_PERIOD_MS"
 BUDGET_ENV = "TELEMETRY_SHIM_BUDGET"
 INCLUDE_ENV = "TELEMETRY_SHIM_INCLUDE"
 EXCLUDE_ENV = "TELEMETRY_SHIM_EXCLUDE"
+# For measuring the shim under a tool that slows the whole process down (valgrind: about 12 times):
+# every interval the shim plans or waits for is stretched by this factor, so that its schedule
+# keeps the proportion to the program's progress that it has in a normal run.
+SLOWDOWN_ENV = "TELEMETRY_SHIM_SLOWDOWN"
 
 DEFAULT_WINDOW_MS = 10.0
 DEFAULT_PERIOD_MS = 1000.0
@@ -26,9 +30,9 @@ MIN_WINDOW_MS = 1.0
 
 
 class Settings:
-    __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "problems")
+    __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "problems", "slowdown")
 
-    def __init__(self, mode, window_ns, period_ns, budget, include, exclude, problems):
+    def __init__(self, mode, window_ns, period_ns, budget, include, exclude, problems, slowdown=1.0):
         self.mode = mode
         self.window_ns = window_ns
         self.period_ns = period_ns
@@ -36,6 +40,7 @@ class Settings:
         self.include = include
         self.exclude = exclude
         self.problems = problems  # messages about values that were ignored
+        self.slowdown = slowdown  # window_ns and period_ns include it already
 
     @property
     def calls(self):
@@ -66,8 +71,9 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, environ=None):
         problems.append("%s must be at least twice the window; using %g ms" % (PERIOD_ENV, 2 * window_ms))
         period_ms = 2 * window_ms
     budget = parse_budget(env.get(BUDGET_ENV, ""), problems)
-    return Settings(chosen, int(window_ms * 1e6), int(period_ms * 1e6), budget,
-                    _patterns(env.get(INCLUDE_ENV, "")), _patterns(env.get(EXCLUDE_ENV, "")), problems)
+    slowdown = _slowdown(env.get(SLOWDOWN_ENV, ""), problems)
+    return Settings(chosen, int(window_ms * 1e6 * slowdown), int(period_ms * 1e6 * slowdown), budget,
+                    _patterns(env.get(INCLUDE_ENV, "")), _patterns(env.get(EXCLUDE_ENV, "")), problems, slowdown)
 
 
 def parse_budget(text, problems):
@@ -84,6 +90,20 @@ def parse_budget(text, problems):
     if not 0 < value < 1:
         problems.append("%s=%r is not a percentage between 0 and 100; using %g%%" % (BUDGET_ENV, text, DEFAULT_BUDGET * 100))
         return DEFAULT_BUDGET
+    return value
+
+
+def _slowdown(text, problems):
+    text = text.strip()
+    if not text:
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 1000:
+        problems.append("%s=%r is not a factor between 1 and 1000; using 1" % (SLOWDOWN_ENV, text))
+        return 1.0
     return value
 
 

@@ -67,11 +67,19 @@ class BurstWindows:
         self.recorder = recorder
         self.base_period_ns = settings.period_ns
         self.budget = settings.budget
-        self.window_ns = min(settings.window_ns, FIRST_WINDOW_NS) if settings.budget > 0 else settings.window_ns
+        stretch = settings.slowdown
+        self.min_window_ns = int(MIN_WINDOW_NS * stretch)
+        self.max_period_ns = int(MAX_PERIOD_NS * stretch)
+        first_window_ns = int(FIRST_WINDOW_NS * stretch)
+        self.window_ns = min(settings.window_ns, first_window_ns) if settings.budget > 0 else settings.window_ns
         self.period_ns = settings.period_ns
         self.next_open_ns = now_ns  # the first window opens at once: start-up is sampled too
         self.close_at_ns = None
         self.opened_at_ns = 0
+        # How long a close takes after the sender wakes for it: it must take the GIL, which a
+        # computing program hands over only after the switch interval (5 ms by default). The
+        # sender wakes that much early, and no window can be shorter.
+        self.close_latency_ns = 0
         self.windows = 0
         self.toggles = 0
         self.toggles_refused = 0
@@ -86,8 +94,13 @@ class BurstWindows:
     def seconds_until_due(self, now_ns):
         if self.recorder.windows_failed:
             return None
-        due = self.close_at_ns if self.close_at_ns is not None else self.next_open_ns
+        due = self._close_due_ns() if self.close_at_ns is not None else self.next_open_ns
         return max(due - now_ns, 0) / 1e9
+
+    def _close_due_ns(self):
+        # Never at the opening itself: the sender still holds the GIL then, and the window
+        # would close before the program ran a single line in it.
+        return max(self.close_at_ns - self.close_latency_ns, self.opened_at_ns + self.min_window_ns)
 
     def service(self, now_ns, events_recorded, cost_so_far_ns, per_event_ns):
         """Opens or closes the window when due. `events_recorded` and `cost_so_far_ns` are the
@@ -96,13 +109,16 @@ class BurstWindows:
         if recorder.windows_failed or recorder.tool_id is None:
             return False
         if self.close_at_ns is not None:
-            if now_ns < self.close_at_ns:
+            due_ns = self._close_due_ns()
+            if now_ns < due_ns:
                 return False
             self.toggles += 1
             end_ns = recorder.close_window()
             if recorder.windows_failed:
                 self.toggles_refused += 1
             self.close_at_ns = None
+            # The wait from the due time (when the sender's sleep ended) to the switch, smoothed.
+            self.close_latency_ns = (self.close_latency_ns + max(end_ns - due_ns, 0)) // 2
             self._adapt(end_ns - self.opened_at_ns, events_recorded - self._events_at_open, cost_so_far_ns, per_event_ns)
             self.next_open_ns = self.opened_at_ns + self._jittered(self.period_ns)
             return True
@@ -154,12 +170,15 @@ class BurstWindows:
             target = self.period_ns / 4
         else:
             target = allowed / cost_per_window_ns
-        target = min(target, self.period_ns / 4)
+        # At most twice the last window: a window that caught little (the program waited) says
+        # little about what the next one costs when the program computes again.
+        target = min(target, self.period_ns / 4, 2 * max(window_ns, self.window_ns))
         window = int(0.5 * self.window_ns + 0.5 * max(target, 0))
-        if target < MIN_WINDOW_NS:
-            self.period_ns = min(self.period_ns * 2, MAX_PERIOD_NS)
-        elif target > 4 * MIN_WINDOW_NS and self.period_ns > self.base_period_ns:
+        shortest = max(self.min_window_ns, self.close_latency_ns)
+        if target < shortest:
+            self.period_ns = min(self.period_ns * 2, self.max_period_ns)
+        elif target > 4 * shortest and self.period_ns > self.base_period_ns:
             self.period_ns = max(self.period_ns // 2, self.base_period_ns)
         self.period_ns = max(self.period_ns, period_floor)
-        self.window_ns = max(MIN_WINDOW_NS, min(window, self.period_ns // 4))
+        self.window_ns = max(shortest, min(window, self.period_ns // 4))
 

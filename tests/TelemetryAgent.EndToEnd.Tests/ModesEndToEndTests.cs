@@ -56,7 +56,9 @@ public sealed class ModesEndToEndTests : IDisposable
         var represented = windows.GetProperty("represented_ns").GetInt64();
         var scale = windows.GetProperty("scale").GetDouble();
         Assert.InRange(count, 5, 12);   // 1.6 s at one window per 200 ms
-        Assert.InRange(covered, count * 20_000_000, count * 60_000_000);
+        // 20 ms each on average: the sender wakes early by the time a close has taken (the GIL), so
+        // one window may end a little before 20 ms and another after; the last may be cut by the exit.
+        Assert.InRange(covered, count * 10_000_000, count * 60_000_000);
         Assert.Equal((double)represented / covered, scale, tolerance: 1e-5);  // summary.json rounds the scale
         Assert.Equal(2 * count, process.GetProperty("shim_stats").GetProperty("event_toggles").GetInt64());
         // Balanced and rooted: every window closed what it opened, no exit was repaired.
