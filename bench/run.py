@@ -16,12 +16,19 @@ what an always-on service pays, the shim's start-up being a one-off cost). Then:
   run's top 10 functions;
 - the shim's own overhead estimate (STATS) in burst mode, beside the measured figure;
 - the raise path: exceptions mode's extra CPU time per exception raised by exceptions_heavy;
-- what a set_events toggle costs, alone and with re-instrumentation of 1000 functions.
+- what a set_events toggle costs, alone and with re-instrumentation of 1000 functions;
+- instructions (valgrind's cachegrind; --instructions-only for these alone): plain, a second plain run as the
+  control, exceptions mode, and burst mode with its defaults over about six seconds of the program's normal
+  time. Valgrind runs a program some 10-20 times slower, while the shim's schedule follows the clock: these runs
+  stretch every interval of the shim (TELEMETRY_SHIM_SLOWDOWN) and the GIL's switch interval (bench/slowdown)
+  by the slowdown measured for the workload, so that windows open, last and close at the same points of the
+  program's progress as in a normal run (measure_instructions).
 
 Prints a table and writes JSON (default bench/results/latest-<python>.json). Stdlib only.
 """
 
 import argparse
+import concurrent.futures
 import glob
 import json
 import os
@@ -39,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORKLOAD_DIR = os.path.join(HERE, "workloads")
 AUTOSTART_DIR = os.path.join(REPO, "python-shim", "telemetry_shim", "autostart")
+SLOWDOWN_SITE_DIR = os.path.join(HERE, "slowdown")
 AGENT_DLL = os.path.join(REPO, "agent", "src", "TelemetryAgent", "bin", "Release", "net10.0", "telemetry-agent.dll")
 VARIANTS = ("plain", "cProfile", "full", "burst", "exceptions")
 SHIM_MODES = ("full", "burst", "exceptions")
@@ -103,20 +111,30 @@ class Runner:
             work = re.search(r"^work_cpu_s=([0-9.]+)$", err.read(), re.M)
             return wall, usage.ru_utime + usage.ru_stime, float(work.group(1)) if work else None, out.read()
 
-    def instructions(self, variant, script, service, scale=None):
-        """Instructions executed by the run (all its threads), counted by valgrind's cachegrind: unlike CPU time,
-        the same from run to run on a noisy machine."""
+    def instructions(self, variant, script, service, scale=None, slowdown=None):
+        """(instructions, steady-state CPU s) of the run (all its threads), the instructions counted by valgrind's
+        cachegrind: unlike CPU time, the same from run to run on a noisy machine. With `slowdown` (how many times
+        slower valgrind runs this program), the shim's intervals and the GIL's switch interval are stretched by it:
+        timed things then happen at the same points of the program's progress as in a normal run.
+        --fair-sched: valgrind's default lock lets a computing thread starve the others (the sender)."""
         env = dict(self.env)
         if variant in SHIM_MODES:
             env.update(self.shim_env(variant, service))
-        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=" + os.devnull]
+        if slowdown:
+            paths = env["PYTHONPATH"].split(os.pathsep)
+            paths.insert(1 if variant in SHIM_MODES else 0, SLOWDOWN_SITE_DIR)  # after the autostart directory
+            env.update(PYTHONPATH=os.pathsep.join(paths), BENCH_SLOWDOWN="%.3f" % slowdown,
+                       TELEMETRY_SHIM_SLOWDOWN="%.3f" % slowdown)
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--fair-sched=yes",
+                   "--cachegrind-out-file=" + os.devnull]
         done = subprocess.run(command + self.argv(variant, script, service, scale), env=env, capture_output=True,
                               text=True)
         counted = re.search(r"I\s+refs:\s+([0-9,]+)", done.stderr)
         if done.returncode != 0 or not counted:
             raise SystemExit("%s %s under valgrind failed (%d):\n%s" % (variant, script, done.returncode,
                                                                         done.stderr[-3000:]))
-        return int(counted.group(1).replace(",", ""))
+        work = re.search(r"^work_cpu_s=([0-9.]+)$", done.stderr, re.M)
+        return int(counted.group(1).replace(",", "")), float(work.group(1)) if work else None
 
     def outputs_of(self, service, timeout=30.0):
         """The serve output folder of the process that ran as `service`."""
@@ -128,6 +146,11 @@ class Runner:
             if time.monotonic() > deadline:
                 raise SystemExit("no output from the agent for %s" % service)
             time.sleep(0.05)
+
+    def summary_of(self, service):
+        """The process's entry in summary.json of the process that ran as `service`."""
+        with open(os.path.join(self.outputs_of(service), "summary.json")) as source:
+            return json.load(source)["processes"][0]
 
 
 def self_shares(folded_path):
@@ -293,8 +316,7 @@ def measure(runner, names, runs, full_runs):
                 if match:
                     raised[name] = int(match.group(1))
                 if variant == "burst":
-                    with open(os.path.join(runner.outputs_of(service), "summary.json")) as f:
-                        achieved = json.load(f)["processes"][0]["shim_stats"]["overhead_achieved"]
+                    achieved = runner.summary_of(service)["shim_stats"]["overhead_achieved"]
                     if achieved is not None:
                         overhead_estimates[name].append(achieved)
         print("round %d of %d done" % (round_index + 1, runs), file=sys.stderr)
@@ -317,35 +339,74 @@ def measure(runner, names, runs, full_runs):
 
 
 INSTRUCTION_VARIANTS = ("plain", "plain again", "exceptions")
+# Burst mode is counted over runs this long in the program's normal time: about six windows at the default period.
+BURST_RUN_S = 6.0
+# Counted once at its normal scale, burst mode included: its steady state is a service's start-up.
+ONE_OFF_WORKLOADS = ("startup",)
 
 
 def measure_instructions(runner, names, scale, temp):
-    """Exceptions mode's cost in instructions, which this machine's noise does not blur: per workload, the
-    instructions of the plain run, of a second plain run (the control: how far two identical runs differ) and of
-    exceptions mode. Steady state = the run minus an empty program's run under the same variant, which removes
-    the interpreter's and the shim's start-up and exit. Not for burst mode: its windows follow the clock, and
-    under valgrind (8x slower, threads serialised) they catch a different share of the work."""
+    """The shim's cost in instructions, which this machine's noise does not blur. Per workload: a plain run
+    BURST_RUN_S long in the program's normal time, and from it how many times slower valgrind runs the program
+    (its steady-state CPU time there / the least of three normal runs at `scale`, scaled); then, with every
+    interval stretched by that factor (Runner.instructions): burst mode over the same work (its windows come
+    about once a second), and the plain run, a second plain run (the control: how far two identical runs
+    differ) and exceptions mode at `scale`. The long plain run's own switch interval is stretched by a first
+    guess from a short run (valgrind's first translations make it high; that run is not counted).
+    Steady state = the run minus an empty program's run under the same variant and stretch, which removes the
+    interpreter's and the shim's start-up and exit. Two workloads are counted at a time."""
     empty = os.path.join(temp, "empty.py")
     with open(empty, "w") as out:
         out.write("pass\n")
-    def count(variant, script, label, scale=None):
-        mode = variant.split()[0]  # "plain again" runs as plain
-        return runner.instructions(mode, script, "instructions.%s.%s" % (label, mode), scale)
     for variant in ("plain", "exceptions"):  # the shim's .pyc files are written before anything is counted
         runner.run(variant, empty, "instructions.warmup")
-    baseline = {variant: count(variant, empty, "empty") for variant in INSTRUCTION_VARIANTS}
-    results = {"scale": scale, "empty_program": baseline, "workloads": {}}
-    for name in names:
+
+    def measure_one(name):
         script = os.path.join(WORKLOAD_DIR, name + ".py")
-        whole = {variant: count(variant, script, name, scale) for variant in INSTRUCTION_VARIANTS}
-        steady = {variant: whole[variant] - baseline[variant] for variant in INSTRUCTION_VARIANTS}
-        results["workloads"][name] = {
-            "whole": whole, "steady": steady,
-            "ratio_steady": {variant: steady[variant] / steady["plain"] for variant in INSTRUCTION_VARIANTS},
+        normal_s = min(runner.run("plain", script, "instructions.normal", scale)[2] for _ in range(3))
+        guess = max(runner.instructions("plain", script, "instructions.guess", scale)[1] / normal_s, 1.0)
+        burst_scale = 1.0 if name in ONE_OFF_WORKLOADS else round(BURST_RUN_S * scale / normal_s, 2)
+        long_plain, long_plain_s = runner.instructions("plain", script, "instructions.long", burst_scale, guess)
+        if name in ONE_OFF_WORKLOADS:  # not proportional to the scale: timed at its own
+            normal_long_s = min(runner.run("plain", script, "instructions.normal", burst_scale)[2] for _ in range(3))
+        else:
+            normal_long_s = normal_s * burst_scale / scale
+        slowdown = max(long_plain_s / normal_long_s, 1.0)
+
+        def count(variant, program, run_scale=None):
+            mode = variant.split()[0]  # "plain again" runs as plain
+            service = "instructions.%s.%s%s" % (name, "-".join(variant.split()), ".empty" if program == empty else "")
+            return runner.instructions(mode, program, service, run_scale, slowdown)[0]
+
+        def steady(variants, run_scale, known=None):
+            whole = dict(known or {})
+            whole.update({variant: count(variant, script, run_scale) for variant in variants if variant not in whole})
+            baseline = {variant: count(variant, empty) for variant in variants}
+            return whole, baseline, {variant: whole[variant] - baseline[variant] for variant in variants}
+
+        whole, empty_counts, steady_counts = steady(INSTRUCTION_VARIANTS, scale)
+        burst_whole, burst_empty, burst_steady = steady(("plain", "burst"), burst_scale, {"plain": long_plain})
+        process = runner.summary_of("instructions.%s.burst" % name)
+        windows = process["recording"].get("windows", {})
+        entry = {
+            "slowdown": slowdown, "normal_steady_s": normal_s,
+            "whole": whole, "empty_program": empty_counts, "steady": steady_counts,
+            "ratio_steady": {variant: steady_counts[variant] / steady_counts["plain"] for variant in INSTRUCTION_VARIANTS},
             "ratio_whole": {variant: whole[variant] / whole["plain"] for variant in INSTRUCTION_VARIANTS},
+            "burst": {
+                "scale": burst_scale, "whole": burst_whole, "empty_program": burst_empty, "steady": burst_steady,
+                "ratio_steady": burst_steady["burst"] / burst_steady["plain"],
+                "ratio_whole": burst_whole["burst"] / burst_whole["plain"],
+                "windows": windows.get("count", 0), "duty_cycle": windows.get("duty_cycle", 0.0),
+                "shim_overhead_estimate": process["shim_stats"]["overhead_achieved"],
+            },
         }
-        print("instructions: %s done" % name, file=sys.stderr)
-    return results
+        print("instructions: %s done (slowdown %.1f)" % (name, slowdown), file=sys.stderr)
+        return name, entry
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        counted = dict(pool.map(measure_one, names))
+    return {"scale": scale, "burst_run_s": BURST_RUN_S, "workloads": {name: counted[name] for name in names}}
 
 
 def measure_accuracy(runner, names, scale):
@@ -361,8 +422,7 @@ def measure_accuracy(runner, names, scale):
             folder = runner.outputs_of(service)
             shares[mode] = self_shares(os.path.join(folder, "profile.folded"))
             if mode == "burst":
-                with open(os.path.join(folder, "summary.json")) as f:
-                    windows = json.load(f)["processes"][0]["recording"]["windows"]
+                windows = runner.summary_of(service)["recording"]["windows"]
         distance, top, differences = accuracy_distance(shares["full"], shares["burst"])
         accuracy[name] = {
             "max_difference_pp": distance,
@@ -402,8 +462,13 @@ def summarize(report):
         summary["exceptions_max_slowdown_instructions_steady_rarely_raising"] = max(quiet) if quiet else None
         summary["instructions_control_max_difference"] = max(
             (abs(entry["ratio_steady"]["plain again"] - 1) for entry in counted.values()), default=None)
-        empty = instructions["empty_program"]
-        summary["shim_startup_instructions"] = empty["exceptions"] - empty["plain"]
+        summary["shim_startup_instructions"] = statistics.median(
+            entry["empty_program"]["exceptions"] - entry["empty_program"]["plain"] for entry in counted.values())
+        burst = [entry["burst"]["ratio_steady"] - 1 for entry in counted.values()]
+        summary["burst_median_slowdown_instructions_steady"] = statistics.median(burst)
+        summary["burst_max_slowdown_instructions_steady"] = max(burst)
+        summary["burst_median_shim_overhead_estimate"] = statistics.median(
+            entry["burst"]["shim_overhead_estimate"] for entry in counted.values())
     raise_path = [e["raise_path_us_exceptions_mode"] for e in results.values() if "raise_path_us_exceptions_mode" in e]
     if raise_path:
         summary["raise_path_us_exceptions_mode"] = raise_path[0]
@@ -476,14 +541,23 @@ def print_report(report):
 
 def print_instructions(instructions, summary):
     print()
-    print("Instructions (valgrind, workload scale %g; steady: minus an empty program's run under the same variant)"
-          % instructions["scale"])
-    header = ("workload", "plain steady", "control", "exceptions (steady)", "exceptions (process)")
+    print("Instructions (valgrind, intervals stretched by its slowdown; workload scale %g, burst over %g s of normal "
+          "time; steady: minus an empty program's run under the same variant)" % (instructions["scale"],
+                                                                                  instructions["burst_run_s"]))
+    header = ("workload", "slowdown", "plain steady", "control", "exceptions (steady)", "exceptions (process)",
+              "burst (steady)", "windows", "shim est.")
     rows = [header]
     for name, entry in instructions["workloads"].items():
-        rows.append((name, "%.1f M" % (entry["steady"]["plain"] / 1e6), _pct(entry["ratio_steady"]["plain again"]),
-                     _pct(entry["ratio_steady"]["exceptions"]), _pct(entry["ratio_whole"]["exceptions"])))
+        burst = entry["burst"]
+        rows.append((name, "%.1fx" % entry["slowdown"], "%.1f M" % (entry["steady"]["plain"] / 1e6),
+                     _pct(entry["ratio_steady"]["plain again"]), _pct(entry["ratio_steady"]["exceptions"]),
+                     _pct(entry["ratio_whole"]["exceptions"]), _pct(burst["ratio_steady"]), str(burst["windows"]),
+                     "%.2f%%" % (100 * burst["shim_overhead_estimate"])))
     print_table(rows)
+    print("burst, default budget (1%%), in instructions: median %+.2f%% steady state, worst %+.2f%% (target <= +2%%); "
+          "the shim's own estimate: median %.2f%%" % (100 * summary["burst_median_slowdown_instructions_steady"],
+                                                     100 * summary["burst_max_slowdown_instructions_steady"],
+                                                     100 * summary["burst_median_shim_overhead_estimate"]))
     print("exceptions on rarely raising workloads, in instructions: median %+.2f%% steady state, worst %+.2f%% "
           "(target <= +2%%); two plain runs differ by at most %.2f%%; the shim's start-up and exit: %.1f M "
           "instructions" % (100 * summary["exceptions_median_slowdown_instructions_steady_rarely_raising"],
