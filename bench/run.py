@@ -19,7 +19,7 @@ what an always-on service pays, the shim's start-up being a one-off cost). Then:
 - what a set_events toggle costs, alone and with re-instrumentation of 1000 functions;
 - instructions (valgrind's cachegrind; --instructions-only for these alone): plain, a second plain run as the
   control, exceptions mode, and burst mode with its defaults over about six seconds of the program's normal
-  time. Valgrind runs a program some 10-20 times slower, while the shim's schedule follows the clock: these runs
+  time. Valgrind runs a program 11 to 37 times slower, while the shim's schedule follows the clock: these runs
   stretch every interval of the shim (TELEMETRY_SHIM_SLOWDOWN) and the GIL's switch interval (bench/slowdown)
   by the slowdown measured for the workload, so that windows open, last and close at the same points of the
   program's progress as in a normal run (measure_instructions).
