@@ -235,14 +235,17 @@ def main():
                         help="rounds that also run cProfile and full mode, the slow variants (default 3)")
     parser.add_argument("--workloads", default="", help="comma-separated subset of bench/workloads")
     parser.add_argument("--accuracy-scale", type=float, default=3.0, help="workload scale of the accuracy runs")
-    parser.add_argument("--quick", action="store_true", help="3 rounds, accuracy scale 3: a smoke run")
-    parser.add_argument("--instructions-scale", type=float, default=0.25,
-                        help="workload scale of the instruction counts under valgrind (0: leave them out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds (2 with cProfile and full), accuracy scale 1, no instruction counts: a smoke run")
+    parser.add_argument("--instructions-scale", type=float, default=None,
+                        help="workload scale of the instruction counts under valgrind (default 0.25; 0: leave them out)")
     parser.add_argument("--instructions-only", action="store_true",
-                        help="only the instruction counts (about 10 minutes), no CPU-time rounds")
+                        help="only the instruction counts (about 25 minutes), no CPU-time rounds")
     parser.add_argument("--agent-dll", default=AGENT_DLL)
     parser.add_argument("--json", help="where to write the results (default bench/results/latest-<python>.json)")
     args = parser.parse_args()
+    if args.instructions_scale is None:
+        args.instructions_scale = 0.0 if args.quick and not args.instructions_only else 0.25
     if args.instructions_only and not args.instructions_scale:
         parser.error("--instructions-only needs a non-zero --instructions-scale")
     if args.quick:
