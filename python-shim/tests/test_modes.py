@@ -126,7 +126,7 @@ class BurstModeTests(RunnerTestCase):
         # A computing program hands the GIL to the sender only after the switch interval (here
         # 10 ms): the sender learns that delay and wakes that much early. Unlearned, every window
         # would last 40 + 10 ms.
-        source = "import sys\nsys.setswitchinterval(0.01)\n" + BUSY_AND_IDLE
+        source = "import sys\nsys.setswitchinterval(0.01)\n" + BUSY_AND_IDLE.replace("+ 1.0", "+ 2.0")  # ~10 windows
         env = dict(WINDOW_ENV, TELEMETRY_SHIM_WINDOW_MS="40", TELEMETRY_SHIM_PERIOD_MS="200")
         conn, _ = self.run_program(source, env)
         windows, _ = windows_of(conn)
