@@ -71,7 +71,8 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, environ=None):
         problems.append("%s must be at least twice the window; using %g ms" % (PERIOD_ENV, 2 * window_ms))
         period_ms = 2 * window_ms
     budget = parse_budget(env.get(BUDGET_ENV, ""), problems)
-    slowdown = _slowdown(env.get(SLOWDOWN_ENV, ""), problems)
+    slowdown = _number(env, SLOWDOWN_ENV, 1.0, lambda value: 1 <= value <= 1000, "a factor between 1 and 1000",
+                       problems)
     return Settings(chosen, int(window_ms * 1e6 * slowdown), int(period_ms * 1e6 * slowdown), budget,
                     _patterns(env.get(INCLUDE_ENV, "")), _patterns(env.get(EXCLUDE_ENV, "")), problems, slowdown)
 
@@ -93,30 +94,21 @@ def parse_budget(text, problems):
     return value
 
 
-def _slowdown(text, problems):
-    text = text.strip()
-    if not text:
-        return 1.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 1 <= value <= 1000:
-        problems.append("%s=%r is not a factor between 1 and 1000; using 1" % (SLOWDOWN_ENV, text))
-        return 1.0
-    return value
-
-
 def _milliseconds(env, name, default, problems):
+    return _number(env, name, default, lambda value: value > 0, "a positive number of milliseconds", problems)
+
+
+def _number(env, name, default, valid, expected, problems):
+    """The number in env[name], or `default` when it is unset, or (reported) not a number `valid` accepts."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if value <= 0:
-        problems.append("%s=%r is not a positive number of milliseconds; using %g" % (name, raw, default))
+        value = None
+    if value is None or not valid(value):
+        problems.append("%s=%r is not %s; using %g" % (name, raw, expected, default))
         return default
     return value
 
