@@ -108,15 +108,14 @@ class Runner:
             err.seek(0)
             if process.returncode != 0:
                 raise SystemExit("%s %s failed (%d):\n%s" % (variant, script, process.returncode, err.read()[-3000:]))
-            work = re.search(r"^work_cpu_s=([0-9.]+)$", err.read(), re.M)
-            return wall, usage.ru_utime + usage.ru_stime, float(work.group(1)) if work else None, out.read()
+            return wall, usage.ru_utime + usage.ru_stime, _steady_seconds(err.read()), out.read()
 
     def instructions(self, variant, script, service, scale=None, slowdown=None):
         """(instructions, steady-state CPU s) of the run (all its threads), the instructions counted by valgrind's
         cachegrind: unlike CPU time, the same from run to run on a noisy machine. With `slowdown` (how many times
         slower valgrind runs this program), the shim's intervals and the GIL's switch interval are stretched by it:
         timed things then happen at the same points of the program's progress as in a normal run.
-        --fair-sched: valgrind's default lock lets a computing thread starve the others (the sender)."""
+        --fair-sched: valgrind's default lock is unfair, and a computing thread can keep it while the sender waits."""
         env = dict(self.env)
         if variant in SHIM_MODES:
             env.update(self.shim_env(variant, service))
@@ -133,8 +132,7 @@ class Runner:
         if done.returncode != 0 or not counted:
             raise SystemExit("%s %s under valgrind failed (%d):\n%s" % (variant, script, done.returncode,
                                                                         done.stderr[-3000:]))
-        work = re.search(r"^work_cpu_s=([0-9.]+)$", done.stderr, re.M)
-        return int(counted.group(1).replace(",", "")), float(work.group(1)) if work else None
+        return int(counted.group(1).replace(",", "")), _steady_seconds(done.stderr)
 
     def outputs_of(self, service, timeout=30.0):
         """The serve output folder of the process that ran as `service`."""
@@ -151,6 +149,12 @@ class Runner:
         """The process's entry in summary.json of the process that ran as `service`."""
         with open(os.path.join(self.outputs_of(service), "summary.json")) as source:
             return json.load(source)["processes"][0]
+
+
+def _steady_seconds(stderr):
+    """The CPU seconds of the workload's main(), from the `work_cpu_s=` line each workload prints on stderr."""
+    work = re.search(r"^work_cpu_s=([0-9.]+)$", stderr, re.M)
+    return float(work.group(1)) if work else None
 
 
 def self_shares(folded_path):
@@ -381,23 +385,25 @@ def measure_instructions(runner, names, scale, temp):
             service = "instructions.%s.%s%s" % (name, "-".join(variant.split()), ".empty" if program == empty else "")
             return runner.instructions(mode, program, service, run_scale, slowdown)[0]
 
-        def steady(variants, run_scale, known=None):
-            whole = dict(known or {})
-            whole.update({variant: count(variant, script, run_scale) for variant in variants if variant not in whole})
-            baseline = {variant: count(variant, empty) for variant in variants}
-            return whole, baseline, {variant: whole[variant] - baseline[variant] for variant in variants}
+        empty_counts = {variant: count(variant, empty) for variant in INSTRUCTION_VARIANTS + ("burst",)}
 
-        whole, empty_counts, steady_counts = steady(INSTRUCTION_VARIANTS, scale)
-        burst_whole, burst_empty, burst_steady = steady(("plain", "burst"), burst_scale, {"plain": long_plain})
+        def steady(whole):
+            return {variant: whole[variant] - empty_counts[variant] for variant in whole}
+
+        whole = {variant: count(variant, script, scale) for variant in INSTRUCTION_VARIANTS}
+        burst_whole = {"plain": long_plain, "burst": count("burst", script, burst_scale)}
+        steady_counts, burst_steady = steady(whole), steady(burst_whole)
         process = runner.summary_of("instructions.%s.burst" % name)
         windows = process["recording"].get("windows", {})
         entry = {
             "slowdown": slowdown, "normal_steady_s": normal_s,
-            "whole": whole, "empty_program": empty_counts, "steady": steady_counts,
+            "whole": whole, "empty_program": {variant: empty_counts[variant] for variant in INSTRUCTION_VARIANTS},
+            "steady": steady_counts,
             "ratio_steady": {variant: steady_counts[variant] / steady_counts["plain"] for variant in INSTRUCTION_VARIANTS},
             "ratio_whole": {variant: whole[variant] / whole["plain"] for variant in INSTRUCTION_VARIANTS},
             "burst": {
-                "scale": burst_scale, "whole": burst_whole, "empty_program": burst_empty, "steady": burst_steady,
+                "scale": burst_scale, "whole": burst_whole,
+                "empty_program": {variant: empty_counts[variant] for variant in burst_whole}, "steady": burst_steady,
                 "ratio_steady": burst_steady["burst"] / burst_steady["plain"],
                 "ratio_whole": burst_whole["burst"] / burst_whole["plain"],
                 "windows": windows.get("count", 0), "duty_cycle": windows.get("duty_cycle", 0.0),
