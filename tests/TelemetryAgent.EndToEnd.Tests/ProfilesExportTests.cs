@@ -96,10 +96,10 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Run_waits_for_a_collector_that_is_down_and_loses_nothing()
     {
-        var options = Receiver.OptionsOnFreePorts();
+        using var ports = Receiver.ReservePorts();
         var folder = _temp.File("out");
         using var agent = Processes.Start("dotnet",
-            [Processes.AgentDll, "run", "--otlp-endpoint", $"http://127.0.0.1:{options.GrpcPort}", "--otlp-protocol", "grpc", "-o", folder, FixtureScript],
+            [Processes.AgentDll, "run", "--otlp-endpoint", $"http://127.0.0.1:{ports.GrpcPort}", "--otlp-protocol", "grpc", "-o", folder, FixtureScript],
             environment: CleanEnvironment);
         agent.StandardInput.Close();
         var stdout = agent.StandardOutput.ReadToEndAsync();
@@ -115,7 +115,7 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
                 stderr.AppendLine(line);
                 if (receiver is null && line.Contains("retrying", StringComparison.Ordinal))
                 {
-                    receiver = await Receiver.StartAsync(options);
+                    receiver = await Receiver.StartAsync(ports);
                 }
             }
             await agent.WaitForExitAsync(timeout.Token);

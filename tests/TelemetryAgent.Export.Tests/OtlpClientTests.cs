@@ -91,7 +91,8 @@ public sealed class OtlpClientTests
     [Fact]
     public async Task Nobody_listening_is_retryable()
     {
-        var nobody = new Uri($"http://127.0.0.1:{Receiver.ReserveFreePort()}/v1development/profiles");
+        using var ports = Receiver.ReservePorts();
+        var nobody = new Uri($"http://127.0.0.1:{ports.HttpPort}/v1development/profiles");
         using var client = new OtlpClient(
             new OtlpEndpoint(OtlpSignal.Profiles, nobody, OtlpProtocol.HttpProtobuf, [], TimeSpan.FromSeconds(5), false),
             ProfilesExporter.GrpcMethod);

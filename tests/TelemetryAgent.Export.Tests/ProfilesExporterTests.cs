@@ -109,12 +109,15 @@ public sealed class ProfilesExporterTests
     [Fact]
     public async Task A_collector_that_starts_late_receives_everything()
     {
-        var options = Receiver.OptionsOnFreePorts();
-        var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{options.GrpcPort}"), OtlpProtocol.Grpc), new StringWriter());
+        using var ports = Receiver.ReservePorts();
+        var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{ports.GrpcPort}"), OtlpProtocol.Grpc), new StringWriter());
         var profiles = SampleRun.Build().Profiles;
 
         Complete(exporter, profiles);
-        await using var receiver = await Receiver.StartAfterAsync(TimeSpan.FromSeconds(1.5), options);
+        // Up once the exporter has been refused and is retrying.
+        var waited = Stopwatch.StartNew();
+        while (exporter.Counters.Retries == 0 && waited.Elapsed < Wait) await Task.Delay(10);
+        await using var receiver = await Receiver.StartAsync(ports);
         await ShutdownAsync(exporter, Wait);
 
         Assert.Equal(Folded(profiles, FoldedWeight.SelfNanoseconds),
@@ -159,7 +162,8 @@ public sealed class ProfilesExporterTests
     [Fact]
     public async Task Without_a_collector_shutdown_keeps_its_deadline_and_counts_what_was_dropped()
     {
-        var nobody = new Uri($"http://127.0.0.1:{Receiver.ReserveFreePort()}");
+        using var ports = Receiver.ReservePorts();
+        var nobody = new Uri($"http://127.0.0.1:{ports.HttpPort}");
         var exporter = new ProfilesExporter(Endpoint(nobody, OtlpProtocol.HttpProtobuf), new StringWriter(),
             new ProfilesExporterOptions { MaxPendingProcesses = 1 });
         var profiles = Enumerable.Range(0, 3)
@@ -182,8 +186,8 @@ public sealed class ProfilesExporterTests
     [Fact]
     public async Task A_full_queue_gives_up_a_running_processs_checkpoint_first_and_loses_nothing_of_it()
     {
-        var options = Receiver.OptionsOnFreePorts();
-        var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{options.HttpPort}"), OtlpProtocol.HttpProtobuf),
+        using var ports = Receiver.ReservePorts();
+        var exporter = new ProfilesExporter(Endpoint(new Uri($"http://127.0.0.1:{ports.HttpPort}"), OtlpProtocol.HttpProtobuf),
             new StringWriter(), new ProfilesExporterOptions { MaxPendingProcesses = 1 });
         static ProcessProfile Ended(long pid) => new SessionScript(pid: pid).Thread(1, "MainThread").Code(1, "f").Start(10, 1).Return(20, 1).Complete();
 
@@ -203,7 +207,7 @@ public sealed class ProfilesExporterTests
         var second = running.Return(50, 1).Complete();
         Assert.Equal(2, exporter.Counters.ProfilesDropped);
 
-        await using var receiver = await Receiver.StartAsync(options);
+        await using var receiver = await Receiver.StartAsync(ports);
         await ShutdownAsync(exporter, Wait);
         Assert.Equal(Folded([first, second], FoldedWeight.SelfNanoseconds),
             ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message), ProfileSampleTypes.WallType));

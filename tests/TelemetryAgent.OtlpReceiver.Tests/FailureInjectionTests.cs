@@ -113,19 +113,19 @@ public sealed class FailureInjectionTests
     [Fact]
     public async Task A_late_receiver_serves_the_ports_chosen_in_advance()
     {
-        var options = OtlpReceiver.OptionsOnFreePorts();
+        using var ports = OtlpReceiver.ReservePorts();
         using var http = new HttpClient();
-        var url = new Uri($"http://127.0.0.1:{options.HttpPort}{OtlpReceiver.HttpMetricsPath}");
+        var url = new Uri($"http://127.0.0.1:{ports.HttpPort}{OtlpReceiver.HttpMetricsPath}");
         var content = new ByteArrayContent(EmptyMetrics);
         content.Headers.ContentType = new("application/x-protobuf");
 
-        await Assert.ThrowsAsync<HttpRequestException>(() => http.PostAsync(url, content));
-        var clock = Stopwatch.StartNew();
-        await using var receiver = await OtlpReceiver.StartAfterAsync(TimeSpan.FromMilliseconds(300), options);
+        // Held, not listening: refused, as a collector that is down.
+        var refused = await Assert.ThrowsAsync<HttpRequestException>(() => http.PostAsync(url, content));
+        Assert.Equal(System.Net.Sockets.SocketError.ConnectionRefused, (refused.InnerException as System.Net.Sockets.SocketException)?.SocketErrorCode);
+        await using var receiver = await OtlpReceiver.StartAsync(ports);
 
-        Assert.True(clock.Elapsed >= TimeSpan.FromMilliseconds(290), $"started after {clock.Elapsed}");
-        Assert.Equal(options.HttpPort, receiver.HttpEndpoint.Port);
-        Assert.Equal(options.GrpcPort, receiver.GrpcEndpoint.Port);
+        Assert.Equal(ports.HttpPort, receiver.HttpEndpoint.Port);
+        Assert.Equal(ports.GrpcPort, receiver.GrpcEndpoint.Port);
         using var response = await http.PostAsync(url, content);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
@@ -133,25 +133,22 @@ public sealed class FailureInjectionTests
     [Fact]
     public async Task Sdk_retry_reaches_a_receiver_that_starts_late()
     {
-        var options = OtlpReceiver.OptionsOnFreePorts();
-        var late = OtlpReceiver.StartAfterAsync(TimeSpan.FromMilliseconds(400), options);
-        try
+        using var ports = OtlpReceiver.ReservePorts();
+        // The SDK exports before the receiver exists (refused); the receiver starts once an attempt has failed.
+        using var sdk = SdkPipeline.Create(
+            new Uri($"http://127.0.0.1:{ports.HttpPort}"), new Uri($"http://127.0.0.1:{ports.GrpcPort}"),
+            OtlpExportProtocol.Grpc, retry: true);
+        sdk.Meter.CreateCounter<long>("python.calls").Add(9);
+        var flushing = Task.Run(sdk.FlushMetrics);
+        var waited = Stopwatch.StartNew();
+        while (sdk.FailedAttempts == 0)
         {
-            // The SDK exports before the receiver exists; only the ports are known.
-            using (var sdk = SdkPipeline.Create(
-                new Uri($"http://127.0.0.1:{options.HttpPort}"), new Uri($"http://127.0.0.1:{options.GrpcPort}"),
-                OtlpExportProtocol.Grpc, retry: true))
-            {
-                sdk.Meter.CreateCounter<long>("python.calls").Add(9);
-                sdk.FlushMetrics();
-            }
-            var receiver = await late;
-            var delivered = (await receiver.Metrics.WaitForAsync(1, Timeout))[0];
-            Assert.Equal(9, delivered.Message.ResourceMetrics[0].ScopeMetrics[0].Metrics.Single(m => m.Name == "python.calls").Sum.DataPoints[0].AsInt);
+            Assert.True(waited.Elapsed < Timeout, "the SDK never tried to export");
+            await Task.Delay(10);
         }
-        finally
-        {
-            await (await late).DisposeAsync();
-        }
+        await using var receiver = await OtlpReceiver.StartAsync(ports);
+        await flushing;
+        var delivered = (await receiver.Metrics.WaitForAsync(1, Timeout))[0];
+        Assert.Equal(9, delivered.Message.ResourceMetrics[0].ScopeMetrics[0].Metrics.Single(m => m.Name == "python.calls").Sum.DataPoints[0].AsInt);
     }
 }

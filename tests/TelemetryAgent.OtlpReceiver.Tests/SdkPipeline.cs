@@ -21,12 +21,17 @@ internal sealed class SdkPipeline : IDisposable
     private const string MeterNamePrefix = "TelemetryAgent.OtlpReceiver.Tests.";
 
     private readonly OpenTelemetrySdk _sdk;
+    private readonly FailureCounter _failures;
 
-    private SdkPipeline(OpenTelemetrySdk sdk, Meter meter)
+    private SdkPipeline(OpenTelemetrySdk sdk, Meter meter, FailureCounter failures)
     {
         _sdk = sdk;
         Meter = meter;
+        _failures = failures;
     }
+
+    /// <summary>Requests that got no answer (refused, reset) or a failing status, retries included.</summary>
+    public int FailedAttempts => _failures.Count;
 
     public Meter Meter { get; }
 
@@ -52,6 +57,7 @@ internal sealed class SdkPipeline : IDisposable
             settings["OTEL_DOTNET_EXPERIMENTAL_OTLP_RETRY"] = "in_memory";
         }
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+        var failures = new FailureCounter();
 
         void Configure(OtlpExporterOptions options, string httpPath)
         {
@@ -61,6 +67,20 @@ internal sealed class SdkPipeline : IDisposable
                 ? grpcEndpoint
                 : new Uri(httpEndpoint, httpPath);
             options.TimeoutMilliseconds = 10_000;
+            options.HttpClientFactory = () =>
+            {
+                var client = new HttpClient(new FailureCounter.Handler(failures) { InnerHandler = new SocketsHttpHandler() })
+                {
+                    Timeout = TimeSpan.FromSeconds(10),
+                };
+                if (protocol == OtlpExportProtocol.Grpc)
+                {
+                    // gRPC over http:// is h2c with prior knowledge, as the SDK's own client would do it.
+                    client.DefaultRequestVersion = System.Net.HttpVersion.Version20;
+                    client.DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+                }
+                return client;
+            };
         }
 
         // A MeterProvider listens to every Meter of the names it was given, process-wide: a shared name
@@ -83,7 +103,7 @@ internal sealed class SdkPipeline : IDisposable
                     }))
                 .WithLogging(logging => logging.AddOtlpExporter(exporter => Configure(exporter, OtlpReceiver.HttpLogsPath)));
         });
-        return new SdkPipeline(sdk, meter);
+        return new SdkPipeline(sdk, meter, failures);
     }
 
     public void FlushMetrics() => Assert.True(_sdk.MeterProvider.ForceFlush(15_000), "metric export did not complete");
@@ -94,5 +114,30 @@ internal sealed class SdkPipeline : IDisposable
     {
         Meter.Dispose();
         _sdk.Dispose();
+    }
+
+    private sealed class FailureCounter
+    {
+        private int _count;
+
+        public int Count => Volatile.Read(ref _count);
+
+        public sealed class Handler(FailureCounter counter) : DelegatingHandler
+        {
+            protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+            {
+                try
+                {
+                    var response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+                    if (!response.IsSuccessStatusCode) Interlocked.Increment(ref counter._count);
+                    return response;
+                }
+                catch
+                {
+                    Interlocked.Increment(ref counter._count);
+                    throw;
+                }
+            }
+        }
     }
 }

@@ -46,6 +46,8 @@ public sealed class OtlpReceiver : IAsyncDisposable
     /// <summary>OTLP/gRPC address (h2c), e.g. <c>http://127.0.0.1:40124</c>.</summary>
     public Uri GrpcEndpoint { get; private set; } = null!;
 
+    private int GrpcPort { get; set; } = -1;
+
     public RequestLog<ExportMetricsServiceRequest> Metrics { get; } = new(OtlpSignal.Metrics);
 
     public RequestLog<ExportLogsServiceRequest> Logs { get; } = new(OtlpSignal.Logs);
@@ -78,9 +80,22 @@ public sealed class OtlpReceiver : IAsyncDisposable
     }
 
     /// <summary>Starts a receiver; the endpoints carry the real ports once this returns.</summary>
-    public static async Task<OtlpReceiver> StartAsync(OtlpReceiverOptions? options = null, CancellationToken cancellationToken = default)
+    public static Task<OtlpReceiver> StartAsync(OtlpReceiverOptions? options = null, CancellationToken cancellationToken = default)
+        => StartAsync(options ?? new OtlpReceiverOptions(), reserved: null, cancellationToken);
+
+    /// <summary>
+    /// Starts a receiver on ports held since <see cref="ReservePorts"/>, for tests of a collector that comes up late:
+    /// until now, connecting to them was refused. The reservation's sockets pass to the receiver (dispose it anyway).
+    /// </summary>
+    public static Task<OtlpReceiver> StartAsync(ReservedPorts ports, OtlpReceiverOptions? options = null, CancellationToken cancellationToken = default)
     {
-        options ??= new OtlpReceiverOptions();
+        ArgumentNullException.ThrowIfNull(ports);
+        return StartAsync((options ?? new OtlpReceiverOptions()) with { HttpPort = ports.HttpPort, GrpcPort = ports.GrpcPort }, ports,
+            cancellationToken);
+    }
+
+    private static async Task<OtlpReceiver> StartAsync(OtlpReceiverOptions options, ReservedPorts? reserved, CancellationToken cancellationToken)
+    {
         options.Validate();
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
@@ -90,18 +105,29 @@ public sealed class OtlpReceiver : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Limits.MaxRequestBodySize = null; // the handlers enforce MaxRequestBytes themselves
-            kestrel.Listen(IPAddress.Loopback, options.HttpPort, listen =>
+            // Cleartext: Kestrel offers HTTP/2 only via TLS ALPN or on an HTTP/2-only endpoint, so
+            // OTLP/HTTP here is HTTP/1.1 (what OTLP/HTTP exporters use); h2c lives on the gRPC port.
+            void Http(ListenOptions listen)
             {
-                // Cleartext: Kestrel offers HTTP/2 only via TLS ALPN or on an HTTP/2-only endpoint, so
-                // OTLP/HTTP here is HTTP/1.1 (what OTLP/HTTP exporters use); h2c lives on the gRPC port.
                 listen.Protocols = HttpProtocols.Http1;
                 httpListen = listen;
-            });
-            kestrel.Listen(IPAddress.Loopback, options.GrpcPort, listen =>
+            }
+            void Grpc(ListenOptions listen)
             {
                 listen.Protocols = HttpProtocols.Http2;
                 grpcListen = listen;
-            });
+            }
+            if (reserved is not null)
+            {
+                // Kestrel listens on the bound sockets themselves: no moment when another socket could take the ports.
+                kestrel.ListenHandle(reserved.TakeHttpHandle(), Http);
+                kestrel.ListenHandle(reserved.TakeGrpcHandle(), Grpc);
+            }
+            else
+            {
+                kestrel.Listen(IPAddress.Loopback, options.HttpPort, Http);
+                kestrel.Listen(IPAddress.Loopback, options.GrpcPort, Grpc);
+            }
         });
 
         var app = builder.Build();
@@ -125,64 +151,24 @@ public sealed class OtlpReceiver : IAsyncDisposable
         app.Run(context =>
         {
             // Both listeners share one pipeline; the local endpoint decides the protocol.
-            bool onGrpcPort = context.Connection.LocalPort == ((IPEndPoint)grpcListen!.EndPoint).Port;
-            return onGrpcPort ? grpc.HandleAsync(context) : http.HandleAsync(context);
+            return context.Connection.LocalPort == receiver.GrpcPort ? grpc.HandleAsync(context) : http.HandleAsync(context);
         });
 
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
-        receiver.HttpEndpoint = new Uri($"http://127.0.0.1:{((IPEndPoint)httpListen!.EndPoint).Port}");
-        receiver.GrpcEndpoint = new Uri($"http://127.0.0.1:{((IPEndPoint)grpcListen!.EndPoint).Port}");
+        var httpPort = reserved?.HttpPort ?? ((IPEndPoint)httpListen!.EndPoint).Port;
+        var grpcPort = reserved?.GrpcPort ?? ((IPEndPoint)grpcListen!.EndPoint).Port;
+        receiver.GrpcPort = grpcPort;
+        receiver.HttpEndpoint = new Uri($"http://127.0.0.1:{httpPort}");
+        receiver.GrpcEndpoint = new Uri($"http://127.0.0.1:{grpcPort}");
         return receiver;
     }
 
     /// <summary>
-    /// Starts a receiver after <paramref name="delay"/>, for tests of a late collector: pass ports chosen
-    /// in advance with <see cref="ReserveFreePort"/> so the client can be pointed at them first.
+    /// Two loopback ports, bound and held but not listening: connecting to them is refused, as to a collector that is
+    /// down, and no other socket can take them until <see cref="StartAsync(ReservedPorts, OtlpReceiverOptions?, CancellationToken)"/>
+    /// listens on them.
     /// </summary>
-    public static async Task<OtlpReceiver> StartAfterAsync(TimeSpan delay, OtlpReceiverOptions options, CancellationToken cancellationToken = default)
-    {
-        if (options.HttpPort == 0 || options.GrpcPort == 0)
-        {
-            throw new ArgumentException("A late receiver needs both ports chosen in advance (see ReserveFreePort).", nameof(options));
-        }
-        await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-        return await StartAsync(options, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// A loopback TCP port that was free a moment ago (the OS chose it and it was released at once).
-    /// Another process could take it before use; acceptable for tests.
-    /// </summary>
-    public static int ReserveFreePort() => ReserveFreePorts(1)[0];
-
-    /// <summary>
-    /// Options with an HTTP and a gRPC port that were free a moment ago, for <see cref="StartAfterAsync"/>: two
-    /// different ports (both are held while the OS chooses, so it cannot hand out the same one twice).
-    /// </summary>
-    public static OtlpReceiverOptions OptionsOnFreePorts()
-    {
-        var ports = ReserveFreePorts(2);
-        return new OtlpReceiverOptions { HttpPort = ports[0], GrpcPort = ports[1] };
-    }
-
-    private static int[] ReserveFreePorts(int count)
-    {
-        var probes = new List<Socket>();
-        try
-        {
-            for (var i = 0; i < count; i++)
-            {
-                var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                probes.Add(probe);
-                probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            }
-            return probes.Select(probe => ((IPEndPoint)probe.LocalEndPoint!).Port).ToArray();
-        }
-        finally
-        {
-            foreach (var probe in probes) probe.Dispose();
-        }
-    }
+    public static ReservedPorts ReservePorts() => new();
 
     /// <summary>Waits until <paramref name="count"/> requests of <paramref name="signal"/> have been accepted.</summary>
     /// <exception cref="TimeoutException">Fewer arrived within <paramref name="timeout"/>.</exception>
