@@ -53,28 +53,32 @@ public sealed class OtlpExportBehaviourTests : IDisposable
     [InlineData("http/protobuf")]
     public async Task Nothing_is_lost_when_the_collector_comes_up_late(string protocol)
     {
-        var options = OtlpReceiver.OtlpReceiver.OptionsOnFreePorts();
-        var port = protocol == "grpc" ? options.GrpcPort : options.HttpPort;
+        using var ports = OtlpReceiver.OtlpReceiver.ReservePorts();
+        var port = protocol == "grpc" ? ports.GrpcPort : ports.HttpPort;
         var output = _temp.File("out");
-        var started = Stopwatch.StartNew();
         using var agentProcess = Processes.Start("dotnet",
             [Processes.AgentDll, "run", "-o", output, "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-protocol", protocol,
              "examples/fixture_app.py"],
-            environment: OtlpExportTests.CleanEnvironment());
+            // The agent waits for its exports as long as one may take: ample time for each step below to be seen.
+            environment: OtlpExportTests.CleanEnvironment(new() { ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "60000" }));
         agentProcess.StandardInput.Close();
         var finishing = Processes.WaitAsync(agentProcess, Processes.DefaultTimeout);
-        // Down (connections refused) while the program runs and when its final export is first tried: up 3 s after
-        // the program (the agent's child) has ended, and not before 5 s; the in-memory retry has the export's 10 s
-        // timeout. (A fixed delay from the start was outrun by a loaded machine: no attempt failed.)
+        // Down (connections refused) while the program runs, so its final export is first tried against a closed
+        // port; then up but unavailable until it has turned away a metrics and a logs request (the agent is seen
+        // still trying, however long the first phase took); then accepting. Each step waits on what it observes.
         // The program, not the agent's probe of the interpreter (also a child, before it).
         bool ProgramRunning() => ChildrenOf(agentProcess.Id).Any(pid => CommandLine(pid).Contains("fixture_app.py"));
         await ServeAgent.WaitUntilAsync(() => ProgramRunning() || agentProcess.HasExited, "the program to start");
         await ServeAgent.WaitUntilAsync(() => !ProgramRunning(), "the program to end", seconds: 120);
-        var upAt = TimeSpan.FromSeconds(Math.Max(5, started.Elapsed.TotalSeconds + 3));
-        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAfterAsync(upAt - started.Elapsed, options);
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(
+            ports, new OtlpReceiverOptions { InitialFailures = new FailurePlan(Until: DateTimeOffset.MaxValue) });
+        bool TurnedAway(OtlpSignal signal) => receiver.Attempts.Any(attempt => attempt.Signal == signal && !attempt.Accepted);
+        await ServeAgent.WaitUntilAsync(() => (TurnedAway(OtlpSignal.Metrics) && TurnedAway(OtlpSignal.Logs)) || agentProcess.HasExited,
+            "a metrics and a logs request while the collector is unavailable");
+        receiver.Failures.Set(null);
         var agent = await finishing;
         Assert.True(agent.ExitCode == 0, agent.ToString());
-        Assert.DoesNotContain("OTLP export:", agent.Stderr);
+        Assert.False(agent.Stderr.Contains("OTLP export:", StringComparison.Ordinal), agent.ToString());
 
         var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
         var fib = IntPoints(byService["fixture_app"].Metrics["python.profile.function.calls"])
@@ -86,7 +90,8 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.Equal(
             summary.RootElement.GetProperty("exceptions").GetProperty("groups").GetInt32(),
             LogRecords(receiver).Count(r => r.Resource["service.name"].StringValue == "fixture_app"));
-        // The attempts made while it was down are the agent's export failures.
+        Assert.True(TurnedAway(OtlpSignal.Metrics) && TurnedAway(OtlpSignal.Logs), agent.ToString());
+        // The attempts made while it was down or unavailable are the agent's export failures.
         var failures = IntPoints(byService["telemetry-agent"].Metrics["telemetry_agent.export.failures"]);
         Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == "metrics" && p.Value > 0);
     }
@@ -127,7 +132,8 @@ public sealed class OtlpExportBehaviourTests : IDisposable
     [Fact]
     public async Task With_a_retry_directory_what_could_not_be_sent_is_kept_on_disk()
     {
-        var port = OtlpReceiver.OtlpReceiver.ReserveFreePort(); // nobody listens there
+        using var ports = OtlpReceiver.OtlpReceiver.ReservePorts(); // nobody listens there
+        var port = ports.HttpPort;
         var directory = _temp.File("retry");
         var agent = await Processes.RunAgentAsync(
             ["run", "-o", _temp.File("out"), "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-retry-directory", directory,

@@ -23,6 +23,8 @@ public sealed class MetricsAndLogsExporter : IExporter
     private readonly ExportContext _context;
     private readonly ExportProblems _problems;
     private readonly AgentSelfTelemetry _self;
+    // Cancelled when the shutdown deadline passes: final exports still retrying give up.
+    private readonly CancellationTokenSource _giveUp = new();
     private int _shutDown;
 
     /// <param name="profileCounters">The profiles exporter's counters, reported with the agent's own metrics.</param>
@@ -36,7 +38,7 @@ public sealed class MetricsAndLogsExporter : IExporter
 
     public void OnStarted(ProcessProfile running)
     {
-        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems);
+        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems, _giveUp.Token);
     }
 
     public void OnCheckpoint(ProcessProfile checkpoint)
@@ -62,6 +64,7 @@ public sealed class MetricsAndLogsExporter : IExporter
     {
         if (Interlocked.Exchange(ref _shutDown, 1) != 0) return;
         var allSent = true;
+        using var stopRetrying = deadline.Register(_giveUp.Cancel);
         try
         {
             await Task.WhenAll(_finishing.Keys).WaitAsync(deadline).ConfigureAwait(false);

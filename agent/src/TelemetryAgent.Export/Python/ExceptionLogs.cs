@@ -22,6 +22,17 @@ internal sealed class ExceptionLogs(ILogger logger)
     // Fingerprint -> the group's counts at the export that last logged it.
     private readonly Dictionary<string, FateTally> _logged = new(StringComparer.Ordinal);
 
+    /// <summary>A copy that remembers what this one has logged so far: go back to it when those records were not sent.</summary>
+    public ExceptionLogs Snapshot() => WithLogger(logger);
+
+    /// <summary>The same memory of what was logged, writing to another logger (a fresh SDK instance's).</summary>
+    public ExceptionLogs WithLogger(ILogger other)
+    {
+        var copy = new ExceptionLogs(other);
+        foreach (var (fingerprint, tally) in _logged) copy._logged[fingerprint] = tally;
+        return copy;
+    }
+
     /// <summary>Logs the groups that changed; returns how many records were written.</summary>
     public int Log(ProcessProfile frozen)
     {

@@ -3,6 +3,7 @@ using OpenTelemetry;
 using OpenTelemetry.Logs;
 using OpenTelemetry.Metrics;
 using TelemetryAgent.Aggregation;
+using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Sdk;
 using TelemetryAgent.Export.Settings;
 
@@ -16,7 +17,10 @@ namespace TelemetryAgent.Export.Python;
 /// <remarks>
 /// Work runs on the thread pool, one step after another (the SDK's flushes block while its exporters retry), so the
 /// session that reports a checkpoint never waits. A checkpoint overtaken by a newer one before its turn is skipped:
-/// everything is cumulative, so the newer one carries it.
+/// everything is cumulative, so the newer one carries it. The final export is the process's last word: when the
+/// SDK's own retries give up on it (a collector down longer than they last), it is tried again through a fresh SDK
+/// instance, with backoff, until it is delivered, <see cref="RetryPolicy.GiveUpAfter"/> has passed, or the agent's
+/// shutdown deadline says stop (in-memory retry only: disk retry keeps it on disk, and <c>none</c> means none).
 /// </remarks>
 internal sealed class ProcessExport
 {
@@ -33,8 +37,13 @@ internal sealed class ProcessExport
     private ProcessMetrics? _metrics;
     private ExceptionLogs? _logs;
 
-    public ProcessExport(ProcessIdentity identity, OtlpSettings settings, ExportTransport transport, ExportProblems problems)
+    private readonly CancellationToken _giveUp;
+
+    /// <param name="giveUp">Cancelled when the agent stops waiting for exports: a final export still failing is given up.</param>
+    public ProcessExport(ProcessIdentity identity, OtlpSettings settings, ExportTransport transport, ExportProblems problems,
+        CancellationToken giveUp)
     {
+        _giveUp = giveUp;
         _identity = identity;
         _settings = settings;
         _transport = transport;
@@ -64,15 +73,21 @@ internal sealed class ProcessExport
     {
         try
         {
-            _metrics = new ProcessMetrics();
-            _sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), _metrics.Meter, metricExportInterval: null, _transport,
-                ProcessMetrics.CardinalityLimit);
-            _logs = new ExceptionLogs(_sdk.GetLoggerFactory().CreateLogger(PythonTelemetryNames.Scope));
+            (_sdk, _metrics, _logs) = CreateSdk(confirmedLogs: null);
         }
         catch (Exception e)
         {
             _problems.Report("sdk", $"cannot start the OpenTelemetry SDK for pid {_identity.Pid}: {e.Message}");
         }
+    }
+
+    private (OpenTelemetrySdk Sdk, ProcessMetrics Metrics, ExceptionLogs Logs) CreateSdk(ExceptionLogs? confirmedLogs)
+    {
+        var metrics = new ProcessMetrics();
+        var sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), metrics.Meter, metricExportInterval: null, _transport,
+            ProcessMetrics.CardinalityLimit);
+        var logger = sdk.GetLoggerFactory().CreateLogger(PythonTelemetryNames.Scope);
+        return (sdk, metrics, confirmedLogs is null ? new ExceptionLogs(logger) : confirmedLogs.WithLogger(logger));
     }
 
     private void Export(ProcessProfile frozen)
@@ -83,27 +98,58 @@ internal sealed class ProcessExport
         {
             if (!final && !ReferenceEquals(_newest, frozen)) return;
         }
-        var timeout = (int)_flushTimeout.TotalMilliseconds;
         try
         {
-            _metrics.Update(frozen);
-            var logged = _logs.Log(frozen);
             if (final)
             {
-                // Shutting down collects and exports once more, with the completed profile: no flush before it.
-                var metricsSent = _sdk.MeterProvider.Shutdown(timeout);
-                var logsSent = _sdk.LoggerProvider.Shutdown(timeout);
-                ReportUnsent(metricsSent, logsSent);
-                _sdk.Dispose();
-                _metrics.Dispose();
+                ExportFinal(frozen);
                 return;
             }
-            ReportUnsent(_sdk.MeterProvider.ForceFlush(timeout), logged == 0 || _sdk.LoggerProvider.ForceFlush(timeout));
+            var timeout = (int)_flushTimeout.TotalMilliseconds;
+            _metrics.Update(frozen);
+            var confirmed = _logs.Snapshot();
+            var logged = _logs.Log(frozen);
+            var logsSent = logged == 0 || _sdk.LoggerProvider.ForceFlush(timeout);
+            // Records that did not go out are logged again at the next export (their counts are in the next interval).
+            if (!logsSent) _logs = confirmed;
+            ReportUnsent(_sdk.MeterProvider.ForceFlush(timeout), logsSent);
         }
         catch (Exception e)
         {
             _problems.Report("export", $"exporting pid {_identity.Pid} failed: {e.Message}");
         }
+    }
+
+    /// <summary>Exports the completed profile and shuts the SDK down; on failure, again through fresh SDK instances.</summary>
+    private void ExportFinal(ProcessProfile completed)
+    {
+        var timeout = (int)_flushTimeout.TotalMilliseconds;
+        var started = DateTimeOffset.UtcNow;
+        var random = new Random();
+        bool metricsPending = true, logsPending = true;
+        for (var attempt = 1; ; attempt++)
+        {
+            var (sdk, metrics, logs) = (_sdk!, _metrics!, _logs!);
+            var confirmed = logs.Snapshot();
+            if (metricsPending) metrics.Update(completed);
+            var logged = logsPending ? logs.Log(completed) : 0;
+            // Shutting down collects and exports once more: no flush before it.
+            if (metricsPending) metricsPending = !sdk.MeterProvider.Shutdown(timeout);
+            if (logsPending) logsPending = !sdk.LoggerProvider.Shutdown(timeout) && logged > 0;
+            sdk.Dispose();
+            metrics.Dispose();
+            // Disk retry keeps what failed on disk; `none` means lost by choice.
+            if ((!metricsPending && !logsPending) || _settings.Retry.Mode != OtlpRetryMode.InMemory) break;
+
+            var delay = RetryPolicy.Default.Delay(attempt, serverDelay: null, random);
+            if (_giveUp.IsCancellationRequested || DateTimeOffset.UtcNow + delay - started > RetryPolicy.Default.GiveUpAfter)
+            {
+                break;
+            }
+            if (_giveUp.WaitHandle.WaitOne(delay)) break;
+            (_sdk, _metrics, _logs) = CreateSdk(confirmed);
+        }
+        ReportUnsent(!metricsPending, !logsPending);
     }
 
     private void ReportUnsent(bool metricsSent, bool logsSent)

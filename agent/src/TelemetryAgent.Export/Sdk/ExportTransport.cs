@@ -86,12 +86,67 @@ internal sealed class ExportTransport : IDisposable
             {
                 transport.CountFailure(signal, ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
-            // A gRPC error answered at once carries its status in the headers ("trailers-only"); later ones are not seen here.
-            else if (response.Headers.TryGetValues("grpc-status", out var status) && status.FirstOrDefault() is { } code && code != "0")
+            // A gRPC error answered at once carries its status in the headers ("trailers-only") ...
+            else if (GrpcStatus(response.Headers) is { } status)
             {
-                transport.CountFailure(signal, $"grpc-status {code}");
+                if (status != "0") transport.CountFailure(signal, $"grpc-status {status}");
+            }
+            // ... otherwise in the trailers, which exist once the exporter has read the body.
+            else if (response.Version.Major >= 2 && response.Content is { } content)
+            {
+                var watched = new StreamContent(new TrailerWatchingStream(content.ReadAsStream(), response, status =>
+                {
+                    if (status != "0") transport.CountFailure(signal, $"grpc-status {status}");
+                }));
+                foreach (var header in content.Headers) watched.Headers.TryAddWithoutValidation(header.Key, header.Value);
+                response.Content = watched;
             }
             return response;
+        }
+    }
+
+    private static string? GrpcStatus(System.Net.Http.Headers.HttpHeaders headers)
+        => headers.TryGetValues("grpc-status", out var values) ? values.FirstOrDefault() : null;
+
+    /// <summary>Passes a gRPC response body through; at its end, hands the <c>grpc-status</c> trailer on once.</summary>
+    private sealed class TrailerWatchingStream(Stream inner, HttpResponseMessage response, Action<string> onStatus) : Stream
+    {
+        private int _reported;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count) => Observe(inner.Read(buffer, offset, count));
+
+        public override int Read(Span<byte> buffer) => Observe(inner.Read(buffer));
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+            => Observe(await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false));
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+            => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        private int Observe(int read)
+        {
+            if (read == 0 && Interlocked.Exchange(ref _reported, 1) == 0 && GrpcStatus(response.TrailingHeaders) is { } status)
+            {
+                onStatus(status);
+            }
+            return read;
+        }
+
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) inner.Dispose();
+            base.Dispose(disposing);
         }
     }
 }

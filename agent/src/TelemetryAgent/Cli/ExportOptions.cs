@@ -42,8 +42,15 @@ internal static class ExportOptions
         DefaultValueFactory = _ => 60.0,
     };
 
-    /// <summary>How long exporters may take to send what is pending when the agent stops.</summary>
+    /// <summary>How long exporters may take to send what is pending when the agent stops, at least.</summary>
     public static readonly TimeSpan ShutdownDeadline = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long `run` waits for its exports when the program has ended: <see cref="ShutdownDeadline"/>, or as long as
+    /// one export may take (OTEL_EXPORTER_OTLP_TIMEOUT and its per-signal forms) when that is longer.
+    /// </summary>
+    public static TimeSpan FinalExportDeadline(OtlpSettings settings) => !settings.Enabled ? ShutdownDeadline
+        : Enum.GetValues<OtlpSignal>().Select(signal => settings.For(signal).Timeout).Append(ShutdownDeadline).Max();
 
     /// <summary>Where the export goes, for the log: one line per distinct endpoint.</summary>
     public static string Describe(OtlpSettings settings)

@@ -179,7 +179,7 @@ public static class RunCommand
                               "exited are cut off: their profiles are partial (ended: Cancelled).");
             await host.DisposeAsync().ConfigureAwait(false);
             var endedAt = DateTimeOffset.UtcNow;
-            await export.ShutdownAsync(ExportOptions.ShutdownDeadline).ConfigureAwait(false);
+            await export.ShutdownAsync(ExportOptions.FinalExportDeadline(settings.Otlp)).ConfigureAwait(false);
 
             try
             {
