@@ -29,7 +29,11 @@ public sealed class CommandLineTests : IDisposable
     {
         var script = _temp.File("wait.py");
         File.WriteAllText(script, """
-            import time
+            import signal, sys, time
+
+            # Python leaves SIGINT alone when it starts with it ignored (a background job of a non-interactive shell):
+            # the test needs the usual handler whatever started it.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
             def wait_forever():
                 try:
@@ -39,6 +43,9 @@ public sealed class CommandLineTests : IDisposable
                     print("interrupted", flush=True)
                     raise SystemExit(7)
 
+            # How this process receives signals, for the failure message should SIGINT never arrive.
+            with open("/proc/self/status") as status:
+                print(*(line.strip() for line in status if line.startswith(("Sig", "Shd"))), sep="; ", file=sys.stderr, flush=True)
             print("ready", flush=True)
             wait_forever()
             """);
