@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
@@ -9,7 +10,7 @@ namespace TelemetryAgent.EndToEnd.Tests;
 /// </summary>
 public sealed class AccessTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public AccessTests()
     {

@@ -1,12 +1,13 @@
 using System.Text.Json;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>What real CPython emits that a naive stack builder gets wrong, through the real pipeline.</summary>
 public sealed class CPythonQuirksTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
@@ -22,7 +23,7 @@ public sealed partial class ExceptionsEndToEndTests : IClassFixture<ExceptionsEn
     /// <summary>One run as is (exit 0) and one with --escape (exit 1), shared by the tests of this class.</summary>
     public sealed class ExceptionsRuns : IAsyncLifetime
     {
-        private readonly Processes.TempFolder _temp = new();
+        private readonly TemporaryFolder _temp = new();
         public Finished Plain { get; private set; } = null!;
         public Finished Escape { get; private set; } = null!;
         public JsonDocument Exceptions { get; private set; } = null!;

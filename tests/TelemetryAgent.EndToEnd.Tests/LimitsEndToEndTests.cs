@@ -1,11 +1,12 @@
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>The agent's limits with real programs: what reaching one costs, and that it costs no one else.</summary>
 public sealed class LimitsEndToEndTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

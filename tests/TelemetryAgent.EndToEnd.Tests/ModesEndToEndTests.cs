@@ -1,5 +1,6 @@
 using System.Text.Json;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
@@ -10,7 +11,7 @@ namespace TelemetryAgent.EndToEnd.Tests;
 /// </summary>
 public sealed class ModesEndToEndTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

@@ -3,13 +3,14 @@ using System.Text.Json;
 using TelemetryAgent.EndToEnd.Tests.Support;
 using TelemetryAgent.OtlpReceiver;
 using static TelemetryAgent.EndToEnd.Tests.Support.Otlp;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>OTLP export as processes come and go: children, a late collector, `serve`'s intervals, export off.</summary>
 public sealed class OtlpExportBehaviourTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

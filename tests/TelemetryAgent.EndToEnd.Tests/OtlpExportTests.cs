@@ -2,9 +2,10 @@ using System.Text.Json;
 using OpenTelemetry.Proto.Common.V1;
 using OpenTelemetry.Proto.Logs.V1;
 using TelemetryAgent.EndToEnd.Tests.Support;
-using TelemetryAgent.Export;
+using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.OtlpReceiver;
 using static TelemetryAgent.EndToEnd.Tests.Support.Otlp;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
@@ -35,7 +36,7 @@ public sealed class OtlpExportTests : IClassFixture<OtlpExportTests.Runs>
     /// <summary>fixture_app.py and exceptions_app.py, each once per protocol.</summary>
     public sealed class Runs : IAsyncLifetime
     {
-        private readonly Processes.TempFolder _temp = new();
+        private readonly TemporaryFolder _temp = new();
         public Dictionary<(string Program, string Protocol), ExportedRun> All { get; } = [];
 
         public async Task InitializeAsync()
@@ -69,7 +70,7 @@ public sealed class OtlpExportTests : IClassFixture<OtlpExportTests.Runs>
     internal static Uri EndpointFor(OtlpReceiver.OtlpReceiver receiver, string protocol)
         => protocol == "grpc" ? receiver.GrpcEndpoint : receiver.HttpEndpoint;
 
-    internal static async Task<ExportedRun> RunAsync(Processes.TempFolder temp, string protocol, string[] program,
+    internal static async Task<ExportedRun> RunAsync(TemporaryFolder temp, string protocol, string[] program,
         Dictionary<string, string?>? environment = null, string[]? agentOptions = null)
     {
         var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
@@ -242,7 +243,7 @@ public sealed class OtlpExportTests : IClassFixture<OtlpExportTests.Runs>
             else Assert.Equal(exception.GetProperty("message").GetString(), attributes["exception.message"].StringValue);
             // The body is the traceback's "Type: message" line.
             Assert.Equal(TracebackText.ExceptionLine(new(exception.GetProperty("type").GetString()!, exception.GetProperty("message").GetString()!,
-                Enum.Parse<TelemetryAgent.Aggregation.ExceptionMessageStatus>(exception.GetProperty("message_status").GetString()!, ignoreCase: true),
+                Enum.Parse<TelemetryAgent.Profiling.ExceptionMessageStatus>(exception.GetProperty("message_status").GetString()!, ignoreCase: true),
                 [], 0, [], 0, null, null, false, [], 0, false)), record.Body.StringValue);
 
             var (relations, types) = ChainOf(exception);

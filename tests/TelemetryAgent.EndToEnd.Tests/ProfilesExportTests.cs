@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.IO.Compression;
 using OpenTelemetry.Proto.Collector.Profiles.V1Development;
 using TelemetryAgent.EndToEnd.Tests.Support;
-using TelemetryAgent.Export.Tests.Support;
+using TelemetryAgent.Testing;
 using TelemetryAgent.OtlpReceiver;
 using Xunit.Abstractions;
 using Receiver = TelemetryAgent.OtlpReceiver.OtlpReceiver;
@@ -18,7 +18,7 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
 {
     private const string FixtureScript = "examples/fixture_app.py";
 
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

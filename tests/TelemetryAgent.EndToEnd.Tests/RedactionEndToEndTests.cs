@@ -1,11 +1,12 @@
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>A real program whose exception messages and notes carry secrets: no output file holds them.</summary>
 public sealed class RedactionEndToEndTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

@@ -1,12 +1,13 @@
 using System.Text.Json;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>`telemetry-agent run` as a user meets it: exit codes, errors, module form, child processes.</summary>
 public sealed class RunCommandTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
@@ -24,7 +25,7 @@ public sealed class RunFixtureTests : IClassFixture<RunFixtureTests.FixtureRun>
     /// <summary>One agent run and one cProfile run of the fixture, shared by the tests of this class.</summary>
     public sealed class FixtureRun : IAsyncLifetime
     {
-        private readonly Processes.TempFolder _temp = new();
+        private readonly TemporaryFolder _temp = new();
         public Finished Agent { get; private set; } = null!;
         public Finished Plain { get; private set; } = null!;
         public string OutputFolder => _temp.File("out");
@@ -103,7 +104,7 @@ public sealed class RunFixtureTests : IClassFixture<RunFixtureTests.FixtureRun>
     public void CallsFoldedMatchesGoldenOnTheFixturesFrames()
     {
         var folded = File.ReadAllText(Path.Combine(_run.OutputFolder, "calls.folded"));
-        Golden.AssertMatches(Folded.OnlyFramesOf(folded, "(examples/fixture_app.py:", "fixture_app"), "fixture_app.calls.folded");
+        Golden.Verify(Folded.OnlyFramesOf(folded, "(examples/fixture_app.py:", "fixture_app"), "fixture_app.calls.folded");
     }
 
     [Fact]

@@ -2,13 +2,14 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text.Json;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>`telemetry-agent serve` with real shimmed processes started by `python -m telemetry_shim`.</summary>
 public sealed class ServeCommandTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 
@@ -51,7 +52,7 @@ public sealed class ServeCommandTests : IDisposable
 
         await ServeAgent.WaitUntilAsync(() => ServeAgent.CompletedFolders(OutputRoot).Length == 3, "three output folders");
         // A folder that can be seen is already complete: files are written under a hidden name, then renamed.
-        string[] everyFile = [.. TelemetryAgent.Export.OutputWriter.FileNames, TelemetryAgent.Export.Profiles.PprofWriter.FileName];
+        string[] everyFile = [.. TelemetryAgent.Output.FolderExporter.StandardFiles().Select(file => file.Name)];
         Assert.All(ServeAgent.CompletedFolders(OutputRoot), folder =>
             Assert.Equal(everyFile.Order(), Directory.GetFiles(folder).Select(Path.GetFileName).Order()));
         var finished = await StopAsync(agent);

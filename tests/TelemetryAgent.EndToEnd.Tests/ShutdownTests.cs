@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
 /// <summary>SIGTERM to `serve` while a real shimmed program is streaming.</summary>
 public sealed class ShutdownTests : IDisposable
 {
-    private readonly Processes.TempFolder _temp = new();
+    private readonly TemporaryFolder _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

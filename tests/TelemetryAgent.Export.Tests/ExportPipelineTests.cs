@@ -1,4 +1,4 @@
-using TelemetryAgent.Sessions;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Settings;
 
 namespace TelemetryAgent.Export.Tests;
@@ -8,7 +8,7 @@ public sealed class ExportPipelineTests
     [Fact]
     public async Task Without_an_endpoint_there_is_no_exporter_and_nothing_to_send()
     {
-        var pipeline = ExportPipeline.Create(new ExportContext(OtlpSettings.Disabled, TextWriter.Null, CheckpointInterval: null, new AgentStatistics()));
+        var pipeline = ExportPipeline.Create(new ExportContext(OtlpSettings.Disabled, TextWriter.Null, CheckpointInterval: null, () => AgentStatisticsSnapshot.Empty));
         Assert.True(pipeline.IsEmpty);
         Assert.Empty(pipeline.Observers);
         await pipeline.ShutdownAsync(TimeSpan.FromSeconds(1));
@@ -19,7 +19,7 @@ public sealed class ExportPipelineTests
     {
         var settings = OtlpSettings.Resolve(new Dictionary<string, string?>(), endpointOption: "http://127.0.0.1:9", protocolOption: "grpc");
         var log = new StringWriter();
-        var pipeline = ExportPipeline.Create(new ExportContext(settings, log, CheckpointInterval: null, new AgentStatistics()));
+        var pipeline = ExportPipeline.Create(new ExportContext(settings, log, CheckpointInterval: null, () => AgentStatisticsSnapshot.Empty));
         Assert.Contains(pipeline.Observers, observer => observer is MetricsAndLogsExporter);
         // Nobody listens on port 9: the agent's own metrics cannot go out, which is said once, never thrown.
         await pipeline.ShutdownAsync(TimeSpan.FromSeconds(1));

@@ -1,4 +1,4 @@
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Export.Tests;
 

@@ -1,10 +1,11 @@
 using System.IO.Compression;
 using Google.Protobuf;
 using OpenTelemetry.Proto.Collector.Profiles.V1Development;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Profiles;
-using TelemetryAgent.Export.Tests.Support;
-using TelemetryAgent.Profiling.Tests;
+using TelemetryAgent.Testing;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Sessions;
 
 namespace TelemetryAgent.Export.Tests;
@@ -20,13 +21,13 @@ public sealed class ProfileEncodingTests
     private static ExportProfilesServiceRequest EncodeTotals(IReadOnlyList<ProcessProfile> profiles)
         => OtlpProfileEncoder.Encode(profiles
             .Select(profile => new ProfileInterval(profile, StackDeltas.Totals(profile),
-                ProfileInterval.FirstEventUnixNs(profile), ProfileInterval.LastEventUnixNs(profile)))
+                profile.FirstEventUnixNs, profile.LastEventUnixNs))
             .ToList());
 
     private static string Folded(IReadOnlyList<ProcessProfile> profiles, FoldedWeight weight)
     {
         using var text = new StringWriter();
-        FoldedStacksWriter.Write(text, profiles, weight);
+        FoldedStacksFile.Write(text, profiles, weight);
         return text.ToString();
     }
 
@@ -35,7 +36,7 @@ public sealed class ProfileEncodingTests
     {
         var request = EncodeTotals(Sample());
         var json = new JsonFormatter(JsonFormatter.Settings.Default.WithIndentation()).Format(request) + "\n";
-        FlameGraphGolden.Verify(json, "otlp-profiles.json");
+        Golden.Verify(json, "otlp-profiles.json");
     }
 
     [Fact]
@@ -161,8 +162,8 @@ public sealed class ProfileEncodingTests
         long? previousEnd = null;
         foreach (var cumulative in recorder.Cumulative)
         {
-            var start = previousEnd ?? ProfileInterval.FirstEventUnixNs(cumulative);
-            var end = ProfileInterval.LastEventUnixNs(cumulative);
+            var start = previousEnd ?? cumulative.FirstEventUnixNs;
+            var end = cumulative.LastEventUnixNs;
             requests.Add(OtlpProfileEncoder.Encode([new ProfileInterval(cumulative, deltas.Next(cumulative), start, end)]));
             previousEnd = end;
         }
@@ -190,7 +191,7 @@ public sealed class ProfileEncodingTests
     {
         var profiles = Sample();
         using var file = new MemoryStream();
-        PprofWriter.Write(file, profiles);
+        PprofFile.Write(file, profiles);
         file.Position = 0;
         using var gunzip = new GZipStream(file, CompressionMode.Decompress);
         var pprof = Perftools.Profiles.Profile.Parser.ParseFrom(gunzip);
@@ -204,7 +205,7 @@ public sealed class ProfileEncodingTests
         Assert.All(pprof.Function, function => Assert.True(function.Id > 0));
         Assert.Equal(pprof.Location.Count, pprof.Location.Select(location => location.Id).Distinct().Count());
         Assert.All(pprof.Sample, sample => Assert.Equal(2, sample.Value.Count));
-        Assert.Equal(ProfileInterval.FirstEventUnixNs(profiles[0]), pprof.TimeNanos);
+        Assert.Equal(profiles[0].FirstEventUnixNs, pprof.TimeNanos);
 
         Assert.Equal(Folded(profiles, FoldedWeight.SelfNanoseconds), ProfileFolding.FromPprof(pprof, 0));
         Assert.Equal(Folded(profiles, FoldedWeight.Calls), ProfileFolding.FromPprof(pprof, 1));

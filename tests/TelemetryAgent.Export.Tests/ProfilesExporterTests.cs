@@ -1,10 +1,11 @@
 using System.Diagnostics;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Profiles;
 using TelemetryAgent.Export.Settings;
-using TelemetryAgent.Export.Tests.Support;
+using TelemetryAgent.Testing;
 using TelemetryAgent.OtlpReceiver;
-using TelemetryAgent.Profiling.Tests;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
 using OtlpSignal = TelemetryAgent.Export.Settings.OtlpSignal;
 using Receiver = TelemetryAgent.OtlpReceiver.OtlpReceiver;
 using ReceivedSignal = TelemetryAgent.OtlpReceiver.OtlpSignal;
@@ -27,7 +28,7 @@ public sealed class ProfilesExporterTests
     private static string Folded(IReadOnlyList<ProcessProfile> profiles, FoldedWeight weight)
     {
         using var text = new StringWriter();
-        FoldedStacksWriter.Write(text, profiles, weight);
+        FoldedStacksFile.Write(text, profiles, weight);
         return text.ToString();
     }
 

@@ -1,8 +1,9 @@
 using System.IO.Pipelines;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 
@@ -105,7 +106,7 @@ public sealed class AggregationTests
     [Fact]
     public async Task A_session_reads_a_whole_stream_through_a_pipe()
     {
-        var bytes = new StreamBytes()
+        var bytes = new WireStream().Preamble()
             .Hello(pid: 31)
             .Definitions(codes: [(1, "main"), (2, "work")], threads: [(1, "MainThread")])
             .Events(
@@ -132,7 +133,7 @@ public sealed class AggregationTests
     [Fact]
     public async Task A_protocol_violation_in_the_stream_ends_the_session_and_keeps_the_data()
     {
-        var bytes = new StreamBytes()
+        var bytes = new WireStream().Preamble()
             .Hello(pid: 32)
             .Definitions(codes: [(1, "main")], threads: [(1, "MainThread")])
             .Events(new EventRecord(10, 1, 1, EventKind.Start), new EventRecord(20, 1, 1, EventKind.Return))
@@ -144,14 +145,14 @@ public sealed class AggregationTests
 
         Assert.Equal(ConnectionEndReason.ProtocolError, end.Reason);
         Assert.Equal(ProtocolViolation.UndefinedId, end.Violation);
-        Assert.Equal(end, session.Profile!.End);
+        Assert.Equal(end.ToOutcome(), session.Profile!.End);
         session.Profile.Threads[0].Root.At("main").Has(1, 0, 10, 10);
     }
 
     [Fact]
     public async Task A_stream_that_stops_without_goodbye_is_recorded_as_such()
     {
-        var bytes = new StreamBytes().Hello(pid: 33).ToArray();
+        var bytes = new WireStream().Preamble().Hello(pid: 33).ToArray();
         var session = new ProcessSession();
         var end = await session.RunAsync(await FeedAsync(bytes, chunk: 3), Timeout());
         Assert.Equal(ConnectionEnd.EndOfStream, end);

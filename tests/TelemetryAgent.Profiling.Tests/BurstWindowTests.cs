@@ -1,7 +1,9 @@
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Export;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Sessions;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 

@@ -1,8 +1,9 @@
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
-using static TelemetryAgent.Profiling.Tests.ExceptionRecords;
+using static TelemetryAgent.Testing.ExceptionRecords;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 
@@ -335,7 +336,7 @@ public sealed class ExceptionAggregationTests
         var exceptions = new Exceptions();
         exceptions.Records.Add(Record("builtins.ValueError", "over the wire", [(1, 3), (2, 8)], raisedNs: 5_000));
         exceptions.Tallies.Add(new ExceptionTally { TypeName = "builtins.ValueError", RaisedAt = At(2, 8), Fate = ExceptionFate.FateHandled, Count = 9 });
-        var stream = new StreamBytes()
+        var stream = new WireStream().Preamble()
             .Hello(pid: 77)
             .Definitions([(1, "main"), (2, "parse")], [(1, "MainThread")])
             .Exceptions(exceptions)

@@ -1,9 +1,12 @@
 using System.Text.Json;
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Export;
+using TelemetryAgent.Cli;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
-using static TelemetryAgent.Profiling.Tests.ExceptionRecords;
+using static TelemetryAgent.Testing.ExceptionRecords;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 
@@ -171,8 +174,9 @@ public sealed class ExceptionRankingTests
     public void Both_json_files_flag_library_internal_groups_in_the_same_order_and_keep_every_group()
     {
         var summary = Mixed();
-        using var summaryJson = Json(stream => SummaryJsonWriter.Write(stream, summary, topFunctions: 5, topExceptionGroups: 4));
-        using var exceptionsJson = Json(stream => ExceptionsJsonWriter.Write(stream, summary));
+        var run = new OutputRun(summary, "mixed", SampleRun.Start);
+        using var summaryJson = Json(stream => new SummaryJsonFile(topFunctions: 5, topExceptionGroups: 4).Write(stream, run));
+        using var exceptionsJson = Json(stream => new ExceptionsJsonFile().Write(stream, run));
 
         var section = summaryJson.RootElement.GetProperty("exceptions");
         Assert.Equal((3, 1_101L), (section.GetProperty("library_internal_groups").GetInt32(), section.GetProperty("library_internal_exceptions").GetInt64()));

@@ -1,6 +1,6 @@
 using System.Reflection;
 using System.Runtime.CompilerServices;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Profiling.Tests;
 

@@ -1,7 +1,8 @@
 using System.IO.Pipelines;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Sessions;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 
@@ -102,14 +103,14 @@ public sealed class LimitTests
     [Fact]
     public async Task A_frame_above_the_configured_size_ends_the_connection_before_its_payload_is_read()
     {
-        var stream = new StreamBytes().Hello(7)
+        var stream = new WireStream().Preamble().Hello(7)
             .Definitions([(1, new string('x', 2000))], [(1, "MainThread")])
             .ToArray();
         var pipe = new Pipe();
         var session = new ProcessSession(limits: new SessionLimits { MaxFramePayload = 1024 });
         var run = session.RunAsync(pipe.Reader);
         // Only the header of the big frame (and a few bytes) arrive: the limit is decided from the header.
-        var definitionsStart = new StreamBytes().Hello(7).ToArray().Length;
+        var definitionsStart = new WireStream().Preamble().Hello(7).ToArray().Length;
         await pipe.Writer.WriteAsync(stream.AsMemory(0, definitionsStart + WireFormat.FrameHeaderSize + 10));
         var end = await run.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(ProtocolViolation.FrameTooLarge, end.Violation);

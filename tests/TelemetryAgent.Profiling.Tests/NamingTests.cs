@@ -1,5 +1,7 @@
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Export;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 

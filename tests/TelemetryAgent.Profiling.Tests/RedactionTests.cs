@@ -1,5 +1,6 @@
-using TelemetryAgent.Redaction;
-using static TelemetryAgent.Profiling.Tests.ExceptionRecords;
+using TelemetryAgent.Sessions;
+using static TelemetryAgent.Testing.ExceptionRecords;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 

@@ -2,7 +2,8 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.IO.Pipelines;
-using TelemetryAgent.Export;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
@@ -79,7 +80,7 @@ public sealed class SessionFuzzTests(ITestOutputHelper output)
                     Assert.True(profile.Functions.Count <= Limits.MaxCodeId && profile.Threads.Count <= Limits.MaxThreadId, what);
                     if (cases % 97 == 0)
                     {
-                        var report = OutputWriter.WriteAll(outputs.FullName, [profile]);
+                        var report = FolderExporter.Standard().Write(outputs.FullName, OutputRun.Create([profile]));
                         Assert.True(report.AllSucceeded, $"export failed: {what}: " +
                             string.Join("; ", report.Files.Where(file => !file.Succeeded).Select(file => $"{file.Name}: {file.Error}")));
                     }

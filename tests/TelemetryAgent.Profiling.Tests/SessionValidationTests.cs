@@ -1,7 +1,8 @@
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 
@@ -104,7 +105,7 @@ public sealed class SessionValidationTests
         var profile = script.Profile;
 
         Assert.Equal(ConnectionEndReason.ProtocolError, profile.End!.Value.Reason);
-        Assert.Equal(ProtocolViolation.UndefinedId, profile.End!.Value.Violation);
+        Assert.Equal(nameof(ProtocolViolation.UndefinedId), profile.End!.Value.Violation);
         profile.Threads[0].Root.At("main", "work").Has(1, 0, 20, 20);
         // main was open when the stream broke: it is closed at the last good timestamp.
         profile.Threads[0].Root.At("main").Has(1, 0, 10, 30);

@@ -1,5 +1,7 @@
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Export;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling.Formats;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;
 
@@ -52,7 +54,7 @@ public sealed class TracebackTextTests
 
     [Fact]
     public void A_chained_nested_exception_group_prints_as_CPython_prints_it()
-        => FlameGraphGolden.Verify(TracebackText.Format(CPythonSample()), "traceback.txt");
+        => Golden.Verify(TracebackText.Format(CPythonSample()), "traceback.txt");
 
     [Fact]
     public void A_plain_exception_without_traceback_is_its_line_and_notes()

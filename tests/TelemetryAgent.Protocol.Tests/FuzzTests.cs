@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Protocol.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Protocol.Tests;
 
@@ -121,7 +122,7 @@ public sealed class FuzzTests
             ClockMonotonicNs = random.NextInt64(),
             ClockUnixNs = random.NextInt64(),
         };
-        StreamBuilder builder = new StreamBuilder().Preamble().Message(FrameType.Hello, hello);
+        WireStream builder = new WireStream().Preamble().Message(FrameType.Hello, hello);
         int frames = random.Next(0, 12);
         for (int i = 0; i < frames; i++)
         {

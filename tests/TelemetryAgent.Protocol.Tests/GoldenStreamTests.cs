@@ -4,6 +4,7 @@ using System.Text.Json;
 using Google.Protobuf;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Protocol.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Protocol.Tests;
 
@@ -223,7 +224,7 @@ public sealed class GoldenStreamTests
     /// <summary>Encodes a golden JSON with the C# encoder (used for the built-in stream).</summary>
     private static byte[] Encode(string json)
     {
-        var builder = new StreamBuilder().Preamble();
+        var builder = new WireStream().Preamble();
         using JsonDocument document = JsonDocument.Parse(json);
         foreach (JsonElement frame in document.RootElement.GetProperty("frames").EnumerateArray())
         {

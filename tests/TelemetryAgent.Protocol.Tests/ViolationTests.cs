@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Protocol.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Protocol.Tests;
 
@@ -21,52 +22,52 @@ public sealed class ViolationTests
 
     [Fact]
     public void Other_protocol_versions_are_UnsupportedVersion() =>
-        AssertViolation(new StreamBuilder().Preamble(version: 2).ToArray(), ProtocolViolation.UnsupportedVersion);
+        AssertViolation(new WireStream().Preamble(version: 2).ToArray(), ProtocolViolation.UnsupportedVersion);
 
     [Fact]
     public void Hello_claiming_another_version_is_UnsupportedVersion()
     {
         Hello hello = TestMessages.Hello();
         hello.ProtocolVersion = 2;
-        AssertViolation(new StreamBuilder().Preamble().Message(FrameType.Hello, hello).ToArray(), ProtocolViolation.UnsupportedVersion);
+        AssertViolation(new WireStream().Preamble().Message(FrameType.Hello, hello).ToArray(), ProtocolViolation.UnsupportedVersion);
     }
 
     [Fact]
     public void Nonzero_flags_are_UnsupportedFlags() =>
-        AssertViolation(new StreamBuilder().Preamble(flags: 0x8000).ToArray(), ProtocolViolation.UnsupportedFlags);
+        AssertViolation(new WireStream().Preamble(flags: 0x8000).ToArray(), ProtocolViolation.UnsupportedFlags);
 
     [Theory]
     [InlineData(0)]
     [InlineData(7)]
     [InlineData(255)]
     public void Undefined_frame_types_are_UnknownFrameType_from_the_type_byte_alone(byte type) =>
-        AssertViolation(StreamBuilder.WithHello().Raw([type]).ToArray(), ProtocolViolation.UnknownFrameType);
+        AssertViolation(WireStream.WithHello().Raw([type]).ToArray(), ProtocolViolation.UnknownFrameType);
 
     [Theory]
     [InlineData(FrameType.Events, WireFormat.MaxFramePayload + 16)]
     [InlineData(FrameType.Definitions, WireFormat.MaxFramePayload + 1)]
     [InlineData(FrameType.Stats, uint.MaxValue)]
     public void Lengths_above_the_limit_are_FrameTooLarge_before_any_payload(FrameType type, uint length) =>
-        AssertViolation(StreamBuilder.WithHello().Raw(Header(type, length)).ToArray(), ProtocolViolation.FrameTooLarge);
+        AssertViolation(WireStream.WithHello().Raw(Header(type, length)).ToArray(), ProtocolViolation.FrameTooLarge);
 
     [Fact]
     public void A_first_frame_declaring_too_much_is_FrameTooLarge() =>
-        AssertViolation(new StreamBuilder().Preamble().Raw(Header(FrameType.Hello, 1u << 31)).ToArray(), ProtocolViolation.FrameTooLarge);
+        AssertViolation(new WireStream().Preamble().Raw(Header(FrameType.Hello, 1u << 31)).ToArray(), ProtocolViolation.FrameTooLarge);
 
     [Theory]
     [InlineData(8u)]
     [InlineData(17u)]
     [InlineData(WireFormat.MaxFramePayload - 1u)]
     public void Events_lengths_off_the_record_size_are_MisalignedEvents(uint length) =>
-        AssertViolation(StreamBuilder.WithHello().Raw(Header(FrameType.Events, length)).ToArray(), ProtocolViolation.MisalignedEvents);
+        AssertViolation(WireStream.WithHello().Raw(Header(FrameType.Events, length)).ToArray(), ProtocolViolation.MisalignedEvents);
 
     [Fact]
     public void An_empty_events_frame_is_EmptyFrame() =>
-        AssertViolation(StreamBuilder.WithHello().Raw(Header(FrameType.Events, 0)).ToArray(), ProtocolViolation.EmptyFrame);
+        AssertViolation(WireStream.WithHello().Raw(Header(FrameType.Events, 0)).ToArray(), ProtocolViolation.EmptyFrame);
 
     [Fact]
     public void An_empty_hello_is_EmptyFrame() =>
-        AssertViolation(new StreamBuilder().Preamble().Raw(Header(FrameType.Hello, 0)).ToArray(), ProtocolViolation.EmptyFrame);
+        AssertViolation(new WireStream().Preamble().Raw(Header(FrameType.Hello, 0)).ToArray(), ProtocolViolation.EmptyFrame);
 
     [Theory]
     [InlineData(FrameType.Definitions)]
@@ -75,11 +76,11 @@ public sealed class ViolationTests
     [InlineData(FrameType.Goodbye)]
     [InlineData(FrameType.Exceptions)]
     public void Any_first_frame_but_hello_is_MissingHello(FrameType type) =>
-        AssertViolation(new StreamBuilder().Preamble().Raw([(byte)type]).ToArray(), ProtocolViolation.MissingHello);
+        AssertViolation(new WireStream().Preamble().Raw([(byte)type]).ToArray(), ProtocolViolation.MissingHello);
 
     [Fact]
     public void A_second_hello_is_DuplicateHello() =>
-        AssertViolation(StreamBuilder.WithHello().Raw([(byte)FrameType.Hello]).ToArray(), ProtocolViolation.DuplicateHello);
+        AssertViolation(WireStream.WithHello().Raw([(byte)FrameType.Hello]).ToArray(), ProtocolViolation.DuplicateHello);
 
     [Theory]
     [InlineData((byte)FrameType.Stats)]
@@ -87,7 +88,7 @@ public sealed class ViolationTests
     [InlineData((byte)0)]
     public void Any_byte_after_goodbye_is_FrameAfterGoodbye(byte first) =>
         AssertViolation(
-            StreamBuilder.WithHello().Message(FrameType.Goodbye, new Goodbye { Reason = Goodbye.Types.Reason.Detach }).Raw([first]).ToArray(),
+            WireStream.WithHello().Message(FrameType.Goodbye, new Goodbye { Reason = Goodbye.Types.Reason.Detach }).Raw([first]).ToArray(),
             ProtocolViolation.FrameAfterGoodbye);
 
     [Theory]
@@ -101,7 +102,7 @@ public sealed class ViolationTests
     [InlineData(FrameType.Exceptions, "12030A01")]   // a tally whose type name is cut
     public void Payloads_that_do_not_decode_are_MalformedMessage(FrameType type, string payloadHex)
     {
-        StreamBuilder builder = type == FrameType.Hello ? new StreamBuilder().Preamble() : StreamBuilder.WithHello();
+        WireStream builder = type == FrameType.Hello ? new WireStream().Preamble() : WireStream.WithHello();
         AssertViolation(builder.Frame((byte)type, Convert.FromHexString(payloadHex)).ToArray(), ProtocolViolation.MalformedMessage);
     }
 
@@ -116,7 +117,7 @@ public sealed class ViolationTests
         }
 
         var exceptions = new Exceptions { Records = { new ExceptionRecord { ThreadId = 1, Detail = detail } } };
-        byte[] stream = StreamBuilder.WithHello().Message(FrameType.Exceptions, exceptions).ToArray();
+        byte[] stream = WireStream.WithHello().Message(FrameType.Exceptions, exceptions).ToArray();
         var error = Assert.Throws<ProtocolException>(() => Parse.All(stream, []));
         Assert.Equal(ProtocolViolation.MalformedMessage, error.Violation);
     }

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Protocol.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Protocol.Tests;
 
@@ -101,7 +102,7 @@ public sealed class WireConnectionTests
         byte[] header = new byte[WireFormat.FrameHeaderSize];
         header[0] = (byte)FrameType.Definitions;
         BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(1), WireFormat.MaxFramePayload + 1);
-        await pipe.Writer.WriteAsync(StreamBuilder.WithHello().Raw(header).ToArray());
+        await pipe.Writer.WriteAsync(WireStream.WithHello().Raw(header).ToArray());
 
         // The writer stays open: the rejection must come from the header alone.
         var error = await Assert.ThrowsAsync<ProtocolException>(() => run.WaitAsync(Timeout));
@@ -117,7 +118,7 @@ public sealed class WireConnectionTests
             records[i] = new EventRecord((ulong)i, 1, 1, i % 2 == 0 ? EventKind.Start : EventKind.Return);
         }
 
-        byte[] stream = StreamBuilder.WithHello().Events(records).Events(records).Events(records).ToArray();
+        byte[] stream = WireStream.WithHello().Events(records).Events(records).Events(records).ToArray();
 
         // The default pipe pauses its writer at 64 KiB; it must still deliver frames 16 times larger.
         foreach (Pipe pipe in new[] { new Pipe(RoomForOneFrame), new Pipe() })
@@ -153,7 +154,7 @@ public sealed class WireConnectionTests
     {
         var pipe = new Pipe();
         Task<WireConnectionResult> run = WireConnection.RunAsync(pipe.Reader, new RecordingHandler());
-        await pipe.Writer.WriteAsync(StreamBuilder.WithHello().ToArray());
+        await pipe.Writer.WriteAsync(WireStream.WithHello().ToArray());
         await Task.Delay(20);
         pipe.Reader.CancelPendingRead();
 
@@ -231,7 +232,7 @@ public sealed class WireConnectionTests
     private static byte[] LongStream(int seed)
     {
         var random = new Random(seed);
-        StreamBuilder builder = StreamBuilder.WithHello().Message(FrameType.Definitions, TestMessages.Definitions());
+        WireStream builder = WireStream.WithHello().Message(FrameType.Definitions, TestMessages.Definitions());
         ulong timestamp = 1_000_000;
         for (int frame = 0; frame < 30; frame++)
         {

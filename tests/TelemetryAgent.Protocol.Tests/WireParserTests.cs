@@ -1,6 +1,7 @@
 using System.Buffers;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Protocol.Tests.Support;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Protocol.Tests;
 
@@ -43,7 +44,7 @@ public sealed class WireParserTests
     [Fact]
     public void Exceptions_frames_parse_identically_in_every_split_and_every_prefix()
     {
-        byte[] stream = StreamBuilder.WithHello()
+        byte[] stream = WireStream.WithHello()
             .Message(FrameType.Definitions, TestMessages.Definitions())
             .Message(FrameType.Exceptions, TestMessages.Exceptions())
             .Message(FrameType.Exceptions, new Exceptions())
@@ -64,7 +65,7 @@ public sealed class WireParserTests
     public void Spec_example_record_is_decoded_in_every_split()
     {
         // proto/PROTOCOL.md: thread 1, code 5, RETURN at t = 1 000 000 ns.
-        byte[] stream = StreamBuilder.WithHello()
+        byte[] stream = WireStream.WithHello()
             .Frame((byte)FrameType.Events, Convert.FromHexString("40420F000000000004050000000100 00".Replace(" ", "")))
             .ToArray();
         Parse.AssertEverySplitAndPrefix(stream);
@@ -74,7 +75,7 @@ public sealed class WireParserTests
     [Fact]
     public void Events_in_one_segment_reach_the_handler_without_copying()
     {
-        byte[] stream = StreamBuilder.WithHello()
+        byte[] stream = WireStream.WithHello()
             .Events(new EventRecord(1, 1, 1, EventKind.Start), new EventRecord(2, 1, 1, EventKind.Return))
             .ToArray();
         var probe = new MemoryProbe(stream);
@@ -97,8 +98,8 @@ public sealed class WireParserTests
             records[i] = new EventRecord((ulong)i, 1, (uint)i % 7 + 1, i % 2 == 0 ? EventKind.Start : EventKind.Return);
         }
 
-        StreamBuilder oneFrame = StreamBuilder.WithHello().Events(records);
-        StreamBuilder manyFrames = StreamBuilder.WithHello();
+        WireStream oneFrame = WireStream.WithHello().Events(records);
+        WireStream manyFrames = WireStream.WithHello();
         for (int i = 0; i < 40; i++)
         {
             manyFrames.Events(records);
@@ -130,7 +131,7 @@ public sealed class WireParserTests
     [Fact]
     public void Empty_messages_are_accepted_where_proto3_defaults_encode_to_nothing()
     {
-        byte[] stream = StreamBuilder.WithHello()
+        byte[] stream = WireStream.WithHello()
             .Frame((byte)FrameType.Definitions, [])
             .Frame((byte)FrameType.Stats, [])
             .Frame((byte)FrameType.Goodbye, [])
@@ -144,7 +145,7 @@ public sealed class WireParserTests
     {
         var records = new EventRecord[WireFormat.MaxFramePayload / WireFormat.EventRecordSize];
         records.AsSpan().Fill(new EventRecord(5, 1, 1, EventKind.Start));
-        byte[] stream = StreamBuilder.WithHello().Events(records).ToArray();
+        byte[] stream = WireStream.WithHello().Events(records).ToArray();
         foreach (int[] cuts in new[] { Array.Empty<int>(), [stream.Length / 2], [100, 4096, 70000, stream.Length - 1] })
         {
             Parse.Outcome outcome = Parse.All(stream, cuts);

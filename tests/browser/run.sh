@@ -9,7 +9,7 @@ repo="$(cd "$here/../.." && pwd)"
 
 if [ -z "${FLAMEGRAPH_HTML:-}" ]; then
   dotnet test "$repo/tests/TelemetryAgent.Profiling.Tests" --nologo -v quiet \
-    --filter "FullyQualifiedName~FlameGraphHtmlWriterTests.Writes_sample_pages_for_the_browser_test"
+    --filter "FullyQualifiedName~FlameGraphHtmlFileTests.Writes_sample_pages_for_the_browser_test"
 fi
 
 cd "$here"

@@ -6,8 +6,10 @@ using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Sdk;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.OtlpReceiver;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Sessions;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Benchmarks;
 
@@ -25,7 +27,7 @@ public static class OtlpExportCost
     public static async Task<int> RunAsync()
     {
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
-        var stream = SyntheticStream.InSegments(SyntheticStream.Create(100_000), 64 * 1024);
+        var stream = Segments.OfSize(SyntheticStream.Create(100_000), 64 * 1024);
         Console.WriteLine($"{"protocol",-14} {"SDK create ms",14} {"KiB/instance",13} {"threads/instance",17} {"round trip ms (median, max)",28} {"series",7} {"bytes/export",13}");
         foreach (var protocol in new[] { "grpc", "http/protobuf" })
         {
@@ -42,7 +44,7 @@ public static class OtlpExportCost
     private static (double CreateMs, double KiBPerInstance, double ThreadsPerInstance) MeasureInstances(OtlpSettings settings)
     {
         using var transport = new ExportTransport();
-        var resource = ProcessResource.Attributes(new Aggregation.ProcessIdentity(4242, 1, ["service.py"], "/usr/bin/python3.12", "CPython",
+        var resource = ProcessResource.Attributes(new ProcessIdentity(4242, 1, ["service.py"], "/usr/bin/python3.12", "CPython",
             "3.12.1", "host", "service", "", "1", "/srv", 0));
         // One instance first: the first pays for loading and JIT, which a long-running agent pays once.
         Dispose([Create(settings, resource, transport)]);
@@ -79,7 +81,7 @@ public static class OtlpExportCost
     private static async Task<(double MedianMs, double MaxMs, int Series, int Bytes)> MeasureRoundTripsAsync(
         OtlpSettings settings, OtlpReceiver.OtlpReceiver receiver, ReadOnlySequence<byte> stream)
     {
-        var exporter = new MetricsAndLogsExporter(new ExportContext(settings, TextWriter.Null, CheckpointInterval: null, new AgentStatistics()), new ExportCounters());
+        var exporter = new MetricsAndLogsExporter(new ExportContext(settings, TextWriter.Null, CheckpointInterval: null, () => AgentStatisticsSnapshot.Empty), new ExportCounters());
         var times = new List<double>();
         var series = 0;
         var bytes = 0;

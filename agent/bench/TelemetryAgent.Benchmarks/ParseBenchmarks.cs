@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using BenchmarkDotNet.Attributes;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Benchmarks;
 
@@ -24,7 +25,7 @@ public class ParseBenchmarks : IQuickBenchmarks
     {
         _stream = SyntheticStream.Create(EventCount);
         _contiguous = new ReadOnlySequence<byte>(_stream);
-        _segmented = SyntheticStream.InSegments(_stream, 4096);
+        _segmented = Segments.OfSize(_stream, 4096);
     }
 
     /// <summary>4 KiB segments, as a socket pipe delivers data: every EVENTS payload is copied to scratch.</summary>

@@ -1,7 +1,9 @@
 using BenchmarkDotNet.Attributes;
 using Google.Protobuf;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Output;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Profiles;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Benchmarks;
 
@@ -19,7 +21,7 @@ public class ProfileExportBenchmarks : IQuickBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _profile = SessionBenchmarks.Aggregate(SyntheticStream.InSegments(SyntheticStream.Create(SessionBenchmarks.EventCount), 4096));
+        _profile = SessionBenchmarks.Aggregate(Segments.OfSize(SyntheticStream.Create(SessionBenchmarks.EventCount), 4096));
         _samples = StackDeltas.Totals(_profile);
         Console.WriteLine($"// profile: {_samples.Count} stacks, OTLP request {EncodeOtlp()} bytes, profile.pb.gz {WritePprof()} bytes");
     }
@@ -29,7 +31,7 @@ public class ProfileExportBenchmarks : IQuickBenchmarks
     public int EncodeOtlp()
     {
         var samples = new StackDeltas().Next(_profile);
-        var interval = new ProfileInterval(_profile, samples, ProfileInterval.FirstEventUnixNs(_profile), ProfileInterval.LastEventUnixNs(_profile));
+        var interval = new ProfileInterval(_profile, samples, _profile.FirstEventUnixNs, _profile.LastEventUnixNs);
         return OtlpProfileEncoder.Encode([interval]).ToByteArray().Length;
     }
 
@@ -37,7 +39,7 @@ public class ProfileExportBenchmarks : IQuickBenchmarks
     public long WritePprof()
     {
         using var file = new MemoryStream();
-        PprofWriter.Write(file, [_profile]);
+        PprofFile.Write(file, [_profile]);
         return file.Length;
     }
 

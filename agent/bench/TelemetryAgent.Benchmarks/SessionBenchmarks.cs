@@ -1,8 +1,10 @@
 using System.Buffers;
 using BenchmarkDotNet.Attributes;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Benchmarks;
 
@@ -27,10 +29,10 @@ public class SessionBenchmarks : IQuickBenchmarks
     public void Setup()
     {
         _stream = SyntheticStream.Create(EventCount, EventsPerFrame);
-        _segmented = SyntheticStream.InSegments(_stream, 4096);
+        _segmented = Segments.OfSize(_stream, 4096);
         _balancedFrames = BalancedFrames(EventCount);
         _balancedStream = StreamOf(_balancedFrames);
-        _balancedSegmented = SyntheticStream.InSegments(_balancedStream, 4096);
+        _balancedSegmented = Segments.OfSize(_balancedStream, 4096);
         _steadySession = NewDefinedSession();
         AggregateSteadyState();   // the tree's nodes exist from here on, as in a long-running service
     }
@@ -52,7 +54,7 @@ public class SessionBenchmarks : IQuickBenchmarks
     private static long ParseAndAggregate(ReadOnlySequence<byte> input) => Aggregate(input).EventsReceived;
 
     /// <summary>A whole connection into a new session: the completed profile.</summary>
-    internal static Aggregation.ProcessProfile Aggregate(ReadOnlySequence<byte> input)
+    internal static ProcessProfile Aggregate(ReadOnlySequence<byte> input)
     {
         var session = new ProcessSession();
         var handler = session.Handler;
@@ -96,40 +98,18 @@ public class SessionBenchmarks : IQuickBenchmarks
     private static ProcessSession NewDefinedSession()
     {
         var session = new ProcessSession();
-        session.OnHello(NewHello());
-        session.OnDefinitions(NewDefinitions());
+        session.OnHello(SyntheticStream.Hello());
+        session.OnDefinitions(SyntheticStream.Definitions());
         return session;
     }
 
     private static byte[] StreamOf(byte[][] eventFrames)
     {
-        var output = new ArrayBufferWriter<byte>();
-        WireEncoder.WritePreamble(output);
-        WireEncoder.WriteMessage(output, FrameType.Hello, NewHello());
-        WireEncoder.WriteMessage(output, FrameType.Definitions, NewDefinitions());
-        foreach (var frame in eventFrames) WireEncoder.WriteFrame(output, (byte)FrameType.Events, frame);
-        WireEncoder.WriteMessage(output, FrameType.Goodbye, new Goodbye { Reason = Goodbye.Types.Reason.Exit });
-        return output.WrittenSpan.ToArray();
-    }
-
-    private static Hello NewHello()
-        => new() { ProtocolVersion = WireFormat.Version, Pid = 1, Argv = { "service.py" }, WorkingDirectory = "/srv/app" };
-
-    private static Definitions NewDefinitions()
-    {
-        var definitions = new Definitions();
-        for (uint code = 1; code <= SyntheticStream.Functions; code++)
-        {
-            definitions.Codes.Add(new CodeDefinition
-            {
-                Id = code, QualifiedName = $"Handler{code % 17}.method_{code}", FileName = $"/srv/app/module_{code % 23}.py", FirstLine = code,
-            });
-        }
-        for (uint thread = 1; thread <= SyntheticStream.Threads; thread++)
-        {
-            definitions.Threads.Add(new ThreadDefinition { Id = thread, Name = $"worker-{thread}" });
-        }
-        return definitions;
+        var stream = new WireStream().Preamble()
+            .Message(FrameType.Hello, SyntheticStream.Hello())
+            .Message(FrameType.Definitions, SyntheticStream.Definitions());
+        foreach (var frame in eventFrames) stream.Frame((byte)FrameType.Events, frame);
+        return stream.Goodbye(new Goodbye { Reason = Goodbye.Types.Reason.Exit }).ToArray();
     }
 
     /// <summary>

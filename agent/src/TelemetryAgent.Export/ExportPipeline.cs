@@ -1,5 +1,5 @@
 using TelemetryAgent.Export.Settings;
-using TelemetryAgent.Sessions;
+using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Export;
 
@@ -14,8 +14,8 @@ public interface IExporter : IProcessObserver
 /// <summary>What the agent's exporters need besides the OTLP endpoints.</summary>
 /// <param name="Log">Where exporters report, once per problem, what they could not send.</param>
 /// <param name="CheckpointInterval">How often running processes are exported (serve); null: only when they end (run).</param>
-/// <param name="Statistics">The agent's connection counters, for its own telemetry.</param>
-public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval, AgentStatistics Statistics);
+/// <param name="Statistics">Reads the agent's connection counters, for its own telemetry.</param>
+public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval, Func<AgentStatisticsSnapshot> Statistics);
 
 /// <summary>
 /// The OTLP exporters of one agent (none when export is off). The host hands <see cref="Observers"/> to every

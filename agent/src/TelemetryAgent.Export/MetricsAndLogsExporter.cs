@@ -1,5 +1,5 @@
 using System.Collections.Concurrent;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Agent;
 using TelemetryAgent.Export.Python;
 using TelemetryAgent.Export.Sdk;

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Export;
 

@@ -92,15 +92,4 @@ public static class Processes
         }
         return new Finished(process.ExitCode, await stdout, await stderr);
     }
-
-    /// <summary>A fresh folder under the system temp folder, removed when disposed.</summary>
-    public sealed class TempFolder : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("telemetry-e2e-").FullName;
-        public string File(string name) => System.IO.Path.Combine(Path, name);
-        public void Dispose()
-        {
-            try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
-        }
-    }
 }

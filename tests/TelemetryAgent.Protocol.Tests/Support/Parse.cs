@@ -1,4 +1,5 @@
 using System.Buffers;
+using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Protocol.Tests.Support;
 

@@ -4,14 +4,14 @@ using OpenTelemetry.Metrics;
 using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Sdk;
 using TelemetryAgent.Export.Settings;
-using TelemetryAgent.Sessions;
+using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Export.Agent;
 
 /// <summary>
 /// The agent's own metrics under its own resource (<c>service.name = telemetry-agent</c>): connections (accepted,
 /// open, refused, ended), events received, protocol errors by violation, HELLO pid mismatches, and OTLP export
-/// requests, failures and profiles by outcome. Read from <see cref="AgentStatistics"/> and the exporters' own
+/// requests, failures and profiles by outcome. Read from the host's counters (<see cref="AgentStatisticsSnapshot"/>) and the exporters' own
 /// counters (observable instruments: nothing is recorded per event). Exported every checkpoint interval
 /// (serve) and once more at shutdown.
 /// </summary>
@@ -23,24 +23,24 @@ internal sealed class AgentSelfTelemetry : IDisposable
     private readonly Meter _meter;
     private readonly OpenTelemetrySdk _sdk;
 
-    public AgentSelfTelemetry(OtlpSettings settings, AgentStatistics statistics, ExportTransport transport, ExportCounters profiles,
+    public AgentSelfTelemetry(OtlpSettings settings, Func<AgentStatisticsSnapshot> statistics, ExportTransport transport, ExportCounters profiles,
         TimeSpan? interval)
     {
         var version = typeof(AgentSelfTelemetry).Assembly.GetName().Version?.ToString() ?? "0";
         _meter = new Meter(Scope, version);
-        _meter.CreateObservableUpDownCounter("telemetry_agent.connections.open", () => statistics.Snapshot().ConnectionsActive, "{connection}",
+        _meter.CreateObservableUpDownCounter("telemetry_agent.connections.open", () => statistics().ConnectionsActive, "{connection}",
             "Shim connections open now.");
-        _meter.CreateObservableCounter("telemetry_agent.connections.accepted", () => statistics.Snapshot().ConnectionsAccepted, "{connection}",
+        _meter.CreateObservableCounter("telemetry_agent.connections.accepted", () => statistics().ConnectionsAccepted, "{connection}",
             "Shim connections accepted since the agent started (refused ones included).");
-        _meter.CreateObservableCounter("telemetry_agent.connections.rejected", () => ByName(statistics.Snapshot().ConnectionsRejected, "error.type"),
+        _meter.CreateObservableCounter("telemetry_agent.connections.rejected", () => ByName(statistics().ConnectionsRejected, "error.type"),
             "{connection}", "Connections refused before they were read, by reason (UidNotAllowed, TooManyConnections, NoPeerCredentials).");
-        _meter.CreateObservableCounter("telemetry_agent.connections.ended", () => ByName(statistics.Snapshot().ConnectionEnds, "telemetry_agent.connection.end_reason"),
+        _meter.CreateObservableCounter("telemetry_agent.connections.ended", () => ByName(statistics().ConnectionEnds, "telemetry_agent.connection.end_reason"),
             "{connection}", "Ended shim connections by how they ended (Goodbye, EndOfStream, ProtocolError, TransportError, Cancelled).");
-        _meter.CreateObservableCounter("telemetry_agent.protocol.errors", () => ByName(statistics.Snapshot().ProtocolErrors, "error.type"),
+        _meter.CreateObservableCounter("telemetry_agent.protocol.errors", () => ByName(statistics().ProtocolErrors, "error.type"),
             "{connection}", "Connections ended by a protocol violation, by violation (BadMagic, UndefinedId, ...).");
-        _meter.CreateObservableCounter("telemetry_agent.peer.pid_mismatches", () => statistics.Snapshot().PeerPidMismatches, "{connection}",
+        _meter.CreateObservableCounter("telemetry_agent.peer.pid_mismatches", () => statistics().PeerPidMismatches, "{connection}",
             "Connections whose HELLO pid differed from the peer's pid (SO_PEERCRED): flagged, still served.");
-        _meter.CreateObservableCounter("telemetry_agent.events.received", () => statistics.Snapshot().EventsReceived, "{event}",
+        _meter.CreateObservableCounter("telemetry_agent.events.received", () => statistics().EventsReceived, "{event}",
             "Event records received from every shim, open connections included (rate: events per second).");
         _meter.CreateObservableCounter("telemetry_agent.export.requests",
             () => transport.Requests.Select(entry => new Measurement<long>(entry.Value, new KeyValuePair<string, object?>("telemetry_agent.signal", SignalName(entry.Key))))

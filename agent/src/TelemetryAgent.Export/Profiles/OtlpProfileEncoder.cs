@@ -5,43 +5,14 @@ using OpenTelemetry.Proto.Collector.Profiles.V1Development;
 using OpenTelemetry.Proto.Common.V1;
 using OpenTelemetry.Proto.Profiles.V1Development;
 using OpenTelemetry.Proto.Resource.V1;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Export.Python;
 
 namespace TelemetryAgent.Export.Profiles;
 
 /// <summary>What one process did during one export interval (its first one starts at its first event).</summary>
-public sealed record ProfileInterval(ProcessProfile Process, IReadOnlyList<StackSample> Samples, long StartUnixNs, long EndUnixNs)
-{
-    /// <summary>Wall time of the process's first event (of its connection when it sent none).</summary>
-    public static long FirstEventUnixNs(ProcessProfile process)
-    {
-        ArgumentNullException.ThrowIfNull(process);
-        return process.FirstTimestampNs != 0 ? process.Clock.ToUnixNs(process.FirstTimestampNs) : UnixNs(process.ConnectedAt);
-    }
-
-    /// <summary>Wall time of the latest event a (cumulative) profile holds.</summary>
-    public static long LastEventUnixNs(ProcessProfile process)
-    {
-        ArgumentNullException.ThrowIfNull(process);
-        return process.LastTimestampNs != 0 ? process.Clock.ToUnixNs(process.LastTimestampNs) : UnixNs(process.ConnectedAt);
-    }
-
-    private static long UnixNs(DateTimeOffset time) => (time - DateTimeOffset.UnixEpoch).Ticks * TimeSpan.NanosecondsPerTick;
-}
-
-/// <summary>The two measurements of every profile the agent writes, OTLP and pprof alike.</summary>
-public static class ProfileSampleTypes
-{
-    /// <summary>Self time per stack: exact nanoseconds, not a count of samples.</summary>
-    public const string WallType = "wall";
-    public const string WallUnit = "nanoseconds";
-    /// <summary>Calls (PY_START) per stack.</summary>
-    public const string CallsType = "calls";
-    public const string CallsUnit = "count";
-    /// <summary>The value of <c>profile.frame.type</c> on every location.</summary>
-    public const string FrameType = "cpython";
-}
+public sealed record ProfileInterval(ProcessProfile Process, IReadOnlyList<StackSample> Samples, long StartUnixNs, long EndUnixNs);
 
 /// <summary>
 /// Encodes profile intervals as an OTLP <c>ExportProfilesServiceRequest</c> (opentelemetry-proto v1.10.0,

@@ -1,6 +1,6 @@
 using Google.Protobuf;
 using OpenTelemetry.Proto.Collector.Profiles.V1Development;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Settings;
 
@@ -212,8 +212,8 @@ public sealed class ProfilesExporter : IExporter
         var samples = state.Deltas.Next(profile);
         // An idle interval sends nothing; the next profile covers it, so the intervals sent stay contiguous.
         if (samples.Count == 0) return null;
-        var start = state.IntervalEndUnixNs ?? ProfileInterval.FirstEventUnixNs(profile);
-        var end = Math.Max(start, ProfileInterval.LastEventUnixNs(profile));
+        var start = state.IntervalEndUnixNs ?? profile.FirstEventUnixNs;
+        var end = Math.Max(start, profile.LastEventUnixNs);
         state.IntervalEndUnixNs = end;
         return OtlpProfileEncoder.Encode([new ProfileInterval(profile, samples, start, end)]).ToByteArray();
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Profiling.Formats;
 using static TelemetryAgent.Export.Python.PythonTelemetryNames;
 
 namespace TelemetryAgent.Export.Python;
@@ -93,7 +94,7 @@ internal sealed class ExceptionLogs(ILogger logger)
 
         if (group.Latest is { } latest)
         {
-            record.Add(new(ExceptionFate, ExceptionsJsonWriter.FateName(latest.Fate)));
+            record.Add(new(ExceptionFate, FateNames.Of(latest.Fate)));
             record.Add(new(ThreadId, (long)latest.ThreadId));
             if (process.Threads.FirstOrDefault(thread => thread.Id == latest.ThreadId)?.Name is { Length: > 0 } threadName)
             {
@@ -102,11 +103,11 @@ internal sealed class ExceptionLogs(ILogger logger)
         }
         if (detail is not null)
         {
-            if (detail.MessageStatus != Aggregation.ExceptionMessageStatus.Unavailable) record.Add(new(ExceptionMessage, detail.Message));
+            if (detail.MessageStatus != ExceptionMessageStatus.Unavailable) record.Add(new(ExceptionMessage, detail.Message));
             record.Add(new(MessageStatus, detail.MessageStatus switch
             {
-                Aggregation.ExceptionMessageStatus.Truncated => "truncated",
-                Aggregation.ExceptionMessageStatus.Unavailable => "unavailable",
+                ExceptionMessageStatus.Truncated => "truncated",
+                ExceptionMessageStatus.Unavailable => "unavailable",
                 _ => "ok",
             }));
             record.Add(new(ExceptionStacktrace, TracebackText.Format(detail)));
@@ -174,10 +175,10 @@ internal sealed class ExceptionLogs(ILogger logger)
     }
 
     private static string MessageOf(ExceptionInfo exception)
-        => exception.MessageStatus == Aggregation.ExceptionMessageStatus.Unavailable ? "" : exception.Message;
+        => exception.MessageStatus == ExceptionMessageStatus.Unavailable ? "" : exception.Message;
 
     private static void AddTime(List<KeyValuePair<string, object?>> record, string name, ProcessProfile process, long monotonicNs)
     {
-        if (monotonicNs != 0) record.Add(new(name, SummaryJsonWriter.IsoTime(process.Clock.ToWallTime(monotonicNs))));
+        if (monotonicNs != 0) record.Add(new(name, TimeFormat.Iso(process.Clock.ToWallTime(monotonicNs))));
     }
 }

@@ -1,5 +1,5 @@
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Protocol.Messages;
+using TelemetryAgent.Profiling;
+using TelemetryAgent.Profiling.Formats;
 
 namespace TelemetryAgent.Export.Python;
 
@@ -23,14 +23,14 @@ internal readonly record struct FateTally(
     /// <summary>The fates with a count, named as exceptions.json names them.</summary>
     public IEnumerable<(string Fate, long Count)> NonZero()
     {
-        (ExceptionFate, long)[] all =
+        (Fate, long)[] all =
         [
-            (ExceptionFate.FateHandled, Handled), (ExceptionFate.FateEscapedThread, EscapedThread),
-            (ExceptionFate.FateEscapedProgram, EscapedProgram), (ExceptionFate.FateUnraisable, Unraisable),
-            (ExceptionFate.FateAsyncioUnhandled, AsyncioUnhandled), (ExceptionFate.FateInFlight, InFlight),
-            (ExceptionFate.FateUnspecified, Unknown),
+            (Fate.Handled, Handled), (Fate.EscapedThread, EscapedThread),
+            (Fate.EscapedProgram, EscapedProgram), (Fate.Unraisable, Unraisable),
+            (Fate.AsyncioUnhandled, AsyncioUnhandled), (Fate.InFlight, InFlight),
+            (Fate.Unknown, Unknown),
         ];
-        return all.Where(entry => entry.Item2 != 0).Select(entry => (ExceptionsJsonWriter.FateName(entry.Item1), entry.Item2));
+        return all.Where(entry => entry.Item2 != 0).Select(entry => (FateNames.Of(entry.Item1), entry.Item2));
     }
 
     public static long Saturating(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 using OpenTelemetry;
 using OpenTelemetry.Logs;
 using OpenTelemetry.Metrics;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Sdk;
 using TelemetryAgent.Export.Settings;

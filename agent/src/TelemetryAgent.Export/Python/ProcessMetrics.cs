@@ -1,5 +1,5 @@
 using System.Diagnostics.Metrics;
-using TelemetryAgent.Aggregation;
+using TelemetryAgent.Profiling;
 using static TelemetryAgent.Export.Python.PythonTelemetryNames;
 
 namespace TelemetryAgent.Export.Python;

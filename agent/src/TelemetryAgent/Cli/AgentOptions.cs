@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using TelemetryAgent.Hosting;
-using TelemetryAgent.Redaction;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 

@@ -2,7 +2,7 @@ using System.CommandLine;
 using TelemetryAgent.Export;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
-using TelemetryAgent.Sessions;
+using TelemetryAgent.Output;
 
 namespace TelemetryAgent.Cli;
 
@@ -151,7 +151,7 @@ public static class RunCommand
             var startedAt = DateTimeOffset.UtcNow;
             // Each process is exported once, when it ends.
             var statistics = new AgentStatistics();
-            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null, statistics));
+            var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null, statistics.Snapshot));
             await using var host = new AgentHost(log, limits, observers: export.Observers, statistics) { Access = access, Redactor = redactor };
             try
             {
@@ -183,9 +183,10 @@ public static class RunCommand
 
             try
             {
-                var written = RunOutputs.Write(outputFolder, host.Store.Snapshot(), startedAt, endedAt, settings.Top, log,
-                    summaryFunctions: settings.SummaryFunctions);
-                if (!written && exitCode == 0) exitCode = 1;
+                var report = FolderExporter.Standard(settings.SummaryFunctions)
+                    .Write(outputFolder, OutputRun.Create(host.Store.Snapshot(), startedAt, endedAt));
+                Tell(log, report, settings.Top);
+                if (!report.AllSucceeded && exitCode == 0) exitCode = 1;
             }
             catch (Exception e)
             {
@@ -205,6 +206,17 @@ public static class RunCommand
             log.WriteLine($"telemetry-agent run: {message}");
             return 2;
         }
+    }
+
+    /// <summary>What the run recorded (<see cref="ConsoleSummary"/>), what could not be written, and where the outputs are.</summary>
+    private static void Tell(TextWriter log, OutputReport report, int top)
+    {
+        log.WriteLine();
+        log.Write(ConsoleSummary.Format(report.Summary, top));
+        if (report.Summary.Processes.Count == 0)
+            log.WriteLine("No process reported to the agent: was the shim able to start? (see the warnings above)");
+        report.LogProblems(log);
+        log.WriteLine($"Outputs: {report.Folder}/ ({string.Join(", ", report.Files.Where(f => f.Succeeded).Select(f => f.Name))})");
     }
 
     /// <summary>

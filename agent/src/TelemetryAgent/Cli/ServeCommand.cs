@@ -1,10 +1,9 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
-using TelemetryAgent.Aggregation;
 using TelemetryAgent.Export;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
-using TelemetryAgent.Sessions;
+using TelemetryAgent.Output;
 
 namespace TelemetryAgent.Cli;
 
@@ -86,8 +85,8 @@ public static class ServeCommand
 
         outputRoot = Path.GetFullPath(outputRoot);
         var statistics = new AgentStatistics();
-        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval, statistics));
-        var host = new AgentHost(log, limits, observers: [new ProcessFolderWriter(outputRoot, log), .. export.Observers], statistics)
+        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval, statistics.Snapshot));
+        var host = new AgentHost(log, limits, observers: [new ProcessFolders(FolderExporter.Standard(), outputRoot, log), .. export.Observers], statistics)
         {
             Verbose = true,
             RetainProfiles = false,
@@ -138,34 +137,6 @@ public static class ServeCommand
         {
             context.Cancel = true;
             stop.TrySetResult();
-        }
-    }
-
-    /// <summary>Writes each process's outputs to its own folder when it ends (on its connection's task).</summary>
-    private sealed class ProcessFolderWriter(string outputRoot, TextWriter log) : IProcessObserver
-    {
-        private long _written;
-
-        public void OnStarted(ProcessProfile running) { }
-
-        public void OnCheckpoint(ProcessProfile checkpoint) { }
-
-        public void OnCompleted(ProcessProfile completed)
-        {
-            var identity = completed.Identity;
-            // The sequence number keeps two connections of one process (a reconnect) apart.
-            var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{DateTime.Now:yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
-            var snapshot = new ProfileStoreSnapshot([completed], [], new Dictionary<string, long>());
-            // Written under a hidden name first: globs such as out/*/summary.json see only complete folders.
-            RunOutputs.Write(Path.Combine(outputRoot, folderName), snapshot, completed.ConnectedAt,
-                completed.EndedAt ?? DateTimeOffset.UtcNow, top: 20, log, printSummary: false,
-                stagingFolder: Path.Combine(outputRoot, $".{folderName}.partial"));
-        }
-
-        private static string Sanitize(string name)
-        {
-            var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
-            return chars.Length == 0 ? "python" : new string(chars);
         }
     }
 }

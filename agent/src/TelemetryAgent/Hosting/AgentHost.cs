@@ -1,7 +1,6 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Redaction;
+using TelemetryAgent.Profiling;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 
@@ -102,19 +101,24 @@ public sealed class AgentHost : IAsyncDisposable
 
     private async Task HandleConnectionAsync(Socket socket, CancellationToken stopping)
     {
-        var peer = ConnectionAdmission.Admit(socket, Access, Statistics, _log);
-        if (peer is null) return;
+        if (ConnectionAdmission.Admit(socket, Access, Statistics, _log) is not { } credentials) return;
         var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session, observer: _observers)
         {
-            Peer = peer, Redactor = Redactor, MemoryBudget = _memory,
+            Peer = credentials.ToPeerProcess(), Redactor = Redactor, MemoryBudget = _memory,
         };
-        if (!ConnectionAdmission.TryOpen(session, _limits.MaxConnections, Statistics, _log)) return;
+        if (!ConnectionAdmission.TryOpen(session, credentials, _limits.MaxConnections, Statistics, _log)) return;
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
         try
         {
             end = await session.RunAsync(input, stopping).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            // The socket failed (reset by the peer, closed under the read): the transport's end, not the protocol's.
+            end = ConnectionEnd.TransportError(e.Message);
+            session.Complete(end);
         }
         catch (Exception e)
         {
@@ -124,11 +128,11 @@ public sealed class AgentHost : IAsyncDisposable
         }
         await input.CompleteAsync().ConfigureAwait(false);
         Statistics.ConnectionEnded(session, end);
-        Report(session, end);
+        Report(session, credentials, end);
         if (!RetainProfiles) _memory.Release(session.ReservedBytes);
     }
 
-    private void Report(ProcessSession session, ConnectionEnd end)
+    private void Report(ProcessSession session, PeerCredentials credentials, ConnectionEnd end)
     {
         var profile = session.Profile;
         var who = profile is null ? "a connection without HELLO" : $"pid {profile.Identity.Pid} ({profile.Identity.ServiceName})";
@@ -137,9 +141,9 @@ public sealed class AgentHost : IAsyncDisposable
         {
             lock (_log) _log.WriteLine($"telemetry-agent: {who} ended: {end}");
         }
-        if (profile is { PeerPidMatches: false, Peer: { } peer })
+        if (profile is { PeerPidMatches: false })
         {
-            lock (_log) _log.WriteLine($"telemetry-agent: flagged: pid {profile.Identity.Pid} in HELLO is not the peer's ({peer})");
+            lock (_log) _log.WriteLine($"telemetry-agent: flagged: pid {profile.Identity.Pid} in HELLO is not the peer's ({credentials})");
         }
     }
 

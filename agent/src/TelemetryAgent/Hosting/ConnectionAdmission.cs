@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using TelemetryAgent.Aggregation;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 
@@ -33,11 +32,11 @@ internal static class ConnectionAdmission
     }
 
     /// <summary>Counts the session as active unless <paramref name="maxConnections"/> already are.</summary>
-    public static bool TryOpen(ProcessSession session, int maxConnections, AgentStatistics statistics, TextWriter log)
+    public static bool TryOpen(ProcessSession session, PeerCredentials peer, int maxConnections, AgentStatistics statistics, TextWriter log)
     {
         if (statistics.TryOpen(session, maxConnections)) return true;
         Refuse(statistics, log, AgentStatistics.RejectReasons.TooManyConnections,
-            $"{maxConnections} connections are open already (--max-connections; {session.Peer})");
+            $"{maxConnections} connections are open already (--max-connections; {peer})");
         return false;
     }
 

@@ -1,4 +1,3 @@
-using TelemetryAgent.Aggregation;
 using TelemetryAgent.Transport;
 
 namespace TelemetryAgent.Hosting;

@@ -1,5 +1,4 @@
-using TelemetryAgent.Aggregation;
-using TelemetryAgent.Sessions;
+using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Hosting;
 

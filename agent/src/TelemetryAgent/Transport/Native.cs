@@ -50,7 +50,7 @@ public static class Native
     private static extern uint getuid();
 
     /// <summary>The credentials of a connected Unix socket's peer (SO_PEERCRED): pid, uid, gid at connect time.</summary>
-    public static bool TryGetPeerCredentials(System.Net.Sockets.Socket socket, out Aggregation.PeerCredentials peer)
+    public static bool TryGetPeerCredentials(System.Net.Sockets.Socket socket, out Hosting.PeerCredentials peer)
     {
         const int SolSocket = 1, SoPeerCred = 17;
         Span<byte> ucred = stackalloc byte[12];

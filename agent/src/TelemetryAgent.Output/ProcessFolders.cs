@@ -1,0 +1,41 @@
+using TelemetryAgent.Profiling;
+
+namespace TelemetryAgent.Output;
+
+/// <summary>
+/// One folder per process under a root, <c>&lt;service&gt;-&lt;pid&gt;-&lt;local time&gt;-&lt;sequence&gt;/</c>, each appearing
+/// only once complete (<see cref="FolderExporter.WriteWhole"/>). As an observer (`serve`) it writes each process's
+/// folder when the process ends, on that connection's task.
+/// </summary>
+public sealed class ProcessFolders(FolderExporter exporter, string root, TextWriter log, TimeProvider? time = null) : IProcessObserver
+{
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private long _written;
+
+    public void OnStarted(ProcessProfile running) { }
+
+    public void OnCheckpoint(ProcessProfile checkpoint) { }
+
+    public void OnCompleted(ProcessProfile completed) => Write(completed);
+
+    /// <summary>Writes the folder of one frozen profile (a completed process, or a running one's checkpoint) and logs
+    /// what could not be written.</summary>
+    public OutputReport Write(ProcessProfile frozen)
+    {
+        ArgumentNullException.ThrowIfNull(frozen);
+        var identity = frozen.Identity;
+        // The sequence number keeps two connections of one process (a reconnect) apart.
+        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{_time.GetLocalNow():yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
+        var run = OutputRun.Create([frozen], _time, frozen.ConnectedAt, frozen.EndedAt ?? frozen.CheckpointTakenAt ?? _time.GetUtcNow());
+        var report = exporter.WriteWhole(Path.Combine(root, folderName), run);
+        report.LogProblems(log);
+        if (report.FolderError is null) log.WriteLine($"telemetry-agent: wrote {report.Folder}/");
+        return report;
+    }
+
+    private static string Sanitize(string name)
+    {
+        var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray();
+        return chars.Length == 0 ? "python" : new string(chars);
+    }
+}
