@@ -100,8 +100,12 @@ public sealed class AccessTests : IDisposable
         using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--max-connections", "1");
         using var first = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         first.Connect(new UnixDomainSocketEndPoint(SocketPath));
-        first.Send("TAPY\x01\x00\x00\x00"u8);
-        await Task.Delay(300); // the first is being served
+        // The agent reads a connection only once it counts it open; a send much larger than the socket's buffer
+        // returns only when the agent has read most of it: then the first is being served.
+        first.SendTimeout = 30_000;
+        var served = new WireStream().Preamble().Message(Protocol.FrameType.Hello, new Protocol.Messages.Hello { ProtocolVersion = 1, Pid = 4242 });
+        while (served.Length < 1 << 20) served.Stats(new Protocol.Messages.Stats { EventsRecorded = 1 });
+        first.Send(served.ToArray());
 
         using var second = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         second.Connect(new UnixDomainSocketEndPoint(SocketPath));
@@ -110,7 +114,7 @@ public sealed class AccessTests : IDisposable
         Assert.Equal(0, await second.ReceiveAsync(buffer, SocketFlags.None, wait.Token)); // closed by the agent
 
         // The first connection is unharmed: it finishes a valid stream.
-        first.Send(PeerStream(pid: 4242));
+        first.Send(new WireStream().Goodbye(new Protocol.Messages.Goodbye()).ToArray());
         first.Shutdown(SocketShutdown.Send);
         await ServeAgent.WaitUntilAsync(() => agent.OutputFolders().Length == 1, "the first connection's outputs");
         var stopped = await agent.StopAsync();
@@ -119,14 +123,6 @@ public sealed class AccessTests : IDisposable
         Assert.Equal("Goodbye", ServeAgent.ProcessIn(agent.OutputFolders()[0]).GetProperty("connection").GetProperty("end_reason").GetString());
     }
 
-    /// <summary>HELLO and GOODBYE frames, after a preamble that was already sent.</summary>
-    private static byte[] PeerStream(long pid)
-    {
-        var output = new System.Buffers.ArrayBufferWriter<byte>();
-        Protocol.WireEncoder.WriteMessage(output, Protocol.FrameType.Hello, new Protocol.Messages.Hello { ProtocolVersion = 1, Pid = pid });
-        Protocol.WireEncoder.WriteMessage(output, Protocol.FrameType.Goodbye, new Protocol.Messages.Goodbye());
-        return output.WrittenSpan.ToArray();
-    }
 }
 
 /// <summary>A fact that needs root (to create and become a second user); skipped, saying so, otherwise.</summary>

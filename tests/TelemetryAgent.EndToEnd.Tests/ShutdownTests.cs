@@ -32,7 +32,8 @@ public sealed class ShutdownTests : IDisposable
         using var program = Processes.Start(Processes.Python.Path, ["-m", "telemetry_shim", "--socket", agent.SocketPath, script, stopFile],
             environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim"), ["TELEMETRY_SHIM_MODE"] = "full" });
         Assert.Equal("started", await program.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)));
-        await Task.Delay(1000); // connected and streaming
+        // Accepted: from here the agent reads the stream, and keeps reading while it stops (open connections get 1 s).
+        await agent.WaitForAcceptedConnectionsAsync(1);
 
         var stopping = Stopwatch.StartNew();
         var stopped = await agent.StopAsync(TimeSpan.FromSeconds(30));

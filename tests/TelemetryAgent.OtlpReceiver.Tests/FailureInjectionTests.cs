@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using Google.Protobuf;
+using Microsoft.Extensions.Time.Testing;
 using OpenTelemetry.Exporter;
 using OpenTelemetry.Proto.Collector.Logs.V1;
 using OpenTelemetry.Proto.Collector.Metrics.V1;
@@ -87,18 +88,18 @@ public sealed class FailureInjectionTests
     [Fact]
     public async Task A_failure_window_rejects_until_it_ends_and_only_for_its_signal()
     {
-        await using var receiver = await OtlpReceiver.StartAsync();
+        // The window's clock moves only when told: the requests land inside it, then after it, however slow the machine.
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions { Time = time });
         using var client = new RawOtlpClient();
         var logs = new ExportLogsServiceRequest().ToByteArray();
-        // Long enough for the first requests to land inside it even on a loaded machine.
-        var windowEnd = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(1.5);
-        receiver.Failures.Set(new FailurePlan(Until: windowEnd, Signal: OtlpSignal.Metrics));
+        var window = TimeSpan.FromSeconds(1.5);
+        receiver.Failures.Set(new FailurePlan(Until: time.GetUtcNow() + window, Signal: OtlpSignal.Metrics));
 
         using var duringMetrics = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
         var duringGrpcMetrics = await client.CallGrpcAsync(receiver, OtlpReceiver.GrpcMetricsPath, EmptyMetrics);
         using var duringLogs = await client.PostHttpAsync(receiver, OtlpReceiver.HttpLogsPath, logs);
-        var untilWindowEnd = windowEnd - DateTimeOffset.UtcNow + TimeSpan.FromMilliseconds(50);
-        await Task.Delay(untilWindowEnd > TimeSpan.Zero ? untilWindowEnd : TimeSpan.Zero);
+        time.Advance(window);
         using var afterMetrics = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, duringMetrics.StatusCode);

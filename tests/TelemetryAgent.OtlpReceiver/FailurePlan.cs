@@ -38,7 +38,13 @@ public sealed class FailureInjector
     private int _remaining;
     private int _rejected;
 
-    internal FailureInjector(FailurePlan? initial) => Set(initial);
+    private readonly TimeProvider _time;
+
+    internal FailureInjector(FailurePlan? initial, TimeProvider time)
+    {
+        _time = time;
+        Set(initial);
+    }
 
     /// <summary>Replaces the current plan; null stops all injected failures.</summary>
     public void Set(FailurePlan? plan)
@@ -80,7 +86,7 @@ public sealed class FailureInjector
             }
             else
             {
-                reject = _plan.Until is { } until && DateTimeOffset.UtcNow < until;
+                reject = _plan.Until is { } until && _time.GetUtcNow() < until;
             }
             if (reject)
             {

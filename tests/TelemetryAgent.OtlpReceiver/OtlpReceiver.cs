@@ -131,7 +131,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
         });
 
         var app = builder.Build();
-        var receiver = new OtlpReceiver(app, new FailureInjector(options.InitialFailures));
+        var receiver = new OtlpReceiver(app, new FailureInjector(options.InitialFailures, options.Time));
         var routes = new[]
         {
             SignalRoute.Create<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(

@@ -15,6 +15,9 @@ public sealed record OtlpReceiverOptions
     /// <summary>Rejections to apply from the first request on (see <see cref="OtlpReceiver.Failures"/>).</summary>
     public FailurePlan? InitialFailures { get; init; }
 
+    /// <summary>The clock <see cref="FailurePlan.Until"/> is read by (a fake one lets a test end a window at will).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
     internal void Validate()
     {
         var errors = new List<string>();

@@ -75,9 +75,10 @@ public sealed class WireConnectionTests
     {
         byte[] stream = TestMessages.TypicalStream();
         var pipe = new Pipe(RoomForOneFrame);
-        Task<WireConnectionResult> run = WireConnection.RunAsync(pipe.Reader, new RecordingHandler());
+        var reader = new CountingPipeReader(pipe.Reader);
+        Task<WireConnectionResult> run = WireConnection.RunAsync(reader, new RecordingHandler());
         await pipe.Writer.WriteAsync(stream.AsMemory(0, stream.Length - 3));
-        await Task.Delay(50);
+        await WaitUntilAsync(() => AsksForMoreAfter(reader, stream.Length - 3) || run.IsCompleted);
         Assert.False(run.IsCompleted, "the loop must wait for the rest of the frame");
         await pipe.Writer.CompleteAsync();
 
@@ -153,10 +154,12 @@ public sealed class WireConnectionTests
     public async Task CancelPendingRead_ends_the_loop_cleanly()
     {
         var pipe = new Pipe();
-        Task<WireConnectionResult> run = WireConnection.RunAsync(pipe.Reader, new RecordingHandler());
-        await pipe.Writer.WriteAsync(WireStream.WithHello().ToArray());
-        await Task.Delay(20);
-        pipe.Reader.CancelPendingRead();
+        var reader = new CountingPipeReader(pipe.Reader);
+        byte[] hello = WireStream.WithHello().ToArray();
+        Task<WireConnectionResult> run = WireConnection.RunAsync(reader, new RecordingHandler());
+        await pipe.Writer.WriteAsync(hello);
+        await WaitUntilAsync(() => AsksForMoreAfter(reader, hello.Length));
+        reader.CancelPendingRead();
 
         WireConnectionResult result = await run.WaitAsync(Timeout);
         Assert.Equal(WireStreamEnd.Cancelled, result.End);
@@ -167,9 +170,10 @@ public sealed class WireConnectionTests
     {
         byte[] stream = TestMessages.TypicalStream();
         var pipe = new Pipe();
-        Task<WireConnectionResult> run = WireConnection.RunAsync(pipe.Reader, new RecordingHandler());
+        var reader = new CountingPipeReader(pipe.Reader);
+        Task<WireConnectionResult> run = WireConnection.RunAsync(reader, new RecordingHandler());
         await pipe.Writer.WriteAsync(stream);
-        await Task.Delay(20);
+        await WaitUntilAsync(() => AsksForMoreAfter(reader, stream.Length) || run.IsCompleted);
         Assert.False(run.IsCompleted, "after GOODBYE the loop waits for the peer to close");
         await pipe.Writer.WriteAsync(new byte[] { (byte)FrameType.Stats });
 
@@ -267,12 +271,15 @@ public sealed class WireConnectionTests
             offset += size;
             if (random.Next(8) == 0)
             {
-                await Task.Delay(1); // let the reader catch up, so data arrives over many reads
+                await Task.Yield(); // let the reader catch up, so data arrives over many reads
             }
         }
 
         await writer.CompleteAsync();
     }
+
+    /// <summary>The loop has examined all <paramref name="written"/> bytes and is reading again: it waits for more.</summary>
+    private static bool AsksForMoreAfter(CountingPipeReader reader, long written) => reader.Examined >= written && reader.Waiting;
 
     private static async Task WaitUntilAsync(Func<bool> condition)
     {

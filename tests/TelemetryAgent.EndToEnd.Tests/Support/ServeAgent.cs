@@ -55,6 +55,36 @@ public sealed class ServeAgent : IDisposable
         return summary.RootElement.GetProperty("processes")[0].Clone();
     }
 
+    /// <summary>Waits until the agent holds <paramref name="count"/> connections it accepted on its socket.</summary>
+    public Task WaitForAcceptedConnectionsAsync(int count)
+        => WaitUntilAsync(() => AcceptedConnections() >= count, $"{count} accepted connection(s)");
+
+    /// <summary>
+    /// The connections of the socket that the agent process holds: the kernel lists each connected end that has the
+    /// socket's path (<c>/proc/net/unix</c>, state 03), and an accepted one is among the agent's file descriptors.
+    /// </summary>
+    private int AcceptedConnections()
+    {
+        var connected = File.ReadLines("/proc/net/unix")
+            .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(fields => fields.Length >= 8 && fields[5] == "03" && fields[7] == SocketPath)
+            .Select(fields => $"socket:[{fields[6]}]")
+            .ToHashSet();
+        var held = 0;
+        foreach (var descriptor in Directory.EnumerateFiles($"/proc/{Process.Id}/fd"))
+        {
+            try
+            {
+                if (new FileInfo(descriptor).LinkTarget is { } target && connected.Contains(target)) held++;
+            }
+            catch (IOException)
+            {
+                // Closed while we looked.
+            }
+        }
+        return held;
+    }
+
     public static async Task WaitUntilAsync(Func<bool> condition, string what, double seconds = 30)
     {
         var deadline = Stopwatch.StartNew();

@@ -1,11 +1,19 @@
+using System.Buffers;
 using System.IO.Pipelines;
 
 namespace TelemetryAgent.Protocol.Tests.Support;
 
-/// <summary>Wraps a reader to check the read loop's contract: exactly one AdvanceTo after every read.</summary>
+/// <summary>
+/// Wraps a reader to check the read loop's contract (exactly one AdvanceTo after every read) and to let a test wait
+/// for what the loop has done: how far it examined the stream, and whether it waits for more.
+/// </summary>
 public sealed class CountingPipeReader(PipeReader inner) : PipeReader
 {
     private bool _readOutstanding;
+    private ReadOnlySequence<byte> _buffer;
+    private long _bufferStart;
+    private long _examined;
+    private int _waiting;
 
     public int Reads { get; private set; }
 
@@ -13,10 +21,26 @@ public sealed class CountingPipeReader(PipeReader inner) : PipeReader
 
     public int AdvancesWithoutRead { get; private set; }
 
+    /// <summary>Bytes of the stream the loop has examined so far.</summary>
+    public long Examined => Interlocked.Read(ref _examined);
+
+    /// <summary>A read is under way and has no data yet.</summary>
+    public bool Waiting => Volatile.Read(ref _waiting) == 1;
+
     public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
-        ReadResult result = await inner.ReadAsync(cancellationToken);
-        BeginRead();
+        Volatile.Write(ref _waiting, 1);
+        ReadResult result;
+        try
+        {
+            result = await inner.ReadAsync(cancellationToken);
+        }
+        finally
+        {
+            Volatile.Write(ref _waiting, 0);
+        }
+
+        BeginRead(result);
         return result;
     }
 
@@ -25,7 +49,7 @@ public sealed class CountingPipeReader(PipeReader inner) : PipeReader
         bool read = inner.TryRead(out result);
         if (read)
         {
-            BeginRead();
+            BeginRead(result);
         }
 
         return read;
@@ -40,6 +64,11 @@ public sealed class CountingPipeReader(PipeReader inner) : PipeReader
         {
             AdvancesWithoutRead++;
         }
+        else
+        {
+            Interlocked.Exchange(ref _examined, _bufferStart + _buffer.Slice(_buffer.Start, examined).Length);
+            _bufferStart += _buffer.Slice(_buffer.Start, consumed).Length;
+        }
 
         _readOutstanding = false;
         inner.AdvanceTo(consumed, examined);
@@ -49,9 +78,10 @@ public sealed class CountingPipeReader(PipeReader inner) : PipeReader
 
     public override void Complete(Exception? exception = null) => inner.Complete(exception);
 
-    private void BeginRead()
+    private void BeginRead(ReadResult result)
     {
         Reads++;
+        _buffer = result.Buffer;
         _readOutstanding = true;
     }
 }
