@@ -45,6 +45,7 @@ public sealed class LayeringTests
                 .Select(field => field.FieldType)
                 .Concat(type.GetProperties(BindingFlags.Instance | BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
                     .Select(property => property.PropertyType)))
+            .SelectMany(WithTypeArguments)
             .Where(type => type.Assembly != model && type.Namespace?.StartsWith("TelemetryAgent", StringComparison.Ordinal) == true)
             .Select(type => type.FullName)
             .Distinct()
@@ -63,6 +64,14 @@ public sealed class LayeringTests
             .ToArray();
         Assert.Equal(5, used.Length);
         Assert.All(used, name => Assert.Contains(name, layers));
+    }
+
+    /// <summary>The type, and the types it is built from (a nullable's, a list's, an array's).</summary>
+    private static IEnumerable<Type> WithTypeArguments(Type type)
+    {
+        yield return type;
+        var parts = type.HasElementType ? [type.GetElementType()!] : type.IsGenericType ? type.GetGenericArguments() : [];
+        foreach (var part in parts.SelectMany(WithTypeArguments)) yield return part;
     }
 
     private static string[] ForbiddenReferences(Assembly assembly, string[] allowed)
