@@ -1,4 +1,3 @@
-using TelemetryAgent.Profiling;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Testing;
 

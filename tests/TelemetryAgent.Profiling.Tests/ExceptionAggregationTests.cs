@@ -1,9 +1,8 @@
-using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
-using static TelemetryAgent.Testing.ExceptionRecords;
 using TelemetryAgent.Testing;
+using static TelemetryAgent.Testing.ExceptionRecords;
 
 namespace TelemetryAgent.Profiling.Tests;
 

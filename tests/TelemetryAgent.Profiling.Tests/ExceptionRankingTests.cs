@@ -1,12 +1,10 @@
 using System.Text.Json;
 using TelemetryAgent.Cli;
-using TelemetryAgent.Profiling;
 using TelemetryAgent.Output;
-using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
-using static TelemetryAgent.Testing.ExceptionRecords;
 using TelemetryAgent.Testing;
+using static TelemetryAgent.Testing.ExceptionRecords;
 
 namespace TelemetryAgent.Profiling.Tests;
 

@@ -1,10 +1,8 @@
 using System.Text;
 using System.Text.Json;
-using TelemetryAgent.Profiling;
 using TelemetryAgent.Output;
-using TelemetryAgent.Profiling.Formats;
-using static TelemetryAgent.Profiling.Tests.FlameGraphTestTrees;
 using TelemetryAgent.Testing;
+using static TelemetryAgent.Profiling.Tests.FlameGraphTestTrees;
 
 namespace TelemetryAgent.Profiling.Tests;
 

@@ -1,6 +1,5 @@
 using System.Reflection;
 using System.Runtime.CompilerServices;
-using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Profiling.Tests;
 

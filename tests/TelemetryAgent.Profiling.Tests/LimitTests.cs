@@ -1,5 +1,4 @@
 using System.IO.Pipelines;
-using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Testing;

@@ -2,7 +2,6 @@ using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
 using TelemetryAgent.Cli;
 using TelemetryAgent.Output;
-using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Testing;
 
 namespace TelemetryAgent.Profiling.Tests;

@@ -1,6 +1,6 @@
 using TelemetryAgent.Sessions;
-using static TelemetryAgent.Testing.ExceptionRecords;
 using TelemetryAgent.Testing;
+using static TelemetryAgent.Testing.ExceptionRecords;
 
 namespace TelemetryAgent.Profiling.Tests;
 

@@ -3,7 +3,6 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.IO.Pipelines;
 using TelemetryAgent.Output;
-using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;

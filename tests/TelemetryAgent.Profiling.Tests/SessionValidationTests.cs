@@ -1,4 +1,3 @@
-using TelemetryAgent.Profiling;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;

@@ -1,5 +1,3 @@
-using TelemetryAgent.Profiling;
-using TelemetryAgent.Output;
 using TelemetryAgent.Profiling.Formats;
 using TelemetryAgent.Testing;
 
