@@ -63,7 +63,7 @@ internal static class OtlpSdk
         options.Endpoint = endpoint.Url;
         options.TimeoutMilliseconds = (int)Math.Min(int.MaxValue, endpoint.Timeout.TotalMilliseconds);
         options.Compression = endpoint.Gzip ? OtlpExportCompression.GZip : OtlpExportCompression.None;
-        // Used for gRPC as well in 1.20.1 (the end-to-end tests count gRPC requests through it).
+        // Used for gRPC as well in 1.21.0 (the end-to-end tests count gRPC requests through it).
         options.HttpClientFactory = () => transport.CreateClient(endpoint);
     }
 }
