@@ -101,7 +101,7 @@ class _Shim:
 
     @property
     def running(self):
-        return not self.sender.finished.is_set() and self.recorder.failure is None
+        return not self.sender.finished.is_set() and self.recorder.failures.failure is None
 
     def hello_fields(self):
         monotonic_ns = time.perf_counter_ns()
@@ -129,8 +129,8 @@ class _Shim:
 
     def _internal_error(self):
         # Called from a callback that already turned the events off; the sender says goodbye.
-        self.sender.request_stop(3, self.recorder.failure or "")  # REASON_ERROR
-        warn_once("telemetry_shim: internal error, recording stopped (%s)" % (self.recorder.failure,))
+        self.sender.request_stop(3, self.recorder.failures.failure or "")  # REASON_ERROR
+        warn_once("telemetry_shim: internal error, recording stopped (%s)" % (self.recorder.failures.failure,))
 
     def stop(self, reason, timeout):
         self.recorder.stop_events()
@@ -160,7 +160,7 @@ class _Shim:
         old_sender.lock.release()
         old_sender.abandon_in_child()
         self.recorder.disarm_past_call()  # armed by an earlier fork of the parent: not for us
-        self.recorder.ignored_idents.discard(old_sender.thread_ident)
+        self.recorder.threads.ignored_idents.discard(old_sender.thread_ident)
         if old_sender.finished.is_set() or self.recorder.tool_id is None:
             return False
         self.process_start_unix_ns = _process_start_unix_ns()
@@ -317,12 +317,12 @@ def _after_fork_in_child():
         shim = _shim
         if shim is not None:
             ident = threading.get_ident()
-            shim.recorder.ignored_idents.add(ident)  # do not record our own setup
+            shim.recorder.threads.ignored_idents.add(ident)  # do not record our own setup
             try:
                 if not shim.after_fork_in_child():
                     _shim = None
             finally:
-                shim.recorder.ignored_idents.discard(ident)
+                shim.recorder.threads.ignored_idents.discard(ident)
     except BaseException:
         _shim = None
 

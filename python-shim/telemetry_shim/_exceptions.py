@@ -34,7 +34,7 @@ from _thread import get_ident
 from time import perf_counter_ns
 
 from . import _wire
-from ._monitor import AtomicCounter
+from ._tables import AtomicCounter
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
@@ -269,15 +269,16 @@ class ExceptionTracker:
     takes one dict lookup to find its site and one small object to follow it; everything
     else (a new raise point, a detailed exception, the tables full) goes to _new_flight."""
 
-    def __init__(self, recorder):
-        self.recorder = recorder
+    def __init__(self, codes, threads, failures):
+        self.codes = codes
+        self.threads = threads
         self.active = False
         self.inflight = {}  # id(exc) -> Flight (the Flight holds exc, so the id stays valid)
         self.pending_by_ident = {}  # ident -> [Flight] handled, to conclude lazily (owner thread only)
         self.sites = {}  # (id(type), code key, line) -> Site
         # (id(code), offset, type) -> Site: the raising instruction's site, without a frame or a
         # line lookup (a type hashes by identity; a code would hash its contents). Codes stay
-        # alive in the recorder's code table.
+        # alive in the code table.
         self.raise_points = {}
         # The same for a StopIteration that the raising instruction itself ends in C (SEND, FOR_ITER:
         # an `await` of a finished future): handled where it was raised, so it is counted at once.
@@ -292,9 +293,10 @@ class ExceptionTracker:
         self._asyncio_loop_class = None
         self._asyncio_original = None
         self._previous = {}
-        self._failed = recorder._callback_failed
-        self._code_keys = recorder.code_keys  # never replaced
-        self._ignored_idents = recorder.ignored_idents  # never replaced
+        self._failed = failures.failed
+        self._code_keys = codes.keys  # never replaced
+        self._code_key_of = codes.key_of
+        self._ignored_idents = threads.ignored_idents  # never replaced
         self._make_hooks()
 
     # ---- callbacks (program threads) ----------------------------------------------------------
@@ -302,7 +304,7 @@ class ExceptionTracker:
     def callbacks(self, unwind):
         """(event, callback) pairs to register; PY_UNWIND only when the call callbacks do not
         already forward it (see Recorder._make_callback). The callbacks never return DISABLE
-        (not allowed for these events) and hand internal errors to the recorder."""
+        (not allowed for these events) and hand internal errors to CallbackFailures."""
         failed = self._failed
         on_unwind = self.on_unwind
 
@@ -400,10 +402,9 @@ class ExceptionTracker:
     def _new_flight(self, code, offset, exc, ident, frame, sampled=False):
         """The slow path of a new exception: defines its code and site, decides its detail
         (unless `sampled` already did: then it is detailed), records the stack."""
-        recorder = self.recorder
         if frame.f_code is not code:
             frame = None
-        ck = recorder.code_key_of(code, frame)
+        ck = self._code_key_of(code, frame)
         if not ck:
             return  # the shim's own code
         line = frame.f_lineno if frame is not None else None
@@ -434,7 +435,7 @@ class ExceptionTracker:
         now = perf_counter_ns()
         flight = Flight(exc, ident, site, now)
         if sampled or self._sample(site, now):
-            info = recorder.threads.get(ident) or recorder.thread_info(ident, code, frame)
+            info = self.threads.info(ident, code, frame)
             if info is not None:
                 flight.detailed = True
                 flight.info = info
@@ -452,7 +453,7 @@ class ExceptionTracker:
         if self.inflight.pop(id(flight.exc), None) is not flight:
             return
         now = perf_counter_ns()
-        ck = self.recorder.code_key_of(code, None) if flight.detailed else 0
+        ck = self._code_key_of(code, None) if flight.detailed else 0
         if ck:
             flight.handled_at = (ck, code, offset, _INSTRUCTION_LINE)
         self._conclude(flight, at_end=False, fate=_wire.FATE_HANDLED, fate_ns=now)
@@ -474,8 +475,8 @@ class ExceptionTracker:
     def _stack(self, frame):
         """Code keys and lines from the raising frame outwards (innermost first), at most
         MAX_STACK_FRAMES; stops at the shim's own frames (the runner)."""
-        code_keys = self.recorder.code_keys
-        code_key_of = self.recorder.code_key_of
+        code_keys = self._code_keys
+        code_key_of = self._code_key_of
         entries = []
         truncated = False
         while frame is not None:
@@ -499,13 +500,13 @@ class ExceptionTracker:
             ident = get_ident()
             if flight is None:
                 # First seen here: e.g. the unmatched part of a group, split off by `except*`.
-                if ident not in self.recorder.ignored_idents:
+                if ident not in self._ignored_idents:
                     pending = self.pending_by_ident.get(ident)
                     if pending:
                         self._settle_handled(pending)
                     self._new_flight(code, offset, exc, ident, sys._getframe(1))
                 return None
-            if flight.ident != ident or not self.recorder.code_keys.get(id(code), 1):
+            if flight.ident != ident or not self._code_keys.get(id(code), 1):
                 return None
             flight.state = PROPAGATING
             flight.last_ns = perf_counter_ns()
@@ -528,7 +529,7 @@ class ExceptionTracker:
             ck = self._code_keys.get(id(code))
             if ck is None:
                 frame = sys._getframe(1)
-                ck = self.recorder.code_key_of(code, frame if frame.f_code is code else None)
+                ck = self._code_key_of(code, frame if frame.f_code is code else None)
             if not ck:
                 return None  # the shim's runner passes the program's escaping exception on
             if self._asyncio_loop_class is None and "asyncio.base_events" in sys.modules:
@@ -555,7 +556,7 @@ class ExceptionTracker:
         flight = self.inflight.get(id(exc))
         if flight is None or flight.ident != get_ident():
             return
-        code_keys = self.recorder.code_keys
+        code_keys = self._code_keys
         if not code_keys.get(id(code), 1):
             return  # the shim's own frame
         frame = sys._getframe(2)
@@ -568,7 +569,7 @@ class ExceptionTracker:
         elif flight.coroutine:
             flight.coroutine = False
         caller = frame.f_back if frame.f_code is code else None
-        if caller is None or not (code_keys.get(id(caller.f_code)) or self.recorder.code_key_of(caller.f_code, caller)):
+        if caller is None or not (code_keys.get(id(caller.f_code)) or self._code_key_of(caller.f_code, caller)):
             flight.outermost = True
             flight.caller = None
         else:
@@ -627,7 +628,7 @@ class ExceptionTracker:
                 fate_ns = flight.last_ns
                 if flight.detailed:
                     caller = flight.caller
-                    flight.handled_at = (self.recorder.code_key_of(caller.f_code, caller), caller.f_code,
+                    flight.handled_at = (self._code_key_of(caller.f_code, caller), caller.f_code,
                                          flight.caller_lasti, _INSTRUCTION_LINE)
         flight.fate = fate
         flight.fate_ns = fate_ns
@@ -652,7 +653,7 @@ class ExceptionTracker:
         if not self.active or exc is None or not issubclass(type(exc), BaseException):
             return
         ident = get_ident()
-        if ident in self.recorder.ignored_idents:
+        if ident in self._ignored_idents:
             return
         now = perf_counter_ns()
         flight = self.inflight.pop(id(exc), None)
@@ -665,15 +666,14 @@ class ExceptionTracker:
     def _flight_at_hook(self, exc, ident, now):
         """A flight for an exception first seen by a hook (raised before the shim started, or
         untracked): its site is the innermost traceback entry."""
-        recorder = self.recorder
         tb = _get_traceback(exc)
         ck = line = 0
         if tb is not None:
             while tb.tb_next is not None:
                 tb = tb.tb_next
-            ck = recorder.code_key_of(tb.tb_frame.f_code, tb.tb_frame)
+            ck = self._code_key_of(tb.tb_frame.f_code, tb.tb_frame)
             line = tb.tb_lineno or 0
-        info = recorder.threads.get(ident) or recorder.thread_info(ident)
+        info = self.threads.info(ident)
         if info is None:
             return None
         cls = type(exc)
@@ -919,7 +919,7 @@ class ExceptionTracker:
         while tb is not None:
             entries.append(tb)
             tb = tb.tb_next
-        code_key_of = self.recorder.code_key_of
+        code_key_of = self._code_key_of
         out = []
         for tb in entries:
             frame = tb.tb_frame

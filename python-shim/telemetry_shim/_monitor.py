@@ -15,14 +15,14 @@ generation. No callback ever takes a lock or blocks.
 
 import os
 import sys
-import threading
 from functools import partial
-from itertools import count, repeat
+from itertools import repeat
 from operator import call
 from time import perf_counter_ns
-from _thread import get_ident, get_native_id
+from _thread import get_ident
 
 from . import _wire
+from ._tables import THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, native_id_of
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
@@ -52,54 +52,7 @@ _DISABLE_OK_KINDS = frozenset(kind for _, kind, ok in _EVENT_KINDS if ok)
 CANDIDATE_TOOL_IDS = (3, 4, 5)
 TOOL_NAME = "telemetry_shim"
 
-_CO_GENERATOR = 0x20
-_CO_COROUTINE = 0x80
-_CO_ASYNC_GENERATOR = 0x200
-
-# Beyond this many distinct code objects (e.g. a program exec()ing fresh code forever) new code
-# is recorded under one shared "<code table full>" definition, so memory stays bounded.
-MAX_CODES = 1 << 20
 _SEED_DEPTH_LIMIT = 10000
-
-
-class AtomicCounter:
-    """A counter that program threads can bump without a lock: itertools.count.__next__ is one C
-    call under the GIL. Reading also advances it, so reads are compensated (one reader at a time)."""
-
-    __slots__ = ("increment", "_reads", "_read_lock")
-
-    def __init__(self):
-        self.increment = count().__next__
-        self._reads = 0
-        self._read_lock = threading.Lock()
-
-    def add(self, n):
-        increment = self.increment
-        for _ in range(n):
-            increment()
-
-    def value(self):
-        with self._read_lock:
-            current = self.increment() - self._reads
-            self._reads += 1
-            return current
-
-
-class ThreadInfo:
-    __slots__ = ("thread_id", "ident", "native_id", "name", "is_main", "registered", "missing_ticks")
-
-    def __init__(self, thread_id, ident, native_id, name, is_main):
-        self.thread_id = thread_id
-        self.ident = ident
-        self.native_id = native_id
-        self.name = name
-        self.is_main = is_main
-        self.registered = False  # seen in threading's table at least once
-        self.missing_ticks = 0
-
-    def definition(self):
-        return {"id": self.thread_id, "ident": self.ident, "native_id": self.native_id,
-                "name": self.name, "is_main": self.is_main}
 
 
 def claim_tool_id():
@@ -125,27 +78,9 @@ def claim_tool_id():
     return None
 
 
-# threading.Thread._bootstrap: the first frame of every threading thread.
-_THREAD_BOOTSTRAP_CODE = getattr(getattr(threading.Thread, "_bootstrap", None), "__code__", None)
-
-
-def _thread_name(ident, code, frame):
-    """The thread's name if threading knows it, else ""; never creates anything.
-
-    threading._active is read, never written: current_thread() would create a _DummyThread
-    for a thread that is not registered yet, which the program could observe. At the start of
-    Thread._bootstrap the thread is not registered yet, but its Thread object is `self` there.
-    """
-    thread = threading._active.get(ident)
-    if thread is None and frame is not None and code is _THREAD_BOOTSTRAP_CODE:
-        thread = frame.f_locals.get("self")
-    name = getattr(thread, "name", "") if thread is not None else ""
-    return name if isinstance(name, str) else ""
-
-
 class Recorder:
-    """Owns the tool id, the callbacks and what they produce: the record buffer, code and
-    thread definitions, and the drop/error counters."""
+    """Owns the tool id, the callbacks and what they produce: the record buffer of each generation
+    and the tables it shares with the exception tracker (codes, threads, callback failures)."""
 
     def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True,
                  burst=False, code_filter=None):
@@ -162,31 +97,9 @@ class Recorder:
         self._set_events = _monitoring.set_events  # replaced by tests to simulate a refusal
         self._registered_events = ()
 
-        # Codes: id(code) -> code_id << 8, or 0 for the shim's own code. Code objects are kept
-        # alive in code_objects so that an id() is never reused by another code object.
-        self.code_keys = {}
-        # What the call callbacks look up: code_keys itself, unless a filter leaves code out; then
-        # a second table where such code is 0 (DISABLE: no event after its first) while code_keys
-        # keeps its real key for exception locations.
-        self.code_filter = code_filter if code_filter is not None and code_filter.active else None
-        self.call_keys = self.code_keys if self.code_filter is None else {}
-        self.code_objects = []
-        self.code_definitions = []  # append-only; the sender tracks how many it has sent
-        self._next_code_id = count(1).__next__
-        self._overflow_code_key = None
-        self._bootstrap_key = None
-        self._bootstrap_recorded = True
-
-        # Threads: ident -> ThreadInfo (stable thread ids across reconnects); pending
-        # ThreadDefinition dicts, drained by the sender.
-        self.threads = {}
-        self.pending_thread_definitions = []
-        self._next_thread_id = count(1).__next__
-        self.ignored_idents = set()
-
-        self.dropped = AtomicCounter()  # buffer full (or recursion limit) inside a callback
-        self.callback_errors = AtomicCounter()
-        self.failure = None  # description of the internal error that turned the shim off
+        self.codes = CodeTable(self.shim_prefix, code_filter)
+        self.threads = ThreadTable()
+        self.failures = CallbackFailures(self.shim_prefix, self._turn_off)
 
         self.buffer = None
         self.thread_keys = None
@@ -194,7 +107,7 @@ class Recorder:
         if exceptions:
             from ._exceptions import ExceptionTracker
 
-            self.exceptions = ExceptionTracker(self)
+            self.exceptions = ExceptionTracker(self.codes, self.threads, self.failures)
         unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
         self._callbacks = [self._make_callback(kind, unwind_hook if kind == _wire.KIND_UNWIND else None)
                            for _, kind, _ in _EVENT_KINDS]
@@ -204,7 +117,7 @@ class Recorder:
 
     def _make_callback(self, kind, exception_hook=None):
         slow_path = self._slow_path
-        failed = self._callback_failed
+        failed = self.failures.failed
 
         # All state comes in as default arguments (the fastest loads); new_generation() swaps
         # them. `_value` takes the third argument of the events that have one.
@@ -262,7 +175,7 @@ class Recorder:
         self._switch_defaults(buf, keys, recording=not self.burst or self.window_open)()
         self.buffer = buf
         self.thread_keys = keys
-        self._threads_announced = set()  # thread ids whose definition this generation queued
+        self.threads.new_generation()
         return previous
 
     @property
@@ -276,7 +189,7 @@ class Recorder:
         limit = self.capacity_words
         # Extra trailing defaults (the unwind callback's exception hook) are kept as they are.
         defaults = [
-            (None, keys.get, self.call_keys.get, get_ident, perf_counter_ns, buf, buf.extend, limit, kind)
+            (None, keys.get, self.codes.call_keys.get, get_ident, perf_counter_ns, buf, buf.extend, limit, kind)
             + (callback.__defaults__[9:10] + (recording,) if len(callback.__defaults__) > 9 else ())
             for (_, kind, _), callback in zip(_EVENT_KINDS, self._callbacks)
         ]
@@ -294,7 +207,7 @@ class Recorder:
         on; the three in one C-level step, so no event precedes the marker. Returns False when
         the interpreter refused to switch the events (then no window opens again)."""
         tool_id = self.tool_id
-        if tool_id is None or self.windows_failed or self.failure is not None:
+        if tool_id is None or self.windows_failed or self.failures.failure is not None:
             return False
         buf = self.buffer
         keys = {}
@@ -349,18 +262,19 @@ class Recorder:
     def _seed_idle_threads(self, frames, seen):
         """{ident: SEED records at the window's start} for program threads not in `seen`."""
         out = {}
-        ignored = self.ignored_idents
+        threads = self.threads
+        ignored = threads.ignored_idents
         for ident, frame in frames.items():
             if ident in seen or ident in ignored:
                 continue
-            info = self.threads.get(ident)
+            info = threads.by_ident.get(ident)
             if info is None:
-                info = self.thread_info(ident, frame.f_code, frame, native_id=_native_id_of(ident))
+                info = threads.info(ident, frame.f_code, frame, native_id=native_id_of(ident))
                 if info is None:
                     continue
             records = self._seed_records(frame, info.thread_id << _wire.THREAD_ID_SHIFT, self.window_start_ns)
             if records:
-                self._announce(info)
+                threads.announce(info)
                 out[ident] = records
         return out
 
@@ -377,40 +291,24 @@ class Recorder:
             except Exception:
                 pass
 
-    def _callback_failed(self, exc):
-        """Decides what an exception caught in a callback means. Returns True to re-raise it."""
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            return True  # the program's own signal (Ctrl+C): it must surface as without the shim
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        if tb is not None and not tb.tb_frame.f_code.co_filename.startswith(self.shim_prefix):
-            return True  # raised by the program's code, e.g. a signal handler that ran here
-        if isinstance(exc, RecursionError):
-            # The program is at the recursion limit and our frame tipped it over: drop this
-            # event; the program reaches its own limit one frame later, as it would anyway.
-            self.dropped.increment()
-            return False
-        self.callback_errors.increment()
-        if self.failure is None:
-            self.failure = "%s: %s" % (type(exc).__name__, exc)
-            self.stop_events()
-            self._on_internal_error()
-        return False
+    def _turn_off(self):
+        """The first internal error of a callback (CallbackFailures): events off, the sender told."""
+        self.stop_events()
+        self._on_internal_error()
 
     # ---- slow path ----------------------------------------------------------------------------
 
     def _slow_path(self, code, kind, buf, thread_key):
-        code_id = id(code)
-        ck = self.call_keys.get(code_id)
+        codes = self.codes
+        ck = codes.call_keys.get(id(code))
         if ck == 0:
             return DISABLE if kind in _DISABLE_OK_KINDS else None
         ident = get_ident()
-        if ident in self.ignored_idents:
+        if ident in self.threads.ignored_idents:
             # The shim's own thread. Its own code is never recorded anywhere: defined as such and
             # disabled; other code (the stdlib it calls) stays enabled for the program.
             if ck is None and code.co_filename.startswith(self.shim_prefix):
-                self._code_key(code, None)
+                codes.define(code, None)
                 return DISABLE if kind in _DISABLE_OK_KINDS else None
             return None
         # Frames: 0 this function, 1 the callback, 2 the code the event is about.
@@ -419,19 +317,19 @@ class Recorder:
             event_frame = None
         tk = thread_key(ident)
         if ck is None:
-            if code is _THREAD_BOOTSTRAP_CODE:
+            if code is THREAD_BOOTSTRAP_CODE:
                 # Never cached, so that each thread's start comes here: a thread starting on an
                 # ident we know is a new thread reusing a finished one's ident.
-                ck = self._bootstrap_call_key(event_frame)
+                ck = codes.bootstrap_call_key(event_frame)
                 if kind == _wire.KIND_START and tk is not None:
-                    self.threads.pop(ident, None)
+                    self.threads.by_ident.pop(ident, None)
                     tk = None
                 if not ck:
                     # Filtered out; still comes here so that a reused ident is seen.
                     thread_key.__self__.pop(ident, None)
                     return None
             else:
-                ck = self._code_key(code, event_frame)
+                ck = codes.define(code, event_frame)
                 if ck == 0:
                     return DISABLE if kind in _DISABLE_OK_KINDS else None
         if tk is None:
@@ -440,141 +338,45 @@ class Recorder:
         if len(buf) < self.capacity_words:
             buf.extend((perf_counter_ns(), tk | ck | kind))
         else:
-            self.dropped.increment()
+            self.failures.dropped.increment()
         return None
-
-    def code_key_of(self, code, frame):
-        """The key (code id << 8) of any code object, defining it when new; 0 for the shim's own
-        code. For locations outside the call path (exception sites, tracebacks, stacks): code
-        that a filter leaves out of the calls has its real key here."""
-        ck = self.code_keys.get(id(code))
-        if ck is not None:
-            return ck
-        if code is _THREAD_BOOTSTRAP_CODE:
-            self._bootstrap_call_key(frame)
-            return self._bootstrap_key
-        key = self._code_key(code, frame)
-        return self.code_keys.get(id(code), key)
-
-    def _bootstrap_call_key(self, frame):
-        ck = self._bootstrap_key
-        if ck is None:
-            ck = self._bootstrap_key = self._code_key(code=_THREAD_BOOTSTRAP_CODE, frame=frame, cache=False)
-        return ck if self._bootstrap_recorded else 0
-
-    def thread_info(self, ident, code=None, frame=None, native_id=None):
-        """The ThreadInfo of a thread, registered (definition queued) when new; None when thread
-        ids are exhausted. A thread registers itself, except an idle thread seeded by the sender
-        at the end of a window (which passes its native id)."""
-        info = self.threads.get(ident)
-        if info is None:
-            thread_id = self._next_thread_id()
-            if thread_id > _wire.MAX_THREAD_ID:
-                return None
-            main = threading.main_thread()
-            info = ThreadInfo(thread_id, ident, get_native_id() if native_id is None else native_id,
-                              _thread_name(ident, code, frame), main is not None and main.ident == ident)
-            self.threads[ident] = info
-            self._threads_announced.add(thread_id)
-            self.pending_thread_definitions.append(info.definition())
-        return info
-
-    def _announce(self, info):
-        """Queues a known thread's definition once per generation (a new connection needs it)."""
-        if info.thread_id not in self._threads_announced:
-            self._threads_announced.add(info.thread_id)
-            self.pending_thread_definitions.append(info.definition())
-
-    def _code_key(self, code, frame, cache=True):
-        """Defines a new code object; returns its key for the call path (0: never recorded)."""
-        filename = code.co_filename
-        if cache and filename.startswith(self.shim_prefix):
-            self.code_objects.append(code)
-            self.code_keys[id(code)] = 0
-            if self.call_keys is not self.code_keys:
-                self.call_keys[id(code)] = 0
-            return 0
-        code_id = self._next_code_id()
-        if code_id > MAX_CODES:
-            return self._overflow_key()
-        module = ""
-        if frame is not None:
-            name = frame.f_globals.get("__name__")
-            if isinstance(name, str):
-                module = name
-        flags = code.co_flags
-        kind_flags = ((1 if flags & _CO_GENERATOR else 0) | (2 if flags & _CO_COROUTINE else 0)
-                      | (4 if flags & _CO_ASYNC_GENERATOR else 0))
-        key = code_id << _wire.CODE_ID_SHIFT
-        # The definition is published before the key: a record using the key can never reach
-        # the sender ahead of its definition.
-        self.code_objects.append(code)
-        self.code_definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags))
-        code_filter = self.code_filter
-        if code_filter is not None:
-            recorded = code_filter.records(filename, module)
-            if not cache:
-                self._bootstrap_recorded = recorded
-                return key
-            key = self.code_keys.setdefault(id(code), key)
-            return self.call_keys.setdefault(id(code), key if recorded else 0)
-        if not cache:
-            return key
-        # If another thread defined the same code at the same moment, its id wins; this one
-        # stays defined but unused.
-        return self.code_keys.setdefault(id(code), key)
-
-    def _overflow_key(self):
-        key = self._overflow_code_key
-        if key is None:
-            code_id = self._next_code_id()
-            self.code_definitions.append((code_id, "<code table full>", "", 0, "", 0))
-            key = self._overflow_code_key = code_id << _wire.CODE_ID_SHIFT
-        return key
-
-    def _exclude_launcher(self, frame):
-        """The shim's runner and whatever launched it (runpy) are not the program's frames: their
-        code is never recorded, so that neither seeds nor their later returns show up."""
-        while frame is not None:
-            code = frame.f_code
-            if id(code) not in self.code_keys:
-                self.code_objects.append(code)
-                self.code_keys[id(code)] = 0
-                self.call_keys[id(code)] = 0
-            frame = frame.f_back
 
     def _seed_records(self, frame, tk, timestamp):
         """SEED records (timestamp, word pairs) for `frame` and its callers, outermost first,
         stopping at the shim's own frames; frames whose code is not recorded are left out."""
         chain = []
         shim_prefix = self.shim_prefix
+        codes = self.codes
         while frame is not None and len(chain) < _SEED_DEPTH_LIMIT:
             if frame.f_code.co_filename.startswith(shim_prefix):
-                self._exclude_launcher(frame)
+                # The shim's runner and whatever launched it (runpy) are not the program's frames:
+                # their code is never recorded, so that neither seeds nor their later returns show up.
+                codes.never_record(frame)
                 break
             chain.append(frame)
             frame = frame.f_back
         records = []
-        call_keys = self.call_keys
+        call_keys = codes.call_keys
         for frame in reversed(chain):
             frame_code = frame.f_code
             key = call_keys.get(id(frame_code))
             if key is None:
-                key = self._bootstrap_call_key(frame) if frame_code is _THREAD_BOOTSTRAP_CODE else self._code_key(frame_code, frame)
+                key = codes.bootstrap_call_key(frame) if frame_code is THREAD_BOOTSTRAP_CODE else codes.define(frame_code, frame)
             if key:
                 records.append(timestamp)
                 records.append(tk | key | _wire.KIND_SEED)
         return records
 
     def _first_event_on_thread(self, ident, code, ck, kind, buf, thread_keys, event_frame):
-        info = self.threads.get(ident)
+        threads = self.threads
+        info = threads.by_ident.get(ident)
         if info is None:
-            info = self.thread_info(ident, code, event_frame)
+            info = threads.info(ident, code, event_frame)
             if info is None:
-                self.dropped.increment()
+                self.failures.dropped.increment()
                 return
         else:
-            self._announce(info)
+            threads.announce(info)
         tk = info.thread_id << _wire.THREAD_ID_SHIFT
         now = perf_counter_ns()
         # Seed the frames already running, outermost first. A push event's own frame is not
@@ -591,7 +393,7 @@ class Recorder:
             thread_keys[ident] = tk
         else:
             # Not seeded: leave the thread unknown so that its next event tries again.
-            self.dropped.add(len(records) // 2)
+            self.failures.dropped.add(len(records) // 2)
 
     # ---- tool id and events ----------------------------------------------------------------------
 
@@ -625,7 +427,7 @@ class Recorder:
         if tool_id is None or frame is None:
             return False
         call_offset = frame.f_lasti
-        failed = self._callback_failed
+        failed = self.failures.failed
         fired = []
 
         def past_call(code, offset, _callable, _arg0):
@@ -693,42 +495,13 @@ class Recorder:
     # ---- sender-side maintenance ---------------------------------------------------------------
 
     def refresh_threads(self):
-        """Re-queues the definition of a thread whose name changed; forgets threads that ended
-        (so that a new thread reusing the ident gets its own id). Called by the sender only."""
-        active = threading._active
-        for ident, info in list(self.threads.items()):
-            thread = active.get(ident)
-            if thread is not None:
-                info.registered = True
-                info.missing_ticks = 0
-                name = thread.name
-                if name != info.name:
-                    info.name = name
-                    self.pending_thread_definitions.append(info.definition())
-            elif info.registered:
-                info.missing_ticks += 1
-                # Two ticks apart: the thread has long finished its last frames by then.
-                # A new thread may have taken the ident since the snapshot: only this entry goes.
-                if info.missing_ticks >= 2 and self.threads.get(ident) is info:
-                    self.threads.pop(ident, None)
-                    self._threads_announced.discard(info.thread_id)
-                    thread_keys = self.thread_keys
-                    if thread_keys.get(ident) == info.thread_id << _wire.THREAD_ID_SHIFT:
-                        thread_keys.pop(ident, None)
+        """Thread names and ended threads (ThreadTable.refresh). Called by the sender only."""
+        self.threads.refresh(self.thread_keys)
 
     def reset_after_fork(self):
         """In a fork child: the parent's threads and pending records are not this process's."""
-        self.threads.clear()
-        self._next_thread_id = count(1).__next__
-        self.pending_thread_definitions = []
-        self.dropped = AtomicCounter()
-        self.callback_errors = AtomicCounter()
+        self.threads.reset_after_fork()
+        self.failures.reset_after_fork()
         if self.exceptions is not None:
             self.exceptions.reset_after_fork()
         self.new_generation()
-
-
-def _native_id_of(ident):
-    thread = threading._active.get(ident)
-    native_id = getattr(thread, "native_id", None)
-    return native_id if isinstance(native_id, int) else 0

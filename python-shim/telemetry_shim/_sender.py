@@ -125,7 +125,7 @@ class Sender:
     def _run(self, left):
         self.thread_ident = _thread.get_ident()
         self.native_id = _thread.get_native_id()
-        self.recorder.ignored_idents.add(self.thread_ident)
+        self.recorder.threads.ignored_idents.add(self.thread_ident)
         self._cpu_mark = thread_time_ns()
         left_for_fork = False
         try:
@@ -223,7 +223,7 @@ class Sender:
             if self._run_state != _LEFT:
                 return
             self._run_state = _RUNNING
-        self.recorder.ignored_idents.discard(self.thread_ident)
+        self.recorder.threads.ignored_idents.discard(self.thread_ident)
         self.start_thread()
 
     def _fail(self, exc):
@@ -231,8 +231,8 @@ class Sender:
         try:
             recorder = self.recorder
             detail = "sender: %s: %s" % (type(exc).__name__, exc)
-            if recorder.failure is None:
-                recorder.failure = detail
+            if recorder.failures.failure is None:
+                recorder.failures.failure = detail
             recorder.stop_events()
             self._warn_once("telemetry_shim: internal error, recording stopped (%s)" % detail)
             if self._sock is not None:
@@ -291,11 +291,11 @@ class Sender:
                 chunk_retired = len(retired) // 2
             else:
                 chunk_retired = 0
-            pending = recorder.pending_thread_definitions
+            pending = recorder.threads.pending_definitions
             thread_count = len(pending)
             threads = pending[:thread_count]
             del pending[:thread_count]
-            code_definitions = recorder.code_definitions
+            code_definitions = recorder.codes.definitions
             code_count = len(code_definitions)
             codes = code_definitions[self._code_definitions_sent:code_count]
             self._code_definitions_sent = code_count
@@ -345,14 +345,14 @@ class Sender:
         return taken * BUSY_FRACTION >= recorder.capacity_words
 
     def stats(self):
-        dropped_in_callbacks = self.recorder.dropped.value()
+        dropped_in_callbacks = self.recorder.failures.dropped.value()
         return {
             "events_recorded": self.events_taken + dropped_in_callbacks,
             "events_dropped": self.events_dropped_here + dropped_in_callbacks,
             "events_sent": self.events_sent,
             "frames_sent": self.frames_sent,
             "connects": self.connects,
-            "callback_errors": self.recorder.callback_errors.value(),
+            "callback_errors": self.recorder.failures.errors.value(),
             "overhead_ns": self.overhead_ns(),
             "elapsed_ns": max(perf_counter_ns() - self.started_ns, 0),
             "event_toggles": self.windows.toggles if self.windows is not None else 0,
@@ -397,7 +397,7 @@ class Sender:
             if not self._fresh_generation:
                 # Records already taken elsewhere: the agent's new session needs every thread
                 # re-seeded, which a new generation does on each thread's next event.
-                self.recorder.pending_thread_definitions.clear()
+                self.recorder.threads.pending_definitions.clear()
                 self._retired_buffer = self.recorder.new_generation()
             self._fresh_generation = False
             self._code_definitions_sent = 0

@@ -44,7 +44,7 @@ def alternatives():
 
     # The shim's own callback, called directly with warm tables (the fast path).
     recorder = _monitor.Recorder(1 << 22, telemetry_shim.SHIM_PACKAGE_DIR, lambda: None)
-    recorder.code_keys[id(code)] = 5 << 8
+    recorder.codes.keys[id(code)] = 5 << 8
     recorder.thread_keys[ident] = 1 << 40
     callback = recorder._callbacks[0]
 

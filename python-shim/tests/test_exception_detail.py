@@ -144,7 +144,8 @@ class NotesTests(unittest.TestCase):
 @unittest.skipUnless(sys.version_info >= (3, 12), "sys.monitoring needs Python 3.12+")
 class DetailTests(unittest.TestCase):
     def setUp(self):
-        self.tracker = Recorder(1024, SHIM_PACKAGE_DIR, lambda: None).exceptions
+        self.recorder = Recorder(1024, SHIM_PACKAGE_DIR, lambda: None)
+        self.tracker = self.recorder.exceptions
 
     def test_cause_chain_deeper_than_eight_is_truncated(self):
         exc = ValueError(0)
@@ -210,7 +211,7 @@ class DetailTests(unittest.TestCase):
         except LookupError as exc:
             detail = self.tracker.detail(exc)
         self.assertEqual(_exceptions.MAX_TRACEBACK_ENTRIES, len(detail["traceback"]))
-        definitions = {d[0]: d[1] for d in self.tracker.recorder.code_definitions}
+        definitions = {d[0]: d[1] for d in self.recorder.codes.definitions}
         self.assertEqual({"DetailTests.test_traceback_keeps_the_innermost_entries.<locals>.dive"},
                          {definitions[l["code_id"]] for l in detail["traceback"]})
 

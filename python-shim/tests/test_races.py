@@ -17,7 +17,8 @@ import support  # noqa: E402
 
 if sys.version_info >= (3, 12):
     from telemetry_shim import SHIM_PACKAGE_DIR, _wire  # noqa: E402
-    from telemetry_shim._monitor import Recorder, ThreadInfo  # noqa: E402
+    from telemetry_shim._monitor import Recorder  # noqa: E402
+    from telemetry_shim._tables import ThreadInfo  # noqa: E402
     from telemetry_shim._sender import Sender  # noqa: E402
 
 
@@ -36,7 +37,7 @@ class FirstEventWhileDisconnectedTest(unittest.TestCase):
         """The program thread's first event; the sender ticks (disconnected) right after the
         thread's definition is queued and before its records are in the buffer."""
         recorder, sender = self.recorder, self.sender
-        queue_definition = recorder.thread_info
+        queue_definition = recorder.threads.info
         ticks = []
 
         def thread_info_then_tick(*args):
@@ -44,12 +45,12 @@ class FirstEventWhileDisconnectedTest(unittest.TestCase):
             ticks.append(sender._tick())
             return info
 
-        recorder.thread_info = thread_info_then_tick
+        recorder.threads.info = thread_info_then_tick
         frame = sys._getframe()
-        code_key = recorder.code_key_of(frame.f_code, frame)
+        code_key = recorder.codes.key_of(frame.f_code, frame)
         recorder._first_event_on_thread(get_ident(), frame.f_code, code_key, _wire.KIND_START,
                                         recorder.buffer, recorder.thread_keys, frame)
-        del recorder.thread_info
+        del recorder.threads.info
         self.assertEqual([False], ticks)
         self.assertIsNone(sender._sock)
         self.assertTrue(recorder.buffer, "the first event's records are in the buffer")
@@ -93,7 +94,7 @@ class ForgetEndedThreadTest(unittest.TestCase):
         ended = ThreadInfo(7, ident, 1, "worker-1", False)
         ended.registered = True
         ended.missing_ticks = 1  # the next refresh forgets it
-        recorder.threads[ident] = ended
+        recorder.threads.by_ident[ident] = ended
         recorder.thread_keys[ident] = 7 << _wire.THREAD_ID_SHIFT
         successor = ThreadInfo(8, ident, 2, "worker-2", False)
 
@@ -102,22 +103,22 @@ class ForgetEndedThreadTest(unittest.TestCase):
             thread starts on the same ident and registers itself."""
 
             def get(self, key, default=None):
-                if key == ident and recorder.threads.get(ident) is ended:
-                    recorder.threads[ident] = successor
+                if key == ident and recorder.threads.by_ident.get(ident) is ended:
+                    recorder.threads.by_ident[ident] = successor
                     recorder.thread_keys[ident] = 8 << _wire.THREAD_ID_SHIFT
                     return None  # not in threading's table yet (Thread._bootstrap just began)
                 return super().get(key, default)
 
         with mock.patch.object(threading, "_active", ActiveThreads(threading._active)):
             recorder.refresh_threads()
-        self.assertIs(successor, recorder.threads.get(ident))
+        self.assertIs(successor, recorder.threads.by_ident.get(ident))
         self.assertEqual(8 << _wire.THREAD_ID_SHIFT, recorder.thread_keys.get(ident))
         # Once the successor has gone too, it is forgotten like any ended thread.
         successor.registered = True
         successor.missing_ticks = 1
         with mock.patch.object(threading, "_active", {}):
             recorder.refresh_threads()
-        self.assertNotIn(ident, recorder.threads)
+        self.assertNotIn(ident, recorder.threads.by_ident)
         self.assertNotIn(ident, recorder.thread_keys)
 
     def test_an_ended_thread_is_forgotten_after_two_ticks(self):
@@ -125,13 +126,13 @@ class ForgetEndedThreadTest(unittest.TestCase):
         ident = 0x5EED
         info = ThreadInfo(3, ident, 1, "worker", False)
         info.registered = True
-        recorder.threads[ident] = info
+        recorder.threads.by_ident[ident] = info
         recorder.thread_keys[ident] = 3 << _wire.THREAD_ID_SHIFT
         with mock.patch.object(threading, "_active", {}):
             recorder.refresh_threads()
-            self.assertIs(info, recorder.threads.get(ident))
+            self.assertIs(info, recorder.threads.by_ident.get(ident))
             recorder.refresh_threads()
-        self.assertNotIn(ident, recorder.threads)
+        self.assertNotIn(ident, recorder.threads.by_ident)
         self.assertNotIn(ident, recorder.thread_keys)
 
 

@@ -235,7 +235,7 @@ class DeliveryTests(unittest.TestCase):
                 telemetry_shim.start()
                 """, FIB, """
                 fib(5)
-                _control._shim.recorder._next_code_id = None  # the next new code fails inside the shim
+                _control._shim.recorder.codes._next_code_id = None  # the next new code fails inside the shim
                 def fresh():
                     return fib(8)
                 print(fresh(), telemetry_shim.is_active())

@@ -1,0 +1,295 @@
+"""The tables that the call recorder (_monitor) and the exception tracker (_exceptions) share: code
+objects, threads, a lock-free counter, and the one policy for an exception caught in a callback.
+
+Program threads add to these tables from their callbacks (each addition a single C call under the
+GIL: no lock); the sender thread reads and drains them. Nothing here imports the recorder or the
+tracker: both import this module.
+"""
+
+import threading
+from itertools import count
+from _thread import get_native_id
+
+from . import _wire
+
+_CO_GENERATOR = 0x20
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+# Beyond this many distinct code objects (e.g. a program exec()ing fresh code forever) new code
+# is recorded under one shared "<code table full>" definition, so memory stays bounded.
+MAX_CODES = 1 << 20
+
+# threading.Thread._bootstrap: the first frame of every threading thread.
+THREAD_BOOTSTRAP_CODE = getattr(getattr(threading.Thread, "_bootstrap", None), "__code__", None)
+
+
+class AtomicCounter:
+    """A counter that program threads can bump without a lock: itertools.count.__next__ is one C
+    call under the GIL. Reading also advances it, so reads are compensated (one reader at a time)."""
+
+    __slots__ = ("increment", "_reads", "_read_lock")
+
+    def __init__(self):
+        self.increment = count().__next__
+        self._reads = 0
+        self._read_lock = threading.Lock()
+
+    def add(self, n):
+        increment = self.increment
+        for _ in range(n):
+            increment()
+
+    def value(self):
+        with self._read_lock:
+            current = self.increment() - self._reads
+            self._reads += 1
+            return current
+
+
+class CodeTable:
+    """Every code object the shim has met: its key (code id << 8) and its CodeDefinition.
+
+    `keys` maps id(code) to the key, or to 0 for the shim's own code (never recorded anywhere). The
+    code objects are kept alive in `objects`, so that an id() is never reused by another code
+    object. What the call callbacks look up is `call_keys`: `keys` itself, unless a filter leaves
+    code out; then a second table where such code is 0 (DISABLE: no event after its first) while
+    `keys` keeps its real key for exception locations.
+    """
+
+    def __init__(self, shim_prefix, code_filter=None):
+        self.shim_prefix = shim_prefix
+        self.keys = {}
+        self.code_filter = code_filter if code_filter is not None and code_filter.active else None
+        self.call_keys = self.keys if self.code_filter is None else {}
+        self.objects = []
+        self.definitions = []  # append-only; the sender tracks how many it has sent
+        self._next_code_id = count(1).__next__
+        self._overflow_code_key = None
+        self._bootstrap_key = None
+        self._bootstrap_recorded = True
+
+    def key_of(self, code, frame):
+        """The key of any code object, defining it when new; 0 for the shim's own code. For
+        locations outside the call path (exception sites, tracebacks, stacks): code that a filter
+        leaves out of the calls has its real key here."""
+        ck = self.keys.get(id(code))
+        if ck is not None:
+            return ck
+        if code is THREAD_BOOTSTRAP_CODE:
+            self.bootstrap_call_key(frame)
+            return self._bootstrap_key
+        key = self.define(code, frame)
+        return self.keys.get(id(code), key)
+
+    def bootstrap_call_key(self, frame):
+        """The call key of Thread._bootstrap (0 when a filter leaves it out). It is never cached in
+        `keys`, so that each thread's start reaches the recorder's slow path."""
+        ck = self._bootstrap_key
+        if ck is None:
+            ck = self._bootstrap_key = self.define(THREAD_BOOTSTRAP_CODE, frame, cache=False)
+        return ck if self._bootstrap_recorded else 0
+
+    def define(self, code, frame, cache=True):
+        """Defines a new code object; returns its key for the call path (0: never recorded)."""
+        filename = code.co_filename
+        if cache and filename.startswith(self.shim_prefix):
+            self.objects.append(code)
+            self.keys[id(code)] = 0
+            if self.call_keys is not self.keys:
+                self.call_keys[id(code)] = 0
+            return 0
+        code_id = self._next_code_id()
+        if code_id > MAX_CODES:
+            return self._overflow_key()
+        module = ""
+        if frame is not None:
+            name = frame.f_globals.get("__name__")
+            if isinstance(name, str):
+                module = name
+        flags = code.co_flags
+        kind_flags = ((1 if flags & _CO_GENERATOR else 0) | (2 if flags & _CO_COROUTINE else 0)
+                      | (4 if flags & _CO_ASYNC_GENERATOR else 0))
+        key = code_id << _wire.CODE_ID_SHIFT
+        # The definition is published before the key: a record using the key can never reach
+        # the sender ahead of its definition.
+        self.objects.append(code)
+        self.definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags))
+        code_filter = self.code_filter
+        if code_filter is not None:
+            recorded = code_filter.records(filename, module)
+            if not cache:
+                self._bootstrap_recorded = recorded
+                return key
+            key = self.keys.setdefault(id(code), key)
+            return self.call_keys.setdefault(id(code), key if recorded else 0)
+        if not cache:
+            return key
+        # If another thread defined the same code at the same moment, its id wins; this one
+        # stays defined but unused.
+        return self.keys.setdefault(id(code), key)
+
+    def _overflow_key(self):
+        key = self._overflow_code_key
+        if key is None:
+            code_id = self._next_code_id()
+            self.definitions.append((code_id, "<code table full>", "", 0, "", 0))
+            key = self._overflow_code_key = code_id << _wire.CODE_ID_SHIFT
+        return key
+
+    def never_record(self, frame):
+        """The code of `frame` and of its callers is never recorded (key 0) from now on."""
+        while frame is not None:
+            code = frame.f_code
+            if id(code) not in self.keys:
+                self.objects.append(code)
+                self.keys[id(code)] = 0
+                self.call_keys[id(code)] = 0
+            frame = frame.f_back
+
+
+class ThreadInfo:
+    __slots__ = ("thread_id", "ident", "native_id", "name", "is_main", "registered", "missing_ticks")
+
+    def __init__(self, thread_id, ident, native_id, name, is_main):
+        self.thread_id = thread_id
+        self.ident = ident
+        self.native_id = native_id
+        self.name = name
+        self.is_main = is_main
+        self.registered = False  # seen in threading's table at least once
+        self.missing_ticks = 0
+
+    def definition(self):
+        return {"id": self.thread_id, "ident": self.ident, "native_id": self.native_id,
+                "name": self.name, "is_main": self.is_main}
+
+
+def _thread_name(ident, code, frame):
+    """The thread's name if threading knows it, else ""; never creates anything.
+
+    threading._active is read, never written: current_thread() would create a _DummyThread
+    for a thread that is not registered yet, which the program could observe. At the start of
+    Thread._bootstrap the thread is not registered yet, but its Thread object is `self` there.
+    """
+    thread = threading._active.get(ident)
+    if thread is None and frame is not None and code is THREAD_BOOTSTRAP_CODE:
+        thread = frame.f_locals.get("self")
+    name = getattr(thread, "name", "") if thread is not None else ""
+    return name if isinstance(name, str) else ""
+
+
+def native_id_of(ident):
+    """The OS thread id of a thread threading knows, else 0."""
+    thread = threading._active.get(ident)
+    native_id = getattr(thread, "native_id", None)
+    return native_id if isinstance(native_id, int) else 0
+
+
+class ThreadTable:
+    """Threads: ident -> ThreadInfo (thread ids stay stable across reconnects), the ThreadDefinition
+    dicts waiting for the sender, and the idents of the shim's own threads (never recorded)."""
+
+    def __init__(self):
+        self.by_ident = {}
+        self.pending_definitions = []  # drained by the sender
+        self.ignored_idents = set()  # never replaced
+        self._next_thread_id = count(1).__next__
+        self._announced = set()  # thread ids whose definition this generation queued
+
+    def info(self, ident, code=None, frame=None, native_id=None):
+        """The ThreadInfo of a thread, registered (definition queued) when new; None when thread
+        ids are exhausted. A thread registers itself, except an idle thread seeded by the sender
+        at the end of a window (which passes its native id)."""
+        info = self.by_ident.get(ident)
+        if info is None:
+            thread_id = self._next_thread_id()
+            if thread_id > _wire.MAX_THREAD_ID:
+                return None
+            main = threading.main_thread()
+            info = ThreadInfo(thread_id, ident, get_native_id() if native_id is None else native_id,
+                              _thread_name(ident, code, frame), main is not None and main.ident == ident)
+            self.by_ident[ident] = info
+            self._announced.add(thread_id)
+            self.pending_definitions.append(info.definition())
+        return info
+
+    def announce(self, info):
+        """Queues a known thread's definition once per generation (a new connection needs it)."""
+        if info.thread_id not in self._announced:
+            self._announced.add(info.thread_id)
+            self.pending_definitions.append(info.definition())
+
+    def new_generation(self):
+        """A new recorder generation: every known thread is announced again at its next use."""
+        self._announced = set()
+
+    def refresh(self, thread_keys):
+        """Re-queues the definition of a thread whose name changed; forgets threads that ended
+        (so that a new thread reusing the ident gets its own id), in `thread_keys` too (the
+        recorder's ident -> thread key of this generation). Called by the sender only."""
+        active = threading._active
+        threads = self.by_ident
+        for ident, info in list(threads.items()):
+            thread = active.get(ident)
+            if thread is not None:
+                info.registered = True
+                info.missing_ticks = 0
+                name = thread.name
+                if name != info.name:
+                    info.name = name
+                    self.pending_definitions.append(info.definition())
+            elif info.registered:
+                info.missing_ticks += 1
+                # Two ticks apart: the thread has long finished its last frames by then.
+                # A new thread may have taken the ident since the snapshot: only this entry goes.
+                if info.missing_ticks >= 2 and threads.get(ident) is info:
+                    threads.pop(ident, None)
+                    self._announced.discard(info.thread_id)
+                    if thread_keys.get(ident) == info.thread_id << _wire.THREAD_ID_SHIFT:
+                        thread_keys.pop(ident, None)
+
+    def reset_after_fork(self):
+        """In a fork child: the parent's threads and pending definitions are not this process's."""
+        self.by_ident.clear()
+        self._next_thread_id = count(1).__next__
+        self.pending_definitions = []
+
+
+class CallbackFailures:
+    """What an exception caught inside a callback means, for every callback of the shim (calls,
+    exceptions, the one-shot call after a fork), and the counts it keeps: events dropped inside
+    callbacks (a full buffer, the recursion limit) and internal errors. The first internal error
+    calls `turn_off` (events off, the sender told), once."""
+
+    def __init__(self, shim_prefix, turn_off):
+        self.shim_prefix = shim_prefix
+        self._turn_off = turn_off
+        self.dropped = AtomicCounter()
+        self.errors = AtomicCounter()
+        self.failure = None  # description of the internal error that turned the shim off
+
+    def failed(self, exc):
+        """Decides what an exception caught in a callback means. Returns True to re-raise it."""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return True  # the program's own signal (Ctrl+C): it must surface as without the shim
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None and not tb.tb_frame.f_code.co_filename.startswith(self.shim_prefix):
+            return True  # raised by the program's code, e.g. a signal handler that ran here
+        if isinstance(exc, RecursionError):
+            # The program is at the recursion limit and our frame tipped it over: drop this
+            # event; the program reaches its own limit one frame later, as it would anyway.
+            self.dropped.increment()
+            return False
+        self.errors.increment()
+        if self.failure is None:
+            self.failure = "%s: %s" % (type(exc).__name__, exc)
+            self._turn_off()
+        return False
+
+    def reset_after_fork(self):
+        """In a fork child: the parent's counts are not this process's."""
+        self.dropped = AtomicCounter()
+        self.errors = AtomicCounter()
