@@ -245,7 +245,7 @@ def encode_definitions_frames(codes, threads):
 
 def encode_exceptions_frames(records, tallies):
     """EXCEPTIONS frames for lists of ExceptionRecord and ExceptionTally dicts, split like
-    DEFINITIONS. The shim bounds one record well below the frame limit (see _exceptions.py)."""
+    DEFINITIONS. The shim bounds one record well below the frame limit (see _exceptions/sender_thread.py)."""
     return _encode_split_frames(FRAME_EXCEPTIONS, ((1, "ExceptionRecord", records), (2, "ExceptionTally", tallies)))
 
 

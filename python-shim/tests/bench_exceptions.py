@@ -1,6 +1,6 @@
 """Benchmark (not a test): prints figures, asserts nothing.
 
-    /root/.pyenv/versions/3.12.1/bin/python python-shim/tests/bench_exceptions.py
+    /root/.pyenv/versions/3.12.1/bin/python python-shim/tests/benchprogram_threads.py
 
 Exceptions per second, without the shim and under it (exceptions only, calls only, both), for
 three programs: a raise/catch loop in one frame, an exception unwinding through 50 frames, and
@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import telemetry_shim  # noqa: E402
-from telemetry_shim import _exceptions  # noqa: E402
+from telemetry_shim._exceptions import program_threads  # noqa: E402
 
 ROUNDS = 5
 
@@ -116,16 +116,16 @@ def main():
                     ("shim, exceptions only", under_shim(path, fn, n, calls=False)),
                     ("shim, calls only", under_shim(path, fn, n, exceptions=False)),
                     ("shim, calls + exceptions (default)", under_shim(path, fn, n))]
-            saved = (_exceptions.FIRST_DETAILED_PER_SITE, _exceptions.MAX_DETAILED_PER_SECOND,
-                     _exceptions.DETAILED_BURST)
-            _exceptions.FIRST_DETAILED_PER_SITE = _exceptions.MAX_DETAILED_PER_SECOND = 10 ** 12
-            _exceptions.DETAILED_BURST = 10 ** 12
+            saved = (program_threads.FIRST_DETAILED_PER_SITE, program_threads.MAX_DETAILED_PER_SECOND,
+                     program_threads.DETAILED_BURST)
+            program_threads.FIRST_DETAILED_PER_SITE = program_threads.MAX_DETAILED_PER_SECOND = 10 ** 12
+            program_threads.DETAILED_BURST = 10 ** 12
             try:
                 rows.append(("shim, exceptions only, detail for every exception",
                              under_shim(path, fn, n, calls=False)))
             finally:
-                (_exceptions.FIRST_DETAILED_PER_SITE, _exceptions.MAX_DETAILED_PER_SECOND,
-                 _exceptions.DETAILED_BURST) = saved
+                (program_threads.FIRST_DETAILED_PER_SITE, program_threads.MAX_DETAILED_PER_SECOND,
+                 program_threads.DETAILED_BURST) = saved
             rows.append(("cProfile (reference)", under_cprofile(fn, n)))
             print("\n%s (%d per round):" % (title, n))
             for name, rate in rows:

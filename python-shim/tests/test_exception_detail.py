@@ -8,7 +8,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 if sys.version_info >= (3, 12):
-    from telemetry_shim import SHIM_PACKAGE_DIR, _exceptions, _wire  # noqa: E402
+    from telemetry_shim import SHIM_PACKAGE_DIR, _wire  # noqa: E402
+    from telemetry_shim._exceptions import safe_reads, sender_thread  # noqa: E402
     from telemetry_shim._monitor import Recorder  # noqa: E402
 
 OK, TRUNCATED, UNAVAILABLE = 0, 1, 2
@@ -67,15 +68,15 @@ def raised(exc):
 @unittest.skipUnless(sys.version_info >= (3, 12), "sys.monitoring needs Python 3.12+")
 class MessageTests(unittest.TestCase):
     def test_plain_arguments_give_the_message(self):
-        self.assertEqual(("bad value", OK), _exceptions.safe_message(ValueError("bad value")))
-        self.assertEqual(("'key'", OK), _exceptions.safe_message(KeyError("key")))
-        self.assertEqual(("(1, 'a', None, b'x')", OK), _exceptions.safe_message(ValueError(1, "a", None, b"x")))
-        self.assertEqual(("", OK), _exceptions.safe_message(RuntimeError()))
+        self.assertEqual(("bad value", OK), safe_reads.safe_message(ValueError("bad value")))
+        self.assertEqual(("'key'", OK), safe_reads.safe_message(KeyError("key")))
+        self.assertEqual(("(1, 'a', None, b'x')", OK), safe_reads.safe_message(ValueError(1, "a", None, b"x")))
+        self.assertEqual(("", OK), safe_reads.safe_message(RuntimeError()))
         self.assertEqual(("[Errno 2] No such file: 'a.txt'", OK),
-                         _exceptions.safe_message(FileNotFoundError(2, "No such file", "a.txt")))
+                         safe_reads.safe_message(FileNotFoundError(2, "No such file", "a.txt")))
         self.assertEqual(("'utf-8' codec can't decode byte 0xff in position 0: invalid start byte", OK),
-                         _exceptions.safe_message(raised_decode_error()))
-        self.assertEqual(("g (1 sub-exception)", OK), _exceptions.safe_message(ExceptionGroup("g", [Hostile()])))
+                         safe_reads.safe_message(raised_decode_error()))
+        self.assertEqual(("g (1 sub-exception)", OK), safe_reads.safe_message(ExceptionGroup("g", [Hostile()])))
 
     def test_anything_that_could_run_program_code_is_unavailable(self):
         cases = [
@@ -91,31 +92,31 @@ class MessageTests(unittest.TestCase):
         cases.append(syntax)
         for exc in cases:
             with self.subTest(type(exc).__name__):
-                self.assertEqual(("", UNAVAILABLE), _exceptions.safe_message(exc))
+                self.assertEqual(("", UNAVAILABLE), safe_reads.safe_message(exc))
 
     def test_a_failing_c_conversion_is_unavailable(self):
         # int -> str beyond the interpreter's digit limit raises inside str(): no message.
-        self.assertEqual(("", UNAVAILABLE), _exceptions.safe_message(ValueError(10 ** 5000)))
+        self.assertEqual(("", UNAVAILABLE), safe_reads.safe_message(ValueError(10 ** 5000)))
 
     def test_hostile_getattribute_is_never_called(self):
         exc = raised(Hostile("payload"))
-        self.assertEqual(("payload", OK), _exceptions.safe_message(exc))
-        self.assertEqual(([], 0), _exceptions.safe_notes(exc))
-        self.assertEqual(__name__ + ".Hostile", _exceptions.type_name(type(exc)))
+        self.assertEqual(("payload", OK), safe_reads.safe_message(exc))
+        self.assertEqual(([], 0), safe_reads.safe_notes(exc))
+        self.assertEqual(__name__ + ".Hostile", safe_reads.type_name(type(exc)))
 
     def test_metaclass_getattribute_is_never_called(self):
-        self.assertEqual(__name__ + ".MetaHostile", _exceptions.type_name(MetaHostile))
-        self.assertEqual(("m", OK), _exceptions.safe_message(MetaHostile("m")))
+        self.assertEqual(__name__ + ".MetaHostile", safe_reads.type_name(MetaHostile))
+        self.assertEqual(("m", OK), safe_reads.safe_message(MetaHostile("m")))
 
     def test_cut_on_a_character_boundary(self):
-        self.assertEqual(("abc", False), _exceptions.cut_text("abc"))
-        self.assertEqual(("é" * 512, True), _exceptions.cut_text("é" * 513))
-        self.assertEqual(("a" + "€" * 341, True), _exceptions.cut_text("a" + "€" * 400))  # 1 + 3*341 = 1024
-        self.assertEqual(("x" * 1023, True), _exceptions.cut_text("x" * 1023 + "é"))
-        self.assertEqual(("\\udc80", False), _exceptions.cut_text("\udc80"))
-        text, cut = _exceptions.cut_text("y" * 5_000_000)
+        self.assertEqual(("abc", False), safe_reads.cut_text("abc"))
+        self.assertEqual(("é" * 512, True), safe_reads.cut_text("é" * 513))
+        self.assertEqual(("a" + "€" * 341, True), safe_reads.cut_text("a" + "€" * 400))  # 1 + 3*341 = 1024
+        self.assertEqual(("x" * 1023, True), safe_reads.cut_text("x" * 1023 + "é"))
+        self.assertEqual(("\\udc80", False), safe_reads.cut_text("\udc80"))
+        text, cut = safe_reads.cut_text("y" * 5_000_000)
         self.assertEqual((1024, True), (len(text.encode()), cut))
-        self.assertEqual(("é" * 512, TRUNCATED), _exceptions.safe_message(ValueError("é" * 600)))
+        self.assertEqual(("é" * 512, TRUNCATED), safe_reads.safe_message(ValueError("é" * 600)))
 
 
 @unittest.skipUnless(sys.version_info >= (3, 12), "sys.monitoring needs Python 3.12+")
@@ -127,18 +128,18 @@ class NotesTests(unittest.TestCase):
         exc.__notes__.append(b"bytes are not notes")
         exc.__notes__.append(LoudStr("a str subclass keeps its text, never its __str__"))
         self.assertEqual((["first", "é" * 512, "a str subclass keeps its text, never its __str__"], 1),
-                         _exceptions.safe_notes(exc))
+                         safe_reads.safe_notes(exc))
 
     def test_notes_that_are_not_a_list(self):
         exc = ValueError()
         exc.__notes__ = "not a list"
-        self.assertEqual(([], 1), _exceptions.safe_notes(exc))
+        self.assertEqual(([], 1), safe_reads.safe_notes(exc))
 
     def test_at_most_sixteen(self):
         exc = ValueError()
         for i in range(20):
             exc.add_note(str(i))
-        self.assertEqual(([str(i) for i in range(16)], 4), _exceptions.safe_notes(exc))
+        self.assertEqual(([str(i) for i in range(16)], 4), safe_reads.safe_notes(exc))
 
 
 @unittest.skipUnless(sys.version_info >= (3, 12), "sys.monitoring needs Python 3.12+")
@@ -195,7 +196,7 @@ class DetailTests(unittest.TestCase):
             node = pending.pop()
             nodes.append(node)
             pending.extend(node["members"])
-        self.assertEqual(_exceptions.MAX_DETAILS_PER_RECORD, len(nodes))
+        self.assertEqual(sender_thread.MAX_DETAILS_PER_RECORD, len(nodes))
         self.assertEqual(16, len(detail["members"]))
         size = len(_wire.encode_message("ExceptionDetail", detail))
         self.assertLess(size, _wire.MAX_FRAME_PAYLOAD // 2)
@@ -210,7 +211,7 @@ class DetailTests(unittest.TestCase):
             dive(200)
         except LookupError as exc:
             detail = self.tracker.detail(exc)
-        self.assertEqual(_exceptions.MAX_TRACEBACK_ENTRIES, len(detail["traceback"]))
+        self.assertEqual(sender_thread.MAX_TRACEBACK_ENTRIES, len(detail["traceback"]))
         definitions = {d[0]: d[1] for d in self.recorder.codes.definitions}
         self.assertEqual({"DetailTests.test_traceback_keeps_the_innermost_entries.<locals>.dive"},
                          {definitions[l["code_id"]] for l in detail["traceback"]})

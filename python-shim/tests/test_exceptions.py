@@ -11,7 +11,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import support  # noqa: E402
-from telemetry_shim import _exceptions  # noqa: E402
+from telemetry_shim._exceptions import program_threads  # noqa: E402
 
 PRELUDE = "import telemetry_shim\nassert telemetry_shim.start(%s), 'shim did not start'\n"
 
@@ -664,7 +664,7 @@ class SafetyTests(unittest.TestCase):
                     pass
             """)
         records = run.of_type("builtins.KeyError")
-        first = _exceptions.FIRST_DETAILED_PER_SITE
+        first = program_threads.FIRST_DETAILED_PER_SITE
         self.assertGreaterEqual(len(records), first)
         self.assertLessEqual(len(records), first + 30)
         self.assertEqual(["'user-%d'" % i for i in range(first)], [r["detail"]["message"] for r in records[:first]])
@@ -677,7 +677,7 @@ class SafetyTests(unittest.TestCase):
         run.assert_stacks_balanced()
 
     def test_threads_record_their_own_exceptions(self):
-        per_thread = _exceptions.FIRST_DETAILED_PER_SITE // 3  # all of them detailed: one site, three threads
+        per_thread = program_threads.FIRST_DETAILED_PER_SITE // 3  # all of them detailed: one site, three threads
         run = ExceptionRun(self, """
             import threading
             def work(n):

@@ -198,6 +198,7 @@ class WindowPlanTests(unittest.TestCase):
 
     def test_slowdown_stretches_every_interval(self):
         from telemetry_shim import _exceptions
+        from telemetry_shim._exceptions import program_threads, sender_thread
         from telemetry_shim._settings import read_settings
 
         settings = read_settings(mode="burst", environ={"TELEMETRY_SHIM_SLOWDOWN": "12"})
@@ -205,15 +206,17 @@ class WindowPlanTests(unittest.TestCase):
         windows = self.windows({"TELEMETRY_SHIM_SLOWDOWN": "12"})
         self.assertEqual((24_000_000, 12_000_000, 720_000_000_000),
                          (windows.window_ns, windows.min_window_ns, windows.max_period_ns))
-        normal = (_exceptions.SITE_DETAIL_INTERVAL_NS, _exceptions.MAX_DETAILED_PER_SECOND, _exceptions.QUIET_NS)
+        def intervals():
+            return (program_threads.SITE_DETAIL_INTERVAL_NS, program_threads.MAX_DETAILED_PER_SECOND,
+                    sender_thread.QUIET_NS)
+
+        normal = intervals()
         try:
             _exceptions.stretch_intervals(4)
-            self.assertEqual((4 * normal[0], normal[1] / 4, 4 * normal[2]), (
-                _exceptions.SITE_DETAIL_INTERVAL_NS, _exceptions.MAX_DETAILED_PER_SECOND, _exceptions.QUIET_NS))
+            self.assertEqual((4 * normal[0], normal[1] / 4, 4 * normal[2]), intervals())
         finally:
             _exceptions.stretch_intervals(1)
-        self.assertEqual(normal, (_exceptions.SITE_DETAIL_INTERVAL_NS, _exceptions.MAX_DETAILED_PER_SECOND,
-                                  _exceptions.QUIET_NS))
+        self.assertEqual(normal, intervals())
         for bad in ("0.5", "fast", "5000"):
             settings = read_settings(mode="burst", environ={"TELEMETRY_SHIM_SLOWDOWN": bad})
             self.assertEqual(1.0, settings.slowdown)

@@ -1,0 +1,66 @@
+"""Exception capture: one record per exception object, sent once its fate is known.
+
+The parts, by the thread that runs them:
+- program_threads.py: the RAISE, RERAISE, EXCEPTION_HANDLED and PY_UNWIND callbacks and the
+  flights they keep (every exception followed from its first RAISE until its fate is known);
+- escape_hooks.py: sys.excepthook, threading.excepthook, sys.unraisablehook and asyncio's
+  handler, on the thread whose exception escaped;
+- sender_thread.py: each tick, concludes the flights that went quiet and builds the records and
+  tallies;
+- safe_reads.py: reading exceptions and code without running the program's code (any thread).
+
+Nothing here may run the program's code. ExceptionTracker wires the parts together and is what
+the recorder (callbacks, hooks, fork) and the sender (collect) use.
+"""
+
+from . import program_threads, sender_thread
+from .escape_hooks import EscapeHooks
+from .program_threads import FlightTable
+from .safe_reads import CodeLines
+from .sender_thread import ExceptionReporter
+
+
+def stretch_intervals(slowdown):
+    """Every interval and rate of the exception capture, for a process `slowdown` times slower than
+    a normal run (TELEMETRY_SHIM_SLOWDOWN)."""
+    program_threads.stretch_intervals(slowdown)
+    sender_thread.stretch_intervals(slowdown)
+
+
+class ExceptionTracker:
+    """The exception capture of one recorder: given the code table, the thread table and the
+    callback failure policy it shares with the call recorder (_tables.py)."""
+
+    def __init__(self, codes, threads, failures):
+        lines = CodeLines()
+        self.flights = FlightTable(codes, threads, failures, lines)
+        self.hooks = EscapeHooks(self.flights)
+        self.reporter = ExceptionReporter(self.flights, codes, lines)
+        self.flights.hook_asyncio = self.hook_asyncio
+        self.on_unwind = self.flights.on_unwind  # the call recorder's PY_UNWIND callback forwards to it
+
+    def callbacks(self, unwind):
+        """(event, callback) pairs to register (FlightTable.callbacks)."""
+        return self.flights.callbacks(unwind)
+
+    def install_hooks(self):
+        self.hooks.install()
+        self.hook_asyncio()
+
+    def uninstall_hooks(self):
+        self.hooks.uninstall()
+
+    def hook_asyncio(self):
+        """Wraps asyncio's handler if asyncio is imported by now (and tells the callbacks)."""
+        self.flights.asyncio_hooked = self.hooks.hook_asyncio()
+
+    def collect(self, final=False):
+        """The sender's tick (ExceptionReporter.collect); asyncio is looked for first."""
+        self.hook_asyncio()
+        return self.reporter.collect(final)
+
+    def detail(self, exc):
+        return self.reporter.detail(exc)
+
+    def reset_after_fork(self):
+        self.flights.reset_after_fork()
