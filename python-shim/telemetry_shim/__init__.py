@@ -11,12 +11,7 @@ Public API::
 Stdlib only; Python 3.12+. On older interpreters start() warns once and returns False.
 """
 
-import os as _os
-
-__version__ = "0.1.0"
-
-# Code whose co_filename lies under this directory is the shim's own: never recorded.
-SHIM_PACKAGE_DIR = _os.path.dirname(_os.path.abspath(__file__))
+from ._package import PACKAGE_DIR as SHIM_PACKAGE_DIR, VERSION as __version__
 
 __all__ = [
     "__version__",
@@ -30,15 +25,9 @@ __all__ = [
 
 def default_socket_path():
     """$TELEMETRY_AGENT_SOCKET, else $XDG_RUNTIME_DIR/telemetry-agent.sock, else /tmp/telemetry-agent-<uid>.sock."""
-    explicit = _os.environ.get("TELEMETRY_AGENT_SOCKET")
-    if explicit:
-        return explicit
-    runtime_dir = _os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir:
-        return _os.path.join(runtime_dir, "telemetry-agent.sock")
-    getuid = getattr(_os, "getuid", None)
-    uid = getuid() if getuid is not None else 0
-    return "/tmp/telemetry-agent-%d.sock" % uid
+    from ._settings import default_socket_path
+
+    return default_socket_path()
 
 
 def start(socket_path=None, *, service_name=None, calls=True, exceptions=True, mode=None):

@@ -8,11 +8,7 @@ import sys
 import threading
 import time
 
-from . import SHIM_PACKAGE_DIR, __version__, default_socket_path
-
-DEFAULT_BUFFER_EVENTS = 1 << 17  # at most about 11 MB of pending records (84 bytes each)
-DEFAULT_FLUSH_INTERVAL_MS = 50
-DEFAULT_EXIT_TIMEOUT_S = 2.0
+from ._package import PACKAGE_DIR, VERSION
 
 _control_lock = threading.RLock()
 _shim = None  # the running _Shim, if any
@@ -31,17 +27,6 @@ def warn_once(message):
         sys.stderr.flush()
     except BaseException:
         pass
-
-
-def _env_number(name, default, minimum):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        return default
-    return max(value, minimum)
 
 
 def _process_start_unix_ns():
@@ -65,25 +50,22 @@ def _process_start_unix_ns():
 
 
 class _Shim:
-    def __init__(self, socket_path, service_name, tool_id, settings, exceptions=True):
+    def __init__(self, tool_id, settings, exceptions=True):
         from ._exceptions import stretch_intervals
         from ._monitor import Recorder
         from ._settings import CodeFilter
 
         self.settings = settings
         stretch_intervals(settings.slowdown)
-        self.socket_path = socket_path
-        self.service_name = service_name
         self.tool_id = tool_id
         self.working_directory = _cwd()
         # Read now, not at connect time: multiprocessing's spawn child replaces sys.argv with its
         # parent's before the sender may have connected.
         self.argv = [str(a) for a in getattr(sys, "argv", None) or ()]
-        capacity = int(_env_number("TELEMETRY_SHIM_BUFFER_EVENTS", DEFAULT_BUFFER_EVENTS, 1024))
-        self.flush_interval_s = _env_number("TELEMETRY_SHIM_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS, 1) / 1000
-        # Read now: at exit the events are still on until stop(), and os.environ is Python code.
-        self.exit_timeout_s = _env_number("TELEMETRY_SHIM_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S, 0.0)
-        self.recorder = Recorder(capacity, SHIM_PACKAGE_DIR, self._internal_error, calls=settings.calls,
+        # From the settings, read at start: at exit the events are still on until stop(), and
+        # os.environ is Python code.
+        self.exit_timeout_s = settings.exit_timeout_s
+        self.recorder = Recorder(settings.buffer_events, PACKAGE_DIR, self._internal_error, calls=settings.calls,
                                  exceptions=exceptions, burst=settings.mode == "burst",
                                  code_filter=CodeFilter(settings.include, settings.exclude))
         self.sender = self._new_sender()
@@ -92,8 +74,8 @@ class _Shim:
     def _new_sender(self):
         from ._sender import Sender
 
-        return Sender(self.recorder, self.socket_path, self.hello_fields, warn_once, self.flush_interval_s,
-                      self.settings)
+        return Sender(self.recorder, self.settings.socket_path, self.hello_fields, warn_once,
+                      self.settings.flush_interval_s, self.settings)
 
     def begin(self):
         self.sender.start_thread()
@@ -108,7 +90,7 @@ class _Shim:
         unix_ns = time.time_ns()
         fields = {
             "protocol_version": 1,
-            "shim_version": __version__,
+            "shim_version": VERSION,
             "pid": os.getpid(),
             "parent_pid": os.getppid(),
             "process_start_unix_ns": self.process_start_unix_ns,
@@ -117,8 +99,6 @@ class _Shim:
             "python_implementation": sys.implementation.name,
             "python_version": sys.version.split()[0],
             "host_name": _host_name(),
-            "service_name": self.service_name or os.environ.get("OTEL_SERVICE_NAME", ""),
-            "resource_attributes": os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""),
             "clock_monotonic_ns": monotonic_ns,
             "clock_unix_ns": unix_ns,
             "tool_id": self.tool_id,
@@ -186,7 +166,7 @@ def _host_name():
         return ""
 
 
-def start(socket_path, service_name, calls=True, exceptions=True, mode=None, default_mode="full"):
+def start(socket_path, service_name, calls=True, exceptions=True, mode=None, default_mode="full", autostart=False):
     global _shim
     try:
         with _control_lock:
@@ -201,7 +181,7 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
                 return False
             from ._settings import read_settings
 
-            settings = read_settings(mode if calls else "exceptions", default_mode)
+            settings = read_settings(mode if calls else "exceptions", default_mode, socket_path, service_name, autostart)
             if settings.problems:
                 warn_once("telemetry_shim: %s" % "; ".join(settings.problems))
             if not settings.calls and not exceptions:
@@ -209,12 +189,12 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
                 return False
             from ._monitor import claim_tool_id
 
-            tool_id = claim_tool_id()
+            tool_id = claim_tool_id(settings.tool_ids)
             if tool_id is None:
                 warn_once("telemetry_shim: no free sys.monitoring tool id (3, 4 and 5 are in use); running untraced")
                 return False
             try:
-                shim = _Shim(socket_path or default_socket_path(), service_name, tool_id, settings, exceptions)
+                shim = _Shim(tool_id, settings, exceptions)
                 _register_hooks()
                 shim.begin()
             except BaseException as exc:

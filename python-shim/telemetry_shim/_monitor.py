@@ -48,25 +48,14 @@ EXCEPTION_EVENT_MASK = _events.RAISE | _events.RERAISE | _events.EXCEPTION_HANDL
 _PUSH_KINDS = frozenset((_wire.KIND_START, _wire.KIND_RESUME, _wire.KIND_THROW))
 _DISABLE_OK_KINDS = frozenset(kind for _, kind, ok in _EVENT_KINDS if ok)
 
-# Tool ids: 0 debugger, 1 coverage, 2 profiler (cProfile) are never taken.
-CANDIDATE_TOOL_IDS = (3, 4, 5)
 TOOL_NAME = "telemetry_shim"
 
 _SEED_DEPTH_LIMIT = 10000
 
 
-def claim_tool_id():
-    """A free sys.monitoring tool id (checked with get_tool first, never stolen), or None."""
-    candidates = list(CANDIDATE_TOOL_IDS)
-    requested = os.environ.get("TELEMETRY_SHIM_TOOL_ID", "").strip()
-    if requested:
-        try:
-            wanted = int(requested)
-        except ValueError:
-            wanted = None
-        if wanted in candidates:
-            candidates.remove(wanted)
-            candidates.insert(0, wanted)
+def claim_tool_id(candidates):
+    """The first free sys.monitoring tool id of `candidates` (Settings.tool_ids; checked with
+    get_tool first, never stolen), or None."""
     for tool_id in candidates:
         if _monitoring.get_tool(tool_id) is not None:
             continue

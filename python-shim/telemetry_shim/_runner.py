@@ -14,18 +14,12 @@ import runpy
 import sys
 import types
 
-import telemetry_shim
-from telemetry_shim._settings import MODE_ENV
+from telemetry_shim._package import PACKAGE_DIR, VERSION
+from telemetry_shim._settings import AUTOSTART_ENV, MODE_ENV, SERVICE_NAME_ENV, SOCKET_ENV, default_socket_path
 from telemetry_shim._wire import MODES
 
-# Environment handed to child processes so that every Python child starts under the shim too
-# (read by autostart/sitecustomize.py).
-SOCKET_ENV = "TELEMETRY_AGENT_SOCKET"
-AUTOSTART_ENV = "TELEMETRY_SHIM_AUTOSTART"
-SERVICE_NAME_ENV = "TELEMETRY_SHIM_SERVICE_NAME"
-
-PYTHON_SHIM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AUTOSTART_DIR = os.path.join(PYTHON_SHIM_DIR, "telemetry_shim", "autostart")
+PYTHON_SHIM_DIR = os.path.dirname(PACKAGE_DIR)
+AUTOSTART_DIR = os.path.join(PACKAGE_DIR, "autostart")
 
 # Runner options that take a value; needed to find where the program's own arguments begin.
 _OPTIONS_WITH_VALUE = ("--socket", "--service-name", "--mode")
@@ -110,7 +104,7 @@ def build_parser():
         help="run a library module as a script, like `python -m module`",
     )
     parser.add_argument(
-        "--version", action="version", version="telemetry_shim %s" % _shim_version()
+        "--version", action="version", version="telemetry_shim %s" % VERSION
     )
     return parser
 
@@ -332,7 +326,7 @@ def _hide_launcher_frames(error, program_code):
 
 
 def _resolve_socket_path(option):
-    path = option or os.environ.get(SOCKET_ENV) or telemetry_shim.default_socket_path()
+    path = option or default_socket_path()
     if path.startswith(("\0", "@")):
         return path  # Linux abstract socket name
     # Absolute, so that children which change directory still find it.
@@ -340,6 +334,8 @@ def _resolve_socket_path(option):
 
 
 def _export_child_environment(socket_path, service_name, mode):
+    """The environment handed to child processes so that every Python child starts under the shim
+    too (read by autostart/sitecustomize.py and _settings)."""
     os.environ[SOCKET_ENV] = socket_path
     os.environ[AUTOSTART_ENV] = "1"
     if mode:
@@ -356,10 +352,6 @@ def _export_child_environment(socket_path, service_name, mode):
 
 def _quiet_default_socket_path():
     try:
-        return telemetry_shim.default_socket_path()
+        return default_socket_path()
     except Exception:
         return "the shim's default"
-
-
-def _shim_version():
-    return getattr(telemetry_shim, "__version__", "unknown")

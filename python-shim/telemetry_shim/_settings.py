@@ -1,22 +1,41 @@
-"""What to record: the mode, the burst windows, the overhead budget and the code filters.
+"""Every setting the shim takes from the environment, read in one place under one rule.
 
 One set of settings for every way of starting the shim: `start()` arguments win, then the
-environment (TELEMETRY_SHIM_MODE, _WINDOW_MS, _PERIOD_MS, _BUDGET, _INCLUDE, _EXCLUDE, _SLOWDOWN), then the
-default of the entry point (`full` for the API and `telemetry-agent run`, `burst` for
-`python -m telemetry_shim` and autostart). A bad value never stops the program: it is reported
-once on stderr and the default is used.
+environment, then the default (for the mode, the default of the entry point: `full` for the API
+and `telemetry-agent run`, `burst` for `python -m telemetry_shim` and autostart). A bad value
+never stops the program: every problem is reported on one stderr line (at start, by _control)
+and the default used; a number below a setting's minimum is reported and the minimum used.
+Settings are read once, at start: the sender thread never reads the environment.
+
+autostart/sitecustomize.py reads TELEMETRY_SHIM_AUTOSTART itself: it must decide before it
+imports anything of the package (see there).
 """
 
 import os
 
 from . import _wire
 
+# Where the agent listens.
+SOCKET_ENV = "TELEMETRY_AGENT_SOCKET"
+RUNTIME_DIR_ENV = "XDG_RUNTIME_DIR"
+# What the process is, copied into HELLO.
+OTEL_SERVICE_NAME_ENV = "OTEL_SERVICE_NAME"
+OTEL_RESOURCE_ATTRIBUTES_ENV = "OTEL_RESOURCE_ATTRIBUTES"
+# The service name `python -m telemetry_shim --service-name` hands to its children (read by autostart only).
+SERVICE_NAME_ENV = "TELEMETRY_SHIM_SERVICE_NAME"
+AUTOSTART_ENV = "TELEMETRY_SHIM_AUTOSTART"  # read by autostart/sitecustomize.py, written by the runner
+# What to record.
 MODE_ENV = "TELEMETRY_SHIM_MODE"
 WINDOW_ENV = "TELEMETRY_SHIM_WINDOW_MS"
 PERIOD_ENV = "TELEMETRY_SHIM_PERIOD_MS"
 BUDGET_ENV = "TELEMETRY_SHIM_BUDGET"
 INCLUDE_ENV = "TELEMETRY_SHIM_INCLUDE"
 EXCLUDE_ENV = "TELEMETRY_SHIM_EXCLUDE"
+# How: the tool id, the buffer, the sender's ticks, the exit flush.
+TOOL_ID_ENV = "TELEMETRY_SHIM_TOOL_ID"
+BUFFER_EVENTS_ENV = "TELEMETRY_SHIM_BUFFER_EVENTS"
+FLUSH_INTERVAL_ENV = "TELEMETRY_SHIM_FLUSH_INTERVAL_MS"
+EXIT_TIMEOUT_ENV = "TELEMETRY_SHIM_EXIT_TIMEOUT_S"
 # For measuring the shim under a tool that slows the whole process down (valgrind: about 12 times):
 # every interval the shim plans or waits for is stretched by this factor, so that its schedule
 # keeps the proportion to the program's progress that it has in a normal run.
@@ -27,54 +46,112 @@ DEFAULT_PERIOD_MS = 1000.0
 DEFAULT_BUDGET = 0.01
 # Windows shorter than this measure little but the cost of switching the events.
 MIN_WINDOW_MS = 1.0
+# sys.monitoring tool ids the shim may claim, in this order: 0 debugger, 1 coverage, 2 profiler
+# (cProfile) are never taken.
+TOOL_IDS = (3, 4, 5)
+DEFAULT_BUFFER_EVENTS = 1 << 17  # at most about 11 MB of pending records (84 bytes each)
+MIN_BUFFER_EVENTS = 1024
+DEFAULT_FLUSH_INTERVAL_MS = 50.0
+MIN_FLUSH_INTERVAL_MS = 1.0
+DEFAULT_EXIT_TIMEOUT_S = 2.0
+
+_INFINITY = float("inf")
 
 
 class Settings:
-    __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "problems", "slowdown")
+    __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "slowdown", "socket_path",
+                 "service_name", "resource_attributes", "tool_ids", "buffer_events", "flush_interval_s",
+                 "exit_timeout_s", "problems")
 
-    def __init__(self, mode, window_ns, period_ns, budget, include, exclude, problems, slowdown=1.0):
-        self.mode = mode
-        self.window_ns = window_ns
-        self.period_ns = period_ns
-        self.budget = budget  # fraction of wall time (0.01 = 1%); 0: fixed windows
-        self.include = include
-        self.exclude = exclude
-        self.problems = problems  # messages about values that were ignored
-        self.slowdown = slowdown  # window_ns and period_ns include it already
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            setattr(self, name, value)
 
     @property
     def calls(self):
         return self.mode != _wire.MODE_EXCEPTIONS
 
     def hello_fields(self):
-        fields = {"mode": self.mode, "include": list(self.include), "exclude": list(self.exclude)}
+        fields = {"mode": self.mode, "include": list(self.include), "exclude": list(self.exclude),
+                  "service_name": self.service_name, "resource_attributes": self.resource_attributes}
         if self.mode == _wire.MODE_BURST:
             fields.update(window_ns=self.window_ns, period_ns=self.period_ns,
                           overhead_budget_ppm=int(round(self.budget * 1_000_000)))
         return fields
 
 
-def read_settings(mode=None, default_mode=_wire.MODE_FULL, environ=None):
-    """Settings from `mode` (when given), the environment, and the entry point's default mode."""
+def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, service_name=None, autostart=False,
+                  environ=None):
+    """Settings from the arguments of the entry point (when given), the environment, and the
+    defaults. `autostart`: the entry point is autostart/sitecustomize.py, which also takes the
+    service name that a runner handed its children."""
     env = os.environ if environ is None else environ
-    problems = []
+    problems = []  # messages about values that were ignored
     chosen = (mode or env.get(MODE_ENV, "") or default_mode).strip().lower()
     if chosen not in _wire.MODES:
         problems.append("%s=%r is not one of %s; using %s" % (MODE_ENV, chosen, ", ".join(_wire.MODES), default_mode))
         chosen = default_mode
-    window_ms = _milliseconds(env, WINDOW_ENV, DEFAULT_WINDOW_MS, problems)
+    window_ms = _at_least(_milliseconds(env, WINDOW_ENV, DEFAULT_WINDOW_MS, problems), WINDOW_ENV, MIN_WINDOW_MS,
+                          "ms", problems)
     period_ms = _milliseconds(env, PERIOD_ENV, DEFAULT_PERIOD_MS, problems)
-    if window_ms < MIN_WINDOW_MS:
-        problems.append("%s must be at least %g ms; using %g" % (WINDOW_ENV, MIN_WINDOW_MS, MIN_WINDOW_MS))
-        window_ms = MIN_WINDOW_MS
     if period_ms < 2 * window_ms:
         problems.append("%s must be at least twice the window; using %g ms" % (PERIOD_ENV, 2 * window_ms))
         period_ms = 2 * window_ms
     budget = parse_budget(env.get(BUDGET_ENV, ""), problems)
-    slowdown = _number(env, SLOWDOWN_ENV, 1.0, lambda value: 1 <= value <= 1000, "a factor between 1 and 1000",
-                       problems)
-    return Settings(chosen, int(window_ms * 1e6 * slowdown), int(period_ms * 1e6 * slowdown), budget,
-                    _patterns(env.get(INCLUDE_ENV, "")), _patterns(env.get(EXCLUDE_ENV, "")), problems, slowdown)
+    slowdown = _number(env, SLOWDOWN_ENV, 1.0, problems, lambda value: 1 <= value <= 1000,
+                       "a factor between 1 and 1000")
+    if not service_name and autostart:
+        service_name = env.get(SERVICE_NAME_ENV, "")
+    return Settings(
+        mode=chosen,
+        # The stretch is in these two already.
+        window_ns=int(window_ms * 1e6 * slowdown),
+        period_ns=int(period_ms * 1e6 * slowdown),
+        budget=budget,  # fraction of wall time (0.01 = 1%); 0: fixed windows
+        include=_patterns(env.get(INCLUDE_ENV, "")),
+        exclude=_patterns(env.get(EXCLUDE_ENV, "")),
+        slowdown=slowdown,
+        socket_path=socket_path or default_socket_path(env),
+        service_name=service_name or env.get(OTEL_SERVICE_NAME_ENV, ""),
+        resource_attributes=env.get(OTEL_RESOURCE_ATTRIBUTES_ENV, ""),
+        tool_ids=_tool_ids(env, problems),
+        buffer_events=int(_number_at_least(env, BUFFER_EVENTS_ENV, DEFAULT_BUFFER_EVENTS, MIN_BUFFER_EVENTS, "events",
+                                           problems)),
+        flush_interval_s=_number_at_least(env, FLUSH_INTERVAL_ENV, DEFAULT_FLUSH_INTERVAL_MS, MIN_FLUSH_INTERVAL_MS,
+                                          "ms", problems) / 1000,
+        exit_timeout_s=_number_at_least(env, EXIT_TIMEOUT_ENV, DEFAULT_EXIT_TIMEOUT_S, 0.0, "s", problems),
+        problems=problems,
+    )
+
+
+def default_socket_path(environ=None):
+    """$TELEMETRY_AGENT_SOCKET, else $XDG_RUNTIME_DIR/telemetry-agent.sock, else /tmp/telemetry-agent-<uid>.sock."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(SOCKET_ENV)
+    if explicit:
+        return explicit
+    runtime_dir = env.get(RUNTIME_DIR_ENV)
+    if runtime_dir:
+        return os.path.join(runtime_dir, "telemetry-agent.sock")
+    getuid = getattr(os, "getuid", None)
+    uid = getuid() if getuid is not None else 0
+    return "/tmp/telemetry-agent-%d.sock" % uid
+
+
+def _tool_ids(env, problems):
+    """The tool ids to try, in order: TELEMETRY_SHIM_TOOL_ID first when it names one of TOOL_IDS."""
+    raw = env.get(TOOL_ID_ENV, "").strip()
+    if not raw:
+        return TOOL_IDS
+    try:
+        wanted = int(raw)
+    except ValueError:
+        wanted = None
+    if wanted not in TOOL_IDS:
+        problems.append("%s=%r is not one of %s; using the first free one" % (
+            TOOL_ID_ENV, raw, ", ".join(str(tool_id) for tool_id in TOOL_IDS)))
+        return TOOL_IDS
+    return (wanted,) + tuple(tool_id for tool_id in TOOL_IDS if tool_id != wanted)
 
 
 def parse_budget(text, problems):
@@ -95,11 +172,25 @@ def parse_budget(text, problems):
 
 
 def _milliseconds(env, name, default, problems):
-    return _number(env, name, default, lambda value: value > 0, "a positive number of milliseconds", problems)
+    return _number(env, name, default, problems, lambda value: value > 0, "a positive number of milliseconds")
 
 
-def _number(env, name, default, valid, expected, problems):
-    """The number in env[name], or `default` when it is unset, or (reported) not a number `valid` accepts."""
+def _number_at_least(env, name, default, minimum, unit, problems):
+    """The number in env[name] (`default` when it is unset or, reported, not a number), at least `minimum`."""
+    return _at_least(_number(env, name, default, problems), name, minimum, unit, problems)
+
+
+def _at_least(value, name, minimum, unit, problems):
+    """`value`, or (reported) `minimum` when it is less."""
+    if value < minimum:
+        problems.append("%s must be at least %g %s; using %g" % (name, minimum, unit, minimum))
+        return minimum
+    return value
+
+
+def _number(env, name, default, problems, valid=lambda value: True, expected="a number"):
+    """The number in env[name], or `default` when it is unset, or (reported) not a finite number
+    that `valid` accepts."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -107,7 +198,7 @@ def _number(env, name, default, valid, expected, problems):
         value = float(raw)
     except ValueError:
         value = None
-    if value is None or not valid(value):
+    if value is None or not -_INFINITY < value < _INFINITY or not valid(value):
         problems.append("%s=%r is not %s; using %g" % (name, raw, expected, default))
         return default
     return value

@@ -63,6 +63,14 @@ class AutostartTest(support.TempDirTestCase):
                 self.assertEqual(connections, [])
                 self.assertIn(os.path.join(AUTOSTART_DIR, "sitecustomize.py"), out)
 
+    def test_a_flag_that_is_neither_on_nor_off_is_reported_and_starts_nothing(self):
+        (code, out, err), connections = self.run_program(autostart_env("{agent}", "enabled"))
+        self.assertEqual(0, code, err)
+        self.assertEqual(connections, [])
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertIn("TELEMETRY_SHIM_AUTOSTART='enabled'", err)
+        self.assertIn(os.path.join(AUTOSTART_DIR, "sitecustomize.py"), out)
+
     def test_no_bootstrap_frames_are_recorded(self):
         (code, _, err), connections = self.run_program(autostart_env("{agent}"))
         self.assertEqual((code, err), (0, ""))

@@ -1,8 +1,13 @@
 """Start the telemetry shim in any Python process, with no change to its code.
 
 Put this directory and the python-shim directory on PYTHONPATH and set TELEMETRY_SHIM_AUTOSTART=1
-(`python -m telemetry_shim` does so for the children of the program it runs). The socket comes from
-TELEMETRY_AGENT_SOCKET, else the shim's default.
+(`python -m telemetry_shim` does so for the children of the program it runs). Every other setting
+(the socket, the mode, ...) is read by the shim's _settings, as for any other entry point.
+
+TELEMETRY_SHIM_AUTOSTART is the one variable read here, not in _settings: this file runs in every
+process that inherits the environment, and must leave a process that does not ask for the shim as
+it was, without the package imported (its modules in sys.modules, its start-up cost); on Python
+3.11 and older it must not import it at all.
 
 This file runs inside `site`, before the program, in every process that inherits that environment,
 so it must never break one: any failure turns into at most one line on stderr. It always hands on
@@ -18,7 +23,9 @@ started, so it shows with its time but no call.
 import os
 import sys
 
+_AUTOSTART_ENV = "TELEMETRY_SHIM_AUTOSTART"
 _ENABLED_VALUES = ("1", "true", "yes", "on")
+_DISABLED_VALUES = ("", "0", "false", "no", "off")
 # Code the interpreter runs at top level before the program (path hooks, the main loader).
 _BOOTSTRAP_FILES = (
     "<frozen importlib._bootstrap>",
@@ -37,8 +44,14 @@ def _warn(message):
 
 
 def _autostart_requested():
-    value = os.environ.get("TELEMETRY_SHIM_AUTOSTART", "")
-    return value.strip().lower() in _ENABLED_VALUES and sys.version_info >= (3, 12)
+    value = os.environ.get(_AUTOSTART_ENV, "")
+    if value.strip().lower() in _DISABLED_VALUES:
+        return False
+    if value.strip().lower() not in _ENABLED_VALUES:
+        _warn("%s=%r is not one of %s; the shim does not start"
+              % (_AUTOSTART_ENV, value, ", ".join(_ENABLED_VALUES + _DISABLED_VALUES[1:])))
+        return False
+    return sys.version_info >= (3, 12)
 
 
 def _run_by_runner():
@@ -81,11 +94,7 @@ def _start_shim():
     from telemetry_shim import _control
 
     # Burst mode unless TELEMETRY_SHIM_MODE says otherwise: autostart is for services.
-    started = _control.start(
-        os.environ.get("TELEMETRY_AGENT_SOCKET") or None,
-        os.environ.get("TELEMETRY_SHIM_SERVICE_NAME") or None,
-        default_mode="burst",
-    )
+    started = _control.start(None, None, default_mode="burst", autostart=True)
     if not started:
         _warn("the shim did not start, this process is not recorded")
 
