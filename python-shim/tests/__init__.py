@@ -1,9 +1,3 @@
-"""Lets `python -m unittest discover -s python-shim/tests -t python-shim` import the test
-modules' shared `support` module, as discovery from the tests directory itself does."""
-
-import os
-import sys
-
-_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+"""The shim's test suite, a package so that the tests share `tests.support`. Run from python-shim/:
+`python -m unittest discover -s tests -t .` (the working directory makes telemetry_shim importable;
+nothing here edits sys.path)."""

@@ -5,7 +5,7 @@ import os
 import shutil
 import unittest
 
-import support
+from tests import support
 
 AUTOSTART_DIR = os.path.join(support.SHIM_ROOT, "telemetry_shim", "autostart")
 SHIM_PACKAGE_DIR = os.path.join(support.SHIM_ROOT, "telemetry_shim")

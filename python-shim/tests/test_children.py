@@ -10,7 +10,7 @@ import textwrap
 import time
 import unittest
 
-import support
+from tests import support
 
 # Each program prints one JSON line: {"parent": pid, "children": [pid, ...]}.
 SUBPROCESS_PROGRAM = """\

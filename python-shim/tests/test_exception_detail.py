@@ -1,16 +1,13 @@
 """What the shim reads from an exception object, in process: only safe reads (never the class's
 own __str__, __repr__, __getattribute__ or properties), the documented cuts and caps."""
 
-import os
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 if sys.version_info >= (3, 12):
-    from telemetry_shim import SHIM_PACKAGE_DIR, _wire  # noqa: E402
-    from telemetry_shim._exceptions import safe_reads, sender_thread  # noqa: E402
-    from telemetry_shim._monitor import Recorder  # noqa: E402
+    from telemetry_shim import SHIM_PACKAGE_DIR, _wire
+    from telemetry_shim._exceptions import safe_reads, sender_thread
+    from telemetry_shim._monitor import Recorder
 
 OK, TRUNCATED, UNAVAILABLE = 0, 1, 2
 

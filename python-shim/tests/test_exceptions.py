@@ -8,10 +8,8 @@ import textwrap
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import support  # noqa: E402
-from telemetry_shim._exceptions import program_threads  # noqa: E402
+from tests import support
+from telemetry_shim._exceptions import program_threads
 
 PRELUDE = "import telemetry_shim\nassert telemetry_shim.start(%s), 'shim did not start'\n"
 

@@ -5,15 +5,12 @@ rewrite fails the test so that it is never silent."""
 import glob
 import json
 import os
-import sys
 import unittest
 from array import array
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from telemetry_shim import _wire
 
-from telemetry_shim import _wire  # noqa: E402
-
-import support  # noqa: E402
+from tests import support
 
 FRAME_TYPES = {"HELLO": _wire.FRAME_HELLO, "DEFINITIONS": _wire.FRAME_DEFINITIONS, "EVENTS": _wire.FRAME_EVENTS,
                "STATS": _wire.FRAME_STATS, "GOODBYE": _wire.FRAME_GOODBYE, "EXCEPTIONS": _wire.FRAME_EXCEPTIONS}

@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-import support
+from tests import support
 
 FULL = {"TELEMETRY_SHIM_MODE": "full"}
 

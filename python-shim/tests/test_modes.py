@@ -6,9 +6,7 @@ import sys
 import textwrap
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import support  # noqa: E402
+from tests import support
 
 # A CPU-bound main thread and a thread that sleeps through every window.
 BUSY_AND_IDLE = textwrap.dedent("""

@@ -16,7 +16,7 @@ import textwrap
 import unittest
 import zipfile
 
-import support
+from tests import support
 
 PACKAGE_DIR = os.path.join(support.SHIM_ROOT, "telemetry_shim")
 BACKEND_DIR = os.path.join(support.SHIM_ROOT, "build_backend")

@@ -11,15 +11,13 @@ import unittest
 from _thread import get_ident
 from unittest import mock
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import support  # noqa: E402
+from tests import support
 
 if sys.version_info >= (3, 12):
-    from telemetry_shim import SHIM_PACKAGE_DIR, _wire  # noqa: E402
-    from telemetry_shim._monitor import Recorder  # noqa: E402
-    from telemetry_shim._tables import ThreadInfo  # noqa: E402
-    from telemetry_shim._sender import Sender  # noqa: E402
+    from telemetry_shim import SHIM_PACKAGE_DIR, _wire
+    from telemetry_shim._monitor import Recorder
+    from telemetry_shim._tables import ThreadInfo
+    from telemetry_shim._sender import Sender
 
 
 def hello_fields():

@@ -9,9 +9,7 @@ import tempfile
 import textwrap
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import support  # noqa: E402
+from tests import support
 
 FIB = """
 def fib(n):

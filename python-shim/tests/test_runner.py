@@ -11,7 +11,7 @@ import sys
 import tempfile
 import unittest
 
-import support
+from tests import support
 
 REPO_ROOT = support.REPO_ROOT
 FIXTURE_APP = os.path.join(REPO_ROOT, "examples", "fixture_app.py")

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import unittest
 
-import support
+from tests import support
 
 from telemetry_shim import _settings
 from telemetry_shim._settings import read_settings

@@ -1,16 +1,12 @@
 """Encoder unit tests, checked against the independent reference decoder in support.py."""
 
-import os
 import struct
-import sys
 import unittest
 from array import array
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from telemetry_shim import _wire
 
-from telemetry_shim import _wire  # noqa: E402
-
-import support  # noqa: E402
+from tests import support
 
 
 def varint(value):
