@@ -4,10 +4,9 @@ Put this directory and the python-shim directory on PYTHONPATH and set TELEMETRY
 (`python -m telemetry_shim` does so for the children of the program it runs). Every other setting
 (the socket, the mode, ...) is read by the shim's _settings, as for any other entry point.
 
-TELEMETRY_SHIM_AUTOSTART is the one variable read here, not in _settings: this file runs in every
-process that inherits the environment, and must leave a process that does not ask for the shim as
-it was, without the package imported (its modules in sys.modules, its start-up cost); on Python
-3.11 and older it must not import it at all.
+TELEMETRY_SHIM_AUTOSTART is the one variable read here rather than in _settings: a process that
+does not ask for the shim must be left as it was, without the package imported (its modules in
+sys.modules, its start-up cost), and Python 3.11 and older must not import it at all.
 
 This file runs inside `site`, before the program, in every process that inherits that environment,
 so it must never break one: any failure turns into at most one line on stderr. It always hands on
@@ -45,9 +44,10 @@ def _warn(message):
 
 def _autostart_requested():
     value = os.environ.get(_AUTOSTART_ENV, "")
-    if value.strip().lower() in _DISABLED_VALUES:
+    flag = value.strip().lower()
+    if flag in _DISABLED_VALUES:
         return False
-    if value.strip().lower() not in _ENABLED_VALUES:
+    if flag not in _ENABLED_VALUES:
         _warn("%s=%r is not one of %s; the shim does not start"
               % (_AUTOSTART_ENV, value, ", ".join(_ENABLED_VALUES + _DISABLED_VALUES[1:])))
         return False
