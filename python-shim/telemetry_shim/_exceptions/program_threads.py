@@ -166,6 +166,7 @@ class FlightTable:
         self.asyncio_hooked = False
         self.hook_asyncio = _no_hook
         self._threads = threads
+        self._thread_infos = threads.by_ident  # never replaced
         self._failed = failures.failed
         self._code_keys = codes.keys  # never replaced
         self._code_key_of = codes.key_of
@@ -306,7 +307,7 @@ class FlightTable:
         now = perf_counter_ns()
         flight = Flight(exc, ident, site, now)
         if sampled or self._sample(site, now):
-            info = self._threads.info(ident, code, frame)
+            info = self._thread_infos.get(ident) or self._threads.info(ident, code, frame)
             if info is not None:
                 flight.detailed = True
                 flight.info = info
@@ -551,7 +552,7 @@ class FlightTable:
                 tb = tb.tb_next
             ck = self._code_key_of(tb.tb_frame.f_code, tb.tb_frame)
             line = tb.tb_lineno or 0
-        info = self._threads.info(ident)
+        info = self._thread_infos.get(ident) or self._threads.info(ident)
         if info is None:
             return None
         cls = type(exc)
