@@ -6,6 +6,7 @@ proto/PROTOCOL.md and shim.proto), so that a shared mistake cannot hide.
 """
 
 import glob
+import itertools
 import os
 import shutil
 import socket
@@ -354,6 +355,11 @@ def replay_stacks(conn):
     return {t: (stacks[t], problems[t]) for t in stacks}
 
 
+# Abstract socket names (Linux) of the probes of RecordingAgent.connections_so_far.
+_PROBE_PREFIX = b"\0tashim-probe-"
+_probe_numbers = itertools.count()
+
+
 class RecordingAgent:
     """A real Unix-socket server that records and decodes every connection (context manager)."""
 
@@ -369,6 +375,7 @@ class RecordingAgent:
         self._changed = threading.Condition(self._lock)
         self._threads = []
         self._closing = False
+        self._probes_accepted = set()
 
     def __enter__(self):
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -398,11 +405,17 @@ class RecordingAgent:
     def _accept_loop(self):
         while not self._closing:
             try:
-                client, _ = self._server.accept()
+                client, address = self._server.accept()
             except socket.timeout:
                 continue
             except OSError:
                 return
+            if isinstance(address, bytes) and address.startswith(_PROBE_PREFIX):
+                client.close()
+                with self._lock:
+                    self._probes_accepted.add(address)
+                    self._changed.notify_all()
+                continue
             conn = DecodedConnection()
             with self._lock:
                 self._connections.append(conn)
@@ -435,6 +448,26 @@ class RecordingAgent:
     def connections(self):
         with self._lock:
             return list(self._connections)
+
+    def connections_so_far(self, timeout=30.0):
+        """Every connection made before this call, once accepted (ended or not): for what a process
+        that has exited connected, none included. A probe connection made now is accepted after all
+        of them (the listen backlog is first in, first out) and is not one of them."""
+        name = _PROBE_PREFIX + b"%d-%d" % (os.getpid(), next(_probe_numbers))
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.bind(name)
+            probe.connect(self.path)
+            deadline = time.monotonic() + timeout
+            with self._lock:
+                while name not in self._probes_accepted:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise AssertionError("the probe connection was not accepted within %.1fs" % timeout)
+                    self._changed.wait(min(remaining, 0.2))
+                return list(self._connections)
+        finally:
+            probe.close()
 
     def wait_for(self, count=1, timeout=30.0):
         """Waits until at least `count` connections have ended; returns the ended ones in accept order."""

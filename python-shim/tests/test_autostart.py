@@ -40,7 +40,8 @@ class AutostartTest(support.TempDirTestCase):
             full_env = {key: value.replace("{agent}", agent.path) for key, value in env.items()}
             result = support.run_python(arguments or [self.program], env=full_env, cwd=self.tmp)
             # The shim says goodbye at exit, so a process that started it has connected by now.
-            connections = agent.wait_for(1, timeout=30) if agent.connections() else []
+            accepted = agent.connections_so_far()
+            connections = agent.wait_for(len(accepted), timeout=30) if accepted else []
         return result, connections
 
     def test_enabled_by_environment_records_the_program(self):

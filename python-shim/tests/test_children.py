@@ -139,7 +139,7 @@ class ChildProcessTest(unittest.TestCase):
             family = json.loads(out)
             parent_pid, child_pids = family["parent"], family["children"]
             connections = wait_for_pids(agent, [parent_pid, *child_pids])
-            all_connections = agent.connections()
+            all_connections = agent.connections_so_far()
         pids = [conn.hello["pid"] for conn in all_connections]
         self.assertEqual(len(pids), len(set(pids)), "one connection per process")
         for conn in all_connections:

@@ -50,7 +50,7 @@ class ToolIdTests(unittest.TestCase):
         tail = FIB + "print(fib(10))\nprint([sys.monitoring.get_tool(i) for i in range(6)])\n"
         with support.RecordingAgent() as agent:
             code, out, err = run(source, tail, env={"TELEMETRY_AGENT_SOCKET": agent.path})
-            self.assertEqual([], agent.connections())
+            self.assertEqual([], agent.connections_so_far())
         self.assertEqual(0, code)
         self.assertEqual("False False False\n55\n[None, None, None, 'other', 'other', 'other']\n", out)
         self.assertEqual(1, len(err.splitlines()), err)
