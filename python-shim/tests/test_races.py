@@ -4,6 +4,7 @@ at the exact point of the program thread's slow path where a real tick could run
 output goes to a real RecordingAgent, whose decoder rejects any use of an undefined id."""
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -28,7 +29,9 @@ def hello_fields():
 class FirstEventWhileDisconnectedTest(unittest.TestCase):
     def setUp(self):
         self.recorder = Recorder(4096, SHIM_PACKAGE_DIR, lambda: None, exceptions=False)
-        missing = os.path.join(tempfile.mkdtemp(prefix="tashim-races-"), "nobody.sock")
+        folder = tempfile.mkdtemp(prefix="tashim-races-")
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        missing = os.path.join(folder, "nobody.sock")
         self.sender = Sender(self.recorder, missing, hello_fields, lambda message: None, 0.05)
 
     def first_event_with_a_tick_after_the_definition_is_queued(self):
