@@ -1,4 +1,4 @@
-"""The shim never hurts its host, in the cases issue 7 lists that the other suites do not cover: an agent
+"""The shim never hurts its host, in the cases the other suites do not cover: an agent
 killed mid-stream and restarted, an agent that accepts but never reads, many threads, and interpreter
 shutdown with events in flight. Real subprocesses and real sockets; TELEMETRY_SHIM_MODE=full so that every
 call is recorded and the counts are exact."""
