@@ -15,13 +15,21 @@ public sealed class SessionScript
 {
     public const string WorkingDirectory = "/srv/app";
 
+    /// <summary>HELLO's clock: shim monotonic <see cref="HelloMonotonicNs"/> is Unix time <see cref="HelloUnixNs"/>.</summary>
+    public const long HelloMonotonicNs = 1_000;
+    public const long HelloUnixNs = 1_700_000_000_000_001_000;
+
+    /// <summary>The agent's time when the shim's clock reads <paramref name="monotonicNs"/>.</summary>
+    public static DateTimeOffset AgentTimeAt(long monotonicNs) => ClockMapping.FromUnixNs(HelloUnixNs + monotonicNs - HelloMonotonicNs);
+
     public SessionScript(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
         long pid = 4242, string serviceName = "", string[]? argv = null, IProcessObserver? observer = null,
-        AggregateMemoryBudget? budget = null, Redactor? redactor = null, string mode = "full", string[]? exclude = null)
+        AggregateMemoryBudget? budget = null, Redactor? redactor = null, string mode = "full", string[]? exclude = null,
+        TimelineSettings? timeline = null)
     {
         Session = new ProcessSession(store, limits, time, observer)
         {
-            MemoryBudget = budget, Redactor = redactor ?? Redactor.Default,
+            MemoryBudget = budget, Redactor = redactor ?? Redactor.Default, Timeline = timeline,
         };
         var hello = new Hello
         {
@@ -35,8 +43,8 @@ public sealed class SessionScript
             PythonVersion = "3.12.1",
             HostName = "host-1",
             ServiceName = serviceName,
-            ClockMonotonicNs = 1_000,
-            ClockUnixNs = 1_700_000_000_000_001_000,
+            ClockMonotonicNs = HelloMonotonicNs,
+            ClockUnixNs = HelloUnixNs,
             Mode = mode,
             ToolId = 2,
             WorkingDirectory = WorkingDirectory,

@@ -37,6 +37,9 @@ public sealed class CallNode
     /// <summary>Distance from the root (a root is at depth 0).</summary>
     public int Depth { get; }
 
+    /// <summary>This node's index in its process's <see cref="ProcessTimeline"/>; 0 while the timeline does not track it.</summary>
+    internal int TimelineId { get; set; }
+
     /// <summary>Times the function was entered by a call (PY_START) at this path.</summary>
     public long Calls { get; internal set; }
     /// <summary>Times a generator or coroutine was resumed (PY_RESUME, PY_THROW) at this path.</summary>

@@ -146,15 +146,41 @@ public sealed class ExceptionAggregate
         return copy;
     }
 
+    /// <summary>
+    /// This group as seen over part of the process's life: the counts of that span, the notes and messages first seen
+    /// in it, and its latest record by then. Never added to.
+    /// </summary>
+    internal ExceptionAggregate ForSpan(FateCounts fates, long detailed, long handledInProgram, IEnumerable<string> notes,
+        IEnumerable<string> sampleMessages, ExceptionOccurrence? latest)
+    {
+        var copy = new ExceptionAggregate(Kind, Fingerprint, TypeName, RaiseSite, ProgramFrames, _limits)
+        {
+            Fates = fates,
+            Detailed = detailed,
+            Tallied = Math.Max(0, fates.Total - detailed),
+            HandledInProgram = handledInProgram,
+            Latest = latest,
+            FirstRaisedNs = latest?.RaisedNs ?? 0,
+            LastRaisedNs = latest?.RaisedNs ?? 0,
+        };
+        foreach (var note in notes) AddDistinct(copy._notes, note, _limits.MaxNotesPerGroup);
+        foreach (var message in sampleMessages) AddDistinct(copy._sampleMessages, message, _limits.MaxSampleMessages);
+        return copy;
+    }
+
     internal void AddTally(Fate fate, long count)
     {
         Fates.Add(fate, count);
         Tallied = FateCounts.Saturating(Tallied, count);
     }
 
+    /// <summary>The group that took this tally-only group's counts over (see <see cref="AbsorbTallies"/>); null otherwise.</summary>
+    internal ExceptionAggregate? AbsorbedInto { get; private set; }
+
     /// <summary>Takes over the counts of a tally-only group (which has nothing else: no detail, no times).</summary>
     internal void AbsorbTallies(ExceptionAggregate tallyOnly)
     {
+        tallyOnly.AbsorbedInto = this;
         Fates.Add(tallyOnly.Fates);
         Tallied = FateCounts.Saturating(Tallied, tallyOnly.Tallied);
     }

@@ -58,6 +58,22 @@ public sealed class FateCounts
         return copy;
     }
 
+    /// <summary>What was counted since <paramref name="earlier"/> (a copy taken before): each fate's difference, never below 0.</summary>
+    internal FateCounts Since(FateCounts earlier)
+    {
+        var since = new FateCounts
+        {
+            Handled = Math.Max(0, Handled - earlier.Handled),
+            EscapedThread = Math.Max(0, EscapedThread - earlier.EscapedThread),
+            EscapedProgram = Math.Max(0, EscapedProgram - earlier.EscapedProgram),
+            Unraisable = Math.Max(0, Unraisable - earlier.Unraisable),
+            AsyncioUnhandled = Math.Max(0, AsyncioUnhandled - earlier.AsyncioUnhandled),
+            InFlight = Math.Max(0, InFlight - earlier.InFlight),
+            Unknown = Math.Max(0, Unknown - earlier.Unknown),
+        };
+        return since;
+    }
+
     internal void Add(FateCounts other)
     {
         Handled = Saturating(Handled, other.Handled);

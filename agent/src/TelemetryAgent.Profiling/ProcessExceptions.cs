@@ -26,6 +26,21 @@ public sealed class ProcessExceptions
         _limits = limits;
     }
 
+    internal ExceptionLimits Limits => _limits;
+
+    /// <summary>Exceptions made of groups built elsewhere (a time range's): never added to.</summary>
+    internal static ProcessExceptions Of(ExceptionLimits limits, IEnumerable<ExceptionAggregate> groups)
+    {
+        var exceptions = new ProcessExceptions(limits);
+        foreach (var group in groups)
+        {
+            if (group.Kind == ExceptionAggregateKind.Other) exceptions._other = group;
+            else exceptions._groups.Add(group);
+            exceptions.Fates.Add(group.Fates);
+        }
+        return exceptions;
+    }
+
     /// <summary>A copy for a checkpoint: the same groups as they are now, never added to.</summary>
     internal ProcessExceptions CopyFrozen()
     {

@@ -67,6 +67,18 @@ public sealed class ProcessProfile
     /// <summary>A copy taken while the process was running: cumulative since HELLO, never changes.</summary>
     public bool IsCheckpoint => CheckpointTakenAt is not null;
 
+    /// <summary>
+    /// For a profile of part of a process's life (<see cref="ProcessTimeline.Select"/>): the span its figures cover,
+    /// in Unix nanoseconds. Null for a whole profile (cumulative since HELLO).
+    /// </summary>
+    public ProfileSpan? Span { get; private init; }
+
+    /// <summary>
+    /// The figures of this process bucketed in time, when the session keeps them (serve); null otherwise and in copies.
+    /// Safe to read from any thread.
+    /// </summary>
+    public ProcessTimeline? Timeline { get; internal set; }
+
     /// <summary>Completed or a checkpoint: safe to read from any thread.</summary>
     public bool IsFrozen => IsCompleted || IsCheckpoint;
 
@@ -157,4 +169,31 @@ public sealed class ProcessProfile
     }
 
     internal void AddFunction(FunctionInfo function) => _functions.Add(function);
+
+    /// <summary>A frozen profile of part of this process's life, built from its timeline's buckets.</summary>
+    internal ProcessProfile ForSpan(ProfileSpan span, IEnumerable<ThreadProfile> threads, IEnumerable<FunctionInfo> functions,
+        ProcessExceptions exceptions, long events, long nodes, long coveredNs, DateTimeOffset takenAt)
+    {
+        var copy = new ProcessProfile(Identity, Clock, ConnectedAt, exceptions, Recording)
+        {
+            CheckpointTakenAt = takenAt,
+            Span = span,
+            GoodbyeReason = GoodbyeReason,
+            GoodbyeDetail = GoodbyeDetail,
+            ShimStats = ShimStats,
+            EventsReceived = events,
+            CallTreeNodes = nodes,
+            Peer = Peer,
+            FirstTimestampNs = span.StartUnixNs - Clock.UnixNs + Clock.MonotonicNs,
+            LastTimestampNs = span.EndUnixNs - Clock.UnixNs + Clock.MonotonicNs,
+        };
+        copy._functions.AddRange(functions);
+        copy._threads.AddRange(threads);
+        if (Recording.IsSampled)
+        {
+            copy.Windows.CoveredNs = coveredNs;
+            SampleScaling.Apply(copy, span.EndUnixNs - span.StartUnixNs);
+        }
+        return copy;
+    }
 }

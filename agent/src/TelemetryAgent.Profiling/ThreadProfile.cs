@@ -31,6 +31,9 @@ public sealed class ThreadProfile
     public long FirstTimestampNs { get; internal set; }
     public long LastTimestampNs { get; internal set; }
 
+    /// <summary>An empty thread of the same identity (for a profile of a time range).</summary>
+    internal ThreadProfile EmptyCopy() => new(Id) { Ident = Ident, NativeId = NativeId, Name = Name, IsMain = IsMain };
+
     internal ThreadProfile Copy()
     {
         var copy = new ThreadProfile(Id)

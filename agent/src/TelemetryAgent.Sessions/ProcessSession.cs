@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics.CodeAnalysis;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
@@ -39,6 +40,10 @@ public sealed class ProcessSession
     private long _reservedBytes;
     private long _unusedBytes;
     private int _checkpointRequested;
+    private readonly ConcurrentQueue<TaskCompletionSource<ProcessProfile>> _snapshotWaiters = new();
+    private volatile bool _completed;
+    private ProcessTimeline? _timeline;
+    private long _nextBucketAt;
 
     // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
     private bool _burst;
@@ -73,6 +78,12 @@ public sealed class ProcessSession
     /// <summary>What this session reserved from <see cref="MemoryBudget"/>; its owner releases it when the profile is let go.</summary>
     public long ReservedBytes => _reservedBytes;
 
+    /// <summary>
+    /// Keep the process's figures bucketed in time (<see cref="ProcessProfile.Timeline"/>) with these settings; null: no
+    /// timeline (`run`, tests). Its memory is charged to <see cref="MemoryBudget"/> like the trees'.
+    /// </summary>
+    public TimelineSettings? Timeline { get; init; }
+
     /// <summary>The profile being built; null until HELLO arrived.</summary>
     public ProcessProfile? Profile => _profile;
 
@@ -94,6 +105,12 @@ public sealed class ProcessSession
             _time.GetUtcNow(),
             _limits.Exceptions,
             recording) { Peer = Peer };
+        if (Timeline is { } settings)
+        {
+            _timeline = new ProcessTimeline(_profile.Clock, settings);
+            _profile.Timeline = _timeline;
+            _nextBucketAt = _time.GetTimestamp() + (long)(settings.BucketLength.TotalSeconds * _time.TimestampFrequency);
+        }
         _store?.Register(_profile);
         _observer?.OnStarted(_profile);
     }
@@ -104,12 +121,88 @@ public sealed class ProcessSession
     /// </summary>
     public void RequestCheckpoint() => Volatile.Write(ref _checkpointRequested, 1);
 
-    /// <summary>Takes a requested checkpoint, if any; the wire handler calls it after each frame.</summary>
+    /// <summary>
+    /// A checkpoint for the caller alone (observers do not hear of it), taken on the session's thread after its next
+    /// frame; thread-safe. When the connection ends first, the completed profile; a connection that ends before HELLO
+    /// fails it with <see cref="InvalidOperationException"/>.
+    /// </summary>
+    public Task<ProcessProfile> RequestSnapshotAsync()
+    {
+        var waiter = new TaskCompletionSource<ProcessProfile>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _snapshotWaiters.Enqueue(waiter);
+        if (_completed) AnswerSnapshotWaiters(_profile is { IsCompleted: true } completed ? completed : null);
+        return waiter.Task;
+    }
+
+    /// <summary>After each frame: takes a requested checkpoint or snapshot, and closes the timeline's bucket when it is due.</summary>
+    public void AfterFrame()
+    {
+        TakeRequestedCheckpoint();
+        if (_timeline is not null && _time.GetTimestamp() >= _nextBucketAt && !IsCompleted && _profile is { } profile)
+        {
+            _nextBucketAt = _time.GetTimestamp() + (long)(_timeline.Settings.BucketLength.TotalSeconds * _time.TimestampFrequency);
+            CloseBucket(profile, ShimNow(profile), chargeOpenFrames: true);
+        }
+    }
+
+    /// <summary>Takes a requested checkpoint, if any, and answers snapshot requests with it.</summary>
     public void TakeRequestedCheckpoint()
     {
-        if (Volatile.Read(ref _checkpointRequested) == 0 || IsCompleted || _profile is not { } profile) return;
+        if (IsCompleted || _profile is not { } profile) return;
+        var forObservers = Volatile.Read(ref _checkpointRequested) != 0;
+        if (!forObservers && _snapshotWaiters.IsEmpty) return;
         Volatile.Write(ref _checkpointRequested, 0);
-        _observer?.OnCheckpoint(TakeCheckpoint(profile));
+        var checkpoint = TakeCheckpoint(profile);
+        AnswerSnapshotWaiters(checkpoint);
+        if (forObservers) _observer?.OnCheckpoint(checkpoint);
+    }
+
+    private void AnswerSnapshotWaiters(ProcessProfile? frozen)
+    {
+        while (_snapshotWaiters.TryDequeue(out var waiter))
+        {
+            if (frozen is not null) waiter.TrySetResult(frozen);
+            else waiter.TrySetException(new InvalidOperationException("the connection ended before HELLO"));
+        }
+    }
+
+    /// <summary>The agent's time now on the shim's clock (both clocks are the host's: the mapping holds).</summary>
+    private long ShimNow(ProcessProfile profile)
+    {
+        var unixNow = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * TimeSpan.NanosecondsPerTick;
+        return Math.Max(profile.LastTimestampNs, profile.Clock.MonotonicNs + (unixNow - profile.Clock.UnixNs));
+    }
+
+    /// <summary>
+    /// Closes the timeline's bucket at <paramref name="endNs"/>: open frames are charged up to there without touching
+    /// the tree (a late event must not find a thread's clock ahead of it). What the timeline grew by is charged to the
+    /// memory budget; when the budget has no room, its oldest buckets go instead.
+    /// </summary>
+    private void CloseBucket(ProcessProfile profile, long endNs, bool chargeOpenFrames)
+    {
+        var timeline = _timeline!;
+        if (chargeOpenFrames)
+        {
+            foreach (var thread in _threads)
+            {
+                if (thread is not { Depth: > 0 }) continue;
+                var clock = Math.Max(endNs, thread.LastTimestamp);
+                for (var depth = 0; depth < thread.Depth; depth++)
+                {
+                    ref var frame = ref thread.Stack[depth];
+                    if (depth > 0 && ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) continue;
+                    var self = depth == thread.Depth - 1 ? clock - thread.LastTimestamp : 0;
+                    timeline.ChargeOpenFrame(frame.Node, self, clock - frame.EnteredAt);
+                }
+            }
+        }
+        var grown = timeline.Close(profile, endNs);
+        if (grown <= 0)
+        {
+            _unusedBytes -= grown;
+            return;
+        }
+        if (!TryCharge(grown)) timeline.Trim(grown);
     }
 
     /// <summary>
@@ -224,6 +317,8 @@ public sealed class ProcessSession
         var profile = _profile;
         if (profile is null)
         {
+            _completed = true;
+            AnswerSnapshotWaiters(null);
             _store?.RecordConnectionWithoutProfile(end.ToOutcome());
             return;
         }
@@ -236,10 +331,14 @@ public sealed class ProcessSession
 
         profile.FramesOpenAtEnd += CloseOpenFrames(endTimestamp);
         if (_hasEvents) profile.LastTimestampNs = endTimestamp;
+        // The last bucket holds what the trees have before burst scaling: buckets are what the windows saw.
+        if (_timeline is not null) CloseBucket(profile, endTimestamp, chargeOpenFrames: false);
         if (_burst) ScaleSampledTrees(profile, endTimestamp);
         profile.EndedAt = _time.GetUtcNow();
         profile.End = end.ToOutcome();
+        _completed = true;
         _store?.Publish(profile);
+        AnswerSnapshotWaiters(profile);
         _observer?.OnCompleted(profile);
     }
 
@@ -457,7 +556,9 @@ public sealed class ProcessSession
         }
         Charge(CallNodeCost);
         profile.CallTreeNodes++;
-        return parent.GetOrAddChild(function);
+        var node = parent.GetOrAddChild(function);
+        _timeline?.Track(node);
+        return node;
     }
 
     /// <summary>The function name of the node that holds calls beyond <see cref="SessionLimits.MaxCallTreeNodes"/>.</summary>
@@ -473,19 +574,25 @@ public sealed class ProcessSession
     /// <summary>Takes <paramref name="bytes"/> from this session's reservation, reserving another chunk when needed.</summary>
     private void Charge(long bytes)
     {
-        if (MemoryBudget is null) return;
+        if (!TryCharge(bytes))
+        {
+            Fail(ProtocolViolation.AggregateMemoryExhausted,
+                $"the agent's memory for aggregates ({MemoryBudget!.LimitBytes} bytes over all connections) is used up");
+        }
+    }
+
+    private bool TryCharge(long bytes)
+    {
+        if (MemoryBudget is null) return true;
         if (_unusedBytes < bytes)
         {
             var chunk = Math.Max(bytes, AggregateMemoryBudget.ChunkBytes);
-            if (!MemoryBudget.TryReserve(chunk))
-            {
-                Fail(ProtocolViolation.AggregateMemoryExhausted,
-                    $"the agent's memory for aggregates ({MemoryBudget.LimitBytes} bytes over all connections) is used up");
-            }
+            if (!MemoryBudget.TryReserve(chunk)) return false;
             _reservedBytes += chunk;
             _unusedBytes += chunk;
         }
         _unusedBytes -= bytes;
+        return true;
     }
 
     private static void Pop(ProcessProfile profile, ThreadState thread, uint codeId, long timestamp)
@@ -572,6 +679,7 @@ public sealed class ProcessSession
             thread = new ThreadState(new ThreadProfile(id));
             _threads[id] = thread;
             profile.AddThread(thread.Profile);
+            _timeline?.TrackThread(thread.Profile);
         }
         var threadProfile = thread.Profile;
         threadProfile.Ident = definition.Ident;
@@ -655,19 +763,19 @@ public readonly struct SessionWireHandler(ProcessSession session) : IWireHandler
     public void OnDefinitions(Definitions definitions)
     {
         session.OnDefinitions(definitions);
-        session.TakeRequestedCheckpoint();
+        session.AfterFrame();
     }
 
     public void OnEvents(ReadOnlySpan<byte> packedRecords)
     {
         session.OnEvents(packedRecords);
-        session.TakeRequestedCheckpoint();
+        session.AfterFrame();
     }
 
     public void OnStats(Stats stats)
     {
         session.OnStats(stats);
-        session.TakeRequestedCheckpoint();
+        session.AfterFrame();
     }
 
     public void OnGoodbye(Goodbye goodbye) => session.OnGoodbye(goodbye);
@@ -675,6 +783,6 @@ public readonly struct SessionWireHandler(ProcessSession session) : IWireHandler
     public void OnExceptions(Exceptions exceptions)
     {
         session.OnExceptions(exceptions);
-        session.TakeRequestedCheckpoint();
+        session.AfterFrame();
     }
 }
