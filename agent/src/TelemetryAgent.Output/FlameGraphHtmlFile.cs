@@ -20,7 +20,8 @@ namespace TelemetryAgent.Output;
 ///   "functions": [ qualifiedName, displayFile, firstLine, module, category, kindFlags, ... ],
 ///   "nodes":     [ name, calls, resumes, selfNs, totalNs, childCount, ... ] }
 /// </code>
-/// Names and files are indexes into <c>strings</c>. A node's <c>name</c> is a function index when it is 0 or
+/// A differential page adds <c>"baseline": [ calls, selfNs, totalNs, ... ]</c>, one triple per node: the figures
+/// it is compared against. Names and files are indexes into <c>strings</c>. A node's <c>name</c> is a function index when it is 0 or
 /// more, and <c>-(string index + 1)</c> for a function-less node (the root, a process, a thread). Nodes are
 /// in pre-order, so a node's children follow it, each followed by its own subtree. <c>totalNs</c> is the
 /// display total: max(TotalNs, SelfNs + children's display totals), so roots without a TotalNs still span
@@ -61,10 +62,54 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
     {
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(root);
-        title ??= "";
-
         var nodes = Flatten(root);
-        var header = DescribeProfile(nodes, generatedAt);
+        WritePage(output, nodes, null, title ?? "", DescribeProfile(nodes, generatedAt));
+    }
+
+    /// <summary>
+    /// The page in its differential mode: the frames of both trees, sized and weighted by both (the baseline scaled to
+    /// the comparison's total), coloured by how each frame's share of the time changed from
+    /// <paramref name="baseline"/> to <paramref name="comparison"/>: grew, shrank, new (only in the comparison) or
+    /// gone. Nodes match by path (processes by label, threads by name, functions by value).
+    /// </summary>
+    public static void WriteDifference(TextWriter output, CallNode baseline, CallNode comparison, string title, DateTimeOffset generatedAt)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(baseline);
+        ArgumentNullException.ThrowIfNull(comparison);
+        var canonical = new Dictionary<FunctionInfo, FunctionInfo>();
+        FunctionInfo Canonical(FunctionInfo function)
+        {
+            if (canonical.TryGetValue(function, out var known)) return known;
+            canonical.Add(function, function);
+            return function;
+        }
+        var union = CallNode.CreateRoot(comparison.Name);
+        union.MergeFrom(comparison, Canonical);
+
+        // The baseline's figures per node of the union (creating the nodes only it has), with its display totals.
+        var baselineTotals = new Dictionary<CallNode, long>(ReferenceEqualityComparer.Instance);
+        foreach (var flat in Flatten(baseline)) baselineTotals[flat.Node] = flat.DisplayTotalNs;
+        var before = new Dictionary<CallNode, (long Calls, long SelfNs, long TotalNs)>(ReferenceEqualityComparer.Instance);
+        var pending = new Stack<(CallNode Source, CallNode Target)>();
+        pending.Push((baseline, union));
+        while (pending.TryPop(out var pair))
+        {
+            before[pair.Target] = (pair.Source.Calls, pair.Source.SelfNs, baselineTotals[pair.Source]);
+            foreach (var child in pair.Source.Children)
+            {
+                var target = child.Function is null ? pair.Target.GetOrAddGroup(child.Name) : pair.Target.GetOrAddChild(Canonical(child.Function));
+                pending.Push((child, target));
+            }
+        }
+        var nodes = Flatten(union);
+        var header = "differential · " + DescribeProfile(nodes, generatedAt);
+        WritePage(output, nodes, before, title ?? "", header);
+    }
+
+    private static void WritePage(TextWriter output, FlatNode[] nodes, Dictionary<CallNode, (long Calls, long SelfNs, long TotalNs)>? baseline,
+        string title, string header)
+    {
         foreach (var part in Template.Value)
         {
             switch (part.Placeholder)
@@ -72,7 +117,7 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
                 case Placeholder.None: output.Write(part.Text); break;
                 case Placeholder.Title: output.Write(HtmlEscape(title)); break;
                 case Placeholder.Header: output.Write(HtmlEscape(header)); break;
-                case Placeholder.Data: WriteData(output, nodes); break;
+                case Placeholder.Data: WriteData(output, nodes, baseline); break;
             }
         }
     }
@@ -164,7 +209,7 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
         _ => (ns / 1e9).ToString("0.##", CultureInfo.InvariantCulture) + " s",
     };
 
-    private static void WriteData(TextWriter output, FlatNode[] nodes)
+    private static void WriteData(TextWriter output, FlatNode[] nodes, Dictionary<CallNode, (long Calls, long SelfNs, long TotalNs)>? baseline)
     {
         var strings = new StringTable();
         var functionIndex = new Dictionary<FunctionInfo, int>(ReferenceEqualityComparer.Instance);
@@ -224,6 +269,19 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
                 json.WriteNumberValue(node.Children.Count);
             }
             json.WriteEndArray();
+            if (baseline is not null)
+            {
+                // Differential mode: the baseline's calls, self and display total per node, in the nodes' order.
+                json.WriteStartArray("baseline");
+                foreach (var flat in nodes)
+                {
+                    var (calls, self, total) = baseline.GetValueOrDefault(flat.Node);
+                    json.WriteNumberValue(Math.Max(calls, 0));
+                    json.WriteNumberValue(Math.Max(self, 0));
+                    json.WriteNumberValue(Math.Max(total, 0));
+                }
+                json.WriteEndArray();
+            }
             json.WriteEndObject();
         }
 

@@ -25,12 +25,19 @@ public sealed class ProcessFolders(FolderExporter exporter, string root, TextWri
         ArgumentNullException.ThrowIfNull(frozen);
         var identity = frozen.Identity;
         // The sequence number keeps two connections of one process (a reconnect) apart.
-        var folderName = $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{_time.GetLocalNow():yyyyMMdd-HHmmss}-{Interlocked.Increment(ref _written)}";
+        var folderName = FolderName(identity, _time.GetLocalNow(), Interlocked.Increment(ref _written).ToString(System.Globalization.CultureInfo.InvariantCulture));
         var run = OutputRun.Create([frozen], _time, frozen.ConnectedAt, frozen.EndedAt ?? frozen.CheckpointTakenAt ?? _time.GetUtcNow());
         var report = exporter.WriteWhole(Path.Combine(root, folderName), run);
         report.LogProblems(log);
         if (report.FolderError is null) log.WriteLine($"telemetry-agent: wrote {report.Folder}/");
         return report;
+    }
+
+    /// <summary>A process's folder name: <c>&lt;service&gt;-&lt;pid&gt;-&lt;local time&gt;-&lt;suffix&gt;</c>.</summary>
+    public static string FolderName(ProcessIdentity identity, DateTimeOffset localTime, string suffix)
+    {
+        ArgumentNullException.ThrowIfNull(identity);
+        return $"{Sanitize(identity.ServiceName)}-{identity.Pid}-{localTime:yyyyMMdd-HHmmss}-{suffix}";
     }
 
     private static string Sanitize(string name)

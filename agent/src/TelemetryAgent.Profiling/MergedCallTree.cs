@@ -10,7 +10,9 @@ public static class MergedCallTree
     /// the thread's frames. Equal functions of different processes share nodes; so do processes and threads with
     /// the same label. Group totals are the sums of their children's.
     /// </summary>
-    public static CallNode Of(IReadOnlyList<ProcessProfile> processes)
+    /// <param name="byService">Label the process nodes with the service name alone, so that processes of one service
+    /// share nodes (what a comparison of two processes needs).</param>
+    public static CallNode Of(IReadOnlyList<ProcessProfile> processes, bool byService = false)
     {
         ArgumentNullException.ThrowIfNull(processes);
         var root = CallNode.CreateRoot("all");
@@ -24,7 +26,7 @@ public static class MergedCallTree
 
         foreach (var process in processes)
         {
-            var processNode = root.GetOrAddGroup(ProfileLabels.Process(process));
+            var processNode = root.GetOrAddGroup(byService ? process.Identity.ServiceName : ProfileLabels.Process(process));
             foreach (var thread in process.Threads)
             {
                 processNode.GetOrAddGroup(ProfileLabels.Thread(thread)).MergeFrom(thread.Root, Canonical);

@@ -23,13 +23,23 @@ public sealed class AggregateMemoryBudget
     /// <summary>Bytes reserved by sessions now (an upper bound of their estimated use).</summary>
     public long ReservedBytes => Interlocked.Read(ref _reserved);
 
-    /// <summary>Reserves <paramref name="bytes"/> when they fit under the limit.</summary>
+    /// <summary>
+    /// Called when a reservation does not fit: lets something that is only kept (an ended process the live views
+    /// still show) go, giving its bytes back; false when there is nothing left to let go. Thread-safe.
+    /// </summary>
+    public Func<bool>? Reclaim { get; set; }
+
+    /// <summary>Reserves <paramref name="bytes"/> when they fit under the limit, after <see cref="Reclaim"/> if need be.</summary>
     public bool TryReserve(long bytes)
     {
         while (true)
         {
             var current = Interlocked.Read(ref _reserved);
-            if (current + bytes > LimitBytes) return false;
+            if (current + bytes > LimitBytes)
+            {
+                if (Reclaim?.Invoke() == true) continue;
+                return false;
+            }
             if (Interlocked.CompareExchange(ref _reserved, current + bytes, current) == current) return true;
         }
     }

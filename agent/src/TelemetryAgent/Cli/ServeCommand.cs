@@ -51,6 +51,7 @@ public static class ServeCommand
             ExportOptions.RetryDirectory, ExportOptions.ExportInterval,
         };
         AgentOptions.AddTo(command);
+        LiveOptions.AddTo(command);
         ShutdownTimeout.Validators.Add(result =>
         {
             var seconds = result.GetValueOrDefault<double>();
@@ -79,6 +80,11 @@ public static class ServeCommand
             log.WriteLine($"telemetry-agent serve: {optionError}");
             return 2;
         }
+        if (LiveOptions.Read(options, socketPath, out var liveError) is not var (liveOptions, timeline, retention))
+        {
+            log.WriteLine($"telemetry-agent serve: {liveError}");
+            return 2;
+        }
         var stop = new TaskCompletionSource();
         using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
@@ -93,6 +99,8 @@ public static class ServeCommand
             CheckpointInterval = export.IsEmpty ? null : exportInterval,
             Access = access,
             Redactor = redactor,
+            Catalog = new Live.ProcessCatalog(retention),
+            Timeline = timeline,
         };
         try
         {
@@ -104,7 +112,23 @@ public static class ServeCommand
             await host.DisposeAsync().ConfigureAwait(false);
             return 2;
         }
+        var live = new LiveViews(host, liveOptions, () => otlp.Enabled ? $"on: {ExportOptions.Describe(otlp)}" : "off", log);
+        try
+        {
+            await live.StartAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException
+                                      or InvalidOperationException)
+        {
+            log.WriteLine($"telemetry-agent serve: cannot start the live views: {e.Message}");
+            await live.DisposeAsync().ConfigureAwait(false);
+            await host.DisposeAsync().ConfigureAwait(false);
+            return 2;
+        }
         log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
+        log.WriteLine($"telemetry-agent: queries (top, snapshot, status) on {live.QuerySocketPath}" +
+                      (liveOptions.QueryTcp is { } tcp ? $" and {tcp}" : "") +
+                      (live.HttpAddress is { } ui ? $"; web UI at {ui}" : ""));
         log.WriteLine(otlp.Enabled
             ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
             : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
@@ -121,6 +145,7 @@ public static class ServeCommand
         }
         // One deadline for the whole stop: open connections completed and written, then pending exports sent.
         var stopping = System.Diagnostics.Stopwatch.StartNew();
+        await live.DisposeAsync().ConfigureAwait(false);
         var disposed = host.DisposeAsync().AsTask();
         if (await Task.WhenAny(disposed, Task.Delay(shutdownTimeout)).ConfigureAwait(false) != disposed)
         {

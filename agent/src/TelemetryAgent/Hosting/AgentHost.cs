@@ -1,5 +1,6 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using TelemetryAgent.Live;
 using TelemetryAgent.Profiling;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
@@ -35,6 +36,31 @@ public sealed class AgentHost : IAsyncDisposable
         _memory = new AggregateMemoryBudget(_limits.MaxAggregateMemoryBytes);
         _observers = new ProcessObservers(log, observers ?? []);
     }
+
+    /// <summary>
+    /// The live views' catalog (serve): every connection is added when it opens, and an ended one stays there, its
+    /// memory reserved, until the catalog lets it go (retention, or the budget needs room for running processes).
+    /// </summary>
+    public ProcessCatalog? Catalog
+    {
+        get => _catalog;
+        init
+        {
+            _catalog = value;
+            if (value is not null) _memory.Reclaim = value.EvictOldestEnded;
+        }
+    }
+
+    private readonly ProcessCatalog? _catalog;
+
+    /// <summary>Keep every process's timeline with these settings (serve); null: none.</summary>
+    public TimelineSettings? Timeline { get; init; }
+
+    /// <summary>True while the socket accepts connections and the host is not stopping.</summary>
+    public bool IsAccepting => _listener is not null && !Accepting.IsCompleted && _disposed == 0;
+
+    /// <summary>The memory budget's limit.</summary>
+    public long AggregateMemoryLimitBytes => _memory.LimitBytes;
 
     /// <summary>How often every running process gets a checkpoint (interval exports); null for none.</summary>
     public TimeSpan? CheckpointInterval { get; init; }
@@ -104,9 +130,10 @@ public sealed class AgentHost : IAsyncDisposable
         if (ConnectionAdmission.Admit(socket, Access, Statistics, _log) is not { } credentials) return;
         var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session, observer: _observers)
         {
-            Peer = credentials.ToPeerProcess(), Redactor = Redactor, MemoryBudget = _memory,
+            Peer = credentials.ToPeerProcess(), Redactor = Redactor, MemoryBudget = _memory, Timeline = Timeline,
         };
         if (!ConnectionAdmission.TryOpen(session, credentials, _limits.MaxConnections, Statistics, _log)) return;
+        var live = _catalog?.Add(new SessionConnection(session), () => _memory.Release(session.ReservedBytes));
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: ReadBufferSize, leaveOpen: true));
         ConnectionEnd end;
@@ -129,7 +156,16 @@ public sealed class AgentHost : IAsyncDisposable
         await input.CompleteAsync().ConfigureAwait(false);
         Statistics.ConnectionEnded(session, end);
         Report(session, credentials, end);
-        if (!RetainProfiles) _memory.Release(session.ReservedBytes);
+        if (live is not null) _catalog!.Ended(live, session.Profile is { IsCompleted: true } completed ? completed : null);
+        else if (!RetainProfiles) _memory.Release(session.ReservedBytes);
+    }
+
+    /// <summary>A session as the live views see it.</summary>
+    private sealed class SessionConnection(ProcessSession session) : ILiveConnection
+    {
+        public ProcessProfile? Profile => session.Profile;
+
+        public Task<ProcessProfile> SnapshotAsync() => session.RequestSnapshotAsync();
     }
 
     private void Report(ProcessSession session, PeerCredentials credentials, ConnectionEnd end)

@@ -69,6 +69,14 @@ public static class Native
     }
 
     /// <summary>Gives a file to a group, keeping its owner (chown(2) with owner -1).</summary>
+    /// <summary>A second descriptor of an open one (close-on-exec), for a server that takes a socket over.</summary>
+    public static int DuplicateDescriptor(int fd) => fcntl(fd, FcntlDuplicateCloseOnExec, 0);
+
+    private const int FcntlDuplicateCloseOnExec = 1030; // F_DUPFD_CLOEXEC
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int fcntl(int fd, int cmd, int arg);
+
     public static bool SetGroup(string path, uint gid) => chown(path, uint.MaxValue, gid) == 0;
 
     [DllImport("libc", SetLastError = true)]

@@ -41,6 +41,18 @@ public sealed class UnixSocketListener : IAsyncDisposable
     public static UnixSocketListener Bind(string path, Func<Socket, CancellationToken, Task> handleConnection, int backlog = 512,
         uint? socketGroup = null)
     {
+        var socket = BindListening(ref path, backlog, socketGroup);
+        var listener = new UnixSocketListener(path, socket, handleConnection);
+        Native.TryGetInode(path, out listener._socketInode);
+        return listener;
+    }
+
+    /// <summary>
+    /// A listening socket bound at <paramref name="path"/> (made absolute) under the rules of <see cref="Bind"/>: owner-only
+    /// or owner and group, a stale socket replaced, anything else refused.
+    /// </summary>
+    public static Socket BindListening(ref string path, int backlog = 512, uint? socketGroup = null)
+    {
         path = System.IO.Path.GetFullPath(path);
         if (System.Text.Encoding.UTF8.GetByteCount(path) > MaxPathBytes)
             throw new IOException($"The socket path {path} is longer than the {MaxPathBytes} bytes a Unix socket address holds; choose a shorter one.");
@@ -65,9 +77,17 @@ public sealed class UnixSocketListener : IAsyncDisposable
             socket.Dispose();
             throw;
         }
-        var listener = new UnixSocketListener(path, socket, handleConnection);
-        Native.TryGetInode(path, out listener._socketInode);
-        return listener;
+        return socket;
+    }
+
+    /// <summary>Removes the socket file at <paramref name="path"/> if it is still the one with <paramref name="inode"/>.</summary>
+    public static void RemoveIfUnchanged(string path, ulong inode)
+    {
+        // Only our own socket: a successor agent may have replaced the file since.
+        if (Native.TryGetInode(path, out var current) && current == inode)
+        {
+            try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
     }
 
     private static void RemoveStaleSocket(string path)
@@ -201,11 +221,7 @@ public sealed class UnixSocketListener : IAsyncDisposable
         await Task.WhenAny(Task.WhenAll(open), Task.Delay(DrainTimeout)).ConfigureAwait(false);
         if (!_stopping.IsCancellationRequested) _stopping.Cancel();
         await Task.WhenAll(open).ConfigureAwait(false);
-        // Only our own socket: a successor agent may have replaced the file since.
-        if (Native.TryGetInode(Path, out var inode) && inode == _socketInode)
-        {
-            try { File.Delete(Path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        }
+        RemoveIfUnchanged(Path, _socketInode);
         _stopping.Dispose();
     }
 }
