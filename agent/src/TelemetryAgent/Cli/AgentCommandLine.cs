@@ -2,7 +2,7 @@ using System.CommandLine;
 
 namespace TelemetryAgent.Cli;
 
-/// <summary>The `telemetry-agent` command line: `run` and `serve`.</summary>
+/// <summary>The `telemetry-agent` command line: `run`, `serve`, and `top`, `snapshot`, `status` over serve's query API.</summary>
 public static class AgentCommandLine
 {
     public static int Invoke(string[] args)
@@ -10,10 +10,14 @@ public static class AgentCommandLine
         var root = new RootCommand(
             "TelemetryAgent: exact call trees of Python 3.12+ programs from sys.monitoring (PEP 669).\n" +
             "`run` profiles one program (and its child processes) and writes flame graphs when it exits;\n" +
-            "`serve` is the long-lived agent that any number of shimmed processes connect to.")
+            "`serve` is the long-lived agent that any number of shimmed processes connect to;\n" +
+            "`top`, `snapshot` and `status` ask a running `serve` about the processes it watches and about itself.")
         {
             RunCommand.Create(),
             ServeCommand.Create(),
+            TopCommand.Create(),
+            SnapshotCommand.Create(),
+            StatusCommand.Create(),
         };
         // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
         if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);

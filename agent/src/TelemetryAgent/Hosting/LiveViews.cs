@@ -28,6 +28,8 @@ public sealed class LiveViews : IAsyncDisposable
     private readonly TextWriter _log;
     private readonly DateTimeOffset _started = DateTimeOffset.UtcNow;
     private LiveServer? _server;
+    // Kept open while Kestrel serves a duplicate of its descriptor: disposing a bound Unix socket removes its file.
+    private Socket? _listening;
     private string? _socketPath;
     private ulong _socketInode;
     private long _refused;
@@ -53,7 +55,8 @@ public sealed class LiveViews : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellation)
     {
         var path = _options.QuerySocketPath;
-        using var socket = UnixSocketListener.BindListening(ref path, backlog: 64, socketGroup: _host.Access.SocketGroup);
+        var socket = UnixSocketListener.BindListening(ref path, backlog: 64, socketGroup: _host.Access.SocketGroup);
+        _listening = socket;
         _socketPath = path;
         Native.TryGetInode(path, out _socketInode);
         // Kestrel takes a descriptor over and closes it at the end: it gets its own copy of ours.
@@ -82,6 +85,7 @@ public sealed class LiveViews : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (_server is not null) await _server.DisposeAsync().ConfigureAwait(false);
+        _listening?.Dispose();
         if (_socketPath is not null) UnixSocketListener.RemoveIfUnchanged(_socketPath, _socketInode);
     }
 
