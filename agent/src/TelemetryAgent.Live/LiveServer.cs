@@ -160,7 +160,12 @@ public sealed class LiveServer : IAsyncDisposable
         private readonly CancellationTokenSource _stop = new();
         private Task _sampling = Task.CompletedTask;
 
-        public void Start() => _sampling = SampleAsync(_stop.Token);
+        public void Start()
+        {
+            // From nothing: what shims report dropped when they (re)connect to a new agent counts as recent.
+            lock (_lock) _samples.Enqueue((time.GetTimestamp(), 0, 0));
+            _sampling = SampleAsync(_stop.Token);
+        }
 
         public async Task StopAsync()
         {
@@ -203,7 +208,7 @@ public sealed class LiveServer : IAsyncDisposable
             using var timer = new PeriodicTimer(Every, time);
             try
             {
-                do
+                while (await timer.WaitForNextTickAsync(stopping).ConfigureAwait(false))
                 {
                     catalog.Trim();
                     var now = Current();
@@ -212,7 +217,7 @@ public sealed class LiveServer : IAsyncDisposable
                         _samples.Enqueue((time.GetTimestamp(), now.EventsReceived, now.EventsDroppedByShims));
                         while (_samples.Count > Over / Every + 1) _samples.Dequeue();
                     }
-                } while (await timer.WaitForNextTickAsync(stopping).ConfigureAwait(false));
+                }
             }
             catch (OperationCanceledException)
             {
