@@ -78,11 +78,17 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
         ArgumentNullException.ThrowIfNull(baseline);
         ArgumentNullException.ThrowIfNull(comparison);
         var canonical = new Dictionary<FunctionInfo, FunctionInfo>();
+        var byReference = new Dictionary<FunctionInfo, FunctionInfo>(ReferenceEqualityComparer.Instance);
         FunctionInfo Canonical(FunctionInfo function)
         {
-            if (canonical.TryGetValue(function, out var known)) return known;
-            canonical.Add(function, function);
-            return function;
+            if (byReference.TryGetValue(function, out var known)) return known;
+            if (!canonical.TryGetValue(function, out known))
+            {
+                known = function;
+                canonical.Add(function, function);
+            }
+            byReference.Add(function, known);
+            return known;
         }
         var union = CallNode.CreateRoot(comparison.Name);
         union.MergeFrom(comparison, Canonical);
