@@ -25,32 +25,32 @@ INSTALL_DIR = "/opt/telemetry-agent"  # where the systemd unit and the image put
 AGENT_DLL = INSTALL_DIR + "/telemetry-agent.dll"
 
 
-def serve_options():
-    """{option: takes a value} from the real agent's `serve --help`."""
+def serve_options(command="serve"):
+    """{option: takes a value} from the real agent's `<command> --help`."""
     dll = os.environ.get("TELEMETRY_AGENT_DLL")
     if not dll or not os.path.exists(dll):
         raise unittest.SkipTest("TELEMETRY_AGENT_DLL does not name a built agent (scripts/test sets it)")
-    help_text = subprocess.run(["dotnet", dll, "serve", "--help"], capture_output=True, text=True, timeout=60,
+    help_text = subprocess.run(["dotnet", dll, command, "--help"], capture_output=True, text=True, timeout=60,
                                check=True).stdout
     options = {}
-    for match in re.finditer(r"^\s+(?:-\w, )?(--[\w-]+)( <[\w-]+>)?", help_text, re.MULTILINE):
+    for match in re.finditer(r"^\s+(?:-\w, )?(--[\w-]+)( <[^>]+>)?", help_text, re.MULTILINE):
         options[match.group(1)] = match.group(2) is not None
     return options
 
 
-def agent_arguments(argv):
-    """The `serve` arguments of an agent command line, as [(option, value or None)]."""
+def agent_arguments(argv, command="serve"):
+    """The `serve` (or `status`) arguments of an agent command line, as [(option, value or None)]."""
     words = list(argv)
-    assert "serve" in words, argv
-    words = words[words.index("serve") + 1:]
-    parsed, options = [], SERVE_OPTIONS
+    assert command in words, argv
+    words = words[words.index(command) + 1:]
+    parsed, options = [], SERVE_OPTIONS if command == "serve" else STATUS_OPTIONS
     while words:
         word = words.pop(0)
         if word.startswith("$"):
             continue  # an environment variable of extra options, expanded at start
         name, _, inline = word.partition("=")
         if name not in options:
-            raise AssertionError(f"{name} is not an option of `telemetry-agent serve` ({argv})")
+            raise AssertionError(f"{name} is not an option of `telemetry-agent {command}` ({argv})")
         if options[name]:
             value = inline or (words.pop(0) if words else None)
             if value is None or value.startswith("--"):
@@ -109,10 +109,12 @@ def published_path(path):
 
 
 SERVE_OPTIONS = {}
+STATUS_OPTIONS = {}
 
 
 def setUpModule():
     SERVE_OPTIONS.update(serve_options())
+    STATUS_OPTIONS.update(serve_options("status"))
 
 
 class SystemdTest(unittest.TestCase):
@@ -273,6 +275,21 @@ class KubernetesTest(unittest.TestCase):
         chown = " ".join(agent_pod["initContainers"][0]["command"])
         self.assertIn(f"chown {agent['securityContext']['runAsUser']}:{one(arguments, '--socket-group')} "
                       + os.path.dirname(one(arguments, "--socket")), chown)
+
+    def test_the_probes_ask_this_agent_with_valid_status_options(self):
+        pod, container, arguments = self.agent()
+        checks = {}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            command = container[probe]["exec"]["command"]
+            self.assertEqual(["dotnet", AGENT_DLL, "status"], command[:3], probe)
+            status = agent_arguments(command, "status")
+            # The agent's own socket: `status` finds the query socket beside it, as `serve` puts it.
+            self.assertEqual(one(arguments, "--socket"), one(status, "--socket"), probe)
+            self.assertNotIn("--query-socket", [name for name, _ in arguments])
+            checks[probe] = one(status, "--check")
+            # A probe's own deadline is longer than what `status` waits for the agent.
+            self.assertGreater(container[probe]["timeoutSeconds"], float(one(status, "--timeout")), probe)
+        self.assertEqual({"startupProbe": "ready", "livenessProbe": "live", "readinessProbe": "ready"}, checks)
 
     def test_the_app_gets_the_shim_from_the_agents_image_and_autostarts_it(self):
         _, agent, _ = self.agent()
