@@ -1,4 +1,6 @@
+using System.IO.Pipelines;
 using Microsoft.Extensions.Time.Testing;
+using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Testing;
@@ -203,5 +205,35 @@ public sealed class TimelineTests
         var completed = script.Complete();
         Assert.Same(completed, await late);
         Assert.Same(completed, await script.Session.RequestSnapshotAsync());
+    }
+
+    [Fact]
+    public async Task A_snapshot_of_an_idle_connection_is_taken_while_its_read_loop_waits_and_the_loop_goes_on()
+    {
+        var pipe = new Pipe();
+        var session = new ProcessSession(time: _time);
+        var running = session.RunAsync(pipe.Reader);
+        await pipe.Writer.WriteAsync(new WireStream().Preamble().Hello(4242).Definitions([(1, "main")], [(1, "MainThread")])
+            .Events(new EventRecord((ulong)Second, 1, 1, EventKind.Start)).ToArray());
+        await ServeUntil(() => session.Profile is { EventsReceived: 1 });
+
+        // Nothing more arrives: the read loop is waiting, and the snapshot is taken there.
+        var snapshot = await session.RequestSnapshotAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, snapshot.Threads.Single().Root.At("main").Calls);
+
+        await pipe.Writer.WriteAsync(new WireStream().Events(new EventRecord((ulong)(2 * Second), 1, 1, EventKind.Return)).ToArray());
+        await pipe.Writer.CompleteAsync();
+        Assert.Equal(ConnectionEndReason.EndOfStream, (await running.WaitAsync(TimeSpan.FromSeconds(30))).Reason);
+        session.Profile!.Threads.Single().Root.At("main").Has(1, 0, Second, Second);
+    }
+
+    private static async Task ServeUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(10);
+        }
     }
 }

@@ -44,6 +44,7 @@ public sealed class ProcessSession
     private volatile bool _completed;
     private ProcessTimeline? _timeline;
     private long _nextBucketAt;
+    private SessionInput? _input;
 
     // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
     private bool _burst;
@@ -122,8 +123,8 @@ public sealed class ProcessSession
     public void RequestCheckpoint() => Volatile.Write(ref _checkpointRequested, 1);
 
     /// <summary>
-    /// A checkpoint for the caller alone (observers do not hear of it), taken on the session's thread after its next
-    /// frame; thread-safe. When the connection ends first, the completed profile; a connection that ends before HELLO
+    /// A checkpoint for the caller alone (observers do not hear of it), taken on the session's thread: at once when its
+    /// read loop waits for the peer (<see cref="RunAsync"/>), else after the frame it is reading; thread-safe. When the connection ends first, the completed profile; a connection that ends before HELLO
     /// fails it with <see cref="InvalidOperationException"/>.
     /// </summary>
     public Task<ProcessProfile> RequestSnapshotAsync()
@@ -131,6 +132,7 @@ public sealed class ProcessSession
         var waiter = new TaskCompletionSource<ProcessProfile>(TaskCreationOptions.RunContinuationsAsynchronously);
         _snapshotWaiters.Enqueue(waiter);
         if (_completed) AnswerSnapshotWaiters(_profile is { IsCompleted: true } completed ? completed : null);
+        else Volatile.Read(ref _input)?.Wake();
         return waiter.Task;
     }
 
@@ -350,10 +352,12 @@ public sealed class ProcessSession
     public async Task<ConnectionEnd> RunAsync(PipeReader input, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(input);
+        var wakeable = new SessionInput(input, TakeRequestedCheckpoint);
+        Volatile.Write(ref _input, wakeable);
         ConnectionEnd end;
         try
         {
-            var result = await WireConnection.RunAsync(input, Handler, cancellationToken, _limits.MaxFramePayload).ConfigureAwait(false);
+            var result = await WireConnection.RunAsync(wakeable, Handler, cancellationToken, _limits.MaxFramePayload).ConfigureAwait(false);
             end = ConnectionEnd.FromStreamEnd(result.End);
         }
         catch (ProtocolException violation)
