@@ -431,8 +431,10 @@ public sealed class TimelineSelection
         ArgumentNullException.ThrowIfNull(process);
         if (Span is not { } span) return null;
 
-        var sums = new Dictionary<int, Figures>();
+        // Indexed by the nodes' timeline ids: a range of a large tree touches most of them.
+        var sums = new Figures[_nodes.Length];
         long events = 0, covered = 0;
+        var highest = 0;
         foreach (var bucket in Buckets)
         {
             events += bucket.Events;
@@ -443,23 +445,27 @@ public sealed class TimelineSelection
             for (var i = 0; i < bucket.EntryCount; i++)
             {
                 id += (int)ProcessTimeline.ReadVarint(entries, ref position);
-                ref var figures = ref CollectionsMarshal.GetValueRefOrAddDefault(sums, id, out _);
+                ref var figures = ref sums[id];
+                figures.Changed = true;
                 figures.Calls += ProcessTimeline.ReadVarint(entries, ref position);
                 figures.Resumes += ProcessTimeline.ReadVarint(entries, ref position);
                 figures.SelfNs += ProcessTimeline.ReadVarint(entries, ref position);
                 figures.TotalNs += ProcessTimeline.ReadVarint(entries, ref position);
+                highest = Math.Max(highest, id);
             }
         }
 
         var threadByRoot = new Dictionary<CallNode, ThreadProfile>(ReferenceEqualityComparer.Instance);
         foreach (var thread in _threads) threadByRoot[thread.Root] = thread.EmptyCopy();
-        var copies = new Dictionary<CallNode, CallNode>(ReferenceEqualityComparer.Instance);
+        var copies = new CallNode?[highest + 1];
         var functions = new HashSet<FunctionInfo>(ReferenceEqualityComparer.Instance);
         var path = new List<CallNode>();
-        foreach (var (id, figures) in sums.OrderBy(entry => entry.Key))
+        var copied = 0;
+        for (var id = 1; id <= highest; id++)
         {
-            var node = _nodes[id]!;
-            var copy = CopyOf(node);
+            ref var figures = ref sums[id];
+            if (!figures.Changed) continue;
+            var copy = CopyOf(_nodes[id]!);
             // A late event can make one bucket give back a little of what the previous one charged an open frame:
             // a span never shows less than nothing.
             copy.Calls += Math.Max(0, figures.Calls);
@@ -471,25 +477,26 @@ public sealed class TimelineSelection
         foreach (var thread in threads) thread.Root.TotalNs = thread.Root.Children.Sum(child => child.TotalNs);
 
         var exceptions = ExceptionsOf(process.Exceptions.Limits);
-        return process.ForSpan(span, threads, functions, exceptions, events, copies.Count + threads.Length, covered, takenAt);
+        return process.ForSpan(span, threads, functions, exceptions, events, copied + threads.Length, covered, takenAt);
 
+        // The copy of a tracked node, with its path created on first use (a node's ancestors are tracked too, or roots).
         CallNode CopyOf(CallNode node)
         {
-            if (copies.TryGetValue(node, out var known)) return known;
             path.Clear();
             var top = node;
-            while (top.Parent is { } parent && !copies.ContainsKey(top))
+            while (top.Parent is { } parent && (top.TimelineId >= copies.Length || copies[top.TimelineId] is null))
             {
                 path.Add(top);
                 top = parent;
             }
-            var target = top.Parent is null ? threadByRoot[top].Root : copies[top];
+            var target = top.Parent is null ? threadByRoot[top].Root : copies[top.TimelineId]!;
             for (var i = path.Count - 1; i >= 0; i--)
             {
                 var function = path[i].Function!;
                 functions.Add(function);
                 target = target.GetOrAddChild(function);
-                copies[path[i]] = target;
+                if (path[i].TimelineId < copies.Length) copies[path[i].TimelineId] = target;
+                copied++;
             }
             return target;
         }
@@ -521,6 +528,7 @@ public sealed class TimelineSelection
 
     private struct Figures
     {
+        public bool Changed;
         public long Calls;
         public long Resumes;
         public long SelfNs;
