@@ -21,6 +21,9 @@ public static class AgentCommandLine
         };
         // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
         if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
-        return root.Parse(args).Invoke();
+        var parsed = root.Parse(args);
+        var code = parsed.Invoke();
+        // A command line that does not parse exits 2, like every other usage error (`status` gives 1 a meaning).
+        return parsed.Errors.Count > 0 ? 2 : code;
     }
 }
