@@ -46,17 +46,23 @@ public static class LiveBenchmarks
             .FirstOrDefault(p => p.Pid == program.Id && p.CallTreeNodes >= 50_000), "50,000 stacks at the agent");
         Console.WriteLine($"process {process.Pid}: {process.CallTreeNodes:N0} call-tree nodes, {process.EventsReceived:N0} events");
 
-        var api = new List<double>();
+        // Wall time on a shared machine counts the other processes' turns too; the agent's CPU time for the answer
+        // does not, so both are printed. The first answer (the code's first run) is left out.
+        List<double> api = [], apiCpu = [];
         long bytes = 0;
-        for (var i = 0; i < 7; i++)
+        for (var i = 0; i < 8; i++)
         {
+            var cpu = CpuTime(agent.Process.Id);
             var watch = Stopwatch.StartNew();
             using var call = client.Snapshot(new SnapshotRequest { Process = new ProcessSelector { Pid = program.Id } });
             bytes = 0;
             await foreach (var chunk in call.ResponseStream.ReadAllAsync()) bytes += chunk.Data.Length;
+            if (i == 0) continue;
             api.Add(watch.Elapsed.TotalMilliseconds);
+            apiCpu.Add((CpuTime(agent.Process.Id) - cpu).TotalMilliseconds);
         }
-        Console.WriteLine($"query API Snapshot (checkpoint + 7 files, {bytes / 1e6:F1} MB): {Figures(api)}");
+        Console.WriteLine($"query API Snapshot (checkpoint + 7 files, {bytes / 1e6:F1} MB), after a warm-up: wall {Figures(api)}");
+        Console.WriteLine($"  the agent's CPU time for it: {Figures(apiCpu)}");
 
         var cli = new List<double>();
         for (var i = 0; i < 3; i++)
