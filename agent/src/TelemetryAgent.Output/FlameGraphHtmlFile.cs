@@ -77,21 +77,9 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(baseline);
         ArgumentNullException.ThrowIfNull(comparison);
-        var canonical = new Dictionary<FunctionInfo, FunctionInfo>();
-        var byReference = new Dictionary<FunctionInfo, FunctionInfo>(ReferenceEqualityComparer.Instance);
-        FunctionInfo Canonical(FunctionInfo function)
-        {
-            if (byReference.TryGetValue(function, out var known)) return known;
-            if (!canonical.TryGetValue(function, out known))
-            {
-                known = function;
-                canonical.Add(function, function);
-            }
-            byReference.Add(function, known);
-            return known;
-        }
+        var canonical = new CanonicalFunctions();
         var union = CallNode.CreateRoot(comparison.Name);
-        union.MergeFrom(comparison, Canonical);
+        union.MergeFrom(comparison, canonical.Of);
 
         // The baseline's figures per node of the union (creating the nodes only it has), with its display totals.
         var baselineTotals = new Dictionary<CallNode, long>(ReferenceEqualityComparer.Instance);
@@ -104,7 +92,7 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
             before[pair.Target] = (pair.Source.Calls, pair.Source.SelfNs, baselineTotals[pair.Source]);
             foreach (var child in pair.Source.Children)
             {
-                var target = child.Function is null ? pair.Target.GetOrAddGroup(child.Name) : pair.Target.GetOrAddChild(Canonical(child.Function));
+                var target = child.Function is null ? pair.Target.GetOrAddGroup(child.Name) : pair.Target.GetOrAddChild(canonical.Of(child.Function));
                 pending.Push((child, target));
             }
         }

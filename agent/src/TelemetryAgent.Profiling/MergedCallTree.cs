@@ -16,28 +16,14 @@ public static class MergedCallTree
     {
         ArgumentNullException.ThrowIfNull(processes);
         var root = CallNode.CreateRoot("all");
-        var canonical = new Dictionary<FunctionInfo, FunctionInfo>();
-        // Every node of a function holds the same object: comparing by value (hashing its strings) once per object,
-        // not once per node, is what keeps a large tree's merge fast.
-        var byReference = new Dictionary<FunctionInfo, FunctionInfo>(ReferenceEqualityComparer.Instance);
-        FunctionInfo Canonical(FunctionInfo function)
-        {
-            if (byReference.TryGetValue(function, out var known)) return known;
-            if (!canonical.TryGetValue(function, out known))
-            {
-                known = function;
-                canonical.Add(function, function);
-            }
-            byReference.Add(function, known);
-            return known;
-        }
+        var canonical = new CanonicalFunctions();
 
         foreach (var process in processes)
         {
             var processNode = root.GetOrAddGroup(byService ? process.Identity.ServiceName : ProfileLabels.Process(process));
             foreach (var thread in process.Threads)
             {
-                processNode.GetOrAddGroup(ProfileLabels.Thread(thread)).MergeFrom(thread.Root, Canonical);
+                processNode.GetOrAddGroup(ProfileLabels.Thread(thread)).MergeFrom(thread.Root, canonical.Of);
             }
         }
         foreach (var processNode in root.Children)
