@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using TelemetryAgent.Live.Contracts;
 
@@ -148,6 +149,9 @@ public sealed class LiveServer : IAsyncDisposable
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         // Kestrel must not watch the agent's working directory or read appsettings files of wherever it runs.
         builder.Configuration.Sources.Clear();
+        // The agent owns its signals: `serve` stops the live views in its own order. The default console lifetime would
+        // take SIGINT, SIGTERM and SIGQUIT too, and stop these servers on its own, even while they start.
+        builder.Services.AddSingleton<IHostLifetime, AgentOwnsSignals>();
     }
 
     /// <summary>Samples the agent's counters every few seconds, so that status can say events/s and drops/s over a minute.</summary>
@@ -223,6 +227,14 @@ public sealed class LiveServer : IAsyncDisposable
             {
             }
         }
+    }
+
+    /// <summary>A host lifetime that handles no signal and waits for nothing.</summary>
+    private sealed class AgentOwnsSignals : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     /// <summary>Kestrel's warnings and errors as the agent's own log lines.</summary>

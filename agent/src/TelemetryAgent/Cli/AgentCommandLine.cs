@@ -22,7 +22,11 @@ public static class AgentCommandLine
         // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
         if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
         var parsed = root.Parse(args);
-        var code = parsed.Invoke();
+        // serve owns SIGINT and SIGTERM (an orderly stop within --shutdown-timeout). System.CommandLine's own handling
+        // would cancel the action and, 2 s later, end the process with exit code 143 in the middle of that stop.
+        var invocation = new InvocationConfiguration();
+        if (args.Length > 0 && args[0] == "serve") invocation.ProcessTerminationTimeout = null;
+        var code = parsed.Invoke(invocation);
         // A command line that does not parse exits 2, like every other usage error (`status` gives 1 a meaning).
         return parsed.Errors.Count > 0 ? 2 : code;
     }
