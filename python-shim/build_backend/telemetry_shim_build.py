@@ -2,9 +2,12 @@
 only: pyproject.toml names it with `backend-path`, so pip builds the shim offline and without
 setuptools (`pip install --no-build-isolation --no-index ./python-shim`).
 
-- build_wheel: telemetry_shim/**/*.py and a .dist-info (METADATA, WHEEL, RECORD). The wheel is
-  pure Python: tag py3-none-any, installed into purelib.
-- build_sdist: pyproject.toml, README.md, this backend and the package, with PKG-INFO.
+- build_wheel: telemetry_shim/**/*.py and a .dist-info (METADATA, WHEEL, RECORD), with the C
+  callbacks (telemetry_shim_native.py) compiled for the Python that runs the build: tagged for that
+  Python and platform (cp312-cp312-linux_x86_64), installed into platlib. Where they cannot be
+  compiled (no compiler or headers) it says so once and the wheel is pure Python: py3-none-any,
+  installed into purelib, and the shim records with its Python callbacks.
+- build_sdist: pyproject.toml, README.md, this backend and the package (its C source too), with PKG-INFO.
 - build_editable: a wheel whose .pth imports a finder that loads `telemetry_shim` (and nothing
   else of this folder) from the source tree.
 
@@ -18,13 +21,18 @@ import hashlib
 import io
 import os
 import re
+import sys
 import tarfile
+import tempfile
 import tomllib
 import zipfile
+
+import telemetry_shim_native
 
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "telemetry_shim"
 VERSION_FILE = os.path.join(PACKAGE, "_package.py")  # VERSION = "..."
+NATIVE_SOURCE = PACKAGE + "/_native.c"
 BACKEND_DIR = "build_backend"
 SDIST_FILES = ("pyproject.toml", "README.md")
 TIMESTAMP = 315532800  # 1980-01-01, the earliest a zip entry can carry
@@ -60,7 +68,15 @@ prepare_metadata_for_build_editable = prepare_metadata_for_build_wheel
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     project = Project.read()
-    return _write_wheel(project, wheel_directory, project.package_files())
+    files = project.package_files()
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            extension = telemetry_shim_native.build(scratch)
+        except telemetry_shim_native.BuildError as exc:
+            print("telemetry_shim: a pure-Python wheel, without the native callbacks: %s" % exc, file=sys.stderr)
+            return _write_wheel(project, wheel_directory, files)
+        files.append(("%s/%s" % (PACKAGE, os.path.basename(extension)), _read(extension)))
+    return _write_wheel(project, wheel_directory, files, native_wheel_tag())
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
@@ -77,6 +93,7 @@ def build_sdist(sdist_directory, config_settings=None):
     files = [(name, _read(os.path.join(SOURCE_ROOT, name))) for name in SDIST_FILES]
     files += [(path, _read(os.path.join(SOURCE_ROOT, path))) for path in _python_files(BACKEND_DIR)]
     files += project.package_files()
+    files.append((NATIVE_SOURCE, _read(os.path.join(SOURCE_ROOT, NATIVE_SOURCE))))
     files.append(("PKG-INFO", project.metadata()))
     archive = base + ".tar.gz"
     with tarfile.open(os.path.join(sdist_directory, archive), "w:gz", format=tarfile.PAX_FORMAT) as tar:
@@ -129,9 +146,11 @@ class Project:
             body = _read(os.path.join(SOURCE_ROOT, self.readme)).decode("utf-8")
         return ("\n".join(lines) + "\n\n" + body).encode("utf-8")
 
-    def dist_info_files(self):
+    def dist_info_files(self, tag=None):
         """The .dist-info files other than RECORD: (name, bytes)."""
-        wheel = "Wheel-Version: 1.0\nGenerator: %s\nRoot-Is-Purelib: true\nTag: %s\n" % (GENERATOR, _wheel_tag())
+        tag = tag or PURE_WHEEL_TAG
+        wheel = "Wheel-Version: 1.0\nGenerator: %s\nRoot-Is-Purelib: %s\nTag: %s\n" % (
+            GENERATOR, "true" if tag == PURE_WHEEL_TAG else "false", tag)
         return [("METADATA", self.metadata()), ("WHEEL", wheel.encode())]
 
     def package_files(self):
@@ -166,14 +185,23 @@ def _read(path):
 
 # ---- wheels ----------------------------------------------------------------------------------------
 
-def _wheel_tag():
-    return "py3-none-any"
+PURE_WHEEL_TAG = "py3-none-any"
 
 
-def _write_wheel(project, wheel_directory, files):
+def native_wheel_tag():
+    """The tag of a wheel holding an extension built by the running CPython, e.g. cp312-cp312-linux_x86_64."""
+    import sysconfig
+
+    interpreter = "cp%d%d" % sys.version_info[:2]
+    platform = re.sub(r"[-.]", "_", sysconfig.get_platform())
+    return "%s-%s%s-%s" % (interpreter, interpreter, getattr(sys, "abiflags", ""), platform)
+
+
+def _write_wheel(project, wheel_directory, files, tag=PURE_WHEEL_TAG):
     """A wheel of `files` ((path, bytes)) and the project's .dist-info; returns its file name."""
-    name = "%s-%s-%s.whl" % (project.dist_name, project.version, _wheel_tag())
-    entries = sorted(files) + [("%s/%s" % (project.dist_info, file), data) for file, data in project.dist_info_files()]
+    name = "%s-%s-%s.whl" % (project.dist_name, project.version, tag)
+    entries = sorted(files) + [("%s/%s" % (project.dist_info, file), data)
+                               for file, data in project.dist_info_files(tag)]
     record_path = project.dist_info + "/RECORD"
     record = io.StringIO()
     writer = csv.writer(record, lineterminator="\n")

@@ -53,6 +53,7 @@ class _Shim:
     def __init__(self, tool_id, settings, exceptions=True):
         from ._exceptions import stretch_intervals
         from ._monitor import Recorder
+        from ._native_path import choose
         from ._settings import CodeFilter
 
         self.settings = settings
@@ -65,9 +66,12 @@ class _Shim:
         # From the settings, read at start: at exit the events are still on until stop(), and
         # os.environ is Python code.
         self.exit_timeout_s = settings.exit_timeout_s
+        native, problem = choose(settings.native)
+        if problem:
+            warn_once("telemetry_shim: " + problem)
         self.recorder = Recorder(settings.buffer_events, PACKAGE_DIR, self._internal_error, calls=settings.calls,
                                  exceptions=exceptions, burst=settings.mode == "burst",
-                                 code_filter=CodeFilter(settings.include, settings.exclude))
+                                 code_filter=CodeFilter(settings.include, settings.exclude), native=native)
         self.sender = self._new_sender()
         self.process_start_unix_ns = _process_start_unix_ns()
 
@@ -103,6 +107,7 @@ class _Shim:
             "clock_unix_ns": unix_ns,
             "tool_id": self.tool_id,
             "working_directory": self.working_directory,
+            "callbacks": self.recorder.callbacks_name,
         }
         fields.update(self.settings.hello_fields())
         return fields

@@ -72,7 +72,7 @@ class Recorder:
     and the tables it shares with the exception tracker (codes, threads, callback failures)."""
 
     def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True,
-                 burst=False, code_filter=None):
+                 burst=False, code_filter=None, native=False):
         self.capacity_words = 2 * max(int(capacity_events), 1024)
         self.shim_prefix = os.path.join(os.path.abspath(shim_dir), "")
         self._on_internal_error = on_internal_error
@@ -98,8 +98,16 @@ class Recorder:
 
             self.exceptions = ExceptionTracker(self.codes, self.threads, self.failures)
         unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
-        self._callbacks = [self._make_callback(kind, unwind_hook if kind == _wire.KIND_UNWIND else None)
-                           for _, kind, _ in _EVENT_KINDS]
+        # The one dispatch point between the C callbacks and their Python twin (_native_path).
+        self.native = None
+        if native and self.calls:
+            from ._native_path import NativeCallbacks
+
+            self.native = NativeCallbacks(self, unwind_hook)
+            self._callbacks = self.native.event_callbacks
+        else:
+            self._callbacks = [self._make_callback(kind, unwind_hook if kind == _wire.KIND_UNWIND else None)
+                               for _, kind, _ in _EVENT_KINDS]
         self.new_generation()
 
     # ---- callbacks --------------------------------------------------------------------------
@@ -159,7 +167,7 @@ class Recorder:
         (map/setattr run no bytecode, so no other thread runs in between).
         """
         previous = self.buffer
-        buf = []
+        buf = self.native.new_buffer() if self.native is not None else []
         keys = {}
         self._switch_defaults(buf, keys, recording=not self.burst or self.window_open)()
         self.buffer = buf
@@ -172,9 +180,16 @@ class Recorder:
         """The PY_START callback (for calibrating what one event costs)."""
         return self._callbacks[0]
 
+    @property
+    def callbacks_name(self):
+        """Which callbacks record the calls: "native" (C) or "python" (HELLO's `callbacks`)."""
+        return "native" if self.native is not None else "python"
+
     def _switch_defaults(self, buf, keys, recording):
         """A C-level callable that gives all callbacks (buf, keys) at once (see new_generation).
         `recording` is the unwind callback's flag (burst mode: is a window open)."""
+        if self.native is not None:
+            return partial(self.native.switch, buf, keys, recording)
         limit = self.capacity_words
         # Extra trailing defaults (the unwind callback's exception hook) are kept as they are.
         defaults = [

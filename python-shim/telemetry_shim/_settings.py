@@ -36,6 +36,9 @@ TOOL_ID_ENV = "TELEMETRY_SHIM_TOOL_ID"
 BUFFER_EVENTS_ENV = "TELEMETRY_SHIM_BUFFER_EVENTS"
 FLUSH_INTERVAL_ENV = "TELEMETRY_SHIM_FLUSH_INTERVAL_MS"
 EXIT_TIMEOUT_ENV = "TELEMETRY_SHIM_EXIT_TIMEOUT_S"
+# Which call callbacks record: auto (the C ones when built for this Python), on, off (the Python ones).
+NATIVE_ENV = "TELEMETRY_SHIM_NATIVE"
+NATIVE_CHOICES = ("auto", "on", "off")
 # For measuring the shim under a tool that slows the whole process down (valgrind: about 12 times):
 # every interval the shim plans or waits for is stretched by this factor, so that its schedule
 # keeps the proportion to the program's progress that it has in a normal run.
@@ -61,7 +64,7 @@ _INFINITY = float("inf")
 class Settings:
     __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "slowdown", "socket_path",
                  "service_name", "resource_attributes", "tool_ids", "buffer_events", "flush_interval_s",
-                 "exit_timeout_s", "problems")
+                 "exit_timeout_s", "native", "problems")
 
     def __init__(self, **fields):
         for name, value in fields.items():
@@ -98,6 +101,10 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
         problems.append("%s must be at least twice the window; using %g ms" % (PERIOD_ENV, 2 * window_ms))
         period_ms = 2 * window_ms
     budget = parse_budget(env.get(BUDGET_ENV, ""), problems)
+    native = env.get(NATIVE_ENV, "").strip().lower() or "auto"
+    if native not in NATIVE_CHOICES:
+        problems.append("%s=%r is not one of %s; using auto" % (NATIVE_ENV, native, ", ".join(NATIVE_CHOICES)))
+        native = "auto"
     slowdown = _number(env, SLOWDOWN_ENV, 1.0, problems, lambda value: 1 <= value <= 1000,
                        "a factor between 1 and 1000")
     if not service_name and autostart:
@@ -120,6 +127,7 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
         flush_interval_s=_number_at_least(env, FLUSH_INTERVAL_ENV, DEFAULT_FLUSH_INTERVAL_MS, MIN_FLUSH_INTERVAL_MS,
                                           "ms", problems) / 1000,
         exit_timeout_s=_number_at_least(env, EXIT_TIMEOUT_ENV, DEFAULT_EXIT_TIMEOUT_S, 0.0, "s", problems),
+        native=native,
         problems=problems,
     )
 

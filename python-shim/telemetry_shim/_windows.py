@@ -33,8 +33,10 @@ def calibrate_event_cost(recorder):
     scratch buffer) called directly, minus what passing its ten arguments from Python costs, plus
     the call of a two-argument Python function (what the interpreter makes for each event).
     Runs once, on the sender thread, in about a millisecond of its CPU time."""
-    callback = recorder.start_callback
     code = calibrate_event_cost.__code__
+    if recorder.native is not None:
+        return _calibrate_native(code)
+    callback = recorder.start_callback
     thread_keys = {get_ident(): 1 << 40}
     code_keys = {id(code): 1 << 8}
     scratch = []
@@ -43,6 +45,15 @@ def calibrate_event_cost(recorder):
     passing = min(_cpu_ns_per_call(_ten_arguments, args, scratch) for _ in range(3))
     dispatch = min(_cpu_ns_per_call(_two_arguments, args[:2], scratch) for _ in range(3))
     return max(int((full - passing + dispatch) * CALIBRATION_MARGIN), 1)
+
+
+def _calibrate_native(code):
+    """The C callback's cost: the same measure, with the C callback's two arguments."""
+    from ._native_path import calibration_callback
+
+    callback, scratch = calibration_callback(code, get_ident())
+    full = min(_cpu_ns_per_call(callback, (code, 0), scratch) for _ in range(3))
+    return max(int(full * CALIBRATION_MARGIN), 1)
 
 
 def _ten_arguments(code, offset, value, thread_key, code_key, ident, now, buf, extend, limit):

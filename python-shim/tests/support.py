@@ -40,7 +40,7 @@ SCHEMAS = {
         10: ("host_name", "s"), 11: ("service_name", "s"), 12: ("resource_attributes", "s"),
         13: ("clock_monotonic_ns", "i"), 14: ("clock_unix_ns", "i"), 15: ("mode", "s"),
         16: ("tool_id", "u"), 17: ("working_directory", "s"), 18: ("window_ns", "i"), 19: ("period_ns", "i"),
-        20: ("overhead_budget_ppm", "u"), 21: ("include", "s*"), 22: ("exclude", "s*"),
+        20: ("overhead_budget_ppm", "u"), 21: ("include", "s*"), 22: ("exclude", "s*"), 23: ("callbacks", "s"),
     },
     "Definitions": {1: ("codes", "m:CodeDefinition*"), 2: ("threads", "m:ThreadDefinition*")},
     "CodeDefinition": {
@@ -669,3 +669,39 @@ class TempDirTestCase(unittest.TestCase):
         with open(path, "w") as f:
             f.write(textwrap.dedent(text))
         return path
+
+
+class DiscardingAgent(AcceptingAgent):
+    """Reads every connection to its end and keeps nothing: an agent that always keeps up, for runs
+    too large to keep (memory tests)."""
+
+    tmp_prefix = "tashim-discard-"
+
+    def __init__(self):
+        super().__init__()
+        self.bytes_read = 0
+        self._readers = []
+
+    def _on_client(self, client):
+        reader = threading.Thread(target=self._drain, args=(client,), name="DiscardingAgent-reader", daemon=True)
+        self._readers.append((client, reader))
+        reader.start()
+
+    def _drain(self, client):
+        with client:
+            while True:
+                try:
+                    data = client.recv(1 << 20)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.bytes_read += len(data)
+
+    def _close_clients(self):
+        for client, reader in self._readers:
+            reader.join(10)
+            try:
+                client.close()
+            except OSError:
+                pass

@@ -20,7 +20,8 @@ PACKAGE_DIR = os.path.join(support.SHIM_ROOT, "telemetry_shim")
 
 
 def package_modules(package_dir):
-    """{module name: (path, is_package)} for every .py file under `package_dir`."""
+    """{module name: (path, is_package)} for every .py file under `package_dir`, and (path None: it
+    imports nothing) every C extension module whose source (.c) is there."""
     root = os.path.basename(os.path.normpath(package_dir))
     modules = {}
     for directory, subdirectories, files in os.walk(package_dir):
@@ -30,6 +31,9 @@ def package_modules(package_dir):
         in_package = all(os.path.exists(os.path.join(package_dir, *parts[1:i], "__init__.py"))
                          for i in range(1, len(parts) + 1))
         for name in sorted(files):
+            if name.endswith(".c") and in_package:
+                modules[".".join(parts + [name[:-2]])] = (None, False)
+                continue
             if not name.endswith(".py"):
                 continue
             path = os.path.join(directory, name)
@@ -46,6 +50,9 @@ def import_edges(modules):
     """{module: [(imported module, line)]} for the imports between `modules`."""
     edges = {}
     for name, (path, is_package) in modules.items():
+        if path is None:
+            edges[name] = []
+            continue
         with open(path, "rb") as f:
             tree = ast.parse(f.read(), path)
         found = edges[name] = []

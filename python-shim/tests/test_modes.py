@@ -124,7 +124,10 @@ class BurstModeTests(RunnerTestCase):
         # A computing program hands the GIL to the sender only after the switch interval (here
         # 10 ms): the sender learns that delay and wakes that much early. Unlearned, every window
         # would last 40 + 10 ms.
-        source = "import sys\nsys.setswitchinterval(0.01)\n" + BUSY_AND_IDLE.replace("+ 1.0", "+ 2.0")  # ~10 windows
+        # ~10 windows. Fewer calls per second than fib(12) alone (the computing holds the GIL all the
+        # same): this test's agent decodes every event in Python, and a sender blocked on it serves no window.
+        busy = BUSY_AND_IDLE.replace("+ 1.0", "+ 2.0").replace("    fib(12)\n", "    fib(4)\n    for _ in range(300): pass\n")
+        source = "import sys\nsys.setswitchinterval(0.01)\n" + busy
         env = dict(WINDOW_ENV, TELEMETRY_SHIM_WINDOW_MS="40", TELEMETRY_SHIM_PERIOD_MS="200")
         conn, _ = self.run_program(source, env)
         windows, _ = windows_of(conn)

@@ -43,6 +43,35 @@ def package_modules():
     return found
 
 
+def native_extension():
+    """The wheel entry of the C callbacks built for this interpreter, or None where they cannot be built."""
+    sys.path.insert(0, BACKEND_DIR)
+    try:
+        import telemetry_shim_native
+    finally:
+        sys.path.remove(BACKEND_DIR)
+    try:
+        telemetry_shim_native.compile_command(os.devnull)
+    except telemetry_shim_native.BuildError:
+        return None
+    return "telemetry_shim/" + telemetry_shim_native.extension_name()
+
+
+def wheel_tag():
+    sys.path.insert(0, BACKEND_DIR)
+    try:
+        import telemetry_shim_build
+    finally:
+        sys.path.remove(BACKEND_DIR)
+    return telemetry_shim_build.native_wheel_tag() if native_extension() else "py3-none-any"
+
+
+def wheel_modules():
+    """What a wheel built here holds of the package: its modules, and the C callbacks when they build."""
+    extension = native_extension()
+    return package_modules() | ({extension} if extension else set())
+
+
 def shim_version():
     from telemetry_shim._package import VERSION  # the source tree's
 
@@ -89,7 +118,7 @@ class PackagingTests(support.TempDirTestCase):
     def build_wheel(self, source, folder):
         self.pip("wheel", "--no-deps", "-w", os.path.join(self.tmp, folder), source)
         wheels = os.listdir(os.path.join(self.tmp, folder))
-        self.assertEqual(["%s-%s-py3-none-any.whl" % (DIST_NAME, shim_version())], wheels)
+        self.assertEqual(["%s-%s-%s.whl" % (DIST_NAME, shim_version(), wheel_tag())], wheels)
         return os.path.join(self.tmp, folder, wheels[0])
 
     def test_install_into_a_target_folder_runs_a_program_from_there(self):
@@ -97,7 +126,7 @@ class PackagingTests(support.TempDirTestCase):
         self.pip("install", "--no-compile", "--target", target, support.SHIM_ROOT)
         installed = {os.path.relpath(os.path.join(directory, name), target).replace(os.sep, "/")
                      for directory, _, files in os.walk(os.path.join(target, "telemetry_shim")) for name in files}
-        self.assertEqual(package_modules(), installed)
+        self.assertEqual(wheel_modules(), installed)
 
         def read(name):
             with open(os.path.join(target, name), "rb") as f:
@@ -113,10 +142,10 @@ class PackagingTests(support.TempDirTestCase):
         dist_info = "%s-%s.dist-info/" % (DIST_NAME, shim_version())
         with zipfile.ZipFile(wheel_path) as wheel:
             names = set(wheel.namelist())
-            self.assertEqual(package_modules() | {dist_info + name for name in ("METADATA", "WHEEL", "RECORD")}, names)
+            self.assertEqual(wheel_modules() | {dist_info + name for name in ("METADATA", "WHEEL", "RECORD")}, names)
             self.assertEqual({dist_info + "RECORD": ["", ""]}, self.check_record(wheel.read, names - {dist_info + "RECORD"}))
             metadata = wheel.read(dist_info + "METADATA").decode()
-            self.assertIn("Tag: py3-none-any", wheel.read(dist_info + "WHEEL").decode())
+            self.assertIn("Tag: %s\n" % wheel_tag(), wheel.read(dist_info + "WHEEL").decode())
         for line in ("Name: telemetry-shim", "Version: " + shim_version(), "Requires-Python: >=3.12"):
             self.assertIn(line + "\n", metadata)
 
@@ -131,8 +160,9 @@ class PackagingTests(support.TempDirTestCase):
         self.assertEqual(base + ".tar.gz", built.stdout.strip())
         with tarfile.open(os.path.join(sdists, base + ".tar.gz")) as sdist:
             members = {member.name[len(base) + 1:] for member in sdist.getmembers()}
-            self.assertEqual(package_modules() | {"pyproject.toml", "README.md", "PKG-INFO",
-                                                  "build_backend/telemetry_shim_build.py"}, members)
+            self.assertEqual(package_modules() | {"pyproject.toml", "README.md", "PKG-INFO", "telemetry_shim/_native.c",
+                                                  "build_backend/telemetry_shim_build.py",
+                                                  "build_backend/telemetry_shim_native.py"}, members)
             sdist.extractall(self.tmp, filter="data")
         from_sdist = self.build_wheel(os.path.join(self.tmp, base), "wheels-from-sdist")
         with open(wheel_path, "rb") as direct, open(from_sdist, "rb") as rebuilt:

@@ -49,6 +49,7 @@ class MessageTests(unittest.TestCase):
             "clock_monotonic_ns": 42, "clock_unix_ns": 1_700_000_000_000_000_000, "mode": "burst", "tool_id": 3,
             "working_directory": "/srv", "window_ns": 10_000_000, "period_ns": 1_000_000_000,
             "overhead_budget_ppm": 10_000, "include": ["__main__", "app.*"], "exclude": ["stdlib", "*/vendor/*"],
+            "callbacks": "native",
         }
         self.assertEqual(hello, self.round_trip("Hello", hello))
 

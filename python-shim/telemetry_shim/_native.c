@@ -1,0 +1,702 @@
+/* The shim's call callbacks in C (the Python callbacks of _monitor.py are their tested twin).
+
+   Two types, nothing else:
+   - RecordBuffer: the pending records of one recorder generation, 64-bit words (timestamp, word)
+     in a preallocated array. To the Python code that fills it on the slow path and to the sender
+     that drains it, it behaves like the list the Python callbacks fill: len() counts words,
+     extend() appends, buf[:n] gives the first n words (as bytes: array('Q', buf[:n]) reads them
+     in one copy), del buf[:n] removes them.
+   - Callbacks: the six call callbacks (bound methods, registered with
+     sys.monitoring.register_callback). The hot path creates no Python object: the code key is
+     cached on the code object (PyUnstable_Code_SetExtra), the thread key in a thread-local
+     variable, the record written into the buffer. Whatever is not cached (a new code object, a
+     new thread, a full buffer, the shim's own code) goes to the Python slow path, which fills the
+     dictionaries this module reads.
+
+   Only the GIL build is supported (the Python path has the same limit): every field is read and
+   written with the GIL held, so a callback and a generation switch never overlap. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef Py_GIL_DISABLED
+#error "telemetry_shim._native supports GIL builds only"
+#endif
+
+#define KIND_START 1
+#define KIND_RESUME 2
+#define KIND_THROW 3
+#define KIND_RETURN 4
+#define KIND_YIELD 5
+#define KIND_UNWIND 6
+
+/* A code key is code_id << 8 (bits 8-39). The value cached on a code object adds bit 0 (set:
+   cached; the key may be 0, the shim's own code) and, in bits 40-63, the epoch of the Callbacks
+   object that cached it: a code object outlives a shim that stopped, and a new shim numbers its
+   codes anew. */
+#define CODE_KEY_MASK UINT64_C(0x000000FFFFFFFF00)
+#define CACHED_BIT UINT64_C(1)
+#define EPOCH_SHIFT 40
+#define EPOCH_LIMIT (UINT64_C(1) << (64 - EPOCH_SHIFT))
+
+static Py_ssize_t code_extra_index = -1;
+static uint64_t last_epoch = 0;
+/* Every switch of any Callbacks object takes a new generation; a thread's cached key is valid
+   while its generation is the current one of the Callbacks object it is used with. */
+static uint64_t last_generation = 0;
+static _Thread_local uint64_t thread_generation = 0;
+static _Thread_local uint64_t thread_key_cache = 0;
+/* The thread state the cached key belongs to: a new thread may get a finished thread's stack,
+   and with it its thread-local variables, unreset; thread state ids are never reused. */
+static _Thread_local uint64_t thread_state_id = 0;
+
+static inline uint64_t
+now_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t = 0;
+    (void)PyTime_PerfCounterRaw(&t);
+    return (uint64_t)t;
+#else
+    return (uint64_t)_PyTime_GetPerfCounter();
+#endif
+}
+
+/* ---- RecordBuffer ------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t *words;
+    Py_ssize_t length;     /* words in use */
+    Py_ssize_t allocated;  /* words allocated */
+} RecordBuffer;
+
+static PyTypeObject *RecordBuffer_Type;
+
+static int
+buffer_reserve(RecordBuffer *self, Py_ssize_t needed)
+{
+    if (needed <= self->allocated) {
+        return 0;
+    }
+    Py_ssize_t size = self->allocated > 0 ? self->allocated : 1024;
+    while (size < needed) {
+        if (size > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(uint64_t)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        size *= 2;
+    }
+    uint64_t *words = PyMem_RawRealloc(self->words, (size_t)size * sizeof(uint64_t));
+    if (words == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->words = words;
+    self->allocated = size;
+    return 0;
+}
+
+static PyObject *
+RecordBuffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t capacity = 0;
+    static char *keywords[] = {"capacity_words", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:RecordBuffer", keywords, &capacity)) {
+        return NULL;
+    }
+    if (capacity < 2) {
+        PyErr_SetString(PyExc_ValueError, "capacity_words must be at least 2");
+        return NULL;
+    }
+    RecordBuffer *self = (RecordBuffer *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (buffer_reserve(self, capacity) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+RecordBuffer_dealloc(RecordBuffer *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyMem_RawFree(self->words);
+    self->words = NULL;
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static Py_ssize_t
+RecordBuffer_len(RecordBuffer *self)
+{
+    return self->length;
+}
+
+/* extend(iterable of ints): all or nothing, so a bad value never leaves half a record. */
+static PyObject *
+RecordBuffer_extend(RecordBuffer *self, PyObject *iterable)
+{
+    PyObject *seq = PySequence_Fast(iterable, "extend() takes an iterable of integers");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count > PY_SSIZE_T_MAX - self->length || buffer_reserve(self, self->length + count) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        Py_DECREF(seq);
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    uint64_t *out = self->words + self->length;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        unsigned long long value = PyLong_AsUnsignedLongLong(items[i]);
+        if (value == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        out[i] = (uint64_t)value;
+    }
+    self->length += count;
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+}
+
+static int
+buffer_slice(RecordBuffer *self, PyObject *key, Py_ssize_t *start, Py_ssize_t *stop)
+{
+    Py_ssize_t step;
+    if (PySlice_Unpack(key, start, stop, &step) < 0) {
+        return -1;
+    }
+    if (step != 1) {
+        PyErr_SetString(PyExc_ValueError, "RecordBuffer slices take no step");
+        return -1;
+    }
+    PySlice_AdjustIndices(self->length, start, stop, step);
+    if (*stop < *start) {
+        *stop = *start;
+    }
+    return 0;
+}
+
+static PyObject *
+RecordBuffer_subscript(RecordBuffer *self, PyObject *key)
+{
+    if (PyIndex_Check(key)) {
+        Py_ssize_t index = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (index == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (index < 0) {
+            index += self->length;
+        }
+        if (index < 0 || index >= self->length) {
+            PyErr_SetString(PyExc_IndexError, "RecordBuffer index out of range");
+            return NULL;
+        }
+        return PyLong_FromUnsignedLongLong(self->words[index]);
+    }
+    if (!PySlice_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "RecordBuffer indices are integers or slices");
+        return NULL;
+    }
+    Py_ssize_t start, stop;
+    if (buffer_slice(self, key, &start, &stop) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)(self->words + start),
+                                     (stop - start) * (Py_ssize_t)sizeof(uint64_t));
+}
+
+static int
+RecordBuffer_ass_subscript(RecordBuffer *self, PyObject *key, PyObject *value)
+{
+    if (value != NULL || !PySlice_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "a RecordBuffer only supports `del buf[start:stop]`");
+        return -1;
+    }
+    Py_ssize_t start, stop;
+    if (buffer_slice(self, key, &start, &stop) < 0) {
+        return -1;
+    }
+    memmove(self->words + start, self->words + stop, (size_t)(self->length - stop) * sizeof(uint64_t));
+    self->length -= stop - start;
+    return 0;
+}
+
+static PyMethodDef RecordBuffer_methods[] = {
+    {"extend", (PyCFunction)RecordBuffer_extend, METH_O, "Appends 64-bit words (timestamp, word pairs)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot RecordBuffer_slots[] = {
+    {Py_tp_doc, "Pending records of one generation: 64-bit words in a preallocated array."},
+    {Py_tp_new, RecordBuffer_new},
+    {Py_tp_dealloc, RecordBuffer_dealloc},
+    {Py_tp_methods, RecordBuffer_methods},
+    {Py_sq_length, RecordBuffer_len},
+    {Py_mp_length, RecordBuffer_len},
+    {Py_mp_subscript, RecordBuffer_subscript},
+    {Py_mp_ass_subscript, RecordBuffer_ass_subscript},
+    {0, NULL},
+};
+
+static PyType_Spec RecordBuffer_spec = {
+    .name = "telemetry_shim._native.RecordBuffer",
+    .basicsize = sizeof(RecordBuffer),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = RecordBuffer_slots,
+};
+
+/* ---- Callbacks ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    RecordBuffer *buffer;      /* this generation's records */
+    PyObject *thread_keys;     /* dict: ident -> thread key (this generation) */
+    PyObject *thread_key_get;  /* thread_keys.get, what the slow path takes */
+    PyObject *call_keys;       /* dict: id(code) -> call key (CodeTable.call_keys) */
+    PyObject *slow_path;       /* slow_path(code, kind, buf, thread_key) -> None or DISABLE */
+    PyObject *unwind_hook;     /* hook(code, exception) before an UNWIND record, or NULL */
+    PyObject *failed;          /* failed(exc) -> true to re-raise (CallbackFailures.failed) */
+    Py_ssize_t limit;          /* words: the hot path leaves a fuller buffer to the slow path */
+    uint64_t generation;
+    uint64_t epoch;
+    int recording;             /* the UNWIND callback records (burst mode: a window is open) */
+} Callbacks;
+
+static PyTypeObject *Callbacks_Type;
+static PyObject *kind_numbers[KIND_UNWIND + 1];
+
+/* An exception raised by the slow path or the hook, or a failure here: what the Python callbacks
+   do (CallbackFailures.failed decides; True re-raises it into the program). */
+static PyObject *
+callback_failed(Callbacks *self)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    if (exc == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *verdict = PyObject_CallOneArg(self->failed, exc);
+    int reraise = 0;
+    if (verdict == NULL) {
+        PyErr_Clear();  /* the policy itself failed: never surface that in the program */
+    }
+    else {
+        reraise = PyObject_IsTrue(verdict);
+        Py_DECREF(verdict);
+        if (reraise < 0) {
+            PyErr_Clear();
+            reraise = 0;
+        }
+    }
+    if (reraise) {
+        PyErr_SetRaisedException(exc);
+        return NULL;
+    }
+    Py_DECREF(exc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+call_slow_path(Callbacks *self, PyObject *code, int kind)
+{
+    /* The slow path runs Python code: another thread may switch generations meanwhile, so it
+       holds its own references to this generation's objects. */
+    RecordBuffer *buffer = self->buffer;
+    PyObject *key_get = self->thread_key_get;
+    /* The slow path is where this thread's key is (re)assigned (a new thread on a finished
+       one's ident, a thread seeded again): the next event reads it from the table. */
+    thread_generation = 0;
+    Py_INCREF(buffer);
+    Py_INCREF(key_get);
+    PyObject *args[4] = {code, kind_numbers[kind], (PyObject *)buffer, key_get};
+    PyObject *result = PyObject_Vectorcall(self->slow_path, args, 4, NULL);
+    Py_DECREF(key_get);
+    Py_DECREF(buffer);
+    if (result == NULL) {
+        return callback_failed(self);
+    }
+    return result;
+}
+
+/* The call key of `code` (0: not recorded), from its cache or CodeTable.call_keys; -1 when it
+   is not known yet (the slow path defines it), -2 with an exception set. */
+static inline int64_t
+code_key_of(Callbacks *self, PyObject *code)
+{
+    void *extra = NULL;
+    if (PyUnstable_Code_GetExtra(code, code_extra_index, &extra) < 0) {
+        return -2;
+    }
+    uint64_t cached = (uint64_t)(uintptr_t)extra;
+    if ((cached & CACHED_BIT) && (cached >> EPOCH_SHIFT) == self->epoch) {
+        return (int64_t)(cached & CODE_KEY_MASK);
+    }
+    PyObject *id = PyLong_FromVoidPtr(code);
+    if (id == NULL) {
+        return -2;
+    }
+    PyObject *value = PyDict_GetItemWithError(self->call_keys, id);  /* borrowed */
+    Py_DECREF(id);
+    if (value == NULL) {
+        return PyErr_Occurred() ? -2 : -1;
+    }
+    unsigned long long key = PyLong_AsUnsignedLongLong(value);
+    if (key == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -2;
+    }
+    key &= CODE_KEY_MASK;
+    uint64_t entry = (self->epoch << EPOCH_SHIFT) | key | CACHED_BIT;
+    if (PyUnstable_Code_SetExtra(code, code_extra_index, (void *)(uintptr_t)entry) < 0) {
+        return -2;
+    }
+    return (int64_t)key;
+}
+
+/* This thread's key in this generation; 0 when unknown (the slow path registers the thread). */
+static inline int64_t
+thread_key_of(Callbacks *self)
+{
+    uint64_t state_id = PyThreadState_GetID(PyThreadState_Get());
+    if (thread_generation == self->generation && thread_state_id == state_id) {
+        return (int64_t)thread_key_cache;
+    }
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL) {
+        return -2;
+    }
+    PyObject *value = PyDict_GetItemWithError(self->thread_keys, ident);  /* borrowed */
+    Py_DECREF(ident);
+    if (value == NULL) {
+        return PyErr_Occurred() ? -2 : 0;
+    }
+    unsigned long long key = PyLong_AsUnsignedLongLong(value);
+    if (key == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -2;
+    }
+    if (key != 0) {
+        thread_key_cache = key;
+        thread_generation = self->generation;
+        thread_state_id = state_id;
+    }
+    return (int64_t)key;
+}
+
+static inline PyObject *
+record_event(Callbacks *self, PyObject *code, int kind)
+{
+    int64_t ck = code_key_of(self, code);
+    if (ck == -2) {
+        return callback_failed(self);
+    }
+    int64_t tk = thread_key_of(self);
+    if (tk == -2) {
+        return callback_failed(self);
+    }
+    RecordBuffer *buffer = self->buffer;
+    if (ck > 0 && tk > 0 && buffer->length < self->limit && buffer->length + 2 <= buffer->allocated) {
+        uint64_t *out = buffer->words + buffer->length;
+        out[0] = now_ns();
+        out[1] = (uint64_t)tk | (uint64_t)ck | (uint64_t)kind;
+        buffer->length += 2;
+        Py_RETURN_NONE;
+    }
+    return call_slow_path(self, code, kind);
+}
+
+static inline int
+check_args(Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "a sys.monitoring callback takes %zd arguments, not %zd", expected, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+#define CALLBACK(name, kind, nargs_expected)                                                     \
+    static PyObject *name(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)              \
+    {                                                                                            \
+        if (check_args(nargs, nargs_expected) < 0) {                                             \
+            return NULL;                                                                         \
+        }                                                                                        \
+        return record_event(self, args[0], kind);                                                \
+    }
+
+CALLBACK(Callbacks_py_start, KIND_START, 2)
+CALLBACK(Callbacks_py_resume, KIND_RESUME, 2)
+CALLBACK(Callbacks_py_throw, KIND_THROW, 3)
+CALLBACK(Callbacks_py_return, KIND_RETURN, 3)
+CALLBACK(Callbacks_py_yield, KIND_YIELD, 3)
+
+static PyObject *
+Callbacks_py_unwind(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (self->unwind_hook != NULL) {
+        PyObject *hook = self->unwind_hook;
+        Py_INCREF(hook);
+        PyObject *hook_args[2] = {args[0], args[2]};
+        PyObject *result = PyObject_Vectorcall(hook, hook_args, 2, NULL);
+        Py_DECREF(hook);
+        if (result == NULL) {
+            return callback_failed(self);
+        }
+        Py_DECREF(result);
+        if (!self->recording) {
+            Py_RETURN_NONE;
+        }
+    }
+    return record_event(self, args[0], KIND_UNWIND);
+}
+
+static uint64_t
+next_generation(void)
+{
+    return ++last_generation;
+}
+
+/* switch(buffer, thread_keys, recording): this generation's buffer and thread table, in one C
+   call (no other thread runs in between). */
+static PyObject *
+Callbacks_switch(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], RecordBuffer_Type) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "switch(RecordBuffer, dict, recording)");
+        return NULL;
+    }
+    int recording = PyObject_IsTrue(args[2]);
+    if (recording < 0) {
+        return NULL;
+    }
+    PyObject *key_get = PyObject_GetAttrString(args[1], "get");
+    if (key_get == NULL) {
+        return NULL;
+    }
+    RecordBuffer *old_buffer = self->buffer;
+    PyObject *old_keys = self->thread_keys;
+    PyObject *old_get = self->thread_key_get;
+    self->buffer = (RecordBuffer *)Py_NewRef(args[0]);
+    self->thread_keys = Py_NewRef(args[1]);
+    self->thread_key_get = key_get;
+    self->recording = recording;
+    self->generation = next_generation();
+    Py_XDECREF(old_buffer);
+    Py_XDECREF(old_keys);
+    Py_XDECREF(old_get);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *buffer, *thread_keys, *call_keys, *slow_path, *unwind_hook, *failed;
+    Py_ssize_t limit;
+    static char *keywords[] = {"buffer", "thread_keys", "call_keys", "slow_path", "unwind_hook", "failed",
+                               "limit", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OOOn:Callbacks", keywords, RecordBuffer_Type, &buffer,
+                                     &PyDict_Type, &thread_keys, &PyDict_Type, &call_keys, &slow_path,
+                                     &unwind_hook, &failed, &limit)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(slow_path) || !PyCallable_Check(failed)
+        || (unwind_hook != Py_None && !PyCallable_Check(unwind_hook))) {
+        PyErr_SetString(PyExc_TypeError, "slow_path, failed and unwind_hook (or None) must be callable");
+        return NULL;
+    }
+    PyObject *key_get = PyObject_GetAttrString(thread_keys, "get");
+    if (key_get == NULL) {
+        return NULL;
+    }
+    Callbacks *self = (Callbacks *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(key_get);
+        return NULL;
+    }
+    self->buffer = (RecordBuffer *)Py_NewRef(buffer);
+    self->thread_keys = Py_NewRef(thread_keys);
+    self->thread_key_get = key_get;
+    self->call_keys = Py_NewRef(call_keys);
+    self->slow_path = Py_NewRef(slow_path);
+    self->unwind_hook = unwind_hook == Py_None ? NULL : Py_NewRef(unwind_hook);
+    self->failed = Py_NewRef(failed);
+    self->limit = limit;
+    self->recording = 1;
+    self->generation = next_generation();
+    last_epoch = last_epoch + 1 < EPOCH_LIMIT ? last_epoch + 1 : 1;
+    self->epoch = last_epoch;
+    return (PyObject *)self;
+}
+
+static int
+Callbacks_traverse(Callbacks *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->buffer);
+    Py_VISIT(self->thread_keys);
+    Py_VISIT(self->thread_key_get);
+    Py_VISIT(self->call_keys);
+    Py_VISIT(self->slow_path);
+    Py_VISIT(self->unwind_hook);
+    Py_VISIT(self->failed);
+    return 0;
+}
+
+static int
+Callbacks_clear(Callbacks *self)
+{
+    /* A cleared object must still be safe to call (a callback may still be registered): it then
+       sends every event to a slow path that is gone, which is a failure, never a crash. */
+    self->limit = 0;
+    Py_CLEAR(self->unwind_hook);
+    Py_CLEAR(self->thread_key_get);
+    Py_CLEAR(self->thread_keys);
+    Py_CLEAR(self->call_keys);
+    Py_CLEAR(self->slow_path);
+    Py_CLEAR(self->failed);
+    Py_CLEAR(self->buffer);
+    return 0;
+}
+
+static void
+Callbacks_dealloc(Callbacks *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)Callbacks_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+/* Guards for a cleared object (see Callbacks_clear): every entry point checks it. */
+static int
+callbacks_alive(Callbacks *self)
+{
+    if (self->buffer == NULL || self->slow_path == NULL || self->failed == NULL || self->call_keys == NULL
+        || self->thread_keys == NULL || self->thread_key_get == NULL) {
+        return 0;
+    }
+    return 1;
+}
+
+#define GUARDED(name, inner)                                                                     \
+    static PyObject *name(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)              \
+    {                                                                                            \
+        if (!callbacks_alive(self)) {                                                            \
+            Py_RETURN_NONE;                                                                      \
+        }                                                                                        \
+        return inner(self, args, nargs);                                                         \
+    }
+
+GUARDED(guarded_py_start, Callbacks_py_start)
+GUARDED(guarded_py_resume, Callbacks_py_resume)
+GUARDED(guarded_py_throw, Callbacks_py_throw)
+GUARDED(guarded_py_return, Callbacks_py_return)
+GUARDED(guarded_py_yield, Callbacks_py_yield)
+GUARDED(guarded_py_unwind, Callbacks_py_unwind)
+
+static PyMethodDef Callbacks_methods[] = {
+    {"py_start", (PyCFunction)(void (*)(void))guarded_py_start, METH_FASTCALL, "PY_START(code, offset)"},
+    {"py_resume", (PyCFunction)(void (*)(void))guarded_py_resume, METH_FASTCALL, "PY_RESUME(code, offset)"},
+    {"py_throw", (PyCFunction)(void (*)(void))guarded_py_throw, METH_FASTCALL, "PY_THROW(code, offset, exception)"},
+    {"py_return", (PyCFunction)(void (*)(void))guarded_py_return, METH_FASTCALL, "PY_RETURN(code, offset, value)"},
+    {"py_yield", (PyCFunction)(void (*)(void))guarded_py_yield, METH_FASTCALL, "PY_YIELD(code, offset, value)"},
+    {"py_unwind", (PyCFunction)(void (*)(void))guarded_py_unwind, METH_FASTCALL,
+     "PY_UNWIND(code, offset, exception)"},
+    {"switch", (PyCFunction)(void (*)(void))Callbacks_switch, METH_FASTCALL,
+     "switch(buffer, thread_keys, recording): a new generation, in one step."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Callbacks_slots[] = {
+    {Py_tp_doc, "The call callbacks of one recorder, writing 16-byte records into a RecordBuffer."},
+    {Py_tp_new, Callbacks_new},
+    {Py_tp_dealloc, Callbacks_dealloc},
+    {Py_tp_traverse, Callbacks_traverse},
+    {Py_tp_clear, Callbacks_clear},
+    {Py_tp_methods, Callbacks_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Callbacks_spec = {
+    .name = "telemetry_shim._native.Callbacks",
+    .basicsize = sizeof(Callbacks),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Callbacks_slots,
+};
+
+/* ---- module --------------------------------------------------------------------------------- */
+
+static int
+native_exec(PyObject *module)
+{
+    if (code_extra_index < 0) {
+        /* The cached keys are plain integers: nothing to free with the code object. */
+        code_extra_index = PyUnstable_Eval_RequestCodeExtraIndex(NULL);
+        if (code_extra_index < 0) {
+            PyErr_SetString(PyExc_RuntimeError, "no free code object extra slot");
+            return -1;
+        }
+    }
+    for (int kind = 0; kind <= KIND_UNWIND; kind++) {
+        if (kind_numbers[kind] == NULL) {
+            kind_numbers[kind] = PyLong_FromLong(kind);
+            if (kind_numbers[kind] == NULL) {
+                return -1;
+            }
+        }
+    }
+    /* Created once per process: a module imported again (its entry removed from sys.modules)
+       shares them, so objects of the first import keep working with the second. */
+    if (RecordBuffer_Type == NULL) {
+        RecordBuffer_Type = (PyTypeObject *)PyType_FromSpec(&RecordBuffer_spec);
+        if (RecordBuffer_Type == NULL) {
+            return -1;
+        }
+    }
+    if (Callbacks_Type == NULL) {
+        Callbacks_Type = (PyTypeObject *)PyType_FromSpec(&Callbacks_spec);
+        if (Callbacks_Type == NULL) {
+            return -1;
+        }
+    }
+    if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, Callbacks_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
+    /* Static state (types, the code extra index, thread-local keys): one interpreter only. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+    {0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "telemetry_shim._native",
+    .m_doc = "The shim's call callbacks in C (see _native_path.py).",
+    .m_size = 0,
+    .m_slots = native_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    return PyModuleDef_Init(&native_module);
+}

@@ -1,0 +1,103 @@
+"""The choice between the C call callbacks (_native.c) and the Python ones (_monitor.py), and the
+glue the C ones need: one behaviour, two implementations, the Python one the tested twin.
+
+TELEMETRY_SHIM_NATIVE (read by _settings): `auto` (default) uses the C callbacks when the
+extension was built for this interpreter, `on` asks for them (and says so on stderr when they
+are missing), `off` keeps the Python callbacks. Only the hot callbacks are in C: everything they
+do not find cached (a new code object or thread, a full buffer, the shim's own code) runs the
+recorder's Python slow path, and so do the exception tracker's callbacks.
+"""
+
+NATIVE = "native"
+PYTHON = "python"
+
+_loaded = None  # (module or None, why not)
+
+
+def load():
+    """(the _native module's types, "") or (None, why it cannot be used); imported once."""
+    global _loaded
+    if _loaded is None:
+        try:
+            from ._native import Callbacks, RecordBuffer
+        except ImportError as exc:
+            _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
+        except Exception as exc:  # a broken build: never the program's problem
+            _loaded = (None, "the C extension failed to load (%s: %s)" % (type(exc).__name__, exc))
+        else:
+            _loaded = (_NativeTypes(Callbacks, RecordBuffer), "")
+    return _loaded
+
+
+class _NativeTypes:
+    __slots__ = ("Callbacks", "RecordBuffer")
+
+    def __init__(self, callbacks, record_buffer):
+        self.Callbacks = callbacks
+        self.RecordBuffer = record_buffer
+
+
+def choose(setting):
+    """(use the C callbacks, a line for stderr or ""), for TELEMETRY_SHIM_NATIVE's value."""
+    if setting == "off":
+        return False, ""
+    module, why_not = load()
+    if module is not None:
+        return True, ""
+    if setting == "on":
+        return False, "TELEMETRY_SHIM_NATIVE=on, but %s: recording with the Python callbacks" % why_not
+    return False, ""
+
+
+class NativeCallbacks:
+    """The C callbacks of one Recorder, and the Python functions they call on their slow path.
+
+    The slow path and the exception tracker's unwind hook find the frame an event is about two
+    frames up (themselves, their caller, the frame): the Python callbacks are that caller; for
+    the C ones, which run no frame, the small functions below are."""
+
+    def __init__(self, recorder, unwind_hook):
+        module, why_not = load()
+        if module is None:
+            raise RuntimeError(why_not)
+        self._module = module
+        slow_path = recorder._slow_path
+
+        def native_slow_path(code, kind, buf, thread_key):
+            return slow_path(code, kind, buf, thread_key)
+
+        if unwind_hook is not None:
+            def native_unwind_hook(code, exception):
+                return unwind_hook(code, exception)
+        else:
+            native_unwind_hook = None
+
+        self.capacity_words = recorder.capacity_words
+        self.callbacks = module.Callbacks(
+            buffer=self.new_buffer(), thread_keys={}, call_keys=recorder.codes.call_keys,
+            slow_path=native_slow_path, unwind_hook=native_unwind_hook, failed=recorder.failures.failed,
+            limit=recorder.capacity_words)
+        c = self.callbacks
+        # In the order of _monitor._EVENT_KINDS.
+        self.event_callbacks = [c.py_start, c.py_resume, c.py_throw, c.py_return, c.py_yield, c.py_unwind]
+        self.switch = c.switch
+
+    def new_buffer(self):
+        """An empty buffer for a generation: preallocated, so the hot path never allocates."""
+        return self._module.RecordBuffer(self.capacity_words)
+
+
+def calibration_callback(code, ident):
+    """(a C PY_START callback recording `code` on thread `ident` into a scratch buffer, the buffer),
+    for measuring what one event costs; None when the extension is not loaded."""
+    module, _ = load()
+    if module is None:
+        return None
+    scratch = module.RecordBuffer(1 << 16)
+
+    def never(*args):
+        return None
+
+    callbacks = module.Callbacks(buffer=scratch, thread_keys={ident: 1 << 40}, call_keys={id(code): 1 << 8},
+                                 slow_path=never, unwind_hook=None, failed=never, limit=1 << 16)
+    return callbacks.py_start, scratch

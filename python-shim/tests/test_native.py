@@ -1,0 +1,205 @@
+"""The C call callbacks (_native.c) against their Python twin: the choice (TELEMETRY_SHIM_NATIVE and
+HELLO), the same records for the same program, the clock, and memory over ten million events.
+The whole suite also runs with TELEMETRY_SHIM_NATIVE=on and =off (scripts/test)."""
+
+import os
+import shutil
+import sys
+import textwrap
+import unittest
+from _thread import get_ident
+from time import perf_counter_ns
+
+from tests import support
+from telemetry_shim import SHIM_PACKAGE_DIR, _native_path, _wire
+
+NATIVE_BUILT = _native_path.load()[0] is not None
+NEEDS_NATIVE = unittest.skipUnless(NATIVE_BUILT, "the C extension is not built for this Python "
+                                                 "(python-shim/build_backend/telemetry_shim_native.py)")
+
+WORK = textwrap.dedent("""
+    import threading
+    def leaf(i):
+        return i
+    def gen(n):
+        for i in range(n):
+            yield leaf(i)
+    def fails():
+        raise ValueError("x")
+    def work():
+        total = sum(gen(50))
+        for _ in range(20):
+            try:
+                fails()
+            except ValueError:
+                pass
+        return total
+    threads = [threading.Thread(target=work, name="worker-%d" % n) for n in range(3)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    work()
+""")
+
+
+def run_recorded(source, native, extra_env=None):
+    with support.RecordingAgent() as agent:
+        env = {"TELEMETRY_AGENT_SOCKET": agent.path, "TELEMETRY_SHIM_MODE": "full", "TELEMETRY_SHIM_NATIVE": native}
+        env.update(extra_env or {})
+        code, out, err = support.run_python("import telemetry_shim\nassert telemetry_shim.start()\n" + source, env=env)
+        conn = agent.wait_for(1)[0]
+    return code, out, err, conn
+
+
+def shape(conn):
+    """Per thread (by name): the (function, kind) of every record, in order; timestamps left out."""
+    out = {}
+    for _, thread, code, kind in conn.events:
+        name = conn.threads[thread]["name"] if thread else ""
+        out.setdefault(name, []).append((conn.qualified_name(code) if code else "", kind))
+    return out
+
+
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+class NativeChoiceTests(support.TempDirTestCase):
+    @NEEDS_NATIVE
+    def test_hello_says_which_callbacks_recorded_and_both_record_the_same_events(self):
+        shapes = {}
+        for native in ("on", "off"):
+            code, out, err, conn = run_recorded(WORK, native)
+            self.assertEqual((0, ""), (code, err))
+            self.assertIsNone(conn.error)
+            self.assertEqual({"on": "native", "off": "python"}[native], conn.hello["callbacks"])
+            self.assertEqual(0, conn.goodbye["final_stats"]["events_dropped"])
+            shapes[native] = shape(conn)
+            for thread, (stack, problems) in support.replay_stacks(conn).items():
+                self.assertEqual([], problems, conn.threads[thread])
+        self.assertEqual(shapes["off"], shapes["on"])
+        self.assertEqual((50, 20), tuple(shapes["on"]["worker-0"].count((name, "START")) for name in ("leaf", "fails")))
+
+    def test_on_without_the_extension_says_so_once_and_records_with_python(self):
+        # A copy of the package without any built extension.
+        copy = os.path.join(self.tmp, "shim")
+        shutil.copytree(SHIM_PACKAGE_DIR, os.path.join(copy, "telemetry_shim"),
+                        ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+        with support.RecordingAgent() as agent:
+            env = {"TELEMETRY_AGENT_SOCKET": agent.path, "TELEMETRY_SHIM_MODE": "full", "TELEMETRY_SHIM_NATIVE": "on",
+                   "PYTHONPATH": copy}
+            code, out, err = support.run_python(
+                "import telemetry_shim\nprint(telemetry_shim.start())\ndef f(): pass\nf()\n", env=env, cwd=self.tmp)
+            conn = agent.wait_for(1)[0]
+        self.assertEqual((0, "True\n"), (code, out))
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertIn("TELEMETRY_SHIM_NATIVE=on, but the C extension is not built", err)
+        self.assertEqual("python", conn.hello["callbacks"])
+        self.assertEqual(1, support.call_counts(conn).get("f"))
+
+    def test_a_bad_value_is_reported_and_auto_used(self):
+        from telemetry_shim._settings import read_settings
+
+        settings = read_settings(environ={"TELEMETRY_SHIM_NATIVE": "fast"})
+        self.assertEqual("auto", settings.native)
+        self.assertEqual(["TELEMETRY_SHIM_NATIVE='fast' is not one of auto, on, off; using auto"], settings.problems)
+        self.assertEqual("off", read_settings(environ={"TELEMETRY_SHIM_NATIVE": " OFF "}).native)
+        self.assertEqual((False, ""), _native_path.choose("off"))
+
+
+@NEEDS_NATIVE
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+class NativeRecordTests(unittest.TestCase):
+    def setUp(self):
+        from telemetry_shim._monitor import Recorder
+
+        self.recorder = Recorder(4096, SHIM_PACKAGE_DIR, lambda: None, exceptions=False, native=True)
+
+    def test_records_are_the_python_twins_words_on_perf_counter_ns_clock(self):
+        recorder = self.recorder
+        code = sys._getframe().f_code
+        tk = 5 << _wire.THREAD_ID_SHIFT
+        ck = recorder.codes.define(code, sys._getframe())
+        recorder.thread_keys[get_ident()] = tk
+        start, resume, throw, ret, yld, unwind = recorder._callbacks
+        before = perf_counter_ns()
+        start(code, 0)
+        resume(code, 0)
+        throw(code, 0, ValueError())
+        ret(code, 0, None)
+        yld(code, 0, None)
+        unwind(code, 0, ValueError())
+        after = perf_counter_ns()
+        words = [recorder.buffer[i] for i in range(len(recorder.buffer))]
+        self.assertEqual([tk | ck | kind for kind in range(1, 7)], words[1::2])
+        self.assertEqual(sorted(words[0::2]), words[0::2])
+        self.assertTrue(before <= words[0] and words[-2] <= after, (before, words[0::2], after))
+
+    def test_the_buffer_takes_and_gives_words_like_the_list_it_replaces(self):
+        buf = self.recorder.buffer
+        buf.extend((1, 2, 3, 4, 5, 6))
+        self.assertEqual(6, len(buf))
+        from array import array
+
+        self.assertEqual([1, 2, 3, 4], list(array("Q", buf[:4])))
+        del buf[:4]
+        self.assertEqual([5, 6], [buf[0], buf[1]])
+        with self.assertRaises(OverflowError):
+            buf.extend((7, -1))
+        self.assertEqual(2, len(buf), "a bad value adds nothing")
+        with self.assertRaises(TypeError):
+            buf[0] = 1
+
+    def test_a_new_code_object_or_thread_goes_through_the_python_slow_path(self):
+        recorder = self.recorder
+        code = compile("pass", "<fresh>", "exec")
+        self.assertNotIn(id(code), recorder.codes.keys)
+        recorder._callbacks[0](code, 0)
+        self.assertIn(id(code), recorder.codes.keys)
+        self.assertIn(get_ident(), recorder.thread_keys, "the thread was registered and seeded")
+
+    def test_a_full_buffer_counts_drops_instead_of_growing(self):
+        recorder = self.recorder
+        code = sys._getframe().f_code
+        recorder.codes.define(code, sys._getframe())
+        recorder.thread_keys[get_ident()] = 1 << _wire.THREAD_ID_SHIFT
+        for _ in range(recorder.capacity_words):
+            recorder._callbacks[0](code, 0)
+        self.assertEqual(recorder.capacity_words, len(recorder.buffer))
+        self.assertEqual(recorder.capacity_words // 2, recorder.failures.dropped.value())
+
+
+@NEEDS_NATIVE
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+@unittest.skipIf("libasan" in os.environ.get("LD_PRELOAD", ""),
+                 "under AddressSanitizer freed memory stays in its quarantine: RSS measures that")
+class NativeMemoryTests(unittest.TestCase):
+    def test_ten_million_events_leave_the_process_memory_flat(self):
+        program = textwrap.dedent("""
+            import sys, telemetry_shim
+            assert telemetry_shim.start()
+            def rss_kib():
+                with open("/proc/self/statm") as f:
+                    return int(f.read().split()[1]) * 4096 // 1024
+            def leaf():
+                return None
+            def burn(n):
+                for _ in range(n):
+                    leaf()
+            burn(500_000)                      # warm: buffers, code keys, the sender's first sends
+            before = rss_kib()
+            burn(5_000_000)                    # 2 events per call: 10^7 events
+            after = rss_kib()
+            telemetry_shim.stop()
+            print(before, after)
+        """)
+        with support.DiscardingAgent() as agent:
+            env = {"TELEMETRY_AGENT_SOCKET": agent.path, "TELEMETRY_SHIM_MODE": "full", "TELEMETRY_SHIM_NATIVE": "on"}
+            code, out, err = support.run_python(program, env=env, timeout=300)
+        self.assertEqual(0, code, err)
+        before, after = map(int, out.split())
+        print("\n  native path, 10^7 events: RSS %d KiB before, %d KiB after (%+d KiB)" % (before, after, after - before),
+              file=sys.stderr)
+        # 160 MB of records went through: keeping one byte per event would be 10 MB. What may grow is the
+        # preallocated buffer's pages touched for the first time (2 MiB by default) and the allocator's noise.
+        self.assertLess(after - before, 6 * 1024, "RSS grew by %d KiB" % (after - before))
+
+
+if __name__ == "__main__":
+    unittest.main()
