@@ -107,6 +107,8 @@ public sealed class SummaryJsonFile(int topFunctions = SummaryJsonFile.DefaultTo
     {
         var recording = process.Recording;
         json.WriteString("mode", recording.Mode);
+        if (recording.Callbacks.Length > 0) json.WriteString("callbacks", recording.Callbacks);
+        else json.WriteNull("callbacks");
         json.WriteBoolean("sampled", recording.IsSampled);
         if (recording.IsSampled)
         {

@@ -26,6 +26,15 @@ public sealed record RecordingMode(
 
     /// <summary>Some code was left out of the call trees (its time is its nearest recorded caller's).</summary>
     public bool IsFiltered => Include.Count > 0 || Exclude.Count > 0;
+
+    /// <summary>
+    /// Which of the shim's callbacks recorded: <see cref="NativeCallbacks"/> or <see cref="PythonCallbacks"/> (same
+    /// records, different cost); empty when the shim did not say.
+    /// </summary>
+    public string Callbacks { get; init; } = "";
+
+    public const string NativeCallbacks = "native";
+    public const string PythonCallbacks = "python";
 }
 
 /// <summary>

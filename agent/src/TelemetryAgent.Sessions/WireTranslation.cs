@@ -32,7 +32,7 @@ internal static class WireTranslation
     {
         var mode = hello.Mode.Length == 0 ? RecordingMode.Full : hello.Mode;
         return new RecordingMode(mode, hello.WindowNs, hello.PeriodNs, hello.OverheadBudgetPpm,
-            hello.Include.ToArray(), hello.Exclude.ToArray());
+            hello.Include.ToArray(), hello.Exclude.ToArray()) { Callbacks = hello.Callbacks };
     }
 
     public static ClockMapping ToClockMapping(this Hello hello) => new(hello.ClockMonotonicNs, hello.ClockUnixNs);

@@ -219,15 +219,22 @@ public static class OtlpProfileEncoder
         }
 
         /// <summary>
-        /// How the data was recorded: <c>telemetry_agent.recording.mode</c> (full, burst, exceptions) and, for burst
-        /// mode, <c>telemetry_agent.recording.scale</c> (times and calls were multiplied by it, as text).
+        /// How the data was recorded: <c>telemetry_agent.recording.mode</c> (full, burst, exceptions), for burst
+        /// mode <c>telemetry_agent.recording.scale</c> (times and calls were multiplied by it, as text), and
+        /// <c>telemetry_agent.recording.callbacks</c> (native or python) when the shim said which recorded.
         /// </summary>
         public int[] RecordingAttributes(ProcessProfile process)
         {
-            var mode = Attribute(PythonTelemetryNames.RecordingModeAttribute, process.Recording.Mode);
-            if (!process.Recording.IsSampled) return [mode];
-            var scale = process.Windows.Scale.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
-            return [mode, Attribute(PythonTelemetryNames.RecordingScaleAttribute, scale)];
+            var recording = process.Recording;
+            var attributes = new List<int> { Attribute(PythonTelemetryNames.RecordingModeAttribute, recording.Mode) };
+            if (recording.IsSampled)
+            {
+                var scale = process.Windows.Scale.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+                attributes.Add(Attribute(PythonTelemetryNames.RecordingScaleAttribute, scale));
+            }
+            if (recording.Callbacks.Length > 0)
+                attributes.Add(Attribute(PythonTelemetryNames.RecordingCallbacksAttribute, recording.Callbacks));
+            return attributes.ToArray();
         }
 
         private int Attribute(string key, string? text, long number = 0)

@@ -25,6 +25,7 @@ public static class PythonTelemetryNames
     public const string RecordingScale = "python.profile.recording.scale";
     public const string RecordingModeAttribute = "telemetry_agent.recording.mode";
     public const string RecordingScaleAttribute = "telemetry_agent.recording.scale";
+    public const string RecordingCallbacksAttribute = "telemetry_agent.recording.callbacks";
 
     // Semantic-convention attributes
     public const string CodeFunctionName = "code.function.name";

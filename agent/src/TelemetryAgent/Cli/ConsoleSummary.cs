@@ -44,7 +44,9 @@ public static class ConsoleSummary
         {
             text.Append(culture, $"  {ProfileLabels.Process(process)}: ")
                 .Append(culture, $"{Count(process.Threads.Count, "thread", "threads")}, ")
-                .Append(culture, $"{process.EventsReceived:N0} events, ended: {EndText(process)}\n");
+                .Append(culture, $"{process.EventsReceived:N0} events")
+                .Append(process.Recording.Callbacks.Length > 0 ? $" ({process.Recording.Callbacks} callbacks)" : "")
+                .Append(culture, $", ended: {EndText(process)}\n");
             foreach (var note in ProfileLabels.RecordingNotes(process)) text.Append("    ").Append(note).Append('\n');
         }
         if (summary.RunningProcessesLeftOut > 0)
