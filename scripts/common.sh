@@ -44,6 +44,15 @@ find_python() {
     echo "$first"
 }
 
+# Builds the shim's C callbacks for every Python >= 3.12 found (one line each: built, or why not; without
+# them the shim records with its Python callbacks). Extra arguments go to the build step (--require, --werror).
+build_native() {
+    local python
+    for python in $(all_pythons); do
+        "$python" -I "$REPO_ROOT/python-shim/build_backend/telemetry_shim_native.py" "$@" >&2
+    done
+}
+
 build_agent() {
     command -v dotnet >/dev/null 2>&1 || die "the .NET 10 SDK (dotnet) is not on PATH"
     step "building the agent (dotnet build -c Release)"
