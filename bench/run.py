@@ -48,8 +48,27 @@ WORKLOAD_DIR = os.path.join(HERE, "workloads")
 AUTOSTART_DIR = os.path.join(REPO, "python-shim", "telemetry_shim", "autostart")
 SLOWDOWN_SITE_DIR = os.path.join(HERE, "slowdown")
 AGENT_DLL = os.path.join(REPO, "agent", "src", "TelemetryAgent", "bin", "Release", "net10.0", "telemetry-agent.dll")
-VARIANTS = ("plain", "cProfile", "full", "burst", "exceptions")
-SHIM_MODES = ("full", "burst", "exceptions")
+VARIANTS = ("plain", "cProfile", "full", "full-python", "burst", "exceptions")
+# The shim's variants: mode and callbacks (full-python: full mode with the Python callbacks, their twin).
+SHIM_MODES = {"full": ("full", "on"), "full-python": ("full", "off"), "burst": ("burst", "auto"),
+              "exceptions": ("exceptions", "auto")}
+# Measured in the rounds that count cProfile (a few: they are the slow ones).
+FULL_VARIANTS = ("cProfile", "full", "full-python")
+# The recursive micro-benchmark of one call event's cost (event_cost).
+EVENT_COST_PROGRAM = r"""
+import sys, time
+def f(n):
+    return 0 if n == 0 else f(n - 1) + 1
+def main():
+    for _ in range(300):
+        f(500)
+main()  # warm: code keys, buffers
+start = time.thread_time_ns()
+for _ in range(%d):
+    main()
+print("ns=%%d calls=%%d" %% (time.thread_time_ns() - start, %d * 300 * 501))
+"""
+EVENT_COST_ROUNDS = 20
 # Rarely raising workloads: where exceptions mode must cost at most 2%.
 RAISING_WORKLOADS = ("exceptions_heavy",)
 ACCURACY_TOP = 10
@@ -86,8 +105,9 @@ class Runner:
     def shim_env(self, variant, service):
         """The shim as a service gets it: autostart, so no runner frame sits below the program (deep recursion
         would pay for those frames: docs/performance.md, "Recursion")."""
+        mode, native = SHIM_MODES[variant]
         return {"PYTHONPATH": os.pathsep.join([AUTOSTART_DIR, os.path.join(REPO, "python-shim")]),
-                "TELEMETRY_SHIM_AUTOSTART": "1", "TELEMETRY_SHIM_MODE": variant,
+                "TELEMETRY_SHIM_AUTOSTART": "1", "TELEMETRY_SHIM_MODE": mode, "TELEMETRY_SHIM_NATIVE": native,
                 "TELEMETRY_AGENT_SOCKET": self.socket_path, "TELEMETRY_SHIM_SERVICE_NAME": service}
 
     def run(self, variant, script, service, scale=None, extra_env=None):
@@ -275,8 +295,9 @@ def main():
                 raise SystemExit("valgrind is needed for the instruction counts (apt-get install valgrind), "
                                  "or run with --instructions-scale 0 to leave them out")
             if args.instructions_only:
-                results, accuracy = {}, {}
+                results, accuracy, event_cost = {}, {}, None
             else:
+                event_cost = measure_event_cost(runner, temp, 5 if args.quick else EVENT_COST_ROUNDS)
                 results = measure(runner, names, args.runs, args.full_runs)
                 accuracy = measure_accuracy(runner, names, args.accuracy_scale)
             instructions = (measure_instructions(runner, names, args.instructions_scale, temp)
@@ -286,7 +307,8 @@ def main():
             agent.wait(timeout=60)
     toggles = toggle_cost(args.python)
 
-    report = {"machine": machine, "runs": args.runs, "full_runs": min(args.full_runs, args.runs), "workloads": results, "accuracy": accuracy,
+    report = {"machine": machine, "runs": args.runs, "full_runs": min(args.full_runs, args.runs), "workloads": results,
+              "accuracy": accuracy, "event_cost_ns": event_cost,
               "instructions": instructions,
               "toggle_ns": toggles[0], "toggle_with_reinstrumentation_ns": toggles[1]}
     report["summary"] = summarize(report)
@@ -311,7 +333,7 @@ def measure(runner, names, runs, full_runs):
     for round_index in range(runs):
         for name in names:
             script = os.path.join(WORKLOAD_DIR, name + ".py")
-            order = [v for v in VARIANTS if round_index < full_runs or v not in ("cProfile", "full")]
+            order = [v for v in VARIANTS if round_index < full_runs or v not in FULL_VARIANTS]
             rng.shuffle(order)
             for variant in order:
                 service = "bench.%s.%s.%d" % (name, variant, round_index)
@@ -322,6 +344,11 @@ def measure(runner, names, runs, full_runs):
                 match = re.search(r"raised (\d+)", stdout)
                 if match:
                     raised[name] = int(match.group(1))
+                if variant in ("full", "full-python") and round_index == 0:
+                    callbacks = runner.summary_of(service)["recording"]["callbacks"]
+                    if callbacks != {"full": "native", "full-python": "python"}[variant]:
+                        raise SystemExit("%s recorded with the %s callbacks: build the C ones first "
+                                         "(python-shim/build_backend/telemetry_shim_native.py)" % (variant, callbacks))
                 if variant == "burst":
                     achieved = runner.summary_of(service)["shim_stats"]["overhead_achieved"]
                     if achieved is not None:
@@ -335,6 +362,7 @@ def measure(runner, names, runs, full_runs):
             plain = medians["plain"][kind]
             entry["ratio_" + kind] = {variant: medians[variant][kind] / plain for variant in VARIANTS}
         entry["full_vs_cprofile_cpu"] = medians["full"]["cpu"] / medians["cProfile"]["cpu"]
+        entry["full_python_vs_cprofile_cpu"] = medians["full-python"]["cpu"] / medians["cProfile"]["cpu"]
         entry["shim_overhead_estimate_burst"] = (statistics.median(overhead_estimates[name])
                                                  if overhead_estimates[name] else None)
         if name in raised:
@@ -343,6 +371,31 @@ def measure(runner, names, runs, full_runs):
             entry["raise_path_us_exceptions_mode"] = 1e6 * extra / raised[name]
         results[name] = entry
     return results
+
+
+def measure_event_cost(runner, temp, rounds):
+    """CPU nanoseconds per call event (two per call: PY_START and PY_RETURN) on a recursive micro-benchmark,
+    for the shim's C callbacks, its Python ones and cProfile: (the variant's CPU time - the plain run's) / events,
+    thread CPU time of the main thread around the loop, interleaved rounds, medians."""
+    repeat = 10
+    script = os.path.join(temp, "event_cost.py")
+    with open(script, "w") as out:
+        out.write(EVENT_COST_PROGRAM % (repeat, repeat))
+    variants = ("plain", "cProfile", "full", "full-python")
+    samples = {variant: [] for variant in variants}
+    calls = None
+    rng = random.Random(20261206)
+    for round_index in range(rounds):
+        order = list(variants)
+        rng.shuffle(order)
+        for variant in order:
+            stdout = runner.run(variant, script, "bench.event_cost.%s.%d" % (variant, round_index))[3]
+            found = re.search(r"ns=(\d+) calls=(\d+)", stdout)
+            samples[variant].append(int(found.group(1)))
+            calls = int(found.group(2))
+    medians = {variant: statistics.median(values) for variant, values in samples.items()}
+    print("event cost: %d rounds done" % rounds, file=sys.stderr)
+    return {variant: (medians[variant] - medians["plain"]) / (2 * calls) for variant in variants if variant != "plain"}
 
 
 INSTRUCTION_VARIANTS = ("plain", "plain again", "exceptions")
@@ -507,8 +560,8 @@ def print_report(report):
     print("Python %s, %s, %d cores; median of %d interleaved rounds (cProfile and full: %d); CPU time of the "
           "program's process, ratio to plain; steady: while main() runs (wall time in the JSON)" % (
               machine["python"], machine["cpu"] or "?", machine["cores"], report["runs"], report["full_runs"]))
-    header = ("workload", "plain", "cProfile", "full", "full/cProfile", "burst", "steady", "shim est.", "exceptions",
-              "steady", "accuracy")
+    header = ("workload", "plain", "cProfile", "full", "full/cProfile", "full-python", "full-python/cProfile", "burst",
+              "steady", "shim est.", "exceptions", "steady", "accuracy")
     rows = [header]
     for name, entry in report["workloads"].items():
         ratio = entry["ratio_cpu"]
@@ -520,6 +573,8 @@ def print_report(report):
             "%.2fx" % ratio["cProfile"],
             "%.2fx" % ratio["full"],
             "%.2fx" % entry["full_vs_cprofile_cpu"],
+            "%.2fx" % ratio["full-python"],
+            "%.2fx" % entry["full_python_vs_cprofile_cpu"],
             _pct(ratio["burst"]),
             _pct(entry["ratio_work"]["burst"]),
             "%.2f%%" % (100 * estimate) if estimate is not None else "-",
@@ -541,6 +596,10 @@ def print_report(report):
               summary["raise_path_us_exceptions_mode"])
     print("accuracy (burst vs full, top %d functions' share of self time): median of the largest differences "
           "%.1f percentage points" % (ACCURACY_TOP, summary["accuracy_median_max_difference_pp"]))
+    cost = report.get("event_cost_ns")
+    if cost:
+        print("one call event (recursive micro-benchmark, CPU ns beyond the plain run): C callbacks %.0f ns, Python "
+              "callbacks %.0f ns, cProfile %.0f ns" % (cost["full"], cost["full-python"], cost["cProfile"]))
     print("set_events toggle: %.1f us; with 1000 functions re-instrumented: %.1f us" % (
         report["toggle_ns"] / 1000, report["toggle_with_reinstrumentation_ns"] / 1000))
     instructions = report.get("instructions")

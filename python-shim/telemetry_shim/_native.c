@@ -282,7 +282,8 @@ static PyObject *
 callback_failed(Callbacks *self)
 {
     PyObject *exc = PyErr_GetRaisedException();
-    if (exc == NULL) {
+    if (exc == NULL || self->failed == NULL) {
+        Py_XDECREF(exc);
         Py_RETURN_NONE;
     }
     PyObject *verdict = PyObject_CallOneArg(self->failed, exc);
@@ -328,85 +329,87 @@ call_slow_path(Callbacks *self, PyObject *code, int kind)
     return result;
 }
 
-/* The call key of `code` (0: not recorded), from its cache or CodeTable.call_keys; -1 when it
-   is not known yet (the slow path defines it), -2 with an exception set. */
-static inline int64_t
-code_key_of(Callbacks *self, PyObject *code)
+/* The call key of `code` into *key (0: not recorded), from its cache or CodeTable.call_keys.
+   Returns 1, 0 when the code is not known yet (the slow path defines it), -1 with an exception set. */
+static inline int
+code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
 {
     void *extra = NULL;
     if (PyUnstable_Code_GetExtra(code, code_extra_index, &extra) < 0) {
-        return -2;
+        return -1;
     }
     uint64_t cached = (uint64_t)(uintptr_t)extra;
     if ((cached & CACHED_BIT) && (cached >> EPOCH_SHIFT) == self->epoch) {
-        return (int64_t)(cached & CODE_KEY_MASK);
+        *key = cached & CODE_KEY_MASK;
+        return 1;
     }
     PyObject *id = PyLong_FromVoidPtr(code);
     if (id == NULL) {
-        return -2;
+        return -1;
     }
     PyObject *value = PyDict_GetItemWithError(self->call_keys, id);  /* borrowed */
     Py_DECREF(id);
     if (value == NULL) {
-        return PyErr_Occurred() ? -2 : -1;
+        return PyErr_Occurred() ? -1 : 0;
     }
-    unsigned long long key = PyLong_AsUnsignedLongLong(value);
-    if (key == (unsigned long long)-1 && PyErr_Occurred()) {
-        return -2;
+    unsigned long long found = PyLong_AsUnsignedLongLong(value);
+    if (found == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
     }
-    key &= CODE_KEY_MASK;
-    uint64_t entry = (self->epoch << EPOCH_SHIFT) | key | CACHED_BIT;
+    *key = (uint64_t)found & CODE_KEY_MASK;
+    uint64_t entry = (self->epoch << EPOCH_SHIFT) | *key | CACHED_BIT;
     if (PyUnstable_Code_SetExtra(code, code_extra_index, (void *)(uintptr_t)entry) < 0) {
-        return -2;
+        return -1;
     }
-    return (int64_t)key;
+    return 1;
 }
 
-/* This thread's key in this generation; 0 when unknown (the slow path registers the thread). */
-static inline int64_t
-thread_key_of(Callbacks *self)
+/* This thread's key in this generation into *key (0 when unknown: the slow path registers the
+   thread). Returns 0, or -1 with an exception set. */
+static inline int
+thread_key_of(Callbacks *self, uint64_t *key)
 {
     uint64_t state_id = PyThreadState_GetID(PyThreadState_Get());
     if (thread_generation == self->generation && thread_state_id == state_id) {
-        return (int64_t)thread_key_cache;
+        *key = thread_key_cache;
+        return 0;
     }
+    *key = 0;
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
     if (ident == NULL) {
-        return -2;
+        return -1;
     }
     PyObject *value = PyDict_GetItemWithError(self->thread_keys, ident);  /* borrowed */
     Py_DECREF(ident);
     if (value == NULL) {
-        return PyErr_Occurred() ? -2 : 0;
+        return PyErr_Occurred() ? -1 : 0;
     }
-    unsigned long long key = PyLong_AsUnsignedLongLong(value);
-    if (key == (unsigned long long)-1 && PyErr_Occurred()) {
-        return -2;
+    unsigned long long found = PyLong_AsUnsignedLongLong(value);
+    if (found == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
     }
-    if (key != 0) {
-        thread_key_cache = key;
+    if (found != 0) {
+        thread_key_cache = found;
         thread_generation = self->generation;
         thread_state_id = state_id;
     }
-    return (int64_t)key;
+    *key = found;
+    return 0;
 }
 
 static inline PyObject *
 record_event(Callbacks *self, PyObject *code, int kind)
 {
-    int64_t ck = code_key_of(self, code);
-    if (ck == -2) {
-        return callback_failed(self);
-    }
-    int64_t tk = thread_key_of(self);
-    if (tk == -2) {
+    uint64_t ck = 0, tk = 0;
+    int known = code_key_of(self, code, &ck);
+    if (known < 0 || thread_key_of(self, &tk) < 0) {
         return callback_failed(self);
     }
     RecordBuffer *buffer = self->buffer;
-    if (ck > 0 && tk > 0 && buffer->length < self->limit && buffer->length + 2 <= buffer->allocated) {
+    if (known && ck && tk && buffer->length < self->limit && buffer->length + 2 <= buffer->allocated) {
         uint64_t *out = buffer->words + buffer->length;
         out[0] = now_ns();
-        out[1] = (uint64_t)tk | (uint64_t)ck | (uint64_t)kind;
+        out[1] = tk | ck | (uint64_t)kind;
         buffer->length += 2;
         Py_RETURN_NONE;
     }
