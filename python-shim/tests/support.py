@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 import unittest
+from array import array
 
 SHIM_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # python-shim/
 REPO_ROOT = os.path.dirname(SHIM_ROOT)
@@ -175,7 +176,8 @@ class DecodedConnection:
         self.codes = {}
         self.threads = {}
         self.thread_history = []  # every ThreadDefinition in arrival order
-        self.events = []  # (ts, thread_id, code_id, kind_name)
+        self._events = []  # (ts, thread_id, code_id, kind_name): the `events` property
+        self._event_words = []  # array('Q') of each EVENTS frame checked but not yet turned into tuples
         self.stats = None
         self.goodbye = None
         self.exception_records = []  # ExceptionRecord dicts in arrival order
@@ -246,7 +248,14 @@ class DecodedConnection:
         if frame_type == 3:
             if not payload or len(payload) % 16:
                 raise DecodeError("EVENTS payload length %d is not a positive multiple of 16" % len(payload))
-            for ts, word in struct.iter_unpack("<QQ", payload):
+            # Checked now, against the definitions received so far, one distinct word at a time; turned
+            # into tuples when read. So reading keeps up with a shim that records millions of events a
+            # second, and the shim's sender is never held up by this decoder.
+            words = array("Q")
+            words.frombytes(payload)
+            if sys.byteorder == "big":
+                words.byteswap()
+            for word in set(words[1::2]):
                 kind = word & 0xFF
                 code_id = (word >> 8) & 0xFFFFFFFF
                 thread_id = word >> 40
@@ -257,7 +266,7 @@ class DecodedConnection:
                         raise DecodeError("window marker with thread %d code %d" % (thread_id, code_id))
                 elif code_id not in self.codes or thread_id not in self.threads:
                     raise DecodeError("undefined id: thread %d code %d" % (thread_id, code_id))
-                self.events.append((ts, thread_id, code_id, KIND_NAMES[kind]))
+            self._event_words.append(words)
             return
         message = decode_message(FRAME_MESSAGES[frame_type], payload)
         if frame_type == 1:
@@ -287,6 +296,16 @@ class DecodedConnection:
                 if tally["raised_at"] is not None:
                     self._check_location(tally["raised_at"])
                 self.tallies.append(tally)
+
+    @property
+    def events(self):
+        """Every event record so far, in order: (ts, thread_id, code_id, kind_name)."""
+        with self._lock:
+            pending, self._event_words = self._event_words, []
+            for words in pending:
+                self._events.extend((ts, word >> 40, (word >> 8) & 0xFFFFFFFF, KIND_NAMES[word & 0xFF])
+                                    for ts, word in zip(words[0::2], words[1::2]))
+            return self._events
 
     def _check_location(self, location):
         if location["code_id"] not in self.codes:
