@@ -66,6 +66,19 @@ public sealed class RunFixtureTests : IClassFixture<RunFixtureTests.FixtureRun>
         Assert.Equal(_run.Plain.Stdout, _run.Agent.Stdout);
     }
 
+    /// <summary>
+    /// The shim's C callbacks recorded (the test command builds them for every Python before the agent, which ships
+    /// them), unless TELEMETRY_SHIM_NATIVE=off asks for the Python ones; summary.json and the console say which.
+    /// </summary>
+    [Fact]
+    public void TheRunSaysWhichCallbacksRecorded()
+    {
+        var expected = Environment.GetEnvironmentVariable("TELEMETRY_SHIM_NATIVE") == "off" ? "python" : "native";
+        var recording = _run.Summary.RootElement.GetProperty("processes")[0].GetProperty("recording");
+        Assert.Equal(expected, recording.GetProperty("callbacks").GetString());
+        Assert.Contains($" events ({expected} callbacks), ended:", _run.Agent.Stdout + _run.Agent.Stderr);
+    }
+
     [Fact]
     public void CallCountsEqualCProfilesForEveryFunctionOfTheFixture()
     {
