@@ -502,10 +502,16 @@ class Recorder:
         """Thread names and ended threads (ThreadTable.refresh). Called by the sender only."""
         self.threads.refresh(self.thread_keys)
 
+    def dropped_in_callbacks(self):
+        """Events dropped inside the callbacks (a full buffer, the recursion limit), on either path."""
+        return self.failures.dropped.value() + (self.native.dropped if self.native is not None else 0)
+
     def reset_after_fork(self):
         """In a fork child: the parent's threads and pending records are not this process's."""
         self.threads.reset_after_fork()
         self.failures.reset_after_fork()
+        if self.native is not None:
+            self.native.reset_after_fork()
         if self.exceptions is not None:
             self.exceptions.reset_after_fork()
         self.new_generation()

@@ -18,6 +18,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -267,7 +268,8 @@ typedef struct {
     PyObject *slow_path;       /* slow_path(code, kind, buf, thread_key) -> None or DISABLE */
     PyObject *unwind_hook;     /* hook(code, exception) before an UNWIND record, or NULL */
     PyObject *failed;          /* failed(exc) -> true to re-raise (CallbackFailures.failed) */
-    Py_ssize_t limit;          /* words: the hot path leaves a fuller buffer to the slow path */
+    Py_ssize_t limit;          /* words: a fuller buffer drops the event */
+    Py_ssize_t dropped;        /* events dropped here, a full buffer (read and reset by the recorder) */
     uint64_t generation;
     uint64_t epoch;
     int recording;             /* the UNWIND callback records (burst mode: a window is open) */
@@ -406,11 +408,17 @@ record_event(Callbacks *self, PyObject *code, int kind)
         return callback_failed(self);
     }
     RecordBuffer *buffer = self->buffer;
-    if (known && ck && tk && buffer->length < self->limit && buffer->length + 2 <= buffer->allocated) {
-        uint64_t *out = buffer->words + buffer->length;
-        out[0] = now_ns();
-        out[1] = tk | ck | (uint64_t)kind;
-        buffer->length += 2;
+    if (known && ck && tk) {
+        if (buffer->length < self->limit && buffer->length + 2 <= buffer->allocated) {
+            uint64_t *out = buffer->words + buffer->length;
+            out[0] = now_ns();
+            out[1] = tk | ck | (uint64_t)kind;
+            buffer->length += 2;
+        }
+        else {
+            /* The sender is behind: dropped and counted here, at no more cost than a record. */
+            self->dropped++;
+        }
         Py_RETURN_NONE;
     }
     return call_slow_path(self, code, kind);
@@ -625,7 +633,13 @@ static PyMethodDef Callbacks_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef Callbacks_members[] = {
+    {"dropped", Py_T_PYSSIZET, offsetof(Callbacks, dropped), 0, "events dropped for a full buffer"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot Callbacks_slots[] = {
+    {Py_tp_members, Callbacks_members},
     {Py_tp_doc, "The call callbacks of one recorder, writing 16-byte records into a RecordBuffer."},
     {Py_tp_new, Callbacks_new},
     {Py_tp_dealloc, Callbacks_dealloc},

@@ -82,6 +82,15 @@ class NativeCallbacks:
         self.event_callbacks = [c.py_start, c.py_resume, c.py_throw, c.py_return, c.py_yield, c.py_unwind]
         self.switch = c.switch
 
+    @property
+    def dropped(self):
+        """Events the C callbacks dropped for a full buffer: they count them themselves, without
+        calling the slow path (which counts the other drops, in CallbackFailures)."""
+        return self.callbacks.dropped
+
+    def reset_after_fork(self):
+        self.callbacks.dropped = 0
+
     def new_buffer(self):
         """An empty buffer for a generation: preallocated, so the hot path never allocates."""
         return self._module.RecordBuffer(self.capacity_words)

@@ -345,7 +345,7 @@ class Sender:
         return taken * BUSY_FRACTION >= recorder.capacity_words
 
     def stats(self):
-        dropped_in_callbacks = self.recorder.failures.dropped.value()
+        dropped_in_callbacks = self.recorder.dropped_in_callbacks()
         return {
             "events_recorded": self.events_taken + dropped_in_callbacks,
             "events_dropped": self.events_dropped_here + dropped_in_callbacks,
