@@ -230,6 +230,61 @@ print(timed(False, 2000) / 2, (timed(True, 20) - plain_calls) / 2)
 """
 
 
+# The callbacks alone, dispatched by the interpreter, no sender: the shim's Recorder (C and Python callbacks) and
+# cProfile around fib(22), best of 5 each, three interleaved rounds.
+CALLBACK_COST_PROGRAM = r"""
+import cProfile, sys, time
+sys.path.insert(0, sys.argv[1])
+from telemetry_shim import SHIM_PACKAGE_DIR
+from telemetry_shim._monitor import Recorder, _EVENT_KINDS, EVENT_MASK
+m = sys.monitoring
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+CALLS = 57313  # fib(22)
+def best(enable, disable):
+    times = []
+    for _ in range(5):
+        enable()
+        start = time.thread_time_ns()
+        fib(22)
+        times.append(time.thread_time_ns() - start)
+        disable()
+    return min(times)
+def shim(native):
+    recorder = Recorder(1 << 22, SHIM_PACKAGE_DIR, lambda: None, exceptions=False, native=native)
+    def enable():
+        del recorder.buffer[:]
+        m.use_tool_id(4, "bench")
+        for (event, _, _), callback in zip(_EVENT_KINDS, recorder._callbacks):
+            m.register_callback(4, event, callback)
+        m.set_events(4, EVENT_MASK)
+        fib(3)  # the thread and the code known: what follows is the fast path
+    def disable():
+        m.set_events(4, 0)
+        m.free_tool_id(4)
+    return enable, disable
+profile = cProfile.Profile()
+variants = {"plain": (lambda: None, lambda: None), "cProfile": (profile.enable, profile.disable),
+            "native": shim(True), "python": shim(False)}
+results = {name: [] for name in variants}
+for _ in range(3):
+    for name, (enable, disable) in variants.items():
+        results[name].append(best(enable, disable))
+plain = min(results["plain"])
+print(" ".join("%s=%.1f" % (name, (min(values) - plain) / (2 * CALLS)) for name, values in results.items()))
+"""
+
+
+def callback_cost(python):
+    """{variant: ns per call event} of the callbacks alone (CALLBACK_COST_PROGRAM); None without the C callbacks."""
+    done = subprocess.run([python, "-c", CALLBACK_COST_PROGRAM, os.path.join(REPO, "python-shim")],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print("callback cost not measured: %s" % done.stderr.strip()[-500:], file=sys.stderr)
+        return None
+    return {name: float(value) for name, value in (item.split("=") for item in done.stdout.split())}
+
+
 def toggle_cost(python):
     """(ns per set_events change, ns per change with 1000 functions re-instrumented)."""
     out = subprocess.run([python, "-c", TOGGLE_PROGRAM], capture_output=True, text=True, check=True).stdout.split()
@@ -306,9 +361,10 @@ def main():
             agent.terminate()
             agent.wait(timeout=60)
     toggles = toggle_cost(args.python)
+    callbacks_alone = callback_cost(args.python)
 
     report = {"machine": machine, "runs": args.runs, "full_runs": min(args.full_runs, args.runs), "workloads": results,
-              "accuracy": accuracy, "event_cost_ns": event_cost,
+              "accuracy": accuracy, "event_cost_ns": event_cost, "callback_cost_ns": callbacks_alone,
               "instructions": instructions,
               "toggle_ns": toggles[0], "toggle_with_reinstrumentation_ns": toggles[1]}
     report["summary"] = summarize(report)
@@ -600,6 +656,10 @@ def print_report(report):
     if cost:
         print("one call event (recursive micro-benchmark, CPU ns beyond the plain run): C callbacks %.0f ns, Python "
               "callbacks %.0f ns, cProfile %.0f ns" % (cost["full"], cost["full-python"], cost["cProfile"]))
+    alone = report.get("callback_cost_ns")
+    if alone:
+        print("the callbacks alone (fib(22), dispatched by the interpreter, no sender), per call event: C callbacks "
+              "%.0f ns, Python callbacks %.0f ns, cProfile %.0f ns" % (alone["native"], alone["python"], alone["cProfile"]))
     print("set_events toggle: %.1f us; with 1000 functions re-instrumented: %.1f us" % (
         report["toggle_ns"] / 1000, report["toggle_with_reinstrumentation_ns"] / 1000))
     instructions = report.get("instructions")
