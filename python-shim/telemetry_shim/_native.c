@@ -26,6 +26,10 @@
 #error "telemetry_shim._native supports GIL builds only"
 #endif
 
+/* What _native_path.py expects of this module: raised with every change of its interface, so that
+   an extension built from another version of the shim is never used with this one. */
+#define NATIVE_API_VERSION 1
+
 #define KIND_START 1
 #define KIND_RESUME 2
 #define KIND_THROW 3
@@ -691,7 +695,8 @@ native_exec(PyObject *module)
             return -1;
         }
     }
-    if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, Callbacks_Type) < 0) {
+    if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, Callbacks_Type) < 0
+        || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }
     return 0;

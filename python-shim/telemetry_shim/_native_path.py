@@ -8,6 +8,9 @@ do not find cached (a new code object or thread, a full buffer, the shim's own c
 recorder's Python slow path, and so do the exception tracker's callbacks.
 """
 
+# The interface of _native.c this module uses (its NATIVE_API_VERSION).
+API_VERSION = 1
+
 NATIVE = "native"
 PYTHON = "python"
 
@@ -19,13 +22,17 @@ def load():
     global _loaded
     if _loaded is None:
         try:
-            from ._native import Callbacks, RecordBuffer
+            from ._native import API_VERSION as built_version, Callbacks, RecordBuffer
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
             _loaded = (None, "the C extension failed to load (%s: %s)" % (type(exc).__name__, exc))
         else:
-            _loaded = (_NativeTypes(Callbacks, RecordBuffer), "")
+            if built_version == API_VERSION:
+                _loaded = (_NativeTypes(Callbacks, RecordBuffer), "")
+            else:
+                _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
+                                 "not %s): rebuild it" % (built_version, API_VERSION))
     return _loaded
 
 

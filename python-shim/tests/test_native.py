@@ -93,6 +93,18 @@ class NativeChoiceTests(support.TempDirTestCase):
         self.assertEqual("python", conn.hello["callbacks"])
         self.assertEqual(1, support.call_counts(conn).get("f"))
 
+    @NEEDS_NATIVE
+    def test_an_extension_built_from_another_version_of_the_shim_is_not_used(self):
+        saved = _native_path._loaded, _native_path.API_VERSION
+        try:
+            _native_path._loaded, _native_path.API_VERSION = None, saved[1] + 1
+            module, why_not = _native_path.load()
+            self.assertIsNone(module)
+            self.assertIn("built from another version of the shim", why_not)
+            self.assertEqual(False, _native_path.choose("on")[0])
+        finally:
+            _native_path._loaded, _native_path.API_VERSION = saved
+
     def test_a_bad_value_is_reported_and_auto_used(self):
         from telemetry_shim._settings import read_settings
 
