@@ -12,9 +12,6 @@ namespace TelemetryAgent.Export.Tests;
 /// <summary>How <see cref="OtlpClient"/> classifies the real receiver's answers, over both transports.</summary>
 public sealed class OtlpClientTests
 {
-    /// <summary>Not a protobuf message: a field tag whose varint never ends.</summary>
-    private static readonly byte[] NotAMessage = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
-
     private static OtlpClient Client(Receiver receiver, OtlpProtocol protocol, string grpcMethod = ProfilesExporter.GrpcMethod)
         => new(new OtlpEndpoint(OtlpSignal.Profiles,
                 protocol == OtlpProtocol.Grpc ? receiver.GrpcEndpoint : new Uri(receiver.HttpEndpoint, Receiver.HttpProfilesPath),
@@ -24,14 +21,17 @@ public sealed class OtlpClientTests
     private static byte[] ValidRequest() => OtlpProfileEncoder.Encode([]).ToByteArray();
 
     [Theory]
-    [InlineData(OtlpProtocol.HttpProtobuf, "HTTP 400: body is not a valid ExportProfilesServiceRequest")]
-    [InlineData(OtlpProtocol.Grpc, "gRPC status 3 (INVALID_ARGUMENT): message is not a valid ExportProfilesServiceRequest")]
+    [InlineData(OtlpProtocol.HttpProtobuf, "HTTP 400: receiver turned the request away (injected InvalidArgument)")]
+    [InlineData(OtlpProtocol.Grpc, "gRPC status 3 (INVALID_ARGUMENT): receiver turned the request away (injected InvalidArgument)")]
     public async Task A_rejected_request_fails_for_good_with_the_servers_message(OtlpProtocol protocol, string problem)
     {
-        await using var receiver = await Receiver.StartAsync();
+        await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions
+        {
+            InitialFailures = FailurePlan.FirstRequests(1) with { Code = Grpc.Core.StatusCode.InvalidArgument },
+        });
         using var client = Client(receiver, protocol);
 
-        var result = await client.SendAsync(NotAMessage, CancellationToken.None);
+        var result = await client.SendAsync(ValidRequest(), CancellationToken.None);
 
         Assert.Equal(SendOutcome.Failed, result.Outcome);
         Assert.StartsWith(problem, result.Problem);

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Net;
 using Google.Protobuf;
+using Google.Rpc;
+using Grpc.Core;
 using Microsoft.Extensions.Time.Testing;
 using OpenTelemetry.Exporter;
 using OpenTelemetry.Proto.Collector.Logs.V1;
@@ -9,8 +11,8 @@ using OpenTelemetry.Proto.Collector.Metrics.V1;
 namespace TelemetryAgent.OtlpReceiver.Tests;
 
 /// <summary>
-/// Injected unavailability (HTTP 503 + Retry-After, gRPC UNAVAILABLE + RetryInfo), the SDK's retry getting
-/// through it, and a receiver that comes up late on ports chosen in advance.
+/// Injected failures (HTTP 503 + Retry-After, gRPC UNAVAILABLE + RetryInfo, other statuses, reset connections), the
+/// SDK's retry getting through them, and a receiver that comes up late on ports chosen in advance.
 /// </summary>
 public sealed class FailureInjectionTests
 {
@@ -50,15 +52,15 @@ public sealed class FailureInjectionTests
         {
             InitialFailures = FailurePlan.FirstRequests(2, retryAfter: TimeSpan.FromMilliseconds(1500)),
         });
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
 
-        using var first = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
-        using var second = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
-        using var third = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
+        using var first = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, EmptyMetrics);
+        using var second = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, EmptyMetrics);
+        using var third = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, EmptyMetrics);
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, first.StatusCode);
         Assert.Equal(TimeSpan.FromSeconds(2), first.Headers.RetryAfter?.Delta); // whole seconds, rounded up
-        Assert.Equal(14, RpcStatusReader.Decode(await first.Content.ReadAsByteArrayAsync()).Code);
+        Assert.Equal((int)StatusCode.Unavailable, Google.Rpc.Status.Parser.ParseFrom(await first.Content.ReadAsByteArrayAsync()).Code);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, second.StatusCode);
         Assert.Equal(HttpStatusCode.OK, third.StatusCode);
         Assert.Single(receiver.Metrics);
@@ -71,18 +73,39 @@ public sealed class FailureInjectionTests
         {
             InitialFailures = FailurePlan.FirstRequests(1, retryAfter: TimeSpan.FromMilliseconds(250)),
         });
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
 
-        var rejected = await client.CallGrpcAsync(receiver, OtlpReceiver.GrpcMetricsPath, EmptyMetrics);
-        var accepted = await client.CallGrpcAsync(receiver, OtlpReceiver.GrpcMetricsPath, EmptyMetrics);
+        var rejected = await Assert.ThrowsAsync<RpcException>(async () => await clients.Metrics.ExportAsync(new(), Clients.Call()));
+        await clients.Metrics.ExportAsync(new(), Clients.Call());
 
-        Assert.Equal(14, rejected.GrpcStatus);
-        Assert.Contains("unavailable", rejected.GrpcMessage);
-        Assert.NotNull(rejected.StatusDetails);
-        var details = RpcStatusReader.Decode(rejected.StatusDetails);
-        Assert.Equal(14, details.Code);
-        Assert.Equal(TimeSpan.FromMilliseconds(250), details.RetryDelay);
-        Assert.Equal(0, accepted.GrpcStatus);
+        Assert.Equal(StatusCode.Unavailable, rejected.StatusCode);
+        var status = rejected.GetRpcStatus();
+        Assert.NotNull(status);
+        Assert.Equal((int)StatusCode.Unavailable, status.Code);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), status.GetDetail<RetryInfo>()?.RetryDelay.ToTimeSpan());
+        Assert.Single(receiver.Metrics);
+        Assert.Equal([14, 0], receiver.Attempts.Select(attempt => attempt.GrpcStatus));
+    }
+
+    [Theory]
+    [InlineData(StatusCode.ResourceExhausted, HttpStatusCode.TooManyRequests)]
+    [InlineData(StatusCode.InvalidArgument, HttpStatusCode.BadRequest)]
+    public async Task A_plan_answers_with_the_status_it_names_on_both_transports(StatusCode code, HttpStatusCode httpStatus)
+    {
+        await using var receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions
+        {
+            InitialFailures = FailurePlan.FirstRequests(2) with { Code = code },
+        });
+        using var clients = new Clients(receiver);
+
+        using var http = await clients.PostAsync(OtlpReceiver.HttpLogsPath, new ExportLogsServiceRequest().ToByteArray());
+        var grpc = await Assert.ThrowsAsync<RpcException>(async () => await clients.Logs.ExportAsync(new(), Clients.Call()));
+
+        Assert.Equal(httpStatus, http.StatusCode);
+        Assert.Equal((int)code, Google.Rpc.Status.Parser.ParseFrom(await http.Content.ReadAsByteArrayAsync()).Code);
+        Assert.Equal(code, grpc.StatusCode);
+        Assert.Null(grpc.GetRpcStatus()?.GetDetail<RetryInfo>());
+        Assert.Empty(receiver.Logs);
     }
 
     [Fact]
@@ -91,23 +114,48 @@ public sealed class FailureInjectionTests
         // The window's clock moves only when told: the requests land inside it, then after it, however slow the machine.
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions { Time = time });
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
         var logs = new ExportLogsServiceRequest().ToByteArray();
         var window = TimeSpan.FromSeconds(1.5);
         receiver.Failures.Set(new FailurePlan(Until: time.GetUtcNow() + window, Signal: OtlpSignal.Metrics));
 
-        using var duringMetrics = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
-        var duringGrpcMetrics = await client.CallGrpcAsync(receiver, OtlpReceiver.GrpcMetricsPath, EmptyMetrics);
-        using var duringLogs = await client.PostHttpAsync(receiver, OtlpReceiver.HttpLogsPath, logs);
+        using var duringMetrics = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, EmptyMetrics);
+        var duringGrpcMetrics = await Assert.ThrowsAsync<RpcException>(async () => await clients.Metrics.ExportAsync(new(), Clients.Call()));
+        using var duringLogs = await clients.PostAsync(OtlpReceiver.HttpLogsPath, logs);
         time.Advance(window);
-        using var afterMetrics = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, EmptyMetrics);
+        using var afterMetrics = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, EmptyMetrics);
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, duringMetrics.StatusCode);
         Assert.Null(duringMetrics.Headers.RetryAfter);
-        Assert.Equal(14, duringGrpcMetrics.GrpcStatus);
-        Assert.Null(duringGrpcMetrics.StatusDetails);
+        Assert.Equal(StatusCode.Unavailable, duringGrpcMetrics.StatusCode);
+        Assert.Null(duringGrpcMetrics.GetRpcStatus()?.GetDetail<RetryInfo>());
         Assert.Equal(HttpStatusCode.OK, duringLogs.StatusCode);
         Assert.Equal(HttpStatusCode.OK, afterMetrics.StatusCode);
+        Assert.Equal(2, receiver.Failures.Rejected);
+    }
+
+    [Fact]
+    public async Task A_reset_plan_cuts_the_connection_mid_request_with_no_answer_on_both_transports()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions
+        {
+            InitialFailures = FailurePlan.ResetFirstRequests(2, OtlpSignal.Profiles),
+        });
+        using var clients = new Clients(receiver);
+        var profiles = ProfilesFixture.CpuProfile();
+
+        var http = await Assert.ThrowsAsync<HttpRequestException>(() => clients.PostAsync(OtlpReceiver.HttpProfilesPath, profiles.ToByteArray()));
+        var grpc = await Assert.ThrowsAsync<RpcException>(async () => await clients.Profiles.ExportAsync(profiles, Clients.Call()));
+        await clients.Profiles.ExportAsync(profiles, Clients.Call());
+
+        // No HTTP status, no gRPC status: the client learns only that the connection went away.
+        Assert.Null(http.StatusCode);
+        Assert.Equal(StatusCode.Unavailable, grpc.StatusCode);
+        Assert.IsType<HttpRequestException>(grpc.Status.DebugException);
+        Assert.Single(receiver.Profiles);
+        Assert.Equal(
+            [(OtlpTransport.Http, false), (OtlpTransport.Grpc, false), (OtlpTransport.Grpc, true)],
+            receiver.Attempts.Select(attempt => (attempt.Transport, attempt.Accepted)));
         Assert.Equal(2, receiver.Failures.Rejected);
     }
 

@@ -1,80 +1,51 @@
 using System.Net;
 using Google.Protobuf;
+using Grpc.Core;
+using OpenTelemetry.Proto.Collector.Logs.V1;
 using OpenTelemetry.Proto.Collector.Metrics.V1;
+using OpenTelemetry.Proto.Common.V1;
+using OpenTelemetry.Proto.Logs.V1;
 
 namespace TelemetryAgent.OtlpReceiver.Tests;
 
 /// <summary>
-/// Bad requests get a precise error (HTTP status + google.rpc.Status body, or grpc-status + grpc-message),
-/// store nothing, and leave the receiver serving the next good request.
+/// Bad OTLP/HTTP requests get a precise error (HTTP status + google.rpc.Status body), bad gRPC calls the reference
+/// server's status (it frames, decompresses and bounds the messages; the receiver sets its limit); either way nothing
+/// is stored and the receiver goes on serving the next good request.
 /// </summary>
 public sealed class MalformedRequestTests : IAsyncLifetime
 {
     // Field 1 (resource_metrics) declares 5 bytes but only 1 follows.
     private static readonly byte[] TruncatedProtobuf = [0x0A, 0x05, 0x01];
+    private const int Limit = 64 * 1024;
 
     private OtlpReceiver _receiver = null!;
+    private Clients _clients = null!;
 
-    private static byte[] TruncatedGzipFrame()
+    public async Task InitializeAsync()
     {
-        var gzip = RawOtlpClient.Gzip(new byte[4096]);
-        return RawOtlpClient.Frame(gzip[..^6], compressed: true);
+        _receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions { MaxRequestBytes = Limit });
+        _clients = new Clients(_receiver);
     }
-    private readonly RawOtlpClient _client = new();
-
-    public async Task InitializeAsync() => _receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions { MaxRequestBytes = 64 * 1024 });
 
     public async Task DisposeAsync()
     {
-        _client.Dispose();
+        _clients.Dispose();
         await _receiver.DisposeAsync();
     }
+
+    private static Google.Rpc.Status StatusOf(HttpResponseMessage response) =>
+        Google.Rpc.Status.Parser.ParseFrom(response.Content.ReadAsByteArrayAsync().GetAwaiter().GetResult());
 
     [Fact]
     public async Task Undecodable_http_body_is_400_with_an_invalid_argument_status()
     {
-        using var response = await _client.PostHttpAsync(_receiver, OtlpReceiver.HttpMetricsPath, TruncatedProtobuf);
+        using var response = await _clients.PostAsync(OtlpReceiver.HttpMetricsPath, TruncatedProtobuf);
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
-        var status = RpcStatusReader.Decode(await response.Content.ReadAsByteArrayAsync());
-        Assert.Equal(3, status.Code);
+        var status = StatusOf(response);
+        Assert.Equal((int)StatusCode.InvalidArgument, status.Code);
         Assert.Contains("not a valid ExportMetricsServiceRequest", status.Message);
-        await AssertStillServesAndStoredNothingBadAsync();
-    }
-
-    [Fact]
-    public async Task Undecodable_grpc_message_is_invalid_argument()
-    {
-        var reply = await _client.CallGrpcAsync(_receiver, OtlpReceiver.GrpcMetricsPath, TruncatedProtobuf);
-
-        Assert.Equal(HttpStatusCode.OK, reply.HttpStatus);
-        Assert.Equal(3, reply.GrpcStatus);
-        Assert.Contains("not a valid ExportMetricsServiceRequest", reply.GrpcMessage);
-        Assert.Null(reply.ResponseMessage);
-        await AssertStillServesAndStoredNothingBadAsync();
-    }
-
-    public static TheoryData<string, byte[], string?, int, string> BadGrpcFrames => new()
-    {
-        { "shorter than the header", [0x00, 0x00, 0x00], null, 13, "inside the 5-byte gRPC message header" },
-        { "declares more than it carries", [0x00, 0x00, 0x00, 0x00, 0x0A, 0x01, 0x02], null, 13, "2 of the 10 message bytes" },
-        { "bad compressed flag", [0x07, 0x00, 0x00, 0x00, 0x00], null, 13, "invalid gRPC compressed flag 7" },
-        { "compressed without encoding", [0x01, 0x00, 0x00, 0x00, 0x01, 0x00], null, 13, "grpc-encoding names no compression" },
-        { "unsupported encoding", [0x01, 0x00, 0x00, 0x00, 0x01, 0x00], "snappy", 12, "grpc-encoding 'snappy' is not supported" },
-        { "not gzip", [0x01, 0x00, 0x00, 0x00, 0x03, 0x1F, 0x8B, 0x00], "gzip", 13, "not a gzip stream" },
-        { "truncated gzip", TruncatedGzipFrame(), "gzip", 13, "truncated or corrupt" },
-        { "two messages", [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], null, 12, "exactly one message" },
-        { "over the size limit", [0x00, 0x00, 0x10, 0x00, 0x00], null, 8, "exceeds the 65536-byte limit" },
-    };
-
-    [Theory]
-    [MemberData(nameof(BadGrpcFrames))]
-    public async Task Bad_grpc_framing_gets_a_precise_status(string why, byte[] body, string? encoding, int expectedStatus, string expectedMessage)
-    {
-        var reply = await _client.CallGrpcRawAsync(_receiver, OtlpReceiver.GrpcMetricsPath, body, encoding);
-
-        Assert.True(expectedStatus == reply.GrpcStatus, $"{why}: grpc-status {reply.GrpcStatus}, expected {expectedStatus}");
-        Assert.Contains(expectedMessage, reply.GrpcMessage);
         await AssertStillServesAndStoredNothingBadAsync();
     }
 
@@ -82,12 +53,15 @@ public sealed class MalformedRequestTests : IAsyncLifetime
     public async Task Gzip_that_inflates_past_the_limit_is_rejected_on_both_transports()
     {
         var bomb = new byte[1024 * 1024]; // 1 MiB of zeros gzips to about 1 KiB
-        var http = await _client.PostHttpAsync(_receiver, OtlpReceiver.HttpMetricsPath, bomb, gzip: true);
-        var grpc = await _client.CallGrpcAsync(_receiver, OtlpReceiver.GrpcMetricsPath, bomb, gzip: true);
+        using var http = await _clients.PostAsync(OtlpReceiver.HttpMetricsPath, bomb, gzip: true);
+        var large = new ExportLogsServiceRequest
+        {
+            ResourceLogs = { new ResourceLogs { ScopeLogs = { new ScopeLogs { LogRecords = { new LogRecord { Body = new AnyValue { StringValue = new string('x', 1024 * 1024) } } } } } } },
+        };
+        var grpc = await Assert.ThrowsAsync<RpcException>(async () => await _clients.Logs.ExportAsync(large, Clients.Call(gzip: true)));
 
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, http.StatusCode);
-        Assert.Equal(8, grpc.GrpcStatus);
-        Assert.Contains("decompressed", grpc.GrpcMessage);
+        Assert.Equal(StatusCode.ResourceExhausted, grpc.StatusCode);
         await AssertStillServesAndStoredNothingBadAsync();
     }
 
@@ -96,15 +70,15 @@ public sealed class MalformedRequestTests : IAsyncLifetime
     {
         var body = new ExportMetricsServiceRequest().ToByteArray();
 
-        using var unknownPath = await _client.PostHttpAsync(_receiver, "/v1/spans", body);
-        using var json = await _client.PostHttpAsync(_receiver, OtlpReceiver.HttpMetricsPath, "{}"u8.ToArray(), contentType: "application/json");
-        using var corruptGzip = await _client.PostHttpAsync(_receiver, OtlpReceiver.HttpLogsPath, [0x1F, 0x8B, 0x08, 0x00], contentType: "application/x-protobuf");
-        using var tooLarge = await _client.PostHttpAsync(_receiver, OtlpReceiver.HttpMetricsPath, new byte[65 * 1024]);
+        using var unknownPath = await _clients.PostAsync("/v1/spans", body);
+        using var json = await _clients.PostAsync(OtlpReceiver.HttpMetricsPath, "{}"u8.ToArray(), contentType: "application/json");
+        using var corruptGzip = await _clients.PostAsync(OtlpReceiver.HttpLogsPath, [0x1F, 0x8B, 0x08, 0x00], contentType: "application/x-protobuf");
+        using var tooLarge = await _clients.PostAsync(OtlpReceiver.HttpMetricsPath, new byte[Limit + 1024]);
         using var httpClient = new HttpClient();
         using var get = await httpClient.GetAsync(new Uri(_receiver.HttpEndpoint, OtlpReceiver.HttpMetricsPath));
 
         Assert.Equal(HttpStatusCode.NotFound, unknownPath.StatusCode);
-        Assert.Contains("/v1/metrics", RpcStatusReader.Decode(await unknownPath.Content.ReadAsByteArrayAsync()).Message);
+        Assert.Contains("/v1/metrics", StatusOf(unknownPath).Message);
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, json.StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, corruptGzip.StatusCode); // not gzip-flagged: parsed as protobuf and rejected
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooLarge.StatusCode);
@@ -116,7 +90,7 @@ public sealed class MalformedRequestTests : IAsyncLifetime
     [Fact]
     public async Task Corrupt_gzip_http_body_is_400()
     {
-        var content = new ByteArrayContent(RawOtlpClient.Gzip(new byte[4096])[..^3]);
+        var content = new ByteArrayContent(Clients.Gzip(new byte[4096])[..^3]);
         content.Headers.ContentType = new("application/x-protobuf");
         content.Headers.ContentEncoding.Add("gzip");
         using var http = new HttpClient();
@@ -124,19 +98,22 @@ public sealed class MalformedRequestTests : IAsyncLifetime
         using var response = await http.PostAsync(new Uri(_receiver.HttpEndpoint, OtlpReceiver.HttpMetricsPath), content);
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
-        Assert.Contains("gzip", RpcStatusReader.Decode(await response.Content.ReadAsByteArrayAsync()).Message);
+        Assert.Contains("gzip", StatusOf(response).Message);
         await AssertStillServesAndStoredNothingBadAsync();
     }
 
     [Fact]
-    public async Task Grpc_errors_outside_the_message_name_the_problem()
+    public async Task An_unknown_grpc_method_is_unimplemented_and_recorded()
     {
-        var unknown = await _client.CallGrpcAsync(_receiver, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", []);
-        var notGrpc = await _client.CallGrpcRawAsync(_receiver, OtlpReceiver.GrpcMetricsPath, [], contentType: "application/x-protobuf");
+        var bytes = Marshallers.Create<byte[]>(static message => message, static data => data);
+        var traces = new Method<byte[], byte[]>(MethodType.Unary, "opentelemetry.proto.collector.trace.v1.TraceService", "Export", bytes, bytes);
 
-        Assert.Equal(12, unknown.GrpcStatus);
-        Assert.Contains("TraceService", unknown.GrpcMessage);
-        Assert.Equal(HttpStatusCode.UnsupportedMediaType, notGrpc.HttpStatus);
+        var unknown = await Assert.ThrowsAsync<RpcException>(async () => await _clients.Invoker.AsyncUnaryCall(traces, null, Clients.Call(), []));
+
+        Assert.Equal(StatusCode.Unimplemented, unknown.StatusCode);
+        var attempt = Assert.Single(_receiver.Attempts);
+        Assert.Equal(("/opentelemetry.proto.collector.trace.v1.TraceService/Export", (int?)12, (OtlpSignal?)null),
+            (attempt.Path, attempt.GrpcStatus, attempt.Signal));
         await AssertStillServesAndStoredNothingBadAsync();
     }
 
@@ -146,11 +123,10 @@ public sealed class MalformedRequestTests : IAsyncLifetime
         Assert.All(_receiver.Attempts, a => Assert.False(a.Accepted));
 
         var good = new ExportMetricsServiceRequest { ResourceMetrics = { new OpenTelemetry.Proto.Metrics.V1.ResourceMetrics() } };
-        using var http = await _client.PostHttpAsync(_receiver, OtlpReceiver.HttpMetricsPath, good.ToByteArray());
-        var grpc = await _client.CallGrpcAsync(_receiver, OtlpReceiver.GrpcMetricsPath, good.ToByteArray());
+        using var http = await _clients.PostAsync(OtlpReceiver.HttpMetricsPath, good.ToByteArray());
+        await _clients.Metrics.ExportAsync(good, Clients.Call());
 
         Assert.Equal(HttpStatusCode.OK, http.StatusCode);
-        Assert.Equal(0, grpc.GrpcStatus);
         var stored = await _receiver.Metrics.WaitForAsync(2, TimeSpan.FromSeconds(5));
         Assert.All(stored, r => Assert.Equal(good, r.Message));
     }

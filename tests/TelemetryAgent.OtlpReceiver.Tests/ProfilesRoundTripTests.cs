@@ -5,8 +5,9 @@ using OpenTelemetry.Proto.Collector.Profiles.V1Development;
 namespace TelemetryAgent.OtlpReceiver.Tests;
 
 /// <summary>
-/// No OTLP profiles SDK exists, so a request built with our generated classes is sent by hand (HttpClient,
-/// own gRPC framing) and must come back from the receiver unchanged, over every transport and encoding.
+/// No OTLP profiles SDK exists, so a request built with our generated classes is sent over HTTP (HttpClient) and
+/// through the generated gRPC client, and must come back from the receiver unchanged, over every transport and
+/// encoding.
 /// </summary>
 public sealed class ProfilesRoundTripTests
 {
@@ -18,10 +19,10 @@ public sealed class ProfilesRoundTripTests
     public async Task Profiles_over_http_arrive_unchanged(bool gzip)
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
         var sent = ProfilesFixture.CpuProfile();
 
-        using var response = await client.PostHttpAsync(receiver, OtlpReceiver.HttpProfilesPath, sent.ToByteArray(), gzip);
+        using var response = await clients.PostAsync(OtlpReceiver.HttpProfilesPath, sent.ToByteArray(), gzip);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("application/x-protobuf", response.Content.Headers.ContentType?.MediaType);
@@ -39,15 +40,12 @@ public sealed class ProfilesRoundTripTests
     public async Task Profiles_over_grpc_arrive_unchanged(bool gzip)
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
         var sent = ProfilesFixture.CpuProfile();
 
-        var reply = await client.CallGrpcAsync(receiver, OtlpReceiver.GrpcProfilesPath, sent.ToByteArray(), gzip);
+        var reply = await clients.Profiles.ExportAsync(sent, Clients.Call(gzip));
 
-        Assert.Equal(HttpStatusCode.OK, reply.HttpStatus);
-        Assert.Equal(0, reply.GrpcStatus);
-        Assert.NotNull(reply.ResponseMessage);
-        Assert.Null(ExportProfilesServiceResponse.Parser.ParseFrom(reply.ResponseMessage).PartialSuccess);
+        Assert.Null(reply.PartialSuccess);
         var received = Assert.Single(await receiver.Profiles.WaitForAsync(1, Timeout));
         Assert.Equal(sent, received.Message);
         Assert.Equal(OtlpTransport.Grpc, received.Transport);

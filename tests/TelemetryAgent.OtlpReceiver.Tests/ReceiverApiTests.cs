@@ -26,13 +26,13 @@ public sealed class ReceiverApiTests
     public async Task Concurrent_requests_on_both_transports_are_all_stored()
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
         const int PerTransport = 40;
 
         await Task.WhenAll(Enumerable.Range(0, PerTransport).SelectMany(i => new[]
         {
-            PostAsync(() => client.PostHttpAsync(receiver, OtlpReceiver.HttpLogsPath, LogsRequest($"http-{i}").ToByteArray())),
-            CallAsync(() => client.CallGrpcAsync(receiver, OtlpReceiver.GrpcLogsPath, LogsRequest($"grpc-{i}").ToByteArray(), gzip: i % 2 == 0)),
+            PostAsync(() => clients.PostAsync(OtlpReceiver.HttpLogsPath, LogsRequest($"http-{i}").ToByteArray())),
+            clients.Logs.ExportAsync(LogsRequest($"grpc-{i}"), Clients.Call(gzip: i % 2 == 0)).ResponseAsync,
         }));
 
         var stored = await receiver.Logs.WaitForAsync(2 * PerTransport, TimeSpan.FromSeconds(10));
@@ -47,14 +47,14 @@ public sealed class ReceiverApiTests
     public async Task Waiting_by_predicate_returns_only_the_matching_requests()
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        using var client = new RawOtlpClient();
+        using var clients = new Clients(receiver);
         var wait = receiver.Logs.WaitForAsync(
             r => r.Message.ResourceLogs[0].ScopeLogs[0].LogRecords[0].Body.StringValue.StartsWith("keep", StringComparison.Ordinal),
             count: 2, TimeSpan.FromSeconds(10));
 
         foreach (var body in new[] { "keep-1", "drop", "keep-2" })
         {
-            using var _ = await client.PostHttpAsync(receiver, OtlpReceiver.HttpLogsPath, LogsRequest(body).ToByteArray());
+            using var _ = await clients.PostAsync(OtlpReceiver.HttpLogsPath, LogsRequest(body).ToByteArray());
         }
 
         var matched = await wait;
@@ -66,8 +66,8 @@ public sealed class ReceiverApiTests
     public async Task A_wait_that_times_out_says_what_arrived()
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        using var client = new RawOtlpClient();
-        using var _ = await client.PostHttpAsync(receiver, OtlpReceiver.HttpMetricsPath, new ExportMetricsServiceRequest().ToByteArray());
+        using var clients = new Clients(receiver);
+        using var _ = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, new ExportMetricsServiceRequest().ToByteArray());
 
         var error = await Assert.ThrowsAsync<TimeoutException>(() => receiver.Metrics.WaitForAsync(3, TimeSpan.FromMilliseconds(200)));
         Assert.Contains("3 matching Metrics request(s); 1 of 1 received matched", error.Message);
@@ -102,8 +102,8 @@ public sealed class ReceiverApiTests
     public async Task Disposing_stops_listening_and_keeps_what_was_stored()
     {
         var receiver = await OtlpReceiver.StartAsync();
-        using var client = new RawOtlpClient();
-        using (var response = await client.PostHttpAsync(receiver, OtlpReceiver.HttpLogsPath, LogsRequest("kept").ToByteArray()))
+        using var clients = new Clients(receiver);
+        using (var response = await clients.PostAsync(OtlpReceiver.HttpLogsPath, LogsRequest("kept").ToByteArray()))
         {
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
@@ -113,7 +113,7 @@ public sealed class ReceiverApiTests
 
         Assert.Single(receiver.Logs);
         await Assert.ThrowsAsync<HttpRequestException>(
-            () => client.PostHttpAsync(receiver, OtlpReceiver.HttpLogsPath, LogsRequest("late").ToByteArray()));
+            () => clients.PostAsync(OtlpReceiver.HttpLogsPath, LogsRequest("late").ToByteArray()));
     }
 
     private static ExportLogsServiceRequest LogsRequest(string body) => new()
@@ -129,6 +129,4 @@ public sealed class ReceiverApiTests
         using var response = await post();
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
-
-    private static async Task CallAsync(Func<Task<GrpcReply>> call) => Assert.Equal(0, (await call()).GrpcStatus);
 }

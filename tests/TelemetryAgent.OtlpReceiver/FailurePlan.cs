@@ -1,16 +1,19 @@
+using Grpc.Core;
+
 namespace TelemetryAgent.OtlpReceiver;
 
 /// <summary>
-/// Which requests the receiver rejects as temporarily unavailable (HTTP 503 / gRPC UNAVAILABLE):
-/// the next <see cref="Count"/> requests, and every request until <see cref="Until"/>.
+/// Which requests the receiver turns away: the next <see cref="Count"/> requests, and every request until
+/// <see cref="Until"/>. By default it answers "unavailable" (HTTP 503 / gRPC UNAVAILABLE); <see cref="Code"/> picks
+/// another answer, and <see cref="ResetConnection"/> none at all.
 /// </summary>
-/// <param name="Count">How many of the next requests to reject.</param>
-/// <param name="Until">Reject every request arriving before this instant.</param>
+/// <param name="Count">How many of the next requests to turn away.</param>
+/// <param name="Until">Turn away every request arriving before this instant.</param>
 /// <param name="RetryAfter">
 /// Delay advertised to the client: HTTP <c>Retry-After</c> (whole seconds, rounded up) and gRPC
-/// <c>google.rpc.RetryInfo</c> in <c>grpc-status-details-bin</c>. Null sends no hint.
+/// <c>google.rpc.RetryInfo</c> in the status details. Null sends no hint.
 /// </param>
-/// <param name="Signal">Reject only requests of this signal; null means every signal.</param>
+/// <param name="Signal">Turn away only requests of this signal; null means every signal.</param>
 public sealed record FailurePlan(int Count = 0, DateTimeOffset? Until = null, TimeSpan? RetryAfter = null, OtlpSignal? Signal = null)
 {
     public int Count { get; init; } =
@@ -21,13 +24,29 @@ public sealed record FailurePlan(int Count = 0, DateTimeOffset? Until = null, Ti
             ? RetryAfter
             : throw new ArgumentOutOfRangeException(nameof(RetryAfter), RetryAfter, "must not be negative");
 
-    /// <summary>Reject the next <paramref name="count"/> requests.</summary>
+    /// <summary>
+    /// The gRPC status of the answer; over HTTP, the status that the gRPC HTTP mapping pairs with it (503 for
+    /// UNAVAILABLE, 429 for RESOURCE_EXHAUSTED, 400 for INVALID_ARGUMENT, ...), with a <c>google.rpc.Status</c> body.
+    /// </summary>
+    public StatusCode Code { get; init; } = StatusCode.Unavailable;
+
+    /// <summary>
+    /// No answer: once the request is under way (its headers and the first bytes of its body read), the TCP
+    /// connection is reset (RST), as a collector that crashes or a proxy that drops the connection would do it.
+    /// </summary>
+    public bool ResetConnection { get; init; }
+
+    /// <summary>Turn away the next <paramref name="count"/> requests.</summary>
     public static FailurePlan FirstRequests(int count, TimeSpan? retryAfter = null, OtlpSignal? signal = null) =>
         new(Count: count, RetryAfter: retryAfter, Signal: signal);
 
-    /// <summary>Reject every request for <paramref name="window"/>, starting now.</summary>
+    /// <summary>Turn away every request for <paramref name="window"/>, starting now.</summary>
     public static FailurePlan For(TimeSpan window, TimeSpan? retryAfter = null, OtlpSignal? signal = null) =>
         new(Until: DateTimeOffset.UtcNow + window, RetryAfter: retryAfter, Signal: signal);
+
+    /// <summary>Reset the connection of each of the next <paramref name="count"/> requests, mid-request.</summary>
+    public static FailurePlan ResetFirstRequests(int count, OtlpSignal? signal = null) =>
+        new(Count: count, Signal: signal) { ResetConnection = true };
 }
 
 /// <summary>Thread-safe holder of the current <see cref="FailurePlan"/>.</summary>
@@ -56,7 +75,7 @@ public sealed class FailureInjector
         }
     }
 
-    /// <summary>Requests rejected so far.</summary>
+    /// <summary>Requests turned away so far (answered with an error, or reset).</summary>
     public int Rejected
     {
         get
@@ -68,32 +87,35 @@ public sealed class FailureInjector
         }
     }
 
-    /// <summary>Decides for one request: true when it must be rejected, with the delay to advertise.</summary>
-    internal bool ShouldReject(OtlpSignal signal, out TimeSpan? retryAfter)
+    /// <summary>
+    /// Decides for one request: the plan that turns it away (answered as <paramref name="reset"/> asks: reset or
+    /// answered), or null when it goes through. A reset plan is decided before the request is read, an answering one
+    /// after, so each consumes its count at its own moment.
+    /// </summary>
+    internal FailurePlan? Decide(OtlpSignal signal, bool reset)
     {
         lock (_gate)
         {
-            retryAfter = null;
-            if (_plan is null || (_plan.Signal is { } only && only != signal))
+            if (_plan is null || _plan.ResetConnection != reset || (_plan.Signal is { } only && only != signal))
             {
-                return false;
+                return null;
             }
-            bool reject;
+            bool turnAway;
             if (_remaining > 0)
             {
                 _remaining--;
-                reject = true;
+                turnAway = true;
             }
             else
             {
-                reject = _plan.Until is { } until && _time.GetUtcNow() < until;
+                turnAway = _plan.Until is { } until && _time.GetUtcNow() < until;
             }
-            if (reject)
+            if (!turnAway)
             {
-                _rejected++;
-                retryAfter = _plan.RetryAfter;
+                return null;
             }
-            return reject;
+            _rejected++;
+            return _plan;
         }
     }
 }

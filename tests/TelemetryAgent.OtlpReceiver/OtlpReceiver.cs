@@ -2,8 +2,8 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using OpenTelemetry.Proto.Collector.Logs.V1;
 using OpenTelemetry.Proto.Collector.Metrics.V1;
@@ -14,10 +14,11 @@ namespace TelemetryAgent.OtlpReceiver;
 
 /// <summary>
 /// A real OTLP receiver for tests, on Kestrel bound to 127.0.0.1: OTLP/HTTP (binary protobuf, HTTP/1.1)
-/// on <see cref="HttpEndpoint"/> and OTLP/gRPC (cleartext HTTP/2 only) on <see cref="GrpcEndpoint"/>,
-/// for metrics, logs and profiles (v1development). Every accepted request is decoded and kept in
-/// <see cref="Metrics"/>, <see cref="Logs"/> or <see cref="Profiles"/>; every answer, accepted or not, in
-/// <see cref="Attempts"/>. <see cref="Failures"/> makes it answer "unavailable" on demand.
+/// on <see cref="HttpEndpoint"/> and OTLP/gRPC (cleartext HTTP/2 only) on <see cref="GrpcEndpoint"/>, served by the
+/// reference gRPC server (Grpc.AspNetCore), for metrics, logs and profiles (v1development). Every accepted request is
+/// decoded and kept in <see cref="Metrics"/>, <see cref="Logs"/> or <see cref="Profiles"/>; every answer, accepted or
+/// not, in <see cref="Attempts"/>. <see cref="Failures"/> makes it turn requests away on demand (an error status, or
+/// a reset connection).
 /// </summary>
 public sealed class OtlpReceiver : IAsyncDisposable
 {
@@ -34,10 +35,14 @@ public sealed class OtlpReceiver : IAsyncDisposable
     private int _disposed;
     private PartialSuccessReply? _partialSuccess;
 
-    private OtlpReceiver(WebApplication app, FailureInjector failures)
+    private OtlpReceiver(WebApplication app, FailureInjector failures, RequestLog<ExportMetricsServiceRequest> metrics,
+        RequestLog<ExportLogsServiceRequest> logs, RequestLog<ExportProfilesServiceRequest> profiles)
     {
         _app = app;
         Failures = failures;
+        Metrics = metrics;
+        Logs = logs;
+        Profiles = profiles;
     }
 
     /// <summary>OTLP/HTTP base address, e.g. <c>http://127.0.0.1:40123</c>; append <c>/v1/metrics</c> etc.</summary>
@@ -48,13 +53,13 @@ public sealed class OtlpReceiver : IAsyncDisposable
 
     private int GrpcPort { get; set; } = -1;
 
-    public RequestLog<ExportMetricsServiceRequest> Metrics { get; } = new(OtlpSignal.Metrics);
+    public RequestLog<ExportMetricsServiceRequest> Metrics { get; }
 
-    public RequestLog<ExportLogsServiceRequest> Logs { get; } = new(OtlpSignal.Logs);
+    public RequestLog<ExportLogsServiceRequest> Logs { get; }
 
-    public RequestLog<ExportProfilesServiceRequest> Profiles { get; } = new(OtlpSignal.Profiles);
+    public RequestLog<ExportProfilesServiceRequest> Profiles { get; }
 
-    /// <summary>Injected "unavailable" answers; change them at any time.</summary>
+    /// <summary>Injected failures (error answers or reset connections); change them at any time.</summary>
     public FailureInjector Failures { get; }
 
     /// <summary>
@@ -104,7 +109,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
         ListenOptions? grpcListen = null;
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.Limits.MaxRequestBodySize = null; // the handlers enforce MaxRequestBytes themselves
+            kestrel.Limits.MaxRequestBodySize = null; // the HTTP handler and the gRPC server enforce MaxRequestBytes themselves
             // Cleartext: Kestrel offers HTTP/2 only via TLS ALPN or on an HTTP/2-only endpoint, so
             // OTLP/HTTP here is HTTP/1.1 (what OTLP/HTTP exporters use); h2c lives on the gRPC port.
             void Http(ListenOptions listen)
@@ -130,29 +135,51 @@ public sealed class OtlpReceiver : IAsyncDisposable
             }
         });
 
-        var app = builder.Build();
-        var receiver = new OtlpReceiver(app, new FailureInjector(options.InitialFailures, options.Time));
-        var routes = new[]
+        var failures = new FailureInjector(options.InitialFailures, options.Time);
+        var metrics = new RequestLog<ExportMetricsServiceRequest>(OtlpSignal.Metrics);
+        var logs = new RequestLog<ExportLogsServiceRequest>(OtlpSignal.Logs);
+        var profiles = new RequestLog<ExportProfilesServiceRequest>(OtlpSignal.Profiles);
+        OtlpReceiver? receiver = null;
+        var state = new ReceiverState(
+            new(OtlpSignal.Metrics, HttpMetricsPath, GrpcMetricsPath, ExportMetricsServiceRequest.Parser, metrics,
+                partial => new() { PartialSuccess = new() { RejectedDataPoints = partial.Rejected, ErrorMessage = partial.Message } }),
+            new(OtlpSignal.Logs, HttpLogsPath, GrpcLogsPath, ExportLogsServiceRequest.Parser, logs,
+                partial => new() { PartialSuccess = new() { RejectedLogRecords = partial.Rejected, ErrorMessage = partial.Message } }),
+            new(OtlpSignal.Profiles, HttpProfilesPath, GrpcProfilesPath, ExportProfilesServiceRequest.Parser, profiles,
+                partial => new() { PartialSuccess = new() { RejectedProfiles = partial.Rejected, ErrorMessage = partial.Message } }),
+            failures, () => receiver!.PartialSuccess, options.Time);
+        builder.Services.AddSingleton(state);
+        builder.Services.AddGrpc(grpc =>
         {
-            SignalRoute.Create<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
-                OtlpSignal.Metrics, HttpMetricsPath, GrpcMetricsPath, ExportMetricsServiceRequest.Parser, receiver.Metrics),
-            SignalRoute.Create<ExportLogsServiceRequest, ExportLogsServiceResponse>(
-                OtlpSignal.Logs, HttpLogsPath, GrpcLogsPath, ExportLogsServiceRequest.Parser, receiver.Logs),
-            SignalRoute.Create<ExportProfilesServiceRequest, ExportProfilesServiceResponse>(
-                OtlpSignal.Profiles, HttpProfilesPath, GrpcProfilesPath, ExportProfilesServiceRequest.Parser, receiver.Profiles),
-        };
-        var http = new OtlpHttpHandler(
-            routes.ToDictionary(r => r.HttpPath, StringComparer.Ordinal), receiver.Failures, options.MaxRequestBytes, receiver.Record,
-            () => receiver.PartialSuccess);
-        var grpc = new OtlpGrpcHandler(
-            routes.ToDictionary(r => r.GrpcPath, StringComparer.Ordinal), receiver.Failures, options.MaxRequestBytes, receiver.Record,
-            () => receiver.PartialSuccess);
-
-        app.Run(context =>
-        {
-            // Both listeners share one pipeline; the local endpoint decides the protocol.
-            return context.Connection.LocalPort == receiver.GrpcPort ? grpc.HandleAsync(context) : http.HandleAsync(context);
+            grpc.MaxReceiveMessageSize = options.MaxRequestBytes; // before and after decompression
+            grpc.EnableDetailedErrors = true;
         });
+
+        var app = builder.Build();
+        receiver = new OtlpReceiver(app, failures, metrics, logs, profiles);
+        var http = new OtlpHttpHandler(
+            state.All.ToDictionary(r => r.HttpPath, StringComparer.Ordinal), failures, options.MaxRequestBytes, receiver.Record,
+            () => receiver.PartialSuccess, options.Time);
+
+        app.Use(async (context, next) =>
+        {
+            var path = context.Request.Path.Value ?? "";
+            var grpc = context.Connection.LocalPort == receiver.GrpcPort;
+            var route = state.All.FirstOrDefault(r => (grpc ? r.GrpcPath : r.HttpPath) == path);
+            if (route is not null && failures.Decide(route.Signal, reset: true) is not null)
+            {
+                receiver.Record(new ReceiverAttempt(route.Signal, grpc ? OtlpTransport.Grpc : OtlpTransport.Http, path, 0, null,
+                    "connection reset mid-request (injected)", options.Time.GetUtcNow()));
+                await ConnectionReset.ResetAsync(context);
+                return;
+            }
+            // Both listeners share one pipeline; the local endpoint decides the protocol.
+            if (grpc) await GrpcAnswers.RecordAsync(context, next, state, receiver.Record);
+            else await http.HandleAsync(context);
+        });
+        app.MapGrpcService<MetricsReceiverService>();
+        app.MapGrpcService<LogsReceiverService>();
+        app.MapGrpcService<ProfilesReceiverService>();
 
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         var httpPort = reserved?.HttpPort ?? ((IPEndPoint)httpListen!.EndPoint).Port;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Google.Protobuf;
+using Grpc.Core;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Net.Http.Headers;
 
@@ -12,7 +13,7 @@ namespace TelemetryAgent.OtlpReceiver.Internal;
 /// </summary>
 internal sealed class OtlpHttpHandler(
     IReadOnlyDictionary<string, SignalRoute> routesByPath, FailureInjector failures, int maxRequestBytes, Action<ReceiverAttempt> record,
-    Func<PartialSuccessReply?> partialSuccess)
+    Func<PartialSuccessReply?> partialSuccess, TimeProvider time)
 {
     private const string ProtobufMediaType = "application/x-protobuf";
 
@@ -22,21 +23,21 @@ internal sealed class OtlpHttpHandler(
         var path = request.Path.Value ?? "";
         if (!routesByPath.TryGetValue(path, out var route))
         {
-            await RejectAsync(context, null, StatusCodes.Status404NotFound, GrpcStatusCode.Unimplemented,
+            await RejectAsync(context, null, StatusCodes.Status404NotFound, StatusCode.Unimplemented,
                 $"no OTLP signal is served at '{path}'; expected one of {string.Join(", ", routesByPath.Keys)}");
             return;
         }
         if (!HttpMethods.IsPost(request.Method))
         {
             context.Response.Headers.Allow = "POST";
-            await RejectAsync(context, route, StatusCodes.Status405MethodNotAllowed, GrpcStatusCode.Unimplemented,
+            await RejectAsync(context, route, StatusCodes.Status405MethodNotAllowed, StatusCode.Unimplemented,
                 $"method {request.Method} is not allowed; OTLP/HTTP uses POST");
             return;
         }
         if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType)
             || !mediaType.MediaType.Equals(ProtobufMediaType, StringComparison.OrdinalIgnoreCase))
         {
-            await RejectAsync(context, route, StatusCodes.Status415UnsupportedMediaType, GrpcStatusCode.InvalidArgument,
+            await RejectAsync(context, route, StatusCodes.Status415UnsupportedMediaType, StatusCode.InvalidArgument,
                 $"content type '{request.ContentType}' is not supported; this receiver accepts {ProtobufMediaType} only");
             return;
         }
@@ -44,13 +45,13 @@ internal sealed class OtlpHttpHandler(
         bool compressed = encoding.Equals("gzip", StringComparison.OrdinalIgnoreCase);
         if (!compressed && encoding.Length > 0 && !encoding.Equals("identity", StringComparison.OrdinalIgnoreCase))
         {
-            await RejectAsync(context, route, StatusCodes.Status415UnsupportedMediaType, GrpcStatusCode.InvalidArgument,
+            await RejectAsync(context, route, StatusCodes.Status415UnsupportedMediaType, StatusCode.InvalidArgument,
                 $"content encoding '{encoding}' is not supported; use gzip or none");
             return;
         }
         if (request.ContentLength > maxRequestBytes)
         {
-            await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, GrpcStatusCode.ResourceExhausted,
+            await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, StatusCode.ResourceExhausted,
                 $"body of {request.ContentLength} bytes exceeds the {maxRequestBytes}-byte limit");
             return;
         }
@@ -58,7 +59,7 @@ internal sealed class OtlpHttpHandler(
         var body = await Payload.ReadToEndAsync(request.Body, maxRequestBytes, context.RequestAborted);
         if (body is null)
         {
-            await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, GrpcStatusCode.ResourceExhausted,
+            await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, StatusCode.ResourceExhausted,
                 $"body exceeds the {maxRequestBytes}-byte limit");
             return;
         }
@@ -71,53 +72,65 @@ internal sealed class OtlpHttpHandler(
             }
             catch (InvalidDataException e)
             {
-                await RejectAsync(context, route, StatusCodes.Status400BadRequest, GrpcStatusCode.InvalidArgument,
+                await RejectAsync(context, route, StatusCodes.Status400BadRequest, StatusCode.InvalidArgument,
                     $"gzip body cannot be decompressed: {e.Message}");
                 return;
             }
             if (payload is null)
             {
-                await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, GrpcStatusCode.ResourceExhausted,
+                await RejectAsync(context, route, StatusCodes.Status413PayloadTooLarge, StatusCode.ResourceExhausted,
                     $"decompressed body exceeds the {maxRequestBytes}-byte limit");
                 return;
             }
         }
 
-        if (failures.ShouldReject(route.Signal, out var retryAfter))
+        if (failures.Decide(route.Signal, reset: false) is { } plan)
         {
-            if (retryAfter is { } delay)
+            if (plan.RetryAfter is { } delay)
             {
                 context.Response.Headers.RetryAfter =
                     ((long)Math.Ceiling(delay.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
             }
-            await RejectAsync(context, route, StatusCodes.Status503ServiceUnavailable, GrpcStatusCode.Unavailable,
-                "receiver is temporarily unavailable (injected failure)");
+            await RejectAsync(context, route, HttpStatusOf(plan.Code), plan.Code, $"receiver turned the request away (injected {plan.Code})");
             return;
         }
 
+        byte[] answer;
         try
         {
-            route.DecodeAndStore(payload, OtlpTransport.Http, compressed, body.Length, context.Request.Headers);
+            answer = route.AcceptHttp(payload, compressed, body.Length, request, partialSuccess(), time.GetUtcNow());
         }
         catch (InvalidProtocolBufferException e)
         {
-            await RejectAsync(context, route, StatusCodes.Status400BadRequest, GrpcStatusCode.InvalidArgument,
+            await RejectAsync(context, route, StatusCodes.Status400BadRequest, StatusCode.InvalidArgument,
                 $"body is not a valid {route.RequestTypeName}: {e.Message}");
             return;
         }
 
-        record(new ReceiverAttempt(route.Signal, OtlpTransport.Http, path, StatusCodes.Status200OK, null, null, DateTimeOffset.UtcNow));
+        record(new ReceiverAttempt(route.Signal, OtlpTransport.Http, path, StatusCodes.Status200OK, null, null, time.GetUtcNow()));
         context.Response.StatusCode = StatusCodes.Status200OK;
         context.Response.ContentType = ProtobufMediaType;
-        var answer = route.SuccessResponse(partialSuccess());
         context.Response.ContentLength = answer.Length;
         await context.Response.Body.WriteAsync(answer, context.RequestAborted);
     }
 
-    private async Task RejectAsync(HttpContext context, SignalRoute? route, int httpStatus, GrpcStatusCode code, string message)
+    /// <summary>The HTTP status that the gRPC HTTP mapping pairs with a gRPC status.</summary>
+    private static int HttpStatusOf(StatusCode code) => code switch
     {
-        record(new ReceiverAttempt(route?.Signal, OtlpTransport.Http, context.Request.Path.Value ?? "", httpStatus, null, message, DateTimeOffset.UtcNow));
-        var status = RpcStatus.Encode(code, message, retryDelay: null);
+        StatusCode.Unavailable => StatusCodes.Status503ServiceUnavailable,
+        StatusCode.ResourceExhausted => StatusCodes.Status429TooManyRequests,
+        StatusCode.DeadlineExceeded => StatusCodes.Status504GatewayTimeout,
+        StatusCode.InvalidArgument => StatusCodes.Status400BadRequest,
+        StatusCode.Unauthenticated => StatusCodes.Status401Unauthorized,
+        StatusCode.PermissionDenied => StatusCodes.Status403Forbidden,
+        StatusCode.NotFound or StatusCode.Unimplemented => StatusCodes.Status404NotFound,
+        _ => StatusCodes.Status500InternalServerError,
+    };
+
+    private async Task RejectAsync(HttpContext context, SignalRoute? route, int httpStatus, StatusCode code, string message)
+    {
+        record(new ReceiverAttempt(route?.Signal, OtlpTransport.Http, context.Request.Path.Value ?? "", httpStatus, null, message, time.GetUtcNow()));
+        var status = new Google.Rpc.Status { Code = (int)code, Message = message }.ToByteArray();
         context.Response.StatusCode = httpStatus;
         context.Response.ContentType = ProtobufMediaType;
         context.Response.ContentLength = status.Length;

@@ -1,76 +1,52 @@
 using Google.Protobuf;
+using Microsoft.AspNetCore.Http;
 
 namespace TelemetryAgent.OtlpReceiver.Internal;
 
-/// <summary>Where one signal is served and how its request is decoded and stored.</summary>
-internal sealed class SignalRoute
+/// <summary>Where one signal is served, how its requests are stored and how an accepted one is answered.</summary>
+internal abstract class SignalRoute(OtlpSignal signal, string httpPath, string grpcPath)
 {
-    private readonly Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int, IReadOnlyDictionary<string, string>> _decodeAndStore;
+    public OtlpSignal Signal { get; } = signal;
 
-    private SignalRoute(
-        OtlpSignal signal, string httpPath, string grpcPath, string requestTypeName, byte[] emptyResponse,
-        Action<ReadOnlyMemory<byte>, OtlpTransport, bool, int, IReadOnlyDictionary<string, string>> decodeAndStore)
-    {
-        Signal = signal;
-        HttpPath = httpPath;
-        GrpcPath = grpcPath;
-        RequestTypeName = requestTypeName;
-        EmptyResponse = emptyResponse;
-        _decodeAndStore = decodeAndStore;
-    }
+    public string HttpPath { get; } = httpPath;
 
-    public OtlpSignal Signal { get; }
+    /// <summary>The gRPC method path, <c>/package.Service/Export</c>.</summary>
+    public string GrpcPath { get; } = grpcPath;
 
-    public string HttpPath { get; }
+    public abstract string RequestTypeName { get; }
 
-    public string GrpcPath { get; }
+    /// <summary>Decodes and stores one OTLP/HTTP request body; returns the serialized answer.</summary>
+    /// <exception cref="InvalidProtocolBufferException">The payload is not a valid request message.</exception>
+    public abstract byte[] AcceptHttp(ReadOnlyMemory<byte> payload, bool compressed, int wireBytes, HttpRequest request, PartialSuccessReply? partial,
+        DateTimeOffset at);
 
-    public string RequestTypeName { get; }
+    /// <summary>The request's headers (gRPC: its metadata), names in lower case, repeated values joined by commas.</summary>
+    public static IReadOnlyDictionary<string, string> HeadersOf(HttpRequest request) =>
+        request.Headers.ToDictionary(header => header.Key.ToLowerInvariant(), header => header.Value.ToString(), StringComparer.Ordinal);
+}
 
-    /// <summary>The serialized empty Export*ServiceResponse (full success, no partial_success).</summary>
-    public byte[] EmptyResponse { get; }
+/// <summary>A signal whose requests are <typeparamref name="TRequest"/> and answers <typeparamref name="TResponse"/>.</summary>
+internal sealed class SignalRoute<TRequest, TResponse>(
+    OtlpSignal signal, string httpPath, string grpcPath, MessageParser<TRequest> parser, RequestLog<TRequest> log,
+    Func<PartialSuccessReply, TResponse> partialSuccess)
+    : SignalRoute(signal, httpPath, grpcPath)
+    where TRequest : IMessage<TRequest>
+    where TResponse : IMessage<TResponse>, new()
+{
+    public override string RequestTypeName => typeof(TRequest).Name;
 
     /// <summary>
-    /// The answer to an accepted request: <see cref="EmptyResponse"/>, or a partial success when one is set for this
-    /// signal. Every Export*ServiceResponse has <c>partial_success = 1</c> holding <c>rejected_* = 1</c> (int64) and
-    /// <c>error_message = 2</c>, so one encoding serves all signals.
+    /// Stores an accepted request and returns the answer: empty (full success), or the partial success set for this
+    /// signal.
     /// </summary>
-    public byte[] SuccessResponse(PartialSuccessReply? partial)
+    public TResponse Accept(TRequest message, OtlpTransport transport, bool compressed, int wireBytes, HttpRequest request,
+        PartialSuccessReply? partial, DateTimeOffset at)
     {
-        if (partial is null || (partial.Signal is { } only && only != Signal)) return EmptyResponse;
-        using var inner = new MemoryStream();
-        var innerOutput = new CodedOutputStream(inner);
-        innerOutput.WriteTag(1, WireFormat.WireType.Varint);
-        innerOutput.WriteInt64(partial.Rejected);
-        innerOutput.WriteTag(2, WireFormat.WireType.LengthDelimited);
-        innerOutput.WriteString(partial.Message);
-        innerOutput.Flush();
-        using var outer = new MemoryStream();
-        var output = new CodedOutputStream(outer);
-        output.WriteTag(1, WireFormat.WireType.LengthDelimited);
-        output.WriteBytes(ByteString.CopyFrom(inner.ToArray()));
-        output.Flush();
-        return outer.ToArray();
+        log.Add(new ReceivedRequest<TRequest>(message, transport, compressed, wireBytes, at) { Headers = HeadersOf(request) });
+        return partial is not null && (partial.Signal is not { } only || only == Signal) ? partialSuccess(partial) : new TResponse();
     }
 
-    public static SignalRoute Create<TRequest, TResponse>(
-        OtlpSignal signal, string httpPath, string grpcPath, MessageParser<TRequest> parser, RequestLog<TRequest> log)
-        where TRequest : IMessage<TRequest>
-        where TResponse : IMessage<TResponse>, new()
-    {
-        return new SignalRoute(
-            signal, httpPath, grpcPath, typeof(TRequest).Name, new TResponse().ToByteArray(),
-            (payload, transport, compressed, wireBytes, headers) =>
-            {
-                var message = parser.ParseFrom(payload.Span);
-                log.Add(new ReceivedRequest<TRequest>(message, transport, compressed, wireBytes, DateTimeOffset.UtcNow) { Headers = headers });
-            });
-    }
-
-    /// <summary>Decodes and stores one request.</summary>
-    /// <exception cref="InvalidProtocolBufferException">The payload is not a valid request message.</exception>
-    public void DecodeAndStore(ReadOnlyMemory<byte> payload, OtlpTransport transport, bool compressed, int wireBytes,
-        Microsoft.AspNetCore.Http.IHeaderDictionary headers) =>
-        _decodeAndStore(payload, transport, compressed, wireBytes,
-            headers.ToDictionary(header => header.Key.ToLowerInvariant(), header => header.Value.ToString(), StringComparer.Ordinal));
+    public override byte[] AcceptHttp(ReadOnlyMemory<byte> payload, bool compressed, int wireBytes, HttpRequest request,
+        PartialSuccessReply? partial, DateTimeOffset at) =>
+        Accept(parser.ParseFrom(payload.Span), OtlpTransport.Http, compressed, wireBytes, request, partial, at).ToByteArray();
 }
