@@ -1,4 +1,3 @@
-using Google.Protobuf;
 using OpenTelemetry.Proto.Collector.Profiles.V1Development;
 using TelemetryAgent.Profiling;
 using TelemetryAgent.Export.Otlp;
@@ -31,12 +30,11 @@ public sealed record ProfilesExporterOptions
 /// </remarks>
 public sealed class ProfilesExporter : IExporter
 {
-    public const string GrpcMethod = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
     /// <summary>Profiles per process interval: wall time and calls.</summary>
     private const int ProfilesPerInterval = 2;
     private const int MaxDistinctProblemsLogged = 32;
 
-    private readonly OtlpClient _client;
+    private readonly ProfilesClient _client;
     private readonly TextWriter _log;
     private readonly ProfilesExporterOptions _options;
     private readonly Lock _gate = new();
@@ -52,7 +50,7 @@ public sealed class ProfilesExporter : IExporter
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         ArgumentNullException.ThrowIfNull(log);
-        _client = new OtlpClient(endpoint, GrpcMethod);
+        _client = new ProfilesClient(endpoint);
         _log = log;
         _options = options ?? new ProfilesExporterOptions();
         _loop = Task.Run(RunAsync);
@@ -176,7 +174,7 @@ public sealed class ProfilesExporter : IExporter
                     await _work.WaitAsync(_stop.Token).ConfigureAwait(false);
                     continue;
                 }
-                byte[]? request;
+                ExportProfilesServiceRequest? request;
                 try
                 {
                     request = Encode(state, profile!);
@@ -207,7 +205,7 @@ public sealed class ProfilesExporter : IExporter
     }
 
     /// <summary>The request for what <paramref name="profile"/> adds to the process's previous interval; null when nothing.</summary>
-    private static byte[]? Encode(ProcessState state, ProcessProfile profile)
+    private static ExportProfilesServiceRequest? Encode(ProcessState state, ProcessProfile profile)
     {
         var samples = state.Deltas.Next(profile);
         // An idle interval sends nothing; the next profile covers it, so the intervals sent stay contiguous.
@@ -215,10 +213,10 @@ public sealed class ProfilesExporter : IExporter
         var start = state.IntervalEndUnixNs ?? profile.FirstEventUnixNs;
         var end = Math.Max(start, profile.LastEventUnixNs);
         state.IntervalEndUnixNs = end;
-        return OtlpProfileEncoder.Encode([new ProfileInterval(profile, samples, start, end)]).ToByteArray();
+        return OtlpProfileEncoder.Encode([new ProfileInterval(profile, samples, start, end)]);
     }
 
-    private async Task SendAsync(byte[] request)
+    private async Task SendAsync(ExportProfilesServiceRequest request)
     {
         var started = DateTimeOffset.UtcNow;
         for (var retry = 1; ; retry++)
@@ -237,8 +235,8 @@ public sealed class ProfilesExporter : IExporter
             switch (result.Outcome)
             {
                 case SendOutcome.Success:
-                    Counters.Sent(ProfilesPerInterval, request.Length);
-                    CheckPartialSuccess(result.Response);
+                    Counters.Sent(ProfilesPerInterval, request.CalculateSize());
+                    CheckPartialSuccess(result.Response!);
                     return;
                 case SendOutcome.Failed:
                     Counters.Failed(ProfilesPerInterval);
@@ -267,18 +265,8 @@ public sealed class ProfilesExporter : IExporter
         }
     }
 
-    private void CheckPartialSuccess(byte[] response)
+    private void CheckPartialSuccess(ExportProfilesServiceResponse answer)
     {
-        ExportProfilesServiceResponse answer;
-        try
-        {
-            answer = ExportProfilesServiceResponse.Parser.ParseFrom(response);
-        }
-        catch (InvalidProtocolBufferException error)
-        {
-            LogOnce($"unreadable response ({error.Message})", "");
-            return;
-        }
         if (answer.PartialSuccess is not { } partial || (partial.RejectedProfiles == 0 && partial.ErrorMessage.Length == 0)) return;
         Counters.Rejected(partial.RejectedProfiles);
         LogOnce("partial success", $": {partial.RejectedProfiles} profiles rejected: {partial.ErrorMessage}");
