@@ -97,6 +97,57 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == "metrics" && p.Value > 0);
     }
 
+    [Theory]
+    [InlineData("grpc", OtlpSignal.Metrics)]
+    [InlineData("grpc", OtlpSignal.Logs)]
+    [InlineData("http/protobuf", OtlpSignal.Metrics)]
+    [InlineData("http/protobuf", OtlpSignal.Logs)]
+    public async Task A_collector_that_resets_the_connection_mid_request_loses_nothing(string protocol, OtlpSignal signal)
+    {
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(
+            new OtlpReceiverOptions { InitialFailures = FailurePlan.ResetFirstRequests(1, signal) });
+        var output = _temp.File("out");
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", output, "--otlp-endpoint", OtlpExportTests.EndpointFor(receiver, protocol).ToString(), "--otlp-protocol", protocol,
+             "examples/fixture_app.py"],
+            environment: OtlpExportTests.CleanEnvironment());
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        Assert.False(agent.Stderr.Contains("OTLP export:", StringComparison.Ordinal), agent.ToString());
+        Assert.Contains(receiver.Attempts, attempt => attempt.Signal == signal && attempt.Error?.Contains("reset", StringComparison.Ordinal) == true);
+
+        // The reset request was sent again, and everything arrived: the process's metrics and each of its exception groups.
+        var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
+        var fib = IntPoints(byService["fixture_app"].Metrics["python.profile.function.calls"])
+            .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
+        Assert.Equal(1973 + 8 * 177, fib.Value);
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json")));
+        Assert.Equal(
+            summary.RootElement.GetProperty("exceptions").GetProperty("groups").GetInt32(),
+            LogRecords(receiver).Count(r => r.Resource["service.name"].StringValue == "fixture_app"));
+        // The reset is the agent's export failure, counted by the exception that reported it.
+        var failures = IntPoints(byService["telemetry-agent"].Metrics["telemetry_agent.export.failures"]);
+        Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == signal.ToString().ToLowerInvariant()
+                                       && p.Attributes["error.type"].StringValue == "HttpRequestException" && p.Value == 1);
+    }
+
+    [Fact]
+    public async Task A_collector_that_always_resets_the_connection_gets_an_error_naming_what_was_lost()
+    {
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(
+            new OtlpReceiverOptions { InitialFailures = FailurePlan.ResetFirstRequests(int.MaxValue, OtlpSignal.Metrics) });
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--otlp-endpoint", receiver.GrpcEndpoint.ToString(), "--otlp-protocol", "grpc",
+             "examples/fixture_app.py"],
+            // Short requests, so that the retries give up soon.
+            environment: OtlpExportTests.CleanEnvironment(new() { ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "3000" }));
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        Assert.Matches(@"OTLP export: the final metrics of pid \d+ \(fixture_app\) could not be sent to http://127\.0\.0\.1:\d+/ " +
+                       @"\(every retry failed\): they are lost", agent.Stderr);
+        // Logs were not reset: they arrived.
+        Assert.NotEmpty(LogRecords(receiver));
+        Assert.Empty(LatestMetricsByInstance(receiver));
+    }
+
     /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
     private static IEnumerable<int> ChildrenOf(int pid)
     {

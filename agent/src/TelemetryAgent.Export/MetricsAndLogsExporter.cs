@@ -32,8 +32,8 @@ public sealed class MetricsAndLogsExporter : IExporter
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
-        _problems = new ExportProblems(context.Log);
-        _self = new AgentSelfTelemetry(context.Settings, context.Statistics, _transport, profileCounters, context.CheckpointInterval);
+        _problems = new ExportProblems(context.Log, context.Settings);
+        _self = new AgentSelfTelemetry(context.Settings, context.Statistics, _transport, profileCounters, _problems, context.CheckpointInterval);
     }
 
     public void OnStarted(ProcessProfile running)
@@ -76,10 +76,12 @@ public sealed class MetricsAndLogsExporter : IExporter
         }
         var self = Task.Run(() =>
         {
-            _self.Shutdown(SelfShutdownTimeout);
+            var delivered = _self.Shutdown(SelfShutdownTimeout);
             _self.Dispose();
+            return delivered;
         }, CancellationToken.None);
-        if (await Task.WhenAny(self, Task.Delay(SelfShutdownTimeout + TimeSpan.FromSeconds(1), CancellationToken.None)).ConfigureAwait(false) != self)
+        if (await Task.WhenAny(self, Task.Delay(SelfShutdownTimeout + TimeSpan.FromSeconds(1), CancellationToken.None)).ConfigureAwait(false) != self
+            || !self.Result)
         {
             allSent = false;
             _problems.Report("self", "the agent's own metrics could not be sent before it stopped");

@@ -2,6 +2,7 @@ using System.Diagnostics.Metrics;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using TelemetryAgent.Export.Otlp;
+using TelemetryAgent.Export.Python;
 using TelemetryAgent.Export.Sdk;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Profiling;
@@ -22,9 +23,10 @@ internal sealed class AgentSelfTelemetry : IDisposable
 
     private readonly Meter _meter;
     private readonly OpenTelemetrySdk _sdk;
+    private readonly DeliveryTracker _delivery = new();
 
     public AgentSelfTelemetry(OtlpSettings settings, Func<AgentStatisticsSnapshot> statistics, ExportTransport transport, ExportCounters profiles,
-        TimeSpan? interval)
+        ExportProblems problems, TimeSpan? interval)
     {
         var version = typeof(AgentSelfTelemetry).Assembly.GetName().Version?.ToString() ?? "0";
         _meter = new Meter(Scope, version);
@@ -59,6 +61,10 @@ internal sealed class AgentSelfTelemetry : IDisposable
                 new KeyValuePair<string, object?>("telemetry_agent.signal", SignalName(entry.Key.Signal)),
                 new KeyValuePair<string, object?>("error.type", entry.Key.Reason))),
             "{request}", "OTLP requests that failed (a retried request counts each time), by signal and reason.");
+        _meter.CreateObservableCounter("telemetry_agent.export.lost",
+            () => problems.LostExports.Select(entry => new Measurement<long>(entry.Value,
+                new KeyValuePair<string, object?>("telemetry_agent.signal", SignalName(entry.Key)))),
+            "{export}", "Final exports of a process's metrics or logs that never reached the collector (every retry failed, or the agent stopped first), by signal.");
 
         KeyValuePair<string, object>[] resource =
         [
@@ -68,15 +74,16 @@ internal sealed class AgentSelfTelemetry : IDisposable
             new("host.name", Environment.MachineName),
             new("process.pid", (long)Environment.ProcessId),
         ];
-        _sdk = OtlpSdk.Create(settings, resource, _meter, interval, transport);
+        _sdk = OtlpSdk.Create(settings, resource, _meter, interval, transport, delivery: _delivery);
     }
 
     public static string SignalName(OtlpSignal signal) => signal.ToString().ToLowerInvariant();
 
-    /// <summary>Exports the final values, within the timeout.</summary>
-    public void Shutdown(TimeSpan timeout)
+    /// <summary>Exports the final values, within the timeout; false when they were not delivered.</summary>
+    public bool Shutdown(TimeSpan timeout)
     {
-        _sdk.MeterProvider.Shutdown((int)timeout.TotalMilliseconds);
+        _delivery.Reset(OtlpSignal.Metrics);
+        return _sdk.MeterProvider.Shutdown((int)timeout.TotalMilliseconds) && _delivery.Delivered(OtlpSignal.Metrics) != false;
     }
 
     public void Dispose()

@@ -36,6 +36,8 @@ internal sealed class ProcessExport
     private OpenTelemetrySdk? _sdk;
     private ProcessMetrics? _metrics;
     private ExceptionLogs? _logs;
+    // Shared by this process's SDK instances, one after another: what became of their requests.
+    private readonly DeliveryTracker _delivery = new();
 
     private readonly CancellationToken _giveUp;
 
@@ -85,14 +87,19 @@ internal sealed class ProcessExport
     {
         var metrics = new ProcessMetrics();
         var sdk = OtlpSdk.Create(_settings, ProcessResource.Attributes(_identity), metrics.Meter, metricExportInterval: null, _transport,
-            ProcessMetrics.CardinalityLimit);
+            ProcessMetrics.CardinalityLimit, _delivery);
         var logger = sdk.GetLoggerFactory().CreateLogger(PythonTelemetryNames.Scope);
         return (sdk, metrics, confirmedLogs is null ? new ExceptionLogs(logger) : confirmedLogs.WithLogger(logger));
     }
 
     private void Export(ProcessProfile frozen)
     {
-        if (_sdk is null || _metrics is null || _logs is null) return;
+        if (_sdk is null || _metrics is null || _logs is null)
+        {
+            // No SDK instance (it could not start, said once): what this process had to send is lost.
+            if (frozen.IsCompleted) _problems.Lost(_identity, [OtlpSignal.Metrics, OtlpSignal.Logs], "no OpenTelemetry SDK instance");
+            return;
+        }
         var final = frozen.IsCompleted;
         lock (_gate)
         {
@@ -106,19 +113,30 @@ internal sealed class ProcessExport
                 return;
             }
             var timeout = (int)_flushTimeout.TotalMilliseconds;
+            _delivery.Reset(OtlpSignal.Metrics);
+            _delivery.Reset(OtlpSignal.Logs);
             _metrics.Update(frozen);
             var confirmed = _logs.Snapshot();
             var logged = _logs.Log(frozen);
-            var logsSent = logged == 0 || _sdk.LoggerProvider.ForceFlush(timeout);
-            // Records that did not go out are logged again at the next export (their counts are in the next interval).
-            if (!logsSent) _logs = confirmed;
-            ReportUnsent(_sdk.MeterProvider.ForceFlush(timeout), logsSent);
+            var logsSent = logged == 0 || Sent(OtlpSignal.Logs, _sdk.LoggerProvider.ForceFlush(timeout));
+            // Records that did not go out are logged again at the next export (their counts are in the next interval);
+            // cumulative metrics need nothing: the next export carries their totals.
+            if (!logsSent && _settings.Retry.Mode != OtlpRetryMode.Disk) _logs = confirmed;
+            var metricsSent = Sent(OtlpSignal.Metrics, _sdk.MeterProvider.ForceFlush(timeout));
+            if (!metricsSent) _problems.Report("metrics", $"metrics could not be sent to {Url(OtlpSignal.Metrics)} (first: pid {_identity.Pid}); the next export carries them");
+            if (!logsSent) _problems.Report("logs", $"exception logs could not be sent to {Url(OtlpSignal.Logs)} (first: pid {_identity.Pid}); the next export carries them");
         }
         catch (Exception e)
         {
             _problems.Report("export", $"exporting pid {_identity.Pid} failed: {e.Message}");
         }
     }
+
+    /// <summary>
+    /// Whether a flush or shutdown of <paramref name="signal"/> delivered what it sent: it finished in time and its
+    /// latest request was accepted (or it sent none).
+    /// </summary>
+    private bool Sent(OtlpSignal signal, bool finished) => finished && _delivery.Delivered(signal) != false;
 
     /// <summary>Exports the completed profile and shuts the SDK down; on failure, again through fresh SDK instances.</summary>
     private void ExportFinal(ProcessProfile completed)
@@ -130,15 +148,18 @@ internal sealed class ProcessExport
         for (var attempt = 1; ; attempt++)
         {
             var (sdk, metrics, logs) = (_sdk!, _metrics!, _logs!);
+            _delivery.Reset(OtlpSignal.Metrics);
+            _delivery.Reset(OtlpSignal.Logs);
             var confirmed = logs.Snapshot();
             if (metricsPending) metrics.Update(completed);
             var logged = logsPending ? logs.Log(completed) : 0;
-            // Shutting down collects and exports once more: no flush before it.
-            if (metricsPending) metricsPending = !sdk.MeterProvider.Shutdown(timeout);
-            if (logsPending) logsPending = !sdk.LoggerProvider.Shutdown(timeout) && logged > 0;
+            // Shutting down collects and exports once more: no flush before it. Its answer does not say whether that
+            // export was delivered (only whether it finished): the delivery tracker does.
+            if (metricsPending) metricsPending = !Sent(OtlpSignal.Metrics, sdk.MeterProvider.Shutdown(timeout));
+            if (logsPending) logsPending = logged > 0 && !Sent(OtlpSignal.Logs, sdk.LoggerProvider.Shutdown(timeout));
             sdk.Dispose();
             metrics.Dispose();
-            // Disk retry keeps what failed on disk; `none` means lost by choice.
+            // Disk retry keeps what failed on disk; `none` means no retry.
             if ((!metricsPending && !logsPending) || _settings.Retry.Mode != OtlpRetryMode.InMemory) break;
 
             var delay = RetryPolicy.Default.Delay(attempt, serverDelay: null, random);
@@ -149,29 +170,55 @@ internal sealed class ProcessExport
             if (_giveUp.WaitHandle.WaitOne(delay)) break;
             (_sdk, _metrics, _logs) = CreateSdk(confirmed);
         }
-        ReportUnsent(!metricsPending, !logsPending);
+        var unsent = new List<OtlpSignal>(2);
+        if (metricsPending) unsent.Add(OtlpSignal.Metrics);
+        if (logsPending) unsent.Add(OtlpSignal.Logs);
+        if (unsent.Count == 0) return;
+        if (_settings.Retry.Mode == OtlpRetryMode.Disk)
+        {
+            _problems.Report("disk", $"the final export of pid {_identity.Pid} could not be sent; it is kept in {_settings.Retry.Directory} and resent from there");
+        }
+        else
+        {
+            _problems.Lost(_identity, unsent, _settings.Retry.Mode == OtlpRetryMode.None ? "retry is off" : "every retry failed");
+        }
     }
 
-    private void ReportUnsent(bool metricsSent, bool logsSent)
-    {
-        if (!metricsSent) _problems.Report("metrics", $"metrics could not be sent to {_settings.For(OtlpSignal.Metrics).Url} (first: pid {_identity.Pid})");
-        if (!logsSent) _problems.Report("logs", $"exception logs could not be sent to {_settings.For(OtlpSignal.Logs).Url} (first: pid {_identity.Pid})");
-    }
+    private Uri Url(OtlpSignal signal) => _settings.For(signal).Url;
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 }
 
-/// <summary>Says each kind of export problem once in the agent's log, with how to see the rest (the agent's metrics).</summary>
-internal sealed class ExportProblems(TextWriter log)
+/// <summary>
+/// Says each kind of export problem once in the agent's log, with how to see the rest (the agent's metrics), and counts
+/// the final exports of processes that were lost.
+/// </summary>
+internal sealed class ExportProblems(TextWriter log, OtlpSettings settings)
 {
     private readonly HashSet<string> _reported = [];
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<OtlpSignal, long> _lost = new();
 
-    public void Report(string kind, string message)
+    /// <summary>Final exports given up, by signal: that process's last metrics or logs never reached the collector.</summary>
+    public IReadOnlyDictionary<OtlpSignal, long> LostExports => _lost;
+
+    public void Report(string kind, string message, string countedIn = "telemetry_agent.export.failures")
     {
         lock (_reported)
         {
             if (!_reported.Add(kind)) return;
         }
-        lock (log) log.WriteLine($"telemetry-agent: OTLP export: {message}; later failures of this kind are counted in telemetry_agent.export.failures, not logged.");
+        lock (log) log.WriteLine($"telemetry-agent: OTLP export: {message}; later failures of this kind are counted in {countedIn}, not logged.");
+    }
+
+    /// <summary>Counts a process's final export of <paramref name="signals"/> as lost, and says so (once per signal).</summary>
+    public void Lost(ProcessIdentity process, IReadOnlyList<OtlpSignal> signals, string why)
+    {
+        foreach (var signal in signals)
+        {
+            _lost.AddOrUpdate(signal, 1, static (_, n) => n + 1);
+            var name = signal.ToString().ToLowerInvariant();
+            Report($"lost {name}", $"the final {name} of pid {process.Pid} ({process.ServiceName}) could not be sent to {settings.For(signal).Url} " +
+                                   $"({why}): they are lost", "telemetry_agent.export.lost");
+        }
     }
 }

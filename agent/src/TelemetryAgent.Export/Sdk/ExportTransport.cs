@@ -1,4 +1,7 @@
 using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
 using TelemetryAgent.Export.Settings;
 
 namespace TelemetryAgent.Export.Sdk;
@@ -9,29 +12,40 @@ namespace TelemetryAgent.Export.Sdk;
 /// included, and each failure by signal and reason: an HTTP status, a gRPC status, or the exception's type when no
 /// answer came. Those counts are the agent's "export requests" and "export failures".
 /// </summary>
+/// <remarks>
+/// A gRPC request that gets no answer (a connection refused, reset mid-request or cut while the answer was read) is
+/// answered here with <c>UNAVAILABLE</c>, as a gRPC client library answers it: the SDK's own gRPC client (1.21.0)
+/// retries only a refused or reset connection reported by the socket itself, and gave up at once on a connection
+/// reset under HTTP/2, losing the export.
+/// </remarks>
 internal sealed class ExportTransport : IDisposable
 {
     private readonly ConcurrentDictionary<OtlpSignal, long> _requests = new();
     private readonly ConcurrentDictionary<(OtlpSignal Signal, string Reason), long> _failures = new();
-    private readonly ConcurrentDictionary<OtlpSignal, HttpMessageHandler> _handlers = new();
+    private readonly ConcurrentDictionary<OtlpSignal, HttpMessageHandler> _pools = new();
 
     public IReadOnlyDictionary<OtlpSignal, long> Requests => _requests;
 
     public IReadOnlyDictionary<(OtlpSignal Signal, string Reason), long> Failures => _failures;
 
-    /// <summary>A client for one exporter: its own headers and timeout over the signal's shared pool.</summary>
-    public HttpClient CreateClient(OtlpEndpoint endpoint)
+    /// <summary>
+    /// A client for one exporter: its own headers and timeout over the signal's shared pool; what became of its
+    /// requests goes to <paramref name="delivery"/> too.
+    /// </summary>
+    public HttpClient CreateClient(OtlpEndpoint endpoint, DeliveryTracker? delivery = null)
     {
-        var handler = _handlers.GetOrAdd(endpoint.Signal, signal => new CountingHandler(this, signal)
+        var pool = _pools.GetOrAdd(endpoint.Signal, _ => new SocketsHttpHandler
         {
             // Connections are renewed now and then so that a collector behind a load balancer gets its share.
-            InnerHandler = new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) },
+            PooledConnectionLifetime = TimeSpan.FromMinutes(5),
         });
+        var handler = new ObservingHandler(this, endpoint, delivery) { InnerHandler = pool };
+        // The pool outlives the client: the transport disposes it.
         var client = new HttpClient(handler, disposeHandler: false) { Timeout = endpoint.Timeout };
         if (endpoint.Protocol == OtlpProtocol.Grpc)
         {
             // gRPC is HTTP/2 only; over http:// that means h2c with prior knowledge.
-            client.DefaultRequestVersion = System.Net.HttpVersion.Version20;
+            client.DefaultRequestVersion = HttpVersion.Version20;
             client.DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact;
         }
         // Header values as OtlpSettings resolved them: nothing is encoded a second time.
@@ -42,111 +56,127 @@ internal sealed class ExportTransport : IDisposable
     /// <summary>Call only when no exporter sends any more.</summary>
     public void Dispose()
     {
-        foreach (var handler in _handlers.Values) handler.Dispose();
+        foreach (var pool in _pools.Values) pool.Dispose();
     }
 
     private void CountRequest(OtlpSignal signal) => _requests.AddOrUpdate(signal, 1, static (_, n) => n + 1);
 
     private void CountFailure(OtlpSignal signal, string reason) => _failures.AddOrUpdate((signal, reason), 1, static (_, n) => n + 1);
 
-    /// <summary>Counts each request and its failure; never changes what the exporter sees.</summary>
-    private sealed class CountingHandler(ExportTransport transport, OtlpSignal signal) : DelegatingHandler
+    /// <summary>
+    /// Counts each request and its failure and tells the exporter's <see cref="DeliveryTracker"/>; a gRPC request that got
+    /// no answer becomes an <c>UNAVAILABLE</c> answer. Never changes an answer that came.
+    /// </summary>
+    private sealed class ObservingHandler(ExportTransport transport, OtlpEndpoint endpoint, DeliveryTracker? delivery) : DelegatingHandler
     {
+        private readonly OtlpSignal _signal = endpoint.Signal;
+        private readonly bool _grpc = endpoint.Protocol == OtlpProtocol.Grpc;
+
+        // The SDK sends OTLP/HTTP synchronously where it can; gRPC (HTTP/2) always asynchronously.
         protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
         {
-            transport.CountRequest(signal);
+            transport.CountRequest(_signal);
             try
             {
                 return Observe(base.Send(request, cancellationToken));
             }
-            catch (Exception e)
+            catch (Exception error)
             {
-                transport.CountFailure(signal, e.GetType().Name);
+                Failed(error.GetType().Name);
                 throw;
             }
         }
 
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
-            transport.CountRequest(signal);
+            transport.CountRequest(_signal);
+            HttpResponseMessage? response = null;
             try
             {
-                return Observe(await base.SendAsync(request, cancellationToken).ConfigureAwait(false));
+                response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+                // A gRPC status comes in the trailers, which exist once the body is read: read it here, where a connection
+                // cut meanwhile is still this request's failure.
+                if (_grpc) await response.Content.LoadIntoBufferAsync(cancellationToken).ConfigureAwait(false);
+                return Observe(response);
             }
-            catch (Exception e)
+            catch (Exception error) when (_grpc && error is HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
             {
-                transport.CountFailure(signal, e.GetType().Name);
+                response?.Dispose();
+                Failed(error.GetType().Name);
+                return Unavailable(request, error);
+            }
+            catch (Exception error)
+            {
+                response?.Dispose();
+                Failed(error.GetType().Name);
                 throw;
             }
         }
 
         private HttpResponseMessage Observe(HttpResponseMessage response)
         {
-            if (!response.IsSuccessStatusCode)
+            var failure = !response.IsSuccessStatusCode ? ((int)response.StatusCode).ToString(CultureInfo.InvariantCulture)
+                // A gRPC error answered at once carries its status in the headers ("trailers-only"), any other in the trailers.
+                : _grpc && (GrpcStatus(response.TrailingHeaders) ?? GrpcStatus(response.Headers)) is { } status && status != "0" ? $"grpc-status {status}"
+                : null;
+            if (failure is null)
             {
-                transport.CountFailure(signal, ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                delivery?.Record(_signal, accepted: true);
             }
-            // A gRPC error answered at once carries its status in the headers ("trailers-only") ...
-            else if (GrpcStatus(response.Headers) is { } status)
+            else
             {
-                if (status != "0") transport.CountFailure(signal, $"grpc-status {status}");
-            }
-            // ... otherwise in the trailers, which exist once the exporter has read the body.
-            else if (response.Version.Major >= 2 && response.Content is { } content)
-            {
-                var watched = new StreamContent(new TrailerWatchingStream(content.ReadAsStream(), response, status =>
-                {
-                    if (status != "0") transport.CountFailure(signal, $"grpc-status {status}");
-                }));
-                foreach (var header in content.Headers) watched.Headers.TryAddWithoutValidation(header.Key, header.Value);
-                response.Content = watched;
+                Failed(failure);
             }
             return response;
         }
-    }
 
-    private static string? GrpcStatus(System.Net.Http.Headers.HttpHeaders headers)
-        => headers.TryGetValues("grpc-status", out var values) ? values.FirstOrDefault() : null;
-
-    /// <summary>Passes a gRPC response body through; at its end, hands the <c>grpc-status</c> trailer on once.</summary>
-    private sealed class TrailerWatchingStream(Stream inner, HttpResponseMessage response, Action<string> onStatus) : Stream
-    {
-        private int _reported;
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override int Read(byte[] buffer, int offset, int count) => Observe(inner.Read(buffer, offset, count));
-
-        public override int Read(Span<byte> buffer) => Observe(inner.Read(buffer));
-
-        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
-            => Observe(await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false));
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-            => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        private int Observe(int read)
+        private void Failed(string reason)
         {
-            if (read == 0 && Interlocked.Exchange(ref _reported, 1) == 0 && GrpcStatus(response.TrailingHeaders) is { } status)
+            transport.CountFailure(_signal, reason);
+            delivery?.Record(_signal, accepted: false);
+        }
+
+        /// <summary>What the gRPC specification makes of a call that got no answer: status UNAVAILABLE (14), trailers-only.</summary>
+        private static HttpResponseMessage Unavailable(HttpRequestMessage request, Exception error)
+        {
+            var response = new HttpResponseMessage(HttpStatusCode.OK)
             {
-                onStatus(status);
-            }
-            return read;
+                RequestMessage = request,
+                Version = HttpVersion.Version20,
+                Content = new ByteArrayContent([]),
+            };
+            response.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+            response.Headers.TryAddWithoutValidation("grpc-status", "14");
+            var message = error.InnerException is { } inner ? $"{error.Message} ({inner.Message})" : error.Message;
+            response.Headers.TryAddWithoutValidation("grpc-message", Uri.EscapeDataString(message));
+            return response;
         }
 
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) inner.Dispose();
-            base.Dispose(disposing);
-        }
+        private static string? GrpcStatus(HttpHeaders headers)
+            => headers.TryGetValues("grpc-status", out var values) ? values.FirstOrDefault() : null;
     }
+}
+
+/// <summary>
+/// What became of the export requests of one SDK instance: per signal, whether its latest request since
+/// <see cref="Reset"/> was accepted. The SDK's exporters retry a request until it is accepted or they give up, so the
+/// latest attempt after a flush says whether that flush's data was delivered; the SDK's own answer does not (its
+/// shutdown reports success when the export it made on the way failed, and so does a flush of logs).
+/// </summary>
+internal sealed class DeliveryTracker
+{
+    // Per signal: 0 nothing sent since reset, 1 the latest request accepted, 2 the latest one failed.
+    private readonly int[] _latest = new int[Enum.GetValues<OtlpSignal>().Length];
+
+    public void Reset(OtlpSignal signal) => Volatile.Write(ref _latest[(int)signal], 0);
+
+    /// <summary>Null when nothing was sent since <see cref="Reset"/>, else whether the latest request was accepted.</summary>
+    public bool? Delivered(OtlpSignal signal) => Volatile.Read(ref _latest[(int)signal]) switch
+    {
+        0 => null,
+        1 => true,
+        _ => false,
+    };
+
+    internal void Record(OtlpSignal signal, bool accepted) => Volatile.Write(ref _latest[(int)signal], accepted ? 1 : 2);
 }

@@ -28,9 +28,10 @@ internal static class OtlpSdk
     /// The most series an instrument may have (the SDK preallocates that many points, 2000 by default: most of an
     /// instance's memory); null keeps the SDK's default.
     /// </param>
+    /// <param name="delivery">Told what became of each request of this instance (the SDK's own answers do not say).</param>
     public static OpenTelemetrySdk Create(
         OtlpSettings settings, IEnumerable<KeyValuePair<string, object>> resource, Meter meter, TimeSpan? metricExportInterval,
-        ExportTransport transport, Func<Instrument, int>? cardinalityLimit = null)
+        ExportTransport transport, Func<Instrument, int>? cardinalityLimit = null, DeliveryTracker? delivery = null)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings.Retry.SdkConfiguration()).Build();
         // A year stands for "never": the reader needs a finite interval.
@@ -48,15 +49,23 @@ internal static class OtlpSdk
                         : new MetricStreamConfiguration { CardinalityLimit = cardinalityLimit(instrument) })
                     .AddOtlpExporter((exporter, reader) =>
                     {
-                        Configure(exporter, settings.For(OtlpSignal.Metrics), transport);
+                        Configure(exporter, settings.For(OtlpSignal.Metrics), transport, delivery);
                         reader.TemporalityPreference = MetricReaderTemporalityPreference.Cumulative;
                         reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = interval;
                     }))
-                .WithLogging(logging => logging.AddOtlpExporter(exporter => Configure(exporter, settings.For(OtlpSignal.Logs), transport)));
+                .WithLogging(logging => logging.AddOtlpExporter((exporter, processor) =>
+                {
+                    Configure(exporter, settings.For(OtlpSignal.Logs), transport, delivery);
+                    // Records go out when the instance is flushed or shut down, in one request (at most one record per
+                    // exception group, 501 groups, are written per export): what a flush sent is what it delivered.
+                    processor.BatchExportProcessorOptions.ScheduledDelayMilliseconds = interval;
+                    processor.BatchExportProcessorOptions.MaxExportBatchSize = 1024;
+                    processor.BatchExportProcessorOptions.MaxQueueSize = 2048;
+                }));
         });
     }
 
-    private static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportTransport transport)
+    private static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportTransport transport, DeliveryTracker? delivery)
     {
         options.Protocol = endpoint.Protocol == OtlpProtocol.Grpc ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
         // Set in code, the endpoint is used as given: OtlpSettings already appended /v1/metrics or /v1/logs for HTTP.
@@ -64,6 +73,6 @@ internal static class OtlpSdk
         options.TimeoutMilliseconds = (int)Math.Min(int.MaxValue, endpoint.Timeout.TotalMilliseconds);
         options.Compression = endpoint.Gzip ? OtlpExportCompression.GZip : OtlpExportCompression.None;
         // Used for gRPC as well in 1.21.0 (the end-to-end tests count gRPC requests through it).
-        options.HttpClientFactory = () => transport.CreateClient(endpoint);
+        options.HttpClientFactory = () => transport.CreateClient(endpoint, delivery);
     }
 }
