@@ -8,12 +8,14 @@ namespace TelemetryAgent.EndToEnd.Tests;
 /// Who may connect to `serve`: the socket's mode, SO_PEERCRED's uid against the allowed ones, HELLO's pid against
 /// the peer's, and the connection limit. The other-user cases run a real second user (created when missing).
 /// </summary>
-public sealed class AccessTests : IDisposable
+public sealed class AccessTests : IDisposable, IClassFixture<SecondUserFixture>
 {
     private readonly TemporaryFolder _temp = new();
+    private readonly SecondUserFixture _peer;
 
-    public AccessTests()
+    public AccessTests(SecondUserFixture peer)
     {
+        _peer = peer;
         // Other users must reach the socket's folder; the socket file's own mode decides the rest.
         File.SetUnixFileMode(_temp.Path, (UnixFileMode)0b111_101_101);
         File.Copy(Repo.Path("tests", "TelemetryAgent.EndToEnd.Tests", "peer_client.py"), Client);
@@ -37,7 +39,7 @@ public sealed class AccessTests : IDisposable
     [RootFact]
     public async Task The_default_owner_only_socket_keeps_other_users_out()
     {
-        var user = SecondUser.Ensure();
+        var user = _peer.Ensure();
         using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(SocketPath));
         var attempt = await ConnectAsync(user);
@@ -50,8 +52,8 @@ public sealed class AccessTests : IDisposable
     [RootFact]
     public async Task The_socket_group_may_open_the_socket_but_only_allowed_uids_are_served()
     {
-        var user = SecondUser.Ensure();
-        using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", SecondUser.Name))
+        var user = _peer.Ensure();
+        using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", user.Name))
         {
             Assert.Equal((UnixFileMode)0b110_110_000, File.GetUnixFileMode(SocketPath));
             Assert.Equal("connected\n", (await ConnectAsync(user)).Stdout);
@@ -62,7 +64,7 @@ public sealed class AccessTests : IDisposable
             Assert.Empty(agent.OutputFolders());
         }
 
-        using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", SecondUser.Name, "--allow-uid", user.Uid.ToString()))
+        using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", user.Name, "--allow-uid", user.Name))
         {
             Assert.Equal("connected\n", (await ConnectAsync(user)).Stdout);
             await ServeAgent.WaitUntilAsync(() => agent.OutputFolders().Length == 1, "the peer's outputs");
@@ -135,33 +137,43 @@ public sealed class RootFactAttribute : FactAttribute
     }
 }
 
-/// <summary>The second user of the access tests: created with useradd (and its own group) when missing.</summary>
-public sealed record SecondUser(uint Uid, uint Gid)
+/// <summary>The second user of the access tests, with a group of its own of the same name.</summary>
+public sealed record SecondUser(string Name, uint Uid, uint Gid)
 {
-    public const string Name = "telemetry-peer";
-
     /// <summary>The system's Python: the pyenv ones live under /root, which other users cannot enter.</summary>
     public static readonly string Python = File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+}
 
-    private static readonly object Creating = new();
+/// <summary>
+/// Creates the second user on first use (useradd --system, with its own group), under a name of this test run's own,
+/// and removes both (userdel, groupdel) when the class's tests are done: the machine is left as found.
+/// </summary>
+public sealed class SecondUserFixture : IDisposable
+{
+    private readonly string _name = $"telemetry-peer-{Environment.ProcessId}";
+    private readonly Lock _gate = new();
+    private SecondUser? _user;
 
-    public static SecondUser Ensure()
+    public SecondUser Ensure()
     {
-        lock (Creating)
+        lock (_gate)
         {
-            if (Id("-u") is null)
-            {
-                var created = Processes.RunAsync("useradd", ["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", Name])
-                    .GetAwaiter().GetResult();
-                Assert.True(created.ExitCode == 0 || Id("-u") is not null, $"useradd {Name} failed: {created}");
-            }
-            return new SecondUser(Id("-u") ?? throw new InvalidOperationException($"no user {Name}"), Id("-g")!.Value);
+            if (_user is not null) return _user;
+            var created = Run("useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", _name);
+            Assert.True(created.ExitCode == 0, $"useradd {_name} failed: {created}");
+            _user = new SecondUser(_name, uint.Parse(Run("id", "-u", _name).Stdout.Trim()), uint.Parse(Run("id", "-g", _name).Stdout.Trim()));
+            return _user;
         }
     }
 
-    private static uint? Id(string which)
+    public void Dispose()
     {
-        var result = Processes.RunAsync("id", [which, Name]).GetAwaiter().GetResult();
-        return result.ExitCode == 0 ? uint.Parse(result.Stdout.Trim()) : null;
+        if (_user is null) return;
+        var removed = Run("userdel", _name);
+        // userdel removes the user's own group too where USERGROUPS_ENAB is on; elsewhere it is left: remove it.
+        if (Run("getent", "group", _name).ExitCode == 0) Run("groupdel", _name);
+        if (removed.ExitCode != 0) throw new InvalidOperationException($"userdel {_name} failed: {removed}");
     }
+
+    private static Finished Run(string command, params string[] arguments) => Processes.RunAsync(command, arguments).GetAwaiter().GetResult();
 }

@@ -25,6 +25,25 @@ public sealed class CommandLineTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("run --otlp-protocol bogus app.py", "telemetry-agent run: --otlp-protocol takes grpc or http/protobuf, not 'bogus'.")]
+    [InlineData("serve --otlp-retry sometimes", "telemetry-agent serve: --otlp-retry takes in_memory, disk or none, not 'sometimes'.")]
+    [InlineData("run --mode fast app.py", "telemetry-agent run: --mode takes full, burst or exceptions, not 'fast'.")]
+    [InlineData("run --top many app.py", "telemetry-agent run: --top takes a whole number, 0 or more, not 'many'.")]
+    [InlineData("serve --max-threads 0", "telemetry-agent serve: --max-threads takes a whole number from 1 to 16777215, not '0'.")]
+    [InlineData("serve --export-interval soon", "telemetry-agent serve: --export-interval takes a number of seconds from 0.1 to 86400, not 'soon'.")]
+    [InlineData("serve --shutdown-timeout 0", "telemetry-agent serve: --shutdown-timeout takes a number of seconds from 1 to 3600, not '0'.")]
+    [InlineData("serve --allow-uid no-such-user-here", "telemetry-agent serve: --allow-uid: no user named no-such-user-here")]
+    public async Task A_wrong_value_is_one_line_naming_the_option_and_what_it_takes(string arguments, string error)
+    {
+        // No endpoint is set: a wrong export option is an error even when export is off.
+        var result = await Processes.RunAgentAsync(arguments.Split(' '), workingDirectory: _temp.Path,
+            environment: OtlpExportTests.CleanEnvironment(), timeout: TimeSpan.FromSeconds(60));
+        Assert.True(result.ExitCode == 2, result.ToString());
+        Assert.Equal(error + "\n", result.Stderr);
+        Assert.Equal("", result.Stdout);
+    }
+
     [Fact]
     public async Task InterruptReachesTheProgramAndOutputsAreStillWritten()
     {

@@ -76,6 +76,49 @@ public sealed class RunCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task AnInterpreterNamedBeforeTheProgramIsBlamedAsSuch()
+    {
+        var old = Script("python3.11", "#!/bin/sh\necho 3.11.7\n");
+        File.SetUnixFileMode(old, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var result = await Processes.RunAgentAsync(["run", "--", old, Script("d.py", "")]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal($"telemetry-agent run: {old}, named before the program, is Python 3.11.7, but sys.monitoring needs Python 3.12 or later.\n",
+            result.Stderr);
+    }
+
+    [Fact]
+    public async Task AProgramThatCannotStartGetsItsOwnErrorItsExitCodeAndNoOutputFolder()
+    {
+        var result = await Processes.RunAgentAsync(["run", _temp.File("nonexistent.py")], workingDirectory: _temp.Path);
+        // Python's own error and exit code; no summary of nothing, no hint that the shim failed, no empty folder.
+        Assert.True(result.ExitCode == 2, result.ToString());
+        var lines = result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 2, result.ToString());
+        Assert.EndsWith($": can't open file '{_temp.File("nonexistent.py")}': [Errno 2] No such file or directory", lines[0]);
+        Assert.Equal("telemetry-agent: the program exited with status 2 before the shim reported a process; no outputs written.", lines[1]);
+        Assert.False(Directory.Exists(_temp.File("telemetry-out")), result.ToString());
+    }
+
+    [Fact]
+    public async Task TwoRunsInTheSameSecondGetFoldersOfTheirOwn()
+    {
+        // Another run has taken this second, and each of the next ones this run could start in: it must take
+        // <time>-2, never share a folder.
+        var root = Directory.CreateDirectory(_temp.File("telemetry-out")).FullName;
+        var now = DateTime.Now;
+        var taken = Enumerable.Range(0, 120).Select(s => Path.Combine(root, now.AddSeconds(s).ToString("yyyyMMdd-HHmmss"))).ToArray();
+        foreach (var other in taken) Directory.CreateDirectory(other);
+
+        var result = await Processes.RunAgentAsync(["run", Script("e.py", "print('fine')\n")], workingDirectory: _temp.Path);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var written = Directory.GetDirectories(root).Except(taken).ToArray();
+        var folder = Assert.Single(written);
+        Assert.Contains(Path.GetFileName(folder), taken.Select(t => Path.GetFileName(t) + "-2"));
+        Assert.True(File.Exists(Path.Combine(folder, "summary.json")), result.ToString());
+        Assert.All(taken, t => Assert.Empty(Directory.EnumerateFileSystemEntries(t)));
+    }
+
+    [Fact]
     public async Task FindsNoPythonAndSaysWhatItTried()
     {
         // An empty PATH and an empty pyenv root: nothing to find.

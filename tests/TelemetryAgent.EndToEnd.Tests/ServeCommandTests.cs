@@ -117,6 +117,20 @@ public sealed class ServeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task MissingFoldersOfTheSocketPathAreCreatedOwnerOnly()
+    {
+        var socket = _temp.File("missing/dir/agent.sock");
+        using (var agent = await ServeAgent.StartAsync(socket, OutputRoot, "--allow-uid", "nobody"))
+        {
+            const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+            Assert.Equal(OwnerOnly, File.GetUnixFileMode(_temp.File("missing")));
+            Assert.Equal(OwnerOnly, File.GetUnixFileMode(_temp.File("missing/dir")));
+            var stopped = await agent.StopAsync();
+            Assert.True(stopped.ExitCode == 0, stopped.ToString());
+        }
+    }
+
+    [Fact]
     public async Task SaysClearlyWhenTheSocketPathIsTooLong()
     {
         var tooLong = Path.Combine(_temp.Path, new string('s', 120), "agent.sock");

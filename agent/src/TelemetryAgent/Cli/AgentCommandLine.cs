@@ -22,10 +22,18 @@ public static class AgentCommandLine
         // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
         if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
         var parsed = root.Parse(args);
-        // serve owns SIGINT and SIGTERM (an orderly stop within --shutdown-timeout). System.CommandLine's own handling
-        // would cancel the action and, 2 s later, end the process with exit code 143 in the middle of that stop.
+        // A wrong value is one line per error, naming the option and what it takes (OptionValues), not the whole help.
+        if (parsed.Errors.Count > 0 && parsed.CommandResult.Command != root)
+        {
+            foreach (var message in parsed.Errors.Select(error => error.Message).Distinct())
+                Console.Error.WriteLine($"telemetry-agent {parsed.CommandResult.Command.Name}: {string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))}");
+            return 2;
+        }
+        // `run` passes SIGINT and SIGTERM on to the program and `serve` stops on them, each in its own time:
+        // System.CommandLine must not end the process 2 s after a signal (exit 130 or 143) in the middle of that.
+        // The other commands keep its handling (Ctrl-C cancels them).
         var invocation = new InvocationConfiguration();
-        if (args.Length > 0 && args[0] == "serve") invocation.ProcessTerminationTimeout = null;
+        if (args.Length > 0 && args[0] is "run" or "serve") invocation.ProcessTerminationTimeout = null;
         var code = parsed.Invoke(invocation);
         // A command line that does not parse exits 2, like every other usage error (`status` gives 1 a meaning).
         return parsed.Errors.Count > 0 ? 2 : code;

@@ -41,9 +41,9 @@ internal static class AgentOptions
                       "The agent still accepts only the users of --allow-uid.",
     };
 
-    private static readonly Option<uint[]> AllowUid = new("--allow-uid")
+    private static readonly Option<string[]> AllowUid = new("--allow-uid")
     {
-        Description = "A uid whose processes the agent accepts (repeat for several), checked with SO_PEERCRED on every connection. " +
+        Description = "A user (name or uid) whose processes the agent accepts (repeat for several), checked with SO_PEERCRED on every connection. " +
                       "The agent's own uid and root are always allowed.",
     };
 
@@ -108,7 +108,15 @@ internal static class AgentOptions
             }
         }
         var uids = new SortedSet<uint>(PeerAccess.DefaultUids());
-        uids.UnionWith(result.GetValue(AllowUid) ?? []);
+        foreach (var user in result.GetValue(AllowUid) ?? [])
+        {
+            if (Native.UserId(user) is not { } uid)
+            {
+                error = $"--allow-uid: no user named {user}";
+                return null;
+            }
+            uids.Add(uid);
+        }
 
         var patterns = new List<string>(result.GetValue(Redact) ?? []);
         Redactor redactor;
@@ -126,13 +134,5 @@ internal static class AgentOptions
     }
 
     private static Option<int> Limit(string name, int defaultValue, int minimum, int maximum, string description)
-    {
-        var option = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
-        option.Validators.Add(result =>
-        {
-            var value = result.GetValueOrDefault<int>();
-            if (value < minimum || value > maximum) result.AddError($"{name} takes a whole number from {minimum} to {maximum}.");
-        });
-        return option;
-    }
+        => OptionValues.WholeNumber(name, defaultValue, minimum, maximum, description);
 }

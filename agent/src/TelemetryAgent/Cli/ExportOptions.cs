@@ -36,11 +36,8 @@ internal static class ExportOptions
                       "Give it a directory of its own.",
     };
 
-    public static readonly Option<double> ExportInterval = new("--export-interval")
-    {
-        Description = "Seconds between exports of the processes still running (each export covers its interval).",
-        DefaultValueFactory = _ => 60.0,
-    };
+    public static readonly Option<double> ExportInterval = OptionValues.Seconds("--export-interval", 60.0, 0.1, 24 * 3600,
+        "Seconds between exports of the processes still running (each export covers its interval).");
 
     /// <summary>How long exporters may take to send what is pending when the agent stops, at least.</summary>
     public static readonly TimeSpan ShutdownDeadline = TimeSpan.FromSeconds(10);
@@ -66,12 +63,9 @@ internal static class ExportOptions
 
     static ExportOptions()
     {
-        ExportInterval.Validators.Add(result =>
-        {
-            var seconds = result.GetValueOrDefault<double>();
-            if (!double.IsFinite(seconds) || seconds < 0.1 || seconds > 24 * 3600)
-                result.AddError($"{result.Option.Name} takes a number of seconds from 0.1 to 86400.");
-        });
+        // Checked here too, so that a wrong value is an error even when export is off.
+        OptionValues.OneOf(Protocol, "grpc", "http/protobuf");
+        OptionValues.OneOf(Retry, "in_memory", "disk", "none");
     }
 
     /// <summary>The settings, or null with <paramref name="problem"/> set when a value is invalid.</summary>

@@ -22,11 +22,14 @@ public static class PythonLocator
         ["python3.15", "python3.14", "python3.13", "python3.12", "python3", "python"];
 
     /// <summary>Returns the interpreter, or null with <paramref name="problem"/> saying what was tried.</summary>
-    public static PythonInterpreter? Locate(string? explicitPath, out string problem)
+    /// <param name="explicitPath">The interpreter the user chose, if any.</param>
+    /// <param name="problem">What went wrong, for the user.</param>
+    /// <param name="source">Where <paramref name="explicitPath"/> was named, for the message ("by --python").</param>
+    public static PythonInterpreter? Locate(string? explicitPath, out string problem, string source = "by --python")
     {
         var tried = new List<string>();
-        var explicitChoice = !string.IsNullOrWhiteSpace(explicitPath) ? (explicitPath, "--python")
-            : Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } fromEnv ? (fromEnv, EnvironmentVariable)
+        var explicitChoice = !string.IsNullOrWhiteSpace(explicitPath) ? (explicitPath, source)
+            : Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } fromEnv ? (fromEnv, $"by {EnvironmentVariable}")
             : ((string?)null, "");
         if (explicitChoice.Item1 is { } chosen)
         {
@@ -35,12 +38,12 @@ public static class PythonLocator
             var found = resolved is null ? null : Probe(resolved);
             if (found is null)
             {
-                problem = $"{explicitChoice.Item2} names '{chosen}', which is not a Python interpreter that can be run.";
+                problem = $"'{chosen}', named {explicitChoice.Item2}, is not a Python interpreter that can be run.";
                 return null;
             }
             if (found.Version < Minimum)
             {
-                problem = $"{explicitChoice.Item2} names {found}, but sys.monitoring needs Python {Minimum} or later.";
+                problem = $"{found.Path}, named {explicitChoice.Item2}, is Python {found.Version}, but sys.monitoring needs Python {Minimum} or later.";
                 return null;
             }
             problem = "";

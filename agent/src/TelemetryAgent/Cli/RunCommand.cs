@@ -22,7 +22,8 @@ public static class RunCommand
     private static readonly Option<string?> Output = new("--output", "-o")
     {
         Description = "The folder for profile.folded, calls.folded, profile.speedscope.json, flamegraph.html and summary.json. " +
-                      "Default: ./telemetry-out/<timestamp>/.",
+                      "Default: ./telemetry-out/<timestamp>/ (<timestamp>-2 and so on when another run took that second). " +
+                      "Nothing is written when no process reported to the agent.",
     };
 
     private static readonly Option<string?> ServiceName = new("--service-name")
@@ -31,23 +32,14 @@ public static class RunCommand
                       "OTEL_SERVICE_NAME, else the script or module name.",
     };
 
-    private static readonly Option<int> Top = new("--top")
-    {
-        Description = "How many functions the console summary lists, by self time.",
-        DefaultValueFactory = _ => 20,
-    };
+    private static readonly Option<int> Top = OptionValues.WholeNumber("--top", 20, 0, int.MaxValue,
+        "How many functions the console summary lists, by self time.");
 
-    private static readonly Option<int> SummaryFunctions = new("--summary-functions")
-    {
-        Description = "How many functions summary.json lists, by self time.",
-        DefaultValueFactory = _ => 200,
-    };
+    private static readonly Option<int> SummaryFunctions = OptionValues.WholeNumber("--summary-functions", 200, 0, int.MaxValue,
+        "How many functions summary.json lists, by self time.");
 
-    private static readonly Option<double> ChildGrace = new("--child-grace")
-    {
-        Description = "Seconds to wait, after the program exits, for child processes that are still sending.",
-        DefaultValueFactory = _ => 5.0,
-    };
+    private static readonly Option<double> ChildGrace = OptionValues.Seconds("--child-grace", 5.0, 0, 24 * 3600,
+        "Seconds to wait, after the program exits, for child processes that are still sending.");
 
     private static readonly Option<string?> ShimPath = new("--shim-path")
     {
@@ -78,20 +70,7 @@ public static class RunCommand
 
     static RunCommand()
     {
-        Mode.AcceptOnlyFromAmong("full", "burst", "exceptions");
-        Top.Validators.Add(result => RequireAtLeast(result, result.GetValueOrDefault<int>(), 0));
-        SummaryFunctions.Validators.Add(result => RequireAtLeast(result, result.GetValueOrDefault<int>(), 0));
-        ChildGrace.Validators.Add(result =>
-        {
-            var seconds = result.GetValueOrDefault<double>();
-            if (!double.IsFinite(seconds) || seconds < 0 || seconds > 24 * 3600)
-                result.AddError($"{result.Option.Name} takes a number of seconds from 0 to 86400.");
-        });
-    }
-
-    private static void RequireAtLeast(System.CommandLine.Parsing.OptionResult result, int value, int minimum)
-    {
-        if (value < minimum) result.AddError($"{result.Option.Name} takes a whole number, {minimum} or more.");
+        OptionValues.OneOf(Mode, "full", "burst", "exceptions");
     }
 
     public static Command Create()
@@ -113,7 +92,7 @@ public static class RunCommand
             return ExecuteAsync(
                 new RunSettings(
                     result.GetValue(Python), result.GetValue(Output), result.GetValue(ServiceName), result.GetValue(Top), result.GetValue(SummaryFunctions),
-                    TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath), otlp, result.GetValue(Mode)!),
+                    TimeSpan.FromSeconds(result.GetValue(ChildGrace)), result.GetValue(ShimPath), otlp, result.GetValue(Mode)!.Trim().ToLowerInvariant()),
                 result.GetValue(Program) ?? [], result);
         });
         return command;
@@ -138,13 +117,21 @@ public static class RunCommand
         if (programError is not null) return Fail(programError);
 
         var python = program.Interpreter is { } named
-            ? PythonLocator.Locate(PythonLocator.ResolveExecutable(named) ?? named, out var pythonProblem)
+            ? PythonLocator.Locate(named, out var pythonProblem, "before the program")
             : PythonLocator.Locate(settings.Python, out pythonProblem);
         if (python is null) return Fail(pythonProblem);
         var shim = ShimLocator.Locate(settings.ShimPath, out var shimProblem);
         if (shim is null) return Fail(shimProblem);
 
-        var outputFolder = Path.GetFullPath(settings.Output ?? Path.Combine("telemetry-out", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
+        string outputFolder;
+        try
+        {
+            outputFolder = settings.Output is { } chosen ? Path.GetFullPath(chosen) : ReserveDefaultOutputFolder();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return Fail($"cannot create the output folder under {Path.GetFullPath(DefaultOutputRoot)}: {e.Message}");
+        }
         var runFolder = CreatePrivateFolder();
         try
         {
@@ -181,10 +168,25 @@ public static class RunCommand
             var endedAt = DateTimeOffset.UtcNow;
             await export.ShutdownAsync(ExportOptions.FinalExportDeadline(settings.Otlp)).ConfigureAwait(false);
 
+            var recorded = host.Store.Snapshot();
+            if (recorded.Completed.Count == 0 && recorded.Running.Count == 0)
+            {
+                // Nothing to write: no folder of empty files. The program's own error, if any, is above.
+                if (settings.Output is null)
+                {
+                    TryDelete(outputFolder);
+                    TryDelete(Path.GetDirectoryName(outputFolder)!);
+                }
+                var cut = recorded.ConnectionsWithoutProfile.Values.Sum();
+                log.WriteLine((exitCode != 0 ? $"telemetry-agent: the program exited with status {exitCode} before the shim reported a process"
+                                             : "telemetry-agent: no process reported to the agent (see any warnings above)")
+                              + (cut > 0 ? $" ({cut} connection(s) ended before their HELLO)" : "") + "; no outputs written.");
+                return exitCode;
+            }
             try
             {
                 var report = FolderExporter.Standard(settings.SummaryFunctions)
-                    .Write(outputFolder, OutputRun.Create(host.Store.Snapshot(), startedAt, endedAt));
+                    .Write(outputFolder, OutputRun.Create(recorded, startedAt, endedAt));
                 Tell(log, report, settings.Top);
                 if (!report.AllSucceeded && exitCode == 0) exitCode = 1;
             }
@@ -213,10 +215,37 @@ public static class RunCommand
     {
         log.WriteLine();
         log.Write(ConsoleSummary.Format(report.Summary, top));
-        if (report.Summary.Processes.Count == 0)
-            log.WriteLine("No process reported to the agent: was the shim able to start? (see the warnings above)");
         report.LogProblems(log);
         log.WriteLine($"Outputs: {report.Folder}/ ({string.Join(", ", report.Files.Where(f => f.Succeeded).Select(f => f.Name))})");
+    }
+
+    private const string DefaultOutputRoot = "telemetry-out";
+
+    /// <summary>
+    /// ./telemetry-out/&lt;local time&gt;/, created here so that two runs started in the same second never share one:
+    /// the second gets &lt;time&gt;-2, and so on.
+    /// </summary>
+    private static string ReserveDefaultOutputFolder()
+    {
+        var root = Directory.CreateDirectory(DefaultOutputRoot).FullName;
+        var stamp = DateTime.Now.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture);
+        for (var attempt = 1; ; attempt++)
+        {
+            var candidate = Path.Combine(root, attempt == 1 ? stamp : $"{stamp}-{attempt}");
+            if (Transport.Native.TryCreateDirectory(candidate)) return candidate;
+        }
+    }
+
+    private static void TryDelete(string emptyFolder)
+    {
+        try
+        {
+            Directory.Delete(emptyFolder);
+        }
+        catch (IOException)
+        {
+            // Not empty (something else wrote there) or gone: leave it.
+        }
     }
 
     /// <summary>

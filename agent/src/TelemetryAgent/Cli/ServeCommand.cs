@@ -35,12 +35,9 @@ public static class ServeCommand
         DefaultValueFactory = _ => "telemetry-out",
     };
 
-    private static readonly Option<double> ShutdownTimeout = new("--shutdown-timeout")
-    {
-        Description = "Seconds that stopping (SIGTERM, Ctrl-C) may take: connections still open get 1 s to end, then are closed, " +
-                      "every process's outputs are written and pending OTLP exports sent; what is not done by then is lost.",
-        DefaultValueFactory = _ => 10.0,
-    };
+    private static readonly Option<double> ShutdownTimeout = OptionValues.Seconds("--shutdown-timeout", 10.0, 1, 3600,
+        "Seconds that stopping (SIGTERM, Ctrl-C) may take: connections still open get 1 s to end, then are closed, " +
+        "every process's outputs are written and pending OTLP exports sent; what is not done by then is lost.");
 
     public static Command Create()
     {
@@ -52,12 +49,6 @@ public static class ServeCommand
         };
         AgentOptions.AddTo(command);
         LiveOptions.AddTo(command);
-        ShutdownTimeout.Validators.Add(result =>
-        {
-            var seconds = result.GetValueOrDefault<double>();
-            if (!double.IsFinite(seconds) || seconds < 1 || seconds > 3600)
-                result.AddError($"{result.Option.Name} takes a number of seconds from 1 to 3600.");
-        });
         command.SetAction((result, _) =>
         {
             if (ExportOptions.Resolve(result, out var problem) is not { } otlp)

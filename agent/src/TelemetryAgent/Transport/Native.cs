@@ -37,6 +37,22 @@ public static class Native
     [DllImport("libc", SetLastError = true)]
     private static extern int statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string pathname, int flags, uint mask, byte[] statxbuf);
 
+    /// <summary>
+    /// Creates a directory that did not exist (mkdir(2), mode 0777 less the umask): false when the path exists already,
+    /// so that of two processes asking for the same path only one gets it.
+    /// </summary>
+    public static bool TryCreateDirectory(string path)
+    {
+        const int AlreadyExists = 17; // EEXIST
+        if (mkdir(path, 0b111_111_111) == 0) return true;
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno == AlreadyExists) return false;
+        throw new IOException($"cannot create {path}: {new System.ComponentModel.Win32Exception(errno).Message}");
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int mkdir([MarshalAs(UnmanagedType.LPUTF8Str)] string pathname, uint mode);
+
     /// <summary>Sends a signal to a process (kill(2)).</summary>
     public static bool SendSignal(int pid, int signal) => kill(pid, signal) == 0;
 
@@ -93,6 +109,18 @@ public static class Native
 
     [DllImport("libc")]
     private static extern IntPtr getgrnam([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+
+    /// <summary>A user's id from its name or number (getpwnam(3), so NSS users count too).</summary>
+    public static uint? UserId(string nameOrId)
+    {
+        if (uint.TryParse(nameOrId, out var uid)) return uid;
+        var entry = getpwnam(nameOrId);
+        // struct passwd { char *pw_name; char *pw_passwd; uid_t pw_uid; ... }
+        return entry == IntPtr.Zero ? null : (uint)Marshal.ReadInt32(entry, 2 * IntPtr.Size);
+    }
+
+    [DllImport("libc")]
+    private static extern IntPtr getpwnam([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
 
     /// <summary>
     /// True when one of stdin, stdout or stderr is a terminal whose foreground process group is ours: then

@@ -58,7 +58,7 @@ public sealed class UnixSocketListener : IAsyncDisposable
             throw new IOException($"The socket path {path} is longer than the {MaxPathBytes} bytes a Unix socket address holds; choose a shorter one.");
         RemoveStaleSocket(path);
         var directory = System.IO.Path.GetDirectoryName(path);
-        if (!string.IsNullOrEmpty(directory)) Directory.CreateDirectory(directory);
+        if (!string.IsNullOrEmpty(directory)) CreateMissingFolders(directory, socketGroup);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
@@ -87,6 +87,26 @@ public sealed class UnixSocketListener : IAsyncDisposable
         if (Native.TryGetInode(path, out var current) && current == inode)
         {
             try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary>
+    /// Creates the folders of <paramref name="directory"/> that are missing, owner-only (0700) whatever the umask, so
+    /// that no one else sees into a folder the agent made; with a socket group, 0750 and given to that group, which
+    /// must reach the socket. Folders that exist are left as they are.
+    /// </summary>
+    private static void CreateMissingFolders(string directory, uint? socketGroup)
+    {
+        var missing = new Stack<string>();
+        for (var folder = directory; !string.IsNullOrEmpty(folder) && !Directory.Exists(folder); folder = System.IO.Path.GetDirectoryName(folder))
+            missing.Push(folder);
+        var mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+                   | (socketGroup is null ? 0 : UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
+        while (missing.TryPop(out var folder))
+        {
+            Directory.CreateDirectory(folder, mode);
+            if (socketGroup is { } group && !Native.SetGroup(folder, group))
+                throw new IOException($"cannot give {folder} to group {group}: {new System.ComponentModel.Win32Exception(System.Runtime.InteropServices.Marshal.GetLastPInvokeError()).Message}");
         }
     }
 
