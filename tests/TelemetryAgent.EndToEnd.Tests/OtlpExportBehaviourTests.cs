@@ -148,6 +148,29 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.Empty(LatestMetricsByInstance(receiver));
     }
 
+    [Theory]
+    [InlineData("OTEL_SDK_DISABLED", "true", new OtlpSignal[0])]
+    [InlineData("OTEL_METRICS_EXPORTER", "none", new[] { OtlpSignal.Logs, OtlpSignal.Profiles })]
+    [InlineData("OTEL_LOGS_EXPORTER", "none", new[] { OtlpSignal.Metrics, OtlpSignal.Profiles })]
+    [InlineData("OTEL_LOGS_EXPORTER", "console,otlp", new[] { OtlpSignal.Metrics, OtlpSignal.Logs, OtlpSignal.Profiles })]
+    // The agent sends no traces: switching them off changes nothing else.
+    [InlineData("OTEL_TRACES_EXPORTER", "none", new[] { OtlpSignal.Metrics, OtlpSignal.Logs, OtlpSignal.Profiles })]
+    public async Task The_specifications_switches_turn_export_or_one_signal_off(string variable, string value, OtlpSignal[] sent)
+    {
+        await using var run = await OtlpExportTests.RunAsync(_temp, "grpc", ["examples/fixture_app.py"], new() { [variable] = value });
+        Assert.True(run.Agent.ExitCode == 0, run.Agent.ToString());
+        Assert.DoesNotContain("OTLP export:", run.Agent.Stderr);
+        Assert.DoesNotContain("Exporter failed", run.Agent.Stderr);
+        Assert.Equal(sent, run.Receiver.Attempts.Select(attempt => attempt.Signal!.Value).Distinct().Order());
+        Assert.All(run.Receiver.Attempts, attempt => Assert.True(attempt.Accepted));
+        if (sent.Contains(OtlpSignal.Metrics))
+        {
+            // What is sent is whole: the process's and the agent's own metrics.
+            var services = LatestMetricsByInstance(run.Receiver).Values.Select(entry => entry.Resource["service.name"].StringValue).Order();
+            Assert.Equal(["fixture_app", "telemetry-agent"], services);
+        }
+    }
+
     /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
     private static IEnumerable<int> ChildrenOf(int pid)
     {
@@ -225,12 +248,26 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.DoesNotContain("OTLP export:", finished.Stderr);
     }
 
-    [Fact]
-    public async Task Serve_exports_every_interval_and_logs_only_the_groups_that_changed()
+    [Theory]
+    // The option wins over OTEL_METRIC_EXPORT_INTERVAL, which sets the interval when the option is not given.
+    [InlineData(null, "3600000", "0.5")]
+    [InlineData("cumulative", "500", null)]
+    [InlineData("delta", "500", null)]
+    // lowmemory: delta for synchronous counters only; the agent's counters are observable, so they stay cumulative.
+    [InlineData("lowmemory", null, "0.5")]
+    public async Task Serve_exports_every_interval_and_logs_only_the_groups_that_changed(string? temporality, string? intervalVariable, string? intervalOption)
     {
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
         var socket = _temp.File("agent.sock");
-        using var agent = StartServe(socket, "--otlp-endpoint", receiver.HttpEndpoint.ToString(), "--export-interval", "0.5");
+        var environment = OtlpExportTests.CleanEnvironment(new()
+        {
+            ["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = temporality,
+            ["OTEL_METRIC_EXPORT_INTERVAL"] = intervalVariable,
+        });
+        using var agent = Processes.Start("dotnet",
+            [Processes.AgentDll, "serve", "--socket", socket, "-o", _temp.File("out"), "--otlp-endpoint", receiver.HttpEndpoint.ToString(),
+             .. intervalOption is null ? Array.Empty<string>() : ["--export-interval", intervalOption]],
+            environment: environment);
         await ServeAgent.WaitUntilAsync(() => File.Exists(socket), "the socket");
         // Raises for a while, then only sleeps: the intervals of the quiet part log nothing.
         var script = Script("bursty.py", """
@@ -262,18 +299,36 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var total = group.GetProperty("count").GetInt64();
         Assert.True(total > 20, $"only {total} ValueErrors");
 
-        // Cumulative metrics, one export per interval: never decreasing, ending at the total.
+        // One export per interval.
         var exportsOfTheProcess = receiver.Metrics.Snapshot()
             .SelectMany(request => request.Message.ResourceMetrics)
             .Where(r => Attributes(r.Resource.Attributes)["service.name"].StringValue == "bursty")
             .Select(r => r.ScopeMetrics.SelectMany(s => s.Metrics).ToDictionary(m => m.Name))
             .ToList();
         Assert.True(exportsOfTheProcess.Count >= 4, $"{exportsOfTheProcess.Count} metric exports in 3.5 s at 0.5 s");
-        var counts = exportsOfTheProcess.Where(m => m.ContainsKey("python.profile.exceptions"))
-            .Select(m => IntPoints(m["python.profile.exceptions"]).Single(p => p.Attributes["exception.type"].StringValue == "builtins.ValueError").Value)
+        var exceptionSums = exportsOfTheProcess.Where(m => m.ContainsKey("python.profile.exceptions"))
+            .Select(m => m["python.profile.exceptions"].Sum).ToList();
+        var counts = exceptionSums
+            .Select(sum => sum.DataPoints.Single(p => Attributes(p.Attributes)["exception.type"].StringValue == "builtins.ValueError").AsInt)
             .ToList();
-        Assert.Equal(counts.Order(), counts);
-        Assert.Equal(total, counts[^1]);
+        // An up-down counter (the agent's open connections) stays cumulative whatever the preference.
+        var agentOwn = LatestMetricsByInstance(receiver).Values.Single(entry => entry.Resource["service.name"].StringValue == "telemetry-agent");
+        Assert.Equal(OpenTelemetry.Proto.Metrics.V1.AggregationTemporality.Cumulative,
+            agentOwn.Metrics["telemetry_agent.connections.open"].Sum.AggregationTemporality);
+        if (temporality == "delta")
+        {
+            // Delta: each export holds its interval's count; they add up to the total.
+            Assert.All(exceptionSums, sum => Assert.Equal(OpenTelemetry.Proto.Metrics.V1.AggregationTemporality.Delta, sum.AggregationTemporality));
+            Assert.True(counts.Count >= 2, $"{counts.Count} exports with ValueErrors");
+            Assert.Equal(total, counts.Sum());
+        }
+        else
+        {
+            // Cumulative: never decreasing, ending at the total.
+            Assert.All(exceptionSums, sum => Assert.Equal(OpenTelemetry.Proto.Metrics.V1.AggregationTemporality.Cumulative, sum.AggregationTemporality));
+            Assert.Equal(counts.Order(), counts);
+            Assert.Equal(total, counts[^1]);
+        }
 
         // One record per interval in which the group changed: their counts add up to the total, none is empty.
         var records = LogRecords(receiver).Where(r => r.Resource["service.name"].StringValue == "bursty")

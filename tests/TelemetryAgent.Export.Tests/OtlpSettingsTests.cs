@@ -25,6 +25,44 @@ public sealed class OtlpSettingsTests
     }
 
     [Fact]
+    public void OTEL_SDK_DISABLED_wins_over_every_endpoint_and_an_exporter_set_to_none_switches_its_signal_off()
+    {
+        var disabled = Resolve(new() { ["OTEL_SDK_DISABLED"] = "TRUE" }, endpoint: "http://collector:4318");
+        Assert.False(disabled.Enabled);
+        Assert.Equal("OTEL_SDK_DISABLED=true", disabled.OffBecause);
+        Assert.True(Resolve(new() { ["OTEL_SDK_DISABLED"] = "false" }, endpoint: "http://collector:4318").Enabled);
+
+        var noLogs = Resolve(new() { ["OTEL_LOGS_EXPORTER"] = "none", ["OTEL_METRICS_EXPORTER"] = "otlp, console" }, endpoint: "http://c:4318");
+        Assert.True(noLogs.IsOn(OtlpSignal.Metrics));
+        Assert.False(noLogs.IsOn(OtlpSignal.Logs));
+        Assert.True(noLogs.IsOn(OtlpSignal.Profiles));
+        Assert.Throws<InvalidOperationException>(() => noLogs.For(OtlpSignal.Logs));
+
+        var none = Resolve(new() { ["OTEL_LOGS_EXPORTER"] = "none", ["OTEL_METRICS_EXPORTER"] = "none", ["OTEL_PROFILES_EXPORTER"] = "none" },
+            endpoint: "http://c:4318");
+        Assert.False(none.Enabled);
+        Assert.Equal("OTEL_METRICS_EXPORTER=none, OTEL_LOGS_EXPORTER=none, OTEL_PROFILES_EXPORTER=none", none.OffBecause);
+    }
+
+    [Theory]
+    [InlineData(null, MetricsTemporality.Cumulative)]
+    [InlineData("cumulative", MetricsTemporality.Cumulative)]
+    [InlineData("Delta", MetricsTemporality.Delta)]
+    [InlineData("lowmemory", MetricsTemporality.LowMemory)]
+    public void The_temporality_preference_is_read(string? value, MetricsTemporality expected)
+        => Assert.Equal(expected, Resolve(new() { ["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = value }, endpoint: "http://c:4318").Temporality);
+
+    [Fact]
+    public void A_wrong_temporality_or_protocol_option_is_an_error_naming_it()
+    {
+        var error = Assert.Throws<FormatException>(() =>
+            Resolve(new() { ["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = "sometimes" }, endpoint: "http://c:4318"));
+        Assert.Equal("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'sometimes' is not cumulative, delta or lowmemory.", error.Message);
+        // Even with export off.
+        Assert.StartsWith("--otlp-protocol: 'bogus'", Assert.Throws<FormatException>(() => Resolve([], protocol: "bogus")).Message);
+    }
+
+    [Fact]
     public void Signal_variables_override_the_general_ones_and_a_signal_endpoint_is_used_as_given()
     {
         var settings = Resolve(new()

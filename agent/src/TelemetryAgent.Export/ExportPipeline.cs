@@ -33,9 +33,14 @@ public sealed class ExportPipeline
     public static ExportPipeline Create(ExportContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        if (!context.Settings.Enabled) return new ExportPipeline([]);
-        var profiles = new Profiles.ProfilesExporter(context.Settings.For(OtlpSignal.Profiles), context.Log);
-        return new ExportPipeline([new MetricsAndLogsExporter(context, profiles.Counters), profiles]);
+        var settings = context.Settings;
+        if (!settings.Enabled) return new ExportPipeline([]);
+        var profiles = settings.IsOn(OtlpSignal.Profiles) ? new Profiles.ProfilesExporter(settings.For(OtlpSignal.Profiles), context.Log) : null;
+        var exporters = new List<IExporter>();
+        if (settings.IsOn(OtlpSignal.Metrics) || settings.IsOn(OtlpSignal.Logs))
+            exporters.Add(new MetricsAndLogsExporter(context, profiles?.Counters ?? new Otlp.ExportCounters()));
+        if (profiles is not null) exporters.Add(profiles);
+        return new ExportPipeline(exporters);
     }
 
     public IReadOnlyList<IProcessObserver> Observers => _exporters;

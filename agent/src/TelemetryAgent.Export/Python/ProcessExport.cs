@@ -51,7 +51,8 @@ internal sealed class ProcessExport
         _transport = transport;
         _problems = problems;
         // Room for the in-memory retries, which last up to the exporter's timeout.
-        _flushTimeout = Max(settings.For(OtlpSignal.Metrics).Timeout, settings.For(OtlpSignal.Logs).Timeout) + TimeSpan.FromSeconds(2);
+        _flushTimeout = new[] { OtlpSignal.Metrics, OtlpSignal.Logs }.Where(settings.IsOn).Select(signal => settings.For(signal).Timeout)
+            .Append(TimeSpan.Zero).Max() + TimeSpan.FromSeconds(2);
         _tail = Task.Run(Start);
     }
 
@@ -144,7 +145,7 @@ internal sealed class ProcessExport
         var timeout = (int)_flushTimeout.TotalMilliseconds;
         var started = DateTimeOffset.UtcNow;
         var random = new Random();
-        bool metricsPending = true, logsPending = true;
+        bool metricsPending = _settings.IsOn(OtlpSignal.Metrics), logsPending = _settings.IsOn(OtlpSignal.Logs);
         for (var attempt = 1; ; attempt++)
         {
             var (sdk, metrics, logs) = (_sdk!, _metrics!, _logs!);
@@ -159,6 +160,13 @@ internal sealed class ProcessExport
             if (logsPending) logsPending = logged > 0 && !Sent(OtlpSignal.Logs, sdk.LoggerProvider.Shutdown(timeout));
             sdk.Dispose();
             metrics.Dispose();
+            // A fresh instance would send delta metrics since the process began, counting again what earlier exports
+            // delivered: with delta temporality the SDK's own retries are all they get.
+            if (_settings.Temporality == MetricsTemporality.Delta && metricsPending)
+            {
+                _problems.Lost(_identity, [OtlpSignal.Metrics], "delta temporality: not sent again through a fresh SDK instance");
+                metricsPending = false;
+            }
             // Disk retry keeps what failed on disk; `none` means no retry.
             if ((!metricsPending && !logsPending) || _settings.Retry.Mode != OtlpRetryMode.InMemory) break;
 
@@ -186,7 +194,6 @@ internal sealed class ProcessExport
 
     private Uri Url(OtlpSignal signal) => _settings.For(signal).Url;
 
-    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 }
 
 /// <summary>

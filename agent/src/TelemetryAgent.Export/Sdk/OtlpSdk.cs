@@ -36,11 +36,18 @@ internal static class OtlpSdk
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings.Retry.SdkConfiguration()).Build();
         // A year stands for "never": the reader needs a finite interval.
         var interval = (int)Math.Clamp((metricExportInterval ?? TimeSpan.FromDays(365)).TotalMilliseconds, 100, int.MaxValue);
+        var temporality = settings.Temporality switch
+        {
+            MetricsTemporality.Delta => MetricReaderTemporalityPreference.Delta,
+            MetricsTemporality.LowMemory => MetricReaderTemporalityPreference.LowMemory,
+            _ => MetricReaderTemporalityPreference.Cumulative,
+        };
         return OpenTelemetrySdk.Create(builder =>
         {
             builder.Services.AddSingleton<IConfiguration>(configuration);
-            builder
-                .ConfigureResource(resourceBuilder => resourceBuilder.Clear().AddTelemetrySdk().AddAttributes(resource))
+            builder.ConfigureResource(resourceBuilder => resourceBuilder.Clear().AddTelemetrySdk().AddAttributes(resource));
+            // A signal switched off (OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER=none) gets no provider: nothing is collected.
+            if (settings.IsOn(OtlpSignal.Metrics)) builder
                 .WithMetrics(metrics => metrics
                     .AddMeter(meter.Name)
                     // One meter name serves every instance: keep this instance's instruments only.
@@ -50,9 +57,10 @@ internal static class OtlpSdk
                     .AddOtlpExporter((exporter, reader) =>
                     {
                         Configure(exporter, settings.For(OtlpSignal.Metrics), transport, delivery);
-                        reader.TemporalityPreference = MetricReaderTemporalityPreference.Cumulative;
+                        reader.TemporalityPreference = temporality;
                         reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = interval;
-                    }))
+                    }));
+            if (settings.IsOn(OtlpSignal.Logs)) builder
                 .WithLogging(logging => logging.AddOtlpExporter((exporter, processor) =>
                 {
                     Configure(exporter, settings.For(OtlpSignal.Logs), transport, delivery);

@@ -17,6 +17,18 @@ public enum OtlpProtocol
     HttpProtobuf,
 }
 
+/// <summary>
+/// Which temporality the metrics exporter prefers (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE): cumulative
+/// for every instrument; delta for counters (observable ones included) and histograms; lowmemory delta for synchronous
+/// counters and histograms only. Up-down counters stay cumulative in every case.
+/// </summary>
+public enum MetricsTemporality
+{
+    Cumulative,
+    Delta,
+    LowMemory,
+}
+
 /// <summary>Where and how one signal is sent.</summary>
 /// <param name="Url">For <c>http/protobuf</c>, the full URL to POST to; for <c>grpc</c>, the server's base URL.</param>
 public sealed record OtlpEndpoint(
@@ -45,23 +57,42 @@ public sealed class OtlpSettings
 
     private readonly Dictionary<OtlpSignal, OtlpEndpoint> _endpoints;
 
-    private OtlpSettings(bool enabled, Dictionary<OtlpSignal, OtlpEndpoint> endpoints, OtlpRetry retry)
+    private OtlpSettings(bool enabled, Dictionary<OtlpSignal, OtlpEndpoint> endpoints, OtlpRetry retry,
+        MetricsTemporality temporality = MetricsTemporality.Cumulative, string? offBecause = null)
     {
         Enabled = enabled;
         _endpoints = endpoints;
         Retry = retry;
+        Temporality = temporality;
+        OffBecause = offBecause;
     }
 
     /// <summary>Export is off: nothing configured.</summary>
     public static OtlpSettings Disabled { get; } = new(false, [], OtlpRetry.Default);
 
+    /// <summary>Whether any signal is exported.</summary>
     public bool Enabled { get; }
+
+    /// <summary>Why export is off when an endpoint was configured (OTEL_SDK_DISABLED, every exporter <c>none</c>); else null.</summary>
+    public string? OffBecause { get; }
+
+    /// <summary>The metrics exporter's temporality preference.</summary>
+    public MetricsTemporality Temporality { get; }
+
+    /// <summary>Whether <paramref name="signal"/> is exported (OTEL_METRICS_EXPORTER and OTEL_LOGS_EXPORTER may switch one off).</summary>
+    public bool IsOn(OtlpSignal signal) => Enabled && _endpoints.ContainsKey(signal);
+
+    /// <summary>The variable that picks a signal's exporter (<c>otlp</c> or <c>none</c>); profiles have one by analogy.</summary>
+    public static string ExporterVariable(OtlpSignal signal) => $"OTEL_{signal.ToString().ToUpperInvariant()}_EXPORTER";
+
+    public const string SdkDisabledVariable = "OTEL_SDK_DISABLED";
+    public const string TemporalityVariable = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
 
     /// <summary>How the SDK-based exporters (metrics, logs) retry transient failures.</summary>
     public OtlpRetry Retry { get; }
 
     public OtlpEndpoint For(OtlpSignal signal)
-        => Enabled ? _endpoints[signal] : throw new InvalidOperationException("OTLP export is off.");
+        => IsOn(signal) ? _endpoints[signal] : throw new InvalidOperationException($"OTLP export of {signal} is off.");
 
     /// <summary>
     /// Resolves the settings. Throws <see cref="FormatException"/> with a message naming the variable or option
@@ -82,12 +113,28 @@ public sealed class OtlpSettings
 
         var anyEndpoint = endpointOption is not null || Variable("OTEL_EXPORTER_OTLP_ENDPOINT") is not null
                           || Enum.GetValues<OtlpSignal>().Any(signal => Variable(SignalVariable(signal, "ENDPOINT")) is not null);
+        // Wrong option values are errors even when export is off.
+        if (protocolOption is not null) ParseProtocol(protocolOption, "--otlp-protocol");
         if (!anyEndpoint && !forceEnabled) return Disabled;
         var retry = OtlpRetry.Resolve(Variable, retryOption, retryDirectoryOption);
+        // The specification's switch for the whole SDK wins over every endpoint, options included.
+        if (string.Equals(Variable(SdkDisabledVariable), "true", StringComparison.OrdinalIgnoreCase))
+            return new OtlpSettings(false, [], retry, offBecause: $"{SdkDisabledVariable}=true");
+        var temporality = Variable(TemporalityVariable)?.ToLowerInvariant() switch
+        {
+            null or "cumulative" => MetricsTemporality.Cumulative,
+            "delta" => MetricsTemporality.Delta,
+            "lowmemory" => MetricsTemporality.LowMemory,
+            _ => throw new FormatException($"{TemporalityVariable}: '{Variable(TemporalityVariable)}' is not cumulative, delta or lowmemory."),
+        };
 
         var endpoints = new Dictionary<OtlpSignal, OtlpEndpoint>();
         foreach (var signal in Enum.GetValues<OtlpSignal>())
         {
+            // A list of exporters (`otlp,console`): this agent has only otlp, so a signal is on when the list names it.
+            if (Variable(ExporterVariable(signal)) is { } exporters
+                && !exporters.Split(',').Any(exporter => exporter.Trim().Equals("otlp", StringComparison.OrdinalIgnoreCase)))
+                continue;
             // The option wins over the variables; a signal's own variable over the general one.
             string? Setting(string suffix) => Variable(SignalVariable(signal, suffix)) ?? Variable($"OTEL_EXPORTER_OTLP_{suffix}");
 
@@ -127,7 +174,9 @@ public sealed class OtlpSettings
                 ParseTimeout(Setting("TIMEOUT"), timeoutName),
                 ParseCompression(Setting("COMPRESSION"), compressionName));
         }
-        return new OtlpSettings(true, endpoints, retry);
+        if (endpoints.Count == 0)
+            return new OtlpSettings(false, [], retry, offBecause: string.Join(", ", Enum.GetValues<OtlpSignal>().Select(s => $"{ExporterVariable(s)}={Variable(ExporterVariable(s))}")));
+        return new OtlpSettings(true, endpoints, retry, temporality);
     }
 
     /// <summary>The process environment as <see cref="Resolve"/> reads it.</summary>

@@ -37,7 +37,26 @@ internal static class ExportOptions
     };
 
     public static readonly Option<double> ExportInterval = OptionValues.Seconds("--export-interval", 60.0, 0.1, 24 * 3600,
-        "Seconds between exports of the processes still running (each export covers its interval).");
+        $"Seconds between exports of the processes still running (each export covers its interval). Default: {IntervalVariable} " +
+        "(milliseconds, as the OpenTelemetry specification says), else 60.");
+
+    public const string IntervalVariable = "OTEL_METRIC_EXPORT_INTERVAL";
+
+    /// <summary>
+    /// The export interval: --export-interval when given, else OTEL_METRIC_EXPORT_INTERVAL (milliseconds), else 60 s;
+    /// null with <paramref name="problem"/> set when the variable is not a number of milliseconds that the option would take.
+    /// </summary>
+    public static TimeSpan? Interval(System.CommandLine.ParseResult result, out string problem)
+    {
+        problem = "";
+        if (result.GetResult(ExportInterval) is { Implicit: false } || Environment.GetEnvironmentVariable(IntervalVariable) is not { Length: > 0 } text)
+            return TimeSpan.FromSeconds(result.GetValue(ExportInterval));
+        if (double.TryParse(text.Trim(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var milliseconds)
+            && milliseconds >= 100 && milliseconds <= 24 * 3600 * 1000)
+            return TimeSpan.FromMilliseconds(milliseconds);
+        problem = $"{IntervalVariable}: '{text}' is not a number of milliseconds from 100 to 86400000.";
+        return null;
+    }
 
     /// <summary>How long exporters may take to send what is pending when the agent stops, at least.</summary>
     public static readonly TimeSpan ShutdownDeadline = TimeSpan.FromSeconds(10);
@@ -47,15 +66,19 @@ internal static class ExportOptions
     /// one export may take (OTEL_EXPORTER_OTLP_TIMEOUT and its per-signal forms) when that is longer.
     /// </summary>
     public static TimeSpan FinalExportDeadline(OtlpSettings settings) => !settings.Enabled ? ShutdownDeadline
-        : Enum.GetValues<OtlpSignal>().Select(signal => settings.For(signal).Timeout).Append(ShutdownDeadline).Max();
+        : Enum.GetValues<OtlpSignal>().Where(settings.IsOn).Select(signal => settings.For(signal).Timeout).Append(ShutdownDeadline).Max();
 
     /// <summary>Where the export goes, for the log: one line per distinct endpoint.</summary>
     public static string Describe(OtlpSettings settings)
         => string.Join("; ", Enum.GetValues<OtlpSignal>()
+            .Where(settings.IsOn)
             .Select(signal => settings.For(signal))
             .GroupBy(endpoint => (endpoint.Protocol, endpoint.Url))
             .Select(group => $"{string.Join(", ", group.Select(e => e.Signal.ToString().ToLowerInvariant()))} to {group.Key.Url} " +
                              $"({(group.Key.Protocol == OtlpProtocol.Grpc ? "grpc" : "http/protobuf")})"))
+           + string.Concat(Enum.GetValues<OtlpSignal>().Where(signal => !settings.IsOn(signal))
+               .Select(signal => $"; {signal.ToString().ToLowerInvariant()} off ({OtlpSettings.ExporterVariable(signal)})"))
+           + (settings.Temporality == MetricsTemporality.Cumulative ? "" : $"; metrics temporality: {settings.Temporality.ToString().ToLowerInvariant()}")
            + $"; retry: {settings.Retry}";
 
     /// <summary>The options that take a value (for `run`'s split between its options and the program).</summary>

@@ -56,8 +56,13 @@ public static class ServeCommand
                 Console.Error.WriteLine($"telemetry-agent serve: {problem}");
                 return Task.FromResult(2);
             }
+            if (ExportOptions.Interval(result, out problem) is not { } interval)
+            {
+                Console.Error.WriteLine($"telemetry-agent serve: {problem}");
+                return Task.FromResult(2);
+            }
             return ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!, otlp,
-                TimeSpan.FromSeconds(result.GetValue(ExportOptions.ExportInterval)), TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result);
+                interval, TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result);
         });
         return command;
     }
@@ -122,6 +127,7 @@ public static class ServeCommand
                       (live.HttpAddress is { } ui ? $"; web UI at {ui}" : ""));
         log.WriteLine(otlp.Enabled
             ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
+            : otlp.OffBecause is { } why ? $"telemetry-agent: OTLP export is off ({why})."
             : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
         await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
         var exitCode = 0;
