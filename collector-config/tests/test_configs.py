@@ -20,7 +20,7 @@ SECTIONS = ("receivers", "processors", "exporters")
 # The component types these files use, and the signals each handles (collector and contrib documentation).
 KNOWN = {
     "receivers": {"otlp": SIGNALS},
-    "processors": {"memory_limiter": SIGNALS, "batch": {"traces", "metrics", "logs"}},
+    "processors": {"memory_limiter": SIGNALS, "batch": {"traces", "metrics", "logs"}, "k8sattributes": SIGNALS},
     "exporters": {
         "otlp_grpc": SIGNALS,
         "otlp_http": SIGNALS,
@@ -30,9 +30,18 @@ KNOWN = {
 ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 
 
-def load(name):
-    with open(HERE / name, encoding="utf-8") as file:
-        return yaml.safe_load(file)
+def load(*names):
+    """The files merged as the collector merges several --config: maps merged, anything else replaced."""
+    def merge(base, overlay):
+        if isinstance(base, dict) and isinstance(overlay, dict):
+            return {**base, **{key: merge(base.get(key), value) for key, value in overlay.items()}}
+        return overlay
+
+    config = None
+    for name in names:
+        with open(HERE / name, encoding="utf-8") as file:
+            config = merge(config, yaml.safe_load(file))
+    return config
 
 
 def component_type(component_id):
@@ -41,9 +50,10 @@ def component_type(component_id):
 
 class ConfigChecks:
     name = None
+    overlays = ()
 
     def setUp(self):
-        self.config = load(self.name)
+        self.config = load(self.name, *self.overlays)
 
     def test_is_a_mapping_with_the_collector_sections(self):
         self.assertIsInstance(self.config, dict)
@@ -75,9 +85,10 @@ class ConfigChecks:
             self.assertEqual("memory_limiter", processors[0], pipeline_id)
 
     def test_environment_references_are_well_formed(self):
-        text = (HERE / self.name).read_text(encoding="utf-8")
-        for reference in ENV_REFERENCE.findall(text):
-            self.assertRegex(reference, r"^env:[A-Z_][A-Z0-9_]*(:-[^}]+)?$")
+        for name in (self.name, *self.overlays):
+            text = (HERE / name).read_text(encoding="utf-8")
+            for reference in ENV_REFERENCE.findall(text):
+                self.assertRegex(reference, r"^env:[A-Z_][A-Z0-9_]*(:-[^}]+)?$")
 
     def test_every_signal_has_a_pipeline(self):
         signals = {component_type(p) for p in self.config["service"]["pipelines"]}
@@ -98,6 +109,41 @@ class AgentConfig(ConfigChecks, unittest.TestCase):
     def test_forwards_every_signal_to_the_gateway(self):
         for pipeline_id, pipeline in self.config["service"]["pipelines"].items():
             self.assertEqual(["otlp_grpc/gateway"], pipeline["exporters"], pipeline_id)
+
+
+class AgentConfigInKubernetes(AgentConfig):
+    overlays = ("kubernetes.yaml",)
+
+    def test_k8sattributes_follows_memory_limiter_in_every_pipeline(self):
+        for pipeline_id, pipeline in self.config["service"]["pipelines"].items():
+            self.assertEqual(["memory_limiter", "k8sattributes"], pipeline["processors"][:2], pipeline_id)
+        # The overlay changes nothing else.
+        base = load(self.name)
+        for pipeline_id, pipeline in base["service"]["pipelines"].items():
+            merged = self.config["service"]["pipelines"][pipeline_id]
+            self.assertEqual(pipeline["processors"], [p for p in merged["processors"] if p != "k8sattributes"], pipeline_id)
+            self.assertEqual(pipeline["exporters"], merged["exporters"])
+
+    def test_pods_are_matched_on_the_attributes_the_example_app_sets(self):
+        # The connection's IP is the node agent's for every process: only resource attributes can tell pods apart.
+        rules = self.config["processors"]["k8sattributes"]["pod_association"]
+        sources = [[(s["from"], s["name"]) for s in rule["sources"]] for rule in rules]
+        self.assertEqual([[("resource_attribute", "k8s.pod.uid")],
+                          [("resource_attribute", "k8s.pod.name"), ("resource_attribute", "k8s.namespace.name")]], sources)
+        with open(REPO / "deploy/kubernetes/example-app.yaml", encoding="utf-8") as file:
+            app = next(doc for doc in yaml.safe_load_all(file) if doc and doc["kind"] == "Deployment")
+        container = next(c for c in app["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
+        env = {e["name"]: e for e in container["env"]}
+        attributes = dict(pair.split("=", 1) for pair in env["OTEL_RESOURCE_ATTRIBUTES"]["value"].split(","))
+        # Each value a downward API field of the pod, through a variable defined before it ($(VAR) expansion).
+        names = list(env)
+        for key, field in (("k8s.pod.uid", "metadata.uid"), ("k8s.pod.name", "metadata.name"),
+                           ("k8s.namespace.name", "metadata.namespace")):
+            variable = re.fullmatch(r"\$\((\w+)\)", attributes[key]).group(1)
+            self.assertEqual(field, env[variable]["valueFrom"]["fieldRef"]["fieldPath"], key)
+            self.assertLess(names.index(variable), names.index("OTEL_RESOURCE_ATTRIBUTES"), key)
+        self.assertEqual(container["name"], attributes["k8s.container.name"])
+        self.assertEqual("K8S_NODE_NAME", self.config["processors"]["k8sattributes"]["filter"]["node_from_env_var"])
 
 
 class GatewayConfig(ConfigChecks, unittest.TestCase):
