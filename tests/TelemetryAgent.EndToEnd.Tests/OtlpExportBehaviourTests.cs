@@ -171,6 +171,79 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("grpc", false)]
+    [InlineData("http/protobuf", false)]
+    [InlineData("grpc", true)]
+    [InlineData("http/protobuf", true)]
+    public async Task Export_over_TLS_trusts_the_configured_CA_and_presents_the_client_certificate_for_mutual_TLS(string protocol, bool mutual)
+    {
+        using var authority = new TestCertificateAuthority();
+        using var serverCertificate = authority.IssueServer();
+        using var clientCertificate = authority.IssueClient();
+        TestCertificateAuthority.WritePem(authority.Certificate, _temp.File("ca.pem"));
+        TestCertificateAuthority.WritePem(clientCertificate, _temp.File("client.pem"), _temp.File("client-key.pem"));
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(new OtlpReceiverOptions
+        {
+            Certificate = serverCertificate,
+            ClientCertificateAuthority = mutual ? authority.Certificate : null,
+        });
+        var environment = new Dictionary<string, string?> { ["OTEL_EXPORTER_OTLP_CERTIFICATE"] = _temp.File("ca.pem") };
+        if (mutual)
+        {
+            // The per-signal forms, for each signal.
+            foreach (var signal in new[] { "METRICS", "LOGS", "PROFILES" })
+            {
+                environment[$"OTEL_EXPORTER_OTLP_{signal}_CLIENT_CERTIFICATE"] = _temp.File("client.pem");
+                environment[$"OTEL_EXPORTER_OTLP_{signal}_CLIENT_KEY"] = _temp.File("client-key.pem");
+            }
+        }
+        var endpoint = OtlpExportTests.EndpointFor(receiver, protocol).ToString();
+        Assert.StartsWith("https://", endpoint);
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--otlp-endpoint", endpoint, "--otlp-protocol", protocol, "examples/fixture_app.py"],
+            environment: OtlpExportTests.CleanEnvironment(environment));
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        Assert.DoesNotContain("OTLP export:", agent.Stderr);
+        Assert.Equal([OtlpSignal.Metrics, OtlpSignal.Logs, OtlpSignal.Profiles],
+            receiver.Attempts.Select(attempt => attempt.Signal!.Value).Distinct().Order());
+        Assert.All(receiver.Attempts, attempt => Assert.True(attempt.Accepted));
+        var fib = IntPoints(LatestMetricsByInstance(receiver).Values.Single(e => e.Resource["service.name"].StringValue == "fixture_app")
+                .Metrics["python.profile.function.calls"])
+            .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
+        Assert.Equal(1973 + 8 * 177, fib.Value);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Export_over_TLS_sends_nothing_to_a_collector_it_cannot_trust_or_that_wants_a_client_certificate(bool mutual)
+    {
+        using var authority = new TestCertificateAuthority();
+        using var other = new TestCertificateAuthority("another CA");
+        using var serverCertificate = authority.IssueServer();
+        // Without mutual TLS the agent trusts another CA; with it, it trusts the right one but has no client certificate.
+        TestCertificateAuthority.WritePem(mutual ? authority.Certificate : other.Certificate, _temp.File("ca.pem"));
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(new OtlpReceiverOptions
+        {
+            Certificate = serverCertificate,
+            ClientCertificateAuthority = mutual ? authority.Certificate : null,
+        });
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--otlp-endpoint", receiver.HttpEndpoint.ToString(), "--otlp-protocol", "http/protobuf",
+             "examples/fixture_app.py"],
+            environment: OtlpExportTests.CleanEnvironment(new()
+            {
+                ["OTEL_EXPORTER_OTLP_CERTIFICATE"] = _temp.File("ca.pem"),
+                // Short requests, so that the retries give up soon.
+                ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "2000",
+            }),
+            timeout: TimeSpan.FromMinutes(4));
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        Assert.Contains("OTLP export: the final metrics of pid", agent.Stderr);
+        Assert.DoesNotContain(receiver.Attempts, attempt => attempt.Accepted);
+    }
+
     /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
     private static IEnumerable<int> ChildrenOf(int pid)
     {

@@ -44,6 +44,24 @@ public sealed class OtlpSettingsTests
         Assert.Equal("OTEL_METRICS_EXPORTER=none, OTEL_LOGS_EXPORTER=none, OTEL_PROFILES_EXPORTER=none", none.OffBecause);
     }
 
+    [Fact]
+    public void TLS_settings_that_cannot_work_are_errors_naming_the_variable()
+    {
+        using var temp = new TelemetryAgent.Testing.TemporaryFolder();
+        var notPemFile = temp.File("not.pem");
+        File.WriteAllText(notPemFile, "not a certificate\n");
+        var halfMutual = Assert.Throws<FormatException>(() =>
+            Resolve(new() { ["OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE"] = notPemFile }, endpoint: "https://c:4318"));
+        Assert.Equal("OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE is set but no CLIENT_KEY goes with it: mutual TLS needs both.", halfMutual.Message);
+        var missing = Assert.Throws<FormatException>(() =>
+            Resolve(new() { ["OTEL_EXPORTER_OTLP_CERTIFICATE"] = "/nonexistent/ca.pem" }, endpoint: "https://c:4318"));
+        Assert.StartsWith("OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read the certificate /nonexistent/ca.pem", missing.Message);
+        var notPem = Assert.Throws<FormatException>(() =>
+            Resolve(new() { ["OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"] = notPemFile }, endpoint: "https://c:4318"));
+        Assert.Equal($"OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: {notPemFile} holds no PEM certificate.", notPem.Message);
+        Assert.Null(Resolve([], endpoint: "https://c:4318").For(OtlpSignal.Metrics).Tls);
+    }
+
     [Theory]
     [InlineData(null, MetricsTemporality.Cumulative)]
     [InlineData("cumulative", MetricsTemporality.Cumulative)]

@@ -115,12 +115,32 @@ public sealed class OtlpReceiver : IAsyncDisposable
             void Http(ListenOptions listen)
             {
                 listen.Protocols = HttpProtocols.Http1;
+                Secure(listen);
                 httpListen = listen;
             }
             void Grpc(ListenOptions listen)
             {
                 listen.Protocols = HttpProtocols.Http2;
+                Secure(listen);
                 grpcListen = listen;
+            }
+            void Secure(ListenOptions listen)
+            {
+                if (options.Certificate is not { } certificate) return;
+                listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = certificate;
+                    if (options.ClientCertificateAuthority is not { } authority) return;
+                    https.ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate;
+                    https.ClientCertificateValidation = (client, _, _) =>
+                    {
+                        using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
+                        chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+                        chain.ChainPolicy.CustomTrustStore.Add(authority);
+                        chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+                        return chain.Build(client);
+                    };
+                });
             }
             if (reserved is not null)
             {
@@ -185,8 +205,9 @@ public sealed class OtlpReceiver : IAsyncDisposable
         var httpPort = reserved?.HttpPort ?? ((IPEndPoint)httpListen!.EndPoint).Port;
         var grpcPort = reserved?.GrpcPort ?? ((IPEndPoint)grpcListen!.EndPoint).Port;
         receiver.GrpcPort = grpcPort;
-        receiver.HttpEndpoint = new Uri($"http://127.0.0.1:{httpPort}");
-        receiver.GrpcEndpoint = new Uri($"http://127.0.0.1:{grpcPort}");
+        var scheme = options.Certificate is null ? "http" : "https";
+        receiver.HttpEndpoint = new Uri($"{scheme}://127.0.0.1:{httpPort}");
+        receiver.GrpcEndpoint = new Uri($"{scheme}://127.0.0.1:{grpcPort}");
         return receiver;
     }
 

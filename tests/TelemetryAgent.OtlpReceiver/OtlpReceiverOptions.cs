@@ -15,6 +15,12 @@ public sealed record OtlpReceiverOptions
     /// <summary>Rejections to apply from the first request on (see <see cref="OtlpReceiver.Failures"/>).</summary>
     public FailurePlan? InitialFailures { get; init; }
 
+    /// <summary>TLS on both endpoints with this certificate (and its private key); null: cleartext.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? Certificate { get; init; }
+
+    /// <summary>With <see cref="Certificate"/>: mutual TLS, clients must present a certificate issued by this CA.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? ClientCertificateAuthority { get; init; }
+
     /// <summary>The clock <see cref="FailurePlan.Until"/> is read by (a fake one lets a test end a window at will).</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
@@ -32,6 +38,10 @@ public sealed record OtlpReceiverOptions
         if (HttpPort != 0 && HttpPort == GrpcPort)
         {
             errors.Add($"HttpPort and GrpcPort must differ (both {HttpPort})");
+        }
+        if (ClientCertificateAuthority is not null && Certificate is null)
+        {
+            errors.Add("ClientCertificateAuthority needs a Certificate (mutual TLS is TLS)");
         }
         if (MaxRequestBytes <= 0)
         {

@@ -46,12 +46,10 @@ public sealed class ProfilesClient : IDisposable
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         _endpoint = endpoint;
-        var handler = new SocketsHttpHandler
-        {
-            AutomaticDecompression = DecompressionMethods.None,
-            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
-            ConnectTimeout = endpoint.Timeout,
-        };
+        var handler = endpoint.CreateHandler();
+        handler.AutomaticDecompression = DecompressionMethods.None;
+        handler.PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1);
+        handler.ConnectTimeout = endpoint.Timeout;
         if (endpoint.Protocol == OtlpProtocol.Grpc)
         {
             _channel = GrpcChannel.ForAddress(endpoint.Url, new GrpcChannelOptions

@@ -34,10 +34,12 @@ internal sealed class ExportTransport : IDisposable
     /// </summary>
     public HttpClient CreateClient(OtlpEndpoint endpoint, DeliveryTracker? delivery = null)
     {
-        var pool = _pools.GetOrAdd(endpoint.Signal, _ => new SocketsHttpHandler
+        var pool = _pools.GetOrAdd(endpoint.Signal, _ =>
         {
+            var handler = endpoint.CreateHandler();
             // Connections are renewed now and then so that a collector behind a load balancer gets its share.
-            PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            handler.PooledConnectionLifetime = TimeSpan.FromMinutes(5);
+            return handler;
         });
         var handler = new ObservingHandler(this, endpoint, delivery) { InnerHandler = pool };
         // The pool outlives the client: the transport disposes it.

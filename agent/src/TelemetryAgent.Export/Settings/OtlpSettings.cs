@@ -37,7 +37,19 @@ public sealed record OtlpEndpoint(
     OtlpProtocol Protocol,
     IReadOnlyList<KeyValuePair<string, string>> Headers,
     TimeSpan Timeout,
-    bool Gzip);
+    bool Gzip)
+{
+    /// <summary>The CA to trust and the client certificate (OTEL_EXPORTER_OTLP_*CERTIFICATE, *CLIENT_KEY); null: the system's.</summary>
+    public OtlpTls? Tls { get; init; }
+
+    /// <summary>A handler for this endpoint's connections, with its TLS settings.</summary>
+    public SocketsHttpHandler CreateHandler()
+    {
+        var handler = new SocketsHttpHandler();
+        Tls?.Apply(handler);
+        return handler;
+    }
+}
 
 /// <summary>
 /// The OTLP exporter settings, resolved once from the standard <c>OTEL_EXPORTER_OTLP_*</c> variables (each with its
@@ -137,6 +149,9 @@ public sealed class OtlpSettings
                 continue;
             // The option wins over the variables; a signal's own variable over the general one.
             string? Setting(string suffix) => Variable(SignalVariable(signal, suffix)) ?? Variable($"OTEL_EXPORTER_OTLP_{suffix}");
+            // A setting with the variable it came from, for messages.
+            (string, string)? Sourced(string suffix) => Variable(SignalVariable(signal, suffix)) is { } own ? (own, SignalVariable(signal, suffix))
+                : Variable($"OTEL_EXPORTER_OTLP_{suffix}") is { } general ? (general, $"OTEL_EXPORTER_OTLP_{suffix}") : null;
 
             var protocol = protocolOption is not null
                 ? ParseProtocol(protocolOption, "--otlp-protocol")
@@ -172,7 +187,10 @@ public sealed class OtlpSettings
                 protocol,
                 ParseHeaders(Setting("HEADERS"), headersName),
                 ParseTimeout(Setting("TIMEOUT"), timeoutName),
-                ParseCompression(Setting("COMPRESSION"), compressionName));
+                ParseCompression(Setting("COMPRESSION"), compressionName))
+            {
+                Tls = OtlpTls.Resolve(Sourced("CERTIFICATE"), Sourced("CLIENT_CERTIFICATE"), Sourced("CLIENT_KEY")),
+            };
         }
         if (endpoints.Count == 0)
             return new OtlpSettings(false, [], retry, offBecause: string.Join(", ", Enum.GetValues<OtlpSignal>().Select(s => $"{ExporterVariable(s)}={Variable(ExporterVariable(s))}")));
