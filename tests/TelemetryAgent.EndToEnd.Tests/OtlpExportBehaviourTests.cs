@@ -124,10 +124,11 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.Equal(
             summary.RootElement.GetProperty("exceptions").GetProperty("groups").GetInt32(),
             LogRecords(receiver).Count(r => r.Resource["service.name"].StringValue == "fixture_app"));
-        // The reset is the agent's export failure, counted by the exception that reported it.
+        // The reset is the agent's export failure, counted by the exception that reported it (on a loaded machine a
+        // retry may time out as well, so at least once).
         var failures = IntPoints(byService["telemetry-agent"].Metrics["telemetry_agent.export.failures"]);
         Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == signal.ToString().ToLowerInvariant()
-                                       && p.Attributes["error.type"].StringValue == "HttpRequestException" && p.Value == 1);
+                                       && p.Attributes["error.type"].StringValue == "HttpRequestException" && p.Value >= 1);
     }
 
     [Fact]

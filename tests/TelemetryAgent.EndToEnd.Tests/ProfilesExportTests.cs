@@ -146,16 +146,23 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
             await Task.Delay(50);
         }
 
-        // About 2 s of work in small steps, so that every interval has some.
+        // Work in small steps until two interval profiles have arrived (however slow the machine), so that every
+        // interval has some; then the final one follows when it ends. The test says when, through a file.
         var script = _temp.File("steady.py");
+        var enough = _temp.File("enough");
         File.WriteAllText(script,
-            "import time\n\n" +
+            "import os, sys, time\n\n" +
             "def step(i):\n    return sum(range(i % 50))\n\n" +
-            "def main():\n    end = time.monotonic() + 2.0\n    n = 0\n" +
-            "    while time.monotonic() < end:\n        step(n)\n        n += 1\n        if n % 100 == 0:\n            time.sleep(0.01)\n\n" +
+            "def main():\n    give_up = time.monotonic() + 120\n    n = 0\n" +
+            "    while not os.path.exists(sys.argv[1]) and time.monotonic() < give_up:\n        step(n)\n        n += 1\n" +
+            "        if n % 100 == 0:\n            time.sleep(0.01)\n\n" +
             "main()\n");
-        var program = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, script],
-            environment: new Dictionary<string, string?>(CleanEnvironment) { ["PYTHONPATH"] = Repo.Path("python-shim") });
+        var running = Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, script, enough],
+            environment: new Dictionary<string, string?>(CleanEnvironment) { ["PYTHONPATH"] = Repo.Path("python-shim") },
+            timeout: TimeSpan.FromSeconds(180));
+        await ServeAgent.WaitUntilAsync(() => receiver.Profiles.Count >= 2 || running.IsCompleted, "two interval profiles", seconds: 120);
+        File.WriteAllText(enough, "");
+        var program = await running;
         Assert.True(program.ExitCode == 0, program.ToString());
 
         while (ServeAgent.CompletedFolders(outputRoot).Length != 1)
@@ -169,7 +176,7 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
 
         var requests = receiver.Profiles.Select(request => request.Message).ToList();
         output.WriteLine($"{requests.Count} profiles requests for a {program.Stdout.Length}-byte run; agent said: {finished.Stderr}");
-        Assert.True(requests.Count >= 3, $"expected one profile per 0.5 s interval of a 2 s program, got {requests.Count}");
+        Assert.True(requests.Count >= 3, $"expected two interval profiles and the final one, got {requests.Count}");
         var folder = ServeAgent.CompletedFolders(outputRoot).Single();
         AssertFoldedFilesEqual(folder, requests);
         Assert.Equal(File.ReadAllText(Path.Combine(folder, "calls.folded")), ProfileFolding.FromPprof(ReadPprof(Path.Combine(folder, "profile.pb.gz")), 1));

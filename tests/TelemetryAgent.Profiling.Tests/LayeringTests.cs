@@ -19,9 +19,12 @@ public sealed class LayeringTests
         [typeof(WireParser).Assembly] = ["Google.Protobuf"],
         [typeof(ProcessSession).Assembly] = ["TelemetryAgent.Protocol", "TelemetryAgent.Profiling", "Google.Protobuf"],
         [typeof(FolderExporter).Assembly] = ["TelemetryAgent.Profiling", "TelemetryAgent.Otlp", "Google.Protobuf"],
+        // Profiles over gRPC through the generated client; google.rpc.Status and RetryInfo from generated messages.
         [typeof(Export.ExportPipeline).Assembly] =
-            ["TelemetryAgent.Profiling", "TelemetryAgent.Otlp", "Google.Protobuf", "OpenTelemetry*", "Microsoft.Extensions.*"],
-        [typeof(Perftools.Profiles.Profile).Assembly] = ["Google.Protobuf"],
+            ["TelemetryAgent.Profiling", "TelemetryAgent.Otlp", "Google.Protobuf", "OpenTelemetry*", "Microsoft.Extensions.*",
+             "Grpc.Core.Api", "Grpc.Net.Client", "Grpc.StatusProto", "Google.Api.CommonProtos"],
+        // The OTLP messages with their generated gRPC stubs.
+        [typeof(Perftools.Profiles.Profile).Assembly] = ["Google.Protobuf", "Grpc.Core.Api"],
         // The live views: the model and the output files over gRPC and Kestrel; never the sessions or the wire.
         [typeof(Live.LiveQueries).Assembly] =
             ["TelemetryAgent.Profiling", "TelemetryAgent.Output", "Google.Protobuf", "Grpc.*", "Microsoft.AspNetCore*", "Microsoft.Net.Http.Headers",
