@@ -279,6 +279,11 @@ class Exclusion:
         return mode in self.modes and any(fnmatch.fnmatchcase(module, glob)
                                           or fnmatch.fnmatchcase(case_key(case_id), glob) for glob in self.globs)
 
+    def concerns(self, module):
+        """Whether the entry can match anything of this module (for entries that matched nothing)."""
+        return any(fnmatch.fnmatchcase(module, glob) or fnmatch.fnmatchcase(glob.split("*")[0], prefix % module + "*")
+                   for glob in self.globs for prefix in ("test.%s.", "%s."))
+
 
 def expand_braces(pattern):
     """`a.{B,C}.*` -> [`a.B.*`, `a.C.*`] (one level, several groups)."""
@@ -328,7 +333,7 @@ class CaseDiff:
     plain: str
     outcome: str
     detail: str = ""
-    reason: str = ""  # the by-design reason, when excluded
+    exclusion: "Exclusion | None" = None  # the by-design entry, when excluded
 
 
 @dataclasses.dataclass
@@ -344,7 +349,7 @@ class ModuleDiff:
     other: list[CaseDiff] = dataclasses.field(default_factory=list)  # changes not held: plain failures, fixes
     module_level: bool = False  # the module's state itself regressed (env changed, crash, timeout...)
     output: list[str] = dataclasses.field(default_factory=list)
-    reason: str = ""  # the by-design reason when the whole module is excluded
+    exclusion: "Exclusion | None" = None  # the by-design entry when the whole module is excluded
     not_reproduced: bool = False
 
 
@@ -379,7 +384,7 @@ def compare_module(name, plain, variant, mode, exclusions):
             continue
         exclusion = whole or next((e for e in exclusions if e.matches_case(name, key, mode)), None)
         if exclusion:
-            change.reason = exclusion.reason
+            change.exclusion = exclusion
             diff.excluded.append(change)
         else:
             diff.held.append(change)
@@ -392,8 +397,8 @@ def compare_module(name, plain, variant, mode, exclusions):
     if plain.fails:
         diff.kind = FAILS_PLAIN
     elif whole and (diff.held or diff.module_level or diff.excluded):
-        diff.kind, diff.reason = EXCLUDED, whole.reason
-        diff.excluded.extend(diff.held)
+        diff.kind, diff.exclusion = EXCLUDED, whole
+        diff.excluded.extend(dataclasses.replace(c, exclusion=whole) for c in diff.held)
         diff.held, diff.module_level = [], False
     elif diff.held or diff.module_level:
         diff.kind = DIFFERS
@@ -696,10 +701,13 @@ def text_report(results, exclusions, options):
                     out.append("  %s that passed plain did not run" % plural(absent, "test case", "test cases"))
             for diff in excluded:
                 out.append("  %s: %s excluded by design (%s)" % (
-                    diff.module, plural(len(diff.excluded), "test case", "test cases"), diff.reason or diff.excluded[0].reason))
-    used = {(d.module, c.reason) for _, _, _, bv in results for _, _, diffs in bv.values()
-            for d in diffs.values() for c in d.excluded}
-    unused = [e for e in exclusions if not any(reason == e.reason for _, reason in used)]
+                    diff.module, plural(len(diff.excluded), "test case", "test cases"),
+                    (diff.exclusion or diff.excluded[0].exclusion).reason))
+    run_modules = {m for _, _, _, bv in results for _, _, diffs in bv.values() for m in diffs}
+    used = {id(d.exclusion) for _, _, _, bv in results for _, _, diffs in bv.values() for d in diffs.values()}
+    used |= {id(c.exclusion) for _, _, _, bv in results for _, _, diffs in bv.values() for d in diffs.values()
+             for c in d.excluded}
+    unused = [e for e in exclusions if id(e) not in used and any(e.concerns(m) for m in run_modules)]
     if unused and results:
         out.append("")
         out.append("By-design entries that matched no difference in this run (remove them if they pass now):")
@@ -718,13 +726,22 @@ def json_report(results, options, held_total):
                                    "test_seconds": round(m.test_seconds, 2)}
                             for name, m in sorted(run.modules.items())}}
 
+    def by_design(exclusion):
+        return {"pattern": exclusion.pattern, "reason": exclusion.reason} if exclusion else None
+
+    def case_json(case):
+        detail = condensed_traceback(case.detail) if case.outcome in (FAIL, ERROR) else case.detail
+        return {"id": case.id, "plain": case.plain, "outcome": case.outcome, "detail": detail,
+                "by_design": by_design(case.exclusion)}
+
     def diff_json(diff):
-        value = dataclasses.asdict(diff)
-        value.pop("output")
-        if diff.kind in (DIFFERS, NOT_REPRODUCED) and diff.module_level:
+        value = {"kind": diff.kind, "plain_state": diff.plain_state, "plain_status": diff.plain_status,
+                 "state": diff.state, "status": diff.status, "module_level": diff.module_level,
+                 "not_reproduced": diff.not_reproduced, "by_design": by_design(diff.exclusion),
+                 "held": [case_json(c) for c in diff.held], "excluded": [case_json(c) for c in diff.excluded],
+                 "other": [case_json(c) for c in diff.other]}
+        if diff.module_level:
             value["output"] = diff.output[:options.lines]
-        for case in value["held"] + value["excluded"] + value["other"]:
-            case["detail"] = condensed_traceback(case["detail"]) if case["outcome"] in (FAIL, ERROR) else case["detail"]
         return value
 
     return {

@@ -168,8 +168,26 @@ class ComparisonTests(unittest.TestCase):
         diff = self.compare([variant], [exclusion], mode="full")["test_sample"]
         self.assertEqual(diff.kind, judge.EXCLUDED)
         self.assertEqual((diff.held, diff.module_level), ([], False))
-        self.assertEqual([(c.id, c.reason) for c in diff.excluded], [("test.test_sample.C.test_b", "it counts tool ids")])
+        self.assertEqual([(c.id, c.exclusion.reason) for c in diff.excluded],
+                         [("test.test_sample.C.test_b", "it counts tool ids")])
         self.assertEqual(self.compare([variant], [exclusion], mode="exceptions")["test_sample"].kind, judge.DIFFERS)
+
+    def test_entries_that_matched_nothing_in_the_modules_run_are_reported(self):
+        variant = self.sample.run({"test_sample": "passed", "test_other": "passed"}, [
+            ("test.test_sample.C.test_a", judge.OK, ""),
+            ("test.test_sample.C.test_b", judge.OK, ""),
+            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
+            ("test.test_other.D.test_d", judge.OK, ""),
+        ], FULL)
+        passing_now = judge.Exclusion("test.test_sample.C.test_b", frozenset(judge.MODES), "used to fail")
+        elsewhere = judge.Exclusion("test.test_monitoring.*", frozenset(judge.MODES), "not run here")
+        diffs = self.compare([variant], [passing_now, elsewhere])
+        report, held = judge.text_report([("py", "3.12", [self.plain], {"full": (FULL, [variant], diffs)})],
+                                         [passing_now, elsewhere], Options())
+        self.assertEqual(held, 0)
+        self.assertIn("matched no difference in this run (remove them if they pass now):\n"
+                      "  test.test_sample.C.test_b (burst, exceptions, full)\n", report)
+        self.assertNotIn("test_monitoring", report)
 
     def test_an_excluded_module_is_not_held_even_when_it_crashes(self):
         variant = self.sample.run({"test_sample": "worker non-zero exit code (Exit code -11 (SIGSEGV))",
