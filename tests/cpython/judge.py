@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -509,8 +510,10 @@ def regrtest_command(python, variant, modules, options, junit_path, agent_output
     command += modules
     if variant.plain:
         return command
-    return ["dotnet", str(options.agent_dll), "run", "--mode", variant.mode, "-o", str(agent_output),
-            "--"] + command
+    agent = ["dotnet", str(options.agent_dll), "run", "--mode", variant.mode, "-o", str(agent_output)]
+    if options.shim_path:
+        agent += ["--shim-path", str(options.shim_path)]
+    return agent + ["--"] + command
 
 
 def run_regrtest(python, version, variant, modules, options, directory, echo):
@@ -792,12 +795,15 @@ def parse_args(argv):
     parser.add_argument("--reruns", type=int, default=1,
                         help="times a differing module is run again (alone with the others that differ) before "
                              "its difference is held; modules failing plain are rerun plain as often (default: %(default)s)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("judge-out"),
+    parser.add_argument("-o", "--output", type=Path,
                         help="folder for the runs' logs, JUnit files, agent outputs, summary.txt and summary.json "
-                             "(default: ./%(default)s)")
+                             "(default: a new folder under the system's temporary directory)")
     parser.add_argument("--agent-dll", type=Path,
                         default=Path(os.environ.get("TELEMETRY_AGENT_DLL") or DEFAULT_AGENT_DLL),
                         help="the built agent (default: $TELEMETRY_AGENT_DLL, else the Release build in the repository)")
+    parser.add_argument("--shim-path", type=Path,
+                        help="the folder holding the telemetry_shim package to judge (the agent's --shim-path; "
+                             "default: the copy next to the agent, as users run it)")
     parser.add_argument("--keep-agent-output", action="store_true",
                         help="keep every output of the agent (flame graphs, folded stacks: gigabytes for a large run); "
                              "by default only its summary.json is kept")
@@ -810,6 +816,8 @@ def parse_args(argv):
         parser.error("--all and named modules exclude each other")
     if options.testdir:
         options.testdir = options.testdir.resolve()
+    if options.shim_path:
+        options.shim_path = options.shim_path.resolve()
     try:
         options.variants = [parse_variant(m) for m in filter(None, (x.strip() for x in options.modes.split(",")))]
         options.variants += [parse_variant(spec) for spec in options.variant]
@@ -842,7 +850,7 @@ def main(argv=None):
         print("judge: %s" % error, file=sys.stderr)
         return 2
 
-    output = options.output.resolve()
+    output = options.output.resolve() if options.output else Path(tempfile.mkdtemp(prefix="cpython-judge-"))
     output.mkdir(parents=True, exist_ok=True)
     results = []
     labels = set()
