@@ -69,6 +69,7 @@ _STATE_WORDS = (  # most specific first
 # A module in one of these states plain "fails plain": it is not held against the shim.
 FAILING_STATES = {FAILED, UNCAUGHT_EXC, REFLEAK, INTERRUPTED, WORKER_FAILED, WORKER_BUG, TIMEOUT, MISSING}
 NOT_RUN_STATES = {SKIPPED, RESOURCE_DENIED, DID_NOT_RUN}
+QUIET_STATES = NOT_RUN_STATES | {PASSED}  # not echoed while a run goes on, unless --verbose
 
 # Test case outcomes, from regrtest's JUnit elements.
 OK, XFAIL, SKIP, FAIL, ERROR, XPASS, ABSENT = "passed", "expected failure", "skipped", "FAIL", "ERROR", "unexpected success", "did not run"
@@ -542,7 +543,7 @@ def run_regrtest(python, version, variant, modules, options, directory, echo):
             for line in _lines_until(process, started + deadline):
                 log.write(line)
                 match = _PROGRESS.match(line.rstrip("\n"))
-                if match and (options.verbose or not match.group(2).startswith("passed")):
+                if match and (options.verbose or state_of(match.group(2)) not in QUIET_STATES):
                     echo("  [%s %s] %s %s" % (version, variant.name, match.group(1), match.group(2).split(" -- ")[0]))
             exit_code = process.wait(timeout=max(1, started + deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
