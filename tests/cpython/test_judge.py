@@ -311,13 +311,22 @@ class ReadingTests(unittest.TestCase):
         outcomes = {case.outcome for case in found["test_asyncio.test_tasks"][1].values()}
         self.assertEqual(outcomes, {judge.XFAIL, judge.XPASS})
 
-    def test_a_run_without_a_result_line_is_incomplete(self):
+    def test_a_run_that_broke_off_is_incomplete_and_held(self):
         with tempfile.TemporaryDirectory() as directory:
             log = Path(directory) / "log"
             log.write_text("0:00:01 load avg: 1.00 [1/2] test_raise passed\n")
-            run = judge.read_run("3.12", FULL, log, Path(directory) / "missing.xml")
-        self.assertFalse(run.complete)
-        self.assertIn("did not print its result", run.problem)
+            broken = judge.read_run("3.12", FULL, log, Path(directory) / "missing.xml")
+            whole = log_file(directory, "whole", ["0:00:01 load avg: 1.00 [1/2] test_raise passed"])
+            plain = judge.read_run("3.12", judge.PLAIN, whole, Path(directory) / "missing.xml")
+        self.assertFalse(broken.complete)
+        self.assertIn("did not print its result", broken.problem)
+        diffs = judge.compare(judge.merge_plain([plain]), [broken], "full", [])
+        self.assertEqual(diffs["test_raise"].kind, judge.IDENTICAL)
+        report, held = judge.text_report([("py", "3.12", [plain], {"full": (FULL, [broken], diffs)})], [], Options())
+        self.assertEqual(held, 1)
+        self.assertIn("INCOMPLETE: regrtest did not print its result", report)
+        report, held = judge.text_report([("py", "3.12", [broken], {})], [], Options())
+        self.assertEqual(held, 1)
 
 
 class ByDesignListTests(unittest.TestCase):
