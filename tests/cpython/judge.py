@@ -493,10 +493,9 @@ def read_module_list(path):
 
 
 def run_environment(variant):
+    # Nothing else is added, not even PYTHONUNBUFFERED for a livelier log: test_cmd_line checks the default
+    # buffering of the processes it starts, which inherit this environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith(SHIM_ENV_PREFIXES)}
-    # regrtest's main process writes its progress through a pipe: unbuffered, it arrives as it happens.
-    # The same for plain and every variant (workers run with -u anyway).
-    env["PYTHONUNBUFFERED"] = "1"
     env.update(variant.env)
     return env
 
@@ -535,7 +534,7 @@ def run_regrtest(python, version, variant, modules, options, directory, echo):
     started = time.monotonic()
     exit_code = None
     problem = ""
-    with open(log_path, "w", buffering=1) as log:  # line by line: `tail -f` shows the run as it goes
+    with open(log_path, "w", buffering=1) as log:  # line by line, as regrtest flushes its output
         process = subprocess.Popen(command, cwd=directory, env=run_environment(variant), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
                                    start_new_session=True)
