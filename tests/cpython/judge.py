@@ -52,6 +52,7 @@ PASSED, FAILED, ENV_CHANGED, UNCAUGHT_EXC, REFLEAK = "passed", "failed", "env ch
 SKIPPED, RESOURCE_DENIED, DID_NOT_RUN = "skipped", "resource denied", "ran no tests"
 INTERRUPTED, WORKER_FAILED, WORKER_BUG, TIMEOUT = "interrupted", "crashed", "worker bug", "timed out"
 MISSING = "no result"  # regrtest never reported the module (the run broke off)
+UNATTRIBUTED = "unattributed"  # test cases the judge could not place in a module: compared, never rerun
 _STATE_WORDS = (  # most specific first
     ("failed (env changed)", ENV_CHANGED),
     ("failed (uncaught exception)", UNCAUGHT_EXC),
@@ -69,6 +70,7 @@ _STATE_WORDS = (  # most specific first
 # A module in one of these states plain "fails plain": it is not held against the shim.
 FAILING_STATES = {FAILED, UNCAUGHT_EXC, REFLEAK, INTERRUPTED, WORKER_FAILED, WORKER_BUG, TIMEOUT, MISSING}
 NOT_RUN_STATES = {SKIPPED, RESOURCE_DENIED, DID_NOT_RUN}
+RAN_STATES = {PASSED, FAILED, ENV_CHANGED, REFLEAK}  # the states of modules whose test cases are in the JUnit file
 QUIET_STATES = NOT_RUN_STATES | {PASSED}  # not echoed while a run goes on, unless --verbose
 
 # Test case outcomes, from regrtest's JUnit elements.
@@ -188,37 +190,58 @@ def parse_progress(text):
     return modules, complete
 
 
-def parse_junit(path, module_names):
-    """Test cases per module from regrtest's --junit-xml file. A testsuite element carries no module name:
-    it goes to the module that most of its test ids belong to (`test.<module>.`, or `<module>.` for
-    modules from regrtest's --testdir)."""
+def parse_junit(path, modules):
+    """Test cases per module from regrtest's --junit-xml file: {module: (seconds, {test id: Case})}.
+
+    A testsuite element carries no module name. It goes to the module that most of its test ids belong
+    to (`test.<module>.` or, for regrtest's --testdir, `<module>.`). A suite whose ids name no module
+    (test_datetime runs `test.datetimetester`, test_idle runs `idlelib.idle_test`) goes by position:
+    regrtest writes suites in the order of its progress lines (`modules`: {name: state}, in that order),
+    so it belongs to the first module after the previous suite's module that ran tests and has no suite
+    of its own, else to the previous suite's module."""
     if not os.path.exists(path):
         return {}
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:
         raise RuntimeError("%s: not a JUnit file (%s)" % (path, error)) from None
-    prefixes = sorted(((prefix % name, name) for name in module_names for prefix in ("test.%s.", "%s.")),
-                      key=lambda p: -len(p[0]))
-    by_module = {}
+    order = list(modules)
+    owners = []  # (owner or None, [(case, seconds)]) per suite, in the file's order
     for suite in root.iter("testsuite"):
-        votes = {}
-        cases = []
-        for element in suite.iter("testcase"):
-            case = _case_of(element)
-            cases.append((case, float(element.get("time") or 0)))
-            for prefix, name in prefixes:
-                if case.id.startswith(prefix):
+        cases = [(_case_of(element), float(element.get("time") or 0)) for element in suite.iter("testcase")]
+        if cases:
+            votes = {}
+            for case, _ in cases:
+                name = _module_of(case.id, order)
+                if name:
                     votes[name] = votes.get(name, 0) + 1
-                    break
-        if not cases:
-            continue
-        owner = max(votes, key=votes.get) if votes else "(unattributed: %s)" % cases[0][0].id.split(".")[0]
+            owners.append([max(votes, key=votes.get) if votes else None, cases])
+    claimed = {owner for owner, _ in owners if owner}
+    previous = None
+    for entry in owners:
+        if entry[0] is None:
+            start = order.index(previous) + 1 if previous in order else 0
+            following = [name for name in order[start:] if name not in claimed and modules[name] in RAN_STATES]
+            entry[0] = following[0] if following else previous or "(unattributed)"
+            claimed.add(entry[0])
+        previous = entry[0]
+    by_module = {}
+    for owner, cases in owners:
         seconds, found = by_module.setdefault(owner, [0.0, {}])
-        for case, case_seconds in cases:
-            by_module[owner][0] += case_seconds
+        by_module[owner][0] = seconds + sum(case_seconds for _, case_seconds in cases)
+        for case, _ in cases:
             found[case.id] = _worse(found.get(case.id), case)
     return {name: (seconds, cases) for name, (seconds, cases) in by_module.items()}
+
+
+def _module_of(test_id, module_names):
+    """The module a test id names (`test.<module>.X.y`, `<module>.X.y`, or a module's own doctest id)."""
+    best = None
+    for name in module_names:
+        for prefix in ("test." + name, name):
+            if (test_id == prefix or test_id.startswith(prefix + ".")) and (best is None or len(name) > len(best)):
+                best = name
+    return best
 
 
 def _case_of(element):
@@ -248,8 +271,8 @@ def _worse(old, new):
 def read_run(python, variant, log_path, junit_path, wall_seconds=0.0, exit_code=None, directory=""):
     text = Path(log_path).read_text(errors="replace") if os.path.exists(log_path) else ""
     modules, complete = parse_progress(text)
-    for name, (seconds, cases) in parse_junit(junit_path, modules.keys()).items():
-        module = modules.setdefault(name, ModuleResult(name, MISSING, "no progress line"))
+    for name, (seconds, cases) in parse_junit(junit_path, {n: m.state for n, m in modules.items()}).items():
+        module = modules.setdefault(name, ModuleResult(name, UNATTRIBUTED, "test cases of no known module"))
         module.test_seconds = seconds
         for case in cases.values():
             key = case_key(case.id)
@@ -890,7 +913,7 @@ def main(argv=None):
             echo("  %s: %s" % (variant.name, format_seconds(runs[0].wall_seconds)))
             diffs = compare(plain_modules, runs, variant.mode, exclusions)
             for attempt in range(1, options.reruns + 1):
-                differing = sorted(n for n, d in diffs.items() if d.kind == DIFFERS)
+                differing = sorted(n for n, d in diffs.items() if d.kind == DIFFERS and d.state != UNATTRIBUTED)
                 if not differing:
                     break
                 echo("  %s again for the modules that differ: %s" % (variant.name, " ".join(differing)))

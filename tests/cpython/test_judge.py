@@ -289,25 +289,31 @@ class ReadingTests(unittest.TestCase):
     def test_unknown_words_are_never_a_pass(self):
         self.assertEqual(judge.state_of("exploded"), judge.FAILED)
 
-    def test_junit_suites_go_to_the_module_of_most_of_their_tests(self):
+    def test_junit_suites_go_to_the_module_of_most_of_their_tests_or_by_position(self):
         with tempfile.TemporaryDirectory() as directory:
             path = junit_file(directory, "j.xml", [
                 [("test.test_generators.__test__.tut", judge.OK, ""),
                  ("test.test_generators.SignalAndYieldFromTest.test_raise_and_yield_from", judge.FAIL, TRACEBACK),
                  ("test.test_contextlib.ContextManagerTestCase.test_a", judge.OK, "")],
+                [("test.test_extcall", judge.OK, "")],  # a module's own doctests
+                [("test.datetimetester.CapiTest_Pure.test_x", judge.OK, "")],  # test_datetime's
                 [("test.test_asyncio.test_tasks.CTask_CFuture_Tests.test_x", judge.XFAIL, ""),
                  ("test.test_asyncio.test_tasks.CTask_CFuture_Tests.test_y", judge.XPASS, "")],
                 [("sample_local.Case.test_z", judge.ERROR, TRACEBACK)],
-                [("idlelib.idle_test.test_x.T.test_y", judge.SKIP, "no tk")],
+                [("idlelib.idle_test.test_x.T.test_y", judge.SKIP, "no tk")],  # test_idle's
             ])
-            found = judge.parse_junit(path, ["test_generators", "test_contextlib", "test_asyncio.test_tasks",
-                                             "test_asyncio", "sample_local"])
-        self.assertEqual(sorted(found), ["(unattributed: idlelib)", "sample_local", "test_asyncio.test_tasks",
-                                         "test_generators"])
+            progress = {"test_generators": judge.PASSED, "test_contextlib": judge.PASSED,
+                        "test_extcall": judge.PASSED, "test_curses": judge.RESOURCE_DENIED,
+                        "test_datetime": judge.PASSED, "test_asyncio.test_tasks": judge.FAILED,
+                        "sample_local": judge.FAILED, "test_idle": judge.PASSED, "test_zlib": judge.PASSED}
+            found = judge.parse_junit(path, progress)
+        self.assertEqual(sorted(found), ["sample_local", "test_asyncio.test_tasks", "test_datetime", "test_extcall",
+                                         "test_generators", "test_idle"])
         seconds, cases = found["test_generators"]
         self.assertEqual(seconds, 1.5)
         self.assertEqual(cases["test.test_generators.SignalAndYieldFromTest.test_raise_and_yield_from"].outcome,
                          judge.FAIL)
+        self.assertEqual(list(found["test_datetime"][1]), ["test.datetimetester.CapiTest_Pure.test_x"])
         outcomes = {case.outcome for case in found["test_asyncio.test_tasks"][1].values()}
         self.assertEqual(outcomes, {judge.XFAIL, judge.XPASS})
 
