@@ -86,27 +86,33 @@ FULL = judge.parse_variant("full")
 EXCEPTIONS = judge.parse_variant("exceptions")
 
 
+BASELINE = {
+    "test.test_sample.C.test_a": (judge.OK, ""),
+    "test.test_sample.C.test_b": (judge.OK, ""),
+    "test.test_sample.C.test_c": (judge.SKIP, "needs a network"),
+    "test.test_other.D.test_d": (judge.OK, ""),
+}
+
+
 class ComparisonTests(unittest.TestCase):
     def setUp(self):
         self.sample = Sample(self)
-        self.plain = self.sample.run({"test_sample": "passed", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.OK, ""),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ])
+        self.plain = self.sample.run({"test_sample": "passed", "test_other": "passed"},
+                                     [(test_id, *result) for test_id, result in BASELINE.items()])
+
+    def variant(self, sample_status, changes=None, renamed=None):
+        """A full-mode run of the baseline's cases with some outcomes changed ({test id: (outcome, detail)})
+        and ids renamed ({test id: new id}); test_other passes."""
+        cases = [((renamed or {}).get(test_id, test_id), *(changes or {}).get(test_id, result))
+                 for test_id, result in BASELINE.items()]
+        return self.sample.run({"test_sample": sample_status, "test_other": "passed"}, cases, FULL)
 
     def compare(self, variant_runs, exclusions=(), mode="full", plain_runs=None):
         plain = judge.merge_plain(plain_runs or [self.plain])
         return judge.compare(plain, variant_runs, mode, list(exclusions))
 
     def test_a_difference_is_found_with_its_traceback(self):
-        variant = self.sample.run({"test_sample": "failed (1 failure)", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.FAIL, TRACEBACK),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ], FULL)
+        variant = self.variant("failed (1 failure)", {"test.test_sample.C.test_b": (judge.FAIL, TRACEBACK)})
         diffs = self.compare([variant])
         self.assertEqual(diffs["test_other"].kind, judge.IDENTICAL)
         diff = diffs["test_sample"]
@@ -159,11 +165,7 @@ class ComparisonTests(unittest.TestCase):
         self.assertEqual([c.id for c in diff.held], ["test.test_sample.C.test_b"])
 
     def test_an_excluded_test_is_not_held_in_its_modes_only(self):
-        variant = self.sample.run({"test_sample": "failed (1 failure)", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.FAIL, TRACEBACK),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ], FULL)
+        variant = self.variant("failed (1 failure)", {"test.test_sample.C.test_b": (judge.FAIL, TRACEBACK)})
         exclusion = judge.Exclusion("test.test_sample.{X,C}.test_b", frozenset({"full", "burst"}), "it counts tool ids")
         diff = self.compare([variant], [exclusion], mode="full")["test_sample"]
         self.assertEqual(diff.kind, judge.EXCLUDED)
@@ -173,12 +175,7 @@ class ComparisonTests(unittest.TestCase):
         self.assertEqual(self.compare([variant], [exclusion], mode="exceptions")["test_sample"].kind, judge.DIFFERS)
 
     def test_entries_that_matched_nothing_in_the_modules_run_are_reported(self):
-        variant = self.sample.run({"test_sample": "passed", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.OK, ""),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ], FULL)
+        variant = self.variant("passed")
         passing_now = judge.Exclusion("test.test_sample.C.test_b", frozenset(judge.MODES), "used to fail")
         elsewhere = judge.Exclusion("test.test_monitoring.*", frozenset(judge.MODES), "not run here")
         diffs = self.compare([variant], [passing_now, elsewhere])
@@ -197,12 +194,7 @@ class ComparisonTests(unittest.TestCase):
         self.assertEqual((diff.kind, diff.held, diff.module_level), (judge.EXCLUDED, [], False))
 
     def test_a_changed_module_state_is_a_difference(self):
-        variant = self.sample.run({"test_sample": "failed (env changed)", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.OK, ""),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ], FULL)
+        variant = self.variant("failed (env changed)")
         diff = self.compare([variant])["test_sample"]
         self.assertEqual((diff.kind, diff.module_level, diff.held), (judge.DIFFERS, True, []))
         self.assertEqual(diff.state, judge.ENV_CHANGED)
@@ -216,22 +208,14 @@ class ComparisonTests(unittest.TestCase):
                          [("test.test_sample.C.test_a", judge.ABSENT), ("test.test_sample.C.test_b", judge.ABSENT)])
 
     def test_a_failing_subtest_is_its_test_failing(self):
-        variant = self.sample.run({"test_sample": "failed (1 failure)", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b (i=2)", judge.FAIL, TRACEBACK),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ], FULL)
+        variant = self.variant("failed (1 failure)", {"test.test_sample.C.test_b": (judge.FAIL, TRACEBACK)},
+                               {"test.test_sample.C.test_b": "test.test_sample.C.test_b (i=2)"})
         diff = self.compare([variant])["test_sample"]
         self.assertEqual([(c.id, c.plain) for c in diff.held], [("test.test_sample.C.test_b (i=2)", judge.OK)])
 
     def test_a_skip_or_an_unexpected_success_under_the_variant_is_held(self):
-        variant = self.sample.run({"test_sample": "passed", "test_other": "failed"}, [
-            ("test.test_sample.C.test_a", judge.SKIP, "the program is being traced"),
-            ("test.test_sample.C.test_b", judge.OK, ""),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.XPASS, ""),
-        ], FULL)
+        variant = self.variant("passed", {"test.test_sample.C.test_a": (judge.SKIP, "the program is being traced"),
+                                          "test.test_other.D.test_d": (judge.XPASS, "")})
         diffs = self.compare([variant])
         self.assertEqual([(c.id, c.outcome) for c in diffs["test_sample"].held],
                          [("test.test_sample.C.test_a", judge.SKIP)])
@@ -239,17 +223,8 @@ class ComparisonTests(unittest.TestCase):
                          [("test.test_other.D.test_d", judge.XPASS)])
 
     def test_a_difference_that_a_rerun_does_not_show_is_not_held(self):
-        first = self.sample.run({"test_sample": "failed (1 failure)", "test_other": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.FAIL, TRACEBACK),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-            ("test.test_other.D.test_d", judge.OK, ""),
-        ], FULL)
-        rerun = self.sample.run({"test_sample": "passed"}, [
-            ("test.test_sample.C.test_a", judge.OK, ""),
-            ("test.test_sample.C.test_b", judge.OK, ""),
-            ("test.test_sample.C.test_c", judge.SKIP, "needs a network"),
-        ], FULL)
+        first = self.variant("failed (1 failure)", {"test.test_sample.C.test_b": (judge.FAIL, TRACEBACK)})
+        rerun = self.variant("passed")
         diff = self.compare([first, rerun])["test_sample"]
         self.assertEqual((diff.kind, diff.held, diff.not_reproduced), (judge.NOT_REPRODUCED, [], True))
         reproduced = self.compare([first, first])["test_sample"]
