@@ -196,7 +196,8 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
 
             tool_id = claim_tool_id(settings.tool_ids)
             if tool_id is None:
-                warn_once("telemetry_shim: no free sys.monitoring tool id (3, 4 and 5 are in use); running untraced")
+                warn_once("telemetry_shim: no free sys.monitoring tool id (3 and 4 are in use; 0-2 and 5 belong to "
+                          "debuggers, coverage, profilers and optimizers); running untraced")
                 return False
             try:
                 shim = _Shim(tool_id, settings, exceptions)

@@ -49,9 +49,9 @@ DEFAULT_PERIOD_MS = 1000.0
 DEFAULT_BUDGET = 0.01
 # Windows shorter than this measure little but the cost of switching the events.
 MIN_WINDOW_MS = 1.0
-# sys.monitoring tool ids the shim may claim, in this order: 0 debugger, 1 coverage, 2 profiler
-# (cProfile) are never taken.
-TOOL_IDS = (3, 4, 5)
+# sys.monitoring tool ids the shim may claim, in this order. The others are named by sys.monitoring
+# itself: 0 debugger, 1 coverage, 2 profiler (cProfile), 5 optimizer (OPTIMIZER_ID).
+TOOL_IDS = (3, 4)
 DEFAULT_BUFFER_EVENTS = 1 << 17  # at most about 11 MB of pending records (84 bytes each)
 MIN_BUFFER_EVENTS = 1024
 DEFAULT_FLUSH_INTERVAL_MS = 50.0

@@ -45,11 +45,11 @@ class BadValuesTests(unittest.TestCase):
         self.assertEqual(0.0, settings_from({"TELEMETRY_SHIM_EXIT_TIMEOUT_S": "0"}).exit_timeout_s)
 
     def test_tool_id(self):
-        for bad in ("7", "1", "three"):
+        for bad in ("7", "1", "5", "three"):  # 5 is sys.monitoring.OPTIMIZER_ID
             with self.subTest(bad=bad):
-                self.assert_reported({"TELEMETRY_SHIM_TOOL_ID": bad}, "tool_ids", (3, 4, 5))
-        settings = settings_from({"TELEMETRY_SHIM_TOOL_ID": " 5 "})
-        self.assertEqual(((5, 3, 4), []), (settings.tool_ids, settings.problems))
+                self.assert_reported({"TELEMETRY_SHIM_TOOL_ID": bad}, "tool_ids", (3, 4))
+        settings = settings_from({"TELEMETRY_SHIM_TOOL_ID": " 4 "})
+        self.assertEqual(((4, 3), []), (settings.tool_ids, settings.problems))
 
     def test_an_infinite_window_is_reported_instead_of_failing_the_start(self):
         self.assert_reported({"TELEMETRY_SHIM_WINDOW_MS": "inf"}, "window_ns", 10_000_000)
