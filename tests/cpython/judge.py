@@ -560,7 +560,7 @@ def run_regrtest(python, version, variant, modules, options, directory, echo):
     with open(log_path, "w", buffering=1) as log:  # line by line, as regrtest flushes its output
         process = subprocess.Popen(command, cwd=directory, env=run_environment(variant), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_default_sigint)
         try:
             for line in _lines_until(process, started + deadline):
                 log.write(line)
@@ -584,6 +584,14 @@ def run_regrtest(python, version, variant, modules, options, directory, echo):
         tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-5:]
         run.problem = "exit code %d, regrtest did not print its result: %s" % (exit_code, " / ".join(tail))
     return run
+
+
+def _default_sigint():
+    """In the run's process, before exec: SIGINT back to its default. A judge started as a background job
+    inherits SIGINT ignored (the shell's rule for asynchronous commands), Python then installs no
+    KeyboardInterrupt handler: regrtest's signal tests (test_generators, test_signal, test_asyncio's runners)
+    then fail plain and under the shim alike, and judge nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _keep_only(directory, name):
