@@ -7,7 +7,11 @@ tracker: both import this module.
 """
 
 import threading
+from functools import partial, reduce
 from itertools import count
+from sys import getrefcount
+from operator import call, is_
+from weakref import ref
 from _thread import get_native_id
 
 from . import _wire
@@ -15,6 +19,10 @@ from . import _wire
 _CO_GENERATOR = 0x20
 _CO_COROUTINE = 0x80
 _CO_ASYNC_GENERATOR = 0x200
+
+# sys.getrefcount() of an immortal object (3.12+: 2**32 - 1 on 64-bit builds); no object reaches it
+# by being referenced.
+IMMORTAL_REFCOUNT = 1 << 30
 
 # Beyond this many distinct code objects (e.g. a program exec()ing fresh code forever) new code
 # is recorded under one shared "<code table full>" definition, so memory stays bounded.
@@ -47,14 +55,25 @@ class AtomicCounter:
             return current
 
 
+def on_death(*steps):
+    """A weakref callback that makes the calls `steps` (C callables taking no argument) when the
+    referent dies, without running any bytecode: a code object dies wherever the program drops it,
+    and no frame of the shim may run there (a signal handler would run inside it, the recursion
+    limit count it, an error in it be printed as ignored). functools.reduce is what consumes the
+    map of calls in C; the weakref it is given as a third argument is only its start value."""
+    return partial(reduce, is_, map(call, steps))
+
+
 class CodeTable:
     """Every code object the shim has met: its key (code id << 8) and its CodeDefinition.
 
-    `keys` maps id(code) to the key, or to 0 for the shim's own code (never recorded anywhere). The
-    code objects are kept alive in `objects`, so that an id() is never reused by another code
-    object. What the call callbacks look up is `call_keys`: `keys` itself, unless a filter leaves
-    code out; then a second table where such code is 0 (DISABLE: no event after its first) while
-    `keys` keeps its real key for exception locations.
+    `keys` maps id(code) to the key, or to 0 for the shim's own code (never recorded anywhere). No
+    code object is kept alive (a program that compiles code at run time must be able to free it):
+    each entry goes when its code object dies (a weakref per code, `_lifelines`), before anything
+    else can take its address, so an id() in the tables always means the code it was defined for,
+    and a key is never given to two code objects. What the call callbacks look up is `call_keys`:
+    `keys` itself, unless a filter leaves code out; then a second table where such code is 0
+    (DISABLE: no event after its first) while `keys` keeps its real key for exception locations.
     """
 
     def __init__(self, shim_prefix, code_filter=None):
@@ -62,10 +81,10 @@ class CodeTable:
         self.keys = {}
         self.code_filter = code_filter if code_filter is not None and code_filter.active else None
         self.call_keys = self.keys if self.code_filter is None else {}
-        self.objects = []
+        self._lifelines = {}  # id(code) -> the weakref whose callback removes the code's entries
         self.definitions = []  # append-only; the sender tracks how many it has sent
         self._next_code_id = count(1).__next__
-        self._overflow_code_key = None
+        self.overflow_code_key = None  # the one key of every code beyond MAX_CODES, once there
         self._bootstrap_key = None
         self._bootstrap_recorded = True
 
@@ -94,7 +113,7 @@ class CodeTable:
         """Defines a new code object; returns its key for the call path (0: never recorded)."""
         filename = code.co_filename
         if cache and filename.startswith(self.shim_prefix):
-            self.objects.append(code)
+            self._forget_when_dead(code)
             self.keys[id(code)] = 0
             if self.call_keys is not self.keys:
                 self.call_keys[id(code)] = 0
@@ -113,7 +132,8 @@ class CodeTable:
         key = code_id << _wire.CODE_ID_SHIFT
         # The definition is published before the key: a record using the key can never reach
         # the sender ahead of its definition.
-        self.objects.append(code)
+        if cache:
+            self._forget_when_dead(code)
         self.definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags))
         code_filter = self.code_filter
         if code_filter is not None:
@@ -130,11 +150,11 @@ class CodeTable:
         return self.keys.setdefault(id(code), key)
 
     def _overflow_key(self):
-        key = self._overflow_code_key
+        key = self.overflow_code_key
         if key is None:
             code_id = self._next_code_id()
             self.definitions.append((code_id, "<code table full>", "", 0, "", 0))
-            key = self._overflow_code_key = code_id << _wire.CODE_ID_SHIFT
+            key = self.overflow_code_key = code_id << _wire.CODE_ID_SHIFT
         return key
 
     def never_record(self, frame):
@@ -142,10 +162,24 @@ class CodeTable:
         while frame is not None:
             code = frame.f_code
             if id(code) not in self.keys:
-                self.objects.append(code)
+                self._forget_when_dead(code)
                 self.keys[id(code)] = 0
                 self.call_keys[id(code)] = 0
             frame = frame.f_back
+
+    def _forget_when_dead(self, code):
+        """Arms the removal of `code`'s entries (keys, call_keys, this lifeline) for when it dies.
+        An immortal code object never dies and gets no weakref: CPython 3.12's deep-frozen code
+        (the frozen stdlib modules) is static and shared by every interpreter of the process, and a
+        weakref of ours in its list would be freed by a subinterpreter (a crash)."""
+        if getrefcount(code) >= IMMORTAL_REFCOUNT:
+            return
+        cid = id(code)
+        lifelines = self._lifelines
+        steps = [partial(self.keys.pop, cid, None), partial(lifelines.pop, cid, None)]
+        if self.call_keys is not self.keys:
+            steps.append(partial(self.call_keys.pop, cid, None))
+        lifelines[cid] = ref(code, on_death(*steps))
 
 
 class ThreadInfo:
@@ -258,9 +292,13 @@ class ThreadTable:
 
 class CallbackFailures:
     """What an exception caught inside a callback means, for every callback of the shim (calls,
-    exceptions, the one-shot call after a fork), and the counts it keeps: events dropped inside
-    callbacks (a full buffer, the recursion limit) and internal errors. The first internal error
-    calls `turn_off` (events off, the sender told), once."""
+    exceptions, CALL, C_RETURN), and the counts it keeps: events dropped inside callbacks (a full
+    buffer, the recursion limit) and internal errors. The first internal error calls `turn_off`
+    (events off, the sender told), once.
+
+    A RecursionError never comes here: the callbacks catch it themselves and count the drop with C
+    calls only (`dropped.increment()`), because calling this method at the limit would fail in turn
+    and raise from the callback into the program."""
 
     def __init__(self, shim_prefix, turn_off):
         self.shim_prefix = shim_prefix

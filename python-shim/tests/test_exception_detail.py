@@ -6,7 +6,7 @@ import unittest
 
 if sys.version_info >= (3, 12):
     from telemetry_shim import SHIM_PACKAGE_DIR, _wire
-    from telemetry_shim._exceptions import safe_reads, sender_thread
+    from telemetry_shim._exceptions import details, safe_reads
     from telemetry_shim._monitor import Recorder
 
 OK, TRUNCATED, UNAVAILABLE = 0, 1, 2
@@ -193,7 +193,7 @@ class DetailTests(unittest.TestCase):
             node = pending.pop()
             nodes.append(node)
             pending.extend(node["members"])
-        self.assertEqual(sender_thread.MAX_DETAILS_PER_RECORD, len(nodes))
+        self.assertEqual(details.MAX_DETAILS_PER_RECORD, len(nodes))
         self.assertEqual(16, len(detail["members"]))
         size = len(_wire.encode_message("ExceptionDetail", detail))
         self.assertLess(size, _wire.MAX_FRAME_PAYLOAD // 2)
@@ -208,7 +208,7 @@ class DetailTests(unittest.TestCase):
             dive(200)
         except LookupError as exc:
             detail = self.tracker.detail(exc)
-        self.assertEqual(sender_thread.MAX_TRACEBACK_ENTRIES, len(detail["traceback"]))
+        self.assertEqual(details.MAX_TRACEBACK_ENTRIES, len(detail["traceback"]))
         definitions = {d[0]: d[1] for d in self.recorder.codes.definitions}
         self.assertEqual({"DetailTests.test_traceback_keeps_the_innermost_entries.<locals>.dive"},
                          {definitions[l["code_id"]] for l in detail["traceback"]})

@@ -589,6 +589,75 @@ class EscapeTests(unittest.TestCase):
         self.assertEqual(("fetch", run.line("raise")), run.where(record["stack"][-1]))
 
 
+class LifetimeTests(unittest.TestCase):
+    """No exception, traceback or frame outlives the program's last reference to it: objects held by
+    the frames an exception passed through die where they die without the shim (no gc.collect())."""
+
+    def test_frames_of_handled_exceptions_die_when_the_handler_ends(self):
+        run = ExceptionRun(self, """
+            import weakref
+            class Resource:
+                pass
+            alive = []
+            def fail(error_type, text):
+                held = Resource()  # what the frame holds: a file, a lock, a buffer
+                alive.append(weakref.ref(held))
+                raise error_type(text)
+            def check(label):
+                dead = [r() is None for r in alive]
+                print(label, all(dead))
+                alive.clear()
+            for i in range(30):  # the first ones detailed, the others counted
+                try:
+                    fail(KeyError, i)
+                except KeyError:
+                    pass
+                check("handled")
+            try:
+                try:
+                    fail(ValueError, "value")
+                except ValueError as error:
+                    error.add_note("note")
+                    raise
+            except ValueError:
+                pass
+            check("reraised")
+            class Lazy:
+                @property
+                def value(self):
+                    fail(AttributeError, "value")
+            hasattr(Lazy(), "value")  # swallowed by C
+            check("swallowed")
+            """)
+        self.assertEqual("handled True\n" * 30 + "reraised True\nswallowed True\n", run.stdout)
+        self.assertEqual(30, len(run.of_type("builtins.KeyError")) + sum(
+            t["count"] for t in run.conn.tallies if t["type_name"] == "builtins.KeyError"))
+
+    def test_the_handler_sees_the_innermost_frame_which_dies_after_it(self):
+        # test_exceptions' cleanup test, away from the recursion limit: the handler sees the innermost frame's
+        # locals through the traceback, and they die after it.
+        run = ExceptionRun(self, """
+            import weakref
+            class C:
+                pass
+            ref = None
+            def inner(depth):
+                global ref
+                c = C()
+                ref = weakref.ref(c)
+                if depth:
+                    inner(depth - 1)
+                else:
+                    raise LookupError("bottom")
+            try:
+                inner(50)
+            except LookupError:
+                print(ref() is not None)
+            print(ref() is None)
+            """)
+        self.assertEqual("True\nTrue\n", run.stdout)
+
+
 class SafetyTests(unittest.TestCase):
     def test_hostile_exceptions_never_run_their_code_and_never_slow_the_program(self):
         run = ExceptionRun(self, """

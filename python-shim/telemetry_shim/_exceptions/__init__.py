@@ -1,8 +1,10 @@
 """Exception capture: one record per exception object, sent once its fate is known.
 
 The parts, by the thread that runs them:
-- program_threads.py: the RAISE, RERAISE, EXCEPTION_HANDLED and PY_UNWIND callbacks and the
-  flights they keep (every exception followed from its first RAISE until its fate is known);
+- program_threads.py: the RAISE, RERAISE, EXCEPTION_HANDLED, PY_UNWIND and notes (C_RETURN)
+  callbacks and the flights they keep (every exception followed from its first RAISE until its
+  fate is known, by ids: no reference to an exception outlives the callback that saw it);
+- details.py: what a detailed record says about its exception, read at those events;
 - escape_hooks.py: sys.excepthook, threading.excepthook, sys.unraisablehook and asyncio's
   handler, on the thread whose exception escaped;
 - sender_thread.py: each tick, concludes the flights that went quiet and builds the records and
@@ -14,6 +16,7 @@ the recorder (callbacks, hooks, fork) and the sender (collect) use.
 """
 
 from . import program_threads, sender_thread
+from .details import DetailReader, locations
 from .escape_hooks import EscapeHooks
 from .program_threads import FlightTable
 from .safe_reads import CodeLines
@@ -32,12 +35,13 @@ class ExceptionTracker:
     callback failure policy it shares with the call recorder (_tables.py)."""
 
     def __init__(self, codes, threads, failures):
-        lines = CodeLines()
-        self.flights = FlightTable(codes, threads, failures, lines)
+        self.reader = DetailReader(codes)
+        self.flights = FlightTable(codes, threads, failures, CodeLines(codes), self.reader)
         self.hooks = EscapeHooks(self.flights)
-        self.reporter = ExceptionReporter(self.flights, codes, lines)
+        self.reporter = ExceptionReporter(self.flights)
         self.flights.hook_asyncio = self.hook_asyncio
         self.on_unwind = self.flights.on_unwind  # the call recorder's PY_UNWIND callback forwards to it
+        self.on_note_added = self.flights.on_note_added  # C_RETURN, where the notes watch keeps CALL on
 
     def callbacks(self, unwind):
         """(event, callback) pairs to register (FlightTable.callbacks)."""
@@ -60,7 +64,10 @@ class ExceptionTracker:
         return self.reporter.collect(final)
 
     def detail(self, exc):
-        return self.reporter.detail(exc)
+        """The ExceptionDetail dict of `exc` as a record would carry it after an event now."""
+        detail = self.reader.detail(exc)
+        detail["traceback"] = locations(self.reader.traceback_entries(exc))
+        return detail
 
     def reset_after_fork(self):
         self.flights.reset_after_fork()

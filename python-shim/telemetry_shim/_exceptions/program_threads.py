@@ -1,14 +1,26 @@
-"""The exception callbacks, run on the program's threads: RAISE, RERAISE, EXCEPTION_HANDLED and
-the PY_UNWIND bookkeeping, and the state they keep. Every exception is followed as a Flight from
-its first RAISE until its fate is known; concluded flights go to the sender (detailed ones, in
-`finished`) or to their site's counters (the others, listed in `dirty_sites`). The sender's side
-(sender_thread.py) reads those two lists and concludes, from a tick, flights that went quiet.
+"""The exception callbacks, run on the program's threads: RAISE, RERAISE, EXCEPTION_HANDLED, the
+PY_UNWIND bookkeeping and the notes watch (C_RETURN of `add_note`), and the state they keep. Every
+exception is followed as a Flight from its first RAISE until its fate is known; concluded flights
+go to the sender (detailed ones, in `finished`) or to their site's counters (the others, listed in
+`dirty_sites`). The sender's side (sender_thread.py) reads those two lists and concludes, from a
+tick, flights that went quiet.
+
+No reference to an exception, its traceback, a frame or a class outlives the callback that saw it:
+an exception holds its traceback, the traceback its frames, the frames their locals, and the
+program must see all of them freed when it lets go, as it would without the shim. A flight is
+keyed by id(exc) and remembers ids (of the exception, of its traceback at the last event, of the
+Python frame it unwound into and that frame's code) and plain values. An id is only meaningful
+while its object lives, and the shim cannot tell when the program lets go; so every event that
+finds a flight first checks that it is about the same object, with objects that are alive at that
+moment: the same class (by id, the site's), and either the traceback seen at the previous event (a
+new frame's entry links to it, RERAISE and EXCEPTION_HANDLED keep it) or the exception being what
+the thread handles (sys.exception(), an identity test). Otherwise the flight's exception has died
+and a new one took its address: the flight is concluded and the event is about a new exception.
 
 What sys.monitoring tells us (measured on 3.12 and 3.13):
 - RAISE fires in every frame an exception passes through: first where it is raised (its
-  traceback has one entry then), then in each Python caller it reaches. PY_UNWIND fires in each
-  frame it leaves. So an exception object is tracked from its first RAISE, keyed by id() while
-  the shim holds a reference to it, and the later events update that one "flight".
+  traceback has one entry then), then in each Python caller it reaches (with one more entry,
+  whose tb_next is the previous one). PY_UNWIND fires in each frame it leaves.
 - EXCEPTION_HANDLED also fires for compiler-made handlers (the cleanup of `except ... as e`, a
   with-block's exit, Thread._bootstrap_inner), which re-raise right away (RERAISE). So HANDLED
   only makes the flight "pending"; it is concluded lazily, once it can no longer be re-raised:
@@ -17,17 +29,23 @@ What sys.monitoring tells us (measured on 3.12 and 3.13):
   sys._current_exceptions()), or at the end. Its fate time is the HANDLED event's time.
 - An exception that leaves a frame into C code which swallows it (hasattr(), getattr() with a
   default, ...) shows no further event: the sender concludes it once the thread has moved on
-  (sys._current_frames()), as handled at the Python line that made the C call. One that ends a
-  coroutine is stored in its task: it is held longer, so that `await task` continues its record.
+  from that call (sys._current_frames()), as handled at the Python line that made the C call. One
+  that ends a coroutine is stored in its task: its flight stays open longer, so that `await task`
+  continues its record.
+- The import system rewrites an exception's traceback on its way out (importlib's frames are
+  dropped): the next RAISE is recognised by its frame instead (the caller it unwound into, at the
+  call it made).
 - Returning DISABLE from these events raises inside the program: the callbacks never do.
 
-Cost: the callbacks only touch dicts and small objects. Full detail (the stack at raise time,
-then type, message, notes, chain, members, traceback, built by the sender) is kept for the first
-FIRST_DETAILED_PER_SITE exceptions of each (type, raise code, raise line), then at most one per
-second per site and MAX_DETAILED_PER_SECOND overall (after a burst of DETAILED_BURST); the others
-are counted in ExceptionTally. The common case, a new exception at a known raise point whose site
-has had its detail, takes one dict lookup to find its site and one small object to follow it;
-everything else (a new raise point, a detailed exception, the tables full) goes to _new_flight.
+Detail (DetailReader): a detailed flight copies what its record says at its first RAISE and
+refreshes what can change at its later events (a traceback entry per frame; the notes, also at
+each `add_note` that returns, see the notes watch in _monitor.Recorder; everything again when it
+is re-raised inside its handler). It is kept for the first FIRST_DETAILED_PER_SITE exceptions of
+each (type, raise code, raise line), then at most one per second per site and
+MAX_DETAILED_PER_SECOND overall (after a burst of DETAILED_BURST); the others are counted in
+ExceptionTally. The common case, a new exception at a known raise point whose site has had its
+detail, takes two dict lookups to find its site and one small object to follow it; everything
+else (a new raise point, a detailed exception, the tables full) goes to _new_flight.
 """
 
 import sys
@@ -35,10 +53,11 @@ import threading
 from opcode import opmap  # what dis.opmap is, without importing dis at every start-up
 from _thread import get_ident
 from time import perf_counter_ns
+from weakref import ref
 
 from .. import _wire
 from .._tables import AtomicCounter
-from .safe_reads import being_handled, get_traceback
+from .safe_reads import being_handled, get_traceback, handled_ids, type_name
 
 _events = sys.monitoring.events
 
@@ -50,7 +69,15 @@ MAX_DETAILED_PER_SECOND = 100   # sustained, over all sites (a token bucket) ...
 DETAILED_BURST = 1000           # ... after a burst of this many (e.g. the imports at start-up)
 MAX_SITES = 16384
 MAX_IN_FLIGHT = 4096
+MAX_TRACEBACK_WORDS = 2 * 128   # a detailed flight's traceback entries (code key, line), innermost first
 _NORMAL_TIMING = (SITE_DETAIL_INTERVAL_NS, MAX_DETAILED_PER_SECOND)
+
+# What the notes watch looks for (PEP 678). `e.add_note(x)`: the callable is this method
+# descriptor and the exception is the first argument; `g = e.add_note; g(x)`: the callable is a
+# builtin method named add_note whose __self__ is the exception.
+ADD_NOTE = BaseException.add_note
+ADD_NOTE_NAME = "add_note"
+BUILTIN_METHOD = type(len)
 
 
 def stretch_intervals(slowdown):
@@ -72,11 +99,15 @@ _THREAD_BOOTSTRAP_INNER_CODE = getattr(getattr(threading.Thread, "_bootstrap_inn
 class Site:
     """One (exception type, raise code, raise line): sampling state and tally counters."""
 
-    __slots__ = ("exc_type", "code_key", "line", "detailed", "last_detail_ns", "counters", "sent", "dirty",
-                 "name", "stop_iteration", "count_handled")
+    __slots__ = ("type_ref", "type_id", "name", "code_key", "line", "detailed", "last_detail_ns", "counters",
+                 "sent", "dirty", "stop_iteration", "count_handled")
 
     def __init__(self, exc_type, code_key, line):
-        self.exc_type = exc_type  # kept alive: its id() is part of the key
+        # A weak reference: a class created at run time must be able to die. Its id() is part of
+        # the keys; type_ref() tells whether that id still means this class.
+        self.type_ref = ref(exc_type) if exc_type is not None else _no_type
+        self.type_id = id(exc_type) if exc_type is not None else 0
+        self.name = type_name(exc_type) if exc_type is not None else ""
         self.code_key = code_key
         self.line = line
         self.detailed = 0
@@ -86,49 +117,47 @@ class Site:
         self.count_handled = handled.increment  # the common fate, one C call
         self.sent = {}  # fate -> total already tallied (sender only)
         self.dirty = False
-        self.name = None
         # A for loop or `yield from` ends it silently (FOR_ITER/SEND swallow it in C).
         self.stop_iteration = exc_type is not None and issubclass(exc_type, StopIteration)
 
 
 class Flight:
-    """One exception object from its first RAISE until its fate is known. Fields that start at
-    their class default are only written when they change (creating a flight is on the
-    exception path); `info`, `raised_ns` and `stack` only matter for a detailed one."""
+    """One exception from its first RAISE until its fate is known, by ids and plain values (the
+    module's docstring). Fields that start at their class default are only written when they change
+    (creating a flight is on the exception path); `info`, `raised_ns`, `stack`, `detail`,
+    `traceback`, `handler` and `caller_site` only matter for a detailed one."""
 
     detailed = False
     info = None
     raised_ns = 0
     stack = None
     stack_truncated = False
+    detail = None  # the ExceptionDetail dict, top node's traceback apart (DetailReader)
+    traceback = None  # [code key, line, ...] innermost first
     state = PROPAGATING
     frames_unwound = 0
     reraises = 0
-    handled_code = None
-    handled_key = 0
-    handled_offset = -1
-    caller = None  # the Python frame it last unwound into, and that frame's instruction then
+    escaped_thread = False  # handled by Thread._bootstrap_inner: an escape from its thread
+    handler = None  # (code key, line) of the handler it last reached
+    caller_id = 0  # the Python frame it last unwound into (0: none), that frame's code and instruction
+    caller_code_id = 0
     caller_lasti = -1
+    caller_site = None  # (code key, line) of that instruction
     outermost = False  # it last left the thread's outermost program frame
     coroutine = False  # it last ended a coroutine (its task keeps it)
     pending = False  # in its thread's list of handled flights to conclude
     fate = None
     fate_ns = 0
-    # Where it was handled, once concluded (detailed only): (code key, code, offset, how the
-    # line is found); the sender turns it into a Location.
-    handled_at = None
+    handled_at = None  # (code key, line) where it was handled, once concluded (detailed only)
 
-    def __init__(self, exc, ident, site, now):
-        self.exc = exc
+    def __init__(self, exc_id, tb_id, ident, site, now):
+        self.exc_id = exc_id
+        self.tb_id = tb_id  # id of the exception's traceback at its last event
         self.ident = ident
         self.site = site
         self.last_ns = now
 
 
-# How a handled_at offset becomes a line: the first line of the handler that starts there
-# (EXCEPTION_HANDLED), or the line of the instruction itself (a call or loop that swallowed it).
-HANDLER_LINE = 0
-INSTRUCTION_LINE = 1
 _new_object = object.__new__
 
 # Instructions that end a StopIteration in C right after its RAISE event in their frame.
@@ -145,13 +174,12 @@ class FlightTable:
     counters, and the callbacks that keep them. The sender reads `inflight`, `finished` and
     `dirty_sites`, and concludes quiet flights through conclude()."""
 
-    def __init__(self, codes, threads, failures, lines):
-        self.inflight = {}  # id(exc) -> Flight (the Flight holds exc, so the id stays valid)
+    def __init__(self, codes, threads, failures, lines, reader):
+        self.inflight = {}  # id(exc) -> Flight
         self.pending_by_ident = {}  # ident -> [Flight] handled, to conclude lazily (owner thread only)
         self.sites = {}  # (id(type), code key, line) -> Site
-        # (id(code), offset, type) -> Site: the raising instruction's site, without a frame or a
-        # line lookup (a type hashes by identity; a code would hash its contents). Codes stay
-        # alive in the code table.
+        # (code key, offset, id(type)) -> Site: the raising instruction's site, without a frame or a
+        # line lookup. A code key is never reused; the type's id is checked with Site.type_ref.
         self.raise_points = {}
         # The same for a StopIteration that the raising instruction itself ends in C (SEND, FOR_ITER:
         # an `await` of a finished future): handled where it was raised, so it is counted at once.
@@ -165,24 +193,30 @@ class FlightTable:
         # tracker sets hook_asyncio, which keeps asyncio_hooked up to date.
         self.asyncio_hooked = False
         self.hook_asyncio = _no_hook
+        self._codes = codes
         self._threads = threads
         self._thread_infos = threads.by_ident  # never replaced
+        self._failures = failures
         self._failed = failures.failed
         self._code_keys = codes.keys  # never replaced
         self._code_key_of = codes.key_of
         self._ignored_idents = threads.ignored_idents  # never replaced
-        self._line_at = lines.line_at
+        self._lines = lines
+        self._reader = reader
 
     def callbacks(self, unwind):
         """(event, callback) pairs to register; PY_UNWIND only when the call callbacks do not
         already forward it (see _monitor.Recorder._make_callback). The callbacks never return DISABLE
         (not allowed for these events) and hand internal errors to CallbackFailures."""
-        failed = self._failed
+        failures = self._failures
+        failed = failures.failed
         on_unwind = self.on_unwind
 
         def unwind_callback(code, offset, exc):
             try:
                 on_unwind(code, exc)  # finds the frame two calls up, as under the call recorder
+            except RecursionError:
+                failures.dropped.increment()  # at the limit: no Python call here (CallbackFailures)
             except BaseException as error:
                 if failed(error):
                     raise
@@ -197,23 +231,37 @@ class FlightTable:
 
     def on_raise(self, code, offset, exc):
         try:
-            flight = self.inflight.get(id(exc))
+            inflight = self.inflight
+            exc_id = id(exc)
+            flight = inflight.get(exc_id)
             ident = get_ident()
+            tb = get_traceback(exc)
             if flight is not None:
-                if flight.ident == ident:
+                if flight.ident == ident and id(type(exc)) == flight.site.type_id:
                     if flight.state == PROPAGATING:
-                        # It reached a Python caller: not swallowed by C on the way ...
-                        flight.caller = None
-                        if flight.site.stop_iteration and _swallows_stop_iteration(code, offset):
-                            self._swallowed_here(flight, code, offset)  # ... unless by this loop
-                        return None
-                    if being_handled(sys.exception(), exc):  # `raise err` inside its own handler
+                        linked = tb is not None and id(tb.tb_next) == flight.tb_id
+                        if linked or (offset == flight.caller_lasti and id(code) == flight.caller_code_id
+                                      and id(sys._getframe(1)) == flight.caller_id):
+                            # It reached a Python caller: not swallowed by C on the way ...
+                            flight.caller_id = 0
+                            flight.tb_id = id(tb)
+                            if flight.detailed:
+                                self._reached_caller(flight, exc, code, linked)
+                            if flight.site.stop_iteration and _swallows_stop_iteration(code, offset):
+                                self._swallowed_here(flight, code, offset)  # ... unless by this loop
+                            return None
+                    elif being_handled(sys.exception(), exc):  # `raise err` inside its own handler
                         flight.state = PROPAGATING
                         flight.reraises += 1
                         flight.last_ns = perf_counter_ns()
+                        flight.tb_id = id(tb)
+                        if flight.detailed:  # its context may be new, its traceback has grown
+                            flight.detail = self._reader.detail(exc)
+                            flight.traceback = self._reader.traceback_entries(exc)
                         return None
-                # Raised again after its handler ended, or on another thread: that raise is over.
-                if self.inflight.pop(id(exc), None) is flight:
+                # Another exception at the address of the flight's, which died; or the same one
+                # raised again after its handler ended, or on another thread: that flight is over.
+                if inflight.pop(exc_id, None) is flight:
                     self.conclude(flight, at_end=False)
             if ident in self._ignored_idents:
                 return None
@@ -224,12 +272,11 @@ class FlightTable:
                     handled = pending.pop()
                     handled.pending = False
                     if (handled.state == HANDLED and handled.fate is None
-                            and self.inflight.pop(id(handled.exc), None) is handled):
-                        if handled.detailed or handled.handled_code is _THREAD_BOOTSTRAP_INNER_CODE:
+                            and inflight.pop(handled.exc_id, None) is handled):
+                        if handled.detailed or handled.escaped_thread:
                             self.conclude(handled, at_end=False)
                         else:
                             handled.fate = _wire.FATE_HANDLED
-                            handled.exc = None
                             site = handled.site
                             site.count_handled()
                             if not site.dirty:
@@ -237,43 +284,68 @@ class FlightTable:
                                 self.dirty_sites.append(site)
                 else:
                     self._settle_handled(pending)
-            point = (id(code), offset, type(exc))
-            site = self.raise_points.get(point)
-            if site is not None and len(self.inflight) < MAX_IN_FLIGHT:
-                now = perf_counter_ns()
-                if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
-                        or not self._sample(site, now)):
-                    # Counted, not detailed: the fields the fate needs, nothing else.
-                    flight = _new_object(Flight)
-                    flight.exc = exc
-                    flight.ident = ident
-                    flight.site = site
-                    flight.last_ns = now
-                    self.inflight[id(exc)] = flight
-                    return None
-                self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
-                return None
-            site = self.swallow_points.get(point)
-            if site is not None:  # inline like the path above: asyncio takes it on every await of a done future
-                now = perf_counter_ns()
-                if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
-                        or not self._sample(site, now)):
-                    site.count_handled()
-                    if not site.dirty:
-                        site.dirty = True
-                        self.dirty_sites.append(site)
-                    return None
-                self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
-                return None
+            ck = self._code_keys.get(id(code))
+            if ck:
+                cls = type(exc)
+                point = (ck, offset, id(cls))
+                site = self.raise_points.get(point)
+                if site is not None and site.type_ref() is cls:
+                    if len(inflight) < MAX_IN_FLIGHT:
+                        now = perf_counter_ns()
+                        if ((site.detailed >= FIRST_DETAILED_PER_SITE
+                             and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS) or not self._sample(site, now)):
+                            # Counted, not detailed: the fields the fate needs, nothing else.
+                            flight = _new_object(Flight)
+                            flight.exc_id = exc_id
+                            flight.tb_id = id(tb)
+                            flight.ident = ident
+                            flight.site = site
+                            flight.last_ns = now
+                            inflight[exc_id] = flight
+                            return None
+                        self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
+                        return None
+                else:
+                    site = self.swallow_points.get(point)
+                    if site is not None and site.type_ref() is cls:
+                        # Inline like the path above: asyncio takes it on every await of a done future.
+                        now = perf_counter_ns()
+                        if ((site.detailed >= FIRST_DETAILED_PER_SITE
+                             and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS) or not self._sample(site, now)):
+                            site.count_handled()
+                            if not site.dirty:
+                                site.dirty = True
+                                self.dirty_sites.append(site)
+                            return None
+                        self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
+                        return None
             self._new_flight(code, offset, exc, ident, sys._getframe(1))
+        except RecursionError:
+            self._failures.dropped.increment()
         except BaseException as error:
             if self._failed(error):
                 raise
         return None
 
+    def _reached_caller(self, flight, exc, code, linked):
+        """A detailed flight's RAISE in the next Python caller: one more traceback entry (all of them
+        again when C code rewrote the chain), and notes that C code may have added meanwhile."""
+        reader = self._reader
+        if not linked:
+            flight.traceback = reader.traceback_entries(exc)
+        elif len(flight.traceback) < MAX_TRACEBACK_WORDS:
+            tb = get_traceback(exc)
+            ck = self._code_keys.get(id(code))
+            if ck is None:
+                ck = self._code_key_of(code, tb.tb_frame)
+            if ck:
+                flight.traceback.append(ck)
+                flight.traceback.append(tb.tb_lineno or 0)
+        reader.refresh_notes(flight.detail, exc)
+
     def _new_flight(self, code, offset, exc, ident, frame, sampled=False):
         """The slow path of a new exception: defines its code and site, decides its detail
-        (unless `sampled` already did: then it is detailed), records the stack."""
+        (unless `sampled` already did: then it is detailed), reads the stack and the detail."""
         if frame.f_code is not code:
             frame = None
         ck = self._code_key_of(code, frame)
@@ -281,31 +353,28 @@ class FlightTable:
             return  # the shim's own code
         line = frame.f_lineno if frame is not None else None
         known_line = line is not None
+        tb = get_traceback(exc)
         if line is None and frame is not None:
             # An instruction without a line (e.g. the re-raise of what except* left): the line
             # its traceback gives for this frame.
-            tb = get_traceback(exc)
             line = tb.tb_lineno if tb is not None and tb.tb_frame is frame else None
         line = line or 0
         cls = type(exc)
-        key = (id(cls), ck, line)
-        site = self.sites.get(key)
+        site = self._site(cls, ck, line)
         if site is None:
-            if len(self.sites) >= MAX_SITES:
-                self._count(self.overflow_site, _wire.FATE_UNSPECIFIED)
-                return
-            site = self.sites.setdefault(key, Site(cls, ck, line))
+            self._count(self.overflow_site, _wire.FATE_UNSPECIFIED)
+            return
         swallowed = site.stop_iteration and _swallows_stop_iteration(code, offset)
-        if known_line:
+        if known_line and ck != self._codes.overflow_code_key:  # that key is shared by many codes
             points = self.swallow_points if swallowed else self.raise_points
             if len(points) >= 4 * MAX_SITES:
                 points.clear()
-            points[(id(code), offset, cls)] = site
+            points[(ck, offset, id(cls))] = site
         if len(self.inflight) >= MAX_IN_FLIGHT:
             self._count(site, _wire.FATE_UNSPECIFIED)
             return
         now = perf_counter_ns()
-        flight = Flight(exc, ident, site, now)
+        flight = Flight(id(exc), id(tb), ident, site, now)
         if sampled or self._sample(site, now):
             info = self._thread_infos.get(ident) or self._threads.info(ident, code, frame)
             if info is not None:
@@ -316,18 +385,34 @@ class FlightTable:
                     flight.stack, flight.stack_truncated = self._stack(frame)
                     if flight.stack:
                         flight.stack[1] = line  # the raising frame's line, as found above
+                flight.detail = self._reader.detail(exc)
+                flight.traceback = self._reader.traceback_entries(exc)
         self.inflight[id(exc)] = flight
         if swallowed:  # raised by C code (e.g. next() under map()) into a for loop that ends it
             self._swallowed_here(flight, code, offset)
 
+    def _site(self, cls, ck, line):
+        """The Site of (cls, ck, line), made when new; None when the table is full."""
+        key = (id(cls), ck, line)
+        site = self.sites.get(key)
+        if site is not None and site.type_ref() is cls:
+            return site
+        if site is None:
+            if len(self.sites) >= MAX_SITES:
+                return None
+            return self.sites.setdefault(key, Site(cls, ck, line))
+        site = self.sites[key] = Site(cls, ck, line)  # the class that id meant has died
+        return site
+
     def _swallowed_here(self, flight, code, offset):
         """A StopIteration that the loop instruction at `offset` ends in C: handled there."""
-        if self.inflight.pop(id(flight.exc), None) is not flight:
+        if self.inflight.pop(flight.exc_id, None) is not flight:
             return
         now = perf_counter_ns()
-        ck = self._code_key_of(code, None) if flight.detailed else 0
-        if ck:
-            flight.handled_at = (ck, code, offset, INSTRUCTION_LINE)
+        if flight.detailed:
+            ck = self._code_key_of(code, None)
+            if ck:
+                flight.handled_at = (ck, self._lines.line_at(code, ck, offset) or 0)
         self.conclude(flight, at_end=False, fate=_wire.FATE_HANDLED, fate_ns=now)
 
     def _sample(self, site, now):
@@ -368,8 +453,16 @@ class FlightTable:
 
     def on_reraise(self, code, offset, exc):
         try:
-            flight = self.inflight.get(id(exc))
+            inflight = self.inflight
+            flight = inflight.get(id(exc))
             ident = get_ident()
+            tb = get_traceback(exc)
+            if flight is not None and not (flight.ident == ident and id(type(exc)) == flight.site.type_id
+                                           and (id(tb) == flight.tb_id or being_handled(sys.exception(), exc))):
+                # Another exception at a dead one's address, or the same one on another thread.
+                if inflight.pop(id(exc), None) is flight:
+                    self.conclude(flight, at_end=False)
+                flight = None
             if flight is None:
                 # First seen here: e.g. the unmatched part of a group, split off by `except*`.
                 if ident not in self._ignored_idents:
@@ -378,13 +471,23 @@ class FlightTable:
                         self._settle_handled(pending)
                     self._new_flight(code, offset, exc, ident, sys._getframe(1))
                 return None
-            if flight.ident != ident or not self._code_keys.get(id(code), 1):
-                return None
+            ck = self._code_keys.get(id(code))
+            if ck == 0:
+                return None  # the shim's own frame
             flight.state = PROPAGATING
             flight.last_ns = perf_counter_ns()
-            # Compiler-made cleanups re-raise from instructions without a line: not the program's.
-            if flight.detailed and self._line_at(code, offset) is not None:
-                flight.reraises += 1
+            if flight.detailed:
+                if ck is None:
+                    ck = self._code_key_of(code, None)
+                # Compiler-made cleanups re-raise from instructions without a line: not the program's.
+                if self._lines.line_at(code, ck, offset) is not None:
+                    flight.reraises += 1
+                if id(tb) != flight.tb_id:  # the handler gave it another traceback
+                    flight.traceback = self._reader.traceback_entries(exc)
+                self._reader.refresh_notes(flight.detail, exc)  # a finally block or __exit__ ran
+            flight.tb_id = id(tb)
+        except RecursionError:
+            self._failures.dropped.increment()
         except BaseException as error:
             if self._failed(error):
                 raise
@@ -398,6 +501,11 @@ class FlightTable:
             ident = get_ident()
             if flight.ident != ident:
                 return None
+            if id(type(exc)) != flight.site.type_id or id(get_traceback(exc)) != flight.tb_id:
+                # Not the flight's exception (never seen raised; the flight's has died).
+                if self.inflight.pop(id(exc), None) is flight:
+                    self.conclude(flight, at_end=False)
+                return None
             ck = self._code_keys.get(id(code))
             if ck is None:
                 frame = sys._getframe(1)
@@ -407,17 +515,18 @@ class FlightTable:
             if not self.asyncio_hooked and "asyncio.base_events" in sys.modules:
                 self.hook_asyncio()  # asyncio just imported: its loop may be about to report this
             flight.state = HANDLED
-            flight.handled_code = code  # Thread._bootstrap_inner's is an escape from its thread
+            flight.escaped_thread = code is _THREAD_BOOTSTRAP_INNER_CODE
             if flight.detailed:
                 flight.last_ns = perf_counter_ns()  # its fate_ns
-                flight.handled_key = ck
-                flight.handled_offset = offset
+                flight.handler = (ck, self._lines.handler_line(code, ck, offset))
             if not flight.pending:
                 flight.pending = True
                 pending = self.pending_by_ident.get(ident)
                 if pending is None:
                     pending = self.pending_by_ident.setdefault(ident, [])
                 pending.append(flight)
+        except RecursionError:
+            self._failures.dropped.increment()
         except BaseException as error:
             if self._failed(error):
                 raise
@@ -431,6 +540,10 @@ class FlightTable:
         code_keys = self._code_keys
         if not code_keys.get(id(code), 1):
             return  # the shim's own frame
+        if id(type(exc)) != flight.site.type_id or id(get_traceback(exc)) != flight.tb_id:
+            if self.inflight.pop(id(exc), None) is flight:  # not the flight's exception (see on_handled)
+                self.conclude(flight, at_end=False)
+            return
         frame = sys._getframe(2)
         flight.frames_unwound += 1
         flight.last_ns = perf_counter_ns()
@@ -441,13 +554,43 @@ class FlightTable:
         elif flight.coroutine:
             flight.coroutine = False
         caller = frame.f_back if frame.f_code is code else None
-        if caller is None or not (code_keys.get(id(caller.f_code)) or self._code_key_of(caller.f_code, caller)):
+        caller_key = 0
+        if caller is not None:
+            caller_code = caller.f_code
+            caller_key = code_keys.get(id(caller_code)) or self._code_key_of(caller_code, caller)
+        if not caller_key:
             flight.outermost = True
-            flight.caller = None
+            flight.caller_id = 0
         else:
             flight.outermost = False
-            flight.caller = caller
-            flight.caller_lasti = caller.f_lasti
+            flight.caller_id = id(caller)
+            flight.caller_code_id = id(caller_code)
+            flight.caller_lasti = lasti = caller.f_lasti
+            if flight.detailed:
+                flight.caller_site = (caller_key, self._lines.line_at(caller_code, caller_key, lasti) or 0)
+
+    def on_note_added(self, code, offset, callable, arg0):
+        """C_RETURN: after `exc.add_note(...)` returns, a detailed flight takes the exception's notes
+        as they are now (the watch keeps CALL, and so C_RETURN, only at such call sites). Never
+        returns DISABLE (not allowed for C_RETURN)."""
+        try:
+            if callable is ADD_NOTE:
+                exc = arg0
+            elif type(callable) is BUILTIN_METHOD and callable.__name__ == ADD_NOTE_NAME:
+                exc = callable.__self__
+            else:
+                return None
+            flight = self.inflight.get(id(exc))
+            if (flight is not None and flight.detailed and issubclass(type(exc), BaseException)
+                    and id(type(exc)) == flight.site.type_id
+                    and (id(get_traceback(exc)) == flight.tb_id or being_handled(sys.exception(), exc))):
+                self._reader.refresh_notes(flight.detail, exc)
+        except RecursionError:
+            self._failures.dropped.increment()
+        except BaseException as error:
+            if self._failed(error):
+                raise
+        return None
 
     def _settle_handled(self, pending):
         """On a thread's new exception: its handled flights that it no longer handles are final."""
@@ -456,19 +599,21 @@ class FlightTable:
         if current is None:  # the common case: outside any handler, all of them are final
             for flight in pending:
                 flight.pending = False
-                if flight.state == HANDLED and flight.fate is None and inflight.pop(id(flight.exc), None) is flight:
+                if flight.state == HANDLED and flight.fate is None and inflight.pop(flight.exc_id, None) is flight:
                     self.conclude(flight, at_end=False)
             pending.clear()
             return
+        handling = handled_ids(current)
+        del current
         keep = []
         for flight in pending:
             if flight.state != HANDLED or flight.fate is not None:
                 flight.pending = False
-            elif being_handled(current, flight.exc):
+            elif flight.exc_id in handling:
                 keep.append(flight)
             else:
                 flight.pending = False
-                if inflight.pop(id(flight.exc), None) is flight:
+                if inflight.pop(flight.exc_id, None) is flight:
                     self.conclude(flight, at_end=False)
         pending[:] = keep
 
@@ -480,35 +625,28 @@ class FlightTable:
         (popped it from inflight), so this runs once per flight."""
         if fate is None:
             if flight.state == HANDLED:
-                fate = (_wire.FATE_ESCAPED_THREAD if flight.handled_code is _THREAD_BOOTSTRAP_INNER_CODE
-                        and _THREAD_BOOTSTRAP_INNER_CODE is not None else _wire.FATE_HANDLED)
+                fate = _wire.FATE_ESCAPED_THREAD if flight.escaped_thread else _wire.FATE_HANDLED
                 fate_ns = flight.last_ns
-                if fate == _wire.FATE_HANDLED and flight.detailed:
-                    flight.handled_at = (flight.handled_key, flight.handled_code, flight.handled_offset,
-                                         HANDLER_LINE)
+                if fate == _wire.FATE_HANDLED:
+                    flight.handled_at = flight.handler
             elif flight.outermost:
                 main = threading.main_thread()
                 is_main = main is not None and main.ident == flight.ident
                 fate = _wire.FATE_ESCAPED_PROGRAM if is_main else _wire.FATE_ESCAPED_THREAD
                 fate_ns = flight.last_ns
-            elif at_end or flight.caller is None:
+            elif at_end or not flight.caller_id:
                 fate = _wire.FATE_IN_FLIGHT
                 fate_ns = perf_counter_ns()
             else:
                 # Swallowed by C code that the caller frame called (hasattr(), getattr(x, y, z)...).
                 fate = _wire.FATE_HANDLED
                 fate_ns = flight.last_ns
-                if flight.detailed:
-                    caller = flight.caller
-                    flight.handled_at = (self._code_key_of(caller.f_code, caller), caller.f_code,
-                                         flight.caller_lasti, INSTRUCTION_LINE)
+                flight.handled_at = flight.caller_site
         flight.fate = fate
         flight.fate_ns = fate_ns
-        flight.caller = None
         if flight.detailed:
             self.finished.append(flight)
         else:
-            flight.exc = None
             self._count(flight.site, fate)
 
     def _count(self, site, fate):
@@ -520,11 +658,13 @@ class FlightTable:
             site.dirty = True
             self.dirty_sites.append(site)
 
+    # ---- escape hooks (escape_hooks.py calls these on the thread of the escape) -------------------
+
     def escaped_program(self, exc):
         """sys.excepthook saw `exc`. The program may call the hook itself for an exception that is
         still in its frames: not an escape."""
         flight = self.inflight.get(id(exc))
-        if flight is None or (flight.state == PROPAGATING and flight.outermost):
+        if flight is None or not _same(flight, exc) or (flight.state == PROPAGATING and flight.outermost):
             self.escaped(exc, _wire.FATE_ESCAPED_PROGRAM)
 
     def escaped(self, exc, fate):
@@ -536,35 +676,39 @@ class FlightTable:
             return
         now = perf_counter_ns()
         flight = self.inflight.pop(id(exc), None)
+        if flight is not None and not _same(flight, exc):
+            self.conclude(flight, at_end=False)  # its exception died; this one took its address
+            flight = None
         if flight is None:
             flight = self._flight_at_hook(exc, ident, now)
             if flight is None:
                 return
+        elif flight.detailed:
+            self._reader.refresh_notes(flight.detail, exc)
         self.conclude(flight, at_end=False, fate=fate, fate_ns=now)
 
     def _flight_at_hook(self, exc, ident, now):
         """A flight for an exception first seen by a hook (raised before the shim started, or
         untracked): its site is the innermost traceback entry."""
-        tb = get_traceback(exc)
+        tb = innermost = get_traceback(exc)
         ck = line = 0
-        if tb is not None:
-            while tb.tb_next is not None:
-                tb = tb.tb_next
-            ck = self._code_key_of(tb.tb_frame.f_code, tb.tb_frame)
-            line = tb.tb_lineno or 0
+        if innermost is not None:
+            while innermost.tb_next is not None:
+                innermost = innermost.tb_next
+            ck = self._code_key_of(innermost.tb_frame.f_code, innermost.tb_frame)
+            line = innermost.tb_lineno or 0
         info = self._thread_infos.get(ident) or self._threads.info(ident)
         if info is None:
             return None
         cls = type(exc)
-        key = (id(cls), ck, line)
-        site = self.sites.get(key)
-        if site is None:
-            site = self.overflow_site if len(self.sites) >= MAX_SITES else self.sites.setdefault(key, Site(cls, ck, line))
-        flight = Flight(exc, ident, site, now)
-        if site is not self.overflow_site and self._sample(site, now):
+        site = self._site(cls, ck, line)
+        flight = Flight(id(exc), id(tb), ident, site or self.overflow_site, now)
+        if site is not None and self._sample(site, now):
             flight.detailed = True
             flight.info = info
             flight.raised_ns = now
+            flight.detail = self._reader.detail(exc)
+            flight.traceback = self._reader.traceback_entries(exc)
         return flight
 
     def reset_after_fork(self):
@@ -577,6 +721,18 @@ class FlightTable:
         self.overflow_site = Site(None, 0, 0)
         self.dirty_sites = []
         self.finished = []
+
+
+def _same(flight, exc):
+    """Is `exc`, given to an escape hook, the flight's exception: the same class, and the traceback
+    of its last event or the flight having left the thread's outermost frame (the runner's
+    sys.excepthook drops its own frames from the traceback before ours sees it)."""
+    return id(type(exc)) == flight.site.type_id and (
+        id(get_traceback(exc)) == flight.tb_id or (flight.state == PROPAGATING and flight.outermost))
+
+
+def _no_type():
+    return None
 
 
 def _no_hook():

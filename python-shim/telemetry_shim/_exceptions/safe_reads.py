@@ -11,6 +11,7 @@ from .. import _wire
 # Limits (README "Exceptions").
 MAX_TEXT_BYTES = 1024            # message and each note, cut on a character boundary
 MAX_NOTES = 16
+MAX_HANDLED_DEPTH = 32        # handlers nested inside handlers that are looked through
 _LINE_CACHE_LIMIT = 1 << 16
 
 # Descriptors that read an exception without its class's __getattribute__ or properties.
@@ -128,9 +129,10 @@ def type_name(cls):
 
 def being_handled(current, exc):
     """Is `exc` among the exceptions a thread is handling: `current` (sys.exception() of that
-    thread) or its __context__ chain (handlers nested inside handlers)."""
+    thread) or its __context__ chain (handlers nested inside handlers). Both are alive: an identity
+    test."""
     depth = 0
-    while current is not None and depth < 32:
+    while current is not None and depth < MAX_HANDLED_DEPTH:
         if current is exc:
             return True
         current = get_context(current)
@@ -138,26 +140,38 @@ def being_handled(current, exc):
     return False
 
 
+def handled_ids(current):
+    """The ids of the exceptions a thread is handling (see being_handled), for a test against
+    exceptions the caller does not hold."""
+    ids = []
+    while current is not None and len(ids) < MAX_HANDLED_DEPTH:
+        ids.append(id(current))
+        current = get_context(current)
+    return ids
+
+
 class CodeLines:
-    """Source lines of instruction offsets, cached per (code, offset)."""
+    """Source lines of instruction offsets, cached per (code key, offset): a code key is never given
+    to another code object (the code table's), so no code object is kept for the cache."""
 
-    def __init__(self):
+    def __init__(self, codes):
         self._cache = {}
+        self._codes = codes
 
-    def line_at(self, code, offset):
+    def line_at(self, code, code_key, offset):
         """The source line of the instruction at `offset`, None when it has none."""
-        return self._lines(code, offset)[0]
+        return self._lines(code, code_key, offset)[0]
 
-    def handler_line(self, code, offset):
+    def handler_line(self, code, code_key, offset):
         """The line of a handler: its first instruction with a line (PUSH_EXC_INFO has none;
         the `except` test or the with statement's exit follows)."""
-        return self._lines(code, offset)[1] or 0
+        return self._lines(code, code_key, offset)[1] or 0
 
-    def _lines(self, code, offset):
-        key = (id(code), offset)
+    def _lines(self, code, code_key, offset):
+        key = (code_key, offset)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] is code:
-            return cached[1]
+        if cached is not None:
+            return cached
         at = following = None
         for start, end, line in code.co_lines():
             if start <= offset < end:
@@ -168,7 +182,8 @@ class CodeLines:
             elif start > offset and line is not None:
                 following = line
                 break
-        if len(self._cache) >= _LINE_CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = (code, (at, following))
+        if code_key != self._codes.overflow_code_key:  # shared by every code beyond the table's limit
+            if len(self._cache) >= _LINE_CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = (at, following)
         return at, following

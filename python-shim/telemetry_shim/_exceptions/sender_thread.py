@@ -1,27 +1,24 @@
 """The exception records, built on the shim's sender thread: each tick it concludes the flights
-that went quiet (program_threads.py keeps them), then builds an ExceptionRecord for every
-concluded detailed flight (its stack, handler line and detail: type, message, notes, chain,
-members, traceback) and an ExceptionTally for every site whose counts changed.
+that went quiet (program_threads.py keeps them), then turns every concluded detailed flight into an
+ExceptionRecord and every site whose counts changed into an ExceptionTally. What a record says was
+read on the program's thread at the events (details.py); here it is only put in the wire's shape.
 """
 
 import sys
-from collections import deque
+from operator import attrgetter
 from time import perf_counter_ns
 
 from .. import _wire
-from .program_threads import HANDLED, HANDLER_LINE
-from .safe_reads import (being_handled, get_cause, get_context, get_members, get_suppress_context, get_traceback,
-                         safe_message, safe_notes, type_name)
+from .details import location, locations
+from .program_threads import HANDLED
+from .safe_reads import handled_ids
 
-# Limits (README "Exceptions").
-MAX_NESTING_DEPTH = 8            # a record's detail is depth 1; cause/context/members below it
-MAX_GROUP_MEMBERS = 16
-MAX_DETAILS_PER_RECORD = 32      # ExceptionDetail nodes in one record (keeps a record far below 1 MiB)
-MAX_TRACEBACK_ENTRIES = 128      # the innermost ones are kept
 QUIET_NS = 100_000_000           # the sender concludes a flight after this long without events
 HANDLED_HOLD_MAX_NS = 30_000_000_000   # ... even if its handler is still running
 COROUTINE_HOLD_NS = 10_000_000_000     # an exception that ended a coroutine waits for `await`
 _NORMAL_TIMING = (QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS)
+_code_of = attrgetter("f_code")
+_lasti_of = attrgetter("f_lasti")
 
 
 def stretch_intervals(slowdown):
@@ -36,16 +33,12 @@ def stretch_intervals(slowdown):
 class ExceptionReporter:
     """Turns what the program's threads concluded into ExceptionRecord and ExceptionTally dicts."""
 
-    def __init__(self, flights, codes, lines):
+    def __init__(self, flights):
         self.flights = flights
-        self._code_key_of = codes.key_of
-        self._lines = lines
-        self._type_names = {}
 
     def collect(self, final=False):
         """Concludes what is due (everything when `final`) and returns (ExceptionRecord dicts,
-        ExceptionTally dicts, ThreadInfos the records use). Defines the codes they use, so the
-        sender must take the code definitions after calling this."""
+        ExceptionTally dicts, ThreadInfos the records use)."""
         flights = self.flights
         if flights.inflight:
             self._settle(perf_counter_ns(), final)
@@ -56,9 +49,8 @@ class ExceptionReporter:
         records = []
         threads = {}
         for flight in concluded:
-            records.append(self._record(flight))
+            records.append(_record(flight))
             threads[flight.info.thread_id] = flight.info
-            flight.exc = None
         return records, self._tallies(), list(threads.values())
 
     def _settle(self, now, final):
@@ -72,132 +64,29 @@ class ExceptionReporter:
             flights = [flight for flight in flights if now - flight.last_ns >= QUIET_NS]
             if not flights:
                 return
-        frames = sys._current_frames()
-        handling = sys._current_exceptions()
+        tops, handling = _thread_states()
         for flight in flights:
-            alive = flight.ident in frames
+            alive = flight.ident in tops
             at_end = False
             if flight.state == HANDLED:
                 if (not final and alive and now - flight.last_ns < HANDLED_HOLD_MAX_NS
-                        and being_handled(handling.get(flight.ident), flight.exc)):
+                        and flight.exc_id in handling.get(flight.ident, ())):
                     continue
             elif flight.outermost:
                 if not final and alive:
                     continue  # an escape: the hooks or the end decide
-            elif flight.caller is None and alive and not final:
+            elif not flight.caller_id and alive and not final:
                 continue  # in a Python frame right now: HANDLED or PY_UNWIND follows
-            elif alive and frames[flight.ident] is flight.caller and flight.caller.f_lasti == flight.caller_lasti:
+            elif alive and tops[flight.ident] == (flight.caller_id, flight.caller_code_id, flight.caller_lasti):
                 if not final:
                     continue  # still inside the call it left (e.g. waiting for the GIL)
                 at_end = True
             elif flight.coroutine:
                 if not final and now - flight.last_ns < COROUTINE_HOLD_NS:
-                    continue  # its task holds it: `await` may raise it again
+                    continue  # its task may hold it: `await` may raise it again
                 at_end = final
-            if inflight.pop(id(flight.exc), None) is flight:
+            if inflight.pop(flight.exc_id, None) is flight:
                 table.conclude(flight, at_end=at_end)
-        del frames, handling
-
-    def _record(self, flight):
-        location = self._location
-        stack = flight.stack or ()
-        record = {
-            "thread_id": flight.info.thread_id,
-            "raised_ns": flight.raised_ns,
-            "fate_ns": flight.fate_ns,
-            "fate": flight.fate,
-            "handled_at": self._handled_location(flight.handled_at),
-            "stack": [location(stack[i], stack[i + 1]) for i in range(len(stack) - 2, -1, -2)],
-            "stack_truncated": flight.stack_truncated,
-            "frames_unwound": flight.frames_unwound,
-            "reraises": flight.reraises,
-            "detail": self.detail(flight.exc),
-        }
-        return record
-
-    def _handled_location(self, handled_at):
-        if handled_at is None:
-            return None
-        code_key, code, offset, how = handled_at
-        if how == HANDLER_LINE:
-            line = self._lines.handler_line(code, offset)
-        else:
-            line = self._lines.line_at(code, offset) or 0
-        return self._location(code_key, line)
-
-    @staticmethod
-    def _location(code_key, line):
-        return {"code_id": code_key >> _wire.CODE_ID_SHIFT, "line": max(int(line or 0), 0)}
-
-    def detail(self, exc):
-        """The ExceptionDetail dict of `exc` with its cause, context and group members, built
-        breadth first so that the MAX_DETAILS_PER_RECORD nodes go to the levels nearest the top
-        (and never deeper than MAX_NESTING_DEPTH)."""
-        budget = MAX_DETAILS_PER_RECORD - 1
-        top = self._detail_node(exc)
-        queue = deque(self._nested(exc, top, 1))
-        while queue:
-            inner, parent, field, depth = queue.popleft()
-            if depth > MAX_NESTING_DEPTH or budget <= 0:
-                if field == "members":
-                    parent["members_omitted"] += 1  # a member left out for the budget is only counted
-                if field != "members" or depth > MAX_NESTING_DEPTH:
-                    parent["nesting_truncated"] = True
-                continue
-            budget -= 1
-            node = self._detail_node(inner)
-            if field == "members":
-                parent["members"].append(node)
-            else:
-                parent[field] = node
-            queue.extend(self._nested(inner, node, depth))
-        return top
-
-    def _detail_node(self, exc):
-        message, status = safe_message(exc)
-        notes, notes_omitted = safe_notes(exc)
-        return {"type_name": self._type_name(type(exc)), "message": message, "message_status": status,
-                "notes": notes, "notes_omitted": notes_omitted, "traceback": self._traceback(exc),
-                "cause": None, "context": None, "suppress_context": bool(get_suppress_context(exc)),
-                "members": [], "members_omitted": 0, "nesting_truncated": False}
-
-    @staticmethod
-    def _nested(exc, node, depth):
-        """(inner exception, parent node, field, depth) for what `exc` carries: its cause, its
-        context when not suppressed and not the cause, its first MAX_GROUP_MEMBERS members."""
-        cause = get_cause(exc)
-        context = get_context(exc)
-        if node["suppress_context"] or context is cause:
-            context = None
-        nested = [(inner, node, field, depth + 1) for field, inner in (("cause", cause), ("context", context))
-                  if inner is not None]
-        if issubclass(type(exc), BaseExceptionGroup):
-            members = get_members(exc)
-            if type(members) is tuple:
-                nested.extend((member, node, "members", depth + 1) for member in members[:MAX_GROUP_MEMBERS])
-                node["members_omitted"] = max(len(members) - MAX_GROUP_MEMBERS, 0)
-        return nested
-
-    def _traceback(self, exc):
-        entries = deque(maxlen=MAX_TRACEBACK_ENTRIES)
-        tb = get_traceback(exc)
-        while tb is not None:
-            entries.append(tb)
-            tb = tb.tb_next
-        code_key_of = self._code_key_of
-        out = []
-        for tb in entries:
-            frame = tb.tb_frame
-            ck = code_key_of(frame.f_code, frame)
-            if ck:  # the shim's own frames (the runner) are not the program's
-                out.append(self._location(ck, tb.tb_lineno))
-        return out
-
-    def _type_name(self, cls):
-        entry = self._type_names.get(id(cls))
-        if entry is None or entry[0] is not cls:
-            entry = self._type_names[id(cls)] = (cls, type_name(cls))
-        return entry[1]
 
     def _tallies(self):
         dirty = self.flights.dirty_sites
@@ -213,9 +102,42 @@ class ExceptionReporter:
                 if delta <= 0:
                     continue
                 site.sent[fate] = total
-                if site.name is None:
-                    site.name = self._type_name(site.exc_type) if site.exc_type is not None else ""
                 tallies.append({"type_name": site.name,
-                                "raised_at": self._location(site.code_key, site.line) if site.code_key else None,
+                                "raised_at": location(site.code_key, site.line) if site.code_key else None,
                                 "fate": fate, "count": delta})
         return tallies
+
+
+def _thread_states():
+    """({ident: (id of its current frame, id of that frame's code, its instruction)}, {ident: ids of
+    the exceptions it handles}), from sys._current_frames() and sys._current_exceptions(). Only ids
+    and integers are kept, and the frames and exceptions are let go at once: the frames within one
+    C-level step (map and zip run no bytecode, so the program cannot run meanwhile and find a frame
+    it left still alive), the exceptions after a walk of their context chains."""
+    frames = sys._current_frames()
+    values = frames.values()
+    tops = dict(zip(frames, zip(map(id, values), map(id, map(_code_of, values)), map(_lasti_of, values))))
+    del frames, values
+    handling = sys._current_exceptions()
+    handled = {ident: handled_ids(exc) for ident, exc in handling.items() if exc is not None}
+    del handling
+    return tops, handled
+
+
+def _record(flight):
+    stack = flight.stack or ()
+    detail = flight.detail
+    detail["traceback"] = locations(flight.traceback)
+    return {
+        "thread_id": flight.info.thread_id,
+        "raised_ns": flight.raised_ns,
+        "fate_ns": flight.fate_ns,
+        "fate": flight.fate,
+        "handled_at": location(*flight.handled_at) if flight.handled_at is not None else None,
+        "stack": locations(stack),
+        "stack_truncated": flight.stack_truncated,
+        "frames_unwound": flight.frames_unwound,
+        "reraises": flight.reraises,
+        "detail": detail,
+    }
+
