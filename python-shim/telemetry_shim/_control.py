@@ -71,7 +71,8 @@ class _Shim:
             warn_once("telemetry_shim: " + problem)
         self.recorder = Recorder(settings.buffer_events, PACKAGE_DIR, self._internal_error, calls=settings.calls,
                                  exceptions=exceptions, burst=settings.mode == "burst",
-                                 code_filter=CodeFilter(settings.include, settings.exclude), native=native)
+                                 code_filter=CodeFilter(settings.include, settings.exclude), native=native,
+                                 note_watch=settings.note_watch)
         self.sender = self._new_sender()
         self.process_start_unix_ns = _process_start_unix_ns()
 

@@ -72,7 +72,7 @@ class Recorder:
     and the tables it shares with the exception tracker (codes, threads, callback failures)."""
 
     def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True,
-                 burst=False, code_filter=None, native=False):
+                 burst=False, code_filter=None, native=False, note_watch=True):
         self.capacity_words = 2 * max(int(capacity_events), 1024)
         self.shim_prefix = os.path.join(os.path.abspath(shim_dir), "")
         self._on_internal_error = on_internal_error
@@ -97,6 +97,10 @@ class Recorder:
             from ._exceptions import ExceptionTracker
 
             self.exceptions = ExceptionTracker(self.codes, self.threads, self.failures)
+        # The notes watch (exceptions only): CALL on for good, kept at the call sites of add_note.
+        self.note_watch = bool(note_watch) and self.exceptions is not None
+        self._past_call = None  # (ident, frame id, code id, call offset, action) while armed
+        self._call_callback = self._make_call_callback()
         unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
         # The one dispatch point between the C callbacks and their Python twin (_native_path).
         self.native = None
@@ -114,7 +118,8 @@ class Recorder:
 
     def _make_callback(self, kind, exception_hook=None):
         slow_path = self._slow_path
-        failed = self.failures.failed
+        failures = self.failures
+        failed = failures.failed
 
         # All state comes in as default arguments (the fastest loads); new_generation() swaps
         # them. `_value` takes the third argument of the events that have one.
@@ -127,6 +132,9 @@ class Recorder:
                     extend((now(), tk | ck | kind))
                     return None
                 return slow_path(code, kind, buf, thread_key)
+            except RecursionError:
+                failures.dropped.increment()  # at the limit: no Python call here (CallbackFailures)
+                return None
             except BaseException as exc:
                 if failed(exc):
                     raise
@@ -149,6 +157,9 @@ class Recorder:
                         extend((now(), tk | ck | kind))
                         return None
                     return slow_path(code, kind, buf, thread_key)
+                except RecursionError:
+                    failures.dropped.increment()
+                    return None
                 except BaseException as exc:
                     if failed(exc):
                         raise
@@ -202,8 +213,13 @@ class Recorder:
     # ---- burst windows (called by the sender thread only) ---------------------------------------
 
     def _window_masks(self):
-        off = EXCEPTION_EVENT_MASK if self.exceptions is not None else 0
+        off = self._steady_mask()
         return off | EVENT_MASK, off
+
+    def _steady_mask(self):
+        """The events that stay on outside burst windows: exceptions, and CALL for the notes watch."""
+        mask = EXCEPTION_EVENT_MASK if self.exceptions is not None else 0
+        return mask | _events.CALL if self.note_watch else mask
 
     def open_window(self, start_ns):
         """Opens a window at `start_ns`: a fresh thread table (every thread seeds itself at its
@@ -404,63 +420,113 @@ class Recorder:
     def install(self, tool_id):
         """Registers the callbacks under an already claimed tool id and turns the events on:
         the call events when `calls` (in burst mode only inside windows: open_window), the
-        exception events when exceptions are tracked (either works alone)."""
+        exception events when exceptions are tracked (either works alone), CALL for the notes
+        watch. The CALL callback is registered in any case, for run_past_call."""
         self.tool_id = tool_id
-        registrations = []
+        registrations = [(_events.CALL, self._call_callback)]
         if self.calls:
             registrations.extend((event, callback) for (event, _, _), callback in zip(_EVENT_KINDS, self._callbacks))
         tracker = self.exceptions
         if tracker is not None:
             registrations.extend(tracker.callbacks(unwind=not self.calls))
+            if self.note_watch:
+                registrations.append((_events.C_RETURN, tracker.on_note_added))
             tracker.install_hooks()
-        mask = 0
         for event, callback in registrations:
             _monitoring.register_callback(tool_id, event, callback)
-            mask |= event
         self._registered_events = tuple(event for event, _ in registrations)
-        if self.burst:
-            mask = self._window_masks()[1]
+        mask = self._steady_mask()
+        if self.calls and not self.burst:
+            mask |= EVENT_MASK
         _monitoring.set_events(tool_id, mask)
 
+    def _make_call_callback(self):
+        """The one CALL callback. The notes watch (PEP 678: a note added to an exception that is then
+        swallowed shows in no other event): it keeps the call sites of add_note, where C_RETURN then
+        reads the notes, and DISABLEs every other call site, so that each costs one event, once.
+        And the one-shot past call of the fork handlers (run_past_call)."""
+        check_past_call = self._check_past_call
+        failures = self.failures
+        failed = failures.failed
+        recorder = self
+        if not self.note_watch:
+            def on_call(code, offset, _callable, _arg0):
+                try:
+                    if recorder._past_call is not None:
+                        check_past_call(code, offset)
+                except RecursionError:
+                    failures.dropped.increment()
+                except BaseException as exc:
+                    if failed(exc):
+                        raise
+                return None
+        else:
+            from ._exceptions.program_threads import ADD_NOTE, ADD_NOTE_NAME, BUILTIN_METHOD
+
+            def on_call(code, offset, callable, _arg0):
+                try:
+                    if recorder._past_call is not None:
+                        check_past_call(code, offset)
+                    if callable is ADD_NOTE or (type(callable) is BUILTIN_METHOD and callable.__name__ == ADD_NOTE_NAME):
+                        return None
+                    return DISABLE
+                except RecursionError:
+                    failures.dropped.increment()
+                except BaseException as exc:
+                    if failed(exc):
+                        raise
+                return None
+
+        on_call.__qualname__ = "telemetry_shim.callback[CALL]"
+        return on_call
+
     def run_past_call(self, frame, action):
-        """Runs `action()` once, at the first call made (by any thread) after `frame` has moved
-        on from the call it is making now: a one-shot CALL event, otherwise never on. The fork
-        handlers use it to start work only once os.fork() has returned. Returns False, having
-        armed nothing, when it cannot (no tool id, no frame)."""
+        """Runs `action()` once, at the first call the current thread makes after `frame` has moved
+        on from the call it is making now (a CALL event; CALL is otherwise off, or the notes watch's).
+        The fork handlers use it to start work only once os.fork() has returned. Only ids of the
+        frame and its code are kept. Returns False, having armed nothing, when it cannot (no tool
+        id, no frame)."""
         tool_id = self.tool_id
         if tool_id is None or frame is None:
             return False
-        call_offset = frame.f_lasti
-        failed = self.failures.failed
-        fired = []
-
-        def past_call(code, offset, _callable, _arg0):
-            try:
-                if frame.f_lasti == call_offset and not (
-                        offset == call_offset and code is frame.f_code and sys._getframe(1) is frame):
-                    return None  # still inside that call (e.g. the other after-fork handlers)
-                if fired:
-                    return None
-                fired.append(True)
-                self.disarm_past_call()
-                action()
-            except BaseException as exc:
-                if failed(exc):
-                    raise
-            return None
-
-        past_call.__qualname__ = "telemetry_shim.callback[PAST_CALL]"
-        _monitoring.register_callback(tool_id, _events.CALL, past_call)
-        _monitoring.set_events(tool_id, _monitoring.get_events(tool_id) | _events.CALL)
+        self._past_call = (get_ident(), id(frame), id(frame.f_code), frame.f_lasti, action)
+        mask = _monitoring.get_events(tool_id)
+        if mask & _events.CALL:
+            # The notes watch has DISABLEd most call sites. CALL off and on again arms every call
+            # site of the code objects running now (the forking frame's and its callers') again;
+            # the others keep their DISABLE marks (measured on 3.12 and 3.13).
+            _monitoring.set_events(tool_id, mask & ~_events.CALL)
+        _monitoring.set_events(tool_id, mask | _events.CALL)
         return True
 
-    def disarm_past_call(self):
-        tool_id = self.tool_id
-        if tool_id is None:
+    def _check_past_call(self, code, offset):
+        """The CALL callback while a past call is armed: its action runs once the forking frame is
+        past the call it was making (it made another call, or it returned and was left)."""
+        armed = self._past_call
+        if armed is None:
             return
+        ident, frame_id, code_id, call_offset, action = armed
+        if get_ident() != ident:
+            return
+        # Frames: 0 this method, 1 the callback, 2 the frame making the call.
+        frame = event_frame = sys._getframe(2)
+        while frame is not None:
+            if id(frame) == frame_id and id(frame.f_code) == code_id:
+                if frame.f_lasti == call_offset and not (frame is event_frame and offset == call_offset):
+                    return  # still inside that call (e.g. the other after-fork handlers)
+                break
+            frame = frame.f_back
+        del frame, event_frame
+        self.disarm_past_call()
+        action()
+
+    def disarm_past_call(self):
+        self._past_call = None
+        tool_id = self.tool_id
+        if tool_id is None or self.note_watch:
+            return  # the watch keeps CALL on
         try:
             _monitoring.set_events(tool_id, _monitoring.get_events(tool_id) & ~_events.CALL)
-            _monitoring.register_callback(tool_id, _events.CALL, None)
         except Exception:
             pass
 
@@ -483,7 +549,7 @@ class Recorder:
             _monitoring.set_events(tool_id, 0)
         except Exception:
             pass
-        for event in self._registered_events + (_events.CALL,):
+        for event in self._registered_events:
             try:
                 _monitoring.register_callback(tool_id, event, None)
             except Exception:

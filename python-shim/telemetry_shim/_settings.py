@@ -39,6 +39,9 @@ EXIT_TIMEOUT_ENV = "TELEMETRY_SHIM_EXIT_TIMEOUT_S"
 # Which call callbacks record: auto (the C ones when built for this Python), on, off (the Python ones).
 NATIVE_ENV = "TELEMETRY_SHIM_NATIVE"
 NATIVE_CHOICES = ("auto", "on", "off")
+# The notes watch (exceptions): CALL events at add_note's call sites, for notes added to an exception
+# in a handler that then swallows it (PEP 678). Off: such notes are not seen, and CALL stays off.
+NOTE_WATCH_ENV = "TELEMETRY_SHIM_NOTE_WATCH"
 # For measuring the shim under a tool that slows the whole process down (valgrind: about 12 times):
 # every interval the shim plans or waits for is stretched by this factor, so that its schedule
 # keeps the proportion to the program's progress that it has in a normal run.
@@ -64,7 +67,7 @@ _INFINITY = float("inf")
 class Settings:
     __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "slowdown", "socket_path",
                  "service_name", "resource_attributes", "tool_ids", "buffer_events", "flush_interval_s",
-                 "exit_timeout_s", "native", "problems")
+                 "exit_timeout_s", "native", "note_watch", "problems")
 
     def __init__(self, **fields):
         for name, value in fields.items():
@@ -128,6 +131,7 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
                                           "ms", problems) / 1000,
         exit_timeout_s=_number_at_least(env, EXIT_TIMEOUT_ENV, DEFAULT_EXIT_TIMEOUT_S, 0.0, "s", problems),
         native=native,
+        note_watch=_switch(env, NOTE_WATCH_ENV, True, problems),
         problems=problems,
     )
 
@@ -210,6 +214,21 @@ def _number(env, name, default, problems, valid=lambda value: True, expected="a 
         problems.append("%s=%r is not %s; using %g" % (name, raw, expected, default))
         return default
     return value
+
+
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def _switch(env, name, default, problems):
+    """An on/off setting: `default` when unset or (reported) neither."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _ON or raw in _OFF:
+        return raw in _ON
+    problems.append("%s=%r is not one of %s; using %s" % (name, raw, "/".join(_ON + _OFF), "on" if default else "off"))
+    return default
 
 
 def _patterns(text):

@@ -107,6 +107,39 @@ class PropagationTests(unittest.TestCase):
         self.assertEqual([], run.conn.tallies)
         run.assert_stacks_balanced()
 
+    def test_notes_added_in_a_handler_that_swallows_it_are_recorded(self):
+        # Nothing after the handler shows the exception again: the notes watch (C_RETURN of add_note)
+        # reads them, in both spellings of the call.
+        run = ExceptionRun(self, """
+            def parse(text):
+                raise ValueError("bad input: " + text)  # @raise
+            for text in ("a", "b"):
+                try:
+                    parse(text)
+                except ValueError as error:  # @handler
+                    error.add_note("while parsing " + text)
+                    add = error.add_note
+                    add("then dropped")
+            """)
+        records = run.of_type("builtins.ValueError")
+        self.assertEqual([["while parsing a", "then dropped"], ["while parsing b", "then dropped"]],
+                         [r["detail"]["notes"] for r in records])
+        self.assertEqual({("FATE_HANDLED", ("<module>", run.line("handler")))},
+                         {(r["fate"], run.where(r["handled_at"])) for r in records})
+
+    def test_notes_watch_off_leaves_call_events_alone(self):
+        run = ExceptionRun(self, """
+            import sys
+            tool = next(t for t in range(6) if sys.monitoring.get_tool(t) == "telemetry_shim")
+            print(bool(sys.monitoring.get_events(tool) & sys.monitoring.events.CALL))
+            try:
+                raise ValueError("x")
+            except ValueError as error:
+                error.add_note("late")
+            """, start_args="calls=False", env={"TELEMETRY_SHIM_NOTE_WATCH": "off"})
+        self.assertEqual("False\n", run.stdout)
+        self.assertEqual([], run.one("builtins.ValueError")["detail"]["notes"])
+
     def test_exception_unwinding_through_50_frames_is_one_record(self):
         run = ExceptionRun(self, """
             def dive(n):

@@ -39,6 +39,11 @@ class BadValuesTests(unittest.TestCase):
         self.assert_reported({"TELEMETRY_SHIM_FLUSH_INTERVAL_MS": "nan"}, "flush_interval_s", 0.05)
         self.assertEqual(0.02, settings_from({"TELEMETRY_SHIM_FLUSH_INTERVAL_MS": "20"}).flush_interval_s)
 
+    def test_note_watch(self):
+        self.assertTrue(settings_from({}).note_watch)
+        self.assertFalse(settings_from({"TELEMETRY_SHIM_NOTE_WATCH": "off"}).note_watch)
+        self.assert_reported({"TELEMETRY_SHIM_NOTE_WATCH": "maybe"}, "note_watch", True)
+
     def test_exit_timeout(self):
         self.assert_reported({"TELEMETRY_SHIM_EXIT_TIMEOUT_S": "never"}, "exit_timeout_s", 2.0)
         self.assert_reported({"TELEMETRY_SHIM_EXIT_TIMEOUT_S": "-1"}, "exit_timeout_s", 0.0)
