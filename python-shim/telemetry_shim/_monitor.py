@@ -22,7 +22,7 @@ from time import perf_counter_ns
 from _thread import get_ident
 
 from . import _wire
-from ._tables import THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, native_id_of
+from ._tables import THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, identity, native_id_of
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
@@ -127,7 +127,7 @@ class Recorder:
                      now=perf_counter_ns, buf=None, extend=None, limit=0, kind=kind):
             try:
                 tk = thread_key(ident())
-                ck = code_key(id(code))
+                ck = code_key(identity(code))
                 if tk and ck and len(buf) < limit:
                     extend((now(), tk | ck | kind))
                     return None
@@ -152,7 +152,7 @@ class Recorder:
                     if not recording:
                         return None
                     tk = thread_key(ident())
-                    ck = code_key(id(code))
+                    ck = code_key(identity(code))
                     if tk and ck and len(buf) < limit:
                         extend((now(), tk | ck | kind))
                         return None
@@ -320,7 +320,7 @@ class Recorder:
 
     def _slow_path(self, code, kind, buf, thread_key):
         codes = self.codes
-        ck = codes.call_keys.get(id(code))
+        ck = codes.call_keys.get(identity(code))
         if ck == 0:
             return DISABLE if kind in _DISABLE_OK_KINDS else None
         ident = get_ident()
@@ -379,7 +379,7 @@ class Recorder:
         call_keys = codes.call_keys
         for frame in reversed(chain):
             frame_code = frame.f_code
-            key = call_keys.get(id(frame_code))
+            key = call_keys.get(identity(frame_code))
             if key is None:
                 key = codes.bootstrap_call_key(frame) if frame_code is THREAD_BOOTSTRAP_CODE else codes.define(frame_code, frame)
             if key:
@@ -489,7 +489,7 @@ class Recorder:
         tool_id = self.tool_id
         if tool_id is None or frame is None:
             return False
-        self._past_call = (get_ident(), id(frame), id(frame.f_code), frame.f_lasti, action)
+        self._past_call = (get_ident(), identity(frame), identity(frame.f_code), frame.f_lasti, action)
         mask = _monitoring.get_events(tool_id)
         if mask & _events.CALL:
             # The notes watch has DISABLEd most call sites. CALL off and on again arms every call
@@ -511,7 +511,7 @@ class Recorder:
         # Frames: 0 this method, 1 the callback, 2 the frame making the call.
         frame = event_frame = sys._getframe(2)
         while frame is not None:
-            if id(frame) == frame_id and id(frame.f_code) == code_id:
+            if identity(frame) == frame_id and identity(frame.f_code) == code_id:
                 if frame.f_lasti == call_offset and not (frame is event_frame and offset == call_offset):
                     return  # still inside that call (e.g. the other after-fork handlers)
                 break

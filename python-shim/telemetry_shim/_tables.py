@@ -20,6 +20,11 @@ _CO_GENERATOR = 0x20
 _CO_COROUTINE = 0x80
 _CO_ASYNC_GENERATOR = 0x200
 
+# An object's id() without the call to id(): id() raises the `builtins.id` audit event, and a program's
+# audit hooks (sys.addaudithook) must not see the shim's lookups (nor run, or raise, inside them).
+# object.__hash__ is the object's address rotated by 4 bits: one value per live object, as id() is.
+identity = object.__hash__
+
 # sys.getrefcount() of an immortal object (3.12+: 2**32 - 1 on 64-bit builds); no object reaches it
 # by being referenced.
 IMMORTAL_REFCOUNT = 1 << 30
@@ -92,14 +97,14 @@ class CodeTable:
         """The key of any code object, defining it when new; 0 for the shim's own code. For
         locations outside the call path (exception sites, tracebacks, stacks): code that a filter
         leaves out of the calls has its real key here."""
-        ck = self.keys.get(id(code))
+        ck = self.keys.get(identity(code))
         if ck is not None:
             return ck
         if code is THREAD_BOOTSTRAP_CODE:
             self.bootstrap_call_key(frame)
             return self._bootstrap_key
         key = self.define(code, frame)
-        return self.keys.get(id(code), key)
+        return self.keys.get(identity(code), key)
 
     def bootstrap_call_key(self, frame):
         """The call key of Thread._bootstrap (0 when a filter leaves it out). It is never cached in
@@ -114,9 +119,9 @@ class CodeTable:
         filename = code.co_filename
         if cache and filename.startswith(self.shim_prefix):
             self._forget_when_dead(code)
-            self.keys[id(code)] = 0
+            self.keys[identity(code)] = 0
             if self.call_keys is not self.keys:
-                self.call_keys[id(code)] = 0
+                self.call_keys[identity(code)] = 0
             return 0
         code_id = self._next_code_id()
         if code_id > MAX_CODES:
@@ -141,13 +146,13 @@ class CodeTable:
             if not cache:
                 self._bootstrap_recorded = recorded
                 return key
-            key = self.keys.setdefault(id(code), key)
-            return self.call_keys.setdefault(id(code), key if recorded else 0)
+            key = self.keys.setdefault(identity(code), key)
+            return self.call_keys.setdefault(identity(code), key if recorded else 0)
         if not cache:
             return key
         # If another thread defined the same code at the same moment, its id wins; this one
         # stays defined but unused.
-        return self.keys.setdefault(id(code), key)
+        return self.keys.setdefault(identity(code), key)
 
     def _overflow_key(self):
         key = self.overflow_code_key
@@ -161,10 +166,10 @@ class CodeTable:
         """The code of `frame` and of its callers is never recorded (key 0) from now on."""
         while frame is not None:
             code = frame.f_code
-            if id(code) not in self.keys:
+            if identity(code) not in self.keys:
                 self._forget_when_dead(code)
-                self.keys[id(code)] = 0
-                self.call_keys[id(code)] = 0
+                self.keys[identity(code)] = 0
+                self.call_keys[identity(code)] = 0
             frame = frame.f_back
 
     def _forget_when_dead(self, code):
@@ -174,7 +179,7 @@ class CodeTable:
         weakref of ours in its list would be freed by a subinterpreter (a crash)."""
         if getrefcount(code) >= IMMORTAL_REFCOUNT:
             return
-        cid = id(code)
+        cid = identity(code)
         lifelines = self._lifelines
         steps = [partial(self.keys.pop, cid, None), partial(lifelines.pop, cid, None)]
         if self.call_keys is not self.keys:

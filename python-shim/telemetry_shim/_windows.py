@@ -10,6 +10,7 @@ from _thread import get_ident
 from time import perf_counter_ns, thread_time_ns
 
 from ._settings import MIN_WINDOW_MS
+from ._tables import identity
 
 MIN_WINDOW_NS = int(MIN_WINDOW_MS * 1e6)
 MAX_PERIOD_NS = 60 * 10**9
@@ -38,7 +39,7 @@ def calibrate_event_cost(recorder):
         return _calibrate_native(code)
     callback = recorder.start_callback
     thread_keys = {get_ident(): 1 << 40}
-    code_keys = {id(code): 1 << 8}
+    code_keys = {identity(code): 1 << 8}
     scratch = []
     args = (code, 0, None, thread_keys.get, code_keys.get, get_ident, perf_counter_ns, scratch, scratch.extend, 1 << 40)
     full = min(_cpu_ns_per_call(callback, args, scratch) for _ in range(3))

@@ -22,6 +22,7 @@ from _thread import get_ident
 
 import telemetry_shim
 from telemetry_shim import _monitor
+from telemetry_shim._tables import identity
 
 N = 200_000
 REPEAT = 7
@@ -44,7 +45,7 @@ def alternatives():
 
     # The shim's own callback, called directly with warm tables (the fast path).
     recorder = _monitor.Recorder(1 << 22, telemetry_shim.SHIM_PACKAGE_DIR, lambda: None)
-    recorder.codes.keys[id(code)] = 5 << 8
+    recorder.codes.keys[identity(code)] = 5 << 8
     recorder.thread_keys[ident] = 1 << 40
     callback = recorder._callbacks[0]
 
@@ -57,30 +58,30 @@ def alternatives():
 
     # Alternatives, same fields.
     thread_keys = {ident: 1 << 40}
-    code_keys = {id(code): 5 << 8}
+    code_keys = {identity(code): 5 << 8}
     code_obj_keys = {code: 5 << 8}
 
     def make(body):
-        namespace = {"get_ident": get_ident, "perf_counter_ns": perf_counter_ns}
+        namespace = {"get_ident": get_ident, "perf_counter_ns": perf_counter_ns, "identity": identity}
         exec(body, namespace)
         return namespace["cb"]
 
     variants = {
         "array('Q').extend of a tuple": """
 def cb(code, offset, _v=None, tkget=None, ckget=None, ident=get_ident, now=perf_counter_ns, buf=None, extend=None, limit=0):
-    tk = tkget(ident()); ck = ckget(id(code))
+    tk = tkget(ident()); ck = ckget(identity(code))
     if tk and ck and len(buf) < limit:
         extend((now(), tk | ck | 1))
 """,
         "two array.append calls (not atomic: rejected)": """
 def cb(code, offset, _v=None, tkget=None, ckget=None, ident=get_ident, now=perf_counter_ns, buf=None, append=None, limit=0):
-    tk = tkget(ident()); ck = ckget(id(code))
+    tk = tkget(ident()); ck = ckget(identity(code))
     if tk and ck and len(buf) < limit:
         append(now()); append(tk | ck | 1)
 """,
         "list.append of a tuple": """
 def cb(code, offset, _v=None, tkget=None, ckget=None, ident=get_ident, now=perf_counter_ns, buf=None, append=None, limit=0):
-    tk = tkget(ident()); ck = ckget(id(code))
+    tk = tkget(ident()); ck = ckget(identity(code))
     if tk and ck and len(buf) < limit:
         append((now(), tk | ck | 1))
 """,
@@ -92,7 +93,7 @@ def cb(code, offset, _v=None, tkget=None, ckget=None, ident=get_ident, now=perf_
 """,
         "globals instead of default arguments": """
 def cb(code, offset, _v=None):
-    tk = TKGET(get_ident()); ck = CKGET(id(code))
+    tk = TKGET(get_ident()); ck = CKGET(identity(code))
     if tk and ck and len(BUF) < LIMIT:
         EXTEND((perf_counter_ns(), tk | ck | 1))
 """,

@@ -691,6 +691,30 @@ class LifetimeTests(unittest.TestCase):
         self.assertEqual("True\nTrue\n", run.stdout)
 
 
+class AuditHookTests(unittest.TestCase):
+    def test_the_programs_audit_hooks_never_see_the_shims_identity_lookups(self):
+        # id() raises the `builtins.id` audit event: the shim's lookups (every call, every exception,
+        # every tick of the sender) must not reach, or run, the program's hooks.
+        run = ExceptionRun(self, """
+            import sys
+            seen = []
+            sys.addaudithook(lambda event, args: event == "builtins.id" and seen.append(args))
+            def f(n):
+                return n and f(n - 1)
+            for i in range(200):
+                f(5)
+                try:
+                    {}[i]
+                except KeyError as error:
+                    error.add_note("missing")
+            id(seen)  # the program's own call is seen
+            print(len(seen))
+            """)
+        self.assertEqual("1\n", run.stdout)
+        self.assertEqual(200, len(run.of_type("builtins.KeyError")) + sum(
+            t["count"] for t in run.conn.tallies if t["type_name"] == "builtins.KeyError"))
+
+
 class SafetyTests(unittest.TestCase):
     def test_hostile_exceptions_never_run_their_code_and_never_slow_the_program(self):
         run = ExceptionRun(self, """

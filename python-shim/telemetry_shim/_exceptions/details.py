@@ -10,6 +10,7 @@ frame the exception reaches adds one entry instead of reading the whole tracebac
 from collections import deque
 
 from .. import _wire
+from .._tables import identity
 from .safe_reads import (get_cause, get_context, get_members, get_suppress_context, get_traceback, safe_message,
                          safe_notes, type_name)
 
@@ -73,7 +74,7 @@ class DetailReader:
         for tb in reversed(kept):
             frame = tb.tb_frame
             code = frame.f_code
-            ck = code_keys.get(id(code))
+            ck = code_keys.get(identity(code))
             if ck is None:
                 ck = code_key_of(code, frame)
             if ck:

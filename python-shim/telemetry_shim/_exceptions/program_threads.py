@@ -56,7 +56,7 @@ from time import perf_counter_ns
 from weakref import ref
 
 from .. import _wire
-from .._tables import AtomicCounter
+from .._tables import AtomicCounter, identity
 from .safe_reads import being_handled, get_traceback, handled_ids, type_name
 
 _events = sys.monitoring.events
@@ -106,7 +106,7 @@ class Site:
         # A weak reference: a class created at run time must be able to die. Its id() is part of
         # the keys; type_ref() tells whether that id still means this class.
         self.type_ref = ref(exc_type) if exc_type is not None else _no_type
-        self.type_id = id(exc_type) if exc_type is not None else 0
+        self.type_id = identity(exc_type) if exc_type is not None else 0
         self.name = type_name(exc_type) if exc_type is not None else ""
         self.code_key = code_key
         self.line = line
@@ -232,19 +232,19 @@ class FlightTable:
     def on_raise(self, code, offset, exc):
         try:
             inflight = self.inflight
-            exc_id = id(exc)
+            exc_id = identity(exc)
             flight = inflight.get(exc_id)
             ident = get_ident()
             tb = get_traceback(exc)
             if flight is not None:
-                if flight.ident == ident and id(type(exc)) == flight.site.type_id:
+                if flight.ident == ident and identity(type(exc)) == flight.site.type_id:
                     if flight.state == PROPAGATING:
-                        linked = tb is not None and id(tb.tb_next) == flight.tb_id
-                        if linked or (offset == flight.caller_lasti and id(code) == flight.caller_code_id
-                                      and id(sys._getframe(1)) == flight.caller_id):
+                        linked = tb is not None and identity(tb.tb_next) == flight.tb_id
+                        if linked or (offset == flight.caller_lasti and identity(code) == flight.caller_code_id
+                                      and identity(sys._getframe(1)) == flight.caller_id):
                             # It reached a Python caller: not swallowed by C on the way ...
                             flight.caller_id = 0
-                            flight.tb_id = id(tb)
+                            flight.tb_id = identity(tb)
                             if flight.detailed:
                                 self._reached_caller(flight, exc, code, linked)
                             if flight.site.stop_iteration and _swallows_stop_iteration(code, offset):
@@ -254,7 +254,7 @@ class FlightTable:
                         flight.state = PROPAGATING
                         flight.reraises += 1
                         flight.last_ns = perf_counter_ns()
-                        flight.tb_id = id(tb)
+                        flight.tb_id = identity(tb)
                         if flight.detailed:  # its context may be new, its traceback has grown
                             flight.detail = self._reader.detail(exc)
                             flight.traceback = self._reader.traceback_entries(exc)
@@ -284,10 +284,10 @@ class FlightTable:
                                 self.dirty_sites.append(site)
                 else:
                     self._settle_handled(pending)
-            ck = self._code_keys.get(id(code))
+            ck = self._code_keys.get(identity(code))
             if ck:
                 cls = type(exc)
-                point = (ck, offset, id(cls))
+                point = (ck, offset, identity(cls))
                 site = self.raise_points.get(point)
                 if site is not None and site.type_ref() is cls:
                     if len(inflight) < MAX_IN_FLIGHT:
@@ -297,7 +297,7 @@ class FlightTable:
                             # Counted, not detailed: the fields the fate needs, nothing else.
                             flight = _new_object(Flight)
                             flight.exc_id = exc_id
-                            flight.tb_id = id(tb)
+                            flight.tb_id = identity(tb)
                             flight.ident = ident
                             flight.site = site
                             flight.last_ns = now
@@ -335,7 +335,7 @@ class FlightTable:
             flight.traceback = reader.traceback_entries(exc)
         elif len(flight.traceback) < MAX_TRACEBACK_WORDS:
             tb = get_traceback(exc)
-            ck = self._code_keys.get(id(code))
+            ck = self._code_keys.get(identity(code))
             if ck is None:
                 ck = self._code_key_of(code, tb.tb_frame)
             if ck:
@@ -369,12 +369,12 @@ class FlightTable:
             points = self.swallow_points if swallowed else self.raise_points
             if len(points) >= 4 * MAX_SITES:
                 points.clear()
-            points[(ck, offset, id(cls))] = site
+            points[(ck, offset, identity(cls))] = site
         if len(self.inflight) >= MAX_IN_FLIGHT:
             self._count(site, _wire.FATE_UNSPECIFIED)
             return
         now = perf_counter_ns()
-        flight = Flight(id(exc), id(tb), ident, site, now)
+        flight = Flight(identity(exc), identity(tb), ident, site, now)
         if sampled or self._sample(site, now):
             info = self._thread_infos.get(ident) or self._threads.info(ident, code, frame)
             if info is not None:
@@ -387,13 +387,13 @@ class FlightTable:
                         flight.stack[1] = line  # the raising frame's line, as found above
                 flight.detail = self._reader.detail(exc)
                 flight.traceback = self._reader.traceback_entries(exc)
-        self.inflight[id(exc)] = flight
+        self.inflight[identity(exc)] = flight
         if swallowed:  # raised by C code (e.g. next() under map()) into a for loop that ends it
             self._swallowed_here(flight, code, offset)
 
     def _site(self, cls, ck, line):
         """The Site of (cls, ck, line), made when new; None when the table is full."""
-        key = (id(cls), ck, line)
+        key = (identity(cls), ck, line)
         site = self.sites.get(key)
         if site is not None and site.type_ref() is cls:
             return site
@@ -441,7 +441,7 @@ class FlightTable:
                 truncated = True
                 break
             code = frame.f_code
-            ck = code_keys.get(id(code))
+            ck = code_keys.get(identity(code))
             if ck is None:
                 ck = code_key_of(code, frame)
             if not ck:
@@ -454,13 +454,13 @@ class FlightTable:
     def on_reraise(self, code, offset, exc):
         try:
             inflight = self.inflight
-            flight = inflight.get(id(exc))
+            flight = inflight.get(identity(exc))
             ident = get_ident()
             tb = get_traceback(exc)
-            if flight is not None and not (flight.ident == ident and id(type(exc)) == flight.site.type_id
-                                           and (id(tb) == flight.tb_id or being_handled(sys.exception(), exc))):
+            if flight is not None and not (flight.ident == ident and identity(type(exc)) == flight.site.type_id
+                                           and (identity(tb) == flight.tb_id or being_handled(sys.exception(), exc))):
                 # Another exception at a dead one's address, or the same one on another thread.
-                if inflight.pop(id(exc), None) is flight:
+                if inflight.pop(identity(exc), None) is flight:
                     self.conclude(flight, at_end=False)
                 flight = None
             if flight is None:
@@ -471,7 +471,7 @@ class FlightTable:
                         self._settle_handled(pending)
                     self._new_flight(code, offset, exc, ident, sys._getframe(1))
                 return None
-            ck = self._code_keys.get(id(code))
+            ck = self._code_keys.get(identity(code))
             if ck == 0:
                 return None  # the shim's own frame
             flight.state = PROPAGATING
@@ -482,10 +482,10 @@ class FlightTable:
                 # Compiler-made cleanups re-raise from instructions without a line: not the program's.
                 if self._lines.line_at(code, ck, offset) is not None:
                     flight.reraises += 1
-                if id(tb) != flight.tb_id:  # the handler gave it another traceback
+                if identity(tb) != flight.tb_id:  # the handler gave it another traceback
                     flight.traceback = self._reader.traceback_entries(exc)
                 self._reader.refresh_notes(flight.detail, exc)  # a finally block or __exit__ ran
-            flight.tb_id = id(tb)
+            flight.tb_id = identity(tb)
         except RecursionError:
             self._failures.dropped.increment()
         except BaseException as error:
@@ -495,18 +495,18 @@ class FlightTable:
 
     def on_handled(self, code, offset, exc):
         try:
-            flight = self.inflight.get(id(exc))
+            flight = self.inflight.get(identity(exc))
             if flight is None:
                 return None
             ident = get_ident()
             if flight.ident != ident:
                 return None
-            if id(type(exc)) != flight.site.type_id or id(get_traceback(exc)) != flight.tb_id:
+            if identity(type(exc)) != flight.site.type_id or identity(get_traceback(exc)) != flight.tb_id:
                 # Not the flight's exception (never seen raised; the flight's has died).
-                if self.inflight.pop(id(exc), None) is flight:
+                if self.inflight.pop(identity(exc), None) is flight:
                     self.conclude(flight, at_end=False)
                 return None
-            ck = self._code_keys.get(id(code))
+            ck = self._code_keys.get(identity(code))
             if ck is None:
                 frame = sys._getframe(1)
                 ck = self._code_key_of(code, frame if frame.f_code is code else None)
@@ -534,14 +534,14 @@ class FlightTable:
 
     def on_unwind(self, code, exc):
         """PY_UNWIND bookkeeping (also called by the call recorder's unwind callback)."""
-        flight = self.inflight.get(id(exc))
+        flight = self.inflight.get(identity(exc))
         if flight is None or flight.ident != get_ident():
             return
         code_keys = self._code_keys
-        if not code_keys.get(id(code), 1):
+        if not code_keys.get(identity(code), 1):
             return  # the shim's own frame
-        if id(type(exc)) != flight.site.type_id or id(get_traceback(exc)) != flight.tb_id:
-            if self.inflight.pop(id(exc), None) is flight:  # not the flight's exception (see on_handled)
+        if identity(type(exc)) != flight.site.type_id or identity(get_traceback(exc)) != flight.tb_id:
+            if self.inflight.pop(identity(exc), None) is flight:  # not the flight's exception (see on_handled)
                 self.conclude(flight, at_end=False)
             return
         frame = sys._getframe(2)
@@ -557,14 +557,14 @@ class FlightTable:
         caller_key = 0
         if caller is not None:
             caller_code = caller.f_code
-            caller_key = code_keys.get(id(caller_code)) or self._code_key_of(caller_code, caller)
+            caller_key = code_keys.get(identity(caller_code)) or self._code_key_of(caller_code, caller)
         if not caller_key:
             flight.outermost = True
             flight.caller_id = 0
         else:
             flight.outermost = False
-            flight.caller_id = id(caller)
-            flight.caller_code_id = id(caller_code)
+            flight.caller_id = identity(caller)
+            flight.caller_code_id = identity(caller_code)
             flight.caller_lasti = lasti = caller.f_lasti
             if flight.detailed:
                 flight.caller_site = (caller_key, self._lines.line_at(caller_code, caller_key, lasti) or 0)
@@ -580,10 +580,10 @@ class FlightTable:
                 exc = callable.__self__
             else:
                 return None
-            flight = self.inflight.get(id(exc))
+            flight = self.inflight.get(identity(exc))
             if (flight is not None and flight.detailed and issubclass(type(exc), BaseException)
-                    and id(type(exc)) == flight.site.type_id
-                    and (id(get_traceback(exc)) == flight.tb_id or being_handled(sys.exception(), exc))):
+                    and identity(type(exc)) == flight.site.type_id
+                    and (identity(get_traceback(exc)) == flight.tb_id or being_handled(sys.exception(), exc))):
                 self._reader.refresh_notes(flight.detail, exc)
         except RecursionError:
             self._failures.dropped.increment()
@@ -663,7 +663,7 @@ class FlightTable:
     def escaped_program(self, exc):
         """sys.excepthook saw `exc`. The program may call the hook itself for an exception that is
         still in its frames: not an escape."""
-        flight = self.inflight.get(id(exc))
+        flight = self.inflight.get(identity(exc))
         if flight is None or not _same(flight, exc) or (flight.state == PROPAGATING and flight.outermost):
             self.escaped(exc, _wire.FATE_ESCAPED_PROGRAM)
 
@@ -675,7 +675,7 @@ class FlightTable:
         if ident in self._ignored_idents:
             return
         now = perf_counter_ns()
-        flight = self.inflight.pop(id(exc), None)
+        flight = self.inflight.pop(identity(exc), None)
         if flight is not None and not _same(flight, exc):
             self.conclude(flight, at_end=False)  # its exception died; this one took its address
             flight = None
@@ -702,7 +702,7 @@ class FlightTable:
             return None
         cls = type(exc)
         site = self._site(cls, ck, line)
-        flight = Flight(id(exc), id(tb), ident, site or self.overflow_site, now)
+        flight = Flight(identity(exc), identity(tb), ident, site or self.overflow_site, now)
         if site is not None and self._sample(site, now):
             flight.detailed = True
             flight.info = info
@@ -727,8 +727,8 @@ def _same(flight, exc):
     """Is `exc`, given to an escape hook, the flight's exception: the same class, and the traceback
     of its last event or the flight having left the thread's outermost frame (the runner's
     sys.excepthook drops its own frames from the traceback before ours sees it)."""
-    return id(type(exc)) == flight.site.type_id and (
-        id(get_traceback(exc)) == flight.tb_id or (flight.state == PROPAGATING and flight.outermost))
+    return identity(type(exc)) == flight.site.type_id and (
+        identity(get_traceback(exc)) == flight.tb_id or (flight.state == PROPAGATING and flight.outermost))
 
 
 def _no_type():

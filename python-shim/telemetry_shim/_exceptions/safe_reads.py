@@ -7,6 +7,7 @@ plain builtin values.
 """
 
 from .. import _wire
+from .._tables import identity
 
 # Limits (README "Exceptions").
 MAX_TEXT_BYTES = 1024            # message and each note, cut on a character boundary
@@ -145,7 +146,7 @@ def handled_ids(current):
     exceptions the caller does not hold."""
     ids = []
     while current is not None and len(ids) < MAX_HANDLED_DEPTH:
-        ids.append(id(current))
+        ids.append(identity(current))
         current = get_context(current)
     return ids
 

@@ -9,6 +9,7 @@ from operator import attrgetter
 from time import perf_counter_ns
 
 from .. import _wire
+from .._tables import identity
 from .details import location, locations
 from .program_threads import HANDLED
 from .safe_reads import handled_ids
@@ -116,7 +117,7 @@ def _thread_states():
     it left still alive), the exceptions after a walk of their context chains."""
     frames = sys._current_frames()
     values = frames.values()
-    tops = dict(zip(frames, zip(map(id, values), map(id, map(_code_of, values)), map(_lasti_of, values))))
+    tops = dict(zip(frames, zip(map(identity, values), map(identity, map(_code_of, values)), map(_lasti_of, values))))
     del frames, values
     handling = sys._current_exceptions()
     handled = {ident: handled_ids(exc) for ident, exc in handling.items() if exc is not None}
