@@ -156,6 +156,13 @@ class _Shim:
         return True
 
 
+def _in_main_interpreter():
+    import _thread
+
+    is_main = getattr(_thread, "_is_main_interpreter", None)
+    return is_main is None or is_main()
+
+
 def _cwd():
     try:
         return os.getcwd()
@@ -184,6 +191,10 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
                 _shim = None
             if sys.version_info < (3, 12) or not hasattr(sys, "monitoring"):
                 warn_once("telemetry_shim: disabled, Python 3.12+ with sys.monitoring is required")
+                return False
+            if not _in_main_interpreter():
+                # A subinterpreter shares the main one's deep-frozen code objects (3.12): instrumenting
+                # them from two interpreters corrupts memory. The main interpreter's shim is the one.
                 return False
             from ._settings import read_settings
 

@@ -56,6 +56,23 @@ class AutostartTest(support.TempDirTestCase):
                 self.assertEqual(support.call_counts(conn)["work"], 3)
                 self.assertEqual(conn.hello["pid"] > 0, True)
 
+    def test_subinterpreters_are_left_alone(self):
+        # They run `site` too; instrumenting the deep-frozen code they share with the main interpreter
+        # from a second one corrupts memory (CPython's test_threading crashed under the shim).
+        try:
+            import _testcapi
+        except ImportError:
+            self.skipTest("no _testcapi.run_in_subinterp")
+        program = self.write("subinterpreters.py", """
+import _testcapi, telemetry_shim
+code = "import sys, telemetry_shim; print(telemetry_shim.is_active(), telemetry_shim.start(), 'sitecustomize' in sys.modules)"
+print(telemetry_shim.is_active(), _testcapi.run_in_subinterp(code))
+""")
+        (code, out, err), connections = self.run_program(autostart_env("{agent}"), [program])
+        self.assertEqual((0, ""), (code, err))
+        self.assertEqual("False False True\nTrue 0\n", out)
+        self.assertEqual(1, len(connections))
+
     def test_disabled_by_environment_starts_nothing(self):
         for flag in ("", "0", "false", "no"):
             with self.subTest(flag=flag):

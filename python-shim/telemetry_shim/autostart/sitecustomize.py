@@ -82,6 +82,14 @@ def _run_by_runner():
     return False
 
 
+def _in_main_interpreter():
+    """A subinterpreter (which runs `site` too) is left alone: see _control.start()."""
+    import _thread
+
+    is_main = getattr(_thread, "_is_main_interpreter", None)
+    return is_main is None or is_main()
+
+
 def _start_shim():
     try:
         import telemetry_shim
@@ -112,7 +120,7 @@ def _start_when_program_begins(frame, event, arg):
 
 def _arm():
     try:
-        if not _autostart_requested() or _run_by_runner():
+        if not _autostart_requested() or _run_by_runner() or not _in_main_interpreter():
             return
         if sys.getprofile() is None:
             sys.setprofile(_start_when_program_begins)
