@@ -18,7 +18,8 @@ what an always-on service pays, the shim's start-up being a one-off cost). Then:
 - the raise path: exceptions mode's extra CPU time per exception raised by exceptions_heavy;
 - what a set_events toggle costs, alone and with re-instrumentation of 1000 functions;
 - instructions (valgrind's cachegrind; --instructions-only for these alone): plain, a second plain run as the
-  control, exceptions mode, and burst mode with its defaults over about six seconds of the program's normal
+  control, exceptions mode, exceptions mode without the notes watch (TELEMETRY_SHIM_NOTE_WATCH=off: the watch's
+  cost is the difference), and burst mode with its defaults over about six seconds of the program's normal
   time. Valgrind runs a program 11 to 37 times slower, while the shim's schedule follows the clock: these runs
   stretch every interval of the shim (TELEMETRY_SHIM_SLOWDOWN) and the GIL's switch interval (bench/slowdown)
   by the slowdown measured for the workload, so that windows open, last and close at the same points of the
@@ -130,7 +131,7 @@ class Runner:
                 raise SystemExit("%s %s failed (%d):\n%s" % (variant, script, process.returncode, err.read()[-3000:]))
             return wall, usage.ru_utime + usage.ru_stime, _steady_seconds(err.read()), out.read()
 
-    def instructions(self, variant, script, service, scale=None, slowdown=None):
+    def instructions(self, variant, script, service, scale=None, slowdown=None, extra_env=None):
         """(instructions, steady-state CPU s) of the run (all its threads), the instructions counted by valgrind's
         cachegrind: unlike CPU time, the same from run to run on a noisy machine. With `slowdown` (how many times
         slower valgrind runs this program), the shim's intervals and the GIL's switch interval are stretched by it:
@@ -139,6 +140,7 @@ class Runner:
         env = dict(self.env)
         if variant in SHIM_MODES:
             env.update(self.shim_env(variant, service))
+        env.update(extra_env or {})
         if slowdown:
             paths = env["PYTHONPATH"].split(os.pathsep)
             paths.insert(1 if variant in SHIM_MODES else 0, SLOWDOWN_SITE_DIR)  # after the autostart directory
@@ -454,7 +456,9 @@ def measure_event_cost(runner, temp, rounds):
     return {variant: (medians[variant] - medians["plain"]) / (2 * calls) for variant in variants if variant != "plain"}
 
 
-INSTRUCTION_VARIANTS = ("plain", "plain again", "exceptions")
+INSTRUCTION_VARIANTS = ("plain", "plain again", "exceptions", "exceptions without notes watch")
+# Settings of the variants that are a mode with something changed (the first word of a variant is its mode).
+VARIANT_ENV = {"exceptions without notes watch": {"TELEMETRY_SHIM_NOTE_WATCH": "off"}}
 # Burst mode is counted over runs this long in the program's normal time: about six windows at the default period.
 BURST_RUN_S = 6.0
 # Counted once at its normal scale, burst mode included: its steady state is a service's start-up.
@@ -492,7 +496,7 @@ def measure_instructions(runner, names, scale, temp):
         def count(variant, program, run_scale=None):
             mode = variant.split()[0]  # "plain again" runs as plain
             service = "instructions.%s.%s%s" % (name, "-".join(variant.split()), ".empty" if program == empty else "")
-            return runner.instructions(mode, program, service, run_scale, slowdown)[0]
+            return runner.instructions(mode, program, service, run_scale, slowdown, VARIANT_ENV.get(variant))[0]
 
         empty_counts = {variant: count(variant, empty) for variant in INSTRUCTION_VARIANTS + ("burst",)}
 
@@ -594,7 +598,7 @@ def summarize(report):
 
 
 def _pct(ratio):
-    return "%+.1f%%" % (100 * (ratio - 1))
+    return "%+.1f%%" % (100 * (ratio - 1)) if ratio is not None else "-"
 
 
 def print_table(rows):
@@ -673,13 +677,15 @@ def print_instructions(instructions, summary):
           "time; steady: minus an empty program's run under the same variant)" % (instructions["scale"],
                                                                                   instructions["burst_run_s"]))
     header = ("workload", "slowdown", "plain steady", "control", "exceptions (steady)", "exceptions (process)",
-              "burst (steady)", "windows", "shim est.")
+              "no notes watch (steady)", "burst (steady)", "windows", "shim est.")
     rows = [header]
     for name, entry in instructions["workloads"].items():
         burst = entry["burst"]
         rows.append((name, "%.1fx" % entry["slowdown"], "%.1f M" % (entry["steady"]["plain"] / 1e6),
                      _pct(entry["ratio_steady"]["plain again"]), _pct(entry["ratio_steady"]["exceptions"]),
-                     _pct(entry["ratio_whole"]["exceptions"]), _pct(burst["ratio_steady"]), str(burst["windows"]),
+                     _pct(entry["ratio_whole"]["exceptions"]),
+                     _pct(entry["ratio_steady"].get("exceptions without notes watch")), _pct(burst["ratio_steady"]),
+                     str(burst["windows"]),
                      "%.2f%%" % (100 * burst["shim_overhead_estimate"])))
     print_table(rows)
     print("burst, default budget (1%%), in instructions: median %+.2f%% steady state, worst %+.2f%% (target <= +2%%); "
