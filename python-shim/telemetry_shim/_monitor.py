@@ -22,7 +22,8 @@ from time import perf_counter_ns
 from _thread import get_ident
 
 from . import _wire
-from ._tables import THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, identity, native_id_of
+from ._tables import (THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, current_frames, identity,
+                      native_id_of)
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
@@ -255,7 +256,7 @@ class Recorder:
         _, off_mask = self._window_masks()
         keys = self.thread_keys
         stop_recording = self._switch_defaults(self.buffer, keys, recording=False)
-        steps = (stop_recording, perf_counter_ns, sys._current_frames, keys.copy)
+        steps = (stop_recording, perf_counter_ns, current_frames, keys.copy)
         if switch_events and tool_id is not None:
             steps = (partial(self._set_events, tool_id, off_mask),) + steps
         try:
@@ -272,7 +273,7 @@ class Recorder:
         if frames and seed_idle:
             seeds = self._seed_idle_threads(frames, seen)
             if seeds:
-                current = sys._current_frames()
+                current = current_frames()
                 for ident, records in seeds.items():
                     if current.get(ident) is frames[ident]:  # still where it was: the seeds hold
                         buf.extend(records)

@@ -9,6 +9,7 @@ tracker: both import this module.
 import threading
 from functools import partial, reduce
 from itertools import count
+import sys
 from sys import getrefcount
 from operator import call, is_
 from weakref import ref
@@ -24,6 +25,28 @@ _CO_ASYNC_GENERATOR = 0x200
 # audit hooks (sys.addaudithook) must not see the shim's lookups (nor run, or raise, inside them).
 # object.__hash__ is the object's address rotated by 4 bits: one value per live object, as id() is.
 identity = object.__hash__
+
+def other_interpreters_running():
+    """Does the process run interpreters besides this one? sys._current_frames() and
+    sys._current_exceptions() walk every interpreter's threads, and on 3.12 doing so while an
+    isolated subinterpreter (its own GIL) runs corrupts memory: the sender does without them then.
+    Interpreters are created through _interpreters (3.13) or _xxsubinterpreters (3.12): a program
+    that has not imported either runs none (from Python)."""
+    modules = sys.modules
+    for name in ("_interpreters", "_xxsubinterpreters"):
+        module = modules.get(name)
+        if module is not None:
+            try:
+                return len(module.list_all()) > 1
+            except Exception:
+                return True
+    return False
+
+
+def current_frames():
+    """sys._current_frames(), or {} while other interpreters run (other_interpreters_running)."""
+    return {} if other_interpreters_running() else sys._current_frames()
+
 
 # sys.getrefcount() of an immortal object (3.12+: 2**32 - 1 on 64-bit builds); no object reaches it
 # by being referenced.

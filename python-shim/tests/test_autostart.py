@@ -73,6 +73,34 @@ print(telemetry_shim.is_active(), _testcapi.run_in_subinterp(code))
         self.assertEqual("False False True\nTrue 0\n", out)
         self.assertEqual(1, len(connections))
 
+    def test_isolated_subinterpreters_running_beside_the_shim(self):
+        # sys._current_frames() walks every interpreter's threads: on 3.12, called by the sender while
+        # an isolated subinterpreter (its own GIL) runs, it corrupts memory. The sender does without.
+        try:
+            from test.support import interpreters
+        except ImportError:
+            self.skipTest("no test.support.interpreters")
+        program = self.write("isolated.py", """
+from test.support import interpreters
+for i in range(30):
+    interp = interpreters.create()
+    run = getattr(interp, "run", None) or interp.exec
+    run("import json\\nfor i in range(20000):\\n    pass\\ntry:\\n    {}[1]\\nexcept KeyError:\\n    pass\\n")
+    interp.close()
+try:
+    {}[1]
+except KeyError:
+    pass
+print("done")
+""")
+        for mode in ("exceptions", "burst"):
+            with self.subTest(mode=mode):
+                env = dict(autostart_env("{agent}"), TELEMETRY_SHIM_MODE=mode)
+                (code, out, err), connections = self.run_program(env, [program])
+                self.assertEqual((0, "", "done\n"), (code, err, out))
+                self.assertEqual(1, len(connections))
+                self.assertIsNone(connections[0].error)
+
     def test_disabled_by_environment_starts_nothing(self):
         for flag in ("", "0", "false", "no"):
             with self.subTest(flag=flag):

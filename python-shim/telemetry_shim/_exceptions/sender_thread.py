@@ -9,7 +9,7 @@ from operator import attrgetter
 from time import perf_counter_ns
 
 from .. import _wire
-from .._tables import identity
+from .._tables import identity, other_interpreters_running
 from .details import location, locations
 from .program_threads import HANDLED
 from .safe_reads import handled_ids
@@ -65,7 +65,12 @@ class ExceptionReporter:
             flights = [flight for flight in flights if now - flight.last_ns >= QUIET_NS]
             if not flights:
                 return
-        tops, handling = _thread_states()
+        if other_interpreters_running():
+            if not final:
+                return  # no thread states now (other_interpreters_running): settled later, or at the end
+            tops = handling = {}
+        else:
+            tops, handling = _thread_states()
         for flight in flights:
             alive = flight.ident in tops
             at_end = False
