@@ -334,13 +334,19 @@ class ByDesignListTests(unittest.TestCase):
             | `test.test_monitoring.{A,B}.*` | all | claims tool ids \\| checks them |
             | `test_sys` | full, burst | counts calls |
 
+            ### A second table
+
+            | test | modes | reason |
+            | --- | --- | --- |
+            | `test_gc` | exceptions | frames |
+
             ## Figures
             | a | b | c |
             """))
         exclusions = judge.load_by_design(path)
         self.assertEqual([(e.pattern, sorted(e.modes), e.reason) for e in exclusions], [
             ("test.test_monitoring.{A,B}.*", sorted(judge.MODES), "claims tool ids | checks them"),
-            ("test_sys", ["burst", "full"], "counts calls")])
+            ("test_sys", ["burst", "full"], "counts calls"), ("test_gc", ["exceptions"], "frames")])
         self.assertTrue(exclusions[0].matches_case("test_monitoring", "test.test_monitoring.B.test_x (i=1)", "full"))
         self.assertFalse(exclusions[0].matches_case("test_monitoring", "test.test_monitoring.C.test_x", "full"))
         self.assertFalse(exclusions[1].matches_module("test_sys", "exceptions"))
