@@ -21,11 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run import AGENT_DLL, SHIM_MODES, Runner  # noqa: E402  (bench/run.py, the overhead suite)
+from run import AGENT_DLL, SHIM_MODES, Runner, start_agent  # noqa: E402  (bench/run.py, the overhead suite)
 
 SERVICE = os.path.join(HERE, "memory_service.py")
 LIMIT = 0.02
@@ -57,15 +56,8 @@ def main():
     samples = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory(prefix="telemetry-memory-") as temp:
         socket_path = os.path.join(temp, "agent.sock")
-        agent = subprocess.Popen(["dotnet", args.agent_dll, "serve", "--socket", socket_path,
-                                  "--output", os.path.join(temp, "out")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        agent = start_agent(args.agent_dll, socket_path, os.path.join(temp, "out"))
         try:
-            deadline = time.monotonic() + 60
-            while not os.path.exists(socket_path):
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("telemetry-agent serve did not start")
-                time.sleep(0.05)
             runner = Runner(args.python, socket_path, os.path.join(temp, "out"))
             for index in range(args.runs):
                 for variant in variants:

@@ -179,6 +179,19 @@ def _steady_seconds(stderr):
     return float(work.group(1)) if work else None
 
 
+def start_agent(agent_dll, socket_path, output_dir):
+    """A `telemetry-agent serve` on `socket_path`, once it listens (the caller terminates it)."""
+    agent = subprocess.Popen(["dotnet", agent_dll, "serve", "--socket", socket_path, "--output", output_dir],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(socket_path):
+        if agent.poll() is not None or time.monotonic() > deadline:
+            agent.kill()
+            raise SystemExit("telemetry-agent serve did not start")
+        time.sleep(0.05)
+    return agent
+
+
 def self_shares(folded_path):
     """{function frame: share of all self time} from a profile.folded."""
     totals = {}
@@ -339,14 +352,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as temp:
         socket_path = os.path.join(temp, "agent.sock")
         output_dir = os.path.join(temp, "out")
-        agent = subprocess.Popen(["dotnet", args.agent_dll, "serve", "--socket", socket_path, "--output", output_dir],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        agent = start_agent(args.agent_dll, socket_path, output_dir)
         try:
-            deadline = time.monotonic() + 60
-            while not os.path.exists(socket_path):
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("telemetry-agent serve did not start")
-                time.sleep(0.05)
             runner = Runner(args.python, socket_path, output_dir)
             if args.instructions_scale and not shutil.which("valgrind"):
                 raise SystemExit("valgrind is needed for the instruction counts (apt-get install valgrind), "
