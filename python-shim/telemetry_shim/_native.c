@@ -268,7 +268,7 @@ typedef struct {
     RecordBuffer *buffer;      /* this generation's records */
     PyObject *thread_keys;     /* dict: ident -> thread key (this generation) */
     PyObject *thread_key_get;  /* thread_keys.get, what the slow path takes */
-    PyObject *call_keys;       /* dict: id(code) -> call key (CodeTable.call_keys) */
+    PyObject *call_keys;       /* dict: identity(code) -> call key (CodeTable.call_keys) */
     PyObject *slow_path;       /* slow_path(code, kind, buf, thread_key) -> None or DISABLE */
     PyObject *unwind_hook;     /* hook(code, exception) before an UNWIND record, or NULL */
     PyObject *failed;          /* failed(exc) -> true to re-raise (CallbackFailures.failed) */
@@ -335,6 +335,18 @@ call_slow_path(Callbacks *self, PyObject *code, int kind)
     return result;
 }
 
+/* The key CodeTable.call_keys uses for an object: _tables.identity, which is object.__hash__ (the
+   address rotated by 4 bits, as CPython's pointer hash computes it), not id(): id() raises an audit
+   event the program would see. */
+static inline Py_ssize_t
+pointer_identity(PyObject *object)
+{
+    size_t bits = (size_t)(uintptr_t)object;
+    bits = (bits >> 4) | (bits << (8 * sizeof(size_t) - 4));
+    Py_ssize_t hash = (Py_ssize_t)bits;
+    return hash == -1 ? -2 : hash;
+}
+
 /* The call key of `code` into *key (0: not recorded), from its cache or CodeTable.call_keys.
    Returns 1, 0 when the code is not known yet (the slow path defines it), -1 with an exception set. */
 static inline int
@@ -349,7 +361,7 @@ code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
         *key = cached & CODE_KEY_MASK;
         return 1;
     }
-    PyObject *id = PyLong_FromVoidPtr(code);
+    PyObject *id = PyLong_FromSsize_t(pointer_identity(code));
     if (id == NULL) {
         return -1;
     }

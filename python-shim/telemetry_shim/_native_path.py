@@ -109,11 +109,13 @@ def calibration_callback(code, ident):
     module, _ = load()
     if module is None:
         return None
+    from ._tables import identity
+
     scratch = module.RecordBuffer(1 << 16)
 
     def never(*args):
         return None
 
-    callbacks = module.Callbacks(buffer=scratch, thread_keys={ident: 1 << 40}, call_keys={id(code): 1 << 8},
+    callbacks = module.Callbacks(buffer=scratch, thread_keys={ident: 1 << 40}, call_keys={identity(code): 1 << 8},
                                  slow_path=never, unwind_hook=None, failed=never, limit=1 << 16)
     return callbacks.py_start, scratch

@@ -95,7 +95,7 @@ def on_death(*steps):
 class CodeTable:
     """Every code object the shim has met: its key (code id << 8) and its CodeDefinition.
 
-    `keys` maps id(code) to the key, or to 0 for the shim's own code (never recorded anywhere). No
+    `keys` maps identity(code) to the key, or to 0 for the shim's own code (never recorded anywhere). No
     code object is kept alive (a program that compiles code at run time must be able to free it):
     each entry goes when its code object dies (a weakref per code, `_lifelines`), before anything
     else can take its address, so an id() in the tables always means the code it was defined for,
@@ -109,7 +109,7 @@ class CodeTable:
         self.keys = {}
         self.code_filter = code_filter if code_filter is not None and code_filter.active else None
         self.call_keys = self.keys if self.code_filter is None else {}
-        self._lifelines = {}  # id(code) -> the weakref whose callback removes the code's entries
+        self._lifelines = {}  # identity(code) -> the weakref whose callback removes the code's entries
         self.definitions = []  # append-only; the sender tracks how many it has sent
         self._next_code_id = count(1).__next__
         self.overflow_code_key = None  # the one key of every code beyond MAX_CODES, once there

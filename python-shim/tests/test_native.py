@@ -158,12 +158,31 @@ class NativeRecordTests(unittest.TestCase):
         with self.assertRaises(TypeError):
             buf[0] = 1
 
+    def test_a_known_code_object_is_found_by_the_tables_identity_without_the_slow_path(self):
+        # The C side looks codes up in CodeTable.call_keys by the same key the Python side writes there.
+        from telemetry_shim._tables import identity
+
+        module = _native_path.load()[0]
+        code = sys._getframe().f_code
+        slow_calls = []
+        scratch = module.RecordBuffer(64)
+        callbacks = module.Callbacks(buffer=scratch, thread_keys={get_ident(): 1 << 40},
+                                     call_keys={identity(code): 3 << 8},
+                                     slow_path=lambda *args: slow_calls.append(args), unwind_hook=None,
+                                     failed=lambda *args: None, limit=64)
+        callbacks.py_start(code, 0)
+        callbacks.py_start(code, 0)
+        self.assertEqual([], slow_calls, "a known code on a known thread never calls into Python")
+        self.assertEqual(4, len(scratch))
+
     def test_a_new_code_object_or_thread_goes_through_the_python_slow_path(self):
         recorder = self.recorder
+        from telemetry_shim._tables import identity
+
         code = compile("pass", "<fresh>", "exec")
-        self.assertNotIn(id(code), recorder.codes.keys)
+        self.assertNotIn(identity(code), recorder.codes.keys)
         recorder._callbacks[0](code, 0)
-        self.assertIn(id(code), recorder.codes.keys)
+        self.assertIn(identity(code), recorder.codes.keys)
         self.assertIn(get_ident(), recorder.thread_keys, "the thread was registered and seeded")
 
     def test_a_full_buffer_counts_drops_instead_of_growing(self):
