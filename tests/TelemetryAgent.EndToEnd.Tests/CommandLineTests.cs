@@ -49,7 +49,10 @@ public sealed class CommandLineTests : IDisposable
     {
         var script = _temp.File("wait.py");
         File.WriteAllText(script, """
-            import signal, sys, time
+            import faulthandler, signal, sys, time
+
+            # Should the program hang, the test asks it for every thread's Python stack before it kills it.
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
 
             # Python leaves SIGINT alone when it starts with it ignored (a background job of a non-interactive shell):
             # the test needs the usual handler whatever started it.
@@ -74,7 +77,10 @@ public sealed class CommandLineTests : IDisposable
         agent.StandardInput.Close();
         // No terminal here, so only the agent gets the signal: it must pass it on to the program.
         Assert.True(Transport.Native.SendSignal(agent.Id, 2));
-        var finished = await Processes.WaitAsync(agent, TimeSpan.FromSeconds(60));
+        var finished = await Processes.WaitAsync(agent, TimeSpan.FromSeconds(60), beforeKill: process =>
+        {
+            foreach (var child in Processes.ChildrenOf(process.Id)) Transport.Native.SendSignal(child, 10); // SIGUSR1
+        });
         Assert.True(finished.ExitCode == 7, finished.ToString());
         Assert.Contains("interrupted", finished.Stdout);
         Assert.Contains("wait_forever", File.ReadAllText(_temp.File("out/calls.folded")));

@@ -75,7 +75,11 @@ public static class Processes
         return await WaitAsync(process, timeout ?? DefaultTimeout);
     }
 
-    public static async Task<Finished> WaitAsync(Process process, TimeSpan timeout)
+    /// <summary>
+    /// Waits for the process; past the timeout, runs <paramref name="beforeKill"/> (say, to ask for a dump), kills the
+    /// tree and fails with everything it wrote to stderr and stdout.
+    /// </summary>
+    public static async Task<Finished> WaitAsync(Process process, TimeSpan timeout, Action<Process>? beforeKill = null)
     {
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
@@ -86,10 +90,22 @@ public static class Processes
         }
         catch (OperationCanceledException)
         {
+            if (beforeKill is not null)
+            {
+                beforeKill(process);
+                await Task.Delay(TimeSpan.FromSeconds(1)); // the dump's time to be written: diagnostics only, after a failure
+            }
             process.Kill(entireProcessTree: true);
+            var written = await Task.WhenAll(stderr, stdout).WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
             throw new TimeoutException($"{process.StartInfo.FileName} {string.Join(' ', process.StartInfo.ArgumentList)} " +
-                                       $"did not finish in {timeout.TotalSeconds} s; stderr so far: {(stderr.IsCompleted ? stderr.Result : "")}");
+                                       $"did not finish in {timeout.TotalSeconds} s; stderr: {written[0]}; stdout: {written[1]}");
         }
         return new Finished(process.ExitCode, await stdout, await stderr);
     }
+
+    /// <summary>The pids of a process's children (from /proc).</summary>
+    public static IReadOnlyList<int> ChildrenOf(int pid) =>
+        Directory.EnumerateDirectories($"/proc/{pid}/task")
+            .SelectMany(task => File.Exists($"{task}/children") ? File.ReadAllText($"{task}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries) : [])
+            .Select(int.Parse).ToArray();
 }
