@@ -68,7 +68,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         // port; then up but unavailable until it has turned away a metrics and a logs request (the agent is seen
         // still trying, however long the first phase took); then accepting. Each step waits on what it observes.
         // The program, not the agent's probe of the interpreter (also a child, before it).
-        bool ProgramRunning() => ChildrenOf(agentProcess.Id).Any(pid => CommandLine(pid).Contains("fixture_app.py"));
+        bool ProgramRunning() => Processes.ChildrenOf(agentProcess.Id).Any(pid => CommandLine(pid).Contains("fixture_app.py"));
         await ServeAgent.WaitUntilAsync(() => ProgramRunning() || agentProcess.HasExited, "the program to start");
         await ServeAgent.WaitUntilAsync(() => !ProgramRunning(), "the program to end", seconds: 120);
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(
@@ -243,27 +243,6 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.True(agent.ExitCode == 0, agent.ToString());
         Assert.Contains("OTLP export: the final metrics of pid", agent.Stderr);
         Assert.DoesNotContain(receiver.Attempts, attempt => attempt.Accepted);
-    }
-
-    /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
-    private static IEnumerable<int> ChildrenOf(int pid)
-    {
-        foreach (var folder in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(folder), out var candidate)) continue;
-            string stat;
-            try
-            {
-                stat = File.ReadAllText(Path.Combine(folder, "stat"));
-            }
-            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
-            {
-                continue;  // gone meanwhile
-            }
-            // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            if (fields.Length > 1 && int.TryParse(fields[1], out var parent) && parent == pid) yield return candidate;
-        }
     }
 
     private static string CommandLine(int pid)

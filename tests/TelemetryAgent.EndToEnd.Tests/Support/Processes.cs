@@ -103,9 +103,24 @@ public static class Processes
         return new Finished(process.ExitCode, await stdout, await stderr);
     }
 
-    /// <summary>The pids of a process's children (from /proc).</summary>
-    public static IReadOnlyList<int> ChildrenOf(int pid) =>
-        Directory.EnumerateDirectories($"/proc/{pid}/task")
-            .SelectMany(task => File.Exists($"{task}/children") ? File.ReadAllText($"{task}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries) : [])
-            .Select(int.Parse).ToArray();
+    /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
+    public static IEnumerable<int> ChildrenOf(int pid)
+    {
+        foreach (var folder in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(folder), out var candidate)) continue;
+            string stat;
+            try
+            {
+                stat = File.ReadAllText(Path.Combine(folder, "stat"));
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                continue;  // gone meanwhile
+            }
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            if (fields.Length > 1 && int.TryParse(fields[1], out var parent) && parent == pid) yield return candidate;
+        }
+    }
 }
