@@ -37,17 +37,9 @@
 #define KIND_YIELD 5
 #define KIND_UNWIND 6
 
-/* A code key is code_id << 8 (bits 8-39). The value cached on a code object adds bit 0 (set:
-   cached; the key may be 0, the shim's own code) and, in bits 40-63, the epoch of the Callbacks
-   object that cached it: a code object outlives a shim that stopped, and a new shim numbers its
-   codes anew. */
+/* A code key is code_id << 8 (bits 8-39). */
 #define CODE_KEY_MASK UINT64_C(0x000000FFFFFFFF00)
-#define CACHED_BIT UINT64_C(1)
-#define EPOCH_SHIFT 40
-#define EPOCH_LIMIT (UINT64_C(1) << (64 - EPOCH_SHIFT))
 
-static Py_ssize_t code_extra_index = -1;
-static uint64_t last_epoch = 0;
 /* Every switch of any Callbacks object takes a new generation; a thread's cached key is valid
    while its generation is the current one of the Callbacks object it is used with. */
 static uint64_t last_generation = 0;
@@ -275,7 +267,6 @@ typedef struct {
     Py_ssize_t limit;          /* words: a fuller buffer drops the event */
     Py_ssize_t dropped;        /* events dropped here, a full buffer (read and reset by the recorder) */
     uint64_t generation;
-    uint64_t epoch;
     int recording;             /* the UNWIND callback records (burst mode: a window is open) */
 } Callbacks;
 
@@ -347,20 +338,15 @@ pointer_identity(PyObject *object)
     return hash == -1 ? -2 : hash;
 }
 
-/* The call key of `code` into *key (0: not recorded), from its cache or CodeTable.call_keys.
-   Returns 1, 0 when the code is not known yet (the slow path defines it), -1 with an exception set. */
+/* The call key of `code` into *key (0: not recorded), from CodeTable.call_keys.
+   Returns 1, 0 when the code is not known yet (the slow path defines it), -1 with an exception set.
+   Not cached in the code object's co_extra: setting an extra grows the code's extra array to every index
+   registered so far, and CPython calls every registered free function on each slot when the code is
+   freed, so another user's free function (test_code's, after its module was unloaded) ran on code
+   objects it never touched and crashed the process. */
 static inline int
 code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
 {
-    void *extra = NULL;
-    if (PyUnstable_Code_GetExtra(code, code_extra_index, &extra) < 0) {
-        return -1;
-    }
-    uint64_t cached = (uint64_t)(uintptr_t)extra;
-    if ((cached & CACHED_BIT) && (cached >> EPOCH_SHIFT) == self->epoch) {
-        *key = cached & CODE_KEY_MASK;
-        return 1;
-    }
     PyObject *id = PyLong_FromSsize_t(pointer_identity(code));
     if (id == NULL) {
         return -1;
@@ -375,10 +361,6 @@ code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
         return -1;
     }
     *key = (uint64_t)found & CODE_KEY_MASK;
-    uint64_t entry = (self->epoch << EPOCH_SHIFT) | *key | CACHED_BIT;
-    if (PyUnstable_Code_SetExtra(code, code_extra_index, (void *)(uintptr_t)entry) < 0) {
-        return -1;
-    }
     return 1;
 }
 
@@ -564,8 +546,6 @@ Callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->limit = limit;
     self->recording = 1;
     self->generation = next_generation();
-    last_epoch = last_epoch + 1 < EPOCH_LIMIT ? last_epoch + 1 : 1;
-    self->epoch = last_epoch;
     return (PyObject *)self;
 }
 
@@ -677,14 +657,6 @@ static PyType_Spec Callbacks_spec = {
 static int
 native_exec(PyObject *module)
 {
-    if (code_extra_index < 0) {
-        /* The cached keys are plain integers: nothing to free with the code object. */
-        code_extra_index = PyUnstable_Eval_RequestCodeExtraIndex(NULL);
-        if (code_extra_index < 0) {
-            PyErr_SetString(PyExc_RuntimeError, "no free code object extra slot");
-            return -1;
-        }
-    }
     for (int kind = 0; kind <= KIND_UNWIND; kind++) {
         if (kind_numbers[kind] == NULL) {
             kind_numbers[kind] = PyLong_FromLong(kind);
