@@ -72,7 +72,9 @@ public sealed class CommandLineTests : IDisposable
             print("ready", flush=True)
             wait_forever()
             """);
-        using var agent = Processes.Start("dotnet", [Processes.AgentDll, "run", "-o", _temp.File("out"), script]);
+        // SIGINT at its default, as a terminal's job has it: a background job of a non-interactive shell (how a CI
+        // runner may start this suite) inherits SIGINT ignored, and an agent started so keeps it ignored, as any program would.
+        using var agent = Processes.Start("env", ["--default-signal=INT", "dotnet", Processes.AgentDll, "run", "-o", _temp.File("out"), script]);
         Assert.Equal("ready", await agent.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60)));
         agent.StandardInput.Close();
         // No terminal here, so only the agent gets the signal: it must pass it on to the program.
