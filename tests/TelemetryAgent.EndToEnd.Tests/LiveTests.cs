@@ -49,7 +49,10 @@ public sealed partial class LiveTests : IDisposable
     {
         using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot);
         await ServeAgent.WaitUntilAsync(() => File.Exists(QuerySocketPath), "the query socket");
+        // The socket appears under its name with its final mode (bound under a temporary name, then moved): no
+        // moment with the umask's mode, and no temporary name left behind.
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(QuerySocketPath));
+        Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(QuerySocketPath)!, "*.bind"));
         using var program = StartProgram();
         await WaitForLineAsync(program, "phase one done");
 
