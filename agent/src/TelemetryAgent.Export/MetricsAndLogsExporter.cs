@@ -18,7 +18,7 @@ public sealed class MetricsAndLogsExporter : IExporter
 
     private readonly ConcurrentDictionary<ProcessIdentity, ProcessExport> _processes = new(ReferenceEqualityComparer.Instance);
     // Exports of completed processes still under way; each leaves when done (serve runs for months).
-    private readonly ConcurrentDictionary<Task, byte> _finishing = new();
+    private readonly ConcurrentDictionary<Task, ProcessIdentity> _finishing = new(); // final exports still under way
     private readonly ExportTransport _transport = new();
     private readonly ExportContext _context;
     private readonly ExportProblems _problems;
@@ -51,7 +51,7 @@ public sealed class MetricsAndLogsExporter : IExporter
         if (!_processes.TryRemove(completed.Identity, out var export)) return;
         export.Submit(completed);
         var finished = export.Finished;
-        _finishing.TryAdd(finished, 0);
+        _finishing.TryAdd(finished, completed.Identity);
         finished.ContinueWith(task => _finishing.TryRemove(task, out _), CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
@@ -71,8 +71,13 @@ public sealed class MetricsAndLogsExporter : IExporter
         }
         catch (OperationCanceledException)
         {
-            allSent = false;
-            _problems.Report("deadline", "the agent stopped before every process's metrics and logs were sent");
+            // Those that finished since the deadline are sent.
+            var unsent = _finishing.Values.OrderBy(process => process.Pid).Select(process => $"pid {process.Pid} ({process.ServiceName})").ToList();
+            if (unsent.Count > 0)
+            {
+                allSent = false;
+                _problems.Report("deadline", $"the agent stopped before the final metrics and logs of {string.Join(", ", unsent)} were sent");
+            }
         }
         var self = Task.Run(() =>
         {
