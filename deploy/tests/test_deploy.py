@@ -199,12 +199,36 @@ class ContainerfileTest(unittest.TestCase):
         framework = re.search(r"<TargetFramework>net(\d+\.\d+)</TargetFramework>",
                               (REPO / "Directory.Build.props").read_text(encoding="utf-8")).group(1)
         images = [args.split()[0] for op, args in instructions if op == "FROM"]
-        self.assertEqual(2, len(images))
-        self.assertTrue(all(image.endswith(":" + framework) for image in images), images)
+        dotnet = [image for image in images if image.startswith("mcr.microsoft.com/dotnet/")]
+        self.assertEqual(2, len(dotnet))
+        self.assertTrue(all(image.endswith(":" + framework) for image in dotnet), images)
+        self.assertTrue(images[-1].startswith("mcr.microsoft.com/dotnet/aspnet:"), images)  # what runs
         user = [args for op, args in instructions if op == "USER"]
         self.assertEqual(["$APP_UID"], user)  # the .NET images' non-root user
         self.assertEqual(f"--from=build /out {INSTALL_DIR}",
-                         next(args for op, args in instructions if op == "COPY" and args.startswith("--from")))
+                         next(args for op, args in instructions if op == "COPY" and args.startswith("--from=build")))
+
+    def test_the_shim_ships_its_c_callbacks_for_every_python_the_test_command_covers(self):
+        # One build stage per CPython minor version the shim supports (the test command builds and tests the
+        # extension on each), on that version's image, running the shim's own build step; their extensions are
+        # copied into the shim before the publish, which ships python-shim/telemetry_shim/*.so.
+        instructions = self.instructions()
+        stages = {args.split()[2]: args.split()[0] for op, args in instructions if op == "FROM" and " AS " in args.upper()}
+        native = {name: image for name, image in stages.items() if name.startswith("native-")}
+        self.assertEqual({"native-3.12": "python:3.12-bookworm", "native-3.13": "python:3.13-bookworm"}, native)
+        builds = [args for op, args in instructions if op == "RUN" and "telemetry_shim_native.py" in args]
+        self.assertEqual(len(native), len(builds))
+        for build in builds:
+            self.assertIn("--require", build)
+            self.assertTrue((REPO / "python-shim/build_backend/telemetry_shim_native.py").is_file())
+        order = [(op, args) for op, args in instructions if op in ("FROM", "COPY", "RUN")]
+        publish = next(i for i, (op, args) in enumerate(order) if op == "RUN" and "dotnet publish" in args)
+        for name in native:
+            copy = next(i for i, (op, args) in enumerate(order)
+                        if op == "COPY" and args.startswith(f"--from={name} ") and args.endswith(" python-shim/telemetry_shim/"))
+            self.assertLess(copy, publish, name)
+        project = (REPO / "agent/src/TelemetryAgent/TelemetryAgent.csproj").read_text(encoding="utf-8")
+        self.assertIn('Include="../../../python-shim/telemetry_shim/*.so"', project)
 
     def test_the_entrypoint_is_the_published_agent_with_valid_options(self):
         entrypoint = json.loads(next(args for op, args in self.instructions() if op == "ENTRYPOINT"))
