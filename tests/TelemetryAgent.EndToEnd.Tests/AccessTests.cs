@@ -55,7 +55,7 @@ public sealed class AccessTests : IDisposable, IClassFixture<SecondUserFixture>
         var user = _peer.Ensure();
         using (var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--socket-group", user.Name))
         {
-            Assert.Equal((UnixFileMode)0b110_110_000, File.GetUnixFileMode(SocketPath));
+            Assert.Equal((UnixFileMode)0b110_110_000, await ServeAgent.SocketModeOnceAsync(SocketPath, (UnixFileMode)0b110_110_000));
             Assert.Equal("connected\n", (await ConnectAsync(user)).Stdout);
             var stopped = await agent.StopAsync();
             Assert.True(stopped.ExitCode == 0, stopped.ToString());

@@ -74,8 +74,10 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(
             ports, new OtlpReceiverOptions { InitialFailures = new FailurePlan(Until: DateTimeOffset.MaxValue) });
         bool TurnedAway(OtlpSignal signal) => receiver.Attempts.Any(attempt => attempt.Signal == signal && !attempt.Accepted);
+        // The next attempts come after the backoff of the refused ones, which grows the longer the collector was down
+        // (on a loaded machine, the program's run): a bound well inside the agent's 2 minutes of retries.
         await ServeAgent.WaitUntilAsync(() => (TurnedAway(OtlpSignal.Metrics) && TurnedAway(OtlpSignal.Logs)) || agentProcess.HasExited,
-            "a metrics and a logs request while the collector is unavailable");
+            "a metrics and a logs request while the collector is unavailable", seconds: 90);
         receiver.Failures.Set(null);
         var agent = await finishing;
         Assert.True(agent.ExitCode == 0, agent.ToString());

@@ -65,7 +65,7 @@ public sealed class QueryAccessTests : IDisposable
             using (var agent = await StartAgentAsync("--socket-group", UserName))
             {
                 await ServeAgent.WaitUntilAsync(() => File.Exists(QuerySocketPath), "the query socket");
-                Assert.Equal((UnixFileMode)0b110_110_000, File.GetUnixFileMode(QuerySocketPath));
+                Assert.Equal((UnixFileMode)0b110_110_000, await ServeAgent.SocketModeOnceAsync(QuerySocketPath, (UnixFileMode)0b110_110_000));
                 Assert.Equal("closed", await PeerAsync(uid, gid));
                 var stopped = await agent.StopAsync();
                 Assert.True(stopped.ExitCode == 0, stopped.ToString());

@@ -85,6 +85,17 @@ public sealed class ServeAgent : IDisposable
         return held;
     }
 
+    /// <summary>
+    /// The mode of a socket once it is <paramref name="expected"/>, or when 30 s have passed: a socket with a group is
+    /// created owner-only and gets the group's bits just after it appears.
+    /// </summary>
+    public static async Task<UnixFileMode> SocketModeOnceAsync(string path, UnixFileMode expected)
+    {
+        try { await WaitUntilAsync(() => File.GetUnixFileMode(path) == expected, $"{path} to have mode {expected}"); }
+        catch (TimeoutException) { }
+        return File.GetUnixFileMode(path);
+    }
+
     public static async Task WaitUntilAsync(Func<bool> condition, string what, double seconds = 30)
     {
         var deadline = Stopwatch.StartNew();

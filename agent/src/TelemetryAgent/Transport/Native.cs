@@ -53,6 +53,15 @@ public static class Native
     [DllImport("libc", SetLastError = true)]
     private static extern int mkdir([MarshalAs(UnmanagedType.LPUTF8Str)] string pathname, uint mode);
 
+    /// <summary>
+    /// Makes a socket not yet bound owner-only (fchmod(2) on its descriptor): Linux creates the socket's file at bind with
+    /// this mode less the umask, so the file never has the umask's wider mode. False where the kernel refuses.
+    /// </summary>
+    public static bool MakeOwnerOnlyBeforeBind(int socketDescriptor) => fchmod(socketDescriptor, 0b110_000_000) == 0;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int fchmod(int fd, uint mode);
+
     /// <summary>Sends a signal to a process (kill(2)).</summary>
     public static bool SendSignal(int pid, int signal) => kill(pid, signal) == 0;
 

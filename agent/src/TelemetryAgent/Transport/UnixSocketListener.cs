@@ -60,36 +60,28 @@ public sealed class UnixSocketListener : IAsyncDisposable
         var directory = System.IO.Path.GetDirectoryName(path);
         if (!string.IsNullOrEmpty(directory)) CreateMissingFolders(directory, socketGroup);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        // Bound under a temporary name beside the path and moved there once its mode and group are set and it listens:
-        // whoever sees the path sees the final socket, never the umask's mode in between.
-        var bound = TemporaryNameBeside(path) ?? path;
         try
         {
-            socket.Bind(new UnixDomainSocketEndPoint(bound));
-            File.SetUnixFileMode(bound, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            // Owner-only from the moment the file exists (the chmod after bind covers a kernel that ignores this); with a
+            // socket group, the group's bits come once the group is set. (Binding under another name and moving the file
+            // there would do it too, but the socket's address, which ss and /proc/net/unix show, would be that name.)
+            Native.MakeOwnerOnlyBeforeBind((int)socket.Handle);
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             if (socketGroup is { } group)
             {
-                if (!Native.SetGroup(bound, group))
+                if (!Native.SetGroup(path, group))
                     throw new IOException($"cannot give {path} to group {group}: {new System.ComponentModel.Win32Exception(System.Runtime.InteropServices.Marshal.GetLastPInvokeError()).Message}");
-                File.SetUnixFileMode(bound, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
             }
             socket.Listen(backlog);
-            if (bound != path) File.Move(bound, path);
         }
         catch
         {
             socket.Dispose();
-            if (bound != path) try { File.Delete(bound); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
         return socket;
-    }
-
-    /// <summary>A free name in the same folder that fits a socket address, or null if none does.</summary>
-    private static string? TemporaryNameBeside(string path)
-    {
-        var candidate = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(path) ?? "/", $".{Environment.ProcessId:x}.{Random.Shared.Next():x}.bind");
-        return System.Text.Encoding.UTF8.GetByteCount(candidate) <= MaxPathBytes && !System.IO.Path.Exists(candidate) ? candidate : null;
     }
 
     /// <summary>Removes the socket file at <paramref name="path"/> if it is still the one with <paramref name="inode"/>.</summary>
