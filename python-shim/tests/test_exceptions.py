@@ -304,6 +304,56 @@ class PropagationTests(unittest.TestCase):
         self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in records} | {t["fate"] for t in tallies})
         self.assertEqual(3000, len(records) + sum(t["count"] for t in tallies))
 
+    def test_generators_closed_at_a_yield_count_each_generator_exit_once_as_handled_there(self):
+        # close() throws a new GeneratorExit into a suspended generator: a RAISE at its yield, then
+        # its cleanup's HANDLED and RERAISE events (compiler-made handlers, a finally, a with-block
+        # that passes it to a contextmanager's generator) and a PY_UNWIND, and close() swallows it
+        # in C. One exception, handled at the yield, whatever its cleanup does. (CPython 3.13 closes
+        # a generator suspended outside any handler without raising: no exception then.)
+        run = ExceptionRun(self, """
+            import contextlib, sys
+            data = [1, 7, 3]
+            def with_finally():
+                try:
+                    yield 1  # @finally
+                finally:
+                    pass
+            @contextlib.contextmanager
+            def managed():
+                yield
+            def with_block():
+                with managed():
+                    yield 1  # @with
+            def inner():
+                yield 1  # @inner
+            def outer():
+                yield from inner()  # @outer
+            for _ in range(300):
+                any(x > 5 for x in data)  # @any
+                for generator in (with_finally(), with_block(), outer()):
+                    next(generator)
+                    generator.close()
+            print("done")
+            """)
+        self.assertEqual("done\n", run.stdout)
+        generator_exits = run.of_type("builtins.GeneratorExit")
+        tallies = [t for t in run.conn.tallies if t["type_name"] == "builtins.GeneratorExit"]
+        self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in generator_exits} | {t["fate"] for t in tallies})
+        counts = {}
+        for record in generator_exits:
+            self.assertEqual(run.where(record["stack"][-1]), run.where(record["handled_at"]))
+            where = run.where(record["handled_at"])
+            counts[where] = counts.get(where, 0) + 1
+        for tally in tallies:
+            where = run.where(tally["raised_at"])
+            counts[where] = counts.get(where, 0) + tally["count"]
+        expected = {("with_finally", run.line("finally")): 300, ("with_block", run.line("with")): 300,
+                    ("outer", run.line("outer")): 300}
+        if sys.version_info < (3, 13):  # 3.13 closes these without raising
+            expected.update({("<genexpr>", run.line("any")): 300, ("inner", run.line("inner")): 300})
+        self.assertEqual(expected, counts)
+        self.assertEqual([], [r for r in run.all_records if r["fate"] == "FATE_IN_FLIGHT"])
+
     def test_web_service_example_leaves_no_exception_in_flight(self):
         # A real program mixing http.server, email.feedparser (StopIteration from a Python
         # __next__ ended by a for loop), json errors and hasattr(): every fate is known.

@@ -100,7 +100,7 @@ class Site:
     """One (exception type, raise code, raise line): sampling state and tally counters."""
 
     __slots__ = ("type_ref", "type_id", "name", "code_key", "line", "detailed", "last_detail_ns", "counters",
-                 "sent", "dirty", "stop_iteration", "count_handled")
+                 "sent", "dirty", "stop_iteration", "generator_exit", "count_handled")
 
     def __init__(self, exc_type, code_key, line):
         # A weak reference: a class created at run time must be able to die. Its id() is part of
@@ -119,6 +119,8 @@ class Site:
         self.dirty = False
         # A for loop or `yield from` ends it silently (FOR_ITER/SEND swallow it in C).
         self.stop_iteration = exc_type is not None and issubclass(exc_type, StopIteration)
+        # close() throws a new GeneratorExit into a suspended generator, and swallows it in C.
+        self.generator_exit = exc_type is GeneratorExit
 
 
 class Flight:
@@ -162,11 +164,19 @@ _new_object = object.__new__
 
 # Instructions that end a StopIteration in C right after its RAISE event in their frame.
 _SWALLOWS_STOP_ITERATION = frozenset(opmap[name] for name in ("FOR_ITER", "SEND"))
+_YIELD_VALUE = opmap["YIELD_VALUE"]
 
 
 def _swallows_stop_iteration(code, offset):
     raw = code.co_code  # without specialisation or instrumentation
     return 0 <= offset < len(raw) and raw[offset] in _SWALLOWS_STOP_ITERATION
+
+
+def _closed_at(code, offset, tb):
+    """Is this the first RAISE of a GeneratorExit that close() threw into a generator suspended at
+    `offset`: raised at a yield, with one traceback entry (one passed on by throw() has more)."""
+    raw = code.co_code
+    return (tb is not None and tb.tb_next is None and 0 <= offset < len(raw) and raw[offset] == _YIELD_VALUE)
 
 
 class FlightTable:
@@ -184,6 +194,8 @@ class FlightTable:
         # The same for a StopIteration that the raising instruction itself ends in C (SEND, FOR_ITER:
         # an `await` of a finished future): handled where it was raised, so it is counted at once.
         self.swallow_points = {}
+        # (code key, offset) -> Site: the yields at which close() has thrown GeneratorExit into a generator.
+        self.closed_points = {}
         self.overflow_site = Site(None, 0, 0)  # counts exceptions not tracked (tables full)
         self.dirty_sites = []
         self.finished = []  # concluded detailed flights, drained by the sender
@@ -212,8 +224,12 @@ class FlightTable:
         failed = failures.failed
         on_unwind = self.on_unwind
 
+        table = self  # its inflight dict is replaced after a fork
+
         def unwind_callback(code, offset, exc):
             try:
+                if identity(exc) not in table.inflight:
+                    return None  # the common case, without a call: not followed (a closed generator's GeneratorExit)
                 on_unwind(code, exc)  # finds the frame two calls up, as under the call recorder
             except RecursionError:
                 failures.dropped.increment()  # at the limit: no Python call here (CallbackFailures)
@@ -231,6 +247,18 @@ class FlightTable:
 
     def on_raise(self, code, offset, exc):
         try:
+            if type(exc) is GeneratorExit:
+                # A generator closed at a yield, at a known one: counted, with no flight (_new_flight).
+                site = self.closed_points.get((self._code_keys.get(identity(code)), offset))
+                if site is not None and get_traceback(exc).tb_next is None:
+                    now = perf_counter_ns()
+                    if ((site.detailed >= FIRST_DETAILED_PER_SITE and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS)
+                            or not self._sample(site, now)):
+                        site.count_handled()
+                        if not site.dirty:
+                            site.dirty = True
+                            self.dirty_sites.append(site)
+                        return None
             inflight = self.inflight
             exc_id = identity(exc)
             flight = inflight.get(exc_id)
@@ -319,6 +347,8 @@ class FlightTable:
                             return None
                         self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
                         return None
+            if type(exc) is GeneratorExit and tb is not None and tb.tb_next is not None:
+                return None  # passed on from a generator closed at a yield, where it was counted (see _new_flight)
             self._new_flight(code, offset, exc, ident, sys._getframe(1))
         except RecursionError:
             self._failures.dropped.increment()
@@ -364,12 +394,19 @@ class FlightTable:
         if site is None:
             self._count(self.overflow_site, _wire.FATE_UNSPECIFIED)
             return
-        swallowed = site.stop_iteration and _swallows_stop_iteration(code, offset)
+        # Control flow that C code ends at once: a loop's StopIteration, a closed generator's GeneratorExit
+        # (counted as handled at its yield, with no flight; its later events in the generator's cleanup,
+        # and any RAISE of it passed on elsewhere, find no flight and are not counted again).
+        closed = site.generator_exit and _closed_at(code, offset, tb)
+        swallowed = closed or (site.stop_iteration and _swallows_stop_iteration(code, offset))
         if known_line and ck != self._codes.overflow_code_key:  # that key is shared by many codes
-            points = self.swallow_points if swallowed else self.raise_points
+            if closed:
+                points, point = self.closed_points, (ck, offset)
+            else:
+                points, point = (self.swallow_points if swallowed else self.raise_points), (ck, offset, identity(cls))
             if len(points) >= 4 * MAX_SITES:
                 points.clear()
-            points[(ck, offset, identity(cls))] = site
+            points[point] = site
         if len(self.inflight) >= MAX_IN_FLIGHT:
             self._count(site, _wire.FATE_UNSPECIFIED)
             return
@@ -455,6 +492,8 @@ class FlightTable:
         try:
             inflight = self.inflight
             flight = inflight.get(identity(exc))
+            if flight is None and type(exc) is GeneratorExit:
+                return None  # a closed generator's cleanup re-raising it: counted at its yield
             ident = get_ident()
             tb = get_traceback(exc)
             if flight is not None and not (flight.ident == ident and identity(type(exc)) == flight.site.type_id
@@ -718,6 +757,7 @@ class FlightTable:
         self.sites = {}
         self.raise_points = {}
         self.swallow_points = {}
+        self.closed_points = {}
         self.overflow_site = Site(None, 0, 0)
         self.dirty_sites = []
         self.finished = []
