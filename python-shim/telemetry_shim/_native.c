@@ -1,17 +1,18 @@
 /* The shim's call callbacks in C (the Python callbacks of _monitor.py are their tested twin).
 
-   Two types, nothing else:
+   Three types, nothing else:
    - RecordBuffer: the pending records of one recorder generation, 64-bit words (timestamp, word)
      in a preallocated array. To the Python code that fills it on the slow path and to the sender
      that drains it, it behaves like the list the Python callbacks fill: len() counts words,
      extend() appends, buf[:n] gives the first n words (as bytes: array('Q', buf[:n]) reads them
      in one copy), del buf[:n] removes them.
+   - CodeKeys: the call keys of the code objects the callbacks have met, by the code's identity, in
+     a C hash table: a copy of CodeTable.call_keys that takes no Python object to read.
    - Callbacks: the six call callbacks (bound methods, registered with
-     sys.monitoring.register_callback). The hot path creates no Python object: the code key is
-     cached on the code object (PyUnstable_Code_SetExtra), the thread key in a thread-local
-     variable, the record written into the buffer. Whatever is not cached (a new code object, a
-     new thread, a full buffer, the shim's own code) goes to the Python slow path, which fills the
-     dictionaries this module reads.
+     sys.monitoring.register_callback). The hot path creates no Python object: the code key comes
+     from the CodeKeys table, the thread key from a thread-local variable, the record is written
+     into the buffer. Whatever is not there (a new code object, a new thread, a full buffer, the
+     shim's own code) goes to the Python slow path, which fills the dictionaries this module reads.
 
    Only the GIL build is supported (the Python path has the same limit): every field is read and
    written with the GIL held, so a callback and a generation switch never overlap. */
@@ -28,7 +29,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 1
+#define NATIVE_API_VERSION 2
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -253,6 +254,240 @@ static PyType_Spec RecordBuffer_spec = {
     .slots = RecordBuffer_slots,
 };
 
+/* ---- CodeKeys ------------------------------------------------------------------------------ */
+
+/* identity(code) -> call key, copied from CodeTable.call_keys the first time the callbacks meet a code
+   object, so that the next events of that code read it without creating an int for the dict lookup.
+
+   Open addressing (linear probing, at most half full, deletion by backward shift), growing by doubling
+   up to `max_entries` codes; past that, a code not in the table is looked up in the dict on each event
+   (correct, only slower). Exact for every code it holds, unlike a direct-mapped cache, where two hot
+   codes on one slot would evict each other on every call.
+
+   No reference to the code objects: an entry leaves when its code dies, through the code's lifeline
+   (CodeTable.forget_also: the weakref callback calls forget(identity) while the code is deallocated,
+   before its memory can be given to another object), so an identity here always means the code its
+   key was copied for. Entries are only ever copied from call_keys, whose entries have the same
+   lifelines (or belong to immortal code, which never dies), and call_keys values never change while
+   their code lives. */
+
+typedef struct {
+    Py_ssize_t identity;  /* 0: an empty slot (no object has identity 0) */
+    uint64_t key;
+} CodeKeyEntry;
+
+typedef struct {
+    PyObject_HEAD
+    CodeKeyEntry *entries;  /* NULL until the first code is added, and once released */
+    size_t mask;            /* slots - 1, slots a power of two */
+    Py_ssize_t count;
+    Py_ssize_t max_entries;
+} CodeKeys;
+
+#define CODE_KEYS_FIRST_SLOTS 1024
+
+static PyTypeObject *CodeKeys_Type;
+
+static inline size_t
+code_keys_slot(Py_ssize_t identity, size_t mask)
+{
+    /* Fibonacci hashing: an address's low bits are alignment, its high bits barely change. */
+    return (size_t)(((uint64_t)identity * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & mask;
+}
+
+static inline int
+code_keys_find(const CodeKeys *table, Py_ssize_t identity, uint64_t *key)
+{
+    const CodeKeyEntry *entries = table->entries;
+    if (entries == NULL) {
+        return 0;
+    }
+    size_t mask = table->mask;
+    for (size_t i = code_keys_slot(identity, mask);; i = (i + 1) & mask) {
+        if (entries[i].identity == identity) {
+            *key = entries[i].key;
+            return 1;
+        }
+        if (entries[i].identity == 0) {
+            return 0;
+        }
+    }
+}
+
+static void
+code_keys_put(CodeKeyEntry *entries, size_t mask, Py_ssize_t identity, uint64_t key)
+{
+    size_t i = code_keys_slot(identity, mask);
+    while (entries[i].identity != 0) {
+        i = (i + 1) & mask;
+    }
+    entries[i].identity = identity;
+    entries[i].key = key;
+}
+
+/* Adds a code not in the table. Nothing happens when the table is at its limit or its memory cannot be
+   had: the code is then looked up in the dict, as every code was before it had a table. */
+static void
+code_keys_add(CodeKeys *table, Py_ssize_t identity, uint64_t key)
+{
+    if (table->count >= table->max_entries) {
+        return;
+    }
+    size_t slots = table->entries == NULL ? 0 : table->mask + 1;
+    if ((size_t)(table->count + 1) * 2 > slots) {
+        size_t grown = slots == 0 ? CODE_KEYS_FIRST_SLOTS : slots * 2;
+        CodeKeyEntry *entries = PyMem_RawCalloc(grown, sizeof(CodeKeyEntry));
+        if (entries == NULL) {
+            return;
+        }
+        for (size_t i = 0; i < slots; i++) {
+            if (table->entries[i].identity != 0) {
+                code_keys_put(entries, grown - 1, table->entries[i].identity, table->entries[i].key);
+            }
+        }
+        PyMem_RawFree(table->entries);
+        table->entries = entries;
+        table->mask = grown - 1;
+    }
+    code_keys_put(table->entries, table->mask, identity, key);
+    table->count++;
+}
+
+static void
+code_keys_remove(CodeKeys *table, Py_ssize_t identity)
+{
+    CodeKeyEntry *entries = table->entries;
+    if (entries == NULL || identity == 0) {
+        return;
+    }
+    size_t mask = table->mask;
+    size_t hole = code_keys_slot(identity, mask);
+    while (entries[hole].identity != identity) {
+        if (entries[hole].identity == 0) {
+            return;
+        }
+        hole = (hole + 1) & mask;
+    }
+    /* Backward shift: every later entry of the run that may no longer be reachable from its home
+       slot across the hole moves into it, so that no tombstone is left behind. */
+    for (size_t next = (hole + 1) & mask; entries[next].identity != 0; next = (next + 1) & mask) {
+        size_t home = code_keys_slot(entries[next].identity, mask);
+        /* Stays when its home lies cyclically in (hole, next]. */
+        int stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
+        if (!stays) {
+            entries[hole] = entries[next];
+            hole = next;
+        }
+    }
+    entries[hole].identity = 0;
+    entries[hole].key = 0;
+    table->count--;
+}
+
+static void
+code_keys_release(CodeKeys *table)
+{
+    PyMem_RawFree(table->entries);
+    table->entries = NULL;
+    table->mask = 0;
+    table->count = 0;
+}
+
+static PyObject *
+CodeKeys_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t max_entries = 0;
+    static char *keywords[] = {"max_entries", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:CodeKeys", keywords, &max_entries)) {
+        return NULL;
+    }
+    if (max_entries < 0 || (size_t)max_entries > ((size_t)1 << 30)) {
+        PyErr_SetString(PyExc_ValueError, "max_entries must be between 0 and 2**30");
+        return NULL;
+    }
+    CodeKeys *self = (CodeKeys *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->max_entries = max_entries;
+    return (PyObject *)self;
+}
+
+static void
+CodeKeys_dealloc(CodeKeys *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    code_keys_release(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static Py_ssize_t
+CodeKeys_len(CodeKeys *self)
+{
+    return self->count;
+}
+
+/* forget(identity): a lifeline's step, run inside the dying code's deallocation. */
+static PyObject *
+CodeKeys_forget(CodeKeys *self, PyObject *identity)
+{
+    Py_ssize_t value = PyLong_AsSsize_t(identity);
+    if (value == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    code_keys_remove(self, value);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+CodeKeys_get(CodeKeys *self, PyObject *identity)
+{
+    Py_ssize_t value = PyLong_AsSsize_t(identity);
+    if (value == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    uint64_t key = 0;
+    if (value == 0 || !code_keys_find(self, value, &key)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLongLong(key);
+}
+
+static PyObject *
+CodeKeys_get_slots(CodeKeys *self, void *closure)
+{
+    return PyLong_FromSize_t(self->entries == NULL ? 0 : self->mask + 1);
+}
+
+static PyMethodDef CodeKeys_methods[] = {
+    {"forget", (PyCFunction)CodeKeys_forget, METH_O, "forget(identity): the code with this identity died."},
+    {"get", (PyCFunction)CodeKeys_get, METH_O, "get(identity): the call key held for it, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef CodeKeys_getset[] = {
+    {"slots", (getter)CodeKeys_get_slots, NULL, "slots allocated (16 bytes each)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot CodeKeys_slots[] = {
+    {Py_tp_doc, "identity(code) -> call key, a C copy of CodeTable.call_keys for the call callbacks."},
+    {Py_tp_new, CodeKeys_new},
+    {Py_tp_dealloc, CodeKeys_dealloc},
+    {Py_tp_methods, CodeKeys_methods},
+    {Py_tp_getset, CodeKeys_getset},
+    {Py_sq_length, CodeKeys_len},
+    {0, NULL},
+};
+
+static PyType_Spec CodeKeys_spec = {
+    .name = "telemetry_shim._native.CodeKeys",
+    .basicsize = sizeof(CodeKeys),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = CodeKeys_slots,
+};
+
 /* ---- Callbacks ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -261,6 +496,8 @@ typedef struct {
     PyObject *thread_keys;     /* dict: ident -> thread key (this generation) */
     PyObject *thread_key_get;  /* thread_keys.get, what the slow path takes */
     PyObject *call_keys;       /* dict: identity(code) -> call key (CodeTable.call_keys) */
+    CodeKeys *code_keys;       /* the keys of call_keys the callbacks have met, read without the dict */
+    PyObject *lifelines;       /* what removes call_keys' and code_keys' entries as codes die, or NULL */
     PyObject *slow_path;       /* slow_path(code, kind, buf, thread_key) -> None or DISABLE */
     PyObject *unwind_hook;     /* hook(code, exception) before an UNWIND record, or NULL */
     PyObject *failed;          /* failed(exc) -> true to re-raise (CallbackFailures.failed) */
@@ -338,8 +575,9 @@ pointer_identity(PyObject *object)
     return hash == -1 ? -2 : hash;
 }
 
-/* The call key of `code` into *key (0: not recorded), from CodeTable.call_keys.
-   Returns 1, 0 when the code is not known yet (the slow path defines it), -1 with an exception set.
+/* The call key of `code` into *key (0: not recorded): from CodeKeys, else from CodeTable.call_keys
+   (then copied into CodeKeys). Returns 1, 0 when the code is not known yet (the slow path defines it),
+   -1 with an exception set.
    Not cached in the code object's co_extra: setting an extra grows the code's extra array to every index
    registered so far, and CPython calls every registered free function on each slot when the code is
    freed, so another user's free function (test_code's, after its module was unloaded) ran on code
@@ -347,7 +585,11 @@ pointer_identity(PyObject *object)
 static inline int
 code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
 {
-    PyObject *id = PyLong_FromSsize_t(pointer_identity(code));
+    Py_ssize_t identity = pointer_identity(code);
+    if (code_keys_find(self->code_keys, identity, key)) {
+        return 1;
+    }
+    PyObject *id = PyLong_FromSsize_t(identity);
     if (id == NULL) {
         return -1;
     }
@@ -361,6 +603,7 @@ code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
         return -1;
     }
     *key = (uint64_t)found & CODE_KEY_MASK;
+    code_keys_add(self->code_keys, identity, *key);
     return 1;
 }
 
@@ -513,13 +756,14 @@ Callbacks_switch(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *buffer, *thread_keys, *call_keys, *slow_path, *unwind_hook, *failed;
+    PyObject *buffer, *thread_keys, *call_keys, *code_keys, *slow_path, *unwind_hook, *failed;
+    PyObject *lifelines = Py_None;
     Py_ssize_t limit;
-    static char *keywords[] = {"buffer", "thread_keys", "call_keys", "slow_path", "unwind_hook", "failed",
-                               "limit", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OOOn:Callbacks", keywords, RecordBuffer_Type, &buffer,
-                                     &PyDict_Type, &thread_keys, &PyDict_Type, &call_keys, &slow_path,
-                                     &unwind_hook, &failed, &limit)) {
+    static char *keywords[] = {"buffer", "thread_keys", "call_keys", "code_keys", "slow_path", "unwind_hook",
+                               "failed", "limit", "lifelines", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OOOn|O:Callbacks", keywords, RecordBuffer_Type, &buffer,
+                                     &PyDict_Type, &thread_keys, &PyDict_Type, &call_keys, CodeKeys_Type,
+                                     &code_keys, &slow_path, &unwind_hook, &failed, &limit, &lifelines)) {
         return NULL;
     }
     if (!PyCallable_Check(slow_path) || !PyCallable_Check(failed)
@@ -540,6 +784,10 @@ Callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->thread_keys = Py_NewRef(thread_keys);
     self->thread_key_get = key_get;
     self->call_keys = Py_NewRef(call_keys);
+    self->code_keys = (CodeKeys *)Py_NewRef(code_keys);
+    /* Held so that call_keys and code_keys are kept true for as long as these callbacks can run, even
+       should the CodeTable that armed the lifelines be gone. */
+    self->lifelines = lifelines == Py_None ? NULL : Py_NewRef(lifelines);
     self->slow_path = Py_NewRef(slow_path);
     self->unwind_hook = unwind_hook == Py_None ? NULL : Py_NewRef(unwind_hook);
     self->failed = Py_NewRef(failed);
@@ -557,6 +805,7 @@ Callbacks_traverse(Callbacks *self, visitproc visit, void *arg)
     Py_VISIT(self->thread_keys);
     Py_VISIT(self->thread_key_get);
     Py_VISIT(self->call_keys);
+    Py_VISIT(self->lifelines);  /* code_keys holds no object */
     Py_VISIT(self->slow_path);
     Py_VISIT(self->unwind_hook);
     Py_VISIT(self->failed);
@@ -573,6 +822,12 @@ Callbacks_clear(Callbacks *self)
     Py_CLEAR(self->thread_key_get);
     Py_CLEAR(self->thread_keys);
     Py_CLEAR(self->call_keys);
+    if (self->code_keys != NULL) {
+        /* Its memory goes now: the lifelines may keep the object itself a while longer. */
+        code_keys_release(self->code_keys);
+        Py_CLEAR(self->code_keys);
+    }
+    Py_CLEAR(self->lifelines);
     Py_CLEAR(self->slow_path);
     Py_CLEAR(self->failed);
     Py_CLEAR(self->buffer);
@@ -594,7 +849,7 @@ static int
 callbacks_alive(Callbacks *self)
 {
     if (self->buffer == NULL || self->slow_path == NULL || self->failed == NULL || self->call_keys == NULL
-        || self->thread_keys == NULL || self->thread_key_get == NULL) {
+        || self->code_keys == NULL || self->thread_keys == NULL || self->thread_key_get == NULL) {
         return 0;
     }
     return 1;
@@ -673,13 +928,20 @@ native_exec(PyObject *module)
             return -1;
         }
     }
+    if (CodeKeys_Type == NULL) {
+        CodeKeys_Type = (PyTypeObject *)PyType_FromSpec(&CodeKeys_spec);
+        if (CodeKeys_Type == NULL) {
+            return -1;
+        }
+    }
     if (Callbacks_Type == NULL) {
         Callbacks_Type = (PyTypeObject *)PyType_FromSpec(&Callbacks_spec);
         if (Callbacks_Type == NULL) {
             return -1;
         }
     }
-    if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, Callbacks_Type) < 0
+    if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, CodeKeys_Type) < 0
+        || PyModule_AddType(module, Callbacks_Type) < 0
         || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }
@@ -688,7 +950,7 @@ native_exec(PyObject *module)
 
 static PyModuleDef_Slot native_slots[] = {
     {Py_mod_exec, native_exec},
-    /* Static state (types, the code extra index, thread-local keys): one interpreter only. */
+    /* Static state (types, thread-local keys): one interpreter only. */
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
     {0, NULL},
 };

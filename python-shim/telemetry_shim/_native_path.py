@@ -9,7 +9,7 @@ recorder's Python slow path, and so do the exception tracker's callbacks.
 """
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 1
+API_VERSION = 2
 
 NATIVE = "native"
 PYTHON = "python"
@@ -22,14 +22,14 @@ def load():
     global _loaded
     if _loaded is None:
         try:
-            from ._native import API_VERSION as built_version, Callbacks, RecordBuffer
+            from ._native import API_VERSION as built_version, Callbacks, CodeKeys, RecordBuffer
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
             _loaded = (None, "the C extension failed to load (%s: %s)" % (type(exc).__name__, exc))
         else:
             if built_version == API_VERSION:
-                _loaded = (_NativeTypes(Callbacks, RecordBuffer), "")
+                _loaded = (_NativeTypes(Callbacks, CodeKeys, RecordBuffer), "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -37,11 +37,17 @@ def load():
 
 
 class _NativeTypes:
-    __slots__ = ("Callbacks", "RecordBuffer")
+    __slots__ = ("Callbacks", "CodeKeys", "RecordBuffer")
 
-    def __init__(self, callbacks, record_buffer):
+    def __init__(self, callbacks, code_keys, record_buffer):
         self.Callbacks = callbacks
+        self.CodeKeys = code_keys
         self.RecordBuffer = record_buffer
+
+
+# The most code objects whose keys the C callbacks hold in their own table (16 bytes a slot, at most half
+# the slots used: 4 MiB at most); the keys of any code beyond are read from the code table's dict.
+MAX_CODE_KEYS = 1 << 17
 
 
 def choose(setting):
@@ -80,10 +86,14 @@ class NativeCallbacks:
             native_unwind_hook = None
 
         self.capacity_words = recorder.capacity_words
+        codes = recorder.codes
+        code_keys = module.CodeKeys(MAX_CODE_KEYS)
+        codes.forget_also(code_keys.forget)
+        self.code_keys = code_keys
         self.callbacks = module.Callbacks(
-            buffer=self.new_buffer(), thread_keys={}, call_keys=recorder.codes.call_keys,
-            slow_path=native_slow_path, unwind_hook=native_unwind_hook, failed=recorder.failures.failed,
-            limit=recorder.capacity_words)
+            buffer=self.new_buffer(), thread_keys={}, call_keys=codes.call_keys, code_keys=code_keys,
+            lifelines=codes.lifelines, slow_path=native_slow_path, unwind_hook=native_unwind_hook,
+            failed=recorder.failures.failed, limit=recorder.capacity_words)
         c = self.callbacks
         # In the order of _monitor._EVENT_KINDS.
         self.event_callbacks = [c.py_start, c.py_resume, c.py_throw, c.py_return, c.py_yield, c.py_unwind]
@@ -116,6 +126,8 @@ def calibration_callback(code, ident):
     def never(*args):
         return None
 
+    # No lifelines: `code` is a module function's, alive for longer than these callbacks (one calibration).
     callbacks = module.Callbacks(buffer=scratch, thread_keys={ident: 1 << 40}, call_keys={identity(code): 1 << 8},
-                                 slow_path=never, unwind_hook=None, failed=never, limit=1 << 16)
+                                 code_keys=module.CodeKeys(1), slow_path=never, unwind_hook=None, failed=never,
+                                 limit=1 << 16)
     return callbacks.py_start, scratch

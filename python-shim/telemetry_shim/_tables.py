@@ -97,9 +97,10 @@ class CodeTable:
 
     `keys` maps identity(code) to the key, or to 0 for the shim's own code (never recorded anywhere). No
     code object is kept alive (a program that compiles code at run time must be able to free it):
-    each entry goes when its code object dies (a weakref per code, `_lifelines`), before anything
+    each entry goes when its code object dies (a weakref per code, `lifelines`), before anything
     else can take its address, so an id() in the tables always means the code it was defined for,
-    and a key is never given to two code objects. What the call callbacks look up is `call_keys`:
+    and a key is never given to two code objects; so do the entries of the tables that copy these
+    (forget_also: the C callbacks' CodeKeys). What the call callbacks look up is `call_keys`:
     `keys` itself, unless a filter leaves code out; then a second table where such code is 0
     (DISABLE: no event after its first) while `keys` keeps its real key for exception locations.
     """
@@ -109,7 +110,8 @@ class CodeTable:
         self.keys = {}
         self.code_filter = code_filter if code_filter is not None and code_filter.active else None
         self.call_keys = self.keys if self.code_filter is None else {}
-        self._lifelines = {}  # identity(code) -> the weakref whose callback removes the code's entries
+        self.lifelines = {}  # identity(code) -> the weakref whose callback removes the code's entries
+        self._forget_also = []  # forget(identity) of the tables that copy call_keys (forget_also)
         self.definitions = []  # append-only; the sender tracks how many it has sent
         self._next_code_id = count(1).__next__
         self.overflow_code_key = None  # the one key of every code beyond MAX_CODES, once there
@@ -195,18 +197,28 @@ class CodeTable:
                 self.call_keys[identity(code)] = 0
             frame = frame.f_back
 
+    def forget_also(self, forget):
+        """Makes every code's lifeline also call `forget(identity)` (a C callable: see on_death) as the
+        code dies: for a table that copies entries of call_keys. Only while no code is defined, so that
+        no entry it can copy lacks the call."""
+        if self.keys or self.lifelines:
+            raise RuntimeError("forget_also() after codes were defined: their lifelines would miss it")
+        self._forget_also.append(forget)
+
     def _forget_when_dead(self, code):
-        """Arms the removal of `code`'s entries (keys, call_keys, this lifeline) for when it dies.
+        """Arms the removal of `code`'s entries (keys, call_keys, the copies of forget_also, this
+        lifeline) for when it dies.
         An immortal code object never dies and gets no weakref: CPython 3.12's deep-frozen code
         (the frozen stdlib modules) is static and shared by every interpreter of the process, and a
         weakref of ours in its list would be freed by a subinterpreter (a crash)."""
         if getrefcount(code) >= IMMORTAL_REFCOUNT:
             return
         cid = identity(code)
-        lifelines = self._lifelines
+        lifelines = self.lifelines
         steps = [partial(self.keys.pop, cid, None), partial(lifelines.pop, cid, None)]
         if self.call_keys is not self.keys:
             steps.append(partial(self.call_keys.pop, cid, None))
+        steps.extend(partial(forget, cid) for forget in self._forget_also)
         lifelines[cid] = ref(code, on_death(*steps))
 
 

@@ -1,5 +1,6 @@
 """The C call callbacks (_native.c) against their Python twin: the choice (TELEMETRY_SHIM_NATIVE and
-HELLO), the same records for the same program, the clock, and memory over ten million events.
+HELLO), the same records for the same program, the clock, their table of code keys (never a dead code's
+key), and memory over ten million events and over 10^5 exceptions.
 The whole suite also runs with TELEMETRY_SHIM_NATIVE=on and =off (scripts/test)."""
 
 import os
@@ -166,14 +167,93 @@ class NativeRecordTests(unittest.TestCase):
         code = sys._getframe().f_code
         slow_calls = []
         scratch = module.RecordBuffer(64)
+        code_keys = module.CodeKeys(16)
         callbacks = module.Callbacks(buffer=scratch, thread_keys={get_ident(): 1 << 40},
-                                     call_keys={identity(code): 3 << 8},
+                                     call_keys={identity(code): 3 << 8}, code_keys=code_keys,
                                      slow_path=lambda *args: slow_calls.append(args), unwind_hook=None,
                                      failed=lambda *args: None, limit=64)
         callbacks.py_start(code, 0)
         callbacks.py_start(code, 0)
         self.assertEqual([], slow_calls, "a known code on a known thread never calls into Python")
         self.assertEqual(4, len(scratch))
+        self.assertEqual(3 << 8, code_keys.get(identity(code)), "copied into the C table at its first event")
+
+    def test_the_c_table_of_code_keys_matches_the_dict_through_growth_removals_and_its_limit(self):
+        # The table reads only the address of what it is given: plain objects stand for code objects, their keys
+        # written in the dict as the code table would. Thousands of entries: the table grows, its runs of
+        # neighbouring slots get long, and every removal shifts entries back; each must stay findable.
+        from telemetry_shim._tables import identity
+
+        module = _native_path.load()[0]
+        limit = 3000
+        objects = [object() for _ in range(5000)]
+        call_keys = {identity(o): (n + 1) << 8 for n, o in enumerate(objects)}
+        code_keys = module.CodeKeys(limit)
+        scratch = module.RecordBuffer(1 << 16)
+        slow_calls = []
+        callbacks = module.Callbacks(buffer=scratch, thread_keys={get_ident(): 1 << 40}, call_keys=call_keys,
+                                     code_keys=code_keys, slow_path=lambda *args: slow_calls.append(args),
+                                     unwind_hook=None, failed=lambda *args: None, limit=1 << 16)
+
+        def check(expected_in_table):
+            for o in objects:
+                ck = call_keys.get(identity(o))
+                self.assertEqual(ck if identity(o) in expected_in_table else None, code_keys.get(identity(o)))
+            self.assertEqual(len(expected_in_table), len(code_keys))
+
+        for o in objects:
+            callbacks.py_start(o, 0)
+        held = {identity(o) for o in objects[:limit]}
+        check(held)
+        self.assertEqual(4096 * 2, code_keys.slots, "at most half full: 3000 entries take 8192 slots")
+        for o in objects[::3]:  # a third of them die: their lifelines' steps
+            code_keys.forget(identity(o))
+            call_keys.pop(identity(o))
+            held.discard(identity(o))
+        check(held)
+        code_keys.forget(identity(objects[0]))  # forgetting twice, or what was never held, changes nothing
+        code_keys.forget(identity(objects[-1]))
+        code_keys.forget(0)
+        check(held)
+        # Room again: the codes it had no room for are copied at their next event, up to the limit.
+        del scratch[:]
+        for o in objects:
+            if identity(o) in call_keys:
+                callbacks.py_start(o, 0)
+        room = [identity(o) for n, o in enumerate(objects) if n >= limit and n % 3]
+        held.update(room[:limit - len(held)])
+        check(held)
+        self.assertEqual(limit, len(code_keys))
+        words = [scratch[i] for i in range(1, len(scratch), 2)]
+        self.assertEqual([(1 << 40) | ck | _wire.KIND_START for ck in call_keys.values()], words,
+                         "every event of a known code recorded with its own key, from the table or the dict")
+        self.assertEqual([], slow_calls)
+
+    def test_a_codes_key_leaves_the_c_table_when_the_code_dies(self):
+        from telemetry_shim._tables import identity
+
+        recorder = self.recorder
+        code_keys = recorder.native.code_keys
+        code = compile("pass", "<short-lived>", "exec")
+        start = recorder._callbacks[0]
+        start(code, 0)  # defined by the slow path
+        start(code, 0)  # copied into the C table
+        cid = identity(code)
+        self.assertEqual(recorder.codes.call_keys[cid], code_keys.get(cid))
+        before = len(code_keys)
+        del code
+        self.assertIsNone(code_keys.get(cid))
+        self.assertEqual(before - 1, len(code_keys))
+        self.assertNotIn(cid, recorder.codes.call_keys)
+
+    def test_lifelines_cannot_be_armed_without_the_c_tables_step(self):
+        from telemetry_shim._tables import CodeTable
+
+        codes = CodeTable(SHIM_PACKAGE_DIR)
+        code = compile("pass", "<early>", "exec")
+        codes.define(code, None)
+        with self.assertRaises(RuntimeError):
+            codes.forget_also(_native_path.load()[0].CodeKeys(1).forget)
 
     def test_a_new_code_object_or_thread_goes_through_the_python_slow_path(self):
         recorder = self.recorder
@@ -195,6 +275,53 @@ class NativeRecordTests(unittest.TestCase):
         self.assertEqual(recorder.capacity_words, len(recorder.buffer))
         self.assertEqual(recorder.capacity_words // 2, recorder.dropped_in_callbacks())
         self.assertEqual(recorder.capacity_words // 2, recorder.native.dropped, "counted in C: no slow path")
+
+
+# Many short-lived functions, each compiled, called once and freed: CPython gives a freed code object's memory to
+# the next, so the same addresses come back again and again. A key found under a reused address that outlived its
+# code would record a call under another function's name.
+SHORT_LIVED_FUNCTIONS = textwrap.dedent("""
+    import sys, telemetry_shim
+    from telemetry_shim._tables import identity
+    assert telemetry_shim.start()
+    addresses, reused = set(), 0
+    for i in range(%(count)d):
+        namespace = {}
+        exec(compile("def f_%%d():\\n    return %%d\\n" %% (i, i), "<generated %%d>" %% i, "exec"), namespace)
+        function = namespace.pop("f_%%d" %% i)
+        assert function() == i and function() == i
+        reused += identity(function.__code__) in addresses
+        addresses.add(identity(function.__code__))
+        del function, namespace
+    print(reused)
+""")
+
+
+@NEEDS_NATIVE
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+class NativeCodeLifetimeTests(unittest.TestCase):
+    def test_a_code_object_at_a_dead_ones_address_is_recorded_under_its_own_name(self):
+        count = 3000
+        code, out, err, conn = run_recorded(SHORT_LIVED_FUNCTIONS % {"count": count}, "on")
+        self.assertEqual((0, ""), (code, err))
+        self.assertIsNone(conn.error)
+        self.assertEqual("native", conn.hello["callbacks"])
+        reused = int(out)
+        print("\n  %d short-lived functions, %d of them at a dead one's address" % (count, reused), file=sys.stderr)
+        self.assertGreater(reused, count // 2, "addresses were not reused: this test would prove nothing")
+        generated = [(conn.codes[c]["qualified_name"], conn.codes[c]["file_name"], kind)
+                     for _, _, c, kind in conn.events if conn.codes[c]["file_name"].startswith("<generated ")]
+        expected = []
+        for i in range(count):
+            expected.append(("<module>", "<generated %d>" % i, "START"))
+            expected.append(("<module>", "<generated %d>" % i, "RETURN"))
+            expected.extend([("f_%d" % i, "<generated %d>" % i, "START"), ("f_%d" % i, "<generated %d>" % i, "RETURN")] * 2)
+        # The first difference only: unittest's diff of two lists this long would take minutes.
+        wrong = next((n for n, (want, got) in enumerate(zip(expected, generated)) if want != got), None)
+        self.assertIsNone(wrong, "event %s: expected %s, recorded %s" % (
+            wrong, expected[wrong] if wrong is not None else "", generated[wrong] if wrong is not None else ""))
+        self.assertEqual(len(expected), len(generated))
+        self.assertEqual(0, conn.goodbye["final_stats"]["events_dropped"])
 
 
 @NEEDS_NATIVE
