@@ -174,7 +174,10 @@ public sealed class RunCommandTests : IDisposable
             import subprocess, sys
             subprocess.Popen([sys.executable, "-c", "import time\ndef late():\n    time.sleep(0.3)\nlate()"])
             """);
-        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), script]);
+        // Each shim says goodbye at exit if its sender finishes within the exit timeout (2 s by default, which a
+        // loaded machine can exceed): a longer one, so that both goodbyes arrive however slow the machine.
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), script],
+            environment: new Dictionary<string, string?> { ["TELEMETRY_SHIM_EXIT_TIMEOUT_S"] = "60" });
         Assert.True(result.ExitCode == 0, result.ToString());
         using var summary = JsonDocument.Parse(File.ReadAllText(_temp.File("out/summary.json")));
         var processes = summary.RootElement.GetProperty("processes").EnumerateArray().ToArray();
