@@ -7,7 +7,10 @@ namespace TelemetryAgent.Output;
 /// only once complete (<see cref="FolderExporter.WriteWhole"/>). As an observer (`serve`) it writes each process's
 /// folder when the process ends, on that connection's task.
 /// </summary>
-public sealed class ProcessFolders(FolderExporter exporter, string root, TextWriter log, TimeProvider? time = null) : IProcessObserver
+/// <param name="log">Where each written folder is reported.</param>
+/// <param name="problems">Where what could not be written is reported (a log that tells levels apart); null: <paramref name="log"/>.</param>
+public sealed class ProcessFolders(FolderExporter exporter, string root, TextWriter log, TimeProvider? time = null, TextWriter? problems = null)
+    : IProcessObserver
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private long _written;
@@ -28,7 +31,7 @@ public sealed class ProcessFolders(FolderExporter exporter, string root, TextWri
         var folderName = FolderName(identity, _time.GetLocalNow(), Interlocked.Increment(ref _written).ToString(System.Globalization.CultureInfo.InvariantCulture));
         var run = OutputRun.Create([frozen], _time, frozen.ConnectedAt, frozen.EndedAt ?? frozen.CheckpointTakenAt ?? _time.GetUtcNow());
         var report = exporter.WriteWhole(Path.Combine(root, folderName), run);
-        report.LogProblems(log);
+        report.LogProblems(problems ?? log);
         if (report.FolderError is null) log.WriteLine($"telemetry-agent: wrote {report.Folder}/");
         return report;
     }

@@ -139,7 +139,7 @@ public static class RunCommand
             // Each process is exported once, when it ends.
             var statistics = new AgentStatistics();
             var export = ExportPipeline.Create(new ExportContext(settings.Otlp, log, CheckpointInterval: null, statistics.Snapshot));
-            await using var host = new AgentHost(log, limits, observers: export.Observers, statistics) { Access = access, Redactor = redactor };
+            await using var host = new AgentHost(new PlainLoggerProvider(log).CreateLogger("run"), limits, observers: export.Observers, statistics) { Access = access, Redactor = redactor };
             try
             {
                 host.Listen(Path.Combine(runFolder.FullName, "agent.sock"));

@@ -1,5 +1,9 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Systemd;
+using Microsoft.Extensions.Logging;
 using TelemetryAgent.Export;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Hosting;
@@ -39,14 +43,22 @@ public static class ServeCommand
         "Seconds that stopping (SIGTERM, Ctrl-C) may take: connections still open get 1 s to end, then are closed, " +
         "every process's outputs are written and pending OTLP exports sent; what is not done by then is lost.");
 
+    private static readonly Option<string?> LogFormatOption = new("--log-format")
+    {
+        Description = "How the agent's log is written on stderr: plain (\"telemetry-agent: ...\" lines), json (one JSON object per " +
+                      "line, with level and message) or systemd (<N> priority prefixes for the journal). Default: systemd when " +
+                      "running as a systemd service, else plain.",
+    };
+
     public static Command Create()
     {
         var command = new Command("serve", "Run the agent as a daemon for any number of shimmed processes " +
                                            "(`python -m telemetry_shim app.py`, or the sitecustomize autostart).")
         {
             Socket, Output, ShutdownTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry,
-            ExportOptions.RetryDirectory, ExportOptions.ExportInterval,
+            ExportOptions.RetryDirectory, ExportOptions.ExportInterval, LogFormatOption,
         };
+        OptionValues.OneOf(LogFormatOption, "plain", "json", "systemd");
         AgentOptions.AddTo(command);
         LiveOptions.AddTo(command);
         command.SetAction((result, _) =>
@@ -62,103 +74,119 @@ public static class ServeCommand
                 return Task.FromResult(2);
             }
             return ExecuteAsync(result.GetValue(Socket) ?? DefaultSocketPath(), result.GetValue(Output)!, otlp,
-                interval, TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), result);
+                interval, TimeSpan.FromSeconds(result.GetValue(ShutdownTimeout)), ReadLogFormat(result), result);
         });
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval,
-        TimeSpan shutdownTimeout, ParseResult options)
+    private static LogFormat ReadLogFormat(ParseResult result) => result.GetValue(LogFormatOption)?.Trim().ToLowerInvariant() switch
     {
-        var log = Console.Error;
+        "plain" => LogFormat.Plain,
+        "json" => LogFormat.Json,
+        "systemd" => LogFormat.Systemd,
+        _ => AgentLogging.DefaultFormat,
+    };
+
+    private static async Task<int> ExecuteAsync(string socketPath, string outputRoot, OtlpSettings otlp, TimeSpan exportInterval,
+        TimeSpan shutdownTimeout, LogFormat logFormat, ParseResult options)
+    {
+        // Usage errors come before there is a log: one line on stderr and exit code 2, as for every command.
         if (AgentOptions.Read(options, out var optionError) is not var (limits, access, redactor))
         {
-            log.WriteLine($"telemetry-agent serve: {optionError}");
+            Console.Error.WriteLine($"telemetry-agent serve: {optionError}");
             return 2;
         }
         if (LiveOptions.Read(options, socketPath, out var liveError) is not var (liveOptions, timeline, retention))
         {
-            log.WriteLine($"telemetry-agent serve: {liveError}");
+            Console.Error.WriteLine($"telemetry-agent serve: {liveError}");
             return 2;
         }
-        var stop = new TaskCompletionSource();
-        using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-        using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-
         outputRoot = Path.GetFullPath(outputRoot);
-        var statistics = new AgentStatistics();
-        var export = ExportPipeline.Create(new ExportContext(otlp, log, exportInterval, statistics.Snapshot));
-        var host = new AgentHost(log, limits, observers: [new ProcessFolders(FolderExporter.Standard(), outputRoot, log), .. export.Observers], statistics)
+
+        // The host's lifetime takes SIGINT and SIGTERM when it starts; a signal before then stops the agent the same way
+        // (exit 0 once stopped), rather than ending the process with 130 or 143.
+        IHostApplicationLifetime? lifetime = null;
+        var stopRequested = 0;
+        using var earlyInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, StopEarly);
+        using var earlyTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, StopEarly);
+
+        using var host = BuildHost(logFormat, shutdownTimeout, services =>
         {
-            Verbose = true,
-            RetainProfiles = false,
-            CheckpointInterval = export.IsEmpty ? null : exportInterval,
-            Access = access,
-            Redactor = redactor,
-            Catalog = new Live.ProcessCatalog(retention),
-            Timeline = timeline,
-        };
+            var log = services.GetRequiredService<ILoggerFactory>().CreateLogger("telemetry-agent");
+            var statistics = new AgentStatistics();
+            var export = ExportPipeline.Create(new ExportContext(otlp, new LogLineWriter(log, LogLevel.Warning), exportInterval, statistics.Snapshot));
+            var folders = new ProcessFolders(FolderExporter.Standard(), outputRoot, new LogLineWriter(log, LogLevel.Information),
+                problems: new LogLineWriter(log, LogLevel.Error));
+            var agent = new AgentHost(log, limits, observers: [folders, .. export.Observers], statistics)
+            {
+                Verbose = true,
+                RetainProfiles = false,
+                CheckpointInterval = export.IsEmpty ? null : exportInterval,
+                Access = access,
+                Redactor = redactor,
+                Catalog = new Live.ProcessCatalog(retention),
+                Timeline = timeline,
+            };
+            var live = new LiveViews(agent, liveOptions, () => otlp.Enabled ? $"on: {ExportOptions.Describe(otlp)}" : "off", log);
+            var exporting = otlp.Enabled
+                ? $"exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
+                : otlp.OffBecause is { } why ? $"OTLP export is off ({why})."
+                : "OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).";
+            return new AgentService(agent, socketPath, live, export, new ServeAnnouncement(outputRoot, exporting), shutdownTimeout,
+                services.GetRequiredService<IHostApplicationLifetime>(), log);
+        });
+        Interlocked.Exchange(ref lifetime, host.Services.GetRequiredService<IHostApplicationLifetime>());
+        if (Volatile.Read(ref stopRequested) != 0) lifetime.StopApplication();
+
+        var service = host.Services.GetRequiredService<AgentService>();
         try
         {
-            host.Listen(socketPath);
+            await host.StartAsync().ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException)
+        catch (AgentStartException)
         {
-            log.WriteLine($"telemetry-agent serve: cannot listen on {socketPath}: {e.Message}");
-            await host.DisposeAsync().ConfigureAwait(false);
+            await service.AbandonAsync().ConfigureAwait(false);
             return 2;
         }
-        var live = new LiveViews(host, liveOptions, () => otlp.Enabled ? $"on: {ExportOptions.Describe(otlp)}" : "off", log);
-        try
+        catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
         {
-            await live.StartAsync(CancellationToken.None).ConfigureAwait(false);
+            // Stopped while starting: the stop below runs as after any signal.
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException
-                                      or InvalidOperationException)
+        await host.WaitForShutdownAsync().ConfigureAwait(false);
+        return service.ExitCode;
+
+        void StopEarly(PosixSignalContext context)
         {
-            log.WriteLine($"telemetry-agent serve: cannot start the live views: {e.Message}");
-            await live.DisposeAsync().ConfigureAwait(false);
-            await host.DisposeAsync().ConfigureAwait(false);
-            return 2;
+            context.Cancel = true;
+            Interlocked.Exchange(ref stopRequested, 1);
+            Volatile.Read(ref lifetime)?.StopApplication();
         }
-        log.WriteLine($"telemetry-agent: listening on {host.SocketPath}; outputs under {outputRoot}. Stop with Ctrl-C or SIGTERM.");
-        log.WriteLine($"telemetry-agent: queries (top, snapshot, status) on {live.QuerySocketPath}" +
-                      (liveOptions.QueryTcp is { } tcp ? $" and {tcp}" : "") +
-                      (live.HttpAddress is { } ui ? $"; web UI at {ui}" : ""));
-        log.WriteLine(otlp.Enabled
-            ? $"telemetry-agent: exporting over OTLP every {exportInterval.TotalSeconds:0.#} s: {ExportOptions.Describe(otlp)}"
-            : otlp.OffBecause is { } why ? $"telemetry-agent: OTLP export is off ({why})."
-            : "telemetry-agent: OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp).");
-        await Task.WhenAny(stop.Task, host.Accepting).ConfigureAwait(false);
-        var exitCode = 0;
-        if (host.Accepting is { IsFaulted: true } failed)
+    }
+
+    /// <summary>
+    /// serve as a Generic Host with nothing of its defaults (no configuration files, no environment-named settings): one
+    /// hosted service, the log in the chosen format on stderr, and the lifetime that fits where it runs.
+    /// </summary>
+    private static IHost BuildHost(LogFormat logFormat, TimeSpan shutdownTimeout, Func<IServiceProvider, AgentService> createAgent)
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { ApplicationName = "telemetry-agent" });
+        builder.Services.Configure<HostOptions>(options => options.ShutdownTimeout = shutdownTimeout);
+        builder.Services.AddSingleton(createAgent);
+        builder.Services.AddHostedService(services => services.GetRequiredService<AgentService>());
+        if (SystemdHelpers.IsSystemdService() || Environment.GetEnvironmentVariable("NOTIFY_SOCKET") is { Length: > 0 })
         {
-            log.WriteLine($"telemetry-agent: the socket stopped accepting connections: {failed.Exception!.InnerException?.Message}");
-            exitCode = 1;
+            // systemd's Type=notify (or any supervisor that sets NOTIFY_SOCKET): READY=1 once the host has started, that is
+            // once the sockets accept connections (AgentService), and STOPPING=1 when it begins to stop. This lifetime
+            // stops on SIGTERM, the one signal systemd sends.
+            builder.Services.AddSingleton<ISystemdNotifier, SystemdNotifier>();
+            builder.Services.AddSingleton<IHostLifetime, SystemdLifetime>();
         }
         else
         {
-            log.WriteLine("telemetry-agent: stopping; connections still open are closed and written.");
+            // SIGINT, SIGTERM and SIGQUIT stop the host; its own "Application started" lines are not the agent's.
+            builder.Services.Configure<ConsoleLifetimeOptions>(options => options.SuppressStatusMessages = true);
         }
-        // One deadline for the whole stop: open connections completed and written, then pending exports sent.
-        var stopping = System.Diagnostics.Stopwatch.StartNew();
-        await live.DisposeAsync().ConfigureAwait(false);
-        var disposed = host.DisposeAsync().AsTask();
-        if (await Task.WhenAny(disposed, Task.Delay(shutdownTimeout)).ConfigureAwait(false) != disposed)
-        {
-            log.WriteLine($"telemetry-agent: stopping took longer than {shutdownTimeout.TotalSeconds:0.#} s (--shutdown-timeout); " +
-                          "outputs not written by now are lost.");
-            exitCode = 1;
-        }
-        var left = shutdownTimeout - stopping.Elapsed;
-        await export.ShutdownAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(false);
-        log.WriteLine($"telemetry-agent: statistics: {host.Statistics.Snapshot()}");
-        return exitCode;
-
-        void Stop(PosixSignalContext context)
-        {
-            context.Cancel = true;
-            stop.TrySetResult();
-        }
+        AgentLogging.Configure(builder.Logging, logFormat);
+        return builder.Build();
     }
 }

@@ -1,5 +1,6 @@
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
 using TelemetryAgent.Live;
 using TelemetryAgent.Profiling;
 using TelemetryAgent.Sessions;
@@ -16,7 +17,7 @@ public sealed class AgentHost : IAsyncDisposable
     // A frame is consumed only whole, so the pipe must hold one maximal frame plus a read's worth.
     private const int ReadBufferSize = 64 * 1024;
 
-    private readonly TextWriter _log;
+    private readonly ILogger _log;
     private readonly AgentLimits _limits;
     private readonly AggregateMemoryBudget _memory;
     private readonly ProcessObservers _observers;
@@ -27,7 +28,7 @@ public sealed class AgentHost : IAsyncDisposable
 
     /// <param name="observers">Told about every process's start, checkpoints and completion (exporters, writers).</param>
     /// <param name="statistics">The agent's counters (shared with its own telemetry); a new set when null.</param>
-    public AgentHost(TextWriter log, AgentLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null,
+    public AgentHost(ILogger log, AgentLimits? limits = null, IReadOnlyList<IProcessObserver>? observers = null,
         AgentStatistics? statistics = null)
     {
         _log = log;
@@ -173,14 +174,10 @@ public sealed class AgentHost : IAsyncDisposable
         var profile = session.Profile;
         var who = profile is null ? "a connection without HELLO" : $"pid {profile.Identity.Pid} ({profile.Identity.ServiceName})";
         var failed = end.Reason is ConnectionEndReason.ProtocolError or ConnectionEndReason.TransportError;
-        if (failed || Verbose)
-        {
-            lock (_log) _log.WriteLine($"telemetry-agent: {who} ended: {end}");
-        }
+        if (failed) _log.LogWarning("{Connection} ended: {End}", who, end);
+        else if (Verbose) _log.LogInformation("{Connection} ended: {End}", who, end);
         if (profile is { PeerPidMatches: false })
-        {
-            lock (_log) _log.WriteLine($"telemetry-agent: flagged: pid {profile.Identity.Pid} in HELLO is not the peer's ({credentials})");
-        }
+            _log.LogWarning("flagged: pid {Pid} in HELLO is not the peer's ({Peer})", profile.Identity.Pid, credentials);
     }
 
     /// <summary>Stops accepting and ends every connection (each is completed and reported); calling it again does nothing.</summary>

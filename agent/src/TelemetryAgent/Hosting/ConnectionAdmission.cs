@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Transport;
 
@@ -14,7 +15,7 @@ internal static class ConnectionAdmission
     private const int LoggedInFull = 20;
 
     /// <summary>The peer's credentials when it may connect; null when it was refused.</summary>
-    public static PeerCredentials? Admit(Socket socket, PeerAccess access, AgentStatistics statistics, TextWriter log)
+    public static PeerCredentials? Admit(Socket socket, PeerAccess access, AgentStatistics statistics, ILogger log)
     {
         statistics.ConnectionAccepted();
         if (!Native.TryGetPeerCredentials(socket, out var peer))
@@ -32,7 +33,7 @@ internal static class ConnectionAdmission
     }
 
     /// <summary>Counts the session as active unless <paramref name="maxConnections"/> already are.</summary>
-    public static bool TryOpen(ProcessSession session, PeerCredentials peer, int maxConnections, AgentStatistics statistics, TextWriter log)
+    public static bool TryOpen(ProcessSession session, PeerCredentials peer, int maxConnections, AgentStatistics statistics, ILogger log)
     {
         if (statistics.TryOpen(session, maxConnections)) return true;
         Refuse(statistics, log, AgentStatistics.RejectReasons.TooManyConnections,
@@ -40,12 +41,10 @@ internal static class ConnectionAdmission
         return false;
     }
 
-    private static void Refuse(AgentStatistics statistics, TextWriter log, string reason, string why)
+    private static void Refuse(AgentStatistics statistics, ILogger log, string reason, string why)
     {
         var count = statistics.ConnectionRejected(reason);
         if (count <= LoggedInFull || count % 100 == 0)
-        {
-            lock (log) log.WriteLine($"telemetry-agent: connection refused ({reason}, {count:N0} so far): {why}");
-        }
+            log.LogWarning("connection refused ({Reason}, {Count:N0} so far): {Why}", reason, count, why);
     }
 }

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
 using TelemetryAgent.Live;
 using TelemetryAgent.Live.Contracts;
 using TelemetryAgent.Transport;
@@ -25,7 +26,7 @@ public sealed class LiveViews : IAsyncDisposable
     private readonly AgentHost _host;
     private readonly LiveViewsOptions _options;
     private readonly Func<string> _export;
-    private readonly TextWriter _log;
+    private readonly ILogger _log;
     private readonly DateTimeOffset _started = DateTimeOffset.UtcNow;
     private LiveServer? _server;
     // Kept open while Kestrel serves a duplicate of its descriptor: disposing a bound Unix socket removes its file.
@@ -35,7 +36,7 @@ public sealed class LiveViews : IAsyncDisposable
     private long _refused;
 
     /// <param name="export">What export is doing, in a few words ("off", or its counts).</param>
-    public LiveViews(AgentHost host, LiveViewsOptions options, Func<string> export, TextWriter log)
+    public LiveViews(AgentHost host, LiveViewsOptions options, Func<string> export, ILogger log)
     {
         ArgumentNullException.ThrowIfNull(host.Catalog);
         _host = host;
@@ -51,6 +52,9 @@ public sealed class LiveViews : IAsyncDisposable
     public string QuerySocketPath => _socketPath ?? throw new InvalidOperationException("The live views are not started.");
 
     public Uri? HttpAddress => _server?.HttpAddress;
+
+    /// <summary>The query API's loopback TCP address, when it has one.</summary>
+    public IPEndPoint? QueryTcp => _options.QueryTcp;
 
     public async Task StartAsync(CancellationToken cancellation)
     {
@@ -69,7 +73,8 @@ public sealed class LiveViews : IAsyncDisposable
             QueryTcp = _options.QueryTcp,
             Http = _options.Http,
             Token = _options.Token,
-            Log = _log,
+            // The web server reports only warnings and errors, in lines of its own.
+            Log = new LogLineWriter(_log, LogLevel.Warning),
         });
         try
         {
@@ -98,9 +103,7 @@ public sealed class LiveViews : IAsyncDisposable
         if (refusal is null) return null;
         var count = Interlocked.Increment(ref _refused);
         if (count <= LoggedInFull || count % 100 == 0)
-        {
-            lock (_log) _log.WriteLine($"telemetry-agent: query connection refused ({count:N0} so far): {refusal}");
-        }
+            _log.LogWarning("query connection refused ({Count:N0} so far): {Refusal}", count, refusal);
         return refusal;
     }
 

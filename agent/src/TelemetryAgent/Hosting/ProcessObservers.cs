@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Hosting;
@@ -6,7 +7,7 @@ namespace TelemetryAgent.Hosting;
 /// Hands each process event to every observer in turn. An observer that throws (a bug of ours) is logged and
 /// costs that one call only: neither the connection nor the other observers notice.
 /// </summary>
-public sealed class ProcessObservers(TextWriter log, IReadOnlyList<IProcessObserver> observers) : IProcessObserver
+public sealed class ProcessObservers(ILogger log, IReadOnlyList<IProcessObserver> observers) : IProcessObserver
 {
     public void OnStarted(ProcessProfile running) => Each(running, "starting", static (o, p) => o.OnStarted(p));
 
@@ -24,7 +25,7 @@ public sealed class ProcessObservers(TextWriter log, IReadOnlyList<IProcessObser
             }
             catch (Exception e)
             {
-                lock (log) log.WriteLine($"telemetry-agent: {observer.GetType().Name} failed on the {what} of pid {profile.Identity.Pid}: {e.Message}");
+                log.LogError("{Observer} failed on the {What} of pid {Pid}: {Reason}", observer.GetType().Name, what, profile.Identity.Pid, e.Message);
             }
         }
     }
