@@ -154,6 +154,10 @@ class SystemdTest(unittest.TestCase):
             self.assertTrue(one(arguments, option).startswith(state + "/"), option)
         self.assertGreater(int(setting(settings, "Service", "TimeoutStopSec")), int(one(arguments, "--shutdown-timeout")))
         self.assertEqual("SIGTERM", setting(settings, "Service", "KillSignal"))
+        # The agent sends READY=1 itself (sd_notify from its main process, which ExecStart runs directly).
+        self.assertEqual("notify", setting(settings, "Service", "Type"))
+        notify_access = [value for section, key, value in settings if section == "Service" and key == "NotifyAccess"]
+        self.assertIn((notify_access or ["main"])[-1], ("main", "exec"))
         # Priority over the services it watches.
         self.assertGreater(int(setting(settings, "Service", "CPUWeight")), 100)
         self.assertLess(int(setting(settings, "Service", "Nice")), 0)
@@ -274,6 +278,7 @@ class KubernetesTest(unittest.TestCase):
     def test_the_agents_args_are_valid_and_its_deadline_fits_the_grace_period(self):
         pod, container, arguments = self.agent()
         self.assertEqual("serve", container["args"][0])
+        self.assertEqual("json", one(arguments, "--log-format"))
         self.assertGreater(pod["terminationGracePeriodSeconds"], int(one(arguments, "--shutdown-timeout")))
         self.assertIn(pod["priorityClassName"],
                       [d["metadata"]["name"] for d in self.documents("daemonset.yaml") if d["kind"] == "PriorityClass"])
