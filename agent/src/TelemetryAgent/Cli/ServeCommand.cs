@@ -103,12 +103,12 @@ public static class ServeCommand
         }
         outputRoot = Path.GetFullPath(outputRoot);
 
-        // The host's lifetime takes SIGINT and SIGTERM when it starts; a signal before then stops the agent the same way
-        // (exit 0 once stopped), rather than ending the process with 130 or 143.
+        // The host's lifetime takes the signals when it starts; one before then (while the host is built) stops the agent
+        // the same way, exit 0 once stopped, rather than ending the process with 130 or 143.
         IHostApplicationLifetime? lifetime = null;
         var stopRequested = 0;
-        using var earlyInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, StopEarly);
-        using var earlyTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, StopEarly);
+        var earlyInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, StopEarly);
+        var earlyTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, StopEarly);
 
         using var host = BuildHost(logFormat, shutdownTimeout, services =>
         {
@@ -151,6 +151,12 @@ public static class ServeCommand
         catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
         {
             // Stopped while starting: the stop below runs as after any signal.
+        }
+        finally
+        {
+            // The host's lifetime has had the signals since its start began (ConsoleLifetime, or SystemdLifetime: SIGTERM only).
+            earlyInterrupt.Dispose();
+            earlyTerminate.Dispose();
         }
         await host.WaitForShutdownAsync().ConfigureAwait(false);
         return service.ExitCode;

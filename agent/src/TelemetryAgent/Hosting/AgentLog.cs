@@ -32,7 +32,6 @@ public static class AgentLogging
     public static void Configure(ILoggingBuilder logging, LogFormat format)
     {
         ArgumentNullException.ThrowIfNull(logging);
-        logging.ClearProviders();
         logging.SetMinimumLevel(LogLevel.Information);
         logging.AddFilter("Microsoft", LogLevel.Warning);
         logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);

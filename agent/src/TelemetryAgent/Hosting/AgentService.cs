@@ -20,30 +20,10 @@ public sealed class AgentStartException(string message, Exception inner) : Excep
 /// connections still open, writes their outputs and sends pending exports, all within the host's shutdown timeout
 /// (--shutdown-timeout): what is not done by then is lost, and the exit code says so.
 /// </summary>
-public sealed class AgentService : IHostedService
+public sealed class AgentService(AgentHost host, string socketPath, LiveViews live, ExportPipeline export, ServeAnnouncement announcement,
+    TimeSpan shutdownTimeout, IHostApplicationLifetime lifetime, ILogger log) : IHostedService
 {
-    private readonly AgentHost _host;
-    private readonly string _socketPath;
-    private readonly LiveViews _live;
-    private readonly ExportPipeline _export;
-    private readonly ServeAnnouncement _announcement;
-    private readonly TimeSpan _shutdownTimeout;
-    private readonly IHostApplicationLifetime _lifetime;
-    private readonly ILogger _log;
     private volatile bool _acceptingFailed;
-
-    public AgentService(AgentHost host, string socketPath, LiveViews live, ExportPipeline export, ServeAnnouncement announcement,
-        TimeSpan shutdownTimeout, IHostApplicationLifetime lifetime, ILogger log)
-    {
-        _host = host;
-        _socketPath = socketPath;
-        _live = live;
-        _export = export;
-        _announcement = announcement;
-        _shutdownTimeout = shutdownTimeout;
-        _lifetime = lifetime;
-        _log = log;
-    }
 
     /// <summary>0 after an orderly stop; 1 when the socket failed or stopping ran out of time.</summary>
     public int ExitCode { get; private set; }
@@ -52,29 +32,29 @@ public sealed class AgentService : IHostedService
     {
         try
         {
-            _host.Listen(_socketPath);
+            host.Listen(socketPath);
         }
         catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException or ArgumentException)
         {
-            _log.LogError("cannot listen on {Socket}: {Reason}", _socketPath, e.Message);
-            throw new AgentStartException($"cannot listen on {_socketPath}", e);
+            log.LogError("cannot listen on {Socket}: {Reason}", socketPath, e.Message);
+            throw new AgentStartException($"cannot listen on {socketPath}", e);
         }
         try
         {
-            // Not cancelled by an early SIGTERM: a start left half done would leave a socket file behind; the stop follows.
-            await _live.StartAsync(CancellationToken.None).ConfigureAwait(false);
+            // Not cancelled by a signal during the start: the stop it asks for comes right after, in the usual order.
+            await live.StartAsync(CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException or ArgumentException
                                       or InvalidOperationException)
         {
-            _log.LogError("cannot start the live views: {Reason}", e.Message);
+            log.LogError("cannot start the live views: {Reason}", e.Message);
             throw new AgentStartException("cannot start the live views", e);
         }
         _ = WatchAcceptingAsync();
-        _log.LogInformation("listening on {Socket}; outputs under {Output}. Stop with Ctrl-C or SIGTERM.", _host.SocketPath, _announcement.OutputRoot);
-        _log.LogInformation("queries (top, snapshot, status) on {QuerySocket}{Tcp}{Ui}", _live.QuerySocketPath,
-            _live.QueryTcp is { } tcp ? $" and {tcp}" : "", _live.HttpAddress is { } ui ? $"; web UI at {ui}" : "");
-        _log.LogInformation("{Export}", _announcement.Export);
+        log.LogInformation("listening on {Socket}; outputs under {Output}. Stop with Ctrl-C or SIGTERM.", host.SocketPath, announcement.OutputRoot);
+        log.LogInformation("queries (top, snapshot, status) on {QuerySocket}{Tcp}{Ui}", live.QuerySocketPath,
+            live.QueryTcp is { } tcp ? $" and {tcp}" : "", live.HttpAddress is { } ui ? $"; web UI at {ui}" : "");
+        log.LogInformation("{Export}", announcement.Export);
     }
 
     /// <summary>A socket that stops accepting on its own is a failure of the agent: it stops, with exit code 1.</summary>
@@ -82,39 +62,39 @@ public sealed class AgentService : IHostedService
     {
         try
         {
-            await _host.Accepting.ConfigureAwait(false);
+            await host.Accepting.ConfigureAwait(false);
         }
         catch (Exception e)
         {
             _acceptingFailed = true;
             ExitCode = 1;
-            _log.LogError("the socket stopped accepting connections: {Reason}", e.Message);
-            _lifetime.StopApplication();
+            log.LogError("the socket stopped accepting connections: {Reason}", e.Message);
+            lifetime.StopApplication();
         }
     }
 
     /// <summary>After a failed start: closes what was opened (no stop to announce, no outputs to write).</summary>
     public async Task AbandonAsync()
     {
-        await _live.DisposeAsync().ConfigureAwait(false);
-        await _host.DisposeAsync().ConfigureAwait(false);
+        await live.DisposeAsync().ConfigureAwait(false);
+        await host.DisposeAsync().ConfigureAwait(false);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         // The host's deadline (HostOptions.ShutdownTimeout) is this one: it started when stopping did.
         var stopping = Stopwatch.StartNew();
-        if (!_acceptingFailed) _log.LogInformation("stopping; connections still open are closed and written.");
-        await _live.DisposeAsync().ConfigureAwait(false);
-        var disposed = _host.DisposeAsync().AsTask();
+        if (!_acceptingFailed) log.LogInformation("stopping; connections still open are closed and written.");
+        await live.DisposeAsync().ConfigureAwait(false);
+        var disposed = host.DisposeAsync().AsTask();
         if (await Task.WhenAny(disposed, Task.Delay(Timeout.Infinite, cancellationToken)).ConfigureAwait(false) != disposed)
         {
-            _log.LogError("stopping took longer than {Seconds:0.#} s (--shutdown-timeout); outputs not written by now are lost.",
-                _shutdownTimeout.TotalSeconds);
+            log.LogError("stopping took longer than {Seconds:0.#} s (--shutdown-timeout); outputs not written by now are lost.",
+                shutdownTimeout.TotalSeconds);
             ExitCode = 1;
         }
-        var left = _shutdownTimeout - stopping.Elapsed;
-        await _export.ShutdownAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(false);
-        _log.LogInformation("statistics: {Statistics}", _host.Statistics.Snapshot());
+        var left = shutdownTimeout - stopping.Elapsed;
+        await export.ShutdownAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(false);
+        log.LogInformation("statistics: {Statistics}", host.Statistics.Snapshot());
     }
 }
