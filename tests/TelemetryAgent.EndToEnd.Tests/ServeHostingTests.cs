@@ -79,7 +79,7 @@ public sealed class ServeHostingTests : IDisposable
     [Fact]
     public async Task Json_log_is_one_object_per_line_with_level_and_message()
     {
-        var stderr = await ServeWithABadPeerAsync("json");
+        var stderr = await ServeWithABadPeerAsync("json", runAProgram: true);
         var entries = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line =>
         {
             using var entry = JsonDocument.Parse(line);
@@ -90,6 +90,9 @@ public sealed class ServeHostingTests : IDisposable
         Assert.Equal("Warning", badPeer.Level);
         Assert.Contains("BadMagic", badPeer.Message);
         Assert.Equal("Information", Assert.Single(entries, entry => entry.Message.StartsWith("statistics: ", StringComparison.Ordinal)).Level);
+        // What the output folders report on their TextWriter arrives as entries too, without the plain format's prefix.
+        var folder = Assert.Single(ServeAgent.CompletedFolders(OutputRoot));
+        Assert.Contains(("Information", $"wrote {folder}/"), entries);
     }
 
     [Fact]
@@ -110,8 +113,11 @@ public sealed class ServeHostingTests : IDisposable
         Assert.Contains(lines, line => line.StartsWith("telemetry-agent: a connection without HELLO ended:", StringComparison.Ordinal));
     }
 
-    /// <summary>serve in a log format, a peer that sends no HELLO (a warning), then SIGTERM: what it wrote on stderr.</summary>
-    private async Task<string> ServeWithABadPeerAsync(string format)
+    /// <summary>
+    /// serve in a log format, a peer that sends no HELLO (a warning), a real shimmed program when asked (its folder
+    /// written), then SIGTERM: what the agent wrote on stderr.
+    /// </summary>
+    private async Task<string> ServeWithABadPeerAsync(string format, bool runAProgram = false)
     {
         using var agent = StartServe(options: ["--log-format", format]);
         await ServeAgent.WaitUntilAsync(() => File.Exists(SocketPath) || agent.HasExited, "the socket");
@@ -122,6 +128,15 @@ public sealed class ServeHostingTests : IDisposable
             // The agent closes a connection it gave up on: the end of the stream says it is done with this one.
             garbage.ReceiveTimeout = 30_000;
             Assert.Equal(0, garbage.Receive(new byte[16]));
+        }
+        if (runAProgram)
+        {
+            var script = _temp.File("work.py");
+            File.WriteAllText(script, "print(sum(range(10)))\n");
+            var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", SocketPath, script],
+                environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
+            Assert.True(run.ExitCode == 0 && run.Stdout == "45\n", run.ToString());
+            await ServeAgent.WaitUntilAsync(() => ServeAgent.CompletedFolders(OutputRoot).Length == 1, "the program's output folder");
         }
         Assert.True(Transport.Native.SendSignal(agent.Id, 15));
         var finished = await Processes.WaitAsync(agent, TimeSpan.FromSeconds(30));
