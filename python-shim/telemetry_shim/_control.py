@@ -110,6 +110,9 @@ class _Shim:
             "working_directory": self.working_directory,
             "callbacks": self.recorder.callbacks_name,
         }
+        from ._container import container_and_pod  # here, on the sender thread, not in the program's start-up
+
+        fields["container_id"], fields["pod_uid"] = container_and_pod()
         fields.update(self.settings.hello_fields())
         return fields
 

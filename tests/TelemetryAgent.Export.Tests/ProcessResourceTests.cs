@@ -61,6 +61,23 @@ public sealed class ProcessResourceTests
     }
 
     [Fact]
+    public void The_container_and_pod_of_the_cgroup_are_named_unless_the_downward_api_names_them()
+    {
+        const string container = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        const string pod = "1f3c2a4e-5b6d-4c7e-8f90-a1b2c3d4e5f6";
+        var fromCgroup = AttributesOf(Identity() with { ContainerId = container, PodUid = pod });
+        Assert.Equal(container, fromCgroup["container.id"]);
+        Assert.Equal(pod, fromCgroup["k8s.pod.uid"]);
+
+        var fromDownwardApi = AttributesOf(Identity(resourceAttributes: "k8s.pod.uid=from-env") with { PodUid = pod });
+        Assert.Equal("from-env", fromDownwardApi["k8s.pod.uid"]);
+
+        var outsideContainers = AttributesOf(Identity());
+        Assert.False(outsideContainers.ContainsKey("container.id"));
+        Assert.False(outsideContainers.ContainsKey("k8s.pod.uid"));
+    }
+
+    [Fact]
     public void ServiceNamePrecedence_OtelServiceName_then_ResourceAttributes_then_argv()
     {
         Assert.Equal("from-attributes", AttributesOf(Identity(resourceAttributes: "service.name=from-attributes"))["service.name"]);

@@ -44,6 +44,9 @@ public static class ProcessResource
         Set("process.runtime.name", identity.PythonImplementation.Length > 0 ? identity.PythonImplementation.ToLowerInvariant() : "cpython");
         Set("process.runtime.version", identity.PythonVersion);
         if (identity.HostName.Length > 0) Set("host.name", identity.HostName);
+        // From the process's cgroup: what tells pods apart when no downward-API variable does (those, below, win).
+        if (identity.ContainerId.Length > 0) Set("container.id", identity.ContainerId);
+        if (identity.PodUid.Length > 0) Set("k8s.pod.uid", identity.PodUid);
 
         foreach (var (key, value) in ParseEnvironmentAttributes(identity.ResourceAttributes) ?? [])
         {

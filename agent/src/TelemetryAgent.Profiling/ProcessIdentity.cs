@@ -16,6 +16,12 @@ public sealed record ProcessIdentity(
     string WorkingDirectory,
     long ProcessStartUnixNs)
 {
+    /// <summary>The container the process runs in, as its cgroup names it; empty when unknown.</summary>
+    public string ContainerId { get; init; } = "";
+
+    /// <summary>The Kubernetes pod the process runs in, as its cgroup names it; empty when unknown.</summary>
+    public string PodUid { get; init; } = "";
+
     /// <summary>
     /// The configured service name; else the script's name without <c>.py</c> (<c>python app.py</c> gives
     /// <c>app</c>), the package's name for <c>python -m package</c> (argv[0] is its <c>__main__.py</c>), or the

@@ -24,7 +24,7 @@ internal static class WireTranslation
             hello.ResourceAttributes,
             hello.ShimVersion,
             hello.WorkingDirectory,
-            hello.ProcessStartUnixNs);
+            hello.ProcessStartUnixNs) { ContainerId = hello.ContainerId, PodUid = hello.PodUid };
     }
 
     /// <summary>An empty mode is a shim that predates the modes: full. An unknown one is kept as it was sent.</summary>
