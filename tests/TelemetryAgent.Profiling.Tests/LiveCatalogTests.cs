@@ -16,6 +16,8 @@ public sealed class LiveCatalogTests
         public ProcessProfile? Profile => session.Profile;
 
         public Task<ProcessProfile> SnapshotAsync() => session.RequestSnapshotAsync();
+
+        public Task<IReadOnlyList<FunctionStats>> FunctionStatisticsAsync() => session.RequestFunctionStatisticsAsync();
     }
 
     private (LiveProcess Process, SessionScript Script) Add(ProcessCatalog catalog, List<long> released, long pid)

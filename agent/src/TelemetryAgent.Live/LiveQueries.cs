@@ -245,8 +245,8 @@ public sealed class LiveQueries(ProcessCatalog catalog, TimeProvider? time = nul
 
     /// <summary>
     /// The hottest functions of the selected running processes, one update per interval: what each function added
-    /// in the interval (from two checkpoints) and its figures since the process started. The first update comes
-    /// after one interval.
+    /// in the interval (from two takes of the processes' function statistics, which cost what changed, not a copy of
+    /// the trees) and its figures since the process started. The first update comes after one interval.
     /// </summary>
     public async IAsyncEnumerable<TopUpdate> WatchTopAsync(TopRequest request, [EnumeratorCancellation] CancellationToken cancellation)
     {
@@ -312,8 +312,8 @@ public sealed class LiveQueries(ProcessCatalog catalog, TimeProvider? time = nul
             {
                 try
                 {
-                    var snapshot = await process.SnapshotAsync().WaitAsync(interval * 2, token).ConfigureAwait(false);
-                    return (process.Id, Stats: snapshot.FunctionStatistics());
+                    var stats = await process.FunctionStatisticsAsync().WaitAsync(interval * 2, token).ConfigureAwait(false);
+                    return (process.Id, Stats: stats);
                 }
                 catch (Exception e) when (e is TimeoutException or InvalidOperationException)
                 {

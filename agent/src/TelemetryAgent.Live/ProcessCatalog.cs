@@ -11,6 +11,12 @@ public interface ILiveConnection
 
     /// <summary>A frozen copy taken on the session's thread after its next frame (the final profile once it ended).</summary>
     Task<ProcessProfile> SnapshotAsync();
+
+    /// <summary>
+    /// What <c>SnapshotAsync().FunctionStatistics()</c> would give, without a copy of the trees: taken on the session's
+    /// thread at the cost of what changed since the previous request (the completed profile's once it ended).
+    /// </summary>
+    Task<IReadOnlyList<FunctionStats>> FunctionStatisticsAsync();
 }
 
 /// <summary>How many ended processes the live views keep, and for how long.</summary>
@@ -52,6 +58,10 @@ public sealed class LiveProcess
 
     /// <summary>Cumulative since HELLO: a checkpoint of a running process, the final profile of an ended one.</summary>
     public Task<ProcessProfile> SnapshotAsync() => Ended is { } ended ? Task.FromResult(ended) : _connection.SnapshotAsync();
+
+    /// <summary>The function statistics of <see cref="SnapshotAsync"/>, taken without copying a running process's trees.</summary>
+    public Task<IReadOnlyList<FunctionStats>> FunctionStatisticsAsync()
+        => Ended is { } ended ? Task.FromResult(ended.FunctionStatistics()) : _connection.FunctionStatisticsAsync();
 
     internal void MarkEnded(ProcessProfile completed) => Volatile.Write(ref _ended, completed);
 

@@ -37,8 +37,11 @@ public sealed class CallNode
     /// <summary>Distance from the root (a root is at depth 0).</summary>
     public int Depth { get; }
 
-    /// <summary>This node's index in its process's <see cref="ProcessTimeline"/>; 0 while the timeline does not track it.</summary>
-    internal int TimelineId { get; set; }
+    /// <summary>
+    /// The node's number in the session that built it (1, 2, ... in order of creation), which indexes the session's
+    /// per-node tables (<see cref="ProcessTimeline"/>, <see cref="LiveFunctionStats"/>); 0 for roots and copies.
+    /// </summary>
+    internal int Id { get; set; }
 
     /// <summary>Times the function was entered by a call (PY_START) at this path.</summary>
     public long Calls { get; internal set; }

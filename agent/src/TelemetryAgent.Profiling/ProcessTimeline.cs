@@ -176,20 +176,23 @@ public sealed class ProcessTimeline
         }
     }
 
-    /// <summary>Starts following a new call-tree node (the session calls it when it creates one).</summary>
+    /// <summary>
+    /// Starts following a new call-tree node (the session calls it when it creates one, after numbering it: the
+    /// timeline exists from HELLO on, so it follows every node, 1, 2, ... in order).
+    /// </summary>
     internal void Track(CallNode node)
     {
-        var id = _nodeCount + 1;
+        var id = node.Id;
+        System.Diagnostics.Debug.Assert(id == _nodeCount + 1, "the session numbers its nodes in order");
         if (id >= _nodes.Length)
         {
-            var length = _nodes.Length * 2;
+            var length = Math.Max(_nodes.Length * 2, id + 1);
             Array.Resize(ref _nodes, length);
             Array.Resize(ref _baseline, length * FiguresPerNode);
             Array.Resize(ref _openSelf, length);
             Array.Resize(ref _openTotal, length);
         }
         _nodes[id] = node;
-        node.TimelineId = id;
         _nodeCount = id;
     }
 
@@ -207,7 +210,7 @@ public sealed class ProcessTimeline
     /// </summary>
     internal void ChargeOpenFrame(CallNode node, long selfNs, long totalNs)
     {
-        var id = node.TimelineId;
+        var id = node.Id;
         if (id == 0) return;
         _openIds.Add(id);
         _openSelf[id] += Math.Max(0, selfNs);
@@ -484,18 +487,18 @@ public sealed class TimelineSelection
         {
             path.Clear();
             var top = node;
-            while (top.Parent is { } parent && (top.TimelineId >= copies.Length || copies[top.TimelineId] is null))
+            while (top.Parent is { } parent && (top.Id >= copies.Length || copies[top.Id] is null))
             {
                 path.Add(top);
                 top = parent;
             }
-            var target = top.Parent is null ? threadByRoot[top].Root : copies[top.TimelineId]!;
+            var target = top.Parent is null ? threadByRoot[top].Root : copies[top.Id]!;
             for (var i = path.Count - 1; i >= 0; i--)
             {
                 var function = path[i].Function!;
                 functions.Add(function);
                 target = target.GetOrAddChild(function);
-                if (path[i].TimelineId < copies.Length) copies[path[i].TimelineId] = target;
+                if (path[i].Id < copies.Length) copies[path[i].Id] = target;
                 copied++;
             }
             return target;

@@ -73,7 +73,7 @@ internal static class SampleScaling
     {
         var windows = profile.Windows;
         windows.RepresentedNs = Math.Max(representedNs, windows.CoveredNs);
-        windows.Scale = windows.CoveredNs > 0 ? (double)windows.RepresentedNs / windows.CoveredNs : 1.0;
+        windows.Scale = Scale(windows.CoveredNs, representedNs);
         var pending = new Stack<CallNode>();
         foreach (var thread in profile.Threads) pending.Push(thread.Root);
         long calls = 0;
@@ -91,5 +91,9 @@ internal static class SampleScaling
         windows.CallsInWindows = calls;
     }
 
-    private static long Scaled(long value, double scale) => value == 0 ? 0 : (long)Math.Round(value * scale);
+    /// <summary>What figures seen in windows covering <paramref name="coveredNs"/> are multiplied by to stand for <paramref name="representedNs"/>.</summary>
+    public static double Scale(long coveredNs, long representedNs)
+        => coveredNs > 0 ? (double)Math.Max(representedNs, coveredNs) / coveredNs : 1.0;
+
+    public static long Scaled(long value, double scale) => value == 0 ? 0 : (long)Math.Round(value * scale);
 }

@@ -41,6 +41,11 @@ public sealed class ProcessSession
     private long _unusedBytes;
     private int _checkpointRequested;
     private readonly ConcurrentQueue<TaskCompletionSource<ProcessProfile>> _snapshotWaiters = new();
+    private readonly ConcurrentQueue<TaskCompletionSource<IReadOnlyList<FunctionStats>>> _functionStatsWaiters = new();
+    private LiveFunctionStats? _functionStats;
+    private long _functionStatsBytes;
+    private long _functionStatsAskedAt;
+    private int _nodeIds;
     private volatile bool _completed;
     private ProcessTimeline? _timeline;
     private long _nextBucketAt;
@@ -136,10 +141,30 @@ public sealed class ProcessSession
         return waiter.Task;
     }
 
+    /// <summary>
+    /// The function statistics a checkpoint would give now (<see cref="ProcessProfile.FunctionStatistics"/>: open frames
+    /// charged up to the process's latest event), without copying the trees: taken on the session's thread like a
+    /// snapshot, at the cost of what changed since the previous request (<see cref="LiveFunctionStats"/>). The first
+    /// request reads the whole trees once; when nobody asks for <see cref="FunctionStatisticsIdle"/>, the session stops
+    /// keeping them. Once the connection ended, the completed profile's. Thread-safe.
+    /// </summary>
+    public Task<IReadOnlyList<FunctionStats>> RequestFunctionStatisticsAsync()
+    {
+        var waiter = new TaskCompletionSource<IReadOnlyList<FunctionStats>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _functionStatsWaiters.Enqueue(waiter);
+        if (_completed) AnswerFunctionStatsWaiters(_profile is { IsCompleted: true } completed ? completed.FunctionStatistics() : null);
+        else Volatile.Read(ref _input)?.Wake();
+        return waiter.Task;
+    }
+
+    /// <summary>How long the session keeps function statistics up to date after the latest request.</summary>
+    public static readonly TimeSpan FunctionStatisticsIdle = TimeSpan.FromSeconds(30);
+
     /// <summary>After each frame: takes a requested checkpoint or snapshot, and closes the timeline's bucket when it is due.</summary>
     public void AfterFrame()
     {
         TakeRequestedCheckpoint();
+        if (_functionStats is not null && _time.GetElapsedTime(_functionStatsAskedAt) > FunctionStatisticsIdle) StopFunctionStatistics();
         if (_timeline is not null && _time.GetTimestamp() >= _nextBucketAt && !IsCompleted && _profile is { } profile)
         {
             _nextBucketAt = _time.GetTimestamp() + (long)(_timeline.Settings.BucketLength.TotalSeconds * _time.TimestampFrequency);
@@ -151,12 +176,64 @@ public sealed class ProcessSession
     public void TakeRequestedCheckpoint()
     {
         if (IsCompleted || _profile is not { } profile) return;
+        if (!_functionStatsWaiters.IsEmpty) AnswerFunctionStatsWaiters(TakeFunctionStatistics(profile));
         var forObservers = Volatile.Read(ref _checkpointRequested) != 0;
         if (!forObservers && _snapshotWaiters.IsEmpty) return;
         Volatile.Write(ref _checkpointRequested, 0);
         var checkpoint = TakeCheckpoint(profile);
         AnswerSnapshotWaiters(checkpoint);
         if (forObservers) _observer?.OnCheckpoint(checkpoint);
+    }
+
+    private void AnswerFunctionStatsWaiters(IReadOnlyList<FunctionStats>? stats)
+    {
+        while (_functionStatsWaiters.TryDequeue(out var waiter))
+        {
+            if (stats is not null) waiter.TrySetResult(stats);
+            else waiter.TrySetException(new InvalidOperationException("the connection ended before HELLO"));
+        }
+    }
+
+    /// <summary>
+    /// What <see cref="TakeCheckpoint"/> then <see cref="ProcessProfile.FunctionStatistics"/> would give, from the
+    /// nodes that changed: the clocks move to the latest event as there, and the open frames' time so far is charged
+    /// to their functions' totals in the answer only.
+    /// </summary>
+    private IReadOnlyList<FunctionStats> TakeFunctionStatistics(ProcessProfile profile)
+    {
+        _functionStatsAskedAt = _time.GetTimestamp();
+        var at = profile.LastTimestampNs;
+        var open = new List<OpenFrame>();
+        foreach (var thread in _threads)
+        {
+            if (thread is not { Depth: > 0 }) continue;
+            if (thread.LastTimestamp < at) AdvanceClock(thread, at);
+            for (var depth = 0; depth < thread.Depth; depth++)
+            {
+                ref var frame = ref thread.Stack[depth];
+                // Frames collapsed into one "[truncated]" node are one node, counted once (as in CloseTop).
+                if (depth > 0 && ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) continue;
+                open.Add(new OpenFrame(frame.Node, thread.LastTimestamp - frame.EnteredAt));
+            }
+        }
+        var stats = _functionStats ??= new LiveFunctionStats(profile.Threads);
+        var answer = stats.Take(open, _burst ? SampleScale(profile, at) : 1.0);
+        // Its tables grow with the trees: charged like them, and let go when the budget has no room.
+        var grown = stats.HeldBytes - _functionStatsBytes;
+        if (grown > 0 && !TryCharge(grown))
+        {
+            StopFunctionStatistics();
+            return answer;
+        }
+        _functionStatsBytes += Math.Max(0, grown);
+        return answer;
+    }
+
+    private void StopFunctionStatistics()
+    {
+        _functionStats = null;
+        _unusedBytes += _functionStatsBytes;
+        _functionStatsBytes = 0;
     }
 
     private void AnswerSnapshotWaiters(ProcessProfile? frozen)
@@ -321,6 +398,7 @@ public sealed class ProcessSession
         {
             _completed = true;
             AnswerSnapshotWaiters(null);
+            AnswerFunctionStatsWaiters(null);
             _store?.RecordConnectionWithoutProfile(end.ToOutcome());
             return;
         }
@@ -341,6 +419,8 @@ public sealed class ProcessSession
         _completed = true;
         _store?.Publish(profile);
         AnswerSnapshotWaiters(profile);
+        _functionStats = null;
+        if (!_functionStatsWaiters.IsEmpty) AnswerFunctionStatsWaiters(profile.FunctionStatistics());
         _observer?.OnCompleted(profile);
     }
 
@@ -503,10 +583,24 @@ public sealed class ProcessSession
     private void ScaleSampledTrees(ProcessProfile profile, long endTimestamp)
     {
         if (_windowOpen) profile.Windows.CoveredNs += Math.Max(0, endTimestamp - _windowStart);
-        if (_firstWindowStart is not { } start) return;
-        var connected = profile.Clock.MonotonicNs;
-        if (connected > 0 && connected < start) start = connected;
+        if (SampledSince(profile) is not { } start) return;
         SampleScaling.Apply(profile, endTimestamp - start);
+    }
+
+    /// <summary>The scale <see cref="ScaleSampledTrees"/> would apply to a checkpoint taken at <paramref name="endTimestamp"/>.</summary>
+    private double SampleScale(ProcessProfile profile, long endTimestamp)
+    {
+        if (SampledSince(profile) is not { } start) return 1.0;
+        var covered = profile.Windows.CoveredNs + (_windowOpen ? Math.Max(0, endTimestamp - _windowStart) : 0);
+        return SampleScaling.Scale(covered, endTimestamp - start);
+    }
+
+    /// <summary>Burst mode: where the span the windows stand for starts (the connection, or the first window if earlier); null before any window.</summary>
+    private long? SampledSince(ProcessProfile profile)
+    {
+        if (_firstWindowStart is not { } start) return null;
+        var connected = profile.Clock.MonotonicNs;
+        return connected > 0 && connected < start ? connected : start;
     }
 
     /// <summary>Gives the time since the thread's previous event to the frame on top (it was running).</summary>
@@ -529,6 +623,7 @@ public sealed class ProcessSession
 
         var parent = depth == 0 ? thread.Profile.Root : thread.Stack[depth - 1].Node;
         var node = parent.FindChild(function) ?? NewNode(profile, parent, function);
+        _functionStats?.Touch(node);
         if (kind == EventKind.Start) node.Calls++;
         else if (kind != EventKind.Seed) node.Resumes++;
 
@@ -561,6 +656,7 @@ public sealed class ProcessSession
         Charge(CallNodeCost);
         profile.CallTreeNodes++;
         var node = parent.GetOrAddChild(function);
+        node.Id = ++_nodeIds;
         _timeline?.Track(node);
         return node;
     }

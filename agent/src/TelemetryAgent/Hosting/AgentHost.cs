@@ -167,6 +167,8 @@ public sealed class AgentHost : IAsyncDisposable
         public ProcessProfile? Profile => session.Profile;
 
         public Task<ProcessProfile> SnapshotAsync() => session.RequestSnapshotAsync();
+
+        public Task<IReadOnlyList<FunctionStats>> FunctionStatisticsAsync() => session.RequestFunctionStatisticsAsync();
     }
 
     private void Report(ProcessSession session, PeerCredentials credentials, ConnectionEnd end)
