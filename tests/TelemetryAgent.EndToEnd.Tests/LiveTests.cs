@@ -140,6 +140,56 @@ public sealed partial class LiveTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Top_gives_the_exact_calls_of_the_full_computation_and_charges_open_frames_their_time_so_far()
+    {
+        using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot);
+        await ServeAgent.WaitUntilAsync(() => File.Exists(QuerySocketPath), "the query socket");
+        using var program = StartProgram();
+        try
+        {
+            await WaitForLineAsync(program, "phase one done");
+            var client = QueryApi.Open(QuerySocketPath);
+            var selector = new ProcessSelector { Pid = program.Id };
+            var calls = new ProfileRequest { Process = selector, Format = ProfileFormat.FoldedCalls, Range = new TimeRange { SinceStart = true } };
+            await WaitUntilAsync(async () => (await QueryApi.ProfileTextAsync(client, calls)).Contains(";phase_one_done (", StringComparison.Ordinal),
+                "the marker's call at the agent");
+
+            // The program waits on stdin, inside main: two updates, the second of an interval where nothing returned.
+            using var watch = client.WatchTop(new TopRequest { Process = selector, Order = TopOrder.CallsSinceStart, Limit = 100, IntervalMs = 300 },
+                deadline: DateTime.UtcNow.AddSeconds(60));
+            var updates = new List<TopUpdate>();
+            while (updates.Count < 2 && await watch.ResponseStream.MoveNext(CancellationToken.None)) updates.Add(watch.ResponseStream.Current);
+            var first = updates[0].Rows.Where(row => row.File == ProgramFile).ToDictionary(row => row.QualifiedName);
+            var second = updates[1].Rows.Where(row => row.File == ProgramFile).ToDictionary(row => row.QualifiedName);
+            Assert.Equal(1000, first["work"].CallsSinceStart);
+            Assert.Equal(1, first["phase_one"].CallsSinceStart);
+            Assert.Equal(1, first["phase_one_done"].CallsSinceStart);
+            Assert.Equal(1, first["main"].CallsSinceStart);
+            Assert.Equal(0, second["work"].Calls);
+            Assert.Equal(1000, second["work"].CallsSinceStart);
+            Assert.Equal(first["work"].TotalNsSinceStart, second["work"].TotalNsSinceStart);
+            // main has not returned: its total is its time so far, at least the work it called, and grows while it waits
+            // (the shim's STATS, about once a second, move the process's clock on).
+            Assert.True(first["main"].TotalNsSinceStart >= first["phase_one"].TotalNsSinceStart + first["phase_one_done"].TotalNsSinceStart);
+
+            // The same figures as the full computation over a checkpoint's copy of the trees (summary.json's functions).
+            var snapshot = _temp.File("snapshot");
+            var taken = await Agent("snapshot", "--pid", program.Id.ToString(), "-o", snapshot);
+            Assert.True(taken.ExitCode == 0, taken.ToString());
+            using var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(snapshot, "summary.json")));
+            var full = summary.RootElement.GetProperty("functions").EnumerateArray()
+                .Where(function => function.GetProperty("file").GetString() == ProgramFile)
+                .ToDictionary(function => function.GetProperty("qualified_name").GetString()!, function => function.GetProperty("calls").GetInt64());
+            Assert.Equal(full.OrderBy(entry => entry.Key), second.ToDictionary(entry => entry.Key, entry => entry.Value.CallsSinceStart).OrderBy(entry => entry.Key));
+        }
+        finally
+        {
+            program.StandardInput.Close();
+            await Processes.WaitAsync(program, TimeSpan.FromSeconds(60));
+        }
+    }
+
     [GeneratedRegex(@"^\s*[\d.]+%\s+[\d.]+%\s+\S+ \S+\s+\S+ \S+\s+(?<rate>[\d,]+)\s+(?<calls>[\d,]+)  work ")]
     private static partial Regex TopRow();
 
