@@ -228,6 +228,37 @@ public sealed partial class LiveTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_exits_4_while_the_agent_stops_and_still_answers()
+    {
+        // An OTLP endpoint that takes connections and never answers: the stop waits for the agent's own metrics' last
+        // export (up to 5 s), with the ingest socket closed and the query socket still up.
+        var silent = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silent.Start();
+        try
+        {
+            var endpoint = $"http://127.0.0.1:{((System.Net.IPEndPoint)silent.LocalEndpoint).Port}";
+            using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot, "--otlp-endpoint", endpoint, "--otlp-protocol", "http/protobuf");
+            await ServeAgent.WaitUntilAsync(() => File.Exists(QuerySocketPath), "the query socket");
+            var client = QueryApi.Open(QuerySocketPath);
+            Assert.True((await client.GetStatusAsync(new StatusRequest())).Ready);
+
+            Assert.True(Transport.Native.SendSignal(agent.Process.Id, 15));
+            await WaitUntilAsync(async () => !(await client.GetStatusAsync(new StatusRequest())).Ready, "the agent to stop accepting shims");
+            var checks = await Task.WhenAll(Agent("status"), Agent("status", "--check", "ready", "--quiet"));
+            Assert.True(checks[0].ExitCode == StatusCommand.ExitCodes.NotReady, checks[0].ToString());
+            Assert.Contains("ingest: not accepting connections", checks[0].Stdout);
+            Assert.True(checks[1].ExitCode == StatusCommand.ExitCodes.NotReady, checks[1].ToString());
+
+            await Processes.WaitAsync(agent.Process, TimeSpan.FromSeconds(60));
+            Assert.False(File.Exists(QuerySocketPath), "the query socket is removed at the end of the stop");
+        }
+        finally
+        {
+            silent.Stop();
+        }
+    }
+
+    [Fact]
     public async Task Healthy_agent_with_nothing_connected_exits_0()
     {
         using var agent = await ServeAgent.StartAsync(SocketPath, OutputRoot);

@@ -85,7 +85,8 @@ public sealed class AgentService(AgentHost host, string socketPath, LiveViews li
         // The host's deadline (HostOptions.ShutdownTimeout) is this one: it started when stopping did.
         var stopping = Stopwatch.StartNew();
         if (!_acceptingFailed) log.LogInformation("stopping; connections still open are closed and written.");
-        await live.DisposeAsync().ConfigureAwait(false);
+        // The query socket goes last: until then `status` answers "not ready" (exit code 4) rather than "cannot reach
+        // the agent".
         var disposed = host.DisposeAsync().AsTask();
         if (await Task.WhenAny(disposed, Task.Delay(Timeout.Infinite, cancellationToken)).ConfigureAwait(false) != disposed)
         {
@@ -95,6 +96,7 @@ public sealed class AgentService(AgentHost host, string socketPath, LiveViews li
         }
         var left = shutdownTimeout - stopping.Elapsed;
         await export.ShutdownAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero).ConfigureAwait(false);
+        await live.DisposeAsync().ConfigureAwait(false);
         log.LogInformation("statistics: {Statistics}", host.Statistics.Snapshot());
     }
 }
