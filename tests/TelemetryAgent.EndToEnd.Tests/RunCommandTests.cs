@@ -201,6 +201,75 @@ public sealed class RunCommandTests : IDisposable
         Assert.False(File.Exists(marker), "the program ran despite the bad option");
     }
 
+    /// <summary>
+    /// `run` passes SIGTERM on and exits with its program's status, however long the program's clean-up takes: it is not
+    /// ended 2 s after the signal with 143 (System.CommandLine's termination timeout, which `run` turns off). The agent
+    /// starts with SIGINT and SIGTERM at their default dispositions, as under a terminal or a service manager: a test
+    /// host's children would otherwise inherit what it ignores. The delays are when the signal comes, the test's input.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(500)]
+    [InlineData(1000)]
+    [InlineData(2000)]
+    public async Task SigtermAtAnyMomentEndsRunWithTheProgramsStatus(int afterMs)
+    {
+        var started = _temp.File("started");
+        var handling = _temp.File("handling");
+        var done = _temp.File("done");
+        string Quoted(string path) => JsonSerializer.Serialize(path);
+        var script = Script("term.py", $"""
+            import os, signal, sys, time
+
+            def on_term(signum, frame):
+                open({Quoted(handling)}, "w").close()
+                time.sleep(3)  # a clean-up longer than the 2 s after which System.CommandLine would end the agent
+                open({Quoted(done)}, "w").close()
+                sys.exit(7)
+
+            signal.signal(signal.SIGTERM, on_term)
+            with open({Quoted(started)}, "w") as marker:
+                marker.write(str(os.getpid()))
+            while True:
+                time.sleep(0.05)
+
+            """);
+        using var run = Processes.Start("env", ["--default-signal=INT,TERM", "dotnet", Processes.AgentDll, "run", "-o", _temp.File("out"), script]);
+        run.StandardInput.Close();
+        var program = 0;
+        try
+        {
+            await Task.Delay(afterMs);
+            Assert.True(Transport.Native.SendSignal(run.Id, 15));
+            var result = await Processes.WaitAsync(run, TimeSpan.FromSeconds(60));
+            if (File.Exists(started)) program = int.Parse(File.ReadAllText(started));
+            // Its handler ran to the end (7), or the signal came before there was one: the agent or the program ended by
+            // it, which a shell reports as 128 + 15.
+            var expected = File.Exists(done) ? 7 : 143;
+            Assert.True(result.ExitCode == expected, $"SIGTERM after {afterMs} ms: {result}");
+            Assert.False(File.Exists(handling) && !File.Exists(done), "run ended while its program was still cleaning up");
+            Assert.False(program != 0 && Directory.Exists($"/proc/{program}") && !IsZombie(program), "the program outlived run");
+        }
+        finally
+        {
+            if (!run.HasExited) run.Kill(entireProcessTree: true);
+            if (program != 0 && Directory.Exists($"/proc/{program}")) Transport.Native.SendSignal(program, 9);
+        }
+    }
+
+    private static bool IsZombie(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
+        }
+        catch (IOException)
+        {
+            return true; // gone while we looked
+        }
+    }
+
     [Fact]
     public async Task ATemporaryFolderTooLongForASocketStillWorks()
     {
