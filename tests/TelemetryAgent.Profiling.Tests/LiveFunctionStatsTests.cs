@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Time.Testing;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Testing;
@@ -58,6 +59,24 @@ public sealed class LiveFunctionStatsTests
         Assert.Equal(Describe(full), Describe(live));
         Assert.Equal((3L, 500L + 450L), Figures(live, "f"));
         Assert.Equal((1L, 300L), Figures(live, "g"));
+    }
+
+    [Fact]
+    public async Task Without_a_question_for_30_s_the_session_stops_noting_and_the_next_question_reads_the_whole_tree_again()
+    {
+        var time = new FakeTimeProvider(SessionScript.AgentTimeAt(0));
+        var script = new SessionScript(time: time).Thread(1, "MainThread", isMain: true).Code(1, "f").Code(2, "g");
+        script.Start(100, 1).Start(200, 2).Return(300, 2);
+        var (live, full) = await BothAt(script.Session);
+        Assert.Equal(Describe(full), Describe(live));
+
+        time.Advance(ProcessSession.FunctionStatisticsIdle + TimeSpan.FromSeconds(1));
+        script.Start(400, 2).Return(500, 2);
+        script.Session.AfterFrame(); // stops noting: these calls are found by reading the tree again
+        script.Start(600, 2).Return(700, 2);
+        (live, full) = await BothAt(script.Session);
+        Assert.Equal(Describe(full), Describe(live));
+        Assert.Equal((3L, 300L), Figures(live, "g"));
     }
 
     [Fact]

@@ -27,10 +27,11 @@ public static class LiveBenchmarks
         {
             case "snapshot": return await SnapshotAsync();
             case "top": return await TopCostAsync();
+            case "top-refresh": return TopRefresh();
             case "timeline-memory": return TimelineMemory();
             case "range": return RangeFlameGraph();
             default:
-                Console.Error.WriteLine("live benchmarks: snapshot, top, timeline-memory, range");
+                Console.Error.WriteLine("live benchmarks: snapshot, top, top-refresh, timeline-memory, range");
                 return 2;
         }
     }
@@ -95,23 +96,16 @@ public static class LiveBenchmarks
         await UntilAsync(async () => (await client.ListProcessesAsync(new ListProcessesRequest())).Processes.Any(p => p.Pid == program.Id), "the program at the agent");
         await Task.Delay(TimeSpan.FromSeconds(3)); // past the start-up burst
 
+        // A first client, not counted: the agent compiles its query paths then (the JIT's second tier comes later still).
+        var warmUp = await WithTopAsync(() => CpuShareAsync(agent.Process, window));
         var without = new List<double>();
         var with = new List<double>();
         for (var i = 0; i < Windows; i++)
         {
             without.Add(await CpuShareAsync(agent.Process, window));
-            using var top = Process.Start(new ProcessStartInfo("dotnet")
-            {
-                ArgumentList = { AgentDll, "top", "--socket", agent.Socket, "--pid", program.Id.ToString(CultureInfo.InvariantCulture), "--plain" },
-                RedirectStandardOutput = true, RedirectStandardInput = true,
-            })!;
-            var output = top.StandardOutput.ReadToEndAsync();
-            await Task.Delay(TimeSpan.FromSeconds(3)); // its start-up and first interval are not the steady cost
-            with.Add(await CpuShareAsync(agent.Process, window));
-            top.Kill();
-            await top.WaitForExitAsync();
-            if (!(await output).Contains("%Self", StringComparison.Ordinal)) throw new InvalidOperationException("top printed no table");
+            with.Add(await WithTopAsync(() => CpuShareAsync(agent.Process, window)));
         }
+        Console.WriteLine($"agent CPU with the first top client (warm-up, not counted): {warmUp:F2}% of one core");
         Console.WriteLine($"agent CPU without top, {window.TotalSeconds:0} s windows: {string.Join(", ", without.Select(p => $"{p:F2}%"))} of one core");
         Console.WriteLine($"agent CPU with top --plain (1 refresh/s): {string.Join(", ", with.Select(p => $"{p:F2}%"))} of one core");
         var differences = with.Zip(without, (a, b) => a - b).Order().ToArray();
@@ -119,6 +113,75 @@ public static class LiveBenchmarks
         program.StandardInput.Close();
         await program.WaitForExitAsync();
         return 0;
+
+        async Task<double> WithTopAsync(Func<Task<double>> measure)
+        {
+            using var top = Process.Start(new ProcessStartInfo("dotnet")
+            {
+                ArgumentList = { AgentDll, "top", "--socket", agent.Socket, "--pid", program.Id.ToString(CultureInfo.InvariantCulture), "--plain" },
+                RedirectStandardOutput = true, RedirectStandardInput = true,
+            })!;
+            var output = top.StandardOutput.ReadToEndAsync();
+            await Task.Delay(TimeSpan.FromSeconds(3)); // its start-up and first interval are not the steady cost
+            var share = await measure();
+            top.Kill();
+            await top.WaitForExitAsync();
+            if (!(await output).Contains("%Self", StringComparison.Ordinal)) throw new InvalidOperationException("top printed no table");
+            return share;
+        }
+    }
+
+    /// <summary>
+    /// The session's side of one `top` refresh, in process: a tree of the given size with 200 stacks busy between
+    /// refreshes, answered by a checkpoint and the full computation over its copy, or by the function statistics kept
+    /// from what changed. Both answers are compared: the figures must be equal.
+    /// </summary>
+    private static int TopRefresh()
+    {
+        const int Refreshes = 30, Busy = 200;
+        Console.WriteLine($"{"stacks in tree",15} {"checkpoint + compute (µs)",26} {"from what changed (µs)",23} {"first question (µs)",20}");
+        foreach (var stacks in new[] { 2_000, 20_000, 50_000 })
+        {
+            var script = new SessionScript().Thread(1, "MainThread", isMain: true);
+            var callers = stacks / 100;
+            for (uint code = 1; code <= callers + 100; code++) script.Code(code, $"f{code}");
+            long ts = 1;
+            void Call(uint caller, uint callee)
+            {
+                script.Start(ts++, caller).Start(ts++, (uint)callers + 1 + callee).Return(ts++, (uint)callers + 1 + callee).Return(ts++, caller);
+            }
+            for (uint caller = 1; caller <= callers; caller++)
+                for (uint callee = 0; callee < 100; callee++) Call(caller, callee);
+            var session = script.Session;
+            var watch = Stopwatch.StartNew();
+            Take(session, () => session.RequestFunctionStatisticsAsync());
+            var first = watch.Elapsed.TotalMicroseconds;
+            var random = new Random(7);
+            var full = new List<double>();
+            var changed = new List<double>();
+            for (var refresh = 0; refresh < Refreshes; refresh++)
+            {
+                for (var i = 0; i < Busy; i++) Call((uint)random.Next(1, callers + 1), (uint)random.Next(100));
+                watch.Restart();
+                var live = Take(session, () => session.RequestFunctionStatisticsAsync());
+                changed.Add(watch.Elapsed.TotalMicroseconds);
+                watch.Restart();
+                var copied = Take(session, () => session.RequestSnapshotAsync()).FunctionStatistics();
+                full.Add(watch.Elapsed.TotalMicroseconds);
+                if (!live.SequenceEqual(copied)) throw new InvalidOperationException("the two computations differ");
+            }
+            Console.WriteLine($"{stacks,15:N0} {Median([.. full.Order()]),26:N0} {Median([.. changed.Order()]),23:N0} {first,20:N0}");
+        }
+        Console.WriteLine($"(median of {Refreshes} refreshes, {Busy} stacks busy between two; one thread, no gRPC)");
+        return 0;
+
+        // As the session's read loop does when it is woken: the request is answered on the session's thread.
+        static T Take<T>(Sessions.ProcessSession session, Func<Task<T>> ask)
+        {
+            var answer = ask();
+            session.TakeRequestedCheckpoint();
+            return answer.IsCompleted ? answer.Result : throw new InvalidOperationException("not answered");
+        }
     }
 
     private static async Task<double> CpuShareAsync(Process process, TimeSpan window)

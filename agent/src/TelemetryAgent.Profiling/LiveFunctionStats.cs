@@ -52,7 +52,8 @@ internal sealed class LiveFunctionStats
     }
 
     /// <summary>Estimated memory held (for the aggregate memory budget).</summary>
-    public long HeldBytes => _listedIn.Length * (FiguresPerNode * 8L + 8 + 8) + _functions.Length * (8L + FiguresPerNode * 8 + 40);
+    public long HeldBytes => _listedIn.Length * (FiguresPerNode * 8L + 8) + (_changed.Capacity + _openAtTake.Capacity) * 8L
+        + _functions.Length * (8L + FiguresPerNode * 8 + 40);
 
     /// <summary>A frame of <paramref name="node"/> was pushed: its figures may change before the next take.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
