@@ -26,12 +26,13 @@ public static class LiveBenchmarks
         switch (name)
         {
             case "snapshot": return await SnapshotAsync();
-            case "top": return await TopCostAsync();
+            case "top": return await TopCostAsync(wide: false);
+            case "top-wide": return await TopCostAsync(wide: true);
             case "top-refresh": return TopRefresh();
             case "timeline-memory": return TimelineMemory();
             case "range": return RangeFlameGraph();
             default:
-                Console.Error.WriteLine("live benchmarks: snapshot, top, top-refresh, timeline-memory, range");
+                Console.Error.WriteLine("live benchmarks: snapshot, top, top-wide, top-refresh, timeline-memory, range");
                 return 2;
         }
     }
@@ -85,15 +86,24 @@ public static class LiveBenchmarks
     /// The agent's CPU time with and without a `top` client refreshing every second, over the same length of time, in
     /// alternating windows, with a live program sending the whole time.
     /// </summary>
-    private static async Task<int> TopCostAsync()
+    /// <summary>
+    /// What a `top` client refreshing every second costs the agent: a busy program with a small tree (`live_phases.py
+    /// spin`), or, <paramref name="wide"/>, an idle one with 50,000 stacks (where a refresh's cost is the tree's, if any).
+    /// </summary>
+    private static async Task<int> TopCostAsync(bool wide)
     {
         const int Windows = 4;
         var window = TimeSpan.FromSeconds(15);
         await using var agent = await Agent.StartAsync();
-        using var program = Agent.Python(agent.Socket, Path.Combine(Repo, "tests", "TelemetryAgent.EndToEnd.Tests", "live_phases.py"), "spin");
-        await WaitForLineAsync(program, "spinning");
+        using var program = wide
+            ? Agent.Python(agent.Socket, Path.Combine(Repo, "tests", "browser", "wide_program.py"), "250", "200")
+            : Agent.Python(agent.Socket, Path.Combine(Repo, "tests", "TelemetryAgent.EndToEnd.Tests", "live_phases.py"), "spin");
+        await WaitForLineAsync(program, wide ? "ready" : "spinning");
         var client = agent.Client();
-        await UntilAsync(async () => (await client.ListProcessesAsync(new ListProcessesRequest())).Processes.Any(p => p.Pid == program.Id), "the program at the agent");
+        var nodes = wide ? 50_000 : 1;
+        var process = await UntilAsync(async () => (await client.ListProcessesAsync(new ListProcessesRequest())).Processes
+            .FirstOrDefault(p => p.Pid == program.Id && p.CallTreeNodes >= nodes), "the program at the agent");
+        Console.WriteLine($"process {process.Pid}: {process.CallTreeNodes:N0} call-tree nodes");
         await Task.Delay(TimeSpan.FromSeconds(3)); // past the start-up burst
 
         // A first client, not counted: the agent compiles its query paths then (the JIT's second tier comes later still).
