@@ -34,6 +34,16 @@ public sealed class ShutdownTests : IDisposable
         Assert.Equal("started", await program.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)));
         // Accepted: from here the agent reads the stream, and keeps reading while it stops (open connections get 1 s).
         await agent.WaitForAcceptedConnectionsAsync(1);
+        // And has read more than 100 events of it (the query API says so), however slowly a loaded machine ships them.
+        var queries = QueryApi.Open(Hosting.LiveViews.QuerySocketPathFor(agent.SocketPath));
+        async Task<long> ReceivedAsync() => (await queries.ListProcessesAsync(new TelemetryAgent.Live.Contracts.ListProcessesRequest()))
+            .Processes.Where(p => p.Pid == program.Id).Select(p => p.EventsReceived).DefaultIfEmpty(0).Single();
+        var deadline = Stopwatch.StartNew();
+        while (await ReceivedAsync() <= 100)
+        {
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(60), "the agent received no more than 100 events in 60 s");
+            await Task.Delay(50);
+        }
 
         var stopping = Stopwatch.StartNew();
         var stopped = await agent.StopAsync(TimeSpan.FromSeconds(30));
