@@ -304,12 +304,13 @@ class PropagationTests(unittest.TestCase):
         self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in records} | {t["fate"] for t in tallies})
         self.assertEqual(3000, len(records) + sum(t["count"] for t in tallies))
 
-    def test_generators_closed_at_a_yield_count_each_generator_exit_once_as_handled_there(self):
+    def test_generators_closed_at_a_yield_count_each_generator_exit_once_as_handled_by_the_closing_line(self):
         # close() throws a new GeneratorExit into a suspended generator: a RAISE at its yield, then
         # its cleanup's HANDLED and RERAISE events (compiler-made handlers, a finally, a with-block
         # that passes it to a contextmanager's generator) and a PY_UNWIND, and close() swallows it
-        # in C. One exception, handled at the yield, whatever its cleanup does. (CPython 3.13 closes
-        # a generator suspended outside any handler without raising: no exception then.)
+        # in C. One exception raised at the yield and handled where the generator was closed, whatever
+        # its cleanup does. (CPython 3.13 closes a generator suspended outside any handler without
+        # raising: no exception then.)
         run = ExceptionRun(self, """
             import contextlib, sys
             data = [1, 7, 3]
@@ -332,7 +333,7 @@ class PropagationTests(unittest.TestCase):
                 any(x > 5 for x in data)  # @any
                 for generator in (with_finally(), with_block(), outer()):
                     next(generator)
-                    generator.close()
+                    generator.close()  # @close
             print("done")
             """)
         self.assertEqual("done\n", run.stdout)
@@ -341,12 +342,13 @@ class PropagationTests(unittest.TestCase):
         self.assertEqual({"FATE_HANDLED"}, {r["fate"] for r in generator_exits} | {t["fate"] for t in tallies})
         counts = {}
         for record in generator_exits:
-            self.assertEqual(run.where(record["stack"][-1]), run.where(record["handled_at"]))
-            where = run.where(record["handled_at"])
-            counts[where] = counts.get(where, 0) + 1
+            raised_at = run.where(record["stack"][-1])
+            counts[raised_at] = counts.get(raised_at, 0) + 1
+            closed_by = "any" if raised_at[0] == "<genexpr>" else "close"
+            self.assertEqual(("<module>", run.line(closed_by)), run.where(record["handled_at"]), raised_at)
         for tally in tallies:
-            where = run.where(tally["raised_at"])
-            counts[where] = counts.get(where, 0) + tally["count"]
+            raised_at = run.where(tally["raised_at"])
+            counts[raised_at] = counts.get(raised_at, 0) + tally["count"]
         expected = {("with_finally", run.line("finally")): 300, ("with_block", run.line("with")): 300,
                     ("outer", run.line("outer")): 300}
         if sys.version_info < (3, 13):  # 3.13 closes these without raising

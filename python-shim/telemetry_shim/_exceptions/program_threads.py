@@ -348,7 +348,7 @@ class FlightTable:
                         self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
                         return None
             if type(exc) is GeneratorExit and tb is not None and tb.tb_next is not None:
-                return None  # passed on from a generator closed at a yield, where it was counted (see _new_flight)
+                return None  # passed on from a generator closed at a yield, counted there (see _new_flight)
             self._new_flight(code, offset, exc, ident, sys._getframe(1))
         except RecursionError:
             self._failures.dropped.increment()
@@ -395,7 +395,7 @@ class FlightTable:
             self._count(self.overflow_site, _wire.FATE_UNSPECIFIED)
             return
         # Control flow that C code ends at once: a loop's StopIteration, a closed generator's GeneratorExit
-        # (counted as handled at its yield, with no flight; its later events in the generator's cleanup,
+        # (handled by close(), counted at once with no flight; its later events in the generator's cleanup,
         # and any RAISE of it passed on elsewhere, find no flight and are not counted again).
         closed = site.generator_exit and _closed_at(code, offset, tb)
         swallowed = closed or (site.stop_iteration and _swallows_stop_iteration(code, offset))
@@ -425,7 +425,9 @@ class FlightTable:
                 flight.detail = self._reader.detail(exc)
                 flight.traceback = self._reader.traceback_entries(exc)
         self.inflight[identity(exc)] = flight
-        if swallowed:  # raised by C code (e.g. next() under map()) into a for loop that ends it
+        if closed:
+            self._closed_by_caller(flight, frame)
+        elif swallowed:  # raised by C code (e.g. next() under map()) into a for loop that ends it
             self._swallowed_here(flight, code, offset)
 
     def _site(self, cls, ck, line):
@@ -450,6 +452,20 @@ class FlightTable:
             ck = self._code_key_of(code, None)
             if ck:
                 flight.handled_at = (ck, self._lines.line_at(code, ck, offset) or 0)
+        self.conclude(flight, at_end=False, fate=_wire.FATE_HANDLED, fate_ns=now)
+
+    def _closed_by_caller(self, flight, frame):
+        """A GeneratorExit that close() threw into the generator `frame`: handled by close(), at the line of
+        the Python frame that closed it (the generator's caller: the line of the close(), of the any() that
+        stopped early, of the loop that broke off)."""
+        if self.inflight.pop(flight.exc_id, None) is not flight:
+            return
+        now = perf_counter_ns()
+        if flight.detailed:
+            caller = frame.f_back if frame is not None else None
+            ck = self._code_key_of(caller.f_code, caller) if caller is not None else 0
+            if ck:
+                flight.handled_at = (ck, caller.f_lineno or 0)
         self.conclude(flight, at_end=False, fate=_wire.FATE_HANDLED, fate_ns=now)
 
     def _sample(self, site, now):
@@ -493,7 +509,7 @@ class FlightTable:
             inflight = self.inflight
             flight = inflight.get(identity(exc))
             if flight is None and type(exc) is GeneratorExit:
-                return None  # a closed generator's cleanup re-raising it: counted at its yield
+                return None  # a closed generator's cleanup re-raising it: counted when close() threw it
             ident = get_ident()
             tb = get_traceback(exc)
             if flight is not None and not (flight.ident == ident and identity(type(exc)) == flight.site.type_id
