@@ -15,7 +15,11 @@ public interface IExporter : IProcessObserver
 /// <param name="Log">Where exporters report, once per problem, what they could not send.</param>
 /// <param name="CheckpointInterval">How often running processes are exported (serve); null: only when they end (run).</param>
 /// <param name="Statistics">Reads the agent's connection counters, for its own telemetry.</param>
-public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval, Func<AgentStatisticsSnapshot> Statistics);
+public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSpan? CheckpointInterval, Func<AgentStatisticsSnapshot> Statistics)
+{
+    /// <summary>The clock of the exporters' retries: their backoff waits and give-up deadlines, and Retry-After dates.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+}
 
 /// <summary>
 /// The OTLP exporters of one agent (none when export is off). The host hands <see cref="Observers"/> to every
@@ -35,7 +39,8 @@ public sealed class ExportPipeline
         ArgumentNullException.ThrowIfNull(context);
         var settings = context.Settings;
         if (!settings.Enabled) return new ExportPipeline([]);
-        var profiles = settings.IsOn(OtlpSignal.Profiles) ? new Profiles.ProfilesExporter(settings.For(OtlpSignal.Profiles), context.Log) : null;
+        var profiles = settings.IsOn(OtlpSignal.Profiles) ? new Profiles.ProfilesExporter(settings.For(OtlpSignal.Profiles), context.Log, new Profiles.ProfilesExporterOptions { Time = context.Time })
+            : null;
         var exporters = new List<IExporter>();
         if (settings.IsOn(OtlpSignal.Metrics) || settings.IsOn(OtlpSignal.Logs))
             exporters.Add(new MetricsAndLogsExporter(context, profiles?.Counters ?? new Otlp.ExportCounters()));

@@ -38,7 +38,7 @@ public sealed class MetricsAndLogsExporter : IExporter
 
     public void OnStarted(ProcessProfile running)
     {
-        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems, _giveUp.Token);
+        _processes[running.Identity] = new ProcessExport(running.Identity, _context.Settings, _transport, _problems, _context.Time, _giveUp.Token);
     }
 
     public void OnCheckpoint(ProcessProfile checkpoint)

@@ -38,14 +38,17 @@ public sealed class ProfilesClient : IDisposable
     private const int ResponseLimit = 4 << 20;
 
     private readonly OtlpEndpoint _endpoint;
+    private readonly TimeProvider _time;
     private readonly HttpClient? _http;
     private readonly GrpcChannel? _channel;
     private readonly ProfilesService.ProfilesServiceClient? _grpc;
 
-    public ProfilesClient(OtlpEndpoint endpoint)
+    /// <param name="time">The clock that a server's <c>Retry-After</c> date is read against (default: the system's).</param>
+    public ProfilesClient(OtlpEndpoint endpoint, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         _endpoint = endpoint;
+        _time = time ?? TimeProvider.System;
         var handler = endpoint.CreateHandler();
         handler.AutomaticDecompression = DecompressionMethods.None;
         handler.PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1);
@@ -122,7 +125,7 @@ public sealed class ProfilesClient : IDisposable
         var problem = $"HTTP {status}{ServerMessage(StatusMessage(content))}";
         // OTLP/HTTP: only these are transient.
         return status is 429 or 502 or 503 or 504
-            ? new SendResult(SendOutcome.Retryable, null, problem, RetryAfter(response))
+            ? new SendResult(SendOutcome.Retryable, null, problem, RetryAfter(response, _time.GetUtcNow()))
             : new SendResult(SendOutcome.Failed, null, problem);
     }
 
@@ -196,11 +199,12 @@ public sealed class ProfilesClient : IDisposable
         }
     }
 
-    private static TimeSpan? RetryAfter(HttpResponseMessage response)
+    /// <summary>The server's delay: <c>Retry-After</c> in seconds, or its date less <paramref name="now"/>.</summary>
+    private static TimeSpan? RetryAfter(HttpResponseMessage response, DateTimeOffset now)
     {
         var retryAfter = response.Headers.RetryAfter;
         if (retryAfter?.Delta is { } delta) return delta;
-        if (retryAfter?.Date is { } date) return date - DateTimeOffset.UtcNow is var wait && wait > TimeSpan.Zero ? wait : TimeSpan.Zero;
+        if (retryAfter?.Date is { } date) return date - now is var wait && wait > TimeSpan.Zero ? wait : TimeSpan.Zero;
         return null;
     }
 

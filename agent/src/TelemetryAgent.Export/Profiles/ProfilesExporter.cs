@@ -14,6 +14,8 @@ public sealed record ProfilesExporterOptions
     /// </summary>
     public int MaxPendingProcesses { get; init; } = 256;
     public RetryPolicy Retry { get; init; } = RetryPolicy.Default;
+    /// <summary>The clock of the retries: their backoff waits, give-up deadline and the server's Retry-After dates.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
 }
 
 /// <summary>
@@ -50,9 +52,9 @@ public sealed class ProfilesExporter : IExporter
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         ArgumentNullException.ThrowIfNull(log);
-        _client = new ProfilesClient(endpoint);
         _log = log;
         _options = options ?? new ProfilesExporterOptions();
+        _client = new ProfilesClient(endpoint, _options.Time);
         _loop = Task.Run(RunAsync);
     }
 
@@ -218,7 +220,8 @@ public sealed class ProfilesExporter : IExporter
 
     private async Task SendAsync(ExportProfilesServiceRequest request)
     {
-        var started = DateTimeOffset.UtcNow;
+        var time = _options.Time;
+        var started = time.GetUtcNow();
         for (var retry = 1; ; retry++)
         {
             SendResult result;
@@ -245,7 +248,7 @@ public sealed class ProfilesExporter : IExporter
             }
 
             var delay = _options.Retry.Delay(retry, result.RetryAfter, Random.Shared);
-            if (DateTimeOffset.UtcNow + delay - started > _options.Retry.GiveUpAfter)
+            if (time.GetUtcNow() + delay - started > _options.Retry.GiveUpAfter)
             {
                 Counters.Failed(ProfilesPerInterval);
                 LogOnce(result.Problem ?? "failed", $"; gave up after {_options.Retry.GiveUpAfter.TotalSeconds:0} s of retries");
@@ -255,7 +258,7 @@ public sealed class ProfilesExporter : IExporter
             Counters.Retried();
             try
             {
-                await Task.Delay(delay, _stop.Token).ConfigureAwait(false);
+                await Task.Delay(delay, time, _stop.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

@@ -39,12 +39,15 @@ internal sealed class ProcessExport
     // Shared by this process's SDK instances, one after another: what became of their requests.
     private readonly DeliveryTracker _delivery = new();
 
+    private readonly TimeProvider _time;
     private readonly CancellationToken _giveUp;
 
+    /// <param name="time">The clock of the final export's retries: its backoff waits and its give-up deadline.</param>
     /// <param name="giveUp">Cancelled when the agent stops waiting for exports: a final export still failing is given up.</param>
     public ProcessExport(ProcessIdentity identity, OtlpSettings settings, ExportTransport transport, ExportProblems problems,
-        CancellationToken giveUp)
+        TimeProvider time, CancellationToken giveUp)
     {
+        _time = time;
         _giveUp = giveUp;
         _identity = identity;
         _settings = settings;
@@ -143,7 +146,7 @@ internal sealed class ProcessExport
     private void ExportFinal(ProcessProfile completed)
     {
         var timeout = (int)_flushTimeout.TotalMilliseconds;
-        var started = DateTimeOffset.UtcNow;
+        var started = _time.GetUtcNow();
         var random = new Random();
         bool metricsPending = _settings.IsOn(OtlpSignal.Metrics), logsPending = _settings.IsOn(OtlpSignal.Logs);
         for (var attempt = 1; ; attempt++)
@@ -171,11 +174,11 @@ internal sealed class ProcessExport
             if ((!metricsPending && !logsPending) || _settings.Retry.Mode != OtlpRetryMode.InMemory) break;
 
             var delay = RetryPolicy.Default.Delay(attempt, serverDelay: null, random);
-            if (_giveUp.IsCancellationRequested || DateTimeOffset.UtcNow + delay - started > RetryPolicy.Default.GiveUpAfter)
+            if (_giveUp.IsCancellationRequested || _time.GetUtcNow() + delay - started > RetryPolicy.Default.GiveUpAfter)
             {
                 break;
             }
-            if (_giveUp.WaitHandle.WaitOne(delay)) break;
+            if (!Wait(delay)) break;
             (_sdk, _metrics, _logs) = CreateSdk(confirmed);
         }
         var unsent = new List<OtlpSignal>(2);
@@ -193,6 +196,20 @@ internal sealed class ProcessExport
     }
 
     private Uri Url(OtlpSignal signal) => _settings.For(signal).Url;
+
+    /// <summary>Blocks this export's turn for <paramref name="delay"/> on its clock; false when the agent gave up first.</summary>
+    private bool Wait(TimeSpan delay)
+    {
+        try
+        {
+            Task.Delay(delay, _time, _giveUp).GetAwaiter().GetResult();
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
 
 }
 
