@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using TelemetryAgent.Profiling;
+using TelemetryAgent.Export.Otlp;
 using TelemetryAgent.Export.Profiles;
 using TelemetryAgent.Export.Settings;
 using TelemetryAgent.Testing;
@@ -214,5 +215,105 @@ public sealed class ProfilesExporterTests
             ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message), ProfileSampleTypes.WallType));
         Assert.Equal(Folded([first, second], FoldedWeight.Calls),
             ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message), ProfileSampleTypes.CallsType));
+    }
+
+    private static ProcessProfile Ended(long pid)
+        => new SessionScript(pid: pid).Thread(1, "MainThread").Code(1, "f").Start(10, 1).Return(20, 1).Complete();
+
+    [Theory]
+    [InlineData(OtlpProtocol.HttpProtobuf)]
+    [InlineData(OtlpProtocol.Grpc)]
+    public async Task Retries_back_off_exponentially_and_give_up_after_two_minutes_of_the_exporters_clock(OtlpProtocol protocol)
+    {
+        var clock = new WatchedClock();
+        await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions { InitialFailures = FailurePlan.FirstRequests(int.MaxValue) });
+        var log = new StringWriter();
+        var policy = RetryPolicy.Default;
+        var exporter = new ProfilesExporter(Endpoint(receiver, protocol), log, new ProfilesExporterOptions { Time = clock });
+
+        Complete(exporter, [Ended(100)]);
+        var waits = new List<TimeSpan>();
+        while (await clock.NextWaitAsync(Wait, done: () => exporter.Counters.ProfilesFailed > 0) is { } wait)
+        {
+            waits.Add(wait);
+            clock.Advance(wait);
+        }
+        await ShutdownAsync(exporter, Wait);
+
+        // Full jitter over half the step: 0.125-0.25 s, 0.25-0.5 s, ... up to 2.5-5 s from the sixth retry on.
+        for (var retry = 1; retry <= waits.Count; retry++)
+        {
+            var step = TimeSpan.FromTicks(Math.Min(policy.InitialBackoff.Ticks << Math.Min(retry - 1, 20), policy.MaxBackoff.Ticks));
+            Assert.InRange(waits[retry - 1], step / 2, step);
+        }
+        // It stopped because the next wait would have crossed the two minutes, not before.
+        var waited = waits.Aggregate(TimeSpan.Zero, (sum, wait) => sum + wait);
+        Assert.InRange(waited, policy.GiveUpAfter - policy.MaxBackoff, policy.GiveUpAfter);
+        Assert.Equal(waits.Count + 1, receiver.Attempts.Count(attempt => attempt.Signal == ReceivedSignal.Profiles));
+        Assert.Empty(receiver.Profiles.Snapshot());
+        Assert.Equal(((long)waits.Count, 0L, 2L, 0L), (exporter.Counters.Retries, exporter.Counters.ProfilesSent, exporter.Counters.ProfilesFailed,
+            exporter.Counters.ProfilesDropped));
+        var lines = log.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines, line => line.Contains("retrying"));
+        Assert.Single(lines, line => line.Contains("gave up after 120 s of retries") && line.Contains("the profiles are lost"));
+        Assert.Single(lines, line => line.Contains("2 failed"));
+    }
+
+    [Theory]
+    [InlineData(OtlpProtocol.HttpProtobuf, 7, 7)]
+    [InlineData(OtlpProtocol.Grpc, 7, 7)]
+    // Longer than the policy allows: shortened to its 60 s.
+    [InlineData(OtlpProtocol.HttpProtobuf, 90, 60)]
+    [InlineData(OtlpProtocol.Grpc, 90, 60)]
+    public async Task Each_retry_waits_what_the_server_asked_for_on_the_exporters_clock(OtlpProtocol protocol, int askedSeconds, int waitedSeconds)
+    {
+        var clock = new WatchedClock();
+        await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions
+        {
+            InitialFailures = FailurePlan.FirstRequests(1, retryAfter: TimeSpan.FromSeconds(askedSeconds)),
+        });
+        var exporter = new ProfilesExporter(Endpoint(receiver, protocol), new StringWriter(), new ProfilesExporterOptions { Time = clock });
+        var profile = Ended(100);
+
+        Complete(exporter, [profile]);
+        var wait = await clock.NextWaitAsync(Wait);
+        Assert.Equal(TimeSpan.FromSeconds(waitedSeconds), wait);
+        clock.Advance(wait!.Value);
+        await ShutdownAsync(exporter, Wait);
+
+        Assert.Single(receiver.Profiles.Snapshot());
+        Assert.Equal(Folded([profile], FoldedWeight.Calls), ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message),
+            ProfileSampleTypes.CallsType));
+        Assert.Equal((1L, 2L, 0L), (exporter.Counters.Retries, exporter.Counters.ProfilesSent, exporter.Counters.ProfilesFailed));
+    }
+
+    [Fact]
+    public async Task A_collector_back_before_the_two_minutes_receives_the_profile_exactly_once()
+    {
+        var clock = new WatchedClock();
+        // Down for 100 s of the same clock, then up.
+        await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions
+        {
+            Time = clock,
+            InitialFailures = new FailurePlan(Until: clock.GetUtcNow() + TimeSpan.FromSeconds(100)),
+        });
+        var exporter = new ProfilesExporter(Endpoint(receiver, OtlpProtocol.HttpProtobuf), new StringWriter(),
+            new ProfilesExporterOptions { Time = clock });
+        var profile = Ended(100);
+
+        Complete(exporter, [profile]);
+        var waited = TimeSpan.Zero;
+        while (await clock.NextWaitAsync(Wait, done: () => exporter.Counters.ProfilesSent > 0) is { } wait)
+        {
+            waited += wait;
+            clock.Advance(wait);
+        }
+        await ShutdownAsync(exporter, Wait);
+
+        Assert.InRange(waited, TimeSpan.FromSeconds(100), TimeSpan.FromSeconds(100) + RetryPolicy.Default.MaxBackoff);
+        Assert.Single(receiver.Profiles.Snapshot());
+        Assert.Equal(Folded([profile], FoldedWeight.SelfNanoseconds), ProfileFolding.FromOtlp(receiver.Profiles.Select(request => request.Message),
+            ProfileSampleTypes.WallType));
+        Assert.Equal((2L, 0L, 0L), (exporter.Counters.ProfilesSent, exporter.Counters.ProfilesFailed, exporter.Counters.ProfilesDropped));
     }
 }

@@ -251,7 +251,8 @@ public sealed class ProfilesExporter : IExporter
             if (time.GetUtcNow() + delay - started > _options.Retry.GiveUpAfter)
             {
                 Counters.Failed(ProfilesPerInterval);
-                LogOnce(result.Problem ?? "failed", $"; gave up after {_options.Retry.GiveUpAfter.TotalSeconds:0} s of retries");
+                // Said on its own: the problem itself was logged already, when its first retry began.
+                LogOnce($"gave up after {_options.Retry.GiveUpAfter.TotalSeconds:0} s of retries", $" ({result.Problem ?? "failed"}); the profiles are lost");
                 return;
             }
             LogOnce(result.Problem ?? "failed", "; retrying");
