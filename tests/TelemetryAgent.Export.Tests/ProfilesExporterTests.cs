@@ -288,6 +288,29 @@ public sealed class ProfilesExporterTests
     }
 
     [Fact]
+    public async Task A_retry_after_date_is_read_against_the_exporters_clock()
+    {
+        // Years away from the real clock: read against that one, the date would mean no wait at all.
+        var clock = new WatchedClock();
+        await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions
+        {
+            Time = clock,
+            InitialFailures = FailurePlan.FirstRequests(1, retryAfter: TimeSpan.FromSeconds(7)) with { RetryAfterAsDate = true },
+        });
+        var exporter = new ProfilesExporter(Endpoint(receiver, OtlpProtocol.HttpProtobuf), new StringWriter(),
+            new ProfilesExporterOptions { Time = clock });
+
+        Complete(exporter, [Ended(100)]);
+        var wait = await clock.NextWaitAsync(Wait);
+        Assert.Equal(TimeSpan.FromSeconds(7), wait);
+        clock.Advance(wait!.Value);
+        await ShutdownAsync(exporter, Wait);
+
+        Assert.Single(receiver.Profiles.Snapshot());
+        Assert.Equal((1L, 2L), (exporter.Counters.Retries, exporter.Counters.ProfilesSent));
+    }
+
+    [Fact]
     public async Task A_collector_back_before_the_two_minutes_receives_the_profile_exactly_once()
     {
         var clock = new WatchedClock();

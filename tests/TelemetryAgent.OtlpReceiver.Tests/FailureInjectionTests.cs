@@ -67,6 +67,23 @@ public sealed class FailureInjectionTests
     }
 
     [Fact]
+    public async Task Http_retry_after_can_be_a_date_on_the_receivers_clock()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions
+        {
+            Time = time,
+            InitialFailures = FailurePlan.FirstRequests(1, retryAfter: TimeSpan.FromMilliseconds(1500)) with { RetryAfterAsDate = true },
+        });
+        using var clients = new Clients(receiver);
+
+        using var answer = await clients.PostAsync(OtlpReceiver.HttpMetricsPath, EmptyMetrics);
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, answer.StatusCode);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromSeconds(2), answer.Headers.RetryAfter?.Date); // whole seconds, rounded up
+    }
+
+    [Fact]
     public async Task Grpc_rejection_carries_retry_info_in_status_details()
     {
         await using var receiver = await OtlpReceiver.StartAsync(new OtlpReceiverOptions

@@ -36,6 +36,12 @@ public sealed record FailurePlan(int Count = 0, DateTimeOffset? Until = null, Ti
     /// </summary>
     public bool ResetConnection { get; init; }
 
+    /// <summary>
+    /// Over HTTP, <see cref="RetryAfter"/> as an HTTP date (the receiver's clock plus the delay, in whole seconds)
+    /// rather than a number of seconds.
+    /// </summary>
+    public bool RetryAfterAsDate { get; init; }
+
     /// <summary>Turn away the next <paramref name="count"/> requests.</summary>
     public static FailurePlan FirstRequests(int count, TimeSpan? retryAfter = null, OtlpSignal? signal = null) =>
         new(Count: count, RetryAfter: retryAfter, Signal: signal);

@@ -88,8 +88,10 @@ internal sealed class OtlpHttpHandler(
         {
             if (plan.RetryAfter is { } delay)
             {
-                context.Response.Headers.RetryAfter =
-                    ((long)Math.Ceiling(delay.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+                var seconds = (long)Math.Ceiling(delay.TotalSeconds);
+                context.Response.Headers.RetryAfter = plan.RetryAfterAsDate
+                    ? (time.GetUtcNow() + TimeSpan.FromSeconds(seconds)).ToString("R", CultureInfo.InvariantCulture)
+                    : seconds.ToString(CultureInfo.InvariantCulture);
             }
             await RejectAsync(context, route, HttpStatusOf(plan.Code), plan.Code, $"receiver turned the request away (injected {plan.Code})");
             return;
