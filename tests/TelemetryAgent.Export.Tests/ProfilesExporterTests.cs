@@ -228,7 +228,6 @@ public sealed class ProfilesExporterTests
         var clock = new WatchedClock();
         await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions { InitialFailures = FailurePlan.FirstRequests(int.MaxValue) });
         var log = new StringWriter();
-        var policy = RetryPolicy.Default;
         var exporter = new ProfilesExporter(Endpoint(receiver, protocol), log, new ProfilesExporterOptions { Time = clock });
 
         Complete(exporter, [Ended(100)]);
@@ -240,15 +239,7 @@ public sealed class ProfilesExporterTests
         }
         await ShutdownAsync(exporter, Wait);
 
-        // Full jitter over half the step: 0.125-0.25 s, 0.25-0.5 s, ... up to 2.5-5 s from the sixth retry on.
-        for (var retry = 1; retry <= waits.Count; retry++)
-        {
-            var step = TimeSpan.FromTicks(Math.Min(policy.InitialBackoff.Ticks << Math.Min(retry - 1, 20), policy.MaxBackoff.Ticks));
-            Assert.InRange(waits[retry - 1], step / 2, step);
-        }
-        // It stopped because the next wait would have crossed the two minutes, not before.
-        var waited = waits.Aggregate(TimeSpan.Zero, (sum, wait) => sum + wait);
-        Assert.InRange(waited, policy.GiveUpAfter - policy.MaxBackoff, policy.GiveUpAfter);
+        RetryAssert.BackedOffThenGaveUp(waits);
         Assert.Equal(waits.Count + 1, receiver.Attempts.Count(attempt => attempt.Signal == ReceivedSignal.Profiles));
         Assert.Empty(receiver.Profiles.Snapshot());
         Assert.Equal(((long)waits.Count, 0L, 2L, 0L), (exporter.Counters.Retries, exporter.Counters.ProfilesSent, exporter.Counters.ProfilesFailed,
