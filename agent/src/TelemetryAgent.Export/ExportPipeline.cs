@@ -39,7 +39,8 @@ public sealed class ExportPipeline
         ArgumentNullException.ThrowIfNull(context);
         var settings = context.Settings;
         if (!settings.Enabled) return new ExportPipeline([]);
-        var profiles = settings.IsOn(OtlpSignal.Profiles) ? new Profiles.ProfilesExporter(settings.For(OtlpSignal.Profiles), context.Log, new Profiles.ProfilesExporterOptions { Time = context.Time })
+        var profiles = settings.IsOn(OtlpSignal.Profiles)
+            ? new Profiles.ProfilesExporter(settings.For(OtlpSignal.Profiles), context.Log, new Profiles.ProfilesExporterOptions { Time = context.Time })
             : null;
         var exporters = new List<IExporter>();
         if (settings.IsOn(OtlpSignal.Metrics) || settings.IsOn(OtlpSignal.Logs))
