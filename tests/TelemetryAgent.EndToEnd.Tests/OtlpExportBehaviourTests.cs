@@ -211,8 +211,12 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.Equal([OtlpSignal.Metrics, OtlpSignal.Logs, OtlpSignal.Profiles],
             receiver.Attempts.Select(attempt => attempt.Signal!.Value).Distinct().Order());
         Assert.All(receiver.Attempts, attempt => Assert.True(attempt.Accepted));
-        var fib = IntPoints(LatestMetricsByInstance(receiver).Values.Single(e => e.Resource["service.name"].StringValue == "fixture_app")
-                .Metrics["python.profile.function.calls"])
+        var byInstance = LatestMetricsByInstance(receiver).Values.ToList();
+        var program = byInstance.Where(e => e.Resource["service.name"].StringValue == "fixture_app").ToList();
+        // Should the program's metrics be missing, the failure says what did arrive and what the agent said.
+        Assert.True(program.Count == 1, $"metrics of {string.Join(", ", byInstance.Select(e => e.Resource["service.name"].StringValue))} " +
+                                        $"in {receiver.Metrics.Snapshot().Count} requests; the agent: {agent}");
+        var fib = IntPoints(program[0].Metrics["python.profile.function.calls"])
             .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
         Assert.Equal(1973 + 8 * 177, fib.Value);
     }
