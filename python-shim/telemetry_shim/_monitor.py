@@ -102,15 +102,23 @@ class Recorder:
         self.note_watch = bool(note_watch) and self.exceptions is not None
         self._past_call = None  # (ident, frame id, code id, call offset, action) while armed
         self._call_callback = self._make_call_callback()
-        unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
         # The one dispatch point between the C callbacks and their Python twin (_native_path).
         self.native = None
-        if native and self.calls:
-            from ._native_path import NativeCallbacks
+        if native:
+            from ._native_path import NativeCallbacks, new_code_keys
 
-            self.native = NativeCallbacks(self, unwind_hook)
+            codes = self.codes
+            code_keys = new_code_keys(codes)  # copies codes.keys: the exception callbacks' table
+            if self.exceptions is not None:
+                self.exceptions.use_native(code_keys)
+        if native and self.calls:
+            # The call callbacks' table copies call_keys: the same one unless a filter sets them apart.
+            call_code_keys = code_keys if codes.call_keys is codes.keys else new_code_keys(codes)
+            unwind_hook = self.exceptions.unwind_callback if self.exceptions is not None else None
+            self.native = NativeCallbacks(self, unwind_hook, call_code_keys)
             self._callbacks = self.native.event_callbacks
         else:
+            unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
             self._callbacks = [self._make_callback(kind, unwind_hook if kind == _wire.KIND_UNWIND else None)
                                for _, kind, _ in _EVENT_KINDS]
         self.new_generation()

@@ -29,7 +29,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 2
+#define NATIVE_API_VERSION 3
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -499,7 +499,7 @@ typedef struct {
     CodeKeys *code_keys;       /* the keys of call_keys the callbacks have met, read without the dict */
     PyObject *lifelines;       /* what removes call_keys' and code_keys' entries as codes die, or NULL */
     PyObject *slow_path;       /* slow_path(code, kind, buf, thread_key) -> None or DISABLE */
-    PyObject *unwind_hook;     /* hook(code, exception) before an UNWIND record, or NULL */
+    PyObject *unwind_hook;     /* hook(code, offset, exception) before an UNWIND record, or NULL */
     PyObject *failed;          /* failed(exc) -> true to re-raise (CallbackFailures.failed) */
     Py_ssize_t limit;          /* words: a fuller buffer drops the event */
     Py_ssize_t dropped;        /* events dropped here, a full buffer (read and reset by the recorder) */
@@ -510,17 +510,17 @@ typedef struct {
 static PyTypeObject *Callbacks_Type;
 static PyObject *kind_numbers[KIND_UNWIND + 1];
 
-/* An exception raised by the slow path or the hook, or a failure here: what the Python callbacks
-   do (CallbackFailures.failed decides; True re-raises it into the program). */
+/* The exception set now, raised by a Python callback or a failure here: what the Python callbacks
+   do with it (`failed` is CallbackFailures.failed; True re-raises it into the program). */
 static PyObject *
-callback_failed(Callbacks *self)
+apply_failure_policy(PyObject *failed)
 {
     PyObject *exc = PyErr_GetRaisedException();
-    if (exc == NULL || self->failed == NULL) {
+    if (exc == NULL || failed == NULL) {
         Py_XDECREF(exc);
         Py_RETURN_NONE;
     }
-    PyObject *verdict = PyObject_CallOneArg(self->failed, exc);
+    PyObject *verdict = PyObject_CallOneArg(failed, exc);
     int reraise = 0;
     if (verdict == NULL) {
         PyErr_Clear();  /* the policy itself failed: never surface that in the program */
@@ -539,6 +539,12 @@ callback_failed(Callbacks *self)
     }
     Py_DECREF(exc);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+callback_failed(Callbacks *self)
+{
+    return apply_failure_policy(self->failed);
 }
 
 static PyObject *
@@ -575,25 +581,25 @@ pointer_identity(PyObject *object)
     return hash == -1 ? -2 : hash;
 }
 
-/* The call key of `code` into *key (0: not recorded): from CodeKeys, else from CodeTable.call_keys
-   (then copied into CodeKeys). Returns 1, 0 when the code is not known yet (the slow path defines it),
-   -1 with an exception set.
+/* The key of `code` into *key, from `table` (a C copy of `keys`), else from the dict `keys` (then copied
+   into `table`). Returns 1, 0 when the code is not known yet (a slow path defines it), -1 with an
+   exception set.
    Not cached in the code object's co_extra: setting an extra grows the code's extra array to every index
    registered so far, and CPython calls every registered free function on each slot when the code is
    freed, so another user's free function (test_code's, after its module was unloaded) ran on code
    objects it never touched and crashed the process. */
 static inline int
-code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
+code_key_from(CodeKeys *table, PyObject *keys, PyObject *code, uint64_t *key)
 {
     Py_ssize_t identity = pointer_identity(code);
-    if (code_keys_find(self->code_keys, identity, key)) {
+    if (code_keys_find(table, identity, key)) {
         return 1;
     }
     PyObject *id = PyLong_FromSsize_t(identity);
     if (id == NULL) {
         return -1;
     }
-    PyObject *value = PyDict_GetItemWithError(self->call_keys, id);  /* borrowed */
+    PyObject *value = PyDict_GetItemWithError(keys, id);  /* borrowed */
     Py_DECREF(id);
     if (value == NULL) {
         return PyErr_Occurred() ? -1 : 0;
@@ -603,8 +609,15 @@ code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
         return -1;
     }
     *key = (uint64_t)found & CODE_KEY_MASK;
-    code_keys_add(self->code_keys, identity, *key);
+    code_keys_add(table, identity, *key);
     return 1;
+}
+
+/* The call key of `code` into *key (0: not recorded), from CodeKeys or CodeTable.call_keys. */
+static inline int
+code_key_of(Callbacks *self, PyObject *code, uint64_t *key)
+{
+    return code_key_from(self->code_keys, self->call_keys, code, key);
 }
 
 /* This thread's key in this generation into *key (0 when unknown: the slow path registers the
@@ -697,13 +710,14 @@ Callbacks_py_unwind(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (self->unwind_hook != NULL) {
+        /* The exception tracker's PY_UNWIND callback, which applies the failure policy itself:
+           an exception out of it is one the policy re-raises. */
         PyObject *hook = self->unwind_hook;
         Py_INCREF(hook);
-        PyObject *hook_args[2] = {args[0], args[2]};
-        PyObject *result = PyObject_Vectorcall(hook, hook_args, 2, NULL);
+        PyObject *result = PyObject_Vectorcall(hook, args, 3, NULL);
         Py_DECREF(hook);
         if (result == NULL) {
-            return callback_failed(self);
+            return NULL;
         }
         Py_DECREF(result);
         if (!self->recording) {
@@ -907,6 +921,373 @@ static PyType_Spec Callbacks_spec = {
     .slots = Callbacks_slots,
 };
 
+/* ---- ExceptionCallbacks ---------------------------------------------------------------------- */
+
+/* The exception tracker's RAISE, RERAISE, EXCEPTION_HANDLED and PY_UNWIND callbacks, for the events that
+   control-flow idioms raise by the thousand (a generator closed at a yield: `any()` over a generator
+   expression that stops early). They take in C only the cases the Python callbacks
+   (_exceptions/program_threads.py, FlightTable) end at once, with the same state, read from the
+   FlightTable at each event (its dicts are replaced after a fork); every other event goes to the Python
+   callback, with the same arguments:
+   - RAISE of a GeneratorExit (exactly) with a one-entry traceback, at a (code key, offset) of
+     closed_points, whose site is past its first detailed exceptions and within its detail interval:
+     counted as handled on the site, as FlightTable.on_raise does (sampling is left to Python);
+   - RERAISE of a GeneratorExit, EXCEPTION_HANDLED and PY_UNWIND of any exception, that has no flight
+     (its identity not in `inflight`): nothing to do, as in the Python callbacks.
+   No reference to the exception, its traceback or the code is kept past the callback. */
+
+static PyObject *str_inflight, *str_closed_points, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
+    *str_count_handled, *str_dirty, *str_first_detailed, *str_detail_interval;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *table;        /* the FlightTable: inflight, closed_points, dirty_sites */
+    PyObject *limits;       /* where FIRST_DETAILED_PER_SITE and SITE_DETAIL_INTERVAL_NS live (program_threads) */
+    PyObject *keys;         /* dict: identity(code) -> key (CodeTable.keys, exception locations) */
+    CodeKeys *code_keys;    /* the keys of `keys` met so far, read without the dict */
+    PyObject *lifelines;    /* what removes the entries of keys and code_keys as codes die, or NULL */
+    PyObject *on_raise;     /* the Python callbacks, (code, offset, exception) */
+    PyObject *on_reraise;
+    PyObject *on_handled;
+    PyObject *on_unwind;
+    PyObject *failed;       /* CallbackFailures.failed */
+    Py_ssize_t counted;     /* RAISE events counted here */
+    Py_ssize_t passed;      /* RERAISE, EXCEPTION_HANDLED and PY_UNWIND events with nothing to do */
+} ExceptionCallbacks;
+
+static PyTypeObject *ExceptionCallbacks_Type;
+
+/* Is there a flight for `exc` (its identity in table.inflight)? 1, 0, -1 with an exception set. */
+static int
+has_flight(ExceptionCallbacks *self, PyObject *exc)
+{
+    PyObject *inflight = PyObject_GetAttr(self->table, str_inflight);
+    if (inflight == NULL) {
+        return -1;
+    }
+    int found = -1;
+    if (!PyDict_CheckExact(inflight)) {
+        PyErr_SetString(PyExc_TypeError, "FlightTable.inflight must be a dict");
+    }
+    else if (PyDict_GET_SIZE(inflight) == 0) {
+        found = 0;  /* the common case: no int made */
+    }
+    else {
+        PyObject *id = PyLong_FromSsize_t(pointer_identity(exc));
+        if (id != NULL) {
+            found = PyDict_Contains(inflight, id);
+            Py_DECREF(id);
+        }
+    }
+    Py_DECREF(inflight);
+    return found;
+}
+
+/* getattr(object, name) as a long long into *value: 0, or -1 with an exception set. */
+static int
+attribute_as_long(PyObject *object, PyObject *name, long long *value)
+{
+    PyObject *attribute = PyObject_GetAttr(object, name);
+    if (attribute == NULL) {
+        return -1;
+    }
+    *value = PyLong_AsLongLong(attribute);
+    Py_DECREF(attribute);
+    return *value == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The closed generator's site of this RAISE (a new reference), or NULL: with no exception set when
+   the event is not one (then Python decides). */
+static PyObject *
+closed_generator_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+{
+    if (!Py_IS_TYPE(exc, (PyTypeObject *)PyExc_GeneratorExit)) {
+        return NULL;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    int one_entry = tb != NULL && PyTraceBack_Check(tb) && ((PyTracebackObject *)tb)->tb_next == NULL;
+    Py_XDECREF(tb);
+    uint64_t ck = 0;
+    if (!one_entry || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0) {
+        return NULL;
+    }
+    PyObject *points = PyObject_GetAttr(self->table, str_closed_points);
+    if (points == NULL) {
+        return NULL;
+    }
+    PyObject *site = NULL;
+    PyObject *key = PyLong_FromUnsignedLongLong(ck);
+    PyObject *point = key == NULL ? NULL : PyTuple_Pack(2, key, offset);
+    if (point != NULL) {
+        site = PyDict_GetItemWithError(points, point);  /* borrowed */
+        Py_XINCREF(site);
+    }
+    Py_XDECREF(point);
+    Py_XDECREF(key);
+    Py_DECREF(points);
+    return site;
+}
+
+/* FlightTable.on_raise's first step in C: 1 when this RAISE is a closed generator's GeneratorExit that
+   its site only counts (then counted), 0 when Python decides, -1 with an exception set. */
+static int
+count_closed_generator(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+{
+    PyObject *site = closed_generator_site(self, code, offset, exc);
+    if (site == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    int outcome = -1;
+    long long detailed, first_detailed, last_detail_ns, interval_ns;
+    if (attribute_as_long(site, str_detailed, &detailed) < 0
+        || attribute_as_long(self->limits, str_first_detailed, &first_detailed) < 0
+        || attribute_as_long(site, str_last_detail_ns, &last_detail_ns) < 0
+        || attribute_as_long(self->limits, str_detail_interval, &interval_ns) < 0) {
+        goto done;
+    }
+    if (detailed < first_detailed || (long long)now_ns() - last_detail_ns >= interval_ns) {
+        outcome = 0;  /* it may be sampled: Python decides */
+        goto done;
+    }
+    PyObject *count_handled = PyObject_GetAttr(site, str_count_handled);
+    PyObject *counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
+    Py_XDECREF(count_handled);
+    if (counted == NULL) {
+        goto done;
+    }
+    Py_DECREF(counted);
+    PyObject *dirty = PyObject_GetAttr(site, str_dirty);
+    int is_dirty = dirty == NULL ? -1 : PyObject_IsTrue(dirty);
+    Py_XDECREF(dirty);
+    if (is_dirty < 0) {
+        goto done;
+    }
+    if (!is_dirty) {
+        /* As the Python twin: marked, then listed for the sender. */
+        if (PyObject_SetAttr(site, str_dirty, Py_True) < 0) {
+            goto done;
+        }
+        PyObject *dirty_sites = PyObject_GetAttr(self->table, str_dirty_sites);
+        if (dirty_sites == NULL) {
+            goto done;
+        }
+        int appended = PyList_Check(dirty_sites) ? PyList_Append(dirty_sites, site) : -1;
+        if (appended < 0 && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "FlightTable.dirty_sites must be a list");
+        }
+        Py_DECREF(dirty_sites);
+        if (appended < 0) {
+            goto done;
+        }
+    }
+    outcome = 1;
+done:
+    Py_DECREF(site);
+    return outcome;
+}
+
+/* The Python callback, with the event's arguments. An exception out of it is one the failure policy
+   re-raised (or the call itself failed, e.g. at the recursion limit): the policy decides again. */
+static PyObject *
+to_python(ExceptionCallbacks *self, PyObject *callback, PyObject *const *args)
+{
+    Py_INCREF(callback);
+    PyObject *result = PyObject_Vectorcall(callback, args, 3, NULL);
+    Py_DECREF(callback);
+    if (result == NULL) {
+        return apply_failure_policy(self->failed);
+    }
+    return result;
+}
+
+static int
+exception_callbacks_alive(ExceptionCallbacks *self)
+{
+    return self->table != NULL && self->limits != NULL && self->keys != NULL && self->code_keys != NULL
+           && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
+           && self->on_unwind != NULL && self->failed != NULL;
+}
+
+static PyObject *
+ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!exception_callbacks_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    int counted = count_closed_generator(self, args[0], args[1], args[2]);
+    if (counted > 0) {
+        self->counted++;
+        Py_RETURN_NONE;
+    }
+    if (counted < 0) {
+        return apply_failure_policy(self->failed);
+    }
+    return to_python(self, self->on_raise, args);
+}
+
+/* RERAISE (only_generator_exit), EXCEPTION_HANDLED and PY_UNWIND: nothing to do without a flight. */
+static PyObject *
+pass_without_flight(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs, PyObject *callback,
+                    int only_generator_exit)
+{
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!exception_callbacks_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    if (!only_generator_exit || Py_IS_TYPE(args[2], (PyTypeObject *)PyExc_GeneratorExit)) {
+        int found = has_flight(self, args[2]);
+        if (found == 0) {
+            self->passed++;
+            Py_RETURN_NONE;
+        }
+        if (found < 0) {
+            return apply_failure_policy(self->failed);
+        }
+    }
+    return to_python(self, callback, args);
+}
+
+static PyObject *
+ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return pass_without_flight(self, args, nargs, self->on_reraise, 1);
+}
+
+static PyObject *
+ExceptionCallbacks_handled(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return pass_without_flight(self, args, nargs, self->on_handled, 0);
+}
+
+static PyObject *
+ExceptionCallbacks_unwind(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return pass_without_flight(self, args, nargs, self->on_unwind, 0);
+}
+
+static PyObject *
+ExceptionCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *table, *limits, *keys, *code_keys, *on_raise, *on_reraise, *on_handled, *on_unwind, *failed;
+    PyObject *lifelines = Py_None;
+    static char *keywords[] = {"table", "limits", "keys", "code_keys", "on_raise", "on_reraise", "on_handled",
+                               "on_unwind", "failed", "lifelines", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OOOOO|O:ExceptionCallbacks", keywords, &table, &limits,
+                                     &PyDict_Type, &keys, CodeKeys_Type, &code_keys, &on_raise, &on_reraise,
+                                     &on_handled, &on_unwind, &failed, &lifelines)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(on_raise) || !PyCallable_Check(on_reraise) || !PyCallable_Check(on_handled)
+        || !PyCallable_Check(on_unwind) || !PyCallable_Check(failed)) {
+        PyErr_SetString(PyExc_TypeError, "the Python callbacks and failed must be callable");
+        return NULL;
+    }
+    ExceptionCallbacks *self = (ExceptionCallbacks *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->table = Py_NewRef(table);
+    self->limits = Py_NewRef(limits);
+    self->keys = Py_NewRef(keys);
+    self->code_keys = (CodeKeys *)Py_NewRef(code_keys);
+    self->lifelines = lifelines == Py_None ? NULL : Py_NewRef(lifelines);
+    self->on_raise = Py_NewRef(on_raise);
+    self->on_reraise = Py_NewRef(on_reraise);
+    self->on_handled = Py_NewRef(on_handled);
+    self->on_unwind = Py_NewRef(on_unwind);
+    self->failed = Py_NewRef(failed);
+    return (PyObject *)self;
+}
+
+static int
+ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->table);
+    Py_VISIT(self->limits);
+    Py_VISIT(self->keys);
+    Py_VISIT(self->lifelines);  /* code_keys holds no object */
+    Py_VISIT(self->on_raise);
+    Py_VISIT(self->on_reraise);
+    Py_VISIT(self->on_handled);
+    Py_VISIT(self->on_unwind);
+    Py_VISIT(self->failed);
+    return 0;
+}
+
+static int
+ExceptionCallbacks_clear(ExceptionCallbacks *self)
+{
+    /* A cleared object is still safe to call: every event then does nothing (exception_callbacks_alive). */
+    Py_CLEAR(self->table);
+    Py_CLEAR(self->limits);
+    Py_CLEAR(self->keys);
+    if (self->code_keys != NULL) {
+        /* Its memory goes now (the lifelines may keep the object): a sharer finds it empty and refills it. */
+        code_keys_release(self->code_keys);
+        Py_CLEAR(self->code_keys);
+    }
+    Py_CLEAR(self->lifelines);
+    Py_CLEAR(self->on_raise);
+    Py_CLEAR(self->on_reraise);
+    Py_CLEAR(self->on_handled);
+    Py_CLEAR(self->on_unwind);
+    Py_CLEAR(self->failed);
+    return 0;
+}
+
+static void
+ExceptionCallbacks_dealloc(ExceptionCallbacks *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)ExceptionCallbacks_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef ExceptionCallbacks_methods[] = {
+    {"raise_", (PyCFunction)(void (*)(void))ExceptionCallbacks_raise, METH_FASTCALL, "RAISE(code, offset, exception)"},
+    {"reraise", (PyCFunction)(void (*)(void))ExceptionCallbacks_reraise, METH_FASTCALL,
+     "RERAISE(code, offset, exception)"},
+    {"exception_handled", (PyCFunction)(void (*)(void))ExceptionCallbacks_handled, METH_FASTCALL,
+     "EXCEPTION_HANDLED(code, offset, exception)"},
+    {"py_unwind", (PyCFunction)(void (*)(void))ExceptionCallbacks_unwind, METH_FASTCALL,
+     "PY_UNWIND(code, offset, exception)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ExceptionCallbacks_members[] = {
+    {"counted", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, counted), Py_READONLY,
+     "RAISE events counted in C (a closed generator's GeneratorExit)"},
+    {"passed", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, passed), Py_READONLY,
+     "RERAISE, EXCEPTION_HANDLED and PY_UNWIND events that had nothing to do"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot ExceptionCallbacks_slots[] = {
+    {Py_tp_members, ExceptionCallbacks_members},
+    {Py_tp_doc, "The exception tracker's callbacks: control-flow idioms in C, everything else in Python."},
+    {Py_tp_new, ExceptionCallbacks_new},
+    {Py_tp_dealloc, ExceptionCallbacks_dealloc},
+    {Py_tp_traverse, ExceptionCallbacks_traverse},
+    {Py_tp_clear, ExceptionCallbacks_clear},
+    {Py_tp_methods, ExceptionCallbacks_methods},
+    {0, NULL},
+};
+
+static PyType_Spec ExceptionCallbacks_spec = {
+    .name = "telemetry_shim._native.ExceptionCallbacks",
+    .basicsize = sizeof(ExceptionCallbacks),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = ExceptionCallbacks_slots,
+};
+
 /* ---- module --------------------------------------------------------------------------------- */
 
 static int
@@ -940,8 +1321,31 @@ native_exec(PyObject *module)
             return -1;
         }
     }
+    if (ExceptionCallbacks_Type == NULL) {
+        ExceptionCallbacks_Type = (PyTypeObject *)PyType_FromSpec(&ExceptionCallbacks_spec);
+        if (ExceptionCallbacks_Type == NULL) {
+            return -1;
+        }
+    }
+    struct {
+        PyObject **name;
+        const char *text;
+    } names[] = {
+        {&str_inflight, "inflight"}, {&str_closed_points, "closed_points"}, {&str_dirty_sites, "dirty_sites"},
+        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
+        {&str_dirty, "dirty"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
+        {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].name == NULL) {
+            *names[i].name = PyUnicode_InternFromString(names[i].text);
+            if (*names[i].name == NULL) {
+                return -1;
+            }
+        }
+    }
     if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, CodeKeys_Type) < 0
-        || PyModule_AddType(module, Callbacks_Type) < 0
+        || PyModule_AddType(module, Callbacks_Type) < 0 || PyModule_AddType(module, ExceptionCallbacks_Type) < 0
         || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }

@@ -5,11 +5,15 @@ TELEMETRY_SHIM_NATIVE (read by _settings): `auto` (default) uses the C callbacks
 extension was built for this interpreter, `on` asks for them (and says so on stderr when they
 are missing), `off` keeps the Python callbacks. Only the hot callbacks are in C: everything they
 do not find cached (a new code object or thread, a full buffer, the shim's own code) runs the
-recorder's Python slow path, and so do the exception tracker's callbacks.
+recorder's Python slow path. The exception tracker's callbacks are in C only for the events of
+control-flow idioms (a generator closed at a yield, and the events of an exception that has no
+flight): every other exception event runs the Python callback (ExceptionCallbacks in _native.c).
 """
 
+import sys
+
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 2
+API_VERSION = 3
 
 NATIVE = "native"
 PYTHON = "python"
@@ -22,14 +26,14 @@ def load():
     global _loaded
     if _loaded is None:
         try:
-            from ._native import API_VERSION as built_version, Callbacks, CodeKeys, RecordBuffer
+            from ._native import API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
             _loaded = (None, "the C extension failed to load (%s: %s)" % (type(exc).__name__, exc))
         else:
             if built_version == API_VERSION:
-                _loaded = (_NativeTypes(Callbacks, CodeKeys, RecordBuffer), "")
+                _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer), "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -37,11 +41,12 @@ def load():
 
 
 class _NativeTypes:
-    __slots__ = ("Callbacks", "CodeKeys", "RecordBuffer")
+    __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer")
 
-    def __init__(self, callbacks, code_keys, record_buffer):
+    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer):
         self.Callbacks = callbacks
         self.CodeKeys = code_keys
+        self.ExceptionCallbacks = exception_callbacks
         self.RecordBuffer = record_buffer
 
 
@@ -62,14 +67,46 @@ def choose(setting):
     return False, ""
 
 
+def new_code_keys(codes):
+    """A C table of code keys copying entries of `codes` (CodeTable), emptied as its codes die."""
+    module, why_not = load()
+    if module is None:
+        raise RuntimeError(why_not)
+    code_keys = module.CodeKeys(MAX_CODE_KEYS)
+    codes.forget_also(code_keys.forget)
+    return code_keys
+
+
+def exception_callbacks(flights, python_callbacks, codes, code_keys, failed):
+    """The C exception callbacks over a FlightTable: a dict event -> callback, for the events of
+    `python_callbacks` (a dict, FlightTable.callbacks(unwind=True)), which they call for every event
+    they do not end themselves, and an ExceptionCallbacks object (its counters). `code_keys` copies
+    codes.keys (new_code_keys). Each Python callback finds the event's frame where it would
+    registered alone: ExceptionCallbacks runs no frame."""
+    module, why_not = load()
+    if module is None:
+        raise RuntimeError(why_not)
+    from ._exceptions import program_threads
+
+    events = sys.monitoring.events
+    native = module.ExceptionCallbacks(
+        table=flights, limits=program_threads, keys=codes.keys, code_keys=code_keys,
+        on_raise=python_callbacks[events.RAISE], on_reraise=python_callbacks[events.RERAISE],
+        on_handled=python_callbacks[events.EXCEPTION_HANDLED], on_unwind=python_callbacks[events.PY_UNWIND],
+        failed=failed, lifelines=codes.lifelines)
+    return native, {events.RAISE: native.raise_, events.RERAISE: native.reraise,
+                    events.EXCEPTION_HANDLED: native.exception_handled, events.PY_UNWIND: native.py_unwind}
+
+
 class NativeCallbacks:
     """The C callbacks of one Recorder, and the Python functions they call on their slow path.
 
-    The slow path and the exception tracker's unwind hook find the frame an event is about two
-    frames up (themselves, their caller, the frame): the Python callbacks are that caller; for
-    the C ones, which run no frame, the small functions below are."""
+    The slow path finds the frame an event is about two frames up (itself, its caller, the frame):
+    the Python callbacks are that caller; for the C ones, which run no frame, the small function
+    below is. `unwind_hook` is the exception tracker's PY_UNWIND callback (code, offset, exception),
+    called before each UNWIND record; `code_keys` copies codes.call_keys (new_code_keys)."""
 
-    def __init__(self, recorder, unwind_hook):
+    def __init__(self, recorder, unwind_hook, code_keys):
         module, why_not = load()
         if module is None:
             raise RuntimeError(why_not)
@@ -79,20 +116,12 @@ class NativeCallbacks:
         def native_slow_path(code, kind, buf, thread_key):
             return slow_path(code, kind, buf, thread_key)
 
-        if unwind_hook is not None:
-            def native_unwind_hook(code, exception):
-                return unwind_hook(code, exception)
-        else:
-            native_unwind_hook = None
-
         self.capacity_words = recorder.capacity_words
         codes = recorder.codes
-        code_keys = module.CodeKeys(MAX_CODE_KEYS)
-        codes.forget_also(code_keys.forget)
         self.code_keys = code_keys
         self.callbacks = module.Callbacks(
             buffer=self.new_buffer(), thread_keys={}, call_keys=codes.call_keys, code_keys=code_keys,
-            lifelines=codes.lifelines, slow_path=native_slow_path, unwind_hook=native_unwind_hook,
+            lifelines=codes.lifelines, slow_path=native_slow_path, unwind_hook=unwind_hook,
             failed=recorder.failures.failed, limit=recorder.capacity_words)
         c = self.callbacks
         # In the order of _monitor._EVENT_KINDS.

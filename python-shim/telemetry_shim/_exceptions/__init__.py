@@ -15,6 +15,8 @@ Nothing here may run the program's code. ExceptionTracker wires the parts togeth
 the recorder (callbacks, hooks, fork) and the sender (collect) use.
 """
 
+import sys
+
 from . import program_threads, sender_thread
 from .details import DetailReader, locations
 from .escape_hooks import EscapeHooks
@@ -43,9 +45,28 @@ class ExceptionTracker:
         self.on_unwind = self.flights.on_unwind  # the call recorder's PY_UNWIND callback forwards to it
         self.on_note_added = self.flights.on_note_added  # C_RETURN, where the notes watch keeps CALL on
 
+        self.native = None  # the C callbacks (use_native), or None
+
+    def use_native(self, code_keys):
+        """Registers the C callbacks (_native_path.exception_callbacks) instead of the Python ones,
+        which they call for every event they do not end themselves. `code_keys` copies codes.keys."""
+        from .._native_path import exception_callbacks
+
+        flights = self.flights
+        self.native, self._native_callbacks = exception_callbacks(
+            flights, dict(flights.callbacks(unwind=True)), flights._codes, code_keys, flights._failed)
+
     def callbacks(self, unwind):
-        """(event, callback) pairs to register (FlightTable.callbacks)."""
-        return self.flights.callbacks(unwind)
+        """(event, callback) pairs to register (FlightTable.callbacks, or their C front)."""
+        pairs = self.flights.callbacks(unwind)
+        if self.native is None:
+            return pairs
+        return [(event, self._native_callbacks[event]) for event, _ in pairs]
+
+    @property
+    def unwind_callback(self):
+        """The PY_UNWIND callback (code, offset, exception), for the C call callbacks to call first."""
+        return dict(self.callbacks(unwind=True))[sys.monitoring.events.PY_UNWIND]
 
     def install_hooks(self):
         self.hooks.install()
