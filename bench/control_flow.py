@@ -1,0 +1,103 @@
+"""Control-flow idioms under the shim's exception callbacks, C against their Python twin, in one run.
+
+    python3 bench/control_flow.py [--python PATH ...] [--rounds 5] [--scale 0.5]
+
+The shim started by telemetry_shim.start() with no agent (its socket absent: every event pays its callback,
+the sender drops what it cannot send), in exceptions and in burst mode (no window opens without an agent:
+burst mode between windows), with the C callbacks (TELEMETRY_SHIM_NATIVE=on) and with the Python ones (off),
+against the plain program; every variant once per round, in a shuffled order, medians. Two measures:
+
+- `any()` over a generator expression that stops early: CPU microseconds of the main thread per use, after
+  a warm-up that takes its yield past the first detailed exceptions;
+- bench/workloads/control_flow.py's main(scale): CPU seconds of the process (the sender thread included).
+
+Stdlib only.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHIM = os.path.join(REPO, "python-shim")
+WORKLOADS = os.path.join(HERE, "workloads")
+
+ANY_PROGRAM = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import telemetry_shim
+if sys.argv[2] != "plain":
+    assert telemetry_shim.start()
+data = [1, 7, 3]
+def uses(n):
+    for _ in range(n):
+        any(x > 5 for x in data)
+uses(20000)
+start = time.thread_time_ns()
+uses(200000)
+print((time.thread_time_ns() - start) / 200000 / 1000)
+"""
+
+WORKLOAD_PROGRAM = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[3])
+import telemetry_shim
+import control_flow
+if sys.argv[2] != "plain":
+    assert telemetry_shim.start()
+start = time.process_time()
+control_flow.main(float(sys.argv[4]))
+print(time.process_time() - start)
+"""
+
+# (label, mode, TELEMETRY_SHIM_NATIVE); mode None: plain.
+VARIANTS = (("plain", None, None), ("exceptions, C", "exceptions", "on"), ("exceptions, Python", "exceptions", "off"),
+            ("burst, C", "burst", "on"), ("burst, Python", "burst", "off"))
+
+
+def run(python, program, variant, extra):
+    _, mode, native = variant
+    env = dict(os.environ, TELEMETRY_AGENT_SOCKET="/nonexistent/telemetry-bench.sock")
+    env.pop("TELEMETRY_SHIM_AUTOSTART", None)
+    if mode is not None:
+        env.update(TELEMETRY_SHIM_MODE=mode, TELEMETRY_SHIM_NATIVE=native)
+    done = subprocess.run([python, "-c", program, SHIM, "plain" if mode is None else "shim"] + extra, env=env,
+                          capture_output=True, text=True, check=True, timeout=600)
+    return float(done.stdout.split()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", action="append", help="a Python >= 3.12 (repeatable; default: this one)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--scale", type=float, default=0.5, help="control_flow.py's scale (default 0.5)")
+    args = parser.parse_args()
+    for python in args.python or [sys.executable]:
+        version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        measures = (("any() over a generator expression, us per use", ANY_PROGRAM, []),
+                    ("control_flow.py main(%g), CPU s" % args.scale, WORKLOAD_PROGRAM, [WORKLOADS, str(args.scale)]))
+        results = {(name, variant[0]): [] for name, _, _ in measures for variant in VARIANTS}
+        for _ in range(args.rounds):
+            order = [(measure, variant) for measure in measures for variant in VARIANTS]
+            random.shuffle(order)
+            for (name, program, extra), variant in order:
+                results[(name, variant[0])].append(run(python, program, variant, extra))
+        print("CPython %s, %d rounds, medians" % (version, args.rounds))
+        for name, _, _ in measures:
+            plain = statistics.median(results[(name, "plain")])
+            print("  %s:" % name)
+            for label, _, _ in VARIANTS:
+                values = results[(name, label)]
+                median = statistics.median(values)
+                print("    %-20s %8.4f  %+7.1f%%   (min %.4f, max %.4f)" % (
+                    label, median, 100 * (median / plain - 1), min(values), max(values)))
+
+
+if __name__ == "__main__":
+    main()
