@@ -5,10 +5,11 @@
 The shim started by telemetry_shim.start() with no agent (its socket absent: every event pays its callback,
 the sender drops what it cannot send), in exceptions and in burst mode (no window opens without an agent:
 burst mode between windows), with the C callbacks (TELEMETRY_SHIM_NATIVE=on) and with the Python ones (off),
-against the plain program; every variant once per round, in a shuffled order, medians. Two measures:
+against the plain program; every variant once per round, in a shuffled order, medians. Measures:
 
-- `any()` over a generator expression that stops early: CPU microseconds of the main thread per use, after
-  a warm-up that takes its yield past the first detailed exceptions;
+- each idiom alone (IDIOMS: `any()`, `next()`, `break`, `zip()` over generators, a contextmanager's block):
+  CPU microseconds of the main thread per use, after a warm-up that takes its sites past their first
+  detailed exceptions;
 - bench/workloads/control_flow.py's main(scale): CPU seconds of the process (the sender thread included).
 
 Stdlib only.
@@ -26,21 +27,41 @@ REPO = os.path.dirname(HERE)
 SHIM = os.path.join(REPO, "python-shim")
 WORKLOADS = os.path.join(HERE, "workloads")
 
-ANY_PROGRAM = r"""
+IDIOM_PROGRAM = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[3])
 import telemetry_shim
+import asyncio, control_flow
 if sys.argv[2] != "plain":
     assert telemetry_shim.start()
 data = [1, 7, 3]
+values = list(range(1, 40))
+state = []
+def any_():
+    any(x > 5 for x in data)
+def next_():
+    control_flow.first_even(values)
+def break_():
+    control_flow.prefix_sum(values, 500)
+def zip_():
+    sum(a * b for a, b in zip((v for v in values), (w for w in values[:5])))
+def with_():
+    with control_flow.scope(state):
+        pass
+idiom = globals()[sys.argv[4] + "_"]
 def uses(n):
     for _ in range(n):
-        any(x > 5 for x in data)
+        idiom()
 uses(20000)
 start = time.thread_time_ns()
-uses(200000)
-print((time.thread_time_ns() - start) / 200000 / 1000)
+uses(100000)
+print((time.thread_time_ns() - start) / 100000 / 1000)
 """
+
+# Idioms measured one by one (IDIOM_PROGRAM): `any()` over a generator expression that stops early, `next()`
+# over one, `break` out of a `for` over one, `zip()` of two of different lengths, a contextmanager's block.
+IDIOMS = ("any", "next", "break", "zip", "with")
 
 WORKLOAD_PROGRAM = r"""
 import sys, time
@@ -80,8 +101,8 @@ def main():
     for python in args.python or [sys.executable]:
         version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                                  capture_output=True, text=True, check=True).stdout.strip()
-        measures = (("any() over a generator expression, us per use", ANY_PROGRAM, []),
-                    ("control_flow.py main(%g), CPU s" % args.scale, WORKLOAD_PROGRAM, [WORKLOADS, str(args.scale)]))
+        measures = tuple(("%s, us per use" % idiom, IDIOM_PROGRAM, [WORKLOADS, idiom]) for idiom in IDIOMS) + (
+            ("control_flow.py main(%g), CPU s" % args.scale, WORKLOAD_PROGRAM, [WORKLOADS, str(args.scale)]),)
         results = {(name, variant[0]): [] for name, _, _ in measures for variant in VARIANTS}
         for _ in range(args.rounds):
             order = [(measure, variant) for measure in measures for variant in VARIANTS]

@@ -930,14 +930,17 @@ static PyType_Spec Callbacks_spec = {
    FlightTable at each event (its dicts are replaced after a fork); every other event goes to the Python
    callback, with the same arguments:
    - RAISE of a GeneratorExit (exactly) with a one-entry traceback, at a (code key, offset) of
-     closed_points, whose site is past its first detailed exceptions and within its detail interval:
-     counted as handled on the site, as FlightTable.on_raise does (sampling is left to Python);
+     closed_points, or of a new StopIteration at a (code key, offset, type) of swallow_points (the
+     raising FOR_ITER or SEND ends it in C) on a program thread with no handled exception to settle,
+     whose site is past its first detailed exceptions and within its detail interval: counted as
+     handled on the site, as FlightTable.on_raise does (sampling is left to Python);
    - RERAISE of a GeneratorExit, EXCEPTION_HANDLED and PY_UNWIND of any exception, that has no flight
      (its identity not in `inflight`): nothing to do, as in the Python callbacks.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
-static PyObject *str_inflight, *str_closed_points, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
-    *str_count_handled, *str_dirty, *str_first_detailed, *str_detail_interval;
+static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_pending_by_ident, *str_ignored_idents,
+    *str_dirty_sites, *str_detailed, *str_last_detail_ns, *str_count_handled, *str_dirty, *str_type_ref,
+    *str_first_detailed, *str_detail_interval;
 
 typedef struct {
     PyObject_HEAD
@@ -1028,48 +1031,43 @@ closed_generator_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset
     return site;
 }
 
-/* FlightTable.on_raise's first step in C: 1 when this RAISE is a closed generator's GeneratorExit that
-   its site only counts (then counted), 0 when Python decides, -1 with an exception set. */
+/* The fast paths' end, as FlightTable.on_raise has it: a site past its first detailed exceptions and
+   within its detail interval only counts the exception as handled (then 1); otherwise 0 (Python
+   samples it). -1 with an exception set. */
 static int
-count_closed_generator(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+count_unsampled(ExceptionCallbacks *self, PyObject *site)
 {
-    PyObject *site = closed_generator_site(self, code, offset, exc);
-    if (site == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    int outcome = -1;
     long long detailed, first_detailed, last_detail_ns, interval_ns;
     if (attribute_as_long(site, str_detailed, &detailed) < 0
         || attribute_as_long(self->limits, str_first_detailed, &first_detailed) < 0
         || attribute_as_long(site, str_last_detail_ns, &last_detail_ns) < 0
         || attribute_as_long(self->limits, str_detail_interval, &interval_ns) < 0) {
-        goto done;
+        return -1;
     }
     if (detailed < first_detailed || (long long)now_ns() - last_detail_ns >= interval_ns) {
-        outcome = 0;  /* it may be sampled: Python decides */
-        goto done;
+        return 0;
     }
     PyObject *count_handled = PyObject_GetAttr(site, str_count_handled);
     PyObject *counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
     Py_XDECREF(count_handled);
     if (counted == NULL) {
-        goto done;
+        return -1;
     }
     Py_DECREF(counted);
     PyObject *dirty = PyObject_GetAttr(site, str_dirty);
     int is_dirty = dirty == NULL ? -1 : PyObject_IsTrue(dirty);
     Py_XDECREF(dirty);
-    if (is_dirty < 0) {
-        goto done;
-    }
-    if (!is_dirty) {
+    if (is_dirty <= 0) {
+        if (is_dirty < 0) {
+            return -1;
+        }
         /* As the Python twin: marked, then listed for the sender. */
         if (PyObject_SetAttr(site, str_dirty, Py_True) < 0) {
-            goto done;
+            return -1;
         }
         PyObject *dirty_sites = PyObject_GetAttr(self->table, str_dirty_sites);
         if (dirty_sites == NULL) {
-            goto done;
+            return -1;
         }
         int appended = PyList_Check(dirty_sites) ? PyList_Append(dirty_sites, site) : -1;
         if (appended < 0 && !PyErr_Occurred()) {
@@ -1077,11 +1075,100 @@ count_closed_generator(ExceptionCallbacks *self, PyObject *code, PyObject *offse
         }
         Py_DECREF(dirty_sites);
         if (appended < 0) {
-            goto done;
+            return -1;
         }
     }
-    outcome = 1;
+    return 1;
+}
+
+/* Is `object` in the container getattr(table, name)? 1, 0, -1 with an exception set. */
+static int
+table_contains(ExceptionCallbacks *self, PyObject *name, PyObject *object)
+{
+    PyObject *container = PyObject_GetAttr(self->table, name);
+    if (container == NULL) {
+        return -1;
+    }
+    int found = PySequence_Contains(container, object);
+    Py_DECREF(container);
+    return found;
+}
+
+/* The swallow_points site of this RAISE (a new reference), or NULL (with no exception set when Python
+   decides): a new StopIteration that the raising instruction ends in C (FOR_ITER, SEND), raised on a
+   program thread with no handled exception waiting to be settled, as FlightTable.on_raise finds it. */
+static PyObject *
+swallowed_stop_iteration_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+{
+    PyTypeObject *cls = Py_TYPE(exc);
+    uint64_t ck = 0;
+    if (!PyType_IsSubtype(cls, (PyTypeObject *)PyExc_StopIteration)
+        || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0 || has_flight(self, exc) != 0) {
+        return NULL;
+    }
+    PyObject *site = NULL, *ident = NULL, *pending_by_ident = NULL, *points = NULL, *key = NULL, *type_id = NULL,
+             *point = NULL;
+    ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL || table_contains(self, str_ignored_idents, ident) != 0) {
+        goto done;  /* the shim's own thread: nothing is counted there */
+    }
+    pending_by_ident = PyObject_GetAttr(self->table, str_pending_by_ident);
+    if (pending_by_ident == NULL || !PyDict_Check(pending_by_ident)) {
+        goto done;
+    }
+    PyObject *pending = PyDict_GetItemWithError(pending_by_ident, ident);  /* borrowed */
+    if (pending != NULL && PyObject_IsTrue(pending) != 0) {
+        goto done;  /* Python settles them first */
+    }
+    if (PyErr_Occurred() || (points = PyObject_GetAttr(self->table, str_swallow_points)) == NULL) {
+        goto done;
+    }
+    key = PyLong_FromUnsignedLongLong(ck);
+    type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)cls));
+    point = key == NULL || type_id == NULL ? NULL : PyTuple_Pack(3, key, offset, type_id);
+    if (point == NULL) {
+        goto done;
+    }
+    PyObject *found = PyDict_GetItemWithError(points, point);  /* borrowed */
+    if (found == NULL) {
+        goto done;
+    }
+    Py_INCREF(found);
+    /* The type's id is only meaningful while the site's class lives: type_ref() tells. */
+    PyObject *type_ref = PyObject_GetAttr(found, str_type_ref);
+    PyObject *referent = type_ref == NULL ? NULL : PyObject_CallNoArgs(type_ref);
+    Py_XDECREF(type_ref);
+    if (referent == (PyObject *)cls) {
+        site = found;
+    }
+    else {
+        Py_DECREF(found);
+    }
+    Py_XDECREF(referent);
 done:
+    Py_XDECREF(point);
+    Py_XDECREF(type_id);
+    Py_XDECREF(key);
+    Py_XDECREF(points);
+    Py_XDECREF(pending_by_ident);
+    Py_XDECREF(ident);
+    return site;
+}
+
+/* FlightTable.on_raise's fast paths in C: 1 when this RAISE is a closed generator's GeneratorExit or a
+   swallowed StopIteration that its site only counts (then counted), 0 when Python decides, -1 with an
+   exception set. */
+static int
+count_control_flow(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+{
+    PyObject *site = closed_generator_site(self, code, offset, exc);
+    if (site == NULL && !PyErr_Occurred()) {
+        site = swallowed_stop_iteration_site(self, code, offset, exc);
+    }
+    if (site == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    int outcome = count_unsampled(self, site);
     Py_DECREF(site);
     return outcome;
 }
@@ -1117,7 +1204,7 @@ ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssi
     if (!exception_callbacks_alive(self)) {
         Py_RETURN_NONE;
     }
-    int counted = count_closed_generator(self, args[0], args[1], args[2]);
+    int counted = count_control_flow(self, args[0], args[1], args[2]);
     if (counted > 0) {
         self->counted++;
         Py_RETURN_NONE;
@@ -1264,7 +1351,7 @@ static PyMethodDef ExceptionCallbacks_methods[] = {
 
 static PyMemberDef ExceptionCallbacks_members[] = {
     {"counted", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, counted), Py_READONLY,
-     "RAISE events counted in C (a closed generator's GeneratorExit)"},
+     "RAISE events counted in C (a closed generator's GeneratorExit, a swallowed StopIteration)"},
     {"passed", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, passed), Py_READONLY,
      "RERAISE, EXCEPTION_HANDLED and PY_UNWIND events that had nothing to do"},
     {NULL, 0, 0, 0, NULL},
@@ -1331,7 +1418,9 @@ native_exec(PyObject *module)
         PyObject **name;
         const char *text;
     } names[] = {
-        {&str_inflight, "inflight"}, {&str_closed_points, "closed_points"}, {&str_dirty_sites, "dirty_sites"},
+        {&str_inflight, "inflight"}, {&str_closed_points, "closed_points"}, {&str_swallow_points, "swallow_points"},
+        {&str_pending_by_ident, "pending_by_ident"}, {&str_ignored_idents, "_ignored_idents"},
+        {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
         {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
         {&str_dirty, "dirty"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
         {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"},

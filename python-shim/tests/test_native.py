@@ -117,10 +117,10 @@ class NativeChoiceTests(support.TempDirTestCase):
 
 
 # Control-flow idioms whose exception events the C exception callbacks end themselves: generators closed
-# at a yield (any() stopping early; close() through a finally, a with-block, a `yield from`), while a
-# handled ValueError is still in flight (so that `inflight` is not empty). Prints the C callbacks'
-# counters, read in the running shim.
-CLOSED_GENERATORS = textwrap.dedent("""
+# at a yield (any() stopping early; close() through a finally, a with-block, a `yield from`) and a
+# StopIteration raised by C code into a for loop (FOR_ITER ends it), while a handled ValueError is still
+# in flight (so that `inflight` is not empty). Prints the C callbacks' counters, read in the running shim.
+CONTROL_FLOW = textwrap.dedent("""
     import contextlib
     from telemetry_shim import _control
     data = [1, 7, 3]
@@ -139,6 +139,9 @@ CLOSED_GENERATORS = textwrap.dedent("""
         yield 1
     def outer():
         yield from inner()
+    def drained():
+        for _ in map(next, [iter(())]):
+            pass
     for _ in range(300):
         try:
             raise ValueError("kept in flight while it is handled")
@@ -147,6 +150,7 @@ CLOSED_GENERATORS = textwrap.dedent("""
         for generator in (with_finally(), with_block(), outer()):
             next(generator)
             generator.close()
+        drained()  # the ValueError settled by now (by outer()'s GeneratorExit): nothing for Python to settle
     native = _control._shim.recorder.exceptions.native
     print("python" if native is None else "%d %d" % (native.counted, native.passed))
 """)
@@ -155,16 +159,16 @@ CLOSED_GENERATORS = textwrap.dedent("""
 @NEEDS_NATIVE
 @unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
 class NativeExceptionTests(unittest.TestCase):
-    def test_closed_generators_are_counted_in_c_as_the_python_callbacks_count_them(self):
+    def test_control_flow_idioms_are_counted_in_c_as_the_python_callbacks_count_them(self):
         for mode in ("full", "exceptions", "burst"):
             counts = {}
             for native in ("on", "off"):
-                code, out, err, conn = run_recorded(CLOSED_GENERATORS, native, {"TELEMETRY_SHIM_MODE": mode})
+                code, out, err, conn = run_recorded(CONTROL_FLOW, native, {"TELEMETRY_SHIM_MODE": mode})
                 self.assertEqual((0, ""), (code, err))
                 self.assertIsNone(conn.error)
                 # Per raise site and fate: the detailed records and the tallies of each type.
                 found = {}
-                tallied_generator_exits = 0
+                tallied_control_flow = 0
                 for record in conn.exception_records:
                     where = conn.qualified_name(record["stack"][-1]["code_id"]), record["stack"][-1]["line"]
                     key = (record["detail"]["type_name"], where, record["fate"])
@@ -173,21 +177,24 @@ class NativeExceptionTests(unittest.TestCase):
                     where = conn.qualified_name(tally["raised_at"]["code_id"]), tally["raised_at"]["line"]
                     key = (tally["type_name"], where, tally["fate"])
                     found[key] = found.get(key, 0) + tally["count"]
-                    if tally["type_name"] == "builtins.GeneratorExit":
-                        tallied_generator_exits += tally["count"]
+                    if tally["type_name"] in ("builtins.GeneratorExit", "builtins.StopIteration"):
+                        tallied_control_flow += tally["count"]
                 counts[native] = found
                 if native == "off":
                     self.assertEqual("python\n", out)
                     continue
                 counted, passed = map(int, out.split())
-                # Every closed generator past its site's detailed ones was counted in C, none in Python.
-                self.assertEqual(tallied_generator_exits, counted, mode)
-                self.assertGreater(counted, 3 * 290, mode)
+                # Every closed generator and swallowed StopIteration past its site's detailed ones was counted
+                # in C, none in Python.
+                self.assertEqual(tallied_control_flow, counted, mode)
+                self.assertGreater(counted, 4 * 290, mode)
                 # Each closed generator's cleanup events (HANDLED, RERAISE, UNWIND) ended in C.
                 self.assertGreater(passed, 3 * 290, mode)
             self.assertEqual(counts["off"], counts["on"], mode)
             generator_exits = {key[1][0]: n for key, n in counts["on"].items() if key[0] == "builtins.GeneratorExit"}
             self.assertEqual(300, generator_exits["with_finally"], mode)
+            stop_iterations = {key[1][0]: n for key, n in counts["on"].items() if key[0] == "builtins.StopIteration"}
+            self.assertEqual({"drained": 300}, stop_iterations, mode)
             value_errors = {key: n for key, n in counts["on"].items() if key[0] == "builtins.ValueError"}
             self.assertEqual([300], list(value_errors.values()), mode)
             self.assertEqual("FATE_HANDLED", next(iter(value_errors))[2], mode)
