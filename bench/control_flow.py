@@ -5,7 +5,8 @@
 The shim started by telemetry_shim.start() with no agent (its socket absent: every event pays its callback,
 the sender drops what it cannot send), in exceptions and in burst mode (no window opens without an agent:
 burst mode between windows), with the C callbacks (TELEMETRY_SHIM_NATIVE=on) and with the Python ones (off),
-against the plain program; every variant once per round, in a shuffled order, medians. Measures:
+against the plain program and against the floor (the four exception events on with a C callback that does
+nothing: what sys.monitoring costs before any callback works); every variant once per round, in a shuffled order, medians. Measures:
 
 - each idiom alone (IDIOMS: `any()`, `next()`, `break`, `zip()` over generators, a contextmanager's block):
   CPU microseconds of the main thread per use, after a warm-up that takes its sites past their first
@@ -33,8 +34,18 @@ sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[3])
 import telemetry_shim
 import asyncio, control_flow
-if sys.argv[2] != "plain":
-    assert telemetry_shim.start()
+def _start(variant):
+    if variant == "floor":
+        # The four exception events on, with a C callback that does nothing (slice() of its three arguments):
+        # what sys.monitoring itself costs, whatever the callbacks do.
+        monitoring, events = sys.monitoring, sys.monitoring.events
+        monitoring.use_tool_id(3, "floor")
+        for event in (events.RAISE, events.RERAISE, events.EXCEPTION_HANDLED, events.PY_UNWIND):
+            monitoring.register_callback(3, event, slice)
+            monitoring.set_events(3, monitoring.get_events(3) | event)
+    elif variant != "plain":
+        assert telemetry_shim.start()
+_start(sys.argv[2])
 data = [1, 7, 3]
 values = list(range(1, 40))
 state = []
@@ -69,26 +80,37 @@ sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[3])
 import telemetry_shim
 import control_flow
-if sys.argv[2] != "plain":
-    assert telemetry_shim.start()
+def _start(variant):
+    if variant == "floor":
+        # The four exception events on, with a C callback that does nothing (slice() of its three arguments):
+        # what sys.monitoring itself costs, whatever the callbacks do.
+        monitoring, events = sys.monitoring, sys.monitoring.events
+        monitoring.use_tool_id(3, "floor")
+        for event in (events.RAISE, events.RERAISE, events.EXCEPTION_HANDLED, events.PY_UNWIND):
+            monitoring.register_callback(3, event, slice)
+            monitoring.set_events(3, monitoring.get_events(3) | event)
+    elif variant != "plain":
+        assert telemetry_shim.start()
+_start(sys.argv[2])
 start = time.process_time()
 control_flow.main(float(sys.argv[4]))
 print(time.process_time() - start)
 """
 
-# (label, mode, TELEMETRY_SHIM_NATIVE); mode None: plain.
-VARIANTS = (("plain", None, None), ("exceptions, C", "exceptions", "on"), ("exceptions, Python", "exceptions", "off"),
-            ("burst, C", "burst", "on"), ("burst, Python", "burst", "off"))
+# (label, mode, TELEMETRY_SHIM_NATIVE); mode None: plain, "floor": the events on, no-op C callbacks, no shim.
+VARIANTS = (("plain", None, None), ("events, no-op C", "floor", None), ("exceptions, C", "exceptions", "on"),
+            ("exceptions, Python", "exceptions", "off"), ("burst, C", "burst", "on"), ("burst, Python", "burst", "off"))
 
 
 def run(python, program, variant, extra):
     _, mode, native = variant
     env = dict(os.environ, TELEMETRY_AGENT_SOCKET="/nonexistent/telemetry-bench.sock")
     env.pop("TELEMETRY_SHIM_AUTOSTART", None)
-    if mode is not None:
+    if native is not None:
         env.update(TELEMETRY_SHIM_MODE=mode, TELEMETRY_SHIM_NATIVE=native)
-    done = subprocess.run([python, "-c", program, SHIM, "plain" if mode is None else "shim"] + extra, env=env,
-                          capture_output=True, text=True, check=True, timeout=600)
+    started_as = {None: "plain", "floor": "floor"}.get(mode, "shim")
+    done = subprocess.run([python, "-c", program, SHIM, started_as] + extra, env=env, capture_output=True, text=True,
+                          check=True, timeout=600)
     return float(done.stdout.split()[-1])
 
 

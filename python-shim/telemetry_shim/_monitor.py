@@ -110,7 +110,7 @@ class Recorder:
             codes = self.codes
             code_keys = new_code_keys(codes)  # copies codes.keys: the exception callbacks' table
             if self.exceptions is not None:
-                self.exceptions.use_native(code_keys)
+                self.exceptions.use_native(codes, code_keys, self.failures.failed)
         if native and self.calls:
             # The call callbacks' table copies call_keys: the same one unless a filter sets them apart.
             call_code_keys = code_keys if codes.call_keys is codes.keys else new_code_keys(codes)

@@ -6,8 +6,9 @@ extension was built for this interpreter, `on` asks for them (and says so on std
 are missing), `off` keeps the Python callbacks. Only the hot callbacks are in C: everything they
 do not find cached (a new code object or thread, a full buffer, the shim's own code) runs the
 recorder's Python slow path. The exception tracker's callbacks are in C only for the events of
-control-flow idioms (a generator closed at a yield, and the events of an exception that has no
-flight): every other exception event runs the Python callback (ExceptionCallbacks in _native.c).
+control-flow idioms (a generator closed at a yield, a StopIteration that a loop or an await ends in
+C, the events of an exception that has no flight): every other exception event runs the Python
+callback (ExceptionCallbacks in _native.c).
 """
 
 import sys
@@ -81,7 +82,7 @@ def exception_callbacks(flights, python_callbacks, codes, code_keys, failed):
     """The C exception callbacks over a FlightTable: a dict event -> callback, for the events of
     `python_callbacks` (a dict, FlightTable.callbacks(unwind=True)), which they call for every event
     they do not end themselves, and an ExceptionCallbacks object (its counters). `code_keys` copies
-    codes.keys (new_code_keys). Each Python callback finds the event's frame where it would
+    codes.keys (new_code_keys). Each Python callback finds the event's frame where it would if
     registered alone: ExceptionCallbacks runs no frame."""
     module, why_not = load()
     if module is None:

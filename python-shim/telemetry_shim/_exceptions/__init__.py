@@ -44,17 +44,17 @@ class ExceptionTracker:
         self.flights.hook_asyncio = self.hook_asyncio
         self.on_unwind = self.flights.on_unwind  # the call recorder's PY_UNWIND callback forwards to it
         self.on_note_added = self.flights.on_note_added  # C_RETURN, where the notes watch keeps CALL on
-
         self.native = None  # the C callbacks (use_native), or None
 
-    def use_native(self, code_keys):
+    def use_native(self, codes, code_keys, failed):
         """Registers the C callbacks (_native_path.exception_callbacks) instead of the Python ones,
-        which they call for every event they do not end themselves. `code_keys` copies codes.keys."""
+        which they call for every event they do not end themselves. `code_keys` copies codes.keys;
+        `failed` is the failure policy (CallbackFailures.failed)."""
         from .._native_path import exception_callbacks
 
         flights = self.flights
         self.native, self._native_callbacks = exception_callbacks(
-            flights, dict(flights.callbacks(unwind=True)), flights._codes, code_keys, flights._failed)
+            flights, dict(flights.callbacks(unwind=True)), codes, code_keys, failed)
 
     def callbacks(self, unwind):
         """(event, callback) pairs to register (FlightTable.callbacks, or their C front)."""
