@@ -6,7 +6,8 @@ The shim started by telemetry_shim.start() with no agent (its socket absent: eve
 the sender drops what it cannot send), in exceptions and in burst mode (no window opens without an agent:
 burst mode between windows), with the C callbacks (TELEMETRY_SHIM_NATIVE=on) and with the Python ones (off),
 against the plain program and against the floor (the four exception events on with a C callback that does
-nothing: what sys.monitoring costs before any callback works); every variant once per round, in a shuffled order, medians. Measures:
+nothing: what sys.monitoring costs before any callback works); every variant once per round, in a shuffled
+order, medians. Measures:
 
 - each idiom alone (IDIOMS: `any()`, `next()`, `break`, `zip()` over generators, a contextmanager's block):
   CPU microseconds of the main thread per use, after a warm-up that takes its sites past their first

@@ -940,12 +940,13 @@ static PyType_Spec Callbacks_spec = {
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_pending_by_ident, *str_ignored_idents,
     *str_dirty_sites, *str_detailed, *str_last_detail_ns, *str_count_handled, *str_dirty, *str_type_ref,
-    *str_first_detailed, *str_detail_interval;
+    *str_first_detailed, *str_detail_interval, *str_swallowing_opcodes;
 
 typedef struct {
     PyObject_HEAD
     PyObject *table;        /* the FlightTable: inflight, closed_points, dirty_sites */
-    PyObject *limits;       /* where FIRST_DETAILED_PER_SITE and SITE_DETAIL_INTERVAL_NS live (program_threads) */
+    PyObject *limits;       /* program_threads: FIRST_DETAILED_PER_SITE, SITE_DETAIL_INTERVAL_NS,
+                               SWALLOWS_STOP_ITERATION */
     PyObject *keys;         /* dict: identity(code) -> key (CodeTable.keys, exception locations) */
     CodeKeys *code_keys;    /* the keys of `keys` met so far, read without the dict */
     PyObject *lifelines;    /* what removes the entries of keys and code_keys as codes die, or NULL */
@@ -1094,6 +1095,36 @@ table_contains(ExceptionCallbacks *self, PyObject *name, PyObject *object)
     return found;
 }
 
+/* Does the instruction at `offset` end a StopIteration in C (program_threads.SWALLOWS_STOP_ITERATION,
+   read in co_code, without specialisation or instrumentation)? 1, 0, -1 with an exception set. Most
+   StopIterations (a contextmanager's, an iterator's __next__) are raised elsewhere: they go to Python at
+   the cost of this test. */
+static int
+swallowing_instruction(ExceptionCallbacks *self, PyObject *code, PyObject *offset)
+{
+    if (!PyCode_Check(code)) {
+        return 0;
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(offset);
+    if (at == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *raw = PyCode_GetCode((PyCodeObject *)code);  /* cached by the code object */
+    if (raw == NULL) {
+        return -1;
+    }
+    int found = 0;
+    if (PyBytes_Check(raw) && 0 <= at && at < PyBytes_GET_SIZE(raw)) {
+        PyObject *opcodes = PyObject_GetAttr(self->limits, str_swallowing_opcodes);
+        PyObject *opcode = PyLong_FromLong((unsigned char)PyBytes_AS_STRING(raw)[at]);  /* a small int */
+        found = opcodes == NULL || opcode == NULL ? -1 : PySequence_Contains(opcodes, opcode);
+        Py_XDECREF(opcode);
+        Py_XDECREF(opcodes);
+    }
+    Py_DECREF(raw);
+    return found;
+}
+
 /* The swallow_points site of this RAISE (a new reference), or NULL (with no exception set when Python
    decides): a new StopIteration that the raising instruction ends in C (FOR_ITER, SEND), raised on a
    program thread with no handled exception waiting to be settled, as FlightTable.on_raise finds it. */
@@ -1102,7 +1133,7 @@ swallowed_stop_iteration_site(ExceptionCallbacks *self, PyObject *code, PyObject
 {
     PyTypeObject *cls = Py_TYPE(exc);
     uint64_t ck = 0;
-    if (!PyType_IsSubtype(cls, (PyTypeObject *)PyExc_StopIteration)
+    if (!PyType_IsSubtype(cls, (PyTypeObject *)PyExc_StopIteration) || swallowing_instruction(self, code, offset) <= 0
         || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0 || has_flight(self, exc) != 0) {
         return NULL;
     }
@@ -1423,7 +1454,7 @@ native_exec(PyObject *module)
         {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
         {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
         {&str_dirty, "dirty"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
-        {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"},
+        {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"}, {&str_swallowing_opcodes, "SWALLOWS_STOP_ITERATION"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].name == NULL) {

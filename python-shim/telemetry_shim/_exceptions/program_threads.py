@@ -163,13 +163,13 @@ class Flight:
 _new_object = object.__new__
 
 # Instructions that end a StopIteration in C right after its RAISE event in their frame.
-_SWALLOWS_STOP_ITERATION = frozenset(opmap[name] for name in ("FOR_ITER", "SEND"))
+SWALLOWS_STOP_ITERATION = frozenset(opmap[name] for name in ("FOR_ITER", "SEND"))
 _YIELD_VALUE = opmap["YIELD_VALUE"]
 
 
 def _swallows_stop_iteration(code, offset):
     raw = code.co_code  # without specialisation or instrumentation
-    return 0 <= offset < len(raw) and raw[offset] in _SWALLOWS_STOP_ITERATION
+    return 0 <= offset < len(raw) and raw[offset] in SWALLOWS_STOP_ITERATION
 
 
 def _closed_at(code, offset, tb):
