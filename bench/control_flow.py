@@ -29,24 +29,26 @@ REPO = os.path.dirname(HERE)
 SHIM = os.path.join(REPO, "python-shim")
 WORKLOADS = os.path.join(HERE, "workloads")
 
-IDIOM_PROGRAM = r"""
+# Both programs: argv[1] the shim's directory, argv[2] plain|floor|shim, argv[3] bench/workloads, argv[4] the
+# measure's argument. "floor": the four exception events on, with a C callback that does nothing (slice() of
+# its three arguments): what sys.monitoring itself costs, whatever the callbacks do.
+PRELUDE = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[3])
 import telemetry_shim
-import asyncio, control_flow
-def _start(variant):
-    if variant == "floor":
-        # The four exception events on, with a C callback that does nothing (slice() of its three arguments):
-        # what sys.monitoring itself costs, whatever the callbacks do.
-        monitoring, events = sys.monitoring, sys.monitoring.events
-        monitoring.use_tool_id(3, "floor")
-        for event in (events.RAISE, events.RERAISE, events.EXCEPTION_HANDLED, events.PY_UNWIND):
-            monitoring.register_callback(3, event, slice)
-            monitoring.set_events(3, monitoring.get_events(3) | event)
-    elif variant != "plain":
-        assert telemetry_shim.start()
-_start(sys.argv[2])
+import control_flow
+if sys.argv[2] == "floor":
+    monitoring, events = sys.monitoring, sys.monitoring.events
+    monitoring.use_tool_id(3, "floor")
+    for event in (events.RAISE, events.RERAISE, events.EXCEPTION_HANDLED, events.PY_UNWIND):
+        monitoring.register_callback(3, event, slice)
+        monitoring.set_events(3, monitoring.get_events(3) | event)
+elif sys.argv[2] != "plain":
+    assert telemetry_shim.start()
+"""
+
+IDIOM_PROGRAM = PRELUDE + r"""
 data = [1, 7, 3]
 values = list(range(1, 40))
 state = []
@@ -75,30 +77,13 @@ print((time.thread_time_ns() - start) / 100000 / 1000)
 # over one, `break` out of a `for` over one, `zip()` of two of different lengths, a contextmanager's block.
 IDIOMS = ("any", "next", "break", "zip", "with")
 
-WORKLOAD_PROGRAM = r"""
-import sys, time
-sys.path.insert(0, sys.argv[1])
-sys.path.insert(0, sys.argv[3])
-import telemetry_shim
-import control_flow
-def _start(variant):
-    if variant == "floor":
-        # The four exception events on, with a C callback that does nothing (slice() of its three arguments):
-        # what sys.monitoring itself costs, whatever the callbacks do.
-        monitoring, events = sys.monitoring, sys.monitoring.events
-        monitoring.use_tool_id(3, "floor")
-        for event in (events.RAISE, events.RERAISE, events.EXCEPTION_HANDLED, events.PY_UNWIND):
-            monitoring.register_callback(3, event, slice)
-            monitoring.set_events(3, monitoring.get_events(3) | event)
-    elif variant != "plain":
-        assert telemetry_shim.start()
-_start(sys.argv[2])
+WORKLOAD_PROGRAM = PRELUDE + r"""
 start = time.process_time()
 control_flow.main(float(sys.argv[4]))
 print(time.process_time() - start)
 """
 
-# (label, mode, TELEMETRY_SHIM_NATIVE); mode None: plain, "floor": the events on, no-op C callbacks, no shim.
+# (label, mode, TELEMETRY_SHIM_NATIVE); mode None: plain, "floor": see PRELUDE.
 VARIANTS = (("plain", None, None), ("events, no-op C", "floor", None), ("exceptions, C", "exceptions", "on"),
             ("exceptions, Python", "exceptions", "off"), ("burst, C", "burst", "on"), ("burst, Python", "burst", "off"))
 
