@@ -1,18 +1,22 @@
-/* The shim's call callbacks in C (the Python callbacks of _monitor.py are their tested twin).
+/* The shim's call callbacks in C (the Python callbacks of _monitor.py are their tested twin), and a C
+   front for the exception callbacks (ExceptionCallbacks, below).
 
-   Three types, nothing else:
+   Four types, nothing else:
    - RecordBuffer: the pending records of one recorder generation, 64-bit words (timestamp, word)
      in a preallocated array. To the Python code that fills it on the slow path and to the sender
      that drains it, it behaves like the list the Python callbacks fill: len() counts words,
      extend() appends, buf[:n] gives the first n words (as bytes: array('Q', buf[:n]) reads them
      in one copy), del buf[:n] removes them.
-   - CodeKeys: the call keys of the code objects the callbacks have met, by the code's identity, in
-     a C hash table: a copy of CodeTable.call_keys that takes no Python object to read.
+   - CodeKeys: the keys of the code objects the callbacks have met, by the code's identity, in a C
+     hash table: a copy of CodeTable.call_keys (or of CodeTable.keys, for the exception callbacks)
+     that takes no Python object to read.
    - Callbacks: the six call callbacks (bound methods, registered with
      sys.monitoring.register_callback). The hot path creates no Python object: the code key comes
      from the CodeKeys table, the thread key from a thread-local variable, the record is written
      into the buffer. Whatever is not there (a new code object, a new thread, a full buffer, the
      shim's own code) goes to the Python slow path, which fills the dictionaries this module reads.
+   - ExceptionCallbacks: RAISE, RERAISE, EXCEPTION_HANDLED and PY_UNWIND for the exception tracker: the
+     events of control-flow idioms ended in C, every other event passed to the Python callback.
 
    Only the GIL build is supported (the Python path has the same limit): every field is read and
    written with the GIL held, so a callback and a generation switch never overlap. */
