@@ -202,8 +202,10 @@ class Recorder:
 
     @property
     def callbacks_name(self):
-        """Which callbacks record the calls: "native" (C) or "python" (HELLO's `callbacks`)."""
-        return "native" if self.native is not None else "python"
+        """Which callbacks record (HELLO's `callbacks`): "native" when C callbacks take the events (the calls, and
+        in front of the exception callbacks), else "python"."""
+        exceptions_native = self.exceptions is not None and self.exceptions.native is not None
+        return "native" if self.native is not None or exceptions_native else "python"
 
     def _switch_defaults(self, buf, keys, recording):
         """A C-level callable that gives all callbacks (buf, keys) at once (see new_generation).

@@ -166,6 +166,8 @@ class NativeExceptionTests(unittest.TestCase):
                 code, out, err, conn = run_recorded(CONTROL_FLOW, native, {"TELEMETRY_SHIM_MODE": mode})
                 self.assertEqual((0, ""), (code, err))
                 self.assertIsNone(conn.error)
+                # Exceptions mode too: its exception callbacks are C ones in front of the Python twin.
+                self.assertEqual({"on": "native", "off": "python"}[native], conn.hello["callbacks"], mode)
                 # Per raise site and fate: the detailed records and the tallies of each type.
                 found = {}
                 tallied_control_flow = 0
