@@ -76,7 +76,8 @@ public sealed class MetricsAndLogsExporter : IExporter
             if (unsent.Count > 0)
             {
                 allSent = false;
-                _problems.Report("deadline", $"the agent stopped before the final metrics and logs of {string.Join(", ", unsent)} were sent");
+                _problems.Report("deadline", $"the agent stopped before the final export of {string.Join(", ", unsent)} finished; " +
+                                             "what it had not sent by then is lost");
             }
         }
         var self = Task.Run(() =>
