@@ -84,9 +84,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         Assert.False(agent.Stderr.Contains("OTLP export:", StringComparison.Ordinal), agent.ToString());
 
         var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
-        var fib = IntPoints(byService["fixture_app"].Metrics["python.profile.function.calls"])
-            .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
-        Assert.Equal(1973 + 8 * 177, fib.Value);
+        AssertFixtureCalls(byService["fixture_app"].Metrics, Path.Combine(output, "summary.json"));
         using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json")));
         Assert.Equal(summary.RootElement.GetProperty("totals").GetProperty("events_received").GetInt64(),
             SingleInt(byService["fixture_app"].Metrics["python.profile.events.received"]));
@@ -119,9 +117,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
 
         // The reset request was sent again, and everything arrived: the process's metrics and each of its exception groups.
         var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
-        var fib = IntPoints(byService["fixture_app"].Metrics["python.profile.function.calls"])
-            .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
-        Assert.Equal(1973 + 8 * 177, fib.Value);
+        AssertFixtureCalls(byService["fixture_app"].Metrics, Path.Combine(output, "summary.json"));
         using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json")));
         Assert.Equal(
             summary.RootElement.GetProperty("exceptions").GetProperty("groups").GetInt32(),
@@ -219,9 +215,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         // Should the program's metrics be missing, the failure says what did arrive and what the agent said.
         Assert.True(program.Count == 1, $"metrics of {string.Join(", ", byInstance.Select(e => e.Resource["service.name"].StringValue))} " +
                                         $"in {receiver.Metrics.Snapshot().Count} requests; the agent: {agent}");
-        var fib = IntPoints(program[0].Metrics["python.profile.function.calls"])
-            .Single(p => p.Attributes["code.function.name"].StringValue == "__main__.fib");
-        Assert.Equal(1973 + 8 * 177, fib.Value);
+        AssertFixtureCalls(program[0].Metrics, _temp.File("out/summary.json"));
     }
 
     [Theory]

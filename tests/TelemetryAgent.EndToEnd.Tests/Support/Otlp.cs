@@ -54,6 +54,20 @@ public static class Otlp
             .ToList();
 
     /// <summary>A Sum's points as (attributes, integer value).</summary>
+    /// <summary>
+    /// A fixture_app run's function-call series against its summary.json: together (the functions the agent chose by
+    /// self time, a choice that depends on the machine's speed, and <c>[other functions]</c>) they hold every call it
+    /// recorded, and fib, when chosen, has exactly its calls.
+    /// </summary>
+    public static void AssertFixtureCalls(Dictionary<string, Metric> metrics, string summaryJsonPath)
+    {
+        using var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(summaryJsonPath));
+        var points = IntPoints(metrics["python.profile.function.calls"]);
+        Assert.Equal(summary.RootElement.GetProperty("totals").GetProperty("calls").GetInt64(), points.Sum(p => p.Value));
+        // fib(15) once and fib(10) eight times in threads.
+        Assert.All(points.Where(p => p.Attributes["code.function.name"].StringValue == "__main__.fib"), fib => Assert.Equal(1973 + 8 * 177, fib.Value));
+    }
+
     public static List<(Dictionary<string, AnyValue> Attributes, long Value)> IntPoints(Metric metric)
         => metric.Sum.DataPoints.Select(point => (Attributes(point.Attributes), point.AsInt)).ToList();
 
