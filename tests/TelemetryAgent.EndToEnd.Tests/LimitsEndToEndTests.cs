@@ -10,24 +10,18 @@ public sealed class LimitsEndToEndTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    private string Script(string name, string source)
-    {
-        var path = _temp.File(name);
-        File.WriteAllText(path, source);
-        return path;
-    }
 
     [Fact]
     public async Task A_process_beyond_the_definition_limit_is_cut_off_while_another_is_served_in_full()
     {
         // 3000 distinct functions, called once each: more code definitions than the limit.
-        var wide = Script("wide.py", """
+        var wide = _temp.Write("wide.py", """
             for i in range(3000):
                 exec(f"def f{i}():\n    return {i}\n")
                 globals()[f"f{i}"]()
             print("wide done")
             """);
-        var small = Script("small.py", "def leaf(i):\n    return i\n\nprint(sum(leaf(i) for i in range(1000)))\n");
+        var small = _temp.Write("small.py", "def leaf(i):\n    return i\n\nprint(sum(leaf(i) for i in range(1000)))\n");
         using var agent = await ServeAgent.StartAsync(_temp.File("agent.sock"), _temp.File("out"), "--max-definitions", "2000");
         var environment = new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim"), ["TELEMETRY_SHIM_MODE"] = "full" };
         var runs = await Task.WhenAll(
@@ -51,7 +45,7 @@ public sealed class LimitsEndToEndTests : IDisposable
     [Fact]
     public async Task Calls_beyond_the_call_tree_limit_are_kept_in_a_counted_truncated_node()
     {
-        var script = Script("paths.py", """
+        var script = _temp.Write("paths.py", """
             def leaf():
                 return 1
             for i in range(200):  # 200 distinct functions (code objects), each calling leaf: 400 paths

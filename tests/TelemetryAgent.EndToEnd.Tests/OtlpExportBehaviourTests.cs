@@ -14,18 +14,12 @@ public sealed class OtlpExportBehaviourTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    private string Script(string name, string text)
-    {
-        var path = _temp.File(name);
-        File.WriteAllText(path, text);
-        return path;
-    }
 
     [Fact]
     public async Task A_child_process_gets_a_resource_of_its_own_with_its_own_resource_attributes()
     {
-        var child = Script("child.py", "def work():\n    return sum(range(1000))\n\nprint(work())\n");
-        var parent = Script("parent.py", $$"""
+        var child = _temp.Write("child.py", "def work():\n    return sum(range(1000))\n\nprint(work())\n");
+        var parent = _temp.Write("parent.py", $$"""
             import os, subprocess, sys
             environment = dict(os.environ, OTEL_RESOURCE_ATTRIBUTES="role=child")
             subprocess.run([sys.executable, {{JsonSerializer.Serialize(child)}}], env=environment, check=True)
@@ -272,7 +266,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var directory = _temp.File("retry");
         var agent = await Processes.RunAgentAsync(
             ["run", "-o", _temp.File("out"), "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-retry-directory", directory,
-             Script("small.py", "def f():\n    raise KeyError('k')\n\ntry:\n    f()\nexcept KeyError:\n    pass\n")],
+             _temp.Write("small.py", "def f():\n    raise KeyError('k')\n\ntry:\n    f()\nexcept KeyError:\n    pass\n")],
             environment: OtlpExportTests.CleanEnvironment());
         Assert.True(agent.ExitCode == 0, agent.ToString());
         // The SDK keeps each failed request as a .blob under <signal>/<destination>/, to resend it every 60 s.
@@ -298,7 +292,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         var socket = _temp.File("agent.sock");
         using var agent = StartServe(socket);
         await ServeAgent.WaitUntilAsync(() => File.Exists(socket), "the socket");
-        var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, Script("quick.py", "print(1)\n")],
+        var run = await Processes.RunPythonAsync(["-m", "telemetry_shim", "--socket", socket, _temp.Write("quick.py", "print(1)\n")],
             environment: new Dictionary<string, string?> { ["PYTHONPATH"] = Repo.Path("python-shim") });
         Assert.True(run.ExitCode == 0, run.ToString());
         await ServeAgent.WaitUntilAsync(() => ServeAgent.CompletedFolders(_temp.File("out")).Length == 1, "the output folder");
@@ -332,7 +326,7 @@ public sealed class OtlpExportBehaviourTests : IDisposable
         // Raises 20 ValueErrors, and 20 more once the test has seen the first ones exported; then stays quiet until the
         // test has seen two more exports: the changes fall in at least two intervals and quiet intervals follow,
         // however slowly a loaded machine runs the program.
-        var script = Script("bursty.py", """
+        var script = _temp.Write("bursty.py", """
             import os, sys, time
 
             def parse(text):

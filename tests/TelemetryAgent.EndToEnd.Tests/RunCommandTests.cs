@@ -11,12 +11,6 @@ public sealed class RunCommandTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    private string Script(string name, string source)
-    {
-        var path = _temp.File(name);
-        File.WriteAllText(path, source);
-        return path;
-    }
 
     [Theory]
     [InlineData("import sys\nsys.exit(3)\n", 3)]
@@ -24,7 +18,7 @@ public sealed class RunCommandTests : IDisposable
     [InlineData("print('fine')\n", 0)]
     public async Task ForwardsTheProgramsExitCode(string source, int expected)
     {
-        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), Script("exit.py", source)]);
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), _temp.Write("exit.py", source)]);
         Assert.True(result.ExitCode == expected, result.ToString());
         if (expected == 1) Assert.Contains("RuntimeError: boom", result.Stderr);
         Assert.True(File.Exists(_temp.File("out/summary.json")), result.ToString());
@@ -33,7 +27,7 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public async Task ProgramArgumentsThatLookLikeOptionsBelongToTheProgram()
     {
-        var script = Script("args.py", "import sys\nprint(sys.argv[1:])\n");
+        var script = _temp.Write("args.py", "import sys\nprint(sys.argv[1:])\n");
         var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), script, "--top", "-o", "x", "--help"]);
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("['--top', '-o', 'x', '--help']\n", result.Stdout);
@@ -61,15 +55,15 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public async Task SaysClearlyWhenTheNamedPythonCannotBeUsed()
     {
-        var missing = await Processes.RunAgentAsync(["run", "--python", "/nonexistent/python3.12", Script("a.py", "")]);
+        var missing = await Processes.RunAgentAsync(["run", "--python", "/nonexistent/python3.12", _temp.Write("a.py", "")]);
         Assert.Equal(2, missing.ExitCode);
         Assert.Contains("/nonexistent/python3.12", missing.Stderr);
         Assert.Contains("not a Python interpreter", missing.Stderr);
 
         // An interpreter older than 3.12 (any other executable that answers a version would do as well).
-        var old = Script("python-old", "#!/bin/sh\necho 3.11.7\n");
+        var old = _temp.Write("python-old", "#!/bin/sh\necho 3.11.7\n");
         File.SetUnixFileMode(old, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        var tooOld = await Processes.RunAgentAsync(["run", Script("b.py", "")],
+        var tooOld = await Processes.RunAgentAsync(["run", _temp.Write("b.py", "")],
             environment: new Dictionary<string, string?> { ["TELEMETRY_PYTHON"] = old });
         Assert.Equal(2, tooOld.ExitCode);
         Assert.Contains("needs Python 3.12 or later", tooOld.Stderr);
@@ -78,9 +72,9 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public async Task AnInterpreterNamedBeforeTheProgramIsBlamedAsSuch()
     {
-        var old = Script("python3.11", "#!/bin/sh\necho 3.11.7\n");
+        var old = _temp.Write("python3.11", "#!/bin/sh\necho 3.11.7\n");
         File.SetUnixFileMode(old, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        var result = await Processes.RunAgentAsync(["run", "--", old, Script("d.py", "")]);
+        var result = await Processes.RunAgentAsync(["run", "--", old, _temp.Write("d.py", "")]);
         Assert.Equal(2, result.ExitCode);
         Assert.Equal($"telemetry-agent run: {old}, named before the program, is Python 3.11.7, but sys.monitoring needs Python 3.12 or later.\n",
             result.Stderr);
@@ -109,7 +103,7 @@ public sealed class RunCommandTests : IDisposable
         var taken = Enumerable.Range(0, 120).Select(s => Path.Combine(root, now.AddSeconds(s).ToString("yyyyMMdd-HHmmss"))).ToArray();
         foreach (var other in taken) Directory.CreateDirectory(other);
 
-        var result = await Processes.RunAgentAsync(["run", Script("e.py", "print('fine')\n")], workingDirectory: _temp.Path);
+        var result = await Processes.RunAgentAsync(["run", _temp.Write("e.py", "print('fine')\n")], workingDirectory: _temp.Path);
         Assert.True(result.ExitCode == 0, result.ToString());
         var written = Directory.GetDirectories(root).Except(taken).ToArray();
         var folder = Assert.Single(written);
@@ -124,7 +118,7 @@ public sealed class RunCommandTests : IDisposable
         // An empty PATH and an empty pyenv root: nothing to find.
         var result = await Processes.RunAsync("/usr/bin/env",
             ["-i", $"HOME={_temp.Path}", $"PYENV_ROOT={_temp.File("no-pyenv")}", "PATH=/nonexistent",
-             Processes.DotnetHost, Processes.AgentDll, "run", Script("c.py", "")]);
+             Processes.DotnetHost, Processes.AgentDll, "run", _temp.Write("c.py", "")]);
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("No Python 3.12 or later was found", result.Stderr);
         Assert.Contains("--python", result.Stderr);
@@ -133,7 +127,7 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public async Task TracesChildProcessesAsTheirOwnProcesses()
     {
-        var script = Script("parent.py", """
+        var script = _temp.Write("parent.py", """
             import multiprocessing, subprocess, sys
 
             def child_work(n):
@@ -170,7 +164,7 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public async Task WaitsForAChildThatConnectsAfterTheProgramExited()
     {
-        var script = Script("launcher.py", """
+        var script = _temp.Write("launcher.py", """
             import subprocess, sys
             subprocess.Popen([sys.executable, "-c", "import time\ndef late():\n    time.sleep(0.3)\nlate()"])
             """);
@@ -193,7 +187,7 @@ public sealed class RunCommandTests : IDisposable
     public async Task RejectsBadOptionValuesBeforeTheProgramRuns(string option, string value)
     {
         var marker = _temp.File("ran");
-        var script = Script("marker.py", $"open({JsonSerializer.Serialize(marker)}, 'w').close()\n");
+        var script = _temp.Write("marker.py", $"open({JsonSerializer.Serialize(marker)}, 'w').close()\n");
         var result = await Processes.RunAgentAsync(["run", option, value, script]);
         Assert.True(result.ExitCode != 0, result.ToString());
         Assert.Contains(option, result.Stderr);
@@ -218,7 +212,7 @@ public sealed class RunCommandTests : IDisposable
         var handling = _temp.File("handling");
         var done = _temp.File("done");
         string Quoted(string path) => JsonSerializer.Serialize(path);
-        var script = Script("term.py", $"""
+        var script = _temp.Write("term.py", $"""
             import os, signal, sys, time
 
             def on_term(signum, frame):
@@ -274,7 +268,7 @@ public sealed class RunCommandTests : IDisposable
     public async Task ATemporaryFolderTooLongForASocketStillWorks()
     {
         var longTmp = Directory.CreateDirectory(Path.Combine(_temp.Path, new string('t', 100))).FullName;
-        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), Script("ok.py", "print('ok')\n")],
+        var result = await Processes.RunAgentAsync(["run", "-o", _temp.File("out"), _temp.Write("ok.py", "print('ok')\n")],
             environment: new Dictionary<string, string?> { ["TMPDIR"] = longTmp });
         Assert.True(result.ExitCode == 0 && result.Stdout == "ok\n", result.ToString());
     }

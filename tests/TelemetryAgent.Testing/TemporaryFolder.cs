@@ -8,6 +8,14 @@ public sealed class TemporaryFolder(string prefix = "telemetry-agent-test-") : I
     /// <summary>A path in the folder (nothing is created).</summary>
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
+    /// <summary>Writes a file in the folder (a program under test, a configuration) and returns its path.</summary>
+    public string Write(string name, string text)
+    {
+        var path = File(name);
+        System.IO.File.WriteAllText(path, text);
+        return path;
+    }
+
     public void Dispose()
     {
         try
