@@ -1,7 +1,7 @@
 /* The shim's call callbacks in C (the Python callbacks of _monitor.py are their tested twin), and a C
    front for the exception callbacks (ExceptionCallbacks, below).
 
-   Four types, nothing else:
+   Five types, nothing else:
    - RecordBuffer: the pending records of one recorder generation, 64-bit words (timestamp, word)
      in a preallocated array. To the Python code that fills it on the slow path and to the sender
      that drains it, it behaves like the list the Python callbacks fill: len() counts words,
@@ -17,6 +17,8 @@
      shim's own code) goes to the Python slow path, which fills the dictionaries this module reads.
    - ExceptionCallbacks: RAISE, RERAISE, EXCEPTION_HANDLED and PY_UNWIND for the exception tracker: the
      events of control-flow idioms ended in C, every other event passed to the Python callback.
+   - Outbox: what one sender tick writes, framed in memory kept from tick to tick, and the write with
+     the GIL released once.
 
    Only the GIL build is supported (the Python path has the same limit): every field is read and
    written with the GIL held, so a callback and a generation switch never overlap. */
@@ -26,6 +28,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #ifdef Py_GIL_DISABLED
 #error "telemetry_shim._native supports GIL builds only"
@@ -33,7 +39,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 3
+#define NATIVE_API_VERSION 4
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -1412,6 +1418,307 @@ static PyType_Spec ExceptionCallbacks_spec = {
 
 /* ---- module --------------------------------------------------------------------------------- */
 
+/* ---- Outbox --------------------------------------------------------------------------------- */
+
+/* What one sender tick writes, in memory kept from tick to tick, and the write itself with the GIL
+   released once.
+
+   Why: socket.send() takes the GIL back after every write, and a socket's buffer takes a part of a
+   frame at a time; after each part the sender waits for a program that computes to hand the GIL
+   over (up to the switch interval, 5 ms), which caps what it ships far below what the C callbacks
+   record. New objects for every tick's records cost page faults as well. Here the records are copied
+   twice, into memory whose pages stay mapped (staged under the sender's lock, then framed behind the
+   frames that must precede them), and sent while the callbacks fill the buffer. */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char frame_type;      /* EVENTS */
+    Py_ssize_t max_records;        /* per EVENTS frame */
+    uint64_t *staged;              /* records taken from a RecordBuffer, not yet framed */
+    Py_ssize_t staged_words;
+    Py_ssize_t staged_allocated;
+    unsigned char *bytes;          /* the frames to write, in order */
+    size_t used;
+    size_t allocated;
+    size_t *frame_ends;            /* where each frame ends in `bytes` */
+    Py_ssize_t *frame_records;     /* the records each frame carries (0 but for EVENTS frames) */
+    Py_ssize_t frames;
+    Py_ssize_t frames_allocated;
+} Outbox;
+
+static PyTypeObject *Outbox_Type;
+
+static int
+grow(void **memory, size_t *allocated, size_t needed, size_t item)
+{
+    if (needed <= *allocated) {
+        return 0;
+    }
+    size_t size = *allocated > 0 ? *allocated : 64;
+    while (size < needed) {
+        if (size > SIZE_MAX / 2 / item) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        size *= 2;
+    }
+    void *grown = PyMem_RawRealloc(*memory, size * item);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *memory = grown;
+    *allocated = size;
+    return 0;
+}
+
+static PyObject *
+Outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    int frame_type = 0;
+    Py_ssize_t max_records = 0;
+    static char *keywords[] = {"events_frame_type", "max_records_per_frame", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "in:Outbox", keywords, &frame_type, &max_records)) {
+        return NULL;
+    }
+    if (frame_type < 0 || frame_type > 255 || max_records < 1 || max_records > (Py_ssize_t)(UINT32_MAX / 16)) {
+        PyErr_SetString(PyExc_ValueError, "Outbox: a frame type is a byte; max_records_per_frame is positive");
+        return NULL;
+    }
+    Outbox *self = (Outbox *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->frame_type = (unsigned char)frame_type;
+    self->max_records = max_records;
+    return (PyObject *)self;
+}
+
+static void
+Outbox_dealloc(Outbox *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyMem_RawFree(self->staged);
+    PyMem_RawFree(self->bytes);
+    PyMem_RawFree(self->frame_ends);
+    PyMem_RawFree(self->frame_records);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+/* take_records(buffer, words): moves the first `words` words of a RecordBuffer to the stage (they
+   leave the buffer, as `del buf[:words]` does). Called under the sender's lock: one memcpy. */
+static PyObject *
+Outbox_take_records(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], RecordBuffer_Type)) {
+        PyErr_SetString(PyExc_TypeError, "take_records(RecordBuffer, words)");
+        return NULL;
+    }
+    RecordBuffer *buffer = (RecordBuffer *)args[0];
+    Py_ssize_t words = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (words == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (words < 0 || words > buffer->length || words % 2 != 0) {
+        PyErr_SetString(PyExc_ValueError, "take_records: an even number of words the buffer holds");
+        return NULL;
+    }
+    if (words == 0) {
+        Py_RETURN_NONE;  /* nothing staged may be allocated yet: memcpy takes no NULL */
+    }
+    size_t allocated = (size_t)self->staged_allocated;
+    if (grow((void **)&self->staged, &allocated, (size_t)(self->staged_words + words), sizeof(uint64_t)) < 0) {
+        return NULL;
+    }
+    self->staged_allocated = (Py_ssize_t)allocated;
+    memcpy(self->staged + self->staged_words, buffer->words, (size_t)words * sizeof(uint64_t));
+    self->staged_words += words;
+    memmove(buffer->words, buffer->words + words, (size_t)(buffer->length - words) * sizeof(uint64_t));
+    buffer->length -= words;
+    Py_RETURN_NONE;
+}
+
+static int
+outbox_begin_frame(Outbox *self, size_t size, Py_ssize_t records)
+{
+    size_t frames_allocated = (size_t)self->frames_allocated;
+    size_t records_allocated = (size_t)self->frames_allocated;
+    if (grow((void **)&self->bytes, &self->allocated, self->used + size, 1) < 0
+        || grow((void **)&self->frame_ends, &frames_allocated, (size_t)self->frames + 1, sizeof(size_t)) < 0
+        || grow((void **)&self->frame_records, &records_allocated, (size_t)self->frames + 1, sizeof(Py_ssize_t)) < 0) {
+        return -1;
+    }
+    self->frames_allocated = (Py_ssize_t)(frames_allocated < records_allocated ? frames_allocated : records_allocated);
+    self->frame_ends[self->frames] = self->used + size;
+    self->frame_records[self->frames] = records;
+    self->frames++;
+    return 0;
+}
+
+/* add_frame(frame): an encoded frame (bytes), written after those added before it. */
+static PyObject *
+Outbox_add_frame(Outbox *self, PyObject *frame)
+{
+    if (!PyBytes_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "add_frame(bytes)");
+        return NULL;
+    }
+    size_t size = (size_t)PyBytes_GET_SIZE(frame);
+    size_t at = self->used;
+    if (outbox_begin_frame(self, size, 0) < 0) {
+        return NULL;
+    }
+    if (size > 0) {
+        memcpy(self->bytes + at, PyBytes_AS_STRING(frame), size);
+    }
+    self->used += size;
+    Py_RETURN_NONE;
+}
+
+/* add_records(): the staged records as EVENTS frames (a 5-byte header: type, payload size as a
+   little-endian uint32; the records' words little-endian), after the frames added before. */
+static PyObject *
+Outbox_add_records(Outbox *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t records = self->staged_words / 2;
+    for (Py_ssize_t first = 0; first < records; first += self->max_records) {
+        Py_ssize_t count = records - first < self->max_records ? records - first : self->max_records;
+        uint32_t payload = (uint32_t)(count * 16);
+        size_t at = self->used;
+        if (outbox_begin_frame(self, 5 + (size_t)payload, count) < 0) {
+            return NULL;
+        }
+        unsigned char *out = self->bytes + at;
+        out[0] = self->frame_type;
+        out[1] = (unsigned char)(payload & 0xFF);
+        out[2] = (unsigned char)((payload >> 8) & 0xFF);
+        out[3] = (unsigned char)((payload >> 16) & 0xFF);
+        out[4] = (unsigned char)((payload >> 24) & 0xFF);
+        const uint64_t *words = self->staged + 2 * first;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(out + 5, words, payload);
+#else
+        for (Py_ssize_t i = 0; i < 2 * count; i++) {
+            for (int b = 0; b < 8; b++) {
+                out[5 + 8 * i + b] = (unsigned char)(words[i] >> (8 * b));
+            }
+        }
+#endif
+        self->used += 5 + (size_t)payload;
+    }
+    self->staged_words = 0;
+    Py_RETURN_NONE;
+}
+
+/* discard(): forgets every frame and staged record (nothing to write them to). */
+static PyObject *
+Outbox_discard(Outbox *self, PyObject *Py_UNUSED(ignored))
+{
+    self->staged_words = 0;
+    self->used = 0;
+    self->frames = 0;
+    Py_RETURN_NONE;
+}
+
+/* send(fd, timeout_ms) -> (frames written in full, records in them, errno or 0). Writes the frames
+   with the GIL released once, then empties the outbox whatever happened (a frame cut in the middle
+   leaves the stream unusable: the caller gives the connection up on an error). A wait longer than
+   timeout_ms for room in the socket gives ETIMEDOUT, as the socket's own timeout does. */
+static PyObject *
+Outbox_send(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send(fd, timeout_ms)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long timeout_ms = PyLong_AsLong(args[1]);
+    if (timeout_ms == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX || timeout_ms < 0 || timeout_ms > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "send: fd and timeout_ms must be non-negative ints");
+        return NULL;
+    }
+    size_t sent = 0;
+    int error = 0;
+    const unsigned char *bytes = self->bytes;
+    size_t used = self->used;
+    /* Nothing touches the outbox meanwhile: only the sender's thread uses it. */
+    Py_BEGIN_ALLOW_THREADS
+    while (sent < used) {
+        ssize_t n = send((int)fd, bytes + sent, used - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            error = errno;
+            break;
+        }
+        struct pollfd wait = {.fd = (int)fd, .events = POLLOUT};
+        int ready = poll(&wait, 1, (int)timeout_ms);
+        if (ready == 0) {
+            error = ETIMEDOUT;
+            break;
+        }
+        if (ready < 0 && errno != EINTR) {
+            error = errno;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_ssize_t frames = 0;
+    Py_ssize_t records = 0;
+    while (frames < self->frames && self->frame_ends[frames] <= sent) {
+        records += self->frame_records[frames];
+        frames++;
+    }
+    self->used = 0;
+    self->frames = 0;
+    return Py_BuildValue("(nni)", frames, records, error);
+}
+
+static Py_ssize_t
+Outbox_len(Outbox *self)
+{
+    return self->frames;
+}
+
+static PyMethodDef Outbox_methods[] = {
+    {"take_records", (PyCFunction)(void (*)(void))Outbox_take_records, METH_FASTCALL,
+     "take_records(buffer, words): moves the buffer's first words to the stage."},
+    {"add_frame", (PyCFunction)Outbox_add_frame, METH_O, "add_frame(bytes): an encoded frame, in order."},
+    {"add_records", (PyCFunction)Outbox_add_records, METH_NOARGS, "The staged records as EVENTS frames, in order."},
+    {"discard", (PyCFunction)Outbox_discard, METH_NOARGS, "Forgets every frame and staged record."},
+    {"send", (PyCFunction)(void (*)(void))Outbox_send, METH_FASTCALL,
+     "send(fd, timeout_ms) -> (frames written in full, records in them, errno or 0); the GIL released meanwhile."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Outbox_slots[] = {
+    {Py_tp_doc, "The frames of one sender tick, in memory kept from tick to tick, written with the GIL released."},
+    {Py_tp_new, Outbox_new},
+    {Py_tp_dealloc, Outbox_dealloc},
+    {Py_tp_methods, Outbox_methods},
+    {Py_sq_length, Outbox_len},
+    {0, NULL},
+};
+
+static PyType_Spec Outbox_spec = {
+    .name = "telemetry_shim._native.Outbox",
+    .basicsize = sizeof(Outbox),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Outbox_slots,
+};
+
 static int
 native_exec(PyObject *module)
 {
@@ -1449,6 +1756,12 @@ native_exec(PyObject *module)
             return -1;
         }
     }
+    if (Outbox_Type == NULL) {
+        Outbox_Type = (PyTypeObject *)PyType_FromSpec(&Outbox_spec);
+        if (Outbox_Type == NULL) {
+            return -1;
+        }
+    }
     struct {
         PyObject **name;
         const char *text;
@@ -1470,6 +1783,7 @@ native_exec(PyObject *module)
     }
     if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, CodeKeys_Type) < 0
         || PyModule_AddType(module, Callbacks_Type) < 0 || PyModule_AddType(module, ExceptionCallbacks_Type) < 0
+        || PyModule_AddType(module, Outbox_Type) < 0
         || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }

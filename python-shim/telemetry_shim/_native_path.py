@@ -14,7 +14,7 @@ callback (ExceptionCallbacks in _native.c).
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 3
+API_VERSION = 4
 
 NATIVE = "native"
 PYTHON = "python"
@@ -27,14 +27,15 @@ def load():
     global _loaded
     if _loaded is None:
         try:
-            from ._native import API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer
+            from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, Outbox,
+                                  RecordBuffer)
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
             _loaded = (None, "the C extension failed to load (%s: %s)" % (type(exc).__name__, exc))
         else:
             if built_version == API_VERSION:
-                _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer), "")
+                _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer, Outbox), "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -42,13 +43,14 @@ def load():
 
 
 class _NativeTypes:
-    __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer")
+    __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer", "Outbox")
 
-    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer):
+    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox):
         self.Callbacks = callbacks
         self.CodeKeys = code_keys
         self.ExceptionCallbacks = exception_callbacks
         self.RecordBuffer = record_buffer
+        self.Outbox = outbox
 
 
 # The most code objects whose keys the C callbacks hold in their own table (16 bytes a slot, at most half
@@ -141,6 +143,10 @@ class NativeCallbacks:
     def new_buffer(self):
         """An empty buffer for a generation: preallocated, so the hot path never allocates."""
         return self._module.RecordBuffer(self.capacity_words)
+
+    def new_outbox(self, events_frame_type, max_records_per_frame):
+        """The sender's outbox for these callbacks' buffers (the twin of _sender.PythonOutbox)."""
+        return self._module.Outbox(events_frame_type, max_records_per_frame)
 
 
 def calibration_callback(code, ident):

@@ -21,6 +21,7 @@ CONNECT_TIMEOUT_S = 1.0
 # An agent that takes no byte for this long is stalled: the connection is given up. It bounds each
 # send() call, not a whole batch: a slow agent that keeps reading keeps its connection.
 SEND_STALL_TIMEOUT_S = 5.0
+SEND_STALL_TIMEOUT_MS = int(SEND_STALL_TIMEOUT_S * 1000)
 STATS_INTERVAL_S = 1.0
 MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
@@ -30,7 +31,7 @@ HEALTHY_CONNECTION_S = 10.0
 MAX_CUT_BACKOFF_S = 60.0
 # When a drain finds the buffer at least this full, the next tick comes sooner.
 BUSY_FRACTION = 4
-BUSY_INTERVAL_S = 0.005
+BUSY_INTERVAL_S = 0.001
 # Burst mode between windows: only exceptions and STATS to ship, so the sender wakes less often.
 BURST_IDLE_INTERVAL_S = 0.2
 # How long a fork waits for the sender thread to leave (then it forks with the thread running).
@@ -76,6 +77,12 @@ class Sender:
         self._left = None  # the running thread's "left" signal, released when it leaves for a fork
 
         self._sock = None
+        # What a tick writes: in C beside the C callbacks (written with the GIL released once),
+        # else its Python twin.
+        if recorder.native is not None:
+            self._outbox = recorder.native.new_outbox(_wire.FRAME_EVENTS, _wire.MAX_RECORDS_PER_FRAME)
+        else:
+            self._outbox = PythonOutbox()
         self._fresh_generation = True  # no record of this generation went anywhere but here
         self._retired_buffer = None
         self._next_connect_at = 0.0
@@ -280,11 +287,11 @@ class Sender:
             exception_records, tallies, exception_threads = tracker.collect(final)
         else:
             exception_records = tallies = exception_threads = ()
+        outbox = self._outbox
         with self.lock:
             buf = recorder.buffer
             taken = len(buf)
-            chunk = buf[:taken]  # one C call each: records appended meanwhile stay in buf
-            del buf[:taken]
+            outbox.take_records(buf, taken)  # records appended meanwhile stay in buf
             retired = self._retired_buffer
             if retired is not None:
                 self._retired_buffer = None
@@ -303,6 +310,7 @@ class Sender:
         self.events_taken += records + chunk_retired
         self.events_dropped_here += chunk_retired  # records of a previous connection's session
         if self._sock is None:
+            outbox.discard()
             self.events_dropped_here += records
             if records or threads:
                 # Discarded: records, or definitions whose threads' records may still come
@@ -316,26 +324,22 @@ class Sender:
             if info.thread_id not in defined:  # e.g. no event of that thread on this connection yet
                 defined.add(info.thread_id)
                 threads.append(info.definition())
-        frames = []
-        first_event_frame = 0
         if codes or threads:
-            frames.extend(_wire.encode_definitions_frames([_code_dict(c) for c in codes], threads))
-        if records:
-            event_frames, _ = _wire.encode_events_frames(array("Q", chunk))
-            first_event_frame = len(frames)
-            frames.extend(event_frames)
+            for frame in _wire.encode_definitions_frames([_code_dict(c) for c in codes], threads):
+                outbox.add_frame(frame)
+        outbox.add_records()
         if exception_records or tallies:
-            frames.extend(_wire.encode_exceptions_frames(exception_records, tallies))
+            for frame in _wire.encode_exceptions_frames(exception_records, tallies):
+                outbox.add_frame(frame)
         now = monotonic()
         if not final and now >= self._next_stats_at:
             self._next_stats_at = now + self._stats_interval_s
             stats_frame = True
         else:
             stats_frame = False
-        if frames:
-            written = self._send(frames)
+        if len(outbox):
             # Only the records of event frames the agent got in full count as sent; the rest, dropped.
-            delivered = sum(_wire.records_in_events_frame(frame) for frame in frames[first_event_frame:written])
+            _, delivered = self._send_outbox()
             self.events_sent += delivered
             if delivered < records:
                 self.events_dropped_here += records - delivered
@@ -416,17 +420,33 @@ class Sender:
         sock = self._sock
         if sock is None:
             return 0
-        written = 0
-        try:
-            if preamble:
-                _write(sock, _wire.PREAMBLE)
-            for frame in frames:
-                _write(sock, frame)
-                written += 1
-        except OSError:
+        outbox = self._outbox
+        if preamble:
+            outbox.add_frame(_wire.PREAMBLE)
+        for frame in frames:
+            outbox.add_frame(frame)
+        written, _ = self._send_outbox(preamble)
+        return written
+
+    def _send_outbox(self, preamble=False):
+        """Writes what the outbox holds and empties it: (frames the agent got in full, the records in
+        them; the preamble, first when `preamble`, is not a frame). On an error or a stall the
+        connection is given up."""
+        outbox = self._outbox
+        sock = self._sock
+        if sock is None:
+            outbox.discard()
+            return 0, 0
+        if isinstance(outbox, PythonOutbox):
+            written, records, error = outbox.send(sock)
+        else:
+            written, records, error = outbox.send(sock.fileno(), SEND_STALL_TIMEOUT_MS)
+        if preamble and written:
+            written -= 1
+        if error:
             self._connection_lost()
         self.frames_sent += written
-        return written
+        return written, records
 
     def _connection_lost(self):
         # A connection that worked for a while resets the backoff; one cut soon after it opened
@@ -460,11 +480,52 @@ class Sender:
                 pass
 
 
-def _write(sock, data):
-    # The socket's timeout bounds each send(): the agent must take some bytes within it.
-    view = memoryview(data)
-    while view:
-        view = view[sock.send(view, SEND_FLAGS):]
+class PythonOutbox:
+    """What one tick writes, for the Python callbacks' buffers (a list of words): the twin of
+    _native.Outbox. send() takes the socket; the socket's timeout bounds each send(): the agent
+    must take some bytes within it."""
+
+    __slots__ = ("_max_records", "_staged", "_frames")
+
+    def __init__(self, max_records_per_frame=_wire.MAX_RECORDS_PER_FRAME):
+        self._max_records = max_records_per_frame
+        self._staged = []
+        self._frames = []
+
+    def take_records(self, buf, words):
+        self._staged.extend(buf[:words])
+        del buf[:words]
+
+    def add_frame(self, frame):
+        self._frames.append(frame)
+
+    def add_records(self):
+        if self._staged:
+            frames, _ = _wire.encode_events_frames(array("Q", self._staged), max_records=self._max_records)
+            self._frames.extend(frames)
+            self._staged = []
+
+    def discard(self):
+        self._staged = []
+        self._frames = []
+
+    def __len__(self):
+        return len(self._frames)
+
+    def send(self, sock):
+        """(frames written in full, the records in them, 1 on an error or a stall, else 0)."""
+        frames, self._frames = self._frames, []
+        written = records = 0
+        try:
+            for frame in frames:
+                view = memoryview(frame)
+                while view:
+                    view = view[sock.send(view, SEND_FLAGS):]
+                written += 1
+                records += _wire.records_in_events_frame(frame)
+        except OSError:
+            return written, records, 1
+        return written, records, 0
 
 
 def _code_dict(definition):

@@ -287,18 +287,18 @@ def unpack_word(word):
     return word >> THREAD_ID_SHIFT, (word >> CODE_ID_SHIFT) & MAX_CODE_ID, word & 0xFF
 
 
-def encode_events_frames(records, start=0, stop=None):
+def encode_events_frames(records, start=0, stop=None, max_records=MAX_RECORDS_PER_FRAME):
     """EVENTS frames for records[start:stop] of an array('Q') of (timestamp, word) pairs.
 
-    Returns (list of frames, number of records). Each frame carries at most 65536 records
-    (1 MiB); encoding a frame is one tobytes() of a slice.
+    Returns (list of frames, number of records). Each frame carries at most `max_records`
+    records (65536: 1 MiB); encoding a frame is one tobytes() of a slice.
     """
     if stop is None:
         stop = len(records)
     if (stop - start) % 2:
         raise ValueError("records must hold (timestamp, word) pairs")
     frames = []
-    step = 2 * MAX_RECORDS_PER_FRAME
+    step = 2 * max_records
     for offset in range(start, stop, step):
         piece = records[offset:min(offset + step, stop)]
         if _BIG_ENDIAN:

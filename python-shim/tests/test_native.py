@@ -1,6 +1,6 @@
 """The C call callbacks (_native.c) against their Python twin: the choice (TELEMETRY_SHIM_NATIVE and
 HELLO), the same records for the same program, the clock, their table of code keys (never a dead code's
-key), and memory over ten million events and over 10^5 exceptions.
+key), memory over ten million events and over 10^5 exceptions, and the sender's outbox against its twin.
 The whole suite also runs with TELEMETRY_SHIM_NATIVE=on and =off (scripts/test)."""
 
 import os
@@ -9,6 +9,7 @@ import sys
 import textwrap
 import unittest
 from _thread import get_ident
+from array import array
 from time import perf_counter_ns
 
 from tests import support
@@ -234,8 +235,6 @@ class NativeRecordTests(unittest.TestCase):
         buf = self.recorder.buffer
         buf.extend((1, 2, 3, 4, 5, 6))
         self.assertEqual(6, len(buf))
-        from array import array
-
         self.assertEqual([1, 2, 3, 4], list(array("Q", buf[:4])))
         del buf[:4]
         self.assertEqual([5, 6], [buf[0], buf[1]])
@@ -484,3 +483,129 @@ class NativeMemoryTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+@NEEDS_NATIVE
+class OutboxTests(unittest.TestCase):
+    """_native.Outbox against its twin _sender.PythonOutbox, over real socket pairs."""
+
+    MAX_RECORDS = 3  # small, so that a handful of records makes several EVENTS frames
+
+    def outboxes(self):
+        from telemetry_shim._sender import PythonOutbox
+
+        native = _native_path.load()[0]
+        return ((native.Outbox(_wire.FRAME_EVENTS, self.MAX_RECORDS), native.RecordBuffer(64)),
+                (PythonOutbox(self.MAX_RECORDS), []))
+
+    @staticmethod
+    def send(outbox, sock, timeout_ms=2000):
+        from telemetry_shim._sender import PythonOutbox
+
+        if isinstance(outbox, PythonOutbox):
+            sock.settimeout(timeout_ms / 1000)
+            return outbox.send(sock)
+        sock.settimeout(timeout_ms / 1000)  # as the sender's socket: non-blocking underneath
+        return outbox.send(sock.fileno(), timeout_ms)
+
+    def fill(self, outbox, buf, words):
+        buf.extend(words)
+        outbox.add_frame(b"\x01definitions")
+        outbox.take_records(buf, 2 * 7)  # 7 records: frames of 3, 3 and 1
+        outbox.add_records()
+        outbox.add_frame(b"\x04exceptions")
+
+    def test_both_write_the_same_frames_and_count_the_same_records(self):
+        import socket
+
+        words = list(range(1, 19))  # 9 records; 7 taken, 2 stay in the buffer
+        results = []
+        for outbox, buf in self.outboxes():
+            self.fill(outbox, buf, words)
+            self.assertEqual(5, len(outbox))
+            a, b = socket.socketpair()
+            with a, b:
+                result = self.send(outbox, a)
+                a.close()
+                received = b"".join(iter(lambda: b.recv(65536), b""))
+            self.assertEqual(0, len(outbox), "a send empties the outbox")
+            self.assertEqual([15, 16, 17, 18], [buf[i] for i in range(len(buf))], "what was not taken stays")
+            results.append((result, received))
+        self.assertEqual(results[0], results[1])
+        (frames, records, error), received = results[0]
+        self.assertEqual((5, 7, 0), (frames, records, error))
+        events, _ = _wire.encode_events_frames(array("Q", words[:14]), max_records=self.MAX_RECORDS)
+        self.assertEqual(b"".join([b"\x01definitions", *events, b"\x04exceptions"]), received)
+
+    def test_a_stalled_reader_gives_an_error_and_counts_only_whole_frames(self):
+        import socket
+
+        for outbox, buf in self.outboxes():
+            with self.subTest(type(outbox).__name__):
+                a, b = socket.socketpair()
+                with a, b:
+                    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                    big = b"\x01" + bytes(1 << 20)
+                    outbox.add_frame(b"\x01small")
+                    outbox.add_frame(big)
+                    frames, records, error = self.send(outbox, a, timeout_ms=200)
+                self.assertEqual((1, 0), (frames, records), "the big frame was cut: not counted")
+                self.assertNotEqual(0, error)
+
+    def test_a_closed_peer_is_an_error_not_a_signal(self):
+        import socket
+
+        for outbox, buf in self.outboxes():
+            with self.subTest(type(outbox).__name__):
+                a, b = socket.socketpair()
+                b.close()
+                with a:
+                    outbox.add_frame(b"\x01frame")
+                    frames, records, error = self.send(outbox, a)
+                self.assertEqual((0, 0), (frames, records))
+                self.assertNotEqual(0, error)
+
+    def test_the_native_send_lets_other_threads_run_while_it_waits(self):
+        import socket
+        import threading
+
+        outbox, _ = self.outboxes()[0]
+        counted = [0]
+        stop = threading.Event()
+
+        def count():
+            while not stop.is_set():
+                counted[0] += 1
+
+        a, b = socket.socketpair()
+        with a, b:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            outbox.add_frame(b"\x01" + bytes(1 << 20))  # more than the socket takes: send waits
+            counter = threading.Thread(target=count)
+            counter.start()
+            try:
+                while counted[0] == 0:
+                    pass
+                before = counted[0]
+                frames, _, error = self.send(outbox, a, timeout_ms=300)
+                during = counted[0] - before
+            finally:
+                stop.set()
+                counter.join()
+        self.assertEqual(0, frames)
+        self.assertNotEqual(0, error)
+        self.assertGreater(during, 1000, "the counting thread ran while send waited for room")
+
+    def test_take_records_refuses_what_the_buffer_does_not_hold(self):
+        outbox, buf = self.outboxes()[0]
+        buf.extend((1, 2, 3, 4))
+        for words in (3, 6, -2):
+            with self.subTest(words=words), self.assertRaises(ValueError):
+                outbox.take_records(buf, words)
+        self.assertEqual(4, len(buf))
+        outbox.take_records(buf, 2)
+        self.assertEqual([3, 4], [buf[0], buf[1]])
+        outbox.discard()
+        outbox.add_records()
+        self.assertEqual(0, len(outbox), "discard() forgets staged records")
