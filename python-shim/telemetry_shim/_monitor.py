@@ -22,6 +22,7 @@ from time import perf_counter_ns
 from _thread import get_ident
 
 from . import _wire
+from ._settings import DEFAULT_BUFFER_EVENTS, DEFAULT_BUFFER_EVENTS_NATIVE
 from ._tables import (THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, current_frames, identity,
                       native_id_of)
 
@@ -74,6 +75,8 @@ class Recorder:
 
     def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True,
                  burst=False, code_filter=None, native=False, note_watch=True):
+        if capacity_events is None:  # TELEMETRY_SHIM_BUFFER_EVENTS unset: the recording callbacks' default
+            capacity_events = DEFAULT_BUFFER_EVENTS_NATIVE if native and calls else DEFAULT_BUFFER_EVENTS
         self.capacity_words = 2 * max(int(capacity_events), 1024)
         self.shim_prefix = os.path.join(os.path.abspath(shim_dir), "")
         self._on_internal_error = on_internal_error

@@ -55,7 +55,10 @@ MIN_WINDOW_MS = 1.0
 # sys.monitoring tool ids the shim may claim, in this order. The others are named by sys.monitoring
 # itself: 0 debugger, 1 coverage, 2 profiler (cProfile), 5 optimizer (OPTIMIZER_ID).
 TOOL_IDS = (3, 4)
-DEFAULT_BUFFER_EVENTS = 1 << 17  # at most about 11 MB of pending records (84 bytes each)
+DEFAULT_BUFFER_EVENTS = 1 << 17  # the Python callbacks: at most about 11 MB of pending records (84 bytes each)
+# The C callbacks: 8 MiB at most (16 bytes a record), touched only as far as the buffer fills. A program making
+# millions of calls a second fills a smaller one while the sender waits for the GIL (up to a switch interval).
+DEFAULT_BUFFER_EVENTS_NATIVE = 1 << 19
 MIN_BUFFER_EVENTS = 1024
 DEFAULT_FLUSH_INTERVAL_MS = 50.0
 MIN_FLUSH_INTERVAL_MS = 1.0
@@ -125,8 +128,9 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
         service_name=service_name or env.get(OTEL_SERVICE_NAME_ENV, ""),
         resource_attributes=env.get(OTEL_RESOURCE_ATTRIBUTES_ENV, ""),
         tool_ids=_tool_ids(env, problems),
-        buffer_events=int(_number_at_least(env, BUFFER_EVENTS_ENV, DEFAULT_BUFFER_EVENTS, MIN_BUFFER_EVENTS, "events",
-                                           problems)),
+        # None: the default of the callbacks that record (the Recorder's choice).
+        buffer_events=(int(_number_at_least(env, BUFFER_EVENTS_ENV, DEFAULT_BUFFER_EVENTS, MIN_BUFFER_EVENTS, "events",
+                                            problems)) if env.get(BUFFER_EVENTS_ENV, "").strip() else None),
         flush_interval_s=_number_at_least(env, FLUSH_INTERVAL_ENV, DEFAULT_FLUSH_INTERVAL_MS, MIN_FLUSH_INTERVAL_MS,
                                           "ms", problems) / 1000,
         exit_timeout_s=_number_at_least(env, EXIT_TIMEOUT_ENV, DEFAULT_EXIT_TIMEOUT_S, 0.0, "s", problems),

@@ -231,6 +231,17 @@ class NativeRecordTests(unittest.TestCase):
         self.assertEqual(sorted(words[0::2]), words[0::2])
         self.assertTrue(before <= words[0] and words[-2] <= after, (before, words[0::2], after))
 
+    def test_the_buffers_default_size_is_the_recording_callbacks_one(self):
+        from telemetry_shim._monitor import Recorder
+        from telemetry_shim._settings import DEFAULT_BUFFER_EVENTS, DEFAULT_BUFFER_EVENTS_NATIVE
+
+        for native, calls, events in ((True, True, DEFAULT_BUFFER_EVENTS_NATIVE), (False, True, DEFAULT_BUFFER_EVENTS),
+                                      (True, False, DEFAULT_BUFFER_EVENTS)):
+            with self.subTest(native=native, calls=calls):
+                recorder = Recorder(None, SHIM_PACKAGE_DIR, lambda: None, calls=calls, native=native)
+                self.assertEqual(2 * events, recorder.capacity_words)
+        self.assertEqual(2 * 2048, Recorder(2048, SHIM_PACKAGE_DIR, lambda: None, native=True).capacity_words)
+
     def test_the_buffer_takes_and_gives_words_like_the_list_it_replaces(self):
         buf = self.recorder.buffer
         buf.extend((1, 2, 3, 4, 5, 6))
@@ -416,9 +427,9 @@ class NativeCodeLifetimeTests(unittest.TestCase):
 class NativeMemoryTests(unittest.TestCase):
     """The resident memory before and after a long run of the same work, with the C callbacks in full mode
     streaming to an agent that reads and discards. Each figure is the floor of 20 samples, each taken after a
-    short stretch of that work: the sender's copies of the buffer (up to a few MiB) come and go, a leak raises the
-    floor. glibc's mmap threshold is fixed (it rises with every large block freed otherwise, and blocks below it
-    stay in the heap), so that those copies leave the process when freed."""
+    short stretch of that work: a leak raises the floor. glibc's mmap threshold is fixed (it rises with every
+    large block freed otherwise, and blocks below it stay in the heap), so that large blocks leave the process
+    when freed."""
 
     def measure(self, workload):
         program = "import sys, telemetry_shim\nassert telemetry_shim.start()\n" + textwrap.dedent("""
@@ -433,8 +444,9 @@ class NativeMemoryTests(unittest.TestCase):
                 return min(samples)
         """) + textwrap.dedent(workload) + "telemetry_shim.stop()\nprint(before, after)\n"
         with support.DiscardingAgent() as agent:
+            # A buffer of 2 MiB: its pages, and the outbox's, are touched as far as it fills, once.
             env = {"TELEMETRY_AGENT_SOCKET": agent.path, "TELEMETRY_SHIM_MODE": "full", "TELEMETRY_SHIM_NATIVE": "on",
-                   "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+                   "TELEMETRY_SHIM_BUFFER_EVENTS": "131072", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
             code, out, err = support.run_python(program, env=env, timeout=300)
         self.assertEqual((0, ""), (code, err))
         before, after = map(int, out.split())
@@ -454,8 +466,8 @@ class NativeMemoryTests(unittest.TestCase):
         """)
         print("\n  native path, 10^7 events: RSS %d KiB before, %d KiB after (%+d KiB)" % (before, after, after - before),
               file=sys.stderr)
-        # 160 MB of records went through: keeping one byte per event would be 10 MB. What may grow is the
-        # preallocated buffer's pages touched for the first time (2 MiB by default) and the allocator's noise.
+        # 160 MB of records went through: keeping one byte per event would be 10 MB. What may grow is the pages
+        # of the preallocated buffer (2 MiB here) and of the outbox touched for the first time, and the allocator's noise.
         self.assertLess(after - before, 6 * 1024, "RSS grew by %d KiB" % (after - before))
 
     def test_a_hundred_thousand_handled_exceptions_leave_the_process_memory_flat(self):

@@ -32,6 +32,7 @@ class BadValuesTests(unittest.TestCase):
         self.assert_reported({"TELEMETRY_SHIM_BUFFER_EVENTS": "100"}, "buffer_events", 1024)
         self.assert_reported({"TELEMETRY_SHIM_BUFFER_EVENTS": "inf"}, "buffer_events", 131072)
         self.assertEqual(2048, settings_from({"TELEMETRY_SHIM_BUFFER_EVENTS": "2048"}).buffer_events)
+        self.assertIsNone(settings_from({}).buffer_events, "unset: the recording callbacks' default")
 
     def test_flush_interval(self):
         self.assert_reported({"TELEMETRY_SHIM_FLUSH_INTERVAL_MS": "soon"}, "flush_interval_s", 0.05)
