@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using TelemetryAgent.Profiling;
 using TelemetryAgent.Profiling.Formats;
@@ -40,13 +41,43 @@ public sealed class FoldedStacksFile : IOutputFile
 
     public FoldedWeight Weight { get; }
 
-    public void Write(Stream output, OutputRun run) => TextOutput.Write(output, text => Write(text, run.Processes, Weight));
+    // Both files print the same stacks: they are folded once per run, also when both are written at once.
+    private static readonly ConditionalWeakTable<OutputRun, Lazy<IReadOnlyList<FoldedStack>>> FoldedByRun = new();
+
+    public void Write(Stream output, OutputRun run)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        var stacks = FoldedByRun.GetValue(run, static run => new Lazy<IReadOnlyList<FoldedStack>>(() => Fold(run.Processes))).Value;
+        TextOutput.Write(output, text => Write(text, stacks, Weight));
+    }
 
     public static void Write(TextWriter output, IReadOnlyList<ProcessProfile> profiles, FoldedWeight weight)
+        => Write(output, Fold(profiles), weight);
+
+    /// <summary>Writes the lines of <paramref name="stacks"/> (from <see cref="Fold"/>) whose weight is above 0.</summary>
+    public static void Write(TextWriter output, IReadOnlyList<FoldedStack> stacks, FoldedWeight weight)
     {
         ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(stacks);
+        foreach (var stack in stacks)
+        {
+            var value = weight == FoldedWeight.Calls ? stack.Calls : stack.SelfNs;
+            if (value <= 0) continue;
+            output.Write(stack.Stack);
+            output.Write(' ');
+            output.Write(value.ToString(CultureInfo.InvariantCulture));
+            output.Write('\n');
+        }
+    }
+
+    /// <summary>
+    /// Every distinct folded stack of <paramref name="profiles"/> with both weights (each the sum of the nodes' values
+    /// above 0), sorted ordinally: what both files print, computed once per run.
+    /// </summary>
+    public static IReadOnlyList<FoldedStack> Fold(IReadOnlyList<ProcessProfile> profiles)
+    {
         ArgumentNullException.ThrowIfNull(profiles);
-        var weights = new Dictionary<string, long>(StringComparer.Ordinal);
+        var weights = new Dictionary<string, (long SelfNs, long Calls)>(StringComparer.Ordinal);
         var path = new StringBuilder();
         var prefixLengths = new List<int>();
 
@@ -68,23 +99,23 @@ public sealed class FoldedStacksFile : IOutputFile
                     if (prefixLengths.Count > depth) prefixLengths[depth] = path.Length;
                     else prefixLengths.Add(path.Length);
 
-                    var value = weight == FoldedWeight.Calls ? node.Calls : node.SelfNs;
-                    if (value <= 0) return;
+                    var self = Math.Max(node.SelfNs, 0);
+                    var calls = Math.Max(node.Calls, 0);
+                    if (self == 0 && calls == 0) return;
                     var stack = path.ToString();
                     weights.TryGetValue(stack, out var sum);
-                    weights[stack] = sum + value;
+                    weights[stack] = (sum.SelfNs + self, sum.Calls + calls);
                 });
             }
         }
 
-        var stacks = weights.Keys.ToArray();
-        Array.Sort(stacks, StringComparer.Ordinal);
-        foreach (var stack in stacks)
-        {
-            output.Write(stack);
-            output.Write(' ');
-            output.Write(weights[stack].ToString(CultureInfo.InvariantCulture));
-            output.Write('\n');
-        }
+        var stacks = new FoldedStack[weights.Count];
+        var i = 0;
+        foreach (var (stack, (self, calls)) in weights) stacks[i++] = new FoldedStack(stack, self, calls);
+        Array.Sort(stacks, static (a, b) => string.CompareOrdinal(a.Stack, b.Stack));
+        return stacks;
     }
 }
+
+/// <summary>One line of the folded files before its weight is chosen: the stack and both of its weights.</summary>
+public sealed record FoldedStack(string Stack, long SelfNs, long Calls);
