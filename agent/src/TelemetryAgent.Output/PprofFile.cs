@@ -59,6 +59,8 @@ public sealed class PprofFile : IOutputFile
         {
             var processLabel = new Label { Key = processKey, Str = strings[ProfileLabels.Process(process)] };
             var pidLabel = new Label { Key = pidKey, Num = process.Identity.Pid };
+            // Labels are values: one per thread, shared by its samples, rather than one per sample.
+            var threadLabels = new Dictionary<ThreadProfile, Label>(ReferenceEqualityComparer.Instance);
             foreach (var sample in StackDeltas.Totals(process))
             {
                 locations.Clear();
@@ -80,12 +82,18 @@ public sealed class PprofFile : IOutputFile
                     }
                     locations.Add(id);
                 }
+                // After the frames' strings, so that the string table keeps its order.
+                if (!threadLabels.TryGetValue(sample.Thread, out var threadLabel))
+                {
+                    threadLabel = new Label { Key = threadKey, Str = strings[ProfileLabels.Thread(sample.Thread)] };
+                    threadLabels.Add(sample.Thread, threadLabel);
+                }
                 var encoded = new Sample();
                 encoded.LocationId.Add(locations);
                 encoded.Value.Add(sample.SelfNs);
                 encoded.Value.Add(sample.Calls);
                 encoded.Label.Add(processLabel);
-                encoded.Label.Add(new Label { Key = threadKey, Str = strings[ProfileLabels.Thread(sample.Thread)] });
+                encoded.Label.Add(threadLabel);
                 encoded.Label.Add(pidLabel);
                 profile.Sample.Add(encoded);
             }
