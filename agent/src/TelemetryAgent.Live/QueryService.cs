@@ -41,13 +41,27 @@ public sealed class QueryService(LiveQueries queries, Func<StatusResponse> statu
             coverage.StartUnixNs = LiveQueries.UnixNs(snapshot.ConnectedAt);
             coverage.EndUnixNs = snapshot.LastEventUnixNs;
             coverage.FolderName = ProcessFolders.FolderName(snapshot.Identity, queries.Time.GetLocalNow(), "snapshot");
-            var first = true;
-            foreach (var file in FolderExporter.StandardFiles())
+            // The files are independent: written at once on the thread pool, each sent as soon as it is done.
+            var written = FolderExporter.StandardFiles().Select(file => Task.Run(() =>
             {
-                using var content = new MemoryStream();
+                var content = new MemoryStream();
                 file.Write(content, run);
-                await WriteFileAsync(responseStream, file.Name, content, first ? coverage : null, context.CancellationToken).ConfigureAwait(false);
-                first = false;
+                return (file.Name, Content: content);
+            }, context.CancellationToken)).ToArray();
+            try
+            {
+                var first = true;
+                await foreach (var done in Task.WhenEach(written).ConfigureAwait(false))
+                {
+                    var (name, content) = await done.ConfigureAwait(false);
+                    await WriteFileAsync(responseStream, name, content, first ? coverage : null, context.CancellationToken).ConfigureAwait(false);
+                    first = false;
+                }
+            }
+            finally
+            {
+                // A failed file or a caller gone ends the answer; the other writers are still waited for.
+                await ((Task)Task.WhenAll(written)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
         });
 
@@ -78,7 +92,8 @@ public sealed class QueryService(LiveQueries queries, Func<StatusResponse> statu
             var chunk = new FileChunk
             {
                 FileName = offset == 0 ? name : "",
-                Data = ByteString.CopyFrom(bytes.Span.Slice(offset, length)),
+                // The buffer is this file's alone and never written again: the chunks share it rather than copy it.
+                Data = UnsafeByteOperations.UnsafeWrap(bytes.Slice(offset, length)),
                 LastOfFile = offset + length == bytes.Length,
                 Coverage = offset == 0 ? coverage : null,
             };
