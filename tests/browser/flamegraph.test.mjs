@@ -314,6 +314,7 @@ test("the top-functions table is sorted by self time and a row click searches fo
   try {
     const nodes = await decodeData(page);
     const rows = page.locator("#top-functions tbody tr");
+    await rows.first().waitFor(); // the table is filled right after the graph's first paint
     const count = await rows.count();
     assert.ok(count > 0);
     const selfTimes = [];
