@@ -33,6 +33,8 @@ public static class WebUi
         return copy.ToArray();
     });
 
+    private static readonly UTF8Encoding Utf8NoBom = new(encoderShouldEmitUTF8Identifier: false);
+
     private static readonly JsonFormatter Json = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
 
     public static void Map(WebApplication app, LiveQueries queries, Func<StatusResponse> status, string? token, IPEndPoint endpoint)
@@ -110,9 +112,7 @@ public static class WebUi
         app.MapGet("/flamegraph", async (HttpRequest request, CancellationToken cancellation) =>
         {
             var answer = await queries.ProfilesAsync(SelectorOf(request.Query, ""), RangeOf(request.Query, ""), cancellation).ConfigureAwait(false);
-            var text = new StringWriter();
-            FlameGraphHtmlFile.Write(text, MergedCallTree.Of(answer.Profiles), LiveQueries.Title(answer), queries.Time.GetUtcNow());
-            return Results.Content(text.ToString(), "text/html; charset=utf-8", Encoding.UTF8);
+            return Html(text => FlameGraphHtmlFile.Write(text, MergedCallTree.Of(answer.Profiles), LiveQueries.Title(answer), queries.Time.GetUtcNow()));
         });
         app.MapGet("/diff", async (HttpRequest request, CancellationToken cancellation) =>
         {
@@ -120,12 +120,18 @@ public static class WebUi
             var selectorB = request.Query.Keys.Any(key => key is "b.pid" or "b.service" or "b.connection") ? SelectorOf(request.Query, "b.") : selectorA;
             var baseline = await queries.ProfilesAsync(selectorA, RangeOf(request.Query, "a."), cancellation).ConfigureAwait(false);
             var comparison = await queries.ProfilesAsync(selectorB, RangeOf(request.Query, "b."), cancellation).ConfigureAwait(false);
-            var text = new StringWriter();
-            FlameGraphHtmlFile.WriteDifference(text, MergedCallTree.Of(baseline.Profiles, byService: true),
+            return Html(text => FlameGraphHtmlFile.WriteDifference(text, MergedCallTree.Of(baseline.Profiles, byService: true),
                 MergedCallTree.Of(comparison.Profiles, byService: true),
-                $"{LiveQueries.Title(comparison)} against {LiveQueries.Title(baseline)}", queries.Time.GetUtcNow());
-            return Results.Content(text.ToString(), "text/html; charset=utf-8", Encoding.UTF8);
+                $"{LiveQueries.Title(comparison)} against {LiveQueries.Title(baseline)}", queries.Time.GetUtcNow()));
         });
+    }
+
+    /// <summary>A page written as UTF-8 into one buffer and sent from it: no string of the whole page, no second encoding.</summary>
+    private static IResult Html(Action<TextWriter> write)
+    {
+        var page = new MemoryStream();
+        using (var text = new StreamWriter(page, Utf8NoBom, bufferSize: 1 << 16, leaveOpen: true)) write(text);
+        return Results.Bytes(page.GetBuffer().AsMemory(0, (int)page.Length), "text/html; charset=utf-8");
     }
 
     private static IResult JsonResult(IMessage message) => Results.Content(Json.Format(message), "application/json", Encoding.UTF8);
