@@ -21,64 +21,185 @@ public static class LiveBenchmarks
     private static readonly string Repo = FindRepo();
     private static readonly string AgentDll = Path.Combine(Repo, "agent", "src", "TelemetryAgent", "bin", "Release", "net10.0", "telemetry-agent.dll");
 
-    public static async Task<int> RunAsync(string name)
+    public static async Task<int> RunAsync(string name, string? argument = null)
     {
         switch (name)
         {
-            case "snapshot": return await SnapshotAsync();
+            case "snapshot": return await SnapshotAsync(argument);
+            case "snapshot-files": return SnapshotFiles();
             case "top": return await TopCostAsync(wide: false);
             case "top-wide": return await TopCostAsync(wide: true);
             case "top-refresh": return TopRefresh();
             case "timeline-memory": return TimelineMemory();
             case "range": return RangeFlameGraph();
             default:
-                Console.Error.WriteLine("live benchmarks: snapshot, top, top-wide, top-refresh, timeline-memory, range");
+                Console.Error.WriteLine("live benchmarks: snapshot, snapshot-files, top, top-wide, top-refresh, timeline-memory, range");
                 return 2;
         }
     }
 
-    /// <summary>A snapshot of a live process with 50,000 distinct stacks: the query API's answer, and the CLI end to end.</summary>
-    private static async Task<int> SnapshotAsync()
+    /// <summary>
+    /// A snapshot of a live process with 50,000 distinct stacks: the query API's answer, and the CLI end to end. With
+    /// <paramref name="baselineDll"/> (another build's telemetry-agent.dll), the same for that build, in alternate
+    /// rounds in the same run, so that both see the same load.
+    /// </summary>
+    private static async Task<int> SnapshotAsync(string? baselineDll)
     {
-        await using var agent = await Agent.StartAsync();
-        using var program = Agent.Python(agent.Socket, Path.Combine(Repo, "tests", "browser", "wide_program.py"), "250", "200");
-        await WaitForLineAsync(program, "ready");
-        var client = agent.Client();
-        var process = await UntilAsync(async () => (await client.ListProcessesAsync(new ListProcessesRequest())).Processes
-            .FirstOrDefault(p => p.Pid == program.Id && p.CallTreeNodes >= 50_000), "50,000 stacks at the agent");
-        Console.WriteLine($"process {process.Pid}: {process.CallTreeNodes:N0} call-tree nodes, {process.EventsReceived:N0} events");
+        string[] builds = baselineDll is null ? [AgentDll] : [AgentDll, Path.GetFullPath(baselineDll)];
+        var agents = new List<Agent>();
+        var programs = new List<Process>();
+        try
+        {
+            var clients = new List<Query.QueryClient>();
+            foreach (var dll in builds)
+            {
+                var agent = await Agent.StartAsync(dll);
+                agents.Add(agent);
+                var program = Agent.Python(agent.Socket, Path.Combine(Repo, "tests", "browser", "wide_program.py"), "250", "200");
+                programs.Add(program);
+                await WaitForLineAsync(program, "ready");
+                var client = agent.Client();
+                clients.Add(client);
+                var process = await UntilAsync(async () => (await client.ListProcessesAsync(new ListProcessesRequest())).Processes
+                    .FirstOrDefault(p => p.Pid == program.Id && p.CallTreeNodes >= 50_000), "50,000 stacks at the agent");
+                Console.WriteLine($"{dll}: process {process.Pid}: {process.CallTreeNodes:N0} call-tree nodes, {process.EventsReceived:N0} events");
+            }
 
-        // Wall time on a shared machine counts the other processes' turns too; the agent's CPU time for the answer
-        // does not, so both are printed. The first answer (the code's first run) is left out.
-        List<double> api = [], apiCpu = [];
+            // Wall time on a shared machine counts the other processes' turns too; the agent's CPU time for the answer
+            // does not, so both are printed. The first answer, which includes compiling the code, is printed on its own.
+            var first = new double[builds.Length];
+            var api = builds.Select(_ => new List<double>()).ToArray();
+            var apiCpu = builds.Select(_ => new List<double>()).ToArray();
+            long bytes = 0;
+            for (var i = 0; i < 8; i++)
+            {
+                for (var b = 0; b < builds.Length; b++)
+                {
+                    var cpu = CpuTime(agents[b].Process.Id);
+                    var watch = Stopwatch.StartNew();
+                    using var call = clients[b].Snapshot(new SnapshotRequest { Process = new ProcessSelector { Pid = programs[b].Id } });
+                    bytes = 0;
+                    await foreach (var chunk in call.ResponseStream.ReadAllAsync()) bytes += chunk.Data.Length;
+                    if (i == 0)
+                    {
+                        first[b] = watch.Elapsed.TotalMilliseconds;
+                        continue;
+                    }
+                    api[b].Add(watch.Elapsed.TotalMilliseconds);
+                    apiCpu[b].Add((CpuTime(agents[b].Process.Id) - cpu).TotalMilliseconds);
+                }
+            }
+            var cli = builds.Select(_ => new List<double>()).ToArray();
+            for (var i = 0; i < 3; i++)
+            {
+                for (var b = 0; b < builds.Length; b++)
+                {
+                    var folder = Path.Combine(agents[b].Folder, $"snapshot-{i}");
+                    var watch = Stopwatch.StartNew();
+                    var run = Process.Start(new ProcessStartInfo("dotnet")
+                    {
+                        ArgumentList = { builds[b], "snapshot", "--pid", programs[b].Id.ToString(CultureInfo.InvariantCulture), "--socket", agents[b].Socket, "-o", folder },
+                        RedirectStandardError = true,
+                    })!;
+                    await run.WaitForExitAsync();
+                    cli[b].Add(watch.Elapsed.TotalMilliseconds);
+                    if (run.ExitCode != 0) throw new InvalidOperationException(await run.StandardError.ReadToEndAsync());
+                }
+            }
+            for (var b = 0; b < builds.Length; b++)
+            {
+                Console.WriteLine(builds.Length == 1 ? "this build:" : b == 0 ? "this build (rounds alternate with the baseline):" : $"baseline {builds[b]}:");
+                Console.WriteLine($"  query API Snapshot (checkpoint + 7 files, {bytes / 1e6:F1} MB): the first {first[b]:F0} ms; the next: wall {Figures(api[b])}");
+                Console.WriteLine($"    the agent's CPU time for it: {Figures(apiCpu[b])}");
+                Console.WriteLine($"  telemetry-agent snapshot, end to end (the CLI's own start-up included): {Figures(cli[b])}");
+            }
+            return 0;
+        }
+        finally
+        {
+            foreach (var program in programs)
+            {
+                program.StandardInput.Close();
+                await program.WaitForExitAsync();
+                program.Dispose();
+            }
+            foreach (var agent in agents) await agent.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// Where a snapshot's time goes, in process: a tree shaped like wide_program.py 250 x 200 (50,000 stacks), the
+    /// checkpoint on the session's side, the run's summary, and each of the 7 files written into memory.
+    /// </summary>
+    private static int SnapshotFiles()
+    {
+        const int Callers = 250, Callees = 200, Runs = 8;
+        var script = new SessionScript().Thread(1, "MainThread", isMain: true);
+        script.Code(1, "<module>", "/srv/app/tests/browser/wide_program.py", 1);
+        for (uint i = 0; i < Callers; i++) script.Code(2 + i, $"caller_{i}", "<string>", 1 + 2 * i);
+        for (uint j = 0; j < Callees; j++) script.Code(2 + Callers + j, $"callee_{j}", "<string>", 1 + 2 * j);
+        long ts = 1;
+        script.Start(ts++, 1);
+        for (uint i = 0; i < Callers; i++)
+        {
+            for (uint j = 0; j < Callees; j++)
+                script.Start(ts += 3, 2 + i).Start(ts += 5, 2 + Callers + j).Return(ts += 7, 2 + Callers + j).Return(ts += 2, 2 + i);
+        }
+        var session = script.Session;
+        var files = FolderExporter.StandardFiles();
+        var columns = new List<double>[files.Count + 3];
+        for (var c = 0; c < columns.Length; c++) columns[c] = [];
         long bytes = 0;
-        for (var i = 0; i < 8; i++)
+        for (var run = 0; run < Runs + 1; run++)
         {
-            var cpu = CpuTime(agent.Process.Id);
             var watch = Stopwatch.StartNew();
-            using var call = client.Snapshot(new SnapshotRequest { Process = new ProcessSelector { Pid = program.Id } });
+            var answer = session.RequestSnapshotAsync();
+            session.TakeRequestedCheckpoint();
+            var snapshot = answer.Result;
+            var checkpoint = watch.Elapsed.TotalMilliseconds;
+            watch.Restart();
+            var outputRun = OutputRun.Create([snapshot], TimeProvider.System, snapshot.ConnectedAt, snapshot.CheckpointTakenAt);
+            var summary = watch.Elapsed.TotalMilliseconds;
+            var times = new double[files.Count];
             bytes = 0;
-            await foreach (var chunk in call.ResponseStream.ReadAllAsync()) bytes += chunk.Data.Length;
-            if (i == 0) continue;
-            api.Add(watch.Elapsed.TotalMilliseconds);
-            apiCpu.Add((CpuTime(agent.Process.Id) - cpu).TotalMilliseconds);
+            for (var f = 0; f < files.Count; f++)
+            {
+                using var content = new MemoryStream();
+                watch.Restart();
+                files[f].Write(content, outputRun);
+                times[f] = watch.Elapsed.TotalMilliseconds;
+                bytes += content.Length;
+            }
+            if (run == 0) continue; // the code's first run
+            columns[0].Add(checkpoint);
+            columns[1].Add(summary);
+            for (var f = 0; f < files.Count; f++) columns[2 + f].Add(times[f]);
+            columns[^1].Add(checkpoint + summary + times.Sum());
         }
-        Console.WriteLine($"query API Snapshot (checkpoint + 7 files, {bytes / 1e6:F1} MB), after a warm-up: wall {Figures(api)}");
-        Console.WriteLine($"  the agent's CPU time for it: {Figures(apiCpu)}");
-
-        var cli = new List<double>();
-        for (var i = 0; i < 3; i++)
+        Console.WriteLine($"{script.Profile.CallTreeNodes:N0} call-tree nodes, {bytes / 1e6:F1} MB of files; median (min-max) of {Runs} after a warm-up, one thread:");
+        Console.WriteLine($"  {"checkpoint",-26} {Figures(columns[0])}");
+        Console.WriteLine($"  {"summary (OutputRun)",-26} {Figures(columns[1])}");
+        for (var f = 0; f < files.Count; f++) Console.WriteLine($"  {files[f].Name,-26} {Figures(columns[2 + f])}");
+        Console.WriteLine($"  {"all",-26} {Figures(columns[^1])}");
+        List<double> serial = [], parallel = [];
+        for (var run = 0; run < 2 * Runs + 2; run++)
         {
-            var folder = Path.Combine(agent.Folder, $"snapshot-{i}");
+            var answer = session.RequestSnapshotAsync();
+            session.TakeRequestedCheckpoint();
+            var outputRun = OutputRun.Create([answer.Result], TimeProvider.System, answer.Result.ConnectedAt, answer.Result.CheckpointTakenAt);
             var watch = Stopwatch.StartNew();
-            var run = Process.Start(new ProcessStartInfo("dotnet") { ArgumentList = { AgentDll, "snapshot", "--pid", program.Id.ToString(CultureInfo.InvariantCulture), "--socket", agent.Socket, "-o", folder }, RedirectStandardError = true })!;
-            await run.WaitForExitAsync();
-            cli.Add(watch.Elapsed.TotalMilliseconds);
-            if (run.ExitCode != 0) throw new InvalidOperationException(await run.StandardError.ReadToEndAsync());
+            if (run % 2 == 0)
+            {
+                foreach (var file in files) file.Write(new MemoryStream(), outputRun);
+            }
+            else
+            {
+                // As the query API's Snapshot writes them.
+                Task.WaitAll([.. files.Select(file => Task.Run(() => file.Write(new MemoryStream(), outputRun)))]);
+            }
+            if (run >= 2) (run % 2 == 0 ? serial : parallel).Add(watch.Elapsed.TotalMilliseconds);
         }
-        Console.WriteLine($"telemetry-agent snapshot, end to end (the CLI's own start-up included): {Figures(cli)}");
-        program.StandardInput.Close();
-        await program.WaitForExitAsync();
+        Console.WriteLine($"  the 7 files one after the other {Figures(serial)}; at once on the thread pool {Figures(parallel)}");
         return 0;
     }
 
@@ -337,13 +458,14 @@ public static class LiveBenchmarks
         public string Folder { get; }
         public string Socket => Path.Combine(Folder, "agent.sock");
 
-        public static async Task<Agent> StartAsync()
+        public static async Task<Agent> StartAsync(string? dll = null)
         {
-            if (!File.Exists(AgentDll)) throw new InvalidOperationException($"no agent at {AgentDll}: dotnet build -c Release first");
+            dll ??= AgentDll;
+            if (!File.Exists(dll)) throw new InvalidOperationException($"no agent at {dll}: dotnet build -c Release first");
             var folder = Directory.CreateTempSubdirectory("telemetry-live-bench-").FullName;
             var process = Process.Start(new ProcessStartInfo("dotnet")
             {
-                ArgumentList = { AgentDll, "serve", "--socket", Path.Combine(folder, "agent.sock"), "-o", Path.Combine(folder, "out") },
+                ArgumentList = { dll, "serve", "--socket", Path.Combine(folder, "agent.sock"), "-o", Path.Combine(folder, "out") },
                 RedirectStandardError = true,
             })!;
             process.ErrorDataReceived += (_, _) => { };
