@@ -6,6 +6,7 @@ Public API::
     telemetry_shim.start()            # True when recording; never raises
     telemetry_shim.stop()             # flush, say goodbye, tear down; never raises
     telemetry_shim.is_active()
+    telemetry_shim.mark_ready()       # the program is ready: the start-up phase ends here
     telemetry_shim.default_socket_path()
 
 Stdlib only; Python 3.12+. On older interpreters start() warns once and returns False.
@@ -19,6 +20,7 @@ __all__ = [
     "start",
     "stop",
     "is_active",
+    "mark_ready",
     "default_socket_path",
 ]
 
@@ -66,6 +68,16 @@ def is_active():
     except BaseException:
         return False
     return _control.is_active()
+
+
+def mark_ready():
+    """The program is ready to serve: ends the start-up phase now (the first call wins, whatever
+    TELEMETRY_SHIM_READY_ON says). Returns True when this call ended it; never raises."""
+    try:
+        from . import _control
+    except BaseException:
+        return False
+    return _control.mark_ready()
 
 
 _fallback_warned = False

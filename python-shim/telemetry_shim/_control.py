@@ -14,6 +14,7 @@ _control_lock = threading.RLock()
 _shim = None  # the running _Shim, if any
 _hooks_registered = False
 _warned = False
+_startup_recorded = False  # a process has one start-up phase: a later start() records none
 
 
 def warn_once(message):
@@ -50,7 +51,7 @@ def _process_start_unix_ns():
 
 
 class _Shim:
-    def __init__(self, tool_id, settings, exceptions=True):
+    def __init__(self, tool_id, settings, exceptions=True, startup=None):
         from ._exceptions import stretch_intervals
         from ._monitor import Recorder
         from ._native_path import choose
@@ -73,16 +74,31 @@ class _Shim:
                                  exceptions=exceptions, burst=settings.mode == "burst",
                                  code_filter=CodeFilter(settings.include, settings.exclude), native=native,
                                  note_watch=settings.note_watch)
+        self.startup = startup
+        if startup is not None:
+            # With a ready-on function, burst and exceptions mode record nothing else until it is
+            # called (the start-up's own exceptions and windows would cost it the most). Without one,
+            # ready may never come before the end: they record from the start, as always.
+            self.recorder.held_for_startup = settings.mode != "full" and startup.target is not None
+            startup.bind(self.recorder.resume_after_startup, self._wake_sender)
         self.sender = self._new_sender()
         self.process_start_unix_ns = _process_start_unix_ns()
 
     def _new_sender(self):
         from ._sender import Sender
 
-        return Sender(self.recorder, self.settings.socket_path, self.hello_fields, warn_once,
-                      self.settings.flush_interval_s, self.settings)
+        sender = Sender(self.recorder, self.settings.socket_path, self.hello_fields, warn_once,
+                        self.settings.flush_interval_s, self.settings)
+        sender.startup = self.startup
+        return sender
 
-    def begin(self):
+    def _wake_sender(self):
+        self.sender._wake_up()
+
+    def begin(self, main_code=None):
+        startup = self.startup
+        if startup is not None and not startup.install(main_code):
+            self.recorder.held_for_startup = False
         self.sender.start_thread()
         self.recorder.install(self.tool_id)
 
@@ -122,11 +138,15 @@ class _Shim:
         warn_once("telemetry_shim: internal error, recording stopped (%s)" % (self.recorder.failures.failure,))
 
     def stop(self, reason, timeout):
+        if self.startup is not None:
+            self.startup.ready(5)  # READY_EXIT: the program ends (or stops the shim) before it was ready
         self.recorder.stop_events()
         self.sender.restart_after_fork()  # still away since a fork: it must say goodbye
         self.sender.request_stop(reason)
         self.sender.finished.wait(max(float(timeout), 0.0))
         self.recorder.uninstall()
+        if self.startup is not None:
+            self.startup.uninstall()
 
     # ---- fork ---------------------------------------------------------------------------------
 
@@ -150,6 +170,11 @@ class _Shim:
         old_sender.abandon_in_child()
         self.recorder.disarm_past_call()  # armed by an earlier fork of the parent: not for us
         self.recorder.threads.ignored_idents.discard(old_sender.thread_ident)
+        if self.startup is not None:
+            # The parent's start-up, not this process's: a forked child has none of its own.
+            self.startup.uninstall()
+            self.startup = None
+            self.recorder.resume_after_startup()
         if old_sender.finished.is_set() or self.recorder.tool_id is None:
             return False
         self.process_start_unix_ns = _process_start_unix_ns()
@@ -182,8 +207,10 @@ def _host_name():
         return ""
 
 
-def start(socket_path, service_name, calls=True, exceptions=True, mode=None, default_mode="full", autostart=False):
-    global _shim
+def start(socket_path, service_name, calls=True, exceptions=True, mode=None, default_mode="full", autostart=False,
+          ready_on=None, main_code=None):
+    global _shim, _startup_recorded
+    entered_cpu_ns = time.process_time_ns()
     try:
         with _control_lock:
             if _shim is not None:
@@ -201,7 +228,8 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
                 return False
             from ._settings import read_settings
 
-            settings = read_settings(mode if calls else "exceptions", default_mode, socket_path, service_name, autostart)
+            settings = read_settings(mode if calls else "exceptions", default_mode, socket_path, service_name, autostart,
+                                     ready_on=ready_on)
             if settings.problems:
                 warn_once("telemetry_shim: %s" % "; ".join(settings.problems))
             if not settings.calls and not exceptions:
@@ -214,22 +242,67 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
                 warn_once("telemetry_shim: no free sys.monitoring tool id (3 and 4 are in use; 0-2 and 5 belong to "
                           "debuggers, coverage, profilers and optimizers); running untraced")
                 return False
+            startup = None
             try:
-                shim = _Shim(tool_id, settings, exceptions)
+                if settings.startup and not _startup_recorded:
+                    _startup_recorded = True
+                    startup = _new_startup(settings, tool_id, entered_cpu_ns)
+                shim = _Shim(tool_id, settings, exceptions, startup)
                 _register_hooks()
-                shim.begin()
+                shim.begin(main_code or _outermost_code())
             except BaseException as exc:
                 try:
                     sys.monitoring.set_events(tool_id, 0)
                     sys.monitoring.free_tool_id(tool_id)
                 except BaseException:
                     pass
+                if startup is not None:
+                    startup.uninstall()
                 warn_once("telemetry_shim: could not start (%s: %s); running untraced" % (type(exc).__name__, exc))
                 return False
             _shim = shim
+            if startup is not None:
+                startup.shim_start_cpu_ns = time.process_time_ns() - entered_cpu_ns
             return True
     except BaseException:
         return False
+
+
+def _new_startup(settings, tool_id, entered_cpu_ns):
+    """The start-up phase's recorder, under a second tool id of its own (None when none is free:
+    then no import tree, but the phase's times and rules still hold through mark_ready and exit)."""
+    from ._monitor import claim_tool_id
+    from ._startup import READY_LAMBDA_HANDLER, READY_ON_FUNCTION, STARTUP_TOOL_NAME, StartupRecorder
+
+    startup_tool_id = claim_tool_id(tuple(candidate for candidate in settings.tool_ids if candidate != tool_id),
+                                    STARTUP_TOOL_NAME)
+    return StartupRecorder(startup_tool_id, settings.ready_on,
+                           READY_LAMBDA_HANDLER if settings.ready_on_lambda else READY_ON_FUNCTION,
+                           settings.first_invocations, interpreter_cpu_ns=entered_cpu_ns)
+
+
+def _outermost_code():
+    """The code of the outermost frame of this thread: the program's main module (autostart, or
+    start() called from it), whose end ends the start-up phase when no other rule applies."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None:
+        frame = frame.f_back
+    if frame.f_code.co_filename.startswith(PACKAGE_DIR):
+        return None
+    return frame.f_code
+
+
+def mark_ready():
+    """The program says it is ready: the start-up phase ends now (once)."""
+    try:
+        shim = _shim
+        if shim is not None and shim.startup is not None:
+            from ._startup import READY_MARKED
+
+            return shim.startup.ready(READY_MARKED)
+    except BaseException:
+        pass
+    return False
 
 
 def stop(timeout, reason=2):  # REASON_DETACH

@@ -55,14 +55,14 @@ TOOL_NAME = "telemetry_shim"
 _SEED_DEPTH_LIMIT = 10000
 
 
-def claim_tool_id(candidates):
+def claim_tool_id(candidates, name=TOOL_NAME):
     """The first free sys.monitoring tool id of `candidates` (Settings.tool_ids; checked with
-    get_tool first, never stolen), or None."""
+    get_tool first, never stolen), claimed under `name`, or None."""
     for tool_id in candidates:
         if _monitoring.get_tool(tool_id) is not None:
             continue
         try:
-            _monitoring.use_tool_id(tool_id, TOOL_NAME)
+            _monitoring.use_tool_id(tool_id, name)
         except ValueError:  # taken between the check and the claim
             continue
         return tool_id
@@ -87,8 +87,12 @@ class Recorder:
         self.window_open = False
         self.window_start_ns = 0
         self.windows_failed = False  # set_events was refused: no window opens again
+        # Burst and exceptions mode during the start-up phase (_startup): nothing recorded, no window
+        # opened, until resume_after_startup().
+        self.held_for_startup = False
         self._set_events = _monitoring.set_events  # replaced by tests to simulate a refusal
         self._registered_events = ()
+        self._installed_mask = 0
 
         self.codes = CodeTable(self.shim_prefix, code_filter)
         self.threads = ThreadTable()
@@ -452,7 +456,17 @@ class Recorder:
         mask = self._steady_mask()
         if self.calls and not self.burst:
             mask |= EVENT_MASK
-        _monitoring.set_events(tool_id, mask)
+        self._installed_mask = mask
+        _monitoring.set_events(tool_id, 0 if self.held_for_startup else mask)
+
+    def resume_after_startup(self):
+        """The start-up phase is over: the events the mode records go on (burst windows may open)."""
+        if not self.held_for_startup:
+            return
+        self.held_for_startup = False
+        tool_id = self.tool_id
+        if tool_id is not None and self.failures.failure is None:
+            _monitoring.set_events(tool_id, self._installed_mask)
 
     def _make_call_callback(self):
         """The one CALL callback. The notes watch (PEP 678: a note added to an exception that is then

@@ -22,7 +22,7 @@ PYTHON_SHIM_DIR = os.path.dirname(PACKAGE_DIR)
 AUTOSTART_DIR = os.path.join(PACKAGE_DIR, "autostart")
 
 # Runner options that take a value; needed to find where the program's own arguments begin.
-_OPTIONS_WITH_VALUE = ("--socket", "--service-name", "--mode")
+_OPTIONS_WITH_VALUE = ("--socket", "--service-name", "--mode", "--ready-on")
 # A service started this way runs in production: burst mode unless told otherwise.
 DEFAULT_MODE = "burst"
 
@@ -98,6 +98,13 @@ def build_parser():
         % DEFAULT_MODE,
     )
     parser.add_argument(
+        "--ready-on",
+        metavar="MODULE:FUNCTION",
+        help="the function whose first call ends the start-up phase (its first calls are timed as the "
+        "first invocations); default: $TELEMETRY_SHIM_READY_ON, on AWS Lambda $_HANDLER, else the "
+        "end of the main module",
+    )
+    parser.add_argument(
         "-m",
         dest="module",
         metavar="module",
@@ -112,7 +119,7 @@ def build_parser():
 def _plain_options(runner_args):
     """The runner's options when they are all plain `--name value` or `--name=value` pairs with valid values;
     None for anything else (help, version, a mistake), which argparse then handles."""
-    values = {"socket": None, "service_name": None, "mode": None, "module": None}
+    values = {"socket": None, "service_name": None, "mode": None, "ready_on": None, "module": None}
     index = 0
     while index < len(runner_args):
         arg = runner_args[index]
@@ -192,7 +199,8 @@ def main(argv=None):
     program.install(target.args)
     from telemetry_shim import _control
 
-    _control.start(socket_path, options.service_name, mode=options.mode, default_mode=DEFAULT_MODE)
+    _control.start(socket_path, options.service_name, mode=options.mode, default_mode=DEFAULT_MODE,
+                   ready_on=options.ready_on, main_code=program.code)
     program.run()
     return 0
 

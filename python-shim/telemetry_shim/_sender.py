@@ -106,6 +106,8 @@ class Sender:
         self.cpu_ns = 0
         self._cpu_mark = 0
         self.windows = BurstWindows(recorder, settings, self.started_ns) if recorder.burst else None
+        self.startup = None  # the start-up phase (_startup.StartupRecorder), when it is recorded
+        self._startup_unsent = {}  # Stats fields of the start-up phase not yet sent on this connection
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -266,6 +268,8 @@ class Sender:
         return len(self.recorder.buffer) * BUSY_FRACTION >= self.recorder.capacity_words
 
     def _service_windows(self, windows):
+        if self.recorder.held_for_startup:
+            return
         self._count_cpu()
         windows.service(perf_counter_ns(), self._events_recorded(), self.overhead_ns(), self.event_cost_ns)
 
@@ -332,7 +336,8 @@ class Sender:
             for frame in _wire.encode_exceptions_frames(exception_records, tallies):
                 outbox.add_frame(frame)
         now = monotonic()
-        if not final and now >= self._next_stats_at:
+        startup_fields = self._take_startup_reports(final)
+        if not final and (now >= self._next_stats_at or startup_fields):
             self._next_stats_at = now + self._stats_interval_s
             stats_frame = True
         else:
@@ -345,8 +350,26 @@ class Sender:
                 self.events_dropped_here += records - delivered
                 return False
         if stats_frame:
-            self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", self.stats()))])
+            stats = dict(self.stats(), **startup_fields)
+            if self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", stats))]):
+                self._startup_unsent = {}
         return taken * BUSY_FRACTION >= recorder.capacity_words
+
+    def _take_startup_reports(self, final):
+        """The start-up phase's Stats fields not yet sent (the Startup message once ready, each first
+        invocation once it ended); the start-up tool id is given back once it is no longer needed."""
+        startup = self.startup
+        unsent = self._startup_unsent
+        if startup is None:
+            return unsent
+        report, invocations = startup.take_reports(final, self.recorder.threads.ignored_idents)
+        if report is not None:
+            unsent["startup"] = report
+        if invocations:
+            unsent.setdefault("first_invocations", []).extend(invocations)
+        if startup.finished or final:
+            startup.uninstall()
+        return unsent
 
     def stats(self):
         dropped_in_callbacks = self.recorder.dropped_in_callbacks()
@@ -373,7 +396,8 @@ class Sender:
         self._tick(final=True)  # records a callback still running at stop_events() appended
         reason = self._stop_reason
         if self._sock is not None:
-            goodbye = {"reason": reason, "final_stats": self.stats(), "end_monotonic_ns": perf_counter_ns(),
+            goodbye = {"reason": reason, "final_stats": dict(self.stats(), **self._startup_unsent),
+                       "end_monotonic_ns": perf_counter_ns(),
                        "detail": self._stop_detail}
             self._send([_wire.encode_frame(_wire.FRAME_GOODBYE, _wire.encode_message("Goodbye", goodbye))])
         self._close()

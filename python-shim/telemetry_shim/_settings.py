@@ -31,6 +31,13 @@ PERIOD_ENV = "TELEMETRY_SHIM_PERIOD_MS"
 BUDGET_ENV = "TELEMETRY_SHIM_BUDGET"
 INCLUDE_ENV = "TELEMETRY_SHIM_INCLUDE"
 EXCLUDE_ENV = "TELEMETRY_SHIM_EXCLUDE"
+# The start-up phase (_startup): what ends it, how many first invocations are timed, or off.
+READY_ON_ENV = "TELEMETRY_SHIM_READY_ON"
+FIRST_INVOCATIONS_ENV = "TELEMETRY_SHIM_FIRST_INVOCATIONS"
+STARTUP_ENV = "TELEMETRY_SHIM_STARTUP"
+# AWS Lambda's runtime environment: the handler (module.function) and the function's name.
+LAMBDA_HANDLER_ENV = "_HANDLER"
+LAMBDA_FUNCTION_NAME_ENV = "AWS_LAMBDA_FUNCTION_NAME"
 # How: the tool id, the buffer, the sender's ticks, the exit flush.
 TOOL_ID_ENV = "TELEMETRY_SHIM_TOOL_ID"
 BUFFER_EVENTS_ENV = "TELEMETRY_SHIM_BUFFER_EVENTS"
@@ -63,6 +70,7 @@ MIN_BUFFER_EVENTS = 1024
 DEFAULT_FLUSH_INTERVAL_MS = 50.0
 MIN_FLUSH_INTERVAL_MS = 1.0
 DEFAULT_EXIT_TIMEOUT_S = 2.0
+DEFAULT_FIRST_INVOCATIONS = 3
 
 _INFINITY = float("inf")
 
@@ -70,7 +78,8 @@ _INFINITY = float("inf")
 class Settings:
     __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "slowdown", "socket_path",
                  "service_name", "resource_attributes", "tool_ids", "buffer_events", "flush_interval_s",
-                 "exit_timeout_s", "native", "note_watch", "problems")
+                 "exit_timeout_s", "native", "note_watch", "startup", "ready_on", "ready_on_lambda",
+                 "first_invocations", "problems")
 
     def __init__(self, **fields):
         for name, value in fields.items():
@@ -90,7 +99,7 @@ class Settings:
 
 
 def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, service_name=None, autostart=False,
-                  environ=None):
+                  environ=None, ready_on=None):
     """Settings from the arguments of the entry point (when given), the environment, and the
     defaults. `autostart`: the entry point is autostart/sitecustomize.py, which also takes the
     service name that a runner handed its children."""
@@ -115,6 +124,7 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
                        "a factor between 1 and 1000")
     if not service_name and autostart:
         service_name = env.get(SERVICE_NAME_ENV, "")
+    ready_on, ready_on_lambda = _ready_on(ready_on, env, problems)
     return Settings(
         mode=chosen,
         # The stretch is in these two already.
@@ -136,8 +146,43 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
         exit_timeout_s=_number_at_least(env, EXIT_TIMEOUT_ENV, DEFAULT_EXIT_TIMEOUT_S, 0.0, "s", problems),
         native=native,
         note_watch=_switch(env, NOTE_WATCH_ENV, True, problems),
+        startup=_switch(env, STARTUP_ENV, True, problems),
+        ready_on=ready_on,
+        ready_on_lambda=ready_on_lambda,
+        first_invocations=int(_number(env, FIRST_INVOCATIONS_ENV, DEFAULT_FIRST_INVOCATIONS, problems,
+                                      lambda value: 0 <= value <= 1000 and value == int(value),
+                                      "a whole number from 0 to 1000")),
         problems=problems,
     )
+
+
+def _ready_on(given, env, problems):
+    """(module, attribute path) of the function whose first call ends the start-up phase, or None;
+    and whether it came from AWS Lambda's _HANDLER. `given` (--ready-on) wins over the environment."""
+    from ._startup import parse_target
+
+    text = given or env.get(READY_ON_ENV, "")
+    if text.strip():
+        target = parse_target(text)
+        if target is None:
+            problems.append("%s=%r is not module:function; the start-up ends at the main module's end" % (
+                READY_ON_ENV, text))
+        return target, False
+    if env.get(LAMBDA_FUNCTION_NAME_ENV) and env.get(LAMBDA_HANDLER_ENV, "").strip():
+        return parse_target(env[LAMBDA_HANDLER_ENV]), True
+    return None, False
+
+
+def _switch(env, name, default, problems):
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    problems.append("%s=%r is not on or off; using %s" % (name, raw, "on" if default else "off"))
+    return default
 
 
 def default_socket_path(environ=None):

@@ -108,7 +108,21 @@ SCHEMAS = {
         "events_recorded": (1, "uint"), "events_dropped": (2, "uint"), "events_sent": (3, "uint"),
         "frames_sent": (4, "uint"), "connects": (5, "uint"), "callback_errors": (6, "uint"),
         "overhead_ns": (7, "uint"), "elapsed_ns": (8, "uint"), "event_toggles": (9, "uint"),
-        "toggles_refused": (10, "uint"),
+        "toggles_refused": (10, "uint"), "startup": (11, "Startup"), "first_invocations": (12, ["FirstInvocation"]),
+    },
+    "Startup": {
+        "ready_rule": (1, "uint"), "ready_target": (2, "string"), "process_start_ns": (3, "int64"),
+        "process_start_resolution_ns": (4, "int64"), "shim_start_ns": (5, "int64"), "ready_ns": (6, "int64"),
+        "interpreter_cpu_ns": (7, "int64"), "shim_start_cpu_ns": (8, "int64"), "imports": (9, ["Import"]),
+        "imports_dropped": (10, "uint"), "first_invocations_planned": (11, "uint"),
+    },
+    "Import": {
+        "module": (1, "string"), "parent": (2, "uint"), "start_ns": (3, "int64"), "end_ns": (4, "int64"),
+        "find_ns": (5, "int64"), "load_ns": (6, "int64"), "exec_ns": (7, "int64"), "failed": (8, "bool"),
+    },
+    "FirstInvocation": {
+        "number": (1, "uint"), "start_ns": (2, "int64"), "end_ns": (3, "int64"), "raised": (4, "bool"),
+        "imports": (5, ["Import"]),
     },
     "Goodbye": {
         "reason": (1, "uint"), "final_stats": (2, "Stats"), "end_monotonic_ns": (3, "int64"),

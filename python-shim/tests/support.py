@@ -56,6 +56,20 @@ SCHEMAS = {
         1: ("events_recorded", "u"), 2: ("events_dropped", "u"), 3: ("events_sent", "u"),
         4: ("frames_sent", "u"), 5: ("connects", "u"), 6: ("callback_errors", "u"),
         7: ("overhead_ns", "u"), 8: ("elapsed_ns", "u"), 9: ("event_toggles", "u"), 10: ("toggles_refused", "u"),
+        11: ("startup", "m:Startup"), 12: ("first_invocations", "m:FirstInvocation*"),
+    },
+    "Startup": {
+        1: ("ready_rule", "e:ReadyRule"), 2: ("ready_target", "s"), 3: ("process_start_ns", "i"),
+        4: ("process_start_resolution_ns", "i"), 5: ("shim_start_ns", "i"), 6: ("ready_ns", "i"),
+        7: ("interpreter_cpu_ns", "i"), 8: ("shim_start_cpu_ns", "i"), 9: ("imports", "m:Import*"),
+        10: ("imports_dropped", "u"), 11: ("first_invocations_planned", "u"),
+    },
+    "Import": {
+        1: ("module", "s"), 2: ("parent", "u"), 3: ("start_ns", "i"), 4: ("end_ns", "i"), 5: ("find_ns", "i"),
+        6: ("load_ns", "i"), 7: ("exec_ns", "i"), 8: ("failed", "b"),
+    },
+    "FirstInvocation": {
+        1: ("number", "u"), 2: ("start_ns", "i"), 3: ("end_ns", "i"), 4: ("raised", "b"), 5: ("imports", "m:Import*"),
     },
     "Goodbye": {
         1: ("reason", "e:Reason"), 2: ("final_stats", "m:Stats"), 3: ("end_monotonic_ns", "i"),
@@ -83,6 +97,8 @@ ENUMS = {
     "ExceptionFate": {0: "FATE_UNSPECIFIED", 1: "FATE_HANDLED", 2: "FATE_ESCAPED_THREAD", 3: "FATE_ESCAPED_PROGRAM",
                       4: "FATE_UNRAISABLE", 5: "FATE_ASYNCIO_UNHANDLED", 6: "FATE_IN_FLIGHT"},
     "MessageStatus": {0: "MESSAGE_OK", 1: "MESSAGE_TRUNCATED", 2: "MESSAGE_UNAVAILABLE"},
+    "ReadyRule": {0: "READY_UNSPECIFIED", 1: "READY_ON_FUNCTION", 2: "READY_LAMBDA_HANDLER", 3: "READY_MARKED",
+                  4: "READY_MAIN_MODULE_END", 5: "READY_EXIT"},
 }
 FRAME_MESSAGES = {1: "Hello", 2: "Definitions", 4: "Stats", 5: "Goodbye", 6: "Exceptions"}
 FRAME_NAMES = {1: "HELLO", 2: "DEFINITIONS", 3: "EVENTS", 4: "STATS", 5: "GOODBYE", 6: "EXCEPTIONS"}
@@ -183,6 +199,8 @@ class DecodedConnection:
         self.goodbye = None
         self.exception_records = []  # ExceptionRecord dicts in arrival order
         self.tallies = []  # ExceptionTally dicts in arrival order
+        self.startup = None  # the Startup message, once sent
+        self.first_invocations = []  # FirstInvocation messages in arrival order
         self.error = None
         self.ended = False
         self.frame_types = []
@@ -284,8 +302,11 @@ class DecodedConnection:
                 self.thread_history.append(thread)
         elif frame_type == 4:
             self.stats = message
+            self._keep_startup(message)
         elif frame_type == 5:
             self.goodbye = message
+            if message["final_stats"] is not None:
+                self._keep_startup(message["final_stats"])
         elif frame_type == 6:
             for record in message["records"]:
                 if record["thread_id"] not in self.threads:
@@ -307,6 +328,12 @@ class DecodedConnection:
                 self._events.extend((ts, word >> 40, (word >> 8) & 0xFFFFFFFF, KIND_NAMES[word & 0xFF])
                                     for ts, word in zip(words[0::2], words[1::2]))
             return self._events
+
+    def _keep_startup(self, stats):
+        # Sent once each, as an agent keeps them: a later STATS without them removes nothing.
+        if stats["startup"] is not None:
+            self.startup = stats["startup"]
+        self.first_invocations.extend(stats["first_invocations"])
 
     def _check_location(self, location):
         if location["code_id"] not in self.codes:

@@ -76,12 +76,28 @@ class MessageTests(unittest.TestCase):
         goodbye = {"reason": _wire.REASON_ERROR, "detail": "boom",
                    "final_stats": {"events_recorded": 5, "events_dropped": 1, "events_sent": 4, "frames_sent": 3,
                                    "connects": 1, "callback_errors": 1, "overhead_ns": 9_000_000,
-                                   "elapsed_ns": 900_000_000, "event_toggles": 1800, "toggles_refused": 1},
+                                   "elapsed_ns": 900_000_000, "event_toggles": 1800, "toggles_refused": 1,
+                                   "startup": None, "first_invocations": []},
                    "end_monotonic_ns": 77}
         decoded = self.round_trip("Goodbye", goodbye)
         self.assertEqual("REASON_ERROR", decoded["reason"])
         self.assertEqual(goodbye["final_stats"], decoded["final_stats"])
         self.assertEqual((77, "boom"), (decoded["end_monotonic_ns"], decoded["detail"]))
+
+    def test_stats_with_startup_and_first_invocations(self):
+        entry = {"module": "json", "parent": 0, "start_ns": 10, "end_ns": 90, "find_ns": 5, "load_ns": 7,
+                 "exec_ns": 60, "failed": False}
+        child = dict(entry, module="json.decoder", parent=1, start_ns=20, end_ns=30, failed=True)
+        stats = {"events_recorded": 1, "startup": {
+            "ready_rule": "READY_ON_FUNCTION", "ready_target": "app:handler", "process_start_ns": 1,
+            "process_start_resolution_ns": 10_000_000, "shim_start_ns": 5, "ready_ns": 100,
+            "interpreter_cpu_ns": 4, "shim_start_cpu_ns": 3, "imports": [entry, child], "imports_dropped": 2,
+            "first_invocations_planned": 3}, "first_invocations": [
+            {"number": 1, "start_ns": 100, "end_ns": 200, "raised": True, "imports": [entry]}]}
+        encoded = dict(stats, startup=dict(stats["startup"], ready_rule=1))
+        decoded = self.round_trip("Stats", encoded)
+        self.assertEqual(stats["startup"], decoded["startup"])
+        self.assertEqual(stats["first_invocations"], decoded["first_invocations"])
 
     def test_unknown_field_name_is_an_error(self):
         with self.assertRaises(KeyError):

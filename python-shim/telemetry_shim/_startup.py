@@ -1,0 +1,573 @@
+"""The start-up phase: from the process's start until the program is ready, with the import tree,
+then the first invocations of the ready-on function.
+
+Recording: a second sys.monitoring tool id, whose events are switched on for a handful of
+importlib's own code objects only (`set_local_events`): `_find_and_load` (one import, the span
+`python -X importtime` measures in import.c), `_find_spec` (find), `_load_unlocked` (load and
+execute), `module_from_spec` and the standard loaders' `get_code` (the loading inside it). No other
+code gets an event from this tool, whatever the mode, so the cost is a few list appends per
+import. The ready-on function's code (once its module is imported) and the main module's code get
+events too: their first call, or the main module's end, is *ready*. The callbacks append
+`(timestamp, role | event, thread ident, value)` to a list; `ImportTimeline`, on the sender
+thread, turns them into the tree.
+
+Ready rules, first match: `--ready-on module:function` / TELEMETRY_SHIM_READY_ON; on AWS Lambda
+the function `_HANDLER` names; `telemetry_shim.mark_ready()` (any time, whatever the others say);
+otherwise the end of the main module's code, or the program's exit. With a ready-on function,
+burst and exceptions mode record nothing else until it is first called (importlib raises and
+catches exceptions by the hundred during imports); otherwise, and in full mode, the modes record
+from the start as they always do.
+"""
+
+import os
+import sys
+import time
+from _thread import get_ident
+from time import perf_counter_ns
+
+STARTUP_TOOL_NAME = "telemetry_shim.startup"
+
+_monitoring = sys.monitoring
+_events = _monitoring.events
+# PY_UNWIND is not a local event: it is on globally for this tool (an exception leaving a frame is
+# rare next to calls), and the callback ignores every code but the monitored ones.
+_LOCAL_EVENTS = _events.PY_START | _events.PY_RETURN
+
+# Roles of the monitored code objects (the low bits of an event's tag).
+ROLE_IMPORT = 1  # importlib._bootstrap._find_and_load
+ROLE_FIND = 2  # _find_spec
+ROLE_LOAD = 3  # _load_unlocked: module_from_spec, then the loader's exec_module
+ROLE_CREATE = 4  # module_from_spec (inside _load_unlocked: loading)
+ROLE_GET_CODE = 5  # a standard loader's get_code (inside exec_module: loading, not executing)
+ROLE_HANDLER = 6  # the ready-on function
+ROLE_MAIN = 7  # the main module's code: its end is ready when no other rule applies
+ROLE_READY = 8  # a marker: the phase ended here
+# Events, in the bits above the role.
+EVENT_START = 0
+EVENT_RETURN = 16
+EVENT_UNWIND = 32
+ROLE_MASK = 15
+
+# Startup.ReadyRule of shim.proto.
+READY_ON_FUNCTION = 1
+READY_LAMBDA_HANDLER = 2
+READY_MARKED = 3
+READY_MAIN_MODULE_END = 4
+READY_EXIT = 5
+READY_RULE_NAMES = {READY_ON_FUNCTION: "READY_ON_FUNCTION", READY_LAMBDA_HANDLER: "READY_LAMBDA_HANDLER",
+                    READY_MARKED: "READY_MARKED", READY_MAIN_MODULE_END: "READY_MAIN_MODULE_END",
+                    READY_EXIT: "READY_EXIT"}
+
+# Bounds: a program that imports without end keeps a bounded tree (the rest is counted).
+MAX_IMPORTS = 8_000  # a Startup message stays well under the 1 MiB frame
+MAX_EVENTS = 16 * MAX_IMPORTS
+
+
+def process_start_monotonic_ns():
+    """(when this process started on the shim's clock, the resolution of that figure) from
+    /proc/self/stat's start time (clock ticks since boot) and CLOCK_BOOTTIME read next to
+    perf_counter_ns; (0, 0) when unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+        boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        monotonic_now = perf_counter_ns()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0, 0
+    started = monotonic_now - (boot_now - start_ticks * 1_000_000_000 // ticks_per_s)
+    return started, 1_000_000_000 // ticks_per_s
+
+
+def parse_target(text):
+    """'module:function' or 'module:Class.method' -> (module, attribute path); Lambda's
+    'dir/module.function' too. None when it names nothing."""
+    text = text.strip()
+    if not text:
+        return None
+    if ":" in text:
+        module, _, attribute = text.partition(":")
+    else:
+        module, _, attribute = text.rpartition(".")
+    module = module.strip().replace("/", ".").strip(".")
+    attribute = attribute.strip()
+    if not module or not attribute:
+        return None
+    return module, attribute
+
+
+def _importlib_roles():
+    """{id(code): role} for importlib's own functions (frozen in 3.12 and 3.13)."""
+    bootstrap = sys.modules.get("_frozen_importlib")
+    external = sys.modules.get("_frozen_importlib_external")
+    roles = {}
+    if bootstrap is None:
+        return roles
+    for name, role in (("_find_and_load", ROLE_IMPORT), ("_find_spec", ROLE_FIND), ("_load_unlocked", ROLE_LOAD),
+                       ("module_from_spec", ROLE_CREATE)):
+        function = getattr(bootstrap, name, None)
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            roles[id(code)] = (role, code)
+    if external is not None:
+        for owner in ("SourceLoader", "SourcelessFileLoader"):
+            function = getattr(getattr(external, owner, None), "get_code", None)
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                roles[id(code)] = (ROLE_GET_CODE, code)
+    zipimport = sys.modules.get("zipimport")
+    function = getattr(getattr(zipimport, "zipimporter", None), "get_code", None)
+    if getattr(function, "__code__", None) is not None:
+        roles[id(function.__code__)] = (ROLE_GET_CODE, function.__code__)
+    return roles
+
+
+def _resolve(module, attribute_path):
+    """The code object of `module.attribute_path` (a function or a method), or None."""
+    target = module
+    for part in attribute_path.split("."):
+        try:
+            target = object.__getattribute__(target, part) if isinstance(target, type(sys)) else getattr(target, part)
+        except Exception:
+            return None
+    target = getattr(target, "__func__", target)  # a bound or class method
+    code = getattr(target, "__code__", None)
+    return code if isinstance(code, type(_resolve.__code__)) else None
+
+
+def _nested_code(code, qualified_name, depth=0):
+    """The code object named `qualified_name` among the constants of `code`, searched depth first."""
+    for constant in code.co_consts:
+        if isinstance(constant, type(code)):
+            if constant.co_qualname == qualified_name:
+                return constant
+            if depth < 8:
+                found = _nested_code(constant, qualified_name, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _module_stem(filename):
+    return os.path.splitext(os.path.basename(filename or ""))[0]
+
+
+class StartupRecorder:
+    """The start-up phase of one process: its own tool id, the callbacks, the raw events; ready."""
+
+    def __init__(self, tool_id, target, rule, invocations, started_ns=None, interpreter_cpu_ns=0):
+        self.tool_id = tool_id
+        self.target = target  # (module, attribute path) or None
+        self.target_rule = rule  # READY_ON_FUNCTION or READY_LAMBDA_HANDLER when target is set
+        self.target_text = "%s:%s" % target if target else ""
+        self.invocations_planned = max(int(invocations), 0)
+        self._on_ready = _nothing  # called once, on the thread that became ready (bind)
+        self._on_report = _nothing  # wakes the sender: something to send
+        self.shim_start_ns = perf_counter_ns() if started_ns is None else started_ns
+        self.process_start_ns, self.process_start_resolution_ns = process_start_monotonic_ns()
+        self.interpreter_cpu_ns = interpreter_cpu_ns
+        self.shim_start_cpu_ns = 0
+        self.ready_ns = 0
+        self.ready_rule = 0
+        self.events = []
+        self.events_dropped = 0
+        self.invocations_started = 0
+        self.invocations_ended = 0
+        self.finished = False  # the tool is no longer needed: ready, and the invocations are over
+        self._handler_depth = {}  # ident -> nesting depth of the ready-on function
+        self._handler_code = None
+        self._main_code = None
+        self._roles = {}
+        self._installed = False
+        self.timeline = ImportTimeline()
+
+    def bind(self, on_ready, on_report):
+        self._on_ready = on_ready
+        self._on_report = on_report
+
+    # ---- installation ---------------------------------------------------------------------------
+
+    def install(self, main_code=None):
+        """Callbacks registered, importlib's code armed, the ready-on function armed if its module
+        is already imported, the main module's code armed. False when nothing could be armed."""
+        tool_id = self.tool_id
+        self._roles = _importlib_roles()
+        if tool_id is None:
+            return False
+        _monitoring.register_callback(tool_id, _events.PY_START, self._make_callback(EVENT_START))
+        _monitoring.register_callback(tool_id, _events.PY_RETURN, self._make_callback(EVENT_RETURN))
+        _monitoring.register_callback(tool_id, _events.PY_UNWIND, self._make_callback(EVENT_UNWIND))
+        self._installed = True
+        for _role, code in self._roles.values():
+            _monitoring.set_local_events(tool_id, code, _LOCAL_EVENTS)
+        if self.target is not None:
+            module_name, qualified_name = self.target
+            if main_code is not None and module_name in ("__main__", _module_stem(main_code.co_filename)):
+                # The program's own module: its functions do not exist yet, their code does.
+                self._arm_code(_nested_code(main_code, qualified_name))
+            module = sys.modules.get(module_name)
+            if module is not None and module_name != "__main__":
+                self._arm_handler(module)
+        if main_code is not None and self.target is None:
+            self._main_code = main_code
+            self._roles[id(main_code)] = (ROLE_MAIN, main_code)
+            _monitoring.set_local_events(tool_id, main_code, _events.PY_RETURN)
+        _monitoring.set_events(tool_id, _events.PY_UNWIND)
+        return True
+
+    def _arm_handler(self, module):
+        self._arm_code(_resolve(module, self.target[1]))
+
+    def _arm_code(self, code):
+        if code is None or self._handler_code is not None:
+            return
+        self._handler_code = code
+        self._roles[id(code)] = (ROLE_HANDLER, code)
+        _monitoring.set_local_events(self.tool_id, code, _LOCAL_EVENTS)
+
+    def uninstall(self):
+        """Events off, callbacks gone, tool id freed (on the sender thread once `finished`, or at stop)."""
+        tool_id = self.tool_id
+        if tool_id is None or not self._installed:
+            return
+        self._installed = False
+        self.tool_id = None
+        try:
+            _monitoring.set_events(tool_id, 0)
+        except Exception:
+            pass
+        for _role, code in list(self._roles.values()):
+            try:
+                _monitoring.set_local_events(tool_id, code, 0)
+            except Exception:
+                pass
+        for event in (_events.PY_START, _events.PY_RETURN, _events.PY_UNWIND):
+            try:
+                _monitoring.register_callback(tool_id, event, None)
+            except Exception:
+                pass
+        try:
+            if _monitoring.get_tool(tool_id) is not None:
+                _monitoring.free_tool_id(tool_id)
+        except Exception:
+            pass
+
+    # ---- callbacks (program threads) ----------------------------------------------------------------
+
+    def _make_callback(self, event):
+        roles = self._roles
+        events = self.events
+        extend = events.extend
+        slow = self._rare_event
+
+        def callback(code, offset, value=None):
+            try:
+                entry = roles.get(id(code))
+                if entry is None:
+                    return None
+                role = entry[0]
+                if role >= ROLE_HANDLER:
+                    return slow(role, event, value)
+                if len(events) >= MAX_EVENTS:
+                    self.events_dropped += 1
+                    return None
+                if event == EVENT_RETURN:
+                    if role == ROLE_FIND:
+                        value = _spec_name(value)
+                    elif role == ROLE_IMPORT and self.target is not None and self._handler_code is None:
+                        self._maybe_arm(value)
+                        value = None
+                    else:
+                        value = None
+                elif event == EVENT_UNWIND and role == ROLE_IMPORT:
+                    value = value.name if isinstance(value, ImportError) else None
+                else:
+                    value = None
+                extend((perf_counter_ns(), role | event, get_ident(), value))
+            except Exception:
+                pass
+            return None
+
+        callback.__qualname__ = "telemetry_shim.startup_callback"
+        return callback
+
+    def _maybe_arm(self, module):
+        try:
+            name = type(sys).__dict__["__dict__"].__get__(module).get("__name__")
+        except Exception:
+            return
+        if name == self.target[0]:
+            self._arm_handler(module)
+
+    def _rare_event(self, role, event, value):
+        now = perf_counter_ns()
+        ident = get_ident()
+        if role == ROLE_MAIN:
+            self.ready(READY_MAIN_MODULE_END, now)
+            return None
+        # The ready-on function: its first call is ready; the first N calls are timed.
+        depth = self._handler_depth.get(ident, 0)
+        if event == EVENT_START:
+            self._handler_depth[ident] = depth + 1
+            if depth:
+                return None  # a recursive call: part of the invocation
+            if not self.ready_ns:
+                self.ready(self.target_rule, now)
+            if self.invocations_started < self.invocations_planned:
+                self.invocations_started += 1
+                self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
+            return None
+        if depth == 0:
+            return None
+        self._handler_depth[ident] = depth - 1
+        if depth == 1 and self.invocations_ended < self.invocations_started:
+            self.invocations_ended += 1
+            self.events.extend((now, ROLE_HANDLER | event, ident, self.invocations_ended))
+            if self.invocations_ended >= self.invocations_planned:
+                self.finished = True
+            self._on_report()
+        return None
+
+    # ---- ready --------------------------------------------------------------------------------------
+
+    def ready(self, rule, now=None):
+        """Ends the start-up phase (once): the marker, the mode's own recording resumes, the sender woken."""
+        if self.ready_ns:
+            return False
+        now = perf_counter_ns() if now is None else now
+        self.ready_ns = now
+        self.ready_rule = rule
+        self.events.extend((now, ROLE_READY, get_ident(), rule))
+        if self._handler_code is None or rule in (READY_EXIT,) or self.invocations_planned == 0:
+            self.finished = True
+        try:
+            self._on_ready()
+        finally:
+            self._on_report()
+        return True
+
+    # ---- the sender thread ----------------------------------------------------------------------------
+
+    def take_reports(self, final=False, ignored_idents=()):
+        """Feeds the events recorded so far to the timeline; returns what became complete:
+        (the Startup message or None, [FirstInvocation messages]). Nothing is read before ready:
+        the sender thread stays off the GIL while the program starts."""
+        if not self.ready_ns and not final:
+            return None, []
+        count = len(self.events)
+        chunk = self.events[:count]  # one C call each: events appended meanwhile stay
+        del self.events[:count]
+        self.timeline.feed(chunk, ignored_idents)
+        return self.timeline.take_reports(self, final)
+
+
+def _nothing():
+    return None
+
+
+def _spec_name(spec):
+    try:
+        name = spec.name if spec is not None else None
+    except Exception:
+        return None
+    return name if type(name) is str else None
+
+
+class _Node:
+    __slots__ = ("index", "name", "start", "end", "parent", "phase", "failed", "found", "roles", "find_ns",
+                 "load_ns", "load_parts_ns", "children_ns", "children_in", "region")
+
+    def __init__(self, index, start, parent, phase):
+        self.index = index
+        self.name = None
+        self.start = start
+        self.end = 0
+        self.parent = parent
+        self.phase = phase
+        self.failed = False
+        self.found = False  # _find_spec ran: the module was really imported, not found in sys.modules
+        self.roles = []  # [role, start] of the open importlib frames inside this import
+        self.find_ns = 0
+        self.load_ns = 0
+        self.load_parts_ns = 0
+        self.children_ns = 0
+        self.children_in = [0, 0, 0]  # children's time inside: find, loading, executing
+        self.region = parent.region_now() if parent is not None else None  # where in its parent it ran
+
+    def region_now(self):
+        """Where a child import starting now falls: 0 find, 1 loading, 2 executing, None elsewhere."""
+        roles = self.roles
+        if not roles:
+            return None
+        if roles[0][0] == ROLE_FIND:
+            return 0
+        if roles[0][0] == ROLE_LOAD:
+            if len(roles) > 1 and roles[1][0] in (ROLE_CREATE, ROLE_GET_CODE):
+                return 1
+            return 2
+        return None
+
+    def message(self, parent_position):
+        cumulative = max(self.end - self.start, 0)
+        self_ns = max(cumulative - self.children_ns, 0)
+        find = max(self.find_ns - self.children_in[0], 0)
+        execute = max(self.load_ns - self.load_parts_ns - self.children_in[2], 0)
+        load = max(self_ns - find - execute, 0)
+        return {"module": self.name or "?", "parent": parent_position, "start_ns": self.start, "end_ns": self.end,
+                "find_ns": find, "load_ns": load, "exec_ns": execute, "failed": self.failed}
+
+
+class ImportTimeline:
+    """Raw start-up events -> import nodes per phase (0 start-up, k invocation k), on the sender thread."""
+
+    def __init__(self):
+        self.nodes = []
+        self.stacks = {}  # ident -> open import nodes, innermost last
+        self.phase = 0  # 0 before ready; k inside invocation k; -1 between invocations (not recorded)
+        self.ready_seen = False
+        self.startup_sent = False
+        self.invocations = {}  # number -> {"number", "start_ns", "end_ns", "raised"}
+        self.invocations_done = []
+        self.imports_dropped = 0
+
+    def feed(self, events, ignored_idents=()):
+        stacks = self.stacks
+        for position in range(0, len(events), 4):
+            ts, tag, ident, value = events[position:position + 4]
+            if ident in ignored_idents:
+                continue  # the shim's own thread
+            role = tag & ROLE_MASK
+            event = tag & ~ROLE_MASK
+            if role == ROLE_READY:
+                self.ready_seen = True
+                self.phase = -1
+                continue
+            if role == ROLE_HANDLER:
+                if event == EVENT_START:
+                    self.invocations[value] = {"number": value, "start_ns": ts, "end_ns": 0,
+                                               "raised": False}
+                    self.phase = value
+                else:
+                    invocation = self.invocations.get(value)
+                    if invocation is not None:
+                        invocation["end_ns"] = ts
+                        invocation["raised"] = event == EVENT_UNWIND
+                        self.invocations_done.append(value)
+                    self.phase = -1
+                continue
+            stack = stacks.get(ident)
+            if role == ROLE_IMPORT:
+                if event == EVENT_START:
+                    if stack is None:
+                        stack = stacks[ident] = []
+                    parent = stack[-1] if stack else None
+                    if parent is None and self.phase < 0:
+                        stack.append(None)  # outside the recorded phases: kept for pairing only
+                        continue
+                    if parent is None and len(self.nodes) >= MAX_IMPORTS:
+                        self.imports_dropped += 1
+                        stack.append(None)
+                        continue
+                    phase = parent.phase if parent is not None else self.phase
+                    node = _Node(len(self.nodes), ts, parent, phase)
+                    self.nodes.append(node)
+                    stack.append(node)
+                    continue
+                if not stack:
+                    continue  # an import that was running when the shim started
+                node = stack.pop()
+                if node is None:
+                    continue
+                self._close(node, ts, failed=event == EVENT_UNWIND, name=value)
+                continue
+            node = stack[-1] if stack else None
+            if node is None:
+                continue
+            roles = node.roles
+            if event == EVENT_START:
+                roles.append([role, ts])
+                continue
+            if not roles or roles[-1][0] != role:
+                continue
+            _, started = roles.pop()
+            duration = max(ts - started, 0)
+            depth = len(roles)
+            if role == ROLE_FIND and depth == 0 and not node.found:
+                node.found = True
+                node.find_ns = duration
+                if value:
+                    node.name = value
+            elif role == ROLE_LOAD and depth == 0:
+                node.load_ns += duration
+            elif role in (ROLE_CREATE, ROLE_GET_CODE) and depth == 1 and roles[0][0] == ROLE_LOAD:
+                node.load_parts_ns += duration
+
+    def _close(self, node, ts, failed, name=None):
+        node.end = ts
+        node.failed = failed
+        if node.name is None and name:
+            node.name = name
+        parent = node.parent
+        if parent is not None:
+            cumulative = max(ts - node.start, 0)
+            parent.children_ns += cumulative
+            if node.region is not None:
+                parent.children_in[node.region] += cumulative
+
+    def _messages(self, phase, end_ns):
+        """The import messages of `phase`, in start order, parents by 1-based position; imports still
+        open are closed at `end_ns`; imports of already loaded modules (no find) are left out."""
+        chosen = [node for node in self.nodes if node.phase == phase]
+        for node in chosen:
+            if not node.end:
+                node.end = max(end_ns, node.start)
+        positions = {}
+        out = []
+        for node in chosen:
+            if not node.found and not node.failed:
+                continue
+            parent = node.parent
+            while parent is not None and parent.index not in positions:
+                parent = parent.parent
+            positions[node.index] = len(out) + 1
+            out.append(node.message(positions[parent.index] if parent is not None else 0))
+        return out
+
+    def take_reports(self, recorder, final):
+        startup = None
+        if not self.startup_sent and (self.ready_seen or final):
+            open_startup = any(not node.end for node in self.nodes if node.phase == 0)
+            if final or not open_startup:
+                self.startup_sent = True
+                ready_ns = recorder.ready_ns or perf_counter_ns()
+                startup = {
+                    "ready_rule": recorder.ready_rule or READY_EXIT,
+                    "ready_target": recorder.target_text,
+                    "process_start_ns": recorder.process_start_ns,
+                    "process_start_resolution_ns": recorder.process_start_resolution_ns,
+                    "shim_start_ns": recorder.shim_start_ns,
+                    "ready_ns": ready_ns,
+                    "interpreter_cpu_ns": recorder.interpreter_cpu_ns,
+                    "shim_start_cpu_ns": recorder.shim_start_cpu_ns,
+                    "imports": self._messages(0, ready_ns),
+                    "imports_dropped": self.imports_dropped,
+                    "first_invocations_planned": recorder.invocations_planned if recorder.target else 0,
+                }
+        invocations = []
+        if self.startup_sent:
+            for number in self.invocations_done:
+                invocation = self.invocations.pop(number)
+                invocation["imports"] = self._messages(number, invocation["end_ns"])
+                invocations.append(invocation)
+            self.invocations_done = []
+            if final:
+                for number, invocation in sorted(self.invocations.items()):
+                    invocation["end_ns"] = invocation["end_ns"] or perf_counter_ns()
+                    invocation["imports"] = self._messages(number, invocation["end_ns"])
+                    invocations.append(invocation)
+                self.invocations.clear()
+            if invocations or startup is not None:
+                self.nodes = [node for node in self.nodes if not node.end or node.phase not in
+                              (0, *(invocation["number"] for invocation in invocations))]
+        return startup, invocations

@@ -1,0 +1,241 @@
+"""The start-up phase on real processes: the import tree against `python -X importtime`, the ready
+rules, the first invocations (a lazy import shows in the first only), and what each mode records
+before ready."""
+
+import os
+import statistics
+import textwrap
+import unittest
+
+from tests import support
+
+# Standard modules that neither `site` nor the shim and its runner import, so that both runs import
+# them in full.
+IMPORT_HEAVY = textwrap.dedent("""
+    import json
+    import decimal
+    import email.parser
+    import xml.dom.minidom
+    import http.client
+    import tomllib
+""")
+TOP_LEVEL = ("json", "decimal", "email.parser", "xml.dom.minidom", "http.client", "tomllib")
+RUNS = 3
+
+
+def importtime_rows(stderr):
+    """[(module, level, self µs, cumulative µs)] from `-X importtime`'s lines, in its order (children first)."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        self_us, cumulative_us, name = line[len("import time:"):].split("|")
+        level = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append((name.strip(), level, int(self_us), int(cumulative_us)))
+    return rows
+
+
+def top_level_imports(imports):
+    return {entry["module"]: entry["end_ns"] - entry["start_ns"] for entry in imports if entry["parent"] == 0}
+
+
+class StartupTestCase(support.TempDirTestCase):
+    def run_under_shim(self, source, *runner_args, env=None, name="app.py", interpreter_args=()):
+        script = self.write(name, source)
+        with support.RecordingAgent() as agent:
+            code, out, err = support.run_python(
+                [*interpreter_args, "-m", "telemetry_shim", "--socket", agent.path, *runner_args, script], env=env,
+                cwd=self.tmp)
+            self.assertEqual(0, code, err)
+            conn = agent.wait_for(1)[0]
+            self.assertTrue(conn.wait_ended(30))
+        self.assertIsNone(conn.error)
+        return conn, out, err
+
+
+class ImportTreeTest(StartupTestCase):
+    def test_top_level_cumulative_times_match_importtime(self):
+        # Both measure the same imports of the same process: the shim runs under -X importtime.
+        reference = {module: [] for module in TOP_LEVEL}
+        recorded = {module: [] for module in TOP_LEVEL}
+        for _ in range(RUNS):
+            conn, _, err = self.run_under_shim(IMPORT_HEAVY, "--mode", "exceptions", interpreter_args=["-X", "importtime"])
+            for module, level, _self_us, cumulative_us in importtime_rows(err):
+                if level == 0 and module in reference:
+                    reference[module].append(cumulative_us * 1000)
+            for module, cumulative_ns in top_level_imports(conn.startup["imports"]).items():
+                if module in recorded:
+                    recorded[module].append(cumulative_ns)
+        print("\ntop-level imports, cumulative ms (median of %d runs): -X importtime and the shim's tree, same process"
+              % RUNS)
+        failures = []
+        for module in TOP_LEVEL:
+            self.assertEqual(RUNS, len(reference[module]), module)
+            self.assertEqual(RUNS, len(recorded[module]), module)
+            expected = statistics.median(reference[module])
+            got = statistics.median(recorded[module])
+            tolerance = max(0.15 * expected, 2_000_000)
+            print("  %-16s importtime %7.2f  shim %7.2f" % (module, expected / 1e6, got / 1e6))
+            if abs(got - expected) > tolerance:
+                failures.append(module)
+        self.assertEqual([], failures, "outside 15% or 2 ms of -X importtime")
+
+    def test_tree_nests_as_imported_with_phases_adding_up(self):
+        conn, _, _ = self.run_under_shim(IMPORT_HEAVY, "--mode", "exceptions")
+        imports = conn.startup["imports"]
+        by_position = {position: entry for position, entry in enumerate(imports, start=1)}
+        names = [entry["module"] for entry in imports]
+        for module in TOP_LEVEL:
+            self.assertIn(module, names)
+        # json.decoder is imported by json, inside json's execution.
+        decoder = imports[names.index("json.decoder")]
+        self.assertEqual("json", by_position[decoder["parent"]]["module"])
+        for position, entry in by_position.items():
+            self.assertLessEqual(entry["start_ns"], entry["end_ns"])
+            children = [child for child in imports if child["parent"] == position]
+            cumulative = entry["end_ns"] - entry["start_ns"]
+            self_ns = cumulative - sum(child["end_ns"] - child["start_ns"] for child in children)
+            self.assertGreaterEqual(self_ns, 0, entry["module"])
+            self.assertEqual(self_ns, entry["find_ns"] + entry["load_ns"] + entry["exec_ns"], entry["module"])
+            for child in children:
+                self.assertLessEqual(entry["start_ns"], child["start_ns"])
+                self.assertLessEqual(child["end_ns"], entry["end_ns"])
+        startup = conn.startup
+        self.assertEqual("READY_MAIN_MODULE_END", startup["ready_rule"])
+        self.assertLess(0, startup["process_start_ns"])
+        self.assertLess(startup["process_start_ns"], startup["shim_start_ns"])
+        self.assertLess(startup["shim_start_ns"], imports[0]["start_ns"])
+        self.assertLessEqual(imports[-1]["end_ns"], startup["ready_ns"])
+
+    def test_a_failed_import_is_kept_and_marked(self):
+        conn, _, _ = self.run_under_shim(textwrap.dedent("""
+            try:
+                import no_such_module_here
+            except ImportError:
+                pass
+            import json
+        """), "--mode", "exceptions")
+        failed = [entry for entry in conn.startup["imports"] if entry["failed"]]
+        self.assertEqual(["no_such_module_here"], [entry["module"] for entry in failed])
+        self.assertIn("json", [entry["module"] for entry in conn.startup["imports"] if not entry["failed"]])
+
+
+HANDLER_MODULE = textwrap.dedent("""
+    import json
+
+    def handler(event):
+        import csv  # lazily, on the first invocation only
+        return json.dumps(event)
+""")
+CALLER = textwrap.dedent("""
+    import handlers
+    for number in range(5):
+        handlers.handler({"n": number})
+""")
+
+
+class ReadyRulesTest(StartupTestCase):
+    def setUp(self):
+        super().setUp()
+        self.write("handlers.py", HANDLER_MODULE)
+
+    def test_ready_on_function_and_the_lazy_import_of_the_first_invocation(self):
+        conn, _, _ = self.run_under_shim(CALLER, "--mode", "burst", "--ready-on", "handlers:handler")
+        startup = conn.startup
+        self.assertEqual("READY_ON_FUNCTION", startup["ready_rule"])
+        self.assertEqual("handlers:handler", startup["ready_target"])
+        self.assertEqual(3, startup["first_invocations_planned"])
+        self.assertIn("handlers", [entry["module"] for entry in startup["imports"]])
+        self.assertNotIn("csv", [entry["module"] for entry in startup["imports"]])
+        invocations = conn.first_invocations
+        self.assertEqual([1, 2, 3], [invocation["number"] for invocation in invocations])
+        self.assertEqual(startup["ready_ns"], invocations[0]["start_ns"])
+        self.assertEqual(["csv", "_csv"], [entry["module"] for entry in invocations[0]["imports"]])
+        self.assertEqual([], invocations[1]["imports"])
+        self.assertEqual([], invocations[2]["imports"])
+        for earlier, later in zip(invocations, invocations[1:]):
+            self.assertLess(earlier["end_ns"], later["start_ns"])
+        csv_import = invocations[0]["imports"][0]
+        self.assertLessEqual(invocations[0]["start_ns"], csv_import["start_ns"])
+        self.assertLessEqual(csv_import["end_ns"], invocations[0]["end_ns"])
+
+    def test_lambda_handler_names_the_ready_function(self):
+        env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "_HANDLER": "handlers.handler",
+               "TELEMETRY_SHIM_FIRST_INVOCATIONS": "2"}
+        conn, _, _ = self.run_under_shim(CALLER, "--mode", "exceptions", env=env)
+        self.assertEqual("READY_LAMBDA_HANDLER", conn.startup["ready_rule"])
+        self.assertEqual("handlers:handler", conn.startup["ready_target"])
+        self.assertEqual([1, 2], [invocation["number"] for invocation in conn.first_invocations])
+
+    def test_ready_on_a_function_of_the_main_script(self):
+        source = "import json\n\ndef serve(n):\n    return n\n\nfor n in range(4):\n    serve(n)\n"
+        conn, _, _ = self.run_under_shim(source, "--ready-on", "app:serve")
+        self.assertEqual("READY_ON_FUNCTION", conn.startup["ready_rule"])
+        self.assertEqual(3, len(conn.first_invocations))
+
+    def test_mark_ready_wins_and_later_imports_are_not_startup(self):
+        source = textwrap.dedent("""
+            import json
+            import telemetry_shim
+            assert telemetry_shim.mark_ready()
+            assert not telemetry_shim.mark_ready()
+            import csv
+        """)
+        conn, _, _ = self.run_under_shim(source, "--mode", "exceptions")
+        self.assertEqual("READY_MARKED", conn.startup["ready_rule"])
+        names = [entry["module"] for entry in conn.startup["imports"]]
+        self.assertIn("json", names)
+        self.assertNotIn("csv", names)
+
+    def test_a_function_never_called_leaves_the_exit(self):
+        conn, _, _ = self.run_under_shim("import json\n", "--ready-on", "handlers:handler")
+        self.assertEqual("READY_EXIT", conn.startup["ready_rule"])
+        self.assertEqual([], conn.first_invocations)
+
+    def test_startup_off(self):
+        conn, _, _ = self.run_under_shim("import json\n", env={"TELEMETRY_SHIM_STARTUP": "off"})
+        self.assertIsNone(conn.startup)
+
+
+class ModesBeforeReadyTest(StartupTestCase):
+    SOURCE = textwrap.dedent("""
+        import telemetry_shim
+
+        def fail(tag):
+            try:
+                raise ValueError(tag)
+            except ValueError:
+                pass
+
+        def handler():
+            fail("after ready")
+
+        fail("before ready")
+        handler()
+    """)
+
+    def messages(self, conn):
+        return [record["detail"]["message"] for record in conn.exception_records if record["detail"]]
+
+    def test_exceptions_mode_records_from_ready_on(self):
+        conn, _, _ = self.run_under_shim(self.SOURCE, "--mode", "exceptions", "--ready-on", "app:handler")
+        self.assertEqual(["after ready"], self.messages(conn))
+
+    def test_without_a_ready_on_function_exceptions_mode_records_from_the_start(self):
+        conn, _, _ = self.run_under_shim(self.SOURCE, "--mode", "exceptions")
+        self.assertEqual(["before ready", "after ready"], self.messages(conn))
+
+    def test_full_mode_records_everything(self):
+        conn, _, _ = self.run_under_shim(self.SOURCE, "--mode", "full", "--ready-on", "app:handler")
+        self.assertEqual(["before ready", "after ready"], self.messages(conn))
+        counts = support.call_counts(conn)
+        self.assertEqual(2, counts.get("fail"))
+
+    def test_without_a_startup_phase_exceptions_mode_records_everything(self):
+        conn, _, _ = self.run_under_shim(self.SOURCE, "--mode", "exceptions", "--ready-on", "app:handler",
+                                         env={"TELEMETRY_SHIM_STARTUP": "0"})
+        self.assertEqual(["before ready", "after ready"], self.messages(conn))
+
+
+if __name__ == "__main__":
+    unittest.main()
