@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using System.Text.Unicode;
 using TelemetryAgent.Profiling;
+using TelemetryAgent.Profiling.Startup;
 
 namespace TelemetryAgent.Output;
 
@@ -47,9 +48,11 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
 
     public string Name => FileName;
 
-    /// <summary>The page of <see cref="MergedCallTree"/>: one bottom-row frame per process.</summary>
+    /// <summary>The page of <see cref="MergedCallTree"/>: one bottom-row frame per process, and one per process's
+    /// start-up (<see cref="StartupCallTree"/>: its import tree) when the shim sent one.</summary>
     public void Write(Stream output, OutputRun run)
-        => TextOutput.Write(output, text => Write(text, MergedCallTree.Of(run.Processes), run.Title, run.WrittenAt));
+        => TextOutput.Write(output, text => Write(text, StartupCallTree.AddTo(MergedCallTree.Of(run.Processes), run.Processes),
+            run.Title, run.WrittenAt));
 
     /// <summary>Writes the page for the tree under <paramref name="root"/> (its children are the flame graph's
     /// bottom row, typically one per process).</summary>
@@ -174,17 +177,19 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
     /// function-less nodes just under the root, threads the function-less nodes under those.</summary>
     private static string DescribeProfile(FlatNode[] nodes, DateTimeOffset generatedAt)
     {
-        int processes = 0, threads = 0;
+        int processes = 0, threads = 0, startups = 0;
         foreach (var flat in nodes)
         {
             if (flat.Node.Function is not null) continue;
-            if (flat.Depth == 1) processes++;
-            else if (flat.Depth == 2) threads++;
+            if (StartupCallTree.IsStartupFrame(flat.Node)) startups++;
+            else if (flat.Depth == 1) processes++;
+            else if (flat.Depth == 2 && !StartupCallTree.IsStartupFrame(flat.Node.Parent!)) threads++;
         }
 
         var text = new StringBuilder();
         text.Append(Plural(processes, "process", "processes")).Append(" · ");
         text.Append(Plural(threads, "thread", "threads")).Append(" · ");
+        if (startups > 0) text.Append(Plural(startups, "start-up", "start-ups")).Append(" (import trees) · ");
         text.Append(FormatDuration(nodes[0].DisplayTotalNs)).Append(" on stack (all threads) · ");
         text.Append("generated ")
             .Append(generatedAt.ToUniversalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture))

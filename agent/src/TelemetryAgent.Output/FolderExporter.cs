@@ -44,7 +44,7 @@ public sealed class FolderExporter
     public static IReadOnlyList<IOutputFile> StandardFiles(int topFunctions = SummaryJsonFile.DefaultTopFunctions) =>
     [
         FoldedStacksFile.SelfTime, FoldedStacksFile.Calls, new SpeedscopeFile(), new SummaryJsonFile(topFunctions),
-        new ExceptionsJsonFile(), new FlameGraphHtmlFile(), new PprofFile(),
+        new ExceptionsJsonFile(), new StartupJsonFile(), new FlameGraphHtmlFile(), new PprofFile(),
     ];
 
     /// <summary>An exporter of <see cref="StandardFiles"/>.</summary>

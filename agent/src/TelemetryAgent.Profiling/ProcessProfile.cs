@@ -1,3 +1,5 @@
+using TelemetryAgent.Profiling.Startup;
+
 namespace TelemetryAgent.Profiling;
 
 /// <summary>
@@ -14,6 +16,7 @@ public sealed class ProcessProfile
     private readonly List<ThreadProfile> _threads = [];
     private readonly List<FunctionInfo> _functions = [];
     private IReadOnlyList<FunctionStats>? _functionStats;
+    private readonly List<FirstInvocation> _firstInvocations = [];
 
     internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null,
         RecordingMode? recording = null)
@@ -93,6 +96,14 @@ public sealed class ProcessProfile
     /// <summary>The latest counters the shim reported (STATS, or GOODBYE's final stats).</summary>
     public ShimStatistics ShimStats { get; internal set; } = ShimStatistics.None;
 
+    /// <summary>The start-up phase (imports until ready), once the shim sent it; null before that or from older shims.</summary>
+    public StartupPhase? Startup { get; internal set; }
+
+    /// <summary>The first calls of the ready-on function the shim timed, in the order they arrived.</summary>
+    public IReadOnlyList<FirstInvocation> FirstInvocations => _firstInvocations;
+
+    internal void AddFirstInvocation(FirstInvocation invocation) => _firstInvocations.Add(invocation);
+
     /// <summary>Event records received over this connection.</summary>
     public long EventsReceived { get; internal set; }
     /// <summary>Events the shim recorded but could not deliver (from its counters).</summary>
@@ -163,6 +174,8 @@ public sealed class ProcessProfile
             FirstTimestampNs = FirstTimestampNs,
             LastTimestampNs = LastTimestampNs,
         };
+        copy.Startup = Startup;
+        copy._firstInvocations.AddRange(_firstInvocations);
         copy._functions.AddRange(_functions);
         foreach (var thread in _threads) copy._threads.Add(thread.Copy());
         return copy;

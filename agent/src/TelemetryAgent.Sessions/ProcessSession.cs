@@ -347,7 +347,27 @@ public sealed class ProcessSession
     public void OnStats(Stats stats)
     {
         ArgumentNullException.ThrowIfNull(stats);
-        RequireProfile().ShimStats = stats.ToShimStatistics();
+        var profile = RequireProfile();
+        profile.ShimStats = stats.ToShimStatistics();
+        ApplyStartup(profile, stats);
+    }
+
+    // The start-up phase and the first invocations come once each, in some STATS (PROTOCOL.md "Start-up").
+    private void ApplyStartup(ProcessProfile profile, Stats stats)
+    {
+        try
+        {
+            if (stats.Startup is { } startup) profile.Startup = StartupTranslation.ToStartupPhase(startup);
+            foreach (var invocation in stats.FirstInvocations)
+            {
+                if (profile.FirstInvocations.Count >= StartupTranslation.MaxFirstInvocations) break;
+                profile.AddFirstInvocation(StartupTranslation.ToFirstInvocation(invocation));
+            }
+        }
+        catch (InvalidDataException invalid)
+        {
+            Fail(ProtocolViolation.InvalidRecord, invalid.Message);
+        }
     }
 
     /// <summary>
@@ -380,7 +400,11 @@ public sealed class ProcessSession
         _goodbye = goodbye;
         profile.GoodbyeReason = goodbye.Reason.ToString();
         if (goodbye.Detail.Length > 0) profile.GoodbyeDetail = goodbye.Detail;
-        if (goodbye.FinalStats is not null) profile.ShimStats = goodbye.FinalStats.ToShimStatistics();
+        if (goodbye.FinalStats is not null)
+        {
+            profile.ShimStats = goodbye.FinalStats.ToShimStatistics();
+            ApplyStartup(profile, goodbye.FinalStats);
+        }
     }
 
     /// <summary>

@@ -73,6 +73,7 @@ public static class ConsoleSummary
         }
 
         AppendExceptions(text, summary, topExceptionGroups);
+        StartupConsoleLines.Append(text, summary.Processes);
         return text.ToString();
     }
 
@@ -122,7 +123,7 @@ public static class ConsoleSummary
     }
 
     // The first columns hold numbers (right-aligned), the rest names (left-aligned); the last column is not padded.
-    private static void AppendTable(StringBuilder text, string[] headers, int numericColumns, string[][] rows)
+    internal static void AppendTable(StringBuilder text, string[] headers, int numericColumns, string[][] rows, string indent = "  ")
     {
         var widths = headers.Select((header, column) => Math.Max(header.Length, rows.Max(row => row[column].Length))).ToArray();
         AppendRow(headers);
@@ -130,7 +131,7 @@ public static class ConsoleSummary
 
         void AppendRow(string[] cells)
         {
-            var row = new StringBuilder("  ");
+            var row = new StringBuilder(indent);
             for (var column = 0; column < cells.Length; column++)
             {
                 var cell = cells[column];

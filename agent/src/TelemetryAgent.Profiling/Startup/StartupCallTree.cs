@@ -1,0 +1,68 @@
+using TelemetryAgent.Profiling.Formats;
+
+namespace TelemetryAgent.Profiling.Startup;
+
+/// <summary>
+/// The start-up of each process as a tree the flame graph can show beside the call trees: under the root, one
+/// <c>start-up of &lt;process&gt;</c> frame spanning process start to ready, with the interpreter's own start, the
+/// import tree (<c>import json</c>, nested as imported; self time is the import's own) and the rest of the time up to
+/// ready (the program's code outside imports).
+/// </summary>
+public static class StartupCallTree
+{
+    public const string InterpreterLabel = "interpreter start-up (before the shim)";
+    public const string OtherLabel = "program code outside imports";
+    public const string FramePrefix = "start-up of ";
+
+    /// <summary>True for a start-up frame made by <see cref="AddTo"/> (a process's start-up, not its call tree).</summary>
+    public static bool IsStartupFrame(CallNode node) => node is { Function: null, Depth: 1 } && node.Name.StartsWith(FramePrefix, StringComparison.Ordinal);
+
+    /// <summary>Adds a start-up frame under <paramref name="root"/> for every process that has a start-up; the root's
+    /// total grows by theirs. Returns <paramref name="root"/>.</summary>
+    public static CallNode AddTo(CallNode root, IReadOnlyList<ProcessProfile> processes)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        ArgumentNullException.ThrowIfNull(processes);
+        foreach (var process in processes)
+        {
+            if (process.Startup is not { } startup) continue;
+            var phase = root.GetOrAddGroup(FramePrefix + ProfileLabels.Process(process));
+            phase.TotalNs = startup.TotalNs;
+            phase.Calls = 1;
+            if (startup.InterpreterNs > 0) Leaf(phase, InterpreterLabel, startup.InterpreterNs);
+            AddImports(phase, startup.Imports);
+            if (startup.OtherNs > 0) Leaf(phase, OtherLabel, startup.OtherNs);
+            root.TotalNs += phase.TotalNs;
+        }
+        return root;
+    }
+
+    /// <summary>The frame of an import: <c>import module</c>, marked when it failed.</summary>
+    public static string ImportLabel(ImportRecord import)
+    {
+        ArgumentNullException.ThrowIfNull(import);
+        return import.Failed ? $"import {import.Module} (failed)" : $"import {import.Module}";
+    }
+
+    private static void AddImports(CallNode phase, ImportTree tree)
+    {
+        var nodes = new CallNode[tree.Imports.Count];
+        for (var index = 0; index < tree.Imports.Count; index++)
+        {
+            var import = tree.Imports[index];
+            var parent = import.Parent >= 0 && import.Parent < index ? nodes[import.Parent] : phase;
+            var node = parent.GetOrAddGroup(ImportLabel(import));
+            node.Calls += 1;
+            node.SelfNs += import.SelfNs;
+            node.TotalNs += import.CumulativeNs;
+            nodes[index] = node;
+        }
+    }
+
+    private static void Leaf(CallNode parent, string label, long nanoseconds)
+    {
+        var node = parent.GetOrAddGroup(label);
+        node.SelfNs += nanoseconds;
+        node.TotalNs += nanoseconds;
+    }
+}

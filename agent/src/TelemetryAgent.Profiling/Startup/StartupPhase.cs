@@ -1,0 +1,91 @@
+namespace TelemetryAgent.Profiling.Startup;
+
+/// <summary>What ended the start-up phase (proto/PROTOCOL.md "Start-up").</summary>
+public enum ReadyRule
+{
+    Unknown,
+    /// <summary>The first call of the function <c>--ready-on</c> / <c>TELEMETRY_SHIM_READY_ON</c> names.</summary>
+    OnFunction,
+    /// <summary>The first call of AWS Lambda's handler (<c>_HANDLER</c>).</summary>
+    LambdaHandler,
+    /// <summary><c>telemetry_shim.mark_ready()</c>.</summary>
+    Marked,
+    /// <summary>The main module's code ended.</summary>
+    MainModuleEnd,
+    /// <summary>The program exited before any other rule applied.</summary>
+    Exit,
+}
+
+/// <summary>
+/// A process's start-up: from the process's start (the kernel's start time, to <see cref="ProcessStartResolutionNs"/>)
+/// through the interpreter's own start until the shim began, then the imports until ready. Times are on the shim's
+/// monotonic clock (the profile's <see cref="ClockMapping"/> turns them into wall time). Never changes once made.
+/// </summary>
+public sealed record StartupPhase(
+    ReadyRule Rule,
+    string ReadyTarget,
+    long ProcessStartNs,
+    long ProcessStartResolutionNs,
+    long ShimStartNs,
+    long ReadyNs,
+    long InterpreterCpuNs,
+    long ShimStartCpuNs,
+    ImportTree Imports,
+    long ImportsDropped,
+    int FirstInvocationsPlanned)
+{
+    public bool ProcessStartKnown => ProcessStartNs > 0 && ProcessStartNs <= ShimStartNs;
+
+    /// <summary>Where the phase begins: the process's start when known, else the shim's.</summary>
+    public long BeginNs => ProcessStartKnown ? ProcessStartNs : ShimStartNs;
+
+    /// <summary>Process start (or the shim's start, when unknown) to ready.</summary>
+    public long TotalNs => Math.Max(0, ReadyNs - BeginNs);
+
+    /// <summary>The interpreter's own start (initialisation, site, sitecustomize, the shim's import) before the shim began; 0 when unknown.</summary>
+    public long InterpreterNs => ProcessStartKnown ? ShimStartNs - ProcessStartNs : 0;
+
+    /// <summary>From the shim's start to ready, outside imports (the program's own top-level code, waiting).</summary>
+    public long OtherNs => Math.Max(0, ReadyNs - ShimStartNs - Imports.TotalNs);
+
+    /// <summary>How the rule is written in the outputs, e.g. <c>on_function</c>.</summary>
+    public static string RuleName(ReadyRule rule) => rule switch
+    {
+        ReadyRule.OnFunction => "on_function",
+        ReadyRule.LambdaHandler => "lambda_handler",
+        ReadyRule.Marked => "mark_ready",
+        ReadyRule.MainModuleEnd => "main_module_end",
+        ReadyRule.Exit => "exit",
+        _ => "unknown",
+    };
+}
+
+/// <summary>One of the first calls of the ready-on function, numbered from 1 (the call that made the program ready).</summary>
+public sealed record FirstInvocation(int Number, long StartNs, long EndNs, bool Raised, ImportTree Imports)
+{
+    public long DurationNs => Math.Max(0, EndNs - StartNs);
+}
+
+/// <summary>The first invocation against the later ones: its time, their median, and the imports only it made.</summary>
+public sealed record FirstInvocationComparison(FirstInvocation First, int Later, long LaterMedianNs, IReadOnlyList<ImportRecord> ImportsOnlyInFirst)
+{
+    /// <summary>What the first paid beyond a typical later one.</summary>
+    public long ExtraNs => First.DurationNs - LaterMedianNs;
+
+    /// <summary>The time of the imports only the first made (top-level ones, nested ones counted in them).</summary>
+    public long ImportsOnlyInFirstNs { get; } = ImportsOnlyInFirst.Where(record => record.Parent < 0).Sum(record => record.CumulativeNs);
+
+    /// <summary>Null without a first invocation and at least one later.</summary>
+    public static FirstInvocationComparison? Of(IReadOnlyList<FirstInvocation> invocations)
+    {
+        ArgumentNullException.ThrowIfNull(invocations);
+        var first = invocations.FirstOrDefault(invocation => invocation.Number == 1);
+        var later = invocations.Where(invocation => invocation.Number > 1).Select(invocation => invocation.DurationNs).Order().ToArray();
+        if (first is null || later.Length == 0) return null;
+        var median = later.Length % 2 == 1 ? later[later.Length / 2] : (later[later.Length / 2 - 1] + later[later.Length / 2]) / 2;
+        var laterModules = invocations.Where(invocation => invocation.Number > 1)
+            .SelectMany(invocation => invocation.Imports.Imports).Select(record => record.Module).ToHashSet(StringComparer.Ordinal);
+        var onlyFirst = first.Imports.Imports.Where(record => !laterModules.Contains(record.Module)).ToArray();
+        return new FirstInvocationComparison(first, later.Length, median, onlyFirst);
+    }
+}
