@@ -38,6 +38,16 @@ STARTUP_ENV = "TELEMETRY_SHIM_STARTUP"
 # AWS Lambda's runtime environment: the handler (module.function) and the function's name.
 LAMBDA_HANDLER_ENV = "_HANDLER"
 LAMBDA_FUNCTION_NAME_ENV = "AWS_LAMBDA_FUNCTION_NAME"
+# The serverless platform's identity, sent as they are (HELLO platform_environment); the agent maps them to
+# the faas.* and cloud.* resource attributes. Only these names: nothing else of the environment leaves.
+PLATFORM_ENVIRONMENT = (
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_REGION",
+    "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "FUNCTION_TARGET", "FUNCTION_NAME", "FUNCTION_REGION",
+    "FUNCTION_MEMORY_MB", "X_GOOGLE_FUNCTION_VERSION", "CLOUD_RUN_JOB", "KUBERNETES_SERVICE_HOST",
+    "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_SITE_NAME", "WEBSITE_INSTANCE_ID",
+    "WEBSITE_MEMORY_LIMIT_MB", "REGION_NAME",
+)
 # How: the tool id, the buffer, the sender's ticks, the exit flush.
 TOOL_ID_ENV = "TELEMETRY_SHIM_TOOL_ID"
 BUFFER_EVENTS_ENV = "TELEMETRY_SHIM_BUFFER_EVENTS"
@@ -79,7 +89,7 @@ class Settings:
     __slots__ = ("mode", "window_ns", "period_ns", "budget", "include", "exclude", "slowdown", "socket_path",
                  "service_name", "resource_attributes", "tool_ids", "buffer_events", "flush_interval_s",
                  "exit_timeout_s", "native", "note_watch", "startup", "ready_on", "ready_on_lambda",
-                 "first_invocations", "problems")
+                 "first_invocations", "platform_environment", "problems")
 
     def __init__(self, **fields):
         for name, value in fields.items():
@@ -91,7 +101,8 @@ class Settings:
 
     def hello_fields(self):
         fields = {"mode": self.mode, "include": list(self.include), "exclude": list(self.exclude),
-                  "service_name": self.service_name, "resource_attributes": self.resource_attributes}
+                  "service_name": self.service_name, "resource_attributes": self.resource_attributes,
+                  "platform_environment": list(self.platform_environment)}
         if self.mode == _wire.MODE_BURST:
             fields.update(window_ns=self.window_ns, period_ns=self.period_ns,
                           overhead_budget_ppm=int(round(self.budget * 1_000_000)))
@@ -152,6 +163,7 @@ def read_settings(mode=None, default_mode=_wire.MODE_FULL, socket_path=None, ser
         first_invocations=int(_number(env, FIRST_INVOCATIONS_ENV, DEFAULT_FIRST_INVOCATIONS, problems,
                                       lambda value: 0 <= value <= 1000 and value == int(value),
                                       "a whole number from 0 to 1000")),
+        platform_environment=tuple("%s=%s" % (name, env[name]) for name in PLATFORM_ENVIRONMENT if env.get(name)),
         problems=problems,
     )
 

@@ -93,7 +93,7 @@ SCHEMAS = {
         "tool_id": (16, "uint"), "working_directory": (17, "string"), "window_ns": (18, "int64"),
         "period_ns": (19, "int64"), "overhead_budget_ppm": (20, "uint"), "include": (21, ["string"]),
         "exclude": (22, ["string"]), "callbacks": (23, "string"), "container_id": (24, "string"),
-        "pod_uid": (25, "string"),
+        "pod_uid": (25, "string"), "platform_environment": (26, ["string"]),
     },
     "Definitions": {"codes": (1, ["CodeDefinition"]), "threads": (2, ["ThreadDefinition"])},
     "CodeDefinition": {

@@ -42,7 +42,7 @@ SCHEMAS = {
         13: ("clock_monotonic_ns", "i"), 14: ("clock_unix_ns", "i"), 15: ("mode", "s"),
         16: ("tool_id", "u"), 17: ("working_directory", "s"), 18: ("window_ns", "i"), 19: ("period_ns", "i"),
         20: ("overhead_budget_ppm", "u"), 21: ("include", "s*"), 22: ("exclude", "s*"), 23: ("callbacks", "s"),
-        24: ("container_id", "s"), 25: ("pod_uid", "s"),
+        24: ("container_id", "s"), 25: ("pod_uid", "s"), 26: ("platform_environment", "s*"),
     },
     "Definitions": {1: ("codes", "m:CodeDefinition*"), 2: ("threads", "m:ThreadDefinition*")},
     "CodeDefinition": {

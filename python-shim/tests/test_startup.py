@@ -192,6 +192,12 @@ class ReadyRulesTest(StartupTestCase):
         self.assertEqual("READY_EXIT", conn.startup["ready_rule"])
         self.assertEqual([], conn.first_invocations)
 
+    def test_hello_carries_the_platform_variables_and_nothing_else(self):
+        env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "eu-west-1", "AWS_SECRET_ACCESS_KEY": "secret",
+               "K_SERVICE": ""}
+        conn, _, _ = self.run_under_shim("import json\n", env=env)
+        self.assertEqual(["AWS_LAMBDA_FUNCTION_NAME=orders", "AWS_REGION=eu-west-1"], conn.hello["platform_environment"])
+
     def test_startup_off(self):
         conn, _, _ = self.run_under_shim("import json\n", env={"TELEMETRY_SHIM_STARTUP": "off"})
         self.assertIsNone(conn.startup)

@@ -50,6 +50,7 @@ class MessageTests(unittest.TestCase):
             "working_directory": "/srv", "window_ns": 10_000_000, "period_ns": 1_000_000_000,
             "overhead_budget_ppm": 10_000, "include": ["__main__", "app.*"], "exclude": ["stdlib", "*/vendor/*"],
             "callbacks": "native", "container_id": "0123456789abcdef" * 4, "pod_uid": "1f3c2a4e-5b6d-4c7e-8f90-a1b2c3d4e5f6",
+            "platform_environment": ["K_SERVICE=orders", "K_REVISION=orders-00002"],
         }
         self.assertEqual(hello, self.round_trip("Hello", hello))
 

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using TelemetryAgent.Export.Serverless;
 using TelemetryAgent.Profiling;
 
 namespace TelemetryAgent.Export;
@@ -47,6 +48,7 @@ public static class ProcessResource
         // From the process's cgroup: what tells pods apart when no downward-API variable does (those, below, win).
         if (identity.ContainerId.Length > 0) Set("container.id", identity.ContainerId);
         if (identity.PodUid.Length > 0) Set("k8s.pod.uid", identity.PodUid);
+        foreach (var (key, value) in ServerlessResource.Attributes(identity.PlatformEnvironment)) Set(key, value);
 
         foreach (var (key, value) in ParseEnvironmentAttributes(identity.ResourceAttributes) ?? [])
         {

@@ -22,6 +22,10 @@ public sealed record ProcessIdentity(
     /// <summary>The Kubernetes pod the process runs in, as its cgroup names it; empty when unknown.</summary>
     public string PodUid { get; init; } = "";
 
+    /// <summary>The serverless platform's variables the shim found in the process's environment (name to value), from
+    /// which the resource's <c>faas.*</c> and <c>cloud.*</c> attributes are made.</summary>
+    public IReadOnlyDictionary<string, string> PlatformEnvironment { get; init; } = new Dictionary<string, string>();
+
     /// <summary>
     /// The configured service name; else the script's name without <c>.py</c> (<c>python app.py</c> gives
     /// <c>app</c>), the package's name for <c>python -m package</c> (argv[0] is its <c>__main__.py</c>), or the

@@ -24,7 +24,25 @@ internal static class WireTranslation
             hello.ResourceAttributes,
             hello.ShimVersion,
             hello.WorkingDirectory,
-            hello.ProcessStartUnixNs) { ContainerId = hello.ContainerId, PodUid = hello.PodUid };
+            hello.ProcessStartUnixNs)
+        {
+            ContainerId = hello.ContainerId,
+            PodUid = hello.PodUid,
+            PlatformEnvironment = PlatformEnvironment(hello.PlatformEnvironment),
+        };
+    }
+
+    // "NAME=value" entries; a malformed or repeated one is skipped (the first of a name wins), at most 64 names.
+    private static Dictionary<string, string> PlatformEnvironment(IEnumerable<string> entries)
+    {
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var entry in entries)
+        {
+            var equals = entry.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0 || environment.Count >= 64) continue;
+            environment.TryAdd(entry[..equals], entry[(equals + 1)..]);
+        }
+        return environment;
     }
 
     /// <summary>An empty mode is a shim that predates the modes: full. An unknown one is kept as it was sent.</summary>
