@@ -1,6 +1,9 @@
 using System.Text.Json;
+using OpenTelemetry.Proto.Trace.V1;
 using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.OtlpReceiver;
 using TelemetryAgent.Testing;
+using static TelemetryAgent.EndToEnd.Tests.Support.Otlp;
 
 namespace TelemetryAgent.EndToEnd.Tests;
 
@@ -74,5 +77,81 @@ public sealed class StartupEndToEndTests : IDisposable
         Assert.Contains("to ready (first call of handlers:handle)", run.Stderr + run.Stdout, StringComparison.Ordinal);
         Assert.Contains("costliest imports by self time", run.Stderr + run.Stdout, StringComparison.Ordinal);
         Assert.Contains("First invocation:", run.Stderr + run.Stdout, StringComparison.Ordinal);
+    }
+
+    // A dependency that takes 20 ms to execute, imported by the handlers' module; one the handler imports lazily.
+    private const string TracedHandlers = """
+        import time
+        import slow_dependency
+
+        def handle(event):
+            import lazy_dependency
+            return event
+        """;
+
+    [Theory]
+    [InlineData("http/protobuf")]
+    [InlineData("grpc")]
+    public async Task TheStartupTraceReachesARealReceiverNestedAsImported(string protocol)
+    {
+        File.WriteAllText(_temp.File("handlers.py"), TracedHandlers);
+        File.WriteAllText(_temp.File("slow_dependency.py"), "import time\ntime.sleep(0.02)\n");
+        File.WriteAllText(_temp.File("lazy_dependency.py"), "import time\ntime.sleep(0.01)\n");
+        var script = _temp.File("app.py");
+        File.WriteAllText(script, Main);
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
+        var endpoint = protocol == "grpc" ? receiver.GrpcEndpoint : receiver.HttpEndpoint;
+        var run = await Processes.RunAgentAsync(
+            ["run", "--mode", "burst", "-o", _temp.File("out"), "--otlp-endpoint", endpoint.ToString(), "--otlp-protocol", protocol, script],
+            environment: OtlpExportTests.CleanEnvironment(new Dictionary<string, string?>
+            {
+                ["TELEMETRY_SHIM_READY_ON"] = "handlers:handle", ["K_SERVICE"] = "orders", ["K_REVISION"] = "orders-00002",
+            }));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        await receiver.WaitForAsync(OtlpSignal.Traces, 1, TimeSpan.FromSeconds(30));
+
+        var resourceSpans = receiver.Traces.Snapshot().SelectMany(request => request.Message.ResourceSpans).ToArray();
+        var resource = Attributes(resourceSpans[0].Resource.Attributes);
+        Assert.Equal("app", resource["service.name"].StringValue);
+        Assert.Equal("orders", resource["faas.name"].StringValue);
+        Assert.Equal("gcp_cloud_run", resource["cloud.platform"].StringValue);
+        var spans = resourceSpans.SelectMany(r => r.ScopeSpans).SelectMany(scope => scope.Spans).ToArray();
+        Assert.All(resourceSpans.SelectMany(r => r.ScopeSpans), scope => Assert.Equal("telemetry-agent.startup", scope.Scope.Name));
+        var root = Assert.Single(spans, span => span.ParentSpanId.IsEmpty);
+        Assert.Equal("startup", root.Name);
+        Assert.All(spans, span => Assert.Equal(root.TraceId, span.TraceId));
+        Assert.Equal("on_function", Attributes(root.Attributes)["python.startup.ready_rule"].StringValue);
+        var byId = spans.ToDictionary(span => span.SpanId);
+
+        var interpreter = Assert.Single(spans, span => span.Name == "interpreter start-up");
+        Assert.Equal(root.SpanId, interpreter.ParentSpanId);
+        Assert.Equal(root.StartTimeUnixNano, interpreter.StartTimeUnixNano);
+        var handlers = Assert.Single(spans, span => span.Name == "import handlers");
+        Assert.Equal(root.SpanId, handlers.ParentSpanId);
+        var slow = Assert.Single(spans, span => span.Name == "import slow_dependency");
+        Assert.Equal(handlers.SpanId, slow.ParentSpanId);
+        Assert.True(slow.EndTimeUnixNano - slow.StartTimeUnixNano >= 20_000_000);
+        Assert.True(Attributes(slow.Attributes)["python.import.exec_ns"].IntValue >= 20_000_000);
+        // Every span but the invocations lies inside its parent; the invocations begin at ready, when the root ends.
+        foreach (var span in spans.Where(span => !span.ParentSpanId.IsEmpty && !span.Name.StartsWith("invocation", StringComparison.Ordinal)))
+        {
+            var parent = byId[span.ParentSpanId];
+            Assert.True(parent.StartTimeUnixNano <= span.StartTimeUnixNano && span.EndTimeUnixNano <= parent.EndTimeUnixNano, span.Name);
+        }
+
+        var invocations = spans.Where(span => span.Name.StartsWith("invocation", StringComparison.Ordinal)).OrderBy(span => span.StartTimeUnixNano).ToArray();
+        Assert.Equal(["invocation 1", "invocation 2", "invocation 3"], invocations.Select(span => span.Name));
+        Assert.All(invocations, invocation => Assert.Equal(root.SpanId, invocation.ParentSpanId));
+        Assert.Equal(root.EndTimeUnixNano, invocations[0].StartTimeUnixNano);
+        Assert.Equal([true, false, false], invocations.Select(span => Attributes(span.Attributes)["faas.coldstart"].BoolValue));
+        var lazy = Assert.Single(spans, span => span.Name == "import lazy_dependency");
+        Assert.Equal(invocations[0].SpanId, lazy.ParentSpanId);
+        Assert.True(invocations[0].StartTimeUnixNano <= lazy.StartTimeUnixNano && lazy.EndTimeUnixNano <= invocations[0].EndTimeUnixNano);
+
+        // The histogram beside the trace, under the same resource.
+        var metrics = LatestMetricsByInstance(receiver).Values.Single(entry => entry.Resource["service.name"].StringValue == "app").Metrics;
+        var duration = metrics["python.startup.duration"].Histogram.DataPoints.Single();
+        Assert.Equal(1UL, duration.Count);
+        Assert.Equal((root.EndTimeUnixNano - root.StartTimeUnixNano) / 1e9, duration.Sum, 6);
     }
 }

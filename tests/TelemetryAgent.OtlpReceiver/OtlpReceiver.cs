@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using OpenTelemetry.Proto.Collector.Logs.V1;
 using OpenTelemetry.Proto.Collector.Metrics.V1;
 using OpenTelemetry.Proto.Collector.Profiles.V1Development;
+using OpenTelemetry.Proto.Collector.Trace.V1;
 using TelemetryAgent.OtlpReceiver.Internal;
 
 namespace TelemetryAgent.OtlpReceiver;
@@ -15,19 +16,21 @@ namespace TelemetryAgent.OtlpReceiver;
 /// <summary>
 /// A real OTLP receiver for tests, on Kestrel bound to 127.0.0.1: OTLP/HTTP (binary protobuf, HTTP/1.1)
 /// on <see cref="HttpEndpoint"/> and OTLP/gRPC (cleartext HTTP/2 only) on <see cref="GrpcEndpoint"/>, served by the
-/// reference gRPC server (Grpc.AspNetCore), for metrics, logs and profiles (v1development). Every accepted request is
-/// decoded and kept in <see cref="Metrics"/>, <see cref="Logs"/> or <see cref="Profiles"/>; every answer, accepted or
-/// not, in <see cref="Attempts"/>. <see cref="Failures"/> makes it turn requests away on demand (an error status, or
-/// a reset connection).
+/// reference gRPC server (Grpc.AspNetCore), for metrics, logs, traces and profiles (v1development). Every accepted
+/// request is decoded and kept in <see cref="Metrics"/>, <see cref="Logs"/>, <see cref="Traces"/> or
+/// <see cref="Profiles"/>; every answer, accepted or not, in <see cref="Attempts"/>. <see cref="Failures"/> makes it
+/// turn requests away on demand (an error status, or a reset connection).
 /// </summary>
 public sealed class OtlpReceiver : IAsyncDisposable
 {
     public const string HttpMetricsPath = "/v1/metrics";
     public const string HttpLogsPath = "/v1/logs";
     public const string HttpProfilesPath = "/v1development/profiles";
+    public const string HttpTracesPath = "/v1/traces";
     public const string GrpcMetricsPath = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
     public const string GrpcLogsPath = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
     public const string GrpcProfilesPath = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+    public const string GrpcTracesPath = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
     private readonly WebApplication _app;
     private readonly Lock _attemptsGate = new();
@@ -36,13 +39,15 @@ public sealed class OtlpReceiver : IAsyncDisposable
     private PartialSuccessReply? _partialSuccess;
 
     private OtlpReceiver(WebApplication app, FailureInjector failures, RequestLog<ExportMetricsServiceRequest> metrics,
-        RequestLog<ExportLogsServiceRequest> logs, RequestLog<ExportProfilesServiceRequest> profiles)
+        RequestLog<ExportLogsServiceRequest> logs, RequestLog<ExportProfilesServiceRequest> profiles,
+        RequestLog<ExportTraceServiceRequest> traces)
     {
         _app = app;
         Failures = failures;
         Metrics = metrics;
         Logs = logs;
         Profiles = profiles;
+        Traces = traces;
     }
 
     /// <summary>OTLP/HTTP base address, e.g. <c>http://127.0.0.1:40123</c>; append <c>/v1/metrics</c> etc.</summary>
@@ -58,6 +63,8 @@ public sealed class OtlpReceiver : IAsyncDisposable
     public RequestLog<ExportLogsServiceRequest> Logs { get; }
 
     public RequestLog<ExportProfilesServiceRequest> Profiles { get; }
+
+    public RequestLog<ExportTraceServiceRequest> Traces { get; }
 
     /// <summary>Injected failures (error answers or reset connections); change them at any time.</summary>
     public FailureInjector Failures { get; }
@@ -159,6 +166,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
         var metrics = new RequestLog<ExportMetricsServiceRequest>(OtlpSignal.Metrics);
         var logs = new RequestLog<ExportLogsServiceRequest>(OtlpSignal.Logs);
         var profiles = new RequestLog<ExportProfilesServiceRequest>(OtlpSignal.Profiles);
+        var traces = new RequestLog<ExportTraceServiceRequest>(OtlpSignal.Traces);
         OtlpReceiver? receiver = null;
         var state = new ReceiverState(
             new(OtlpSignal.Metrics, HttpMetricsPath, GrpcMetricsPath, ExportMetricsServiceRequest.Parser, metrics,
@@ -167,6 +175,8 @@ public sealed class OtlpReceiver : IAsyncDisposable
                 partial => new() { PartialSuccess = new() { RejectedLogRecords = partial.Rejected, ErrorMessage = partial.Message } }),
             new(OtlpSignal.Profiles, HttpProfilesPath, GrpcProfilesPath, ExportProfilesServiceRequest.Parser, profiles,
                 partial => new() { PartialSuccess = new() { RejectedProfiles = partial.Rejected, ErrorMessage = partial.Message } }),
+            new(OtlpSignal.Traces, HttpTracesPath, GrpcTracesPath, ExportTraceServiceRequest.Parser, traces,
+                partial => new() { PartialSuccess = new() { RejectedSpans = partial.Rejected, ErrorMessage = partial.Message } }),
             failures, () => receiver!.PartialSuccess, options.Time);
         builder.Services.AddSingleton(state);
         builder.Services.AddGrpc(grpc =>
@@ -176,7 +186,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
         });
 
         var app = builder.Build();
-        receiver = new OtlpReceiver(app, failures, metrics, logs, profiles);
+        receiver = new OtlpReceiver(app, failures, metrics, logs, profiles, traces);
         var http = new OtlpHttpHandler(
             state.All.ToDictionary(r => r.HttpPath, StringComparer.Ordinal), failures, options.MaxRequestBytes, receiver.Record,
             () => receiver.PartialSuccess, options.Time);
@@ -200,6 +210,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
         app.MapGrpcService<MetricsReceiverService>();
         app.MapGrpcService<LogsReceiverService>();
         app.MapGrpcService<ProfilesReceiverService>();
+        app.MapGrpcService<TraceReceiverService>();
 
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         var httpPort = reserved?.HttpPort ?? ((IPEndPoint)httpListen!.EndPoint).Port;
@@ -226,6 +237,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
             OtlpSignal.Metrics => Metrics.WaitForAsync(count, timeout, cancellationToken),
             OtlpSignal.Logs => Logs.WaitForAsync(count, timeout, cancellationToken),
             OtlpSignal.Profiles => Profiles.WaitForAsync(count, timeout, cancellationToken),
+            OtlpSignal.Traces => Traces.WaitForAsync(count, timeout, cancellationToken),
             _ => throw new ArgumentOutOfRangeException(nameof(signal), signal, "unknown signal"),
         };
 

@@ -6,6 +6,7 @@ public enum OtlpSignal
     Metrics,
     Logs,
     Profiles,
+    Traces,
 }
 
 /// <summary>How a request reached the receiver.</summary>

@@ -46,6 +46,7 @@ public sealed class ExportPipeline
         if (settings.IsOn(OtlpSignal.Metrics) || settings.IsOn(OtlpSignal.Logs))
             exporters.Add(new MetricsAndLogsExporter(context, profiles?.Counters ?? new Otlp.ExportCounters()));
         if (profiles is not null) exporters.Add(profiles);
+        if (settings.IsOn(OtlpSignal.Traces)) exporters.Add(new Startup.StartupTracesExporter(settings, context.Log));
         return new ExportPipeline(exporters);
     }
 

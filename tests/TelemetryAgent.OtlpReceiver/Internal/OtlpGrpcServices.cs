@@ -5,6 +5,7 @@ using Grpc.Core;
 using OpenTelemetry.Proto.Collector.Logs.V1;
 using OpenTelemetry.Proto.Collector.Metrics.V1;
 using OpenTelemetry.Proto.Collector.Profiles.V1Development;
+using OpenTelemetry.Proto.Collector.Trace.V1;
 
 namespace TelemetryAgent.OtlpReceiver.Internal;
 
@@ -13,12 +14,14 @@ internal sealed class ReceiverState(
     SignalRoute<ExportMetricsServiceRequest, ExportMetricsServiceResponse> metrics,
     SignalRoute<ExportLogsServiceRequest, ExportLogsServiceResponse> logs,
     SignalRoute<ExportProfilesServiceRequest, ExportProfilesServiceResponse> profiles,
+    SignalRoute<ExportTraceServiceRequest, ExportTraceServiceResponse> traces,
     FailureInjector failures, Func<PartialSuccessReply?> partialSuccess, TimeProvider time)
 {
     public SignalRoute<ExportMetricsServiceRequest, ExportMetricsServiceResponse> Metrics { get; } = metrics;
     public SignalRoute<ExportLogsServiceRequest, ExportLogsServiceResponse> Logs { get; } = logs;
     public SignalRoute<ExportProfilesServiceRequest, ExportProfilesServiceResponse> Profiles { get; } = profiles;
-    public IReadOnlyList<SignalRoute> All => [Metrics, Logs, Profiles];
+    public SignalRoute<ExportTraceServiceRequest, ExportTraceServiceResponse> Traces { get; } = traces;
+    public IReadOnlyList<SignalRoute> All => [Metrics, Logs, Profiles, Traces];
     public FailureInjector Failures { get; } = failures;
     public TimeProvider Time { get; } = time;
 
@@ -64,4 +67,10 @@ internal sealed class ProfilesReceiverService(ReceiverState state) : ProfilesSer
 {
     public override Task<ExportProfilesServiceResponse> Export(ExportProfilesServiceRequest request, ServerCallContext context) =>
         Task.FromResult(state.Export(state.Profiles, request, context));
+}
+
+internal sealed class TraceReceiverService(ReceiverState state) : TraceService.TraceServiceBase
+{
+    public override Task<ExportTraceServiceResponse> Export(ExportTraceServiceRequest request, ServerCallContext context) =>
+        Task.FromResult(state.Export(state.Traces, request, context));
 }

@@ -73,7 +73,7 @@ internal static class OtlpSdk
         });
     }
 
-    private static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportTransport transport, DeliveryTracker? delivery)
+    internal static void Configure(OtlpExporterOptions options, OtlpEndpoint endpoint, ExportTransport transport, DeliveryTracker? delivery)
     {
         options.Protocol = endpoint.Protocol == OtlpProtocol.Grpc ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
         // Set in code, the endpoint is used as given: OtlpSettings already appended /v1/metrics or /v1/logs for HTTP.

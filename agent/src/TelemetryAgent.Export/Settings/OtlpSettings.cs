@@ -8,6 +8,7 @@ public enum OtlpSignal
     Metrics,
     Logs,
     Profiles,
+    Traces,
 }
 
 /// <summary>OTLP transports: <c>grpc</c> (HTTP/2) and <c>http/protobuf</c>.</summary>
@@ -214,6 +215,7 @@ public sealed class OtlpSettings
         OtlpSignal.Metrics => "v1/metrics",
         OtlpSignal.Logs => "v1/logs",
         OtlpSignal.Profiles => "v1development/profiles",
+        OtlpSignal.Traces => "v1/traces",
         _ => throw new ArgumentOutOfRangeException(nameof(signal)),
     };
 
