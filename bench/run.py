@@ -146,6 +146,7 @@ class Runner:
             paths.insert(1 if variant in SHIM_MODES else 0, SLOWDOWN_SITE_DIR)  # after the autostart directory
             env.update(PYTHONPATH=os.pathsep.join(paths), BENCH_SLOWDOWN="%.3f" % slowdown,
                        TELEMETRY_SHIM_SLOWDOWN="%.3f" % slowdown)
+        env.update(extra_env or {})
         command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--fair-sched=yes",
                    "--cachegrind-out-file=" + os.devnull]
         done = subprocess.run(command + self.argv(variant, script, service, scale), env=env, capture_output=True,
@@ -335,6 +336,8 @@ def main():
                         help="workload scale of the instruction counts under valgrind (default 0.25; 0: leave them out)")
     parser.add_argument("--instructions-only", action="store_true",
                         help="only the instruction counts (about 25 minutes), no CPU-time rounds")
+    parser.add_argument("--startup-phase", action="store_true",
+                        help="only what recording the start-up phase costs (instructions) and the shim's own start (CPU)")
     parser.add_argument("--agent-dll", default=AGENT_DLL)
     parser.add_argument("--json", help="where to write the results (default bench/results/latest-<python>.json)")
     args = parser.parse_args()
@@ -358,17 +361,27 @@ def main():
             if args.instructions_scale and not shutil.which("valgrind"):
                 raise SystemExit("valgrind is needed for the instruction counts (apt-get install valgrind), "
                                  "or run with --instructions-scale 0 to leave them out")
-            if args.instructions_only:
+            if args.startup_phase:
+                startup_phase = measure_startup_phase(runner, temp)
+            elif args.instructions_only:
                 results, accuracy, event_cost = {}, {}, None
             else:
                 event_cost = measure_event_cost(runner, temp, 5 if args.quick else EVENT_COST_ROUNDS)
                 results = measure(runner, names, args.runs, args.full_runs)
                 accuracy = measure_accuracy(runner, names, args.accuracy_scale)
-            instructions = (measure_instructions(runner, names, args.instructions_scale, temp)
-                            if args.instructions_scale else None)
+            if not args.startup_phase:
+                instructions = (measure_instructions(runner, names, args.instructions_scale, temp)
+                                if args.instructions_scale else None)
         finally:
             agent.terminate()
             agent.wait(timeout=60)
+    if args.startup_phase:
+        print_startup_phase(startup_phase)
+        path = args.json or os.path.join(HERE, "results", "startup-phase-%s.json" % machine["python"])
+        with open(path, "w") as out:
+            json.dump({"machine": machine, "startup_phase": startup_phase}, out, indent=2)
+        print("\nJSON: %s" % os.path.relpath(path))
+        return
     toggles = toggle_cost(args.python)
     callbacks_alone = callback_cost(args.python)
 
@@ -551,6 +564,64 @@ def measure_instructions(runner, names, scale, temp):
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         counted = dict(pool.map(measure_one, names))
     return {"scale": scale, "burst_run_s": BURST_RUN_S, "workloads": {name: counted[name] for name in names}}
+
+
+# The start-up phase's variants (measure_startup_phase): the shim without it, with it (ready at the end of the main
+# module: the mode records as always), and with a ready-on function (the mode holds its own recording until then).
+STARTUP_PHASE_VARIANTS = (
+    ("without", {"TELEMETRY_SHIM_STARTUP": "off"}),
+    ("recorded", {}),
+    ("ready_on", {"TELEMETRY_SHIM_READY_ON": "json:dumps"}),
+)
+
+
+def measure_startup_phase(runner, temp):
+    """What recording the start-up phase costs, in instructions, on the start-up workload (imports, then json.dumps
+    once ready): burst and exceptions mode each without the phase, with it, and with a ready-on function (the mode's
+    own recording, importlib's exceptions included, held until then); plus the shim's own start in CPU time (its
+    process_time from start() entered to returned, all threads, from startup.json), from normal runs."""
+    script = os.path.join(WORKLOAD_DIR, "startup.py")
+    empty = os.path.join(temp, "empty.py")
+    with open(empty, "w") as out:
+        out.write("pass\n")
+    for variant in ("plain", "exceptions"):
+        runner.run(variant, empty, "startup-phase.warmup")
+    normal_s = min(runner.run("plain", script, "startup-phase.normal")[2] for _ in range(3))
+    slowdown = max(runner.instructions("plain", script, "startup-phase.guess")[1] / normal_s, 1.0)
+    plain = runner.instructions("plain", script, "startup-phase.plain", None, slowdown)[0]
+    counts = {}
+    for mode in ("exceptions", "burst"):
+        for name, env in STARTUP_PHASE_VARIANTS:
+            counts["%s.%s" % (mode, name)] = runner.instructions(mode, script, "startup-phase.%s.%s" % (mode, name), None,
+                                                                  slowdown, env)[0]
+        print("startup phase: %s done" % mode, file=sys.stderr)
+    shim_start_cpu_ms = []
+    for attempt in range(5):
+        service = "startup-phase.cpu.%d" % attempt
+        runner.run("exceptions", script, service)
+        with open(os.path.join(runner.outputs_of(service), "startup.json")) as source:
+            shim_start_cpu_ms.append(json.load(source)["processes"][0]["shim_start_cpu_ns"] / 1e6)
+    ratios = {}
+    for mode in ("exceptions", "burst"):
+        without = counts[mode + ".without"]
+        ratios[mode] = {
+            "phase_over_plain": (counts[mode + ".recorded"] - without) / plain,
+            "shim_without_phase_over_plain": (without - plain) / plain,
+            "shim_with_ready_on_over_plain": (counts[mode + ".ready_on"] - plain) / plain,
+        }
+    return {"slowdown": slowdown, "plain": plain, "counts": counts, "ratios": ratios,
+            "shim_start_cpu_ms": {"runs": shim_start_cpu_ms, "median": statistics.median(shim_start_cpu_ms)}}
+
+
+def print_startup_phase(result):
+    print("Start-up phase (instructions, start-up workload; plain = %s):" % format(result["plain"], ","))
+    for mode, ratio in result["ratios"].items():
+        print("  %-10s  phase recorded: %+.2f%%   shim without the phase: %+.2f%%   shim with a ready-on function: %+.2f%%"
+              % (mode, 100 * ratio["phase_over_plain"], 100 * ratio["shim_without_phase_over_plain"],
+                 100 * ratio["shim_with_ready_on_over_plain"]))
+    cpu = result["shim_start_cpu_ms"]
+    print("  the shim's own start: %.2f ms CPU (median of %d; %s)" % (
+        cpu["median"], len(cpu["runs"]), ", ".join("%.2f" % value for value in cpu["runs"])))
 
 
 def measure_accuracy(runner, names, scale):
