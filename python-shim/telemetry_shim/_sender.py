@@ -155,7 +155,8 @@ class Sender:
                 else:
                     busy = False
                 timeout = self._busy_interval_s if busy else self.flush_interval_s
-                if windows is not None:
+                # Held for the start-up phase: no window is due (ready wakes this thread).
+                if windows is not None and not self.recorder.held_for_startup:
                     due = windows.seconds_until_due(perf_counter_ns())
                     if not windows.is_open and not busy:
                         timeout = idle_interval

@@ -433,8 +433,8 @@ class ImportTimeline:
 
     def feed(self, events, ignored_idents=()):
         stacks = self.stacks
-        for position in range(0, len(events), 4):
-            ts, tag, ident, value = events[position:position + 4]
+        flat = iter(events)
+        for ts, tag, ident, value in zip(flat, flat, flat, flat):
             if ident in ignored_idents:
                 continue  # the shim's own thread
             role = tag & ROLE_MASK

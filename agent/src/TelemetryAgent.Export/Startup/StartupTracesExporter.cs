@@ -112,6 +112,7 @@ public sealed class StartupTracesExporter : IExporter
         private Meter? _meter;
         private ActivityContext _root;
         private bool _startupSent;
+        private bool _done;
 
         public Task Submit(ProcessProfile profile, bool completed)
         {
@@ -125,6 +126,7 @@ public sealed class StartupTracesExporter : IExporter
 
         private void Export(ProcessProfile profile, bool completed)
         {
+            if (_done) return;
             try
             {
                 var sent = false;
@@ -144,8 +146,13 @@ public sealed class StartupTracesExporter : IExporter
                         sent = true;
                     }
                 }
-                if (sent) _sdk!.TracerProvider.ForceFlush(Timeout());
-                if (sent) _sdk!.MeterProvider.ForceFlush(Timeout());
+                if (sent && _sdk is not null)
+                {
+                    _sdk.TracerProvider.ForceFlush(Timeout());
+                    _sdk.MeterProvider.ForceFlush(Timeout());
+                }
+                // Everything this process will ever send is out: its SDK instance need not wait for the process's end.
+                if (_startupSent && profile.Startup is { } phase && _invocationsSent.Count >= phase.FirstInvocationsPlanned) completed = true;
             }
             catch (Exception error)
             {
@@ -317,6 +324,7 @@ public sealed class StartupTracesExporter : IExporter
 
         private void Dispose()
         {
+            _done = true;
             _sdk?.Dispose();
             _source?.Dispose();
             _meter?.Dispose();
