@@ -589,7 +589,8 @@ def measure_startup_phase(runner, temp):
     normal_s = min(runner.run("plain", script, "startup-phase.normal")[2] for _ in range(3))
     slowdown = max(runner.instructions("plain", script, "startup-phase.guess")[1] / normal_s, 1.0)
     plain = runner.instructions("plain", script, "startup-phase.plain", None, slowdown)[0]
-    counts = {}
+    # The control: how far two identical runs differ (the sender's ticks and the GIL's switches move a little).
+    counts = {"plain.again": runner.instructions("plain", script, "startup-phase.plain-again", None, slowdown)[0]}
     for mode in ("exceptions", "burst"):
         for name, env in STARTUP_PHASE_VARIANTS:
             counts["%s.%s" % (mode, name)] = runner.instructions(mode, script, "startup-phase.%s.%s" % (mode, name), None,
@@ -609,13 +610,17 @@ def measure_startup_phase(runner, temp):
             "shim_without_phase_over_plain": (without - plain) / plain,
             "shim_with_ready_on_over_plain": (counts[mode + ".ready_on"] - plain) / plain,
         }
+    ratios["control"] = {"plain_again_over_plain": (counts["plain.again"] - plain) / plain}
     return {"slowdown": slowdown, "plain": plain, "counts": counts, "ratios": ratios,
             "shim_start_cpu_ms": {"runs": shim_start_cpu_ms, "median": statistics.median(shim_start_cpu_ms)}}
 
 
 def print_startup_phase(result):
     print("Start-up phase (instructions, start-up workload; plain = %s):" % format(result["plain"], ","))
+    print("  control: a second plain run differs by %+.2f%%" % (100 * result["ratios"]["control"]["plain_again_over_plain"]))
     for mode, ratio in result["ratios"].items():
+        if mode == "control":
+            continue
         print("  %-10s  phase recorded: %+.2f%%   shim without the phase: %+.2f%%   shim with a ready-on function: %+.2f%%"
               % (mode, 100 * ratio["phase_over_plain"], 100 * ratio["shim_without_phase_over_plain"],
                  100 * ratio["shim_with_ready_on_over_plain"]))
