@@ -283,7 +283,10 @@ def _new_startup(settings, tool_id, entered_cpu_ns):
 
 def _outermost_code():
     """The code of the outermost frame of this thread: the program's main module (autostart, or
-    start() called from it), whose end ends the start-up phase when no other rule applies."""
+    start() called from it), whose end ends the start-up phase when no other rule applies. None on
+    another thread: its outermost frame is the thread's, not the program's."""
+    if threading.get_ident() != threading.main_thread().ident:
+        return None
     frame = sys._getframe(1)
     while frame.f_back is not None:
         frame = frame.f_back

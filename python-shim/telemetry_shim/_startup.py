@@ -209,7 +209,9 @@ class StartupRecorder:
             module = sys.modules.get(module_name)
             if module is not None and module_name != "__main__":
                 self._arm_handler(module)
-        if main_code is not None and self.target is None:
+        if main_code is not None:
+            # Also with a ready-on function: one that is never called (a typo, a program that ends first)
+            # must not hold the mode's own recording to the end.
             self._main_code = main_code
             self._roles[id(main_code)] = (ROLE_MAIN, main_code)
             _monitoring.set_local_events(tool_id, main_code, _events.PY_RETURN)

@@ -187,10 +187,36 @@ class ReadyRulesTest(StartupTestCase):
         self.assertIn("json", names)
         self.assertNotIn("csv", names)
 
-    def test_a_function_never_called_leaves_the_exit(self):
-        conn, _, _ = self.run_under_shim("import json\n", "--ready-on", "handlers:handler")
-        self.assertEqual("READY_EXIT", conn.startup["ready_rule"])
+    def test_a_function_never_called_leaves_the_main_module_end_and_releases_the_mode(self):
+        source = textwrap.dedent("""
+            import json
+            def fail():
+                try:
+                    raise ValueError("after the main module")
+                except ValueError:
+                    pass
+            import atexit
+            atexit.register(fail)
+        """)
+        conn, _, _ = self.run_under_shim(source, "--mode", "exceptions", "--ready-on", "handlers:no_such_function")
+        self.assertEqual("READY_MAIN_MODULE_END", conn.startup["ready_rule"])
         self.assertEqual([], conn.first_invocations)
+        self.assertIn("after the main module", [r["detail"]["message"] for r in conn.exception_records if r["detail"]])
+
+    def test_exit_when_the_main_module_is_unknown(self):
+        # start() from a thread: no main module's code to wait for; the program's exit ends the phase.
+        source = textwrap.dedent("""
+            import threading, telemetry_shim
+            thread = threading.Thread(target=telemetry_shim.start)
+            thread.start(); thread.join()
+            import json
+        """)
+        with support.RecordingAgent() as agent:
+            code, _, err = support.run_python(source, env={"TELEMETRY_AGENT_SOCKET": agent.path})
+            self.assertEqual(0, code, err)
+            conn = agent.wait_for(1)[0]
+            self.assertTrue(conn.wait_ended(30))
+        self.assertEqual("READY_EXIT", conn.startup["ready_rule"])
 
     def test_hello_carries_the_platform_variables_and_nothing_else(self):
         env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "eu-west-1", "AWS_SECRET_ACCESS_KEY": "secret",
