@@ -81,7 +81,8 @@ public sealed class ProfilesExportTests(ITestOutputHelper output) : IDisposable
     {
         await using var receiver = await Receiver.StartAsync(new OtlpReceiverOptions
         {
-            InitialFailures = FailurePlan.FirstRequests(3, retryAfter: TimeSpan.FromSeconds(1)),
+            // Profiles' own requests: the SDK's signals (metrics, logs, start-up traces) retry on their own, silently.
+            InitialFailures = FailurePlan.FirstRequests(3, retryAfter: TimeSpan.FromSeconds(1), signal: OtlpSignal.Profiles),
         });
         var folder = _temp.File("out");
         var run = await Processes.RunAgentAsync(["run", "--otlp-endpoint", Endpoint(receiver, "http/protobuf"), "-o", folder, FixtureScript],

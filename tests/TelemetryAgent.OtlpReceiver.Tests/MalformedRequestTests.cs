@@ -106,13 +106,13 @@ public sealed class MalformedRequestTests : IAsyncLifetime
     public async Task An_unknown_grpc_method_is_unimplemented_and_recorded()
     {
         var bytes = Marshallers.Create<byte[]>(static message => message, static data => data);
-        var traces = new Method<byte[], byte[]>(MethodType.Unary, "opentelemetry.proto.collector.trace.v1.TraceService", "Export", bytes, bytes);
+        var unknownService = new Method<byte[], byte[]>(MethodType.Unary, "opentelemetry.proto.collector.unknown.v1.UnknownService", "Export", bytes, bytes);
 
-        var unknown = await Assert.ThrowsAsync<RpcException>(async () => await _clients.Invoker.AsyncUnaryCall(traces, null, Clients.Call(), []));
+        var unknown = await Assert.ThrowsAsync<RpcException>(async () => await _clients.Invoker.AsyncUnaryCall(unknownService, null, Clients.Call(), []));
 
         Assert.Equal(StatusCode.Unimplemented, unknown.StatusCode);
         var attempt = Assert.Single(_receiver.Attempts);
-        Assert.Equal(("/opentelemetry.proto.collector.trace.v1.TraceService/Export", (int?)12, (OtlpSignal?)null),
+        Assert.Equal(("/opentelemetry.proto.collector.unknown.v1.UnknownService/Export", (int?)12, (OtlpSignal?)null),
             (attempt.Path, attempt.GrpcStatus, attempt.Signal));
         await AssertStillServesAndStoredNothingBadAsync();
     }

@@ -14,25 +14,31 @@ public static class Otlp
 
     /// <summary>
     /// The last metrics each resource sent (cumulative: the last export holds everything), keyed by the resource's
-    /// <c>service.instance.id</c>; a resource sent twice under one id would be two processes merged, so it fails.
+    /// <c>service.instance.id</c>, the latest of each scope merged (a process's metrics and its start-up metrics come
+    /// from two SDK instances under the same resource).
     /// </summary>
     public static Dictionary<string, (Dictionary<string, AnyValue> Resource, Dictionary<string, Metric> Metrics)> LatestMetricsByInstance(
         OtlpReceiver.OtlpReceiver receiver)
     {
         // Latest by the data's own time, not by arrival: an export retried in memory can arrive after a newer one.
-        var latest = new Dictionary<string, (ulong Time, Dictionary<string, AnyValue> Resource, Dictionary<string, Metric> Metrics)>();
+        var latest = new Dictionary<(string Instance, string Scope), (ulong Time, Dictionary<string, AnyValue> Resource, Dictionary<string, Metric> Metrics)>();
         foreach (var request in receiver.Metrics.Snapshot())
         {
             foreach (var resourceMetrics in request.Message.ResourceMetrics)
             {
                 var resource = Attributes(resourceMetrics.Resource.Attributes);
-                var metrics = resourceMetrics.ScopeMetrics.SelectMany(scope => scope.Metrics).ToDictionary(m => m.Name);
-                var time = metrics.Values.SelectMany(PointTimes).DefaultIfEmpty(0UL).Max();
                 var instance = resource["service.instance.id"].StringValue;
-                if (!latest.TryGetValue(instance, out var known) || time >= known.Time) latest[instance] = (time, resource, metrics);
+                foreach (var scope in resourceMetrics.ScopeMetrics)
+                {
+                    var metrics = scope.Metrics.ToDictionary(m => m.Name);
+                    var time = metrics.Values.SelectMany(PointTimes).DefaultIfEmpty(0UL).Max();
+                    var key = (instance, scope.Scope?.Name ?? "");
+                    if (!latest.TryGetValue(key, out var known) || time >= known.Time) latest[key] = (time, resource, metrics);
+                }
             }
         }
-        return latest.ToDictionary(entry => entry.Key, entry => (entry.Value.Resource, entry.Value.Metrics));
+        return latest.GroupBy(entry => entry.Key.Instance).ToDictionary(group => group.Key, group =>
+            (group.First().Value.Resource, group.SelectMany(entry => entry.Value.Metrics).ToDictionary(pair => pair.Key, pair => pair.Value)));
     }
 
     private static IEnumerable<ulong> PointTimes(Metric metric) => metric.DataCase switch
