@@ -29,8 +29,9 @@ STARTUP_TOOL_NAME = "telemetry_shim.startup"
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
-# PY_UNWIND is not a local event: it is on globally for this tool (an exception leaving a frame is
-# rare next to calls), and the callback ignores every code but the monitored ones.
+# Local events only. PY_UNWIND cannot be local, and on globally it runs a callback of ours while an
+# exception (SystemExit, KeyboardInterrupt) leaves the program: an import or a handler that raised is
+# found instead by its frame (the next import's enclosing import, the next call's callers).
 _LOCAL_EVENTS = _events.PY_START | _events.PY_RETURN
 
 # Roles of the monitored code objects (the low bits of an event's tag).
@@ -175,7 +176,7 @@ class StartupRecorder:
         self.invocations_started = 0
         self.invocations_ended = 0
         self.finished = False  # the tool is no longer needed: ready, and the invocations are over
-        self._handler_depth = {}  # ident -> nesting depth of the ready-on function
+        self._handler_depth = {}  # ident -> id() of the ready-on function's frames running on it
         self._handler_code = None
         self._main_code = None
         self._roles = {}
@@ -197,7 +198,6 @@ class StartupRecorder:
             return False
         _monitoring.register_callback(tool_id, _events.PY_START, self._make_callback(EVENT_START))
         _monitoring.register_callback(tool_id, _events.PY_RETURN, self._make_callback(EVENT_RETURN))
-        _monitoring.register_callback(tool_id, _events.PY_UNWIND, self._make_callback(EVENT_UNWIND))
         self._installed = True
         for _role, code in self._roles.values():
             _monitoring.set_local_events(tool_id, code, _LOCAL_EVENTS)
@@ -215,7 +215,6 @@ class StartupRecorder:
             self._main_code = main_code
             self._roles[id(main_code)] = (ROLE_MAIN, main_code)
             _monitoring.set_local_events(tool_id, main_code, _events.PY_RETURN)
-        _monitoring.set_events(tool_id, _events.PY_UNWIND)
         return True
 
     def _arm_handler(self, module):
@@ -235,16 +234,12 @@ class StartupRecorder:
             return
         self._installed = False
         self.tool_id = None
-        try:
-            _monitoring.set_events(tool_id, 0)
-        except Exception:
-            pass
         for _role, code in list(self._roles.values()):
             try:
                 _monitoring.set_local_events(tool_id, code, 0)
             except Exception:
                 pass
-        for event in (_events.PY_START, _events.PY_RETURN, _events.PY_UNWIND):
+        for event in (_events.PY_START, _events.PY_RETURN):
             try:
                 _monitoring.register_callback(tool_id, event, None)
             except Exception:
@@ -274,16 +269,16 @@ class StartupRecorder:
                 if len(events) >= MAX_EVENTS:
                     self.events_dropped += 1
                     return None
-                if event == EVENT_RETURN:
-                    if role == ROLE_FIND:
-                        value = _spec_name(value)
-                    elif role == ROLE_IMPORT and self.target is not None and self._handler_code is None:
-                        self._maybe_arm(value)
-                        value = None
+                if role == ROLE_IMPORT:
+                    frame = _getframe(1)
+                    if event == EVENT_START:
+                        value = (id(frame), _enclosing_import(frame.f_back, code), frame.f_locals.get("name"))
                     else:
-                        value = None
-                elif event == EVENT_UNWIND and role == ROLE_IMPORT:
-                    value = value.name if isinstance(value, ImportError) else None
+                        if self.target is not None and self._handler_code is None:
+                            self._maybe_arm(value)
+                        value = id(frame)
+                elif event == EVENT_RETURN and role == ROLE_FIND:
+                    value = _spec_name(value)
                 else:
                     value = None
                 extend((perf_counter_ns(), role | event, get_ident(), value))
@@ -308,11 +303,23 @@ class StartupRecorder:
         if role == ROLE_MAIN:
             self.ready(READY_MAIN_MODULE_END, now)
             return None
-        # The ready-on function: its first call is ready; the first N calls are timed.
-        depth = self._handler_depth.get(ident, 0)
+        # The ready-on function: its first call is ready; the first N calls are timed. A call that
+        # raised gets no event: the next call finds its frame is no longer among its callers.
+        frames = self._handler_depth.setdefault(ident, [])
+        frame = _getframe(2)
         if event == EVENT_START:
-            self._handler_depth[ident] = depth + 1
-            if depth:
+            if frames:
+                callers = set()
+                caller = frame.f_back
+                while caller is not None:
+                    callers.add(id(caller))
+                    caller = caller.f_back
+                while frames and frames[-1] not in callers:
+                    frames.pop()
+                    if not frames:
+                        self._end_invocation(now, ident, EVENT_UNWIND)
+            frames.append(id(frame))
+            if len(frames) > 1:
                 return None  # a recursive call: part of the invocation
             if not self.ready_ns:
                 self.ready(self.target_rule, now)
@@ -320,16 +327,20 @@ class StartupRecorder:
                 self.invocations_started += 1
                 self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
             return None
-        if depth == 0:
+        if not frames or frames[-1] != id(frame):
             return None
-        self._handler_depth[ident] = depth - 1
-        if depth == 1 and self.invocations_ended < self.invocations_started:
+        frames.pop()
+        if not frames:
+            self._end_invocation(now, ident, event)
+        return None
+
+    def _end_invocation(self, now, ident, event):
+        if self.invocations_ended < self.invocations_started:
             self.invocations_ended += 1
             self.events.extend((now, ROLE_HANDLER | event, ident, self.invocations_ended))
             if self.invocations_ended >= self.invocations_planned:
                 self.finished = True
             self._on_report()
-        return None
 
     # ---- ready --------------------------------------------------------------------------------------
 
@@ -368,6 +379,18 @@ def _nothing():
     return None
 
 
+_getframe = sys._getframe
+
+
+def _enclosing_import(frame, import_code):
+    """id() of the nearest _find_and_load frame among `frame` and its callers, 0 when none."""
+    while frame is not None:
+        if frame.f_code is import_code:
+            return id(frame)
+        frame = frame.f_back
+    return 0
+
+
 def _spec_name(spec):
     try:
         name = spec.name if spec is not None else None
@@ -378,9 +401,9 @@ def _spec_name(spec):
 
 class _Node:
     __slots__ = ("index", "name", "start", "end", "parent", "phase", "failed", "found", "roles", "find_ns",
-                 "load_ns", "load_parts_ns", "children_ns", "children_in", "region")
+                 "load_ns", "load_parts_ns", "children_ns", "children_in", "region", "frame", "recorded")
 
-    def __init__(self, index, start, parent, phase):
+    def __init__(self, index, start, parent, phase, frame=0, recorded=True):
         self.index = index
         self.name = None
         self.start = start
@@ -396,6 +419,8 @@ class _Node:
         self.children_ns = 0
         self.children_in = [0, 0, 0]  # children's time inside: find, loading, executing
         self.region = parent.region_now() if parent is not None else None  # where in its parent it ran
+        self.frame = frame  # id() of its _find_and_load frame, to pair its return (or see it raised)
+        self.recorded = recorded  # False: outside the recorded phases or beyond the bound, kept for pairing
 
     def region_now(self):
         """Where a child import starting now falls: 0 find, 1 loading, 2 executing, None elsewhere."""
@@ -460,31 +485,35 @@ class ImportTimeline:
                 continue
             stack = stacks.get(ident)
             if role == ROLE_IMPORT:
+                if stack is None:
+                    stack = stacks[ident] = []
                 if event == EVENT_START:
-                    if stack is None:
-                        stack = stacks[ident] = []
-                    parent = stack[-1] if stack else None
-                    if parent is None and self.phase < 0:
-                        stack.append(None)  # outside the recorded phases: kept for pairing only
-                        continue
-                    if parent is None and len(self.nodes) >= MAX_IMPORTS:
-                        self.imports_dropped += 1
-                        stack.append(None)
-                        continue
+                    frame, enclosing, name = value
+                    # Imports above the one this runs inside raised (no event says so): closed here.
+                    self._unwind_to(stack, enclosing or None, ts)
+                    if stack:
+                        parent = stack[-1] if stack[-1].recorded else None
+                        recorded = parent is not None
+                    else:
+                        parent = None
+                        recorded = self.phase >= 0 and len(self.nodes) < MAX_IMPORTS
+                        if self.phase >= 0 and not recorded:
+                            self.imports_dropped += 1
                     phase = parent.phase if parent is not None else self.phase
-                    node = _Node(len(self.nodes), ts, parent, phase)
-                    self.nodes.append(node)
+                    node = _Node(len(self.nodes), ts, parent, phase, frame, recorded)
+                    node.name = name if type(name) is str else None
+                    if recorded:
+                        self.nodes.append(node)
                     stack.append(node)
                     continue
-                if not stack:
-                    continue  # an import that was running when the shim started
-                node = stack.pop()
-                if node is None:
-                    continue
-                self._close(node, ts, failed=event == EVENT_UNWIND, name=value)
-                continue
+                if any(entry.frame == value for entry in stack):
+                    self._unwind_to(stack, value, ts)
+                    node = stack.pop()
+                    if node.recorded:
+                        self._close(node, ts, failed=False)
+                continue  # else: an import that was running when the shim started
             node = stack[-1] if stack else None
-            if node is None:
+            if node is None or not node.recorded:
                 continue
             roles = node.roles
             if event == EVENT_START:
@@ -505,11 +534,17 @@ class ImportTimeline:
             elif role in (ROLE_CREATE, ROLE_GET_CODE) and depth == 1 and roles[0][0] == ROLE_LOAD:
                 node.load_parts_ns += duration
 
-    def _close(self, node, ts, failed, name=None):
+    def _unwind_to(self, stack, frame, ts):
+        """Closes, as failed at `ts`, the imports above the one whose frame is `frame` (all of them for None):
+        they raised, so no return event came."""
+        while stack and stack[-1].frame != frame:
+            node = stack.pop()
+            if node.recorded:
+                self._close(node, ts, failed=True)
+
+    def _close(self, node, ts, failed):
         node.end = ts
         node.failed = failed
-        if node.name is None and name:
-            node.name = name
         parent = node.parent
         if parent is not None:
             cumulative = max(ts - node.start, 0)
