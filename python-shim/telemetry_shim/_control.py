@@ -97,7 +97,7 @@ class _Shim:
 
     def begin(self, main_code=None):
         startup = self.startup
-        if startup is not None and not startup.install(main_code):
+        if startup is not None and not startup.install(self.tool_id, self.recorder, main_code):
             self.recorder.held_for_startup = False
         self.sender.start_thread()
         self.recorder.install(self.tool_id)
@@ -144,9 +144,9 @@ class _Shim:
         self.sender.restart_after_fork()  # still away since a fork: it must say goodbye
         self.sender.request_stop(reason)
         self.sender.finished.wait(max(float(timeout), 0.0))
-        self.recorder.uninstall()
         if self.startup is not None:
-            self.startup.uninstall()
+            self.startup.uninstall()  # its local events, before the tool id is given back
+        self.recorder.uninstall()
 
     # ---- fork ---------------------------------------------------------------------------------
 
@@ -246,18 +246,18 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
             try:
                 if settings.startup and not _startup_recorded:
                     _startup_recorded = True
-                    startup = _new_startup(settings, tool_id, entered_cpu_ns)
+                    startup = _new_startup(settings, entered_cpu_ns)
                 shim = _Shim(tool_id, settings, exceptions, startup)
                 _register_hooks()
                 shim.begin(main_code or _outermost_code())
             except BaseException as exc:
+                if startup is not None:
+                    startup.uninstall()
                 try:
                     sys.monitoring.set_events(tool_id, 0)
                     sys.monitoring.free_tool_id(tool_id)
                 except BaseException:
                     pass
-                if startup is not None:
-                    startup.uninstall()
                 warn_once("telemetry_shim: could not start (%s: %s); running untraced" % (type(exc).__name__, exc))
                 return False
             _shim = shim
@@ -268,16 +268,11 @@ def start(socket_path, service_name, calls=True, exceptions=True, mode=None, def
         return False
 
 
-def _new_startup(settings, tool_id, entered_cpu_ns):
-    """The start-up phase's recorder, under a second tool id of its own (None when none is free:
-    then no import tree, but the phase's times and rules still hold through mark_ready and exit)."""
-    from ._monitor import claim_tool_id
-    from ._startup import READY_LAMBDA_HANDLER, READY_ON_FUNCTION, STARTUP_TOOL_NAME, StartupRecorder
+def _new_startup(settings, entered_cpu_ns):
+    """The start-up phase's recorder; it shares the shim's tool id (_startup)."""
+    from ._startup import READY_LAMBDA_HANDLER, READY_ON_FUNCTION, StartupRecorder
 
-    startup_tool_id = claim_tool_id(tuple(candidate for candidate in settings.tool_ids if candidate != tool_id),
-                                    STARTUP_TOOL_NAME)
-    return StartupRecorder(startup_tool_id, settings.ready_on,
-                           READY_LAMBDA_HANDLER if settings.ready_on_lambda else READY_ON_FUNCTION,
+    return StartupRecorder(settings.ready_on, READY_LAMBDA_HANDLER if settings.ready_on_lambda else READY_ON_FUNCTION,
                            settings.first_invocations, interpreter_cpu_ns=entered_cpu_ns)
 
 

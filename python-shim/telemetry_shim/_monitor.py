@@ -55,14 +55,14 @@ TOOL_NAME = "telemetry_shim"
 _SEED_DEPTH_LIMIT = 10000
 
 
-def claim_tool_id(candidates, name=TOOL_NAME):
+def claim_tool_id(candidates):
     """The first free sys.monitoring tool id of `candidates` (Settings.tool_ids; checked with
-    get_tool first, never stolen), claimed under `name`, or None."""
+    get_tool first, never stolen), or None."""
     for tool_id in candidates:
         if _monitoring.get_tool(tool_id) is not None:
             continue
         try:
-            _monitoring.use_tool_id(tool_id, name)
+            _monitoring.use_tool_id(tool_id, TOOL_NAME)
         except ValueError:  # taken between the check and the claim
             continue
         return tool_id
@@ -90,6 +90,13 @@ class Recorder:
         # Burst and exceptions mode during the start-up phase (_startup): nothing recorded, no window
         # opened, until resume_after_startup().
         self.held_for_startup = False
+        # Are call events recorded now: in full mode always, in burst mode inside windows (set in the same
+        # C-level step as the events). Read by the slow path for the codes the start-up phase watches,
+        # whose local events also come outside windows.
+        self.calls_on = self.calls and not self.burst
+        # The start-up phase's entry for the events of the codes it watches (watch_for_startup): (code, is a
+        # return, frame), called from the slow path before the event is recorded as any other.
+        self._startup_event = None
         self._set_events = _monitoring.set_events  # replaced by tests to simulate a refusal
         self._registered_events = ()
         self._installed_mask = 0
@@ -255,6 +262,7 @@ class Recorder:
         try:
             list(map(call, (self._switch_defaults(buf, keys, recording=True),
                             partial(buf.extend, (start_ns, _wire.KIND_WINDOW_START)),
+                            partial(setattr, self, "calls_on", True),
                             partial(self._set_events, tool_id, on_mask))))
         except (OverflowError, ValueError):
             # Refused (3.13+: too many changes): the marker went in, the events did not.
@@ -273,7 +281,7 @@ class Recorder:
         _, off_mask = self._window_masks()
         keys = self.thread_keys
         stop_recording = self._switch_defaults(self.buffer, keys, recording=False)
-        steps = (stop_recording, perf_counter_ns, current_frames, keys.copy)
+        steps = (partial(setattr, self, "calls_on", False), stop_recording, perf_counter_ns, current_frames, keys.copy)
         if switch_events and tool_id is not None:
             steps = (partial(self._set_events, tool_id, off_mask),) + steps
         try:
@@ -339,6 +347,19 @@ class Recorder:
     def _slow_path(self, code, kind, buf, thread_key):
         codes = self.codes
         ck = codes.call_keys.get(identity(code))
+        if ck is None and codes.held_out:
+            # A code the start-up phase watches (held out of the key tables, so that each of its events
+            # comes here): the phase sees the event, then it is recorded as any other, if calls are
+            # recorded now (its local events also fire outside burst windows). Never DISABLEd.
+            event_frame = sys._getframe(2)
+            on_startup_event = self._startup_event
+            if on_startup_event is not None and (kind == _wire.KIND_START or kind == _wire.KIND_RETURN):
+                on_startup_event(code, kind == _wire.KIND_RETURN, event_frame)
+            held = codes.held_out_keys(code, event_frame)
+            if held is not None:
+                if not self.calls_on or not held[1]:
+                    return None
+                ck = held[1]
         if ck == 0:
             return DISABLE if kind in _DISABLE_OK_KINDS else None
         ident = get_ident()
@@ -399,7 +420,13 @@ class Recorder:
             frame_code = frame.f_code
             key = call_keys.get(identity(frame_code))
             if key is None:
-                key = codes.bootstrap_call_key(frame) if frame_code is THREAD_BOOTSTRAP_CODE else codes.define(frame_code, frame)
+                held = codes.held_out_keys(frame_code, frame)
+                if held is not None:
+                    key = held[1]
+                elif frame_code is THREAD_BOOTSTRAP_CODE:
+                    key = codes.bootstrap_call_key(frame)
+                else:
+                    key = codes.define(frame_code, frame)
             if key:
                 records.append(timestamp)
                 records.append(tk | key | _wire.KIND_SEED)
@@ -467,6 +494,20 @@ class Recorder:
         tool_id = self.tool_id
         if tool_id is not None and self.failures.failure is None:
             _monitoring.set_events(tool_id, self._installed_mask)
+
+    def watch_for_startup(self, on_event):
+        """The start-up phase shares this tool id and, in full and burst mode, its PY_START and PY_RETURN
+        callbacks: the events of the codes it watches (watch_code) reach `on_event(code, is_return,
+        frame)` through the slow path, then are recorded as any other."""
+        self._startup_event = on_event
+
+    def watch_code(self, code):
+        self.codes.hold_out(code)
+
+    def unwatch_startup(self):
+        """The phase is over: its codes take the fast path again (their local events are off by now)."""
+        self._startup_event = None
+        self.codes.take_back_all()
 
     def _make_call_callback(self):
         """The one CALL callback. The notes watch (PEP 678: a note added to an exception that is then
@@ -563,6 +604,9 @@ class Recorder:
         if tool_id is not None:
             try:
                 _monitoring.set_events(tool_id, 0)
+                # The local events of the codes the start-up phase watches come through our callbacks too.
+                for code, _key, _call_key in list(self.codes.held_out.values()):
+                    _monitoring.set_local_events(tool_id, code, 0)
             except Exception:
                 pass
 

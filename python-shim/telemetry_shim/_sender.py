@@ -358,7 +358,7 @@ class Sender:
 
     def _take_startup_reports(self, final):
         """The start-up phase's Stats fields not yet sent (the Startup message once ready, each first
-        invocation once it ended); the start-up tool id is given back once it is no longer needed."""
+        invocation once it ended); the phase's events go off once they are no longer needed."""
         startup = self.startup
         unsent = self._startup_unsent
         if startup is None:

@@ -1,15 +1,22 @@
 """The start-up phase: from the process's start until the program is ready, with the import tree,
 then the first invocations of the ready-on function.
 
-Recording: a second sys.monitoring tool id, whose events are switched on for a handful of
-importlib's own code objects only (`set_local_events`): `_find_and_load` (one import, the span
+Recording: the shim's one sys.monitoring tool id, with local events (`set_local_events`, PY_START
+and PY_RETURN) on a handful of importlib's own code objects: `_find_and_load` (one import, the span
 `python -X importtime` measures in import.c), `_find_spec` (find), `_load_unlocked` (load and
-execute), `module_from_spec` and the standard loaders' `get_code` (the loading inside it). No other
-code gets an event from this tool, whatever the mode, so the cost is a few list appends per
-import. The ready-on function's code (once its module is imported) and the main module's code get
-events too: their first call, or the main module's end, is *ready*. The callbacks append
-`(timestamp, role | event, thread ident, value)` to a list; `ImportTimeline`, on the sender
-thread, turns them into the tree.
+execute), `module_from_spec` and the standard loaders' `get_code` (the loading inside it). The
+ready-on function's code (once its module is imported) and the main module's code get them too:
+their first call, or the main module's end, is *ready*. No other code gets an event from them, so
+the cost is a few list appends per import. Where the events arrive depends on the mode: in
+exceptions mode the tool has no PY_START or PY_RETURN callback of its own, so the phase registers
+its own two; in full and burst mode the recorder's callbacks (C or Python) take them, and these
+codes are held out of the recorder's key tables (CodeTable.hold_out) so that each of their events
+reaches its slow path, which hands it to the phase before recording it as any other event (outside
+burst windows: only to the phase). At the end (ready, then the first invocations) the local events
+go off, the callbacks or the hold go, and the tool id stays the recorder's alone.
+
+The events append `(timestamp, role | event, thread ident, value)` to a list; `ImportTimeline`, on
+the sender thread, turns them into the tree.
 
 Ready rules, first match: `--ready-on module:function` / TELEMETRY_SHIM_READY_ON; on AWS Lambda
 the function `_HANDLER` names; `telemetry_shim.mark_ready()` (any time, whatever the others say);
@@ -25,7 +32,7 @@ import time
 from _thread import get_ident
 from time import perf_counter_ns
 
-STARTUP_TOOL_NAME = "telemetry_shim.startup"
+from ._tables import identity
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
@@ -99,7 +106,7 @@ def parse_target(text):
 
 
 def _importlib_roles():
-    """{id(code): role} for importlib's own functions (frozen in 3.12 and 3.13)."""
+    """{identity(code): role} for importlib's own functions (frozen in 3.12 and 3.13)."""
     bootstrap = sys.modules.get("_frozen_importlib")
     external = sys.modules.get("_frozen_importlib_external")
     roles = {}
@@ -110,17 +117,17 @@ def _importlib_roles():
         function = getattr(bootstrap, name, None)
         code = getattr(function, "__code__", None)
         if code is not None:
-            roles[id(code)] = (role, code)
+            roles[identity(code)] = (role, code)
     if external is not None:
         for owner in ("SourceLoader", "SourcelessFileLoader"):
             function = getattr(getattr(external, owner, None), "get_code", None)
             code = getattr(function, "__code__", None)
             if code is not None:
-                roles[id(code)] = (ROLE_GET_CODE, code)
+                roles[identity(code)] = (ROLE_GET_CODE, code)
     zipimport = sys.modules.get("zipimport")
     function = getattr(getattr(zipimport, "zipimporter", None), "get_code", None)
     if getattr(function, "__code__", None) is not None:
-        roles[id(function.__code__)] = (ROLE_GET_CODE, function.__code__)
+        roles[identity(function.__code__)] = (ROLE_GET_CODE, function.__code__)
     return roles
 
 
@@ -155,10 +162,10 @@ def _module_stem(filename):
 
 
 class StartupRecorder:
-    """The start-up phase of one process: its own tool id, the callbacks, the raw events; ready."""
+    """The start-up phase of one process: its events on the shim's tool id, the raw events; ready."""
 
-    def __init__(self, tool_id, target, rule, invocations, started_ns=None, interpreter_cpu_ns=0):
-        self.tool_id = tool_id
+    def __init__(self, target, rule, invocations, started_ns=None, interpreter_cpu_ns=0):
+        self.tool_id = None  # the shim's tool id while the phase's events are on (install)
         self.target = target  # (module, attribute path) or None
         self.target_rule = rule  # READY_ON_FUNCTION or READY_LAMBDA_HANDLER when target is set
         self.target_text = "%s:%s" % target if target else ""
@@ -175,12 +182,13 @@ class StartupRecorder:
         self.events_dropped = 0
         self.invocations_started = 0
         self.invocations_ended = 0
-        self.finished = False  # the tool is no longer needed: ready, and the invocations are over
-        self._handler_depth = {}  # ident -> id() of the ready-on function's frames running on it
+        self.finished = False  # the events are no longer needed: ready, and the invocations are over
+        self._handler_depth = {}  # ident -> identity() of the ready-on function's frames running on it
         self._handler_code = None
         self._main_code = None
         self._roles = {}
         self._installed = False
+        self._recorder = None  # the Recorder whose call callbacks hand the events over (full, burst mode)
         self.timeline = ImportTimeline()
 
     def bind(self, on_ready, on_report):
@@ -189,18 +197,30 @@ class StartupRecorder:
 
     # ---- installation ---------------------------------------------------------------------------
 
-    def install(self, main_code=None):
-        """Callbacks registered, importlib's code armed, the ready-on function armed if its module
-        is already imported, the main module's code armed. False when nothing could be armed."""
-        tool_id = self.tool_id
+    def install(self, tool_id, recorder, main_code=None):
+        """The events armed on the shim's tool id `tool_id` (before `recorder` installs its own): importlib's
+        code, the ready-on function if its module is already imported, the main module's code. Through
+        `recorder`'s call callbacks when it has them, else through callbacks of the phase's own."""
         self._roles = _importlib_roles()
-        if tool_id is None:
-            return False
-        _monitoring.register_callback(tool_id, _events.PY_START, self._make_callback(EVENT_START))
-        _monitoring.register_callback(tool_id, _events.PY_RETURN, self._make_callback(EVENT_RETURN))
+        self.tool_id = tool_id
+        if recorder.calls:
+            self._recorder = recorder
+            recorder.watch_for_startup(self._make_event_handler())
+        else:
+            on_event = self._make_event_handler()
+
+            def on_start(code, offset):
+                on_event(code, False, _getframe(1))
+
+            def on_return(code, offset, value):
+                on_event(code, True, _getframe(1))
+
+            on_start.__qualname__ = on_return.__qualname__ = "telemetry_shim.startup_callback"
+            _monitoring.register_callback(tool_id, _events.PY_START, on_start)
+            _monitoring.register_callback(tool_id, _events.PY_RETURN, on_return)
         self._installed = True
-        for _role, code in self._roles.values():
-            _monitoring.set_local_events(tool_id, code, _LOCAL_EVENTS)
+        for _role, code in list(self._roles.values()):
+            self._watch(code, _LOCAL_EVENTS)
         if self.target is not None:
             module_name, qualified_name = self.target
             if main_code is not None and module_name in ("__main__", _module_stem(main_code.co_filename)):
@@ -213,9 +233,15 @@ class StartupRecorder:
             # Also with a ready-on function: one that is never called (a typo, a program that ends first)
             # must not hold the mode's own recording to the end.
             self._main_code = main_code
-            self._roles[id(main_code)] = (ROLE_MAIN, main_code)
-            _monitoring.set_local_events(tool_id, main_code, _events.PY_RETURN)
+            self._roles[identity(main_code)] = (ROLE_MAIN, main_code)
+            self._watch(main_code, _events.PY_RETURN)
         return True
+
+    def _watch(self, code, events):
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.watch_code(code)
+        _monitoring.set_local_events(self.tool_id, code, events)
 
     def _arm_handler(self, module):
         self._arm_code(_resolve(module, self.target[1]))
@@ -224,11 +250,12 @@ class StartupRecorder:
         if code is None or self._handler_code is not None:
             return
         self._handler_code = code
-        self._roles[id(code)] = (ROLE_HANDLER, code)
-        _monitoring.set_local_events(self.tool_id, code, _LOCAL_EVENTS)
+        self._roles[identity(code)] = (ROLE_HANDLER, code)
+        self._watch(code, _LOCAL_EVENTS)
 
     def uninstall(self):
-        """Events off, callbacks gone, tool id freed (on the sender thread once `finished`, or at stop)."""
+        """The phase's local events off, then its callbacks or the recorder's hold gone (on the sender thread
+        once `finished`, or at stop, before the recorder gives the tool id back)."""
         tool_id = self.tool_id
         if tool_id is None or not self._installed:
             return
@@ -239,86 +266,85 @@ class StartupRecorder:
                 _monitoring.set_local_events(tool_id, code, 0)
             except Exception:
                 pass
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.unwatch_startup()
+            return
         for event in (_events.PY_START, _events.PY_RETURN):
             try:
                 _monitoring.register_callback(tool_id, event, None)
             except Exception:
                 pass
-        try:
-            if _monitoring.get_tool(tool_id) is not None:
-                _monitoring.free_tool_id(tool_id)
-        except Exception:
-            pass
 
     # ---- callbacks (program threads) ----------------------------------------------------------------
 
-    def _make_callback(self, event):
+    def _make_event_handler(self):
+        """on_event(code, is_return, frame): a PY_START or PY_RETURN of `code`, running in `frame`."""
         roles = self._roles
         events = self.events
         extend = events.extend
         slow = self._rare_event
 
-        def callback(code, offset, value=None):
+        def on_event(code, is_return, frame):
             try:
-                entry = roles.get(id(code))
+                entry = roles.get(identity(code))
                 if entry is None:
-                    return None
+                    return
                 role = entry[0]
+                event = EVENT_RETURN if is_return else EVENT_START
                 if role >= ROLE_HANDLER:
-                    return slow(role, event, value)
+                    slow(role, event, frame)
+                    return
                 if len(events) >= MAX_EVENTS:
                     self.events_dropped += 1
-                    return None
+                    return
                 if role == ROLE_IMPORT:
-                    frame = _getframe(1)
-                    if event == EVENT_START:
-                        value = (id(frame), _enclosing_import(frame.f_back, code), frame.f_locals.get("name"))
-                    else:
+                    if is_return:
                         if self.target is not None and self._handler_code is None:
-                            self._maybe_arm(value)
-                        value = id(frame)
-                elif event == EVENT_RETURN and role == ROLE_FIND:
-                    value = _spec_name(value)
+                            self._maybe_arm(frame)
+                        value = identity(frame)
+                    else:
+                        value = (identity(frame), _enclosing_import(frame.f_back, code), frame.f_locals.get("name"))
                 else:
                     value = None
                 extend((perf_counter_ns(), role | event, get_ident(), value))
             except Exception:
                 pass
-            return None
 
-        callback.__qualname__ = "telemetry_shim.startup_callback"
-        return callback
+        return on_event
 
-    def _maybe_arm(self, module):
-        try:
-            name = type(sys).__dict__["__dict__"].__get__(module).get("__name__")
-        except Exception:
+    def _maybe_arm(self, frame):
+        """At the return of an import (`frame`: its _find_and_load): the ready-on function is armed once its
+        module is in sys.modules."""
+        name = frame.f_locals.get("name")
+        if name != self.target[0]:
             return
-        if name == self.target[0]:
+        module = sys.modules.get(name)
+        if module is not None:
             self._arm_handler(module)
 
-    def _rare_event(self, role, event, value):
+    def _rare_event(self, role, event, frame):
         now = perf_counter_ns()
         ident = get_ident()
         if role == ROLE_MAIN:
-            self.ready(READY_MAIN_MODULE_END, now)
+            if event == EVENT_RETURN:  # the recorder's callbacks hand over its other events too
+                self.ready(READY_MAIN_MODULE_END, now)
             return None
         # The ready-on function: its first call is ready; the first N calls are timed. A call that
         # raised gets no event: the next call finds its frame is no longer among its callers.
         frames = self._handler_depth.setdefault(ident, [])
-        frame = _getframe(2)
         if event == EVENT_START:
             if frames:
                 callers = set()
                 caller = frame.f_back
                 while caller is not None:
-                    callers.add(id(caller))
+                    callers.add(identity(caller))
                     caller = caller.f_back
                 while frames and frames[-1] not in callers:
                     frames.pop()
                     if not frames:
                         self._end_invocation(now, ident, EVENT_UNWIND)
-            frames.append(id(frame))
+            frames.append(identity(frame))
             if len(frames) > 1:
                 return None  # a recursive call: part of the invocation
             if not self.ready_ns:
@@ -327,7 +353,7 @@ class StartupRecorder:
                 self.invocations_started += 1
                 self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
             return None
-        if not frames or frames[-1] != id(frame):
+        if not frames or frames[-1] != identity(frame):
             return None
         frames.pop()
         if not frames:
@@ -383,20 +409,12 @@ _getframe = sys._getframe
 
 
 def _enclosing_import(frame, import_code):
-    """id() of the nearest _find_and_load frame among `frame` and its callers, 0 when none."""
+    """identity() of the nearest _find_and_load frame among `frame` and its callers, 0 when none."""
     while frame is not None:
         if frame.f_code is import_code:
-            return id(frame)
+            return identity(frame)
         frame = frame.f_back
     return 0
-
-
-def _spec_name(spec):
-    try:
-        name = spec.name if spec is not None else None
-    except Exception:
-        return None
-    return name if type(name) is str else None
 
 
 class _Node:
@@ -419,7 +437,7 @@ class _Node:
         self.children_ns = 0
         self.children_in = [0, 0, 0]  # children's time inside: find, loading, executing
         self.region = parent.region_now() if parent is not None else None  # where in its parent it ran
-        self.frame = frame  # id() of its _find_and_load frame, to pair its return (or see it raised)
+        self.frame = frame  # identity() of its _find_and_load frame, to pair its return (or see it raised)
         self.recorded = recorded  # False: outside the recorded phases or beyond the bound, kept for pairing
 
     def region_now(self):

@@ -117,6 +117,9 @@ class CodeTable:
         self.overflow_code_key = None  # the one key of every code beyond MAX_CODES, once there
         self._bootstrap_key = None
         self._bootstrap_recorded = True
+        # identity(code) -> [code, key, call key] (keys None until defined): code held out of `keys` and
+        # `call_keys` (hold_out), so that each of its events reaches the recorder's slow path.
+        self.held_out = {}
 
     def key_of(self, code, frame):
         """The key of any code object, defining it when new; 0 for the shim's own code. For
@@ -125,6 +128,9 @@ class CodeTable:
         ck = self.keys.get(identity(code))
         if ck is not None:
             return ck
+        held = self.held_out_keys(code, frame)
+        if held is not None:
+            return held[0]
         if code is THREAD_BOOTSTRAP_CODE:
             self.bootstrap_call_key(frame)
             return self._bootstrap_key
@@ -141,16 +147,33 @@ class CodeTable:
 
     def define(self, code, frame, cache=True):
         """Defines a new code object; returns its key for the call path (0: never recorded)."""
-        filename = code.co_filename
-        if cache and filename.startswith(self.shim_prefix):
+        if cache and code.co_filename.startswith(self.shim_prefix):
             self._forget_when_dead(code)
             self.keys[identity(code)] = 0
             if self.call_keys is not self.keys:
                 self.call_keys[identity(code)] = 0
             return 0
+        key, recorded = self._definition(code, frame)
+        if not cache:
+            if self.code_filter is not None:
+                self._bootstrap_recorded = recorded
+            return key
+        if key == self.overflow_code_key:
+            return key
+        self._forget_when_dead(code)
+        # If another thread defined the same code at the same moment, its id wins; this one
+        # stays defined but unused.
+        key = self.keys.setdefault(identity(code), key)
+        if self.code_filter is not None:
+            return self.call_keys.setdefault(identity(code), key if recorded else 0)
+        return key
+
+    def _definition(self, code, frame):
+        """(a new key for `code`, whether the filter records its calls), its definition published; nothing cached."""
         code_id = self._next_code_id()
         if code_id > MAX_CODES:
-            return self._overflow_key()
+            return self._overflow_key(), True
+        filename = code.co_filename
         module = ""
         if frame is not None:
             name = frame.f_globals.get("__name__")
@@ -159,25 +182,49 @@ class CodeTable:
         flags = code.co_flags
         kind_flags = ((1 if flags & _CO_GENERATOR else 0) | (2 if flags & _CO_COROUTINE else 0)
                       | (4 if flags & _CO_ASYNC_GENERATOR else 0))
-        key = code_id << _wire.CODE_ID_SHIFT
         # The definition is published before the key: a record using the key can never reach
         # the sender ahead of its definition.
-        if cache:
-            self._forget_when_dead(code)
         self.definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags))
         code_filter = self.code_filter
-        if code_filter is not None:
-            recorded = code_filter.records(filename, module)
-            if not cache:
-                self._bootstrap_recorded = recorded
-                return key
-            key = self.keys.setdefault(identity(code), key)
-            return self.call_keys.setdefault(identity(code), key if recorded else 0)
-        if not cache:
-            return key
-        # If another thread defined the same code at the same moment, its id wins; this one
-        # stays defined but unused.
-        return self.keys.setdefault(identity(code), key)
+        recorded = code_filter.records(filename, module) if code_filter is not None else True
+        return code_id << _wire.CODE_ID_SHIFT, recorded
+
+    def hold_out(self, code):
+        """Takes `code` out of `keys` and `call_keys` (and the tables copying them) until take_back_all(), so
+        that every event of it reaches the recorder's slow path: the start-up phase watches it there. Its key,
+        if it has one, is kept and used meanwhile (held_out_keys)."""
+        cid = identity(code)
+        if cid in self.held_out:
+            return
+        key = self.keys.get(cid)
+        call_key = self.call_keys.get(cid) if key is not None else None
+        self.held_out[cid] = [code, key, call_key]
+        self.keys.pop(cid, None)
+        self.call_keys.pop(cid, None)
+        for forget in self._forget_also:
+            forget(cid)
+
+    def held_out_keys(self, code, frame):
+        """(key, call key) of a held-out code, defining it at its first event; None when it is not held out."""
+        entry = self.held_out.get(identity(code))
+        if entry is None:
+            return None
+        if entry[1] is None:
+            key, recorded = self._definition(code, frame)
+            entry[1], entry[2] = key, key if recorded else 0
+        return entry[1], entry[2]
+
+    def take_back_all(self):
+        """The held-out codes go back to `keys` and `call_keys`: their events take the fast path again."""
+        # The keys go back before the entries go: a slow path running meanwhile finds one or the other.
+        for cid, (code, key, call_key) in list(self.held_out.items()):
+            if key is None:
+                continue
+            if cid not in self.lifelines:
+                self._forget_when_dead(code)
+            self.keys.setdefault(cid, key)
+            self.call_keys.setdefault(cid, call_key)
+        self.held_out = {}
 
     def _overflow_key(self):
         key = self.overflow_code_key
@@ -191,7 +238,7 @@ class CodeTable:
         """The code of `frame` and of its callers is never recorded (key 0) from now on."""
         while frame is not None:
             code = frame.f_code
-            if identity(code) not in self.keys:
+            if identity(code) not in self.keys and identity(code) not in self.held_out:
                 self._forget_when_dead(code)
                 self.keys[identity(code)] = 0
                 self.call_keys[identity(code)] = 0

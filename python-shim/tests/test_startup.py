@@ -4,6 +4,7 @@ before ready."""
 
 import os
 import statistics
+import sys
 import textwrap
 import unittest
 
@@ -244,6 +245,90 @@ class ReadyRulesTest(StartupTestCase):
     def test_startup_off(self):
         conn, _, _ = self.run_under_shim("import json\n", env={"TELEMETRY_SHIM_STARTUP": "off"})
         self.assertIsNone(conn.startup)
+
+
+ONE_TOOL = textwrap.dedent("""
+    import sys, time
+    import handlers
+
+    monitoring = sys.monitoring
+    tools = [tool for tool in range(6) if monitoring.get_tool(tool) is not None]
+    find_and_load = sys.modules["_frozen_importlib"]._find_and_load.__code__
+    print([monitoring.get_tool(tool) for tool in tools], monitoring.get_local_events(tools[0], find_and_load))
+    for number in range(5):
+        handlers.handler({"n": number})
+    deadline = time.monotonic() + 20
+    while monitoring.get_local_events(tools[0], find_and_load) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    print(monitoring.get_local_events(tools[0], find_and_load))
+""")
+
+
+class OneToolIdTest(StartupTestCase):
+    """The phase shares the shim's one tool id in every mode, with the C callbacks or the Python ones
+    (TELEMETRY_SHIM_NATIVE, as the suite runs), and leaves no local event behind."""
+
+    def setUp(self):
+        super().setUp()
+        self.write("handlers.py", HANDLER_MODULE)
+
+    def run_mode(self, mode):
+        conn, out, _ = self.run_under_shim(ONE_TOOL, "--mode", mode, "--ready-on", "handlers:handler",
+                                           env={"TELEMETRY_SHIM_FIRST_INVOCATIONS": "2"})
+        during, after = out.splitlines()
+        self.assertEqual("['telemetry_shim'] %d" % (sys.monitoring.events.PY_START | sys.monitoring.events.PY_RETURN), during)
+        self.assertEqual("0", after)  # the phase's events went off once the first invocations were over
+        self.assertEqual("READY_ON_FUNCTION", conn.startup["ready_rule"])
+        names = [entry["module"] for entry in conn.startup["imports"]]
+        self.assertIn("handlers", names)
+        self.assertIn("json", names)
+        self.assertEqual([1, 2], [invocation["number"] for invocation in conn.first_invocations])
+        self.assertEqual(["csv", "_csv"], [entry["module"] for entry in conn.first_invocations[0]["imports"]])
+        self.assertEqual([], conn.first_invocations[1]["imports"])
+        return conn
+
+    def test_full_mode_records_importlib_and_the_handler_as_any_code(self):
+        conn = self.run_mode("full")
+        counts = support.call_counts(conn)
+        self.assertEqual(5, counts.get("handler"))
+        # Every import the tree holds ran _find_and_load, recorded as a call like any other.
+        self.assertGreaterEqual(counts.get("_find_and_load", 0),
+                                len(conn.startup["imports"]) + len(conn.first_invocations[0]["imports"]))
+        for thread_id, (_stack, problems) in support.replay_stacks(conn).items():
+            self.assertEqual([], problems, thread_id)
+
+    def test_burst_mode_records_nothing_outside_its_windows(self):
+        conn = self.run_mode("burst")
+        inside = False
+        outside = []
+        for _ts, _thread, code_id, kind in conn.events:
+            if kind == "WINDOW_START":
+                inside = True
+            elif kind == "WINDOW_END":
+                inside = False
+            elif not inside:
+                outside.append((kind, conn.qualified_name(code_id)))
+        self.assertEqual([], outside)
+
+    def test_exceptions_mode(self):
+        conn = self.run_mode("exceptions")
+        self.assertEqual([], conn.events)
+
+    def test_stop_before_ready_leaves_no_local_event_on_the_freed_tool_id(self):
+        source = textwrap.dedent("""
+            import sys, telemetry_shim
+            find_and_load = sys.modules["_frozen_importlib"]._find_and_load.__code__
+            for mode in ("full", "exceptions"):
+                assert telemetry_shim.start(mode=mode)
+                import json
+                telemetry_shim.stop()
+                print(mode, [sys.monitoring.get_tool(tool) for tool in (3, 4)],
+                      [sys.monitoring.get_local_events(tool, find_and_load) for tool in (3, 4)])
+        """)
+        with support.RecordingAgent() as agent:
+            code, out, err = support.run_python(source, env={"TELEMETRY_AGENT_SOCKET": agent.path})
+        self.assertEqual((0, ""), (code, err))
+        self.assertEqual("full [None, None] [0, 0]\nexceptions [None, None] [0, 0]\n", out)
 
 
 class ModesBeforeReadyTest(StartupTestCase):
