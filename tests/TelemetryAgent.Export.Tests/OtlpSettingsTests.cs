@@ -36,12 +36,22 @@ public sealed class OtlpSettingsTests
         Assert.True(noLogs.IsOn(OtlpSignal.Metrics));
         Assert.False(noLogs.IsOn(OtlpSignal.Logs));
         Assert.True(noLogs.IsOn(OtlpSignal.Profiles));
+        Assert.True(noLogs.IsOn(OtlpSignal.Traces));
         Assert.Throws<InvalidOperationException>(() => noLogs.For(OtlpSignal.Logs));
 
-        var none = Resolve(new() { ["OTEL_LOGS_EXPORTER"] = "none", ["OTEL_METRICS_EXPORTER"] = "none", ["OTEL_PROFILES_EXPORTER"] = "none" },
+        var tracesOnly = Resolve(new() { ["OTEL_LOGS_EXPORTER"] = "none", ["OTEL_METRICS_EXPORTER"] = "none", ["OTEL_PROFILES_EXPORTER"] = "none" },
             endpoint: "http://c:4318");
+        Assert.True(tracesOnly.Enabled);
+        Assert.True(tracesOnly.IsOn(OtlpSignal.Traces));
+
+        var none = Resolve(new()
+        {
+            ["OTEL_LOGS_EXPORTER"] = "none", ["OTEL_METRICS_EXPORTER"] = "none", ["OTEL_PROFILES_EXPORTER"] = "none",
+            ["OTEL_TRACES_EXPORTER"] = "none",
+        }, endpoint: "http://c:4318");
         Assert.False(none.Enabled);
-        Assert.Equal("OTEL_METRICS_EXPORTER=none, OTEL_LOGS_EXPORTER=none, OTEL_PROFILES_EXPORTER=none", none.OffBecause);
+        Assert.Equal("OTEL_METRICS_EXPORTER=none, OTEL_LOGS_EXPORTER=none, OTEL_PROFILES_EXPORTER=none, OTEL_TRACES_EXPORTER=none",
+            none.OffBecause);
     }
 
     [Fact]

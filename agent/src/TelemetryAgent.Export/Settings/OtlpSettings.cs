@@ -92,7 +92,7 @@ public sealed class OtlpSettings
     /// <summary>The metrics exporter's temporality preference.</summary>
     public MetricsTemporality Temporality { get; }
 
-    /// <summary>Whether <paramref name="signal"/> is exported (OTEL_METRICS_EXPORTER and OTEL_LOGS_EXPORTER may switch one off).</summary>
+    /// <summary>Whether <paramref name="signal"/> is exported (OTEL_METRICS_EXPORTER, OTEL_LOGS_EXPORTER, OTEL_TRACES_EXPORTER may switch one off).</summary>
     public bool IsOn(OtlpSignal signal) => Enabled && _endpoints.ContainsKey(signal);
 
     /// <summary>The variable that picks a signal's exporter (<c>otlp</c> or <c>none</c>); profiles have one by analogy.</summary>
