@@ -59,8 +59,11 @@ class ImportTreeTest(StartupTestCase):
         # Both measure the same imports of the same process: the shim runs under -X importtime.
         reference = {module: [] for module in TOP_LEVEL}
         recorded = {module: [] for module in TOP_LEVEL}
+        seen = []  # per run: the top-level modules each side saw, for a failure's message
         for _ in range(RUNS):
             conn, _, err = self.run_under_shim(IMPORT_HEAVY, "--mode", "exceptions", interpreter_args=["-X", "importtime"])
+            seen.append(([module for module, level, _, _ in importtime_rows(err) if level == 0],
+                         sorted(top_level_imports(conn.startup["imports"]))))
             for module, level, _self_us, cumulative_us in importtime_rows(err):
                 if level == 0 and module in reference:
                     reference[module].append(cumulative_us * 1000)
@@ -71,8 +74,10 @@ class ImportTreeTest(StartupTestCase):
               % RUNS)
         failures = []
         for module in TOP_LEVEL:
-            self.assertEqual(RUNS, len(reference[module]), module)
-            self.assertEqual(RUNS, len(recorded[module]), module)
+            self.assertEqual(RUNS, len(reference[module]), "%s: -X importtime's and the shim's top-level imports, "
+                                                           "per run: %r" % (module, seen))
+            self.assertEqual(RUNS, len(recorded[module]), "%s: -X importtime's and the shim's top-level imports, "
+                                                          "per run: %r" % (module, seen))
             expected = statistics.median(reference[module])
             got = statistics.median(recorded[module])
             tolerance = max(0.15 * expected, 2_000_000)

@@ -55,7 +55,9 @@ public sealed class OtlpExportBehaviourTests : IDisposable
             [Processes.AgentDll, "run", "-o", output, "--otlp-endpoint", $"http://127.0.0.1:{port}", "--otlp-protocol", protocol,
              "examples/fixture_app.py"],
             // The agent waits for its exports as long as one may take: ample time for each step below to be seen.
-            environment: OtlpExportTests.CleanEnvironment(new() { ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "60000" }));
+            // Without the start-up traces: their SDK instance sends metrics of its own, whose turned-away request
+            // could end the wait for the agent's below.
+            environment: OtlpExportTests.CleanEnvironment(new() { ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "60000", ["OTEL_TRACES_EXPORTER"] = "none" }));
         agentProcess.StandardInput.Close();
         var finishing = Processes.WaitAsync(agentProcess, Processes.DefaultTimeout);
         // Down (connections refused) while the program runs, so its final export is first tried against a closed
