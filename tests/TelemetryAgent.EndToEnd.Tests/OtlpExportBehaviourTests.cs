@@ -94,6 +94,31 @@ public sealed class OtlpExportBehaviourTests : IDisposable
     }
 
     [Theory]
+    [InlineData("grpc")]
+    [InlineData("http/protobuf")]
+    public async Task Start_up_traces_a_collector_refuses_are_said_once_and_counted_with_the_agents_export_failures(string protocol)
+    {
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync(
+            new OtlpReceiverOptions { InitialFailures = new FailurePlan(Until: DateTimeOffset.MaxValue, Signal: OtlpSignal.Traces) });
+        var agent = await Processes.RunAgentAsync(
+            ["run", "-o", _temp.File("out"), "--otlp-endpoint", OtlpExportTests.EndpointFor(receiver, protocol).ToString(), "--otlp-protocol", protocol,
+             "examples/fixture_app.py"],
+            // Each refused request is retried by the SDK within this timeout: the run ends soon after its last try.
+            environment: OtlpExportTests.CleanEnvironment(new() { ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "3000" }));
+        Assert.True(agent.ExitCode == 0, agent.ToString());
+        Assert.Contains(receiver.Attempts, attempt => attempt.Signal == OtlpSignal.Traces && !attempt.Accepted);
+        Assert.DoesNotContain(receiver.Attempts, attempt => attempt.Signal == OtlpSignal.Traces && attempt.Accepted);
+        var said = agent.Stderr.Split('\n').Where(line => line.Contains("start-up trace of pid", StringComparison.Ordinal)).ToList();
+        Assert.True(said.Count == 1, agent + "\n--- attempts\n" + string.Join("\n", receiver.Attempts.Select(a => $"{a.Signal} {a.Accepted} {a.Error}")));
+        Assert.Contains("fixture_app", said[0], StringComparison.Ordinal);
+
+        // The agent's own metrics (sent at its end: metrics are accepted) count the refused trace requests.
+        var byService = LatestMetricsByInstance(receiver).Values.ToDictionary(entry => entry.Resource["service.name"].StringValue);
+        var failures = IntPoints(byService["telemetry-agent"].Metrics["telemetry_agent.export.failures"]);
+        Assert.Contains(failures, p => p.Attributes["telemetry_agent.signal"].StringValue == "traces" && p.Value > 0);
+    }
+
+    [Theory]
     [InlineData("grpc", OtlpSignal.Metrics)]
     [InlineData("grpc", OtlpSignal.Logs)]
     [InlineData("http/protobuf", OtlpSignal.Metrics)]

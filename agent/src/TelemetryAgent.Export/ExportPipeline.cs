@@ -28,26 +28,31 @@ public sealed record ExportContext(OtlpSettings Settings, TextWriter Log, TimeSp
 public sealed class ExportPipeline
 {
     private readonly IReadOnlyList<IExporter> _exporters;
+    // Shared by the SDK-based exporters, so that the agent's own metrics count every signal's requests and failures.
+    private readonly Sdk.ExportTransport? _transport;
 
-    private ExportPipeline(IReadOnlyList<IExporter> exporters)
+    private ExportPipeline(IReadOnlyList<IExporter> exporters, Sdk.ExportTransport? transport)
     {
         _exporters = exporters;
+        _transport = transport;
     }
 
     public static ExportPipeline Create(ExportContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
         var settings = context.Settings;
-        if (!settings.Enabled) return new ExportPipeline([]);
+        if (!settings.Enabled) return new ExportPipeline([], transport: null);
         var profiles = settings.IsOn(OtlpSignal.Profiles)
             ? new Profiles.ProfilesExporter(settings.For(OtlpSignal.Profiles), context.Log, new Profiles.ProfilesExporterOptions { Time = context.Time })
             : null;
         var exporters = new List<IExporter>();
+        var transport = new Sdk.ExportTransport();
+        var problems = new ExportProblems(context.Log, settings);
         if (settings.IsOn(OtlpSignal.Metrics) || settings.IsOn(OtlpSignal.Logs))
-            exporters.Add(new MetricsAndLogsExporter(context, profiles?.Counters ?? new Otlp.ExportCounters()));
+            exporters.Add(new MetricsAndLogsExporter(context, profiles?.Counters ?? new Otlp.ExportCounters(), transport, problems));
         if (profiles is not null) exporters.Add(profiles);
-        if (settings.IsOn(OtlpSignal.Traces)) exporters.Add(new Startup.StartupTracesExporter(settings, context.Log));
-        return new ExportPipeline(exporters);
+        if (settings.IsOn(OtlpSignal.Traces)) exporters.Add(new Startup.StartupTracesExporter(settings, transport, problems));
+        return new ExportPipeline(exporters, transport);
     }
 
     public IReadOnlyList<IProcessObserver> Observers => _exporters;
@@ -59,5 +64,7 @@ public sealed class ExportPipeline
     {
         using var timeout = new CancellationTokenSource(deadline);
         await Task.WhenAll(_exporters.Select(exporter => exporter.ShutdownAsync(timeout.Token))).ConfigureAwait(false);
+        // Exports still retrying past the deadline keep the connections they use.
+        if (!timeout.IsCancellationRequested) _transport?.Dispose();
     }
 }

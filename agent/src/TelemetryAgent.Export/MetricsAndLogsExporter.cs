@@ -19,7 +19,8 @@ public sealed class MetricsAndLogsExporter : IExporter
     private readonly ConcurrentDictionary<ProcessIdentity, ProcessExport> _processes = new(ReferenceEqualityComparer.Instance);
     // Exports of completed processes still under way; each leaves when done (serve runs for months).
     private readonly ConcurrentDictionary<Task, ProcessIdentity> _finishing = new(); // final exports still under way
-    private readonly ExportTransport _transport = new();
+    private readonly ExportTransport _transport;
+    private readonly bool _ownsTransport;
     private readonly ExportContext _context;
     private readonly ExportProblems _problems;
     private readonly AgentSelfTelemetry _self;
@@ -29,10 +30,24 @@ public sealed class MetricsAndLogsExporter : IExporter
 
     /// <param name="profileCounters">The profiles exporter's counters, reported with the agent's own metrics.</param>
     public MetricsAndLogsExporter(ExportContext context, Otlp.ExportCounters profileCounters)
+        : this(context, profileCounters, new ExportTransport(), problems: null, ownsTransport: true)
+    {
+    }
+
+    /// <summary>An exporter that sends through the pipeline's <paramref name="transport"/> (its owner disposes it).</summary>
+    internal MetricsAndLogsExporter(ExportContext context, Otlp.ExportCounters profileCounters, ExportTransport transport, ExportProblems problems)
+        : this(context, profileCounters, transport, problems, ownsTransport: false)
+    {
+    }
+
+    private MetricsAndLogsExporter(ExportContext context, Otlp.ExportCounters profileCounters, ExportTransport transport, ExportProblems? problems,
+        bool ownsTransport)
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
-        _problems = new ExportProblems(context.Log, context.Settings);
+        _transport = transport;
+        _ownsTransport = ownsTransport;
+        _problems = problems ?? new ExportProblems(context.Log, context.Settings);
         _self = new AgentSelfTelemetry(context.Settings, context.Statistics, _transport, profileCounters, _problems, context.CheckpointInterval);
     }
 
@@ -93,6 +108,6 @@ public sealed class MetricsAndLogsExporter : IExporter
             _problems.Report("self", "the agent's own metrics could not be sent before it stopped");
         }
         // Exports still retrying keep the connections they use.
-        if (allSent) _transport.Dispose();
+        if (allSent && _ownsTransport) _transport.Dispose();
     }
 }

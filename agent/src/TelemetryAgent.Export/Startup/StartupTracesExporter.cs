@@ -34,18 +34,21 @@ public sealed class StartupTracesExporter : IExporter
 
     private readonly ConcurrentDictionary<ProcessIdentity, ProcessTrace> _processes = new(ReferenceEqualityComparer.Instance);
     private readonly ConcurrentDictionary<Task, byte> _finishing = new();
-    private readonly ExportTransport _transport = new();
+    private readonly ExportTransport _transport;
+    private readonly ExportProblems _problems;
     private readonly OtlpSettings _settings;
-    private readonly TextWriter _log;
     private readonly long _thresholdNs;
-    private int _problemReported;
 
-    public StartupTracesExporter(OtlpSettings settings, TextWriter log, TimeSpan? importSpanThreshold = null)
+    /// <param name="transport">The pipeline's, shared with the other exporters (its owner disposes it).</param>
+    /// <param name="problems">Where what could not be sent is said, once per kind, and counted.</param>
+    internal StartupTracesExporter(OtlpSettings settings, ExportTransport transport, ExportProblems problems, TimeSpan? importSpanThreshold = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
-        ArgumentNullException.ThrowIfNull(log);
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(problems);
         _settings = settings;
-        _log = log;
+        _transport = transport;
+        _problems = problems;
         _thresholdNs = (long)((importSpanThreshold ?? ImportSpanThreshold).TotalMilliseconds * 1_000_000);
     }
 
@@ -87,25 +90,23 @@ public sealed class StartupTracesExporter : IExporter
         try
         {
             await Task.WhenAll(_finishing.Keys).WaitAsync(deadline).ConfigureAwait(false);
-            _transport.Dispose();
         }
         catch (OperationCanceledException)
         {
-            lock (_log) _log.WriteLine("telemetry-agent: OTLP export: the agent stopped before every start-up trace was sent");
+            _problems.Report("startup deadline", "the agent stopped before every start-up trace was sent");
         }
     }
 
-    private void Report(Exception error)
-    {
-        if (Interlocked.Exchange(ref _problemReported, 1) != 0) return;
-        lock (_log) _log.WriteLine($"telemetry-agent: OTLP export: a start-up trace could not be exported ({error.GetType().Name}: {error.Message}); later failures are not logged.");
-    }
+    private void Report(Exception error) =>
+        _problems.Report("startup", $"a start-up trace could not be exported ({error.GetType().Name}: {error.Message})");
 
     /// <summary>One process's trace: its SDK instance, the root span's context, what was sent.</summary>
     private sealed class ProcessTrace(StartupTracesExporter owner, ProcessIdentity identity)
     {
         private readonly Lock _gate = new();
         private readonly HashSet<int> _invocationsSent = [];
+        // What became of this instance's latest requests (the SDK's flush answers say only whether they finished).
+        private readonly DeliveryTracker _delivery = new();
         private Task _tail = Task.CompletedTask;
         private OpenTelemetrySdk? _sdk;
         private ActivitySource? _source;
@@ -148,8 +149,9 @@ public sealed class StartupTracesExporter : IExporter
                 }
                 if (sent && _sdk is not null)
                 {
-                    _sdk.TracerProvider.ForceFlush(Timeout());
-                    _sdk.MeterProvider.ForceFlush(Timeout());
+                    if (!_sdk.TracerProvider.ForceFlush(Timeout())) ReportUnsent(OtlpSignal.Traces);
+                    if (owner._settings.IsOn(OtlpSignal.Metrics) && !_sdk.MeterProvider.ForceFlush(Timeout())) ReportUnsent(OtlpSignal.Metrics);
+                    ReportFailedDelivery();
                 }
                 // Everything this process will ever send is out: its SDK instance need not wait for the process's end.
                 if (_startupSent && profile.Startup is { } phase && _invocationsSent.Count >= phase.FirstInvocationsPlanned) completed = true;
@@ -174,7 +176,7 @@ public sealed class StartupTracesExporter : IExporter
             var settings = owner._settings;
             var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings.Retry.SdkConfiguration()).Build();
             var traceOptions = new OtlpExporterOptions();
-            OtlpSdk.Configure(traceOptions, settings.For(OtlpSignal.Traces), owner._transport, delivery: null);
+            OtlpSdk.Configure(traceOptions, settings.For(OtlpSignal.Traces), owner._transport, _delivery);
             _sdk = OpenTelemetrySdk.Create(builder =>
             {
                 builder.Services.AddSingleton<IConfiguration>(configuration);
@@ -192,7 +194,7 @@ public sealed class StartupTracesExporter : IExporter
                         .AddView(instrument => ReferenceEquals(instrument.Meter, meter) ? null : MetricStreamConfiguration.Drop)
                         .AddOtlpExporter((exporter, reader) =>
                         {
-                            OtlpSdk.Configure(exporter, settings.For(OtlpSignal.Metrics), owner._transport, delivery: null);
+                            OtlpSdk.Configure(exporter, settings.For(OtlpSignal.Metrics), owner._transport, _delivery);
                             reader.TemporalityPreference = MetricReaderTemporalityPreference.Cumulative;
                             reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = int.MaxValue;
                         }));
@@ -325,10 +327,28 @@ public sealed class StartupTracesExporter : IExporter
         private void Dispose()
         {
             _done = true;
-            _sdk?.Dispose();
+            _sdk?.Dispose();  // shutting down sends what is left; a retry may still have been under way
+            if (_sdk is not null) ReportFailedDelivery();
             _source?.Dispose();
             _meter?.Dispose();
             _sdk = null;
+        }
+
+        /// <summary>
+        /// Says (once per kind, for all processes) that a signal's latest request was turned away, after its own retries:
+        /// a flush's answer says only whether it finished in time.
+        /// </summary>
+        private void ReportFailedDelivery()
+        {
+            if (_delivery.Delivered(OtlpSignal.Traces) == false) ReportUnsent(OtlpSignal.Traces);
+            if (_delivery.Delivered(OtlpSignal.Metrics) == false) ReportUnsent(OtlpSignal.Metrics);
+        }
+
+        private void ReportUnsent(OtlpSignal signal)
+        {
+            var what = signal == OtlpSignal.Traces ? "trace" : "metrics";
+            owner._problems.Report($"startup {what}",
+                $"the start-up {what} of pid {identity.Pid} ({identity.ServiceName}) could not be sent to {owner._settings.For(signal).Url}");
         }
     }
 
