@@ -21,7 +21,9 @@
      the GIL released once.
 
    Only the GIL build is supported (the Python path has the same limit): every field is read and
-   written with the GIL held, so a callback and a generation switch never overlap. */
+   written with the GIL held, so a callback and a generation switch never overlap. The one exception
+   is an Outbox's send, which reads its own memory with the GIL released: only the sender's thread
+   uses an outbox. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1416,8 +1418,6 @@ static PyType_Spec ExceptionCallbacks_spec = {
     .slots = ExceptionCallbacks_slots,
 };
 
-/* ---- module --------------------------------------------------------------------------------- */
-
 /* ---- Outbox --------------------------------------------------------------------------------- */
 
 /* What one sender tick writes, in memory kept from tick to tick, and the write itself with the GIL
@@ -1718,6 +1718,8 @@ static PyType_Spec Outbox_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = Outbox_slots,
 };
+
+/* ---- module --------------------------------------------------------------------------------- */
 
 static int
 native_exec(PyObject *module)
