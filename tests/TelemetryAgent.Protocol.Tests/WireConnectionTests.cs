@@ -27,7 +27,15 @@ public sealed class WireConnectionTests
         var reader = new CountingPipeReader(pipe.Reader);
         var handler = new RecordingHandler();
         Task<WireConnectionResult> run = WireConnection.RunAsync(reader, handler);
-        Task writing = Task.Run(() => WriteInChunksAsync(pipe.Writer, stream, new Random(seed), maxChunk: seed * 700));
+        // A first piece shorter than the preamble, read alone before the rest is written: the stream arrives in
+        // several reads whatever the scheduling; the rest in random chunks.
+        const int firstPiece = 3;
+        Task writing = Task.Run(async () =>
+        {
+            await pipe.Writer.WriteAsync(stream.AsMemory(0, firstPiece));
+            await WaitUntilAsync(() => AsksForMoreAfter(reader, firstPiece));
+            await WriteInChunksAsync(pipe.Writer, stream[firstPiece..], new Random(seed), maxChunk: seed * 700);
+        });
 
         WireConnectionResult result = await run.WaitAsync(Timeout);
         await writing.WaitAsync(Timeout);
