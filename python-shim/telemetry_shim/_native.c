@@ -1431,19 +1431,23 @@ static PyType_Spec ExceptionCallbacks_spec = {
    frames that must precede them), and sent while the callbacks fill the buffer. */
 
 typedef struct {
+    size_t end;                    /* where the frame ends in the outbox's bytes */
+    Py_ssize_t records;            /* the records it carries (0 but for EVENTS frames) */
+} OutboxFrame;
+
+typedef struct {
     PyObject_HEAD
     unsigned char frame_type;      /* EVENTS */
     Py_ssize_t max_records;        /* per EVENTS frame */
     uint64_t *staged;              /* records taken from a RecordBuffer, not yet framed */
     Py_ssize_t staged_words;
-    Py_ssize_t staged_allocated;
+    size_t staged_allocated;
     unsigned char *bytes;          /* the frames to write, in order */
     size_t used;
     size_t allocated;
-    size_t *frame_ends;            /* where each frame ends in `bytes` */
-    Py_ssize_t *frame_records;     /* the records each frame carries (0 but for EVENTS frames) */
+    OutboxFrame *frames_at;        /* each frame's end in `bytes` and records */
     Py_ssize_t frames;
-    Py_ssize_t frames_allocated;
+    size_t frames_allocated;
 } Outbox;
 
 static PyTypeObject *Outbox_Type;
@@ -1500,8 +1504,7 @@ Outbox_dealloc(Outbox *self)
     PyTypeObject *type = Py_TYPE(self);
     PyMem_RawFree(self->staged);
     PyMem_RawFree(self->bytes);
-    PyMem_RawFree(self->frame_ends);
-    PyMem_RawFree(self->frame_records);
+    PyMem_RawFree(self->frames_at);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
@@ -1527,11 +1530,9 @@ Outbox_take_records(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
     if (words == 0) {
         Py_RETURN_NONE;  /* nothing staged may be allocated yet: memcpy takes no NULL */
     }
-    size_t allocated = (size_t)self->staged_allocated;
-    if (grow((void **)&self->staged, &allocated, (size_t)(self->staged_words + words), sizeof(uint64_t)) < 0) {
+    if (grow((void **)&self->staged, &self->staged_allocated, (size_t)(self->staged_words + words), sizeof(uint64_t)) < 0) {
         return NULL;
     }
-    self->staged_allocated = (Py_ssize_t)allocated;
     memcpy(self->staged + self->staged_words, buffer->words, (size_t)words * sizeof(uint64_t));
     self->staged_words += words;
     memmove(buffer->words, buffer->words + words, (size_t)(buffer->length - words) * sizeof(uint64_t));
@@ -1542,16 +1543,11 @@ Outbox_take_records(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
 static int
 outbox_begin_frame(Outbox *self, size_t size, Py_ssize_t records)
 {
-    size_t frames_allocated = (size_t)self->frames_allocated;
-    size_t records_allocated = (size_t)self->frames_allocated;
     if (grow((void **)&self->bytes, &self->allocated, self->used + size, 1) < 0
-        || grow((void **)&self->frame_ends, &frames_allocated, (size_t)self->frames + 1, sizeof(size_t)) < 0
-        || grow((void **)&self->frame_records, &records_allocated, (size_t)self->frames + 1, sizeof(Py_ssize_t)) < 0) {
+        || grow((void **)&self->frames_at, &self->frames_allocated, (size_t)self->frames + 1, sizeof(OutboxFrame)) < 0) {
         return -1;
     }
-    self->frames_allocated = (Py_ssize_t)(frames_allocated < records_allocated ? frames_allocated : records_allocated);
-    self->frame_ends[self->frames] = self->used + size;
-    self->frame_records[self->frames] = records;
+    self->frames_at[self->frames] = (OutboxFrame){.end = self->used + size, .records = records};
     self->frames++;
     return 0;
 }
@@ -1677,8 +1673,8 @@ Outbox_send(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
     Py_END_ALLOW_THREADS
     Py_ssize_t frames = 0;
     Py_ssize_t records = 0;
-    while (frames < self->frames && self->frame_ends[frames] <= sent) {
-        records += self->frame_records[frames];
+    while (frames < self->frames && self->frames_at[frames].end <= sent) {
+        records += self->frames_at[frames].records;
         frames++;
     }
     self->used = 0;
