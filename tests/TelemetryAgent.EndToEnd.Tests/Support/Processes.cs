@@ -79,9 +79,11 @@ public static class Processes
     /// Waits for the process; past the timeout, runs <paramref name="beforeKill"/> (say, to ask for a dump), kills the
     /// tree and fails with everything it wrote to stderr and stdout.
     /// </summary>
-    public static async Task<Finished> WaitAsync(Process process, TimeSpan timeout, Action<Process>? beforeKill = null)
+    /// <param name="onOutputLine">Called with each line of stdout as it comes (say, to see how far the program got).</param>
+    public static async Task<Finished> WaitAsync(Process process, TimeSpan timeout, Action<Process>? beforeKill = null,
+        Action<string>? onOutputLine = null)
     {
-        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stdout = onOutputLine is null ? process.StandardOutput.ReadToEndAsync() : ReadLinesAsync(process.StandardOutput, onOutputLine);
         var stderr = process.StandardError.ReadToEndAsync();
         using var cancel = new CancellationTokenSource(timeout);
         try
@@ -101,6 +103,17 @@ public static class Processes
                                        $"did not finish in {timeout.TotalSeconds} s; stderr: {written[0]}; stdout: {written[1]}");
         }
         return new Finished(process.ExitCode, await stdout, await stderr);
+    }
+
+    private static async Task<string> ReadLinesAsync(StreamReader reader, Action<string> onLine)
+    {
+        var all = new StringBuilder();
+        while (await reader.ReadLineAsync().ConfigureAwait(false) is { } line)
+        {
+            all.Append(line).Append('\n');
+            onLine(line);
+        }
+        return all.ToString();
     }
 
     /// <summary>The pids whose parent is <paramref name="pid"/>, from /proc.</summary>
