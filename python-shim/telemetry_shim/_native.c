@@ -23,12 +23,17 @@
    Only the GIL build is supported (the Python path has the same limit): every field is read and
    written with the GIL held, so a callback and a generation switch never overlap. The one exception
    is an Outbox's send, which reads its own memory with the GIL released: only the sender's thread
-   uses an outbox. */
+   uses an outbox.
+
+   The memory of these types comes from the C library's allocator, not from PyMem_Raw*: it is the
+   shim's, not the program's, and tracemalloc (which hooks PyMem_Raw*) must not count it: a buffer
+   that grows while a program measures its own memory would show in its figures. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <errno.h>
 #include <limits.h>
@@ -99,7 +104,7 @@ buffer_reserve(RecordBuffer *self, Py_ssize_t needed)
         }
         size *= 2;
     }
-    uint64_t *words = PyMem_RawRealloc(self->words, (size_t)size * sizeof(uint64_t));
+    uint64_t *words = realloc(self->words, (size_t)size * sizeof(uint64_t));
     if (words == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -136,7 +141,7 @@ static void
 RecordBuffer_dealloc(RecordBuffer *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    PyMem_RawFree(self->words);
+    free(self->words);
     self->words = NULL;
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
@@ -348,7 +353,7 @@ code_keys_add(CodeKeys *table, Py_ssize_t identity, uint64_t key)
     size_t slots = table->entries == NULL ? 0 : table->mask + 1;
     if ((size_t)(table->count + 1) * 2 > slots) {
         size_t grown = slots == 0 ? CODE_KEYS_FIRST_SLOTS : slots * 2;
-        CodeKeyEntry *entries = PyMem_RawCalloc(grown, sizeof(CodeKeyEntry));
+        CodeKeyEntry *entries = calloc(grown, sizeof(CodeKeyEntry));
         if (entries == NULL) {
             return;
         }
@@ -357,7 +362,7 @@ code_keys_add(CodeKeys *table, Py_ssize_t identity, uint64_t key)
                 code_keys_put(entries, grown - 1, table->entries[i].identity, table->entries[i].key);
             }
         }
-        PyMem_RawFree(table->entries);
+        free(table->entries);
         table->entries = entries;
         table->mask = grown - 1;
     }
@@ -399,7 +404,7 @@ code_keys_remove(CodeKeys *table, Py_ssize_t identity)
 static void
 code_keys_release(CodeKeys *table)
 {
-    PyMem_RawFree(table->entries);
+    free(table->entries);
     table->entries = NULL;
     table->mask = 0;
     table->count = 0;
@@ -1466,7 +1471,7 @@ grow(void **memory, size_t *allocated, size_t needed, size_t item)
         }
         size *= 2;
     }
-    void *grown = PyMem_RawRealloc(*memory, size * item);
+    void *grown = realloc(*memory, size * item);
     if (grown == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -1502,9 +1507,9 @@ static void
 Outbox_dealloc(Outbox *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    PyMem_RawFree(self->staged);
-    PyMem_RawFree(self->bytes);
-    PyMem_RawFree(self->frames_at);
+    free(self->staged);
+    free(self->bytes);
+    free(self->frames_at);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }

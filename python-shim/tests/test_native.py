@@ -528,6 +528,27 @@ class OutboxTests(unittest.TestCase):
         outbox.add_records()
         outbox.add_frame(b"\x04exceptions")
 
+    def test_its_memory_and_the_buffers_are_the_shims_not_the_programs_for_tracemalloc(self):
+        # A program that measures its own memory with tracemalloc (CPython's test_tracemalloc does) must not see
+        # the shim's buffers grow: they come from the C allocator, which tracemalloc does not hook.
+        import tracemalloc
+
+        native = _native_path.load()[0]
+        words = list(range(1 << 20))  # 8 MiB of records, made before tracing starts
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            buf = native.RecordBuffer(1024)
+            buf.extend(words)
+            outbox = native.Outbox(_wire.FRAME_EVENTS, 4096)
+            outbox.take_records(buf, len(words))
+            outbox.add_records()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(128, len(outbox))  # the records are there: 2^19 of them in frames of 4096
+        self.assertLess(grown, 64 * 1024, "tracemalloc counted %d bytes of the shim's" % grown)
+
     def test_both_write_the_same_frames_and_count_the_same_records(self):
         import socket
 
