@@ -182,6 +182,7 @@ class StartupRecorder:
         self.events_dropped = 0
         self.invocations_started = 0
         self.invocations_ended = 0
+        self.triggers = {}  # invocation number -> faas.trigger, or ""
         self.finished = False  # the events are no longer needed: ready, and the invocations are over
         self._handler_depth = {}  # ident -> identity() of the ready-on function's frames running on it
         self._handler_code = None
@@ -352,6 +353,7 @@ class StartupRecorder:
             if self.invocations_started < self.invocations_planned:
                 self.invocations_started += 1
                 self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
+                self.triggers[self.invocations_started] = self._trigger(frame)
             return None
         if not frames or frames[-1] != identity(frame):
             return None
@@ -359,6 +361,15 @@ class StartupRecorder:
         if not frames:
             self._end_invocation(now, ident, event)
         return None
+
+    def _trigger(self, frame):
+        """What triggered this invocation, from the handler's first argument: read now, nothing of it kept. On
+        Lambda an event of no known source is "other"; elsewhere the platform's events are not read."""
+        if self.target_rule != READY_LAMBDA_HANDLER:
+            return ""
+        code = frame.f_code
+        event = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+        return lambda_trigger(event) or "other"
 
     def _end_invocation(self, now, ident, event):
         if self.invocations_ended < self.invocations_started:
@@ -399,6 +410,29 @@ class StartupRecorder:
         del self.events[:count]
         self.timeline.feed(chunk, ignored_idents)
         return self.timeline.take_reports(self, final)
+
+
+# faas.trigger of the OpenTelemetry semantic conventions, from the event an AWS Lambda handler is called with:
+# the event sources whose documented JSON says what they are. An HTTP request (API Gateway REST and HTTP APIs,
+# function URLs, Application Load Balancers) has a requestContext; a record of a stream or queue says its source.
+_RECORD_TRIGGERS = {"aws:sqs": "pubsub", "aws:sns": "pubsub", "aws:kinesis": "pubsub",
+                    "aws:s3": "datasource", "aws:dynamodb": "datasource"}
+
+
+def lambda_trigger(event):
+    """The faas.trigger value an AWS Lambda event shows ("http", "pubsub", "datasource", "timer"), or ""."""
+    if not isinstance(event, dict):
+        return ""
+    if isinstance(event.get("requestContext"), dict) and ("httpMethod" in event or "routeKey" in event
+                                                          or "http" in event["requestContext"]):
+        return "http"
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        source = records[0].get("eventSource") or records[0].get("EventSource")  # SNS spells it so
+        return _RECORD_TRIGGERS.get(source, "") if isinstance(source, str) else ""
+    if "detail-type" in event and "source" in event:  # EventBridge
+        return "timer" if event["detail-type"] == "Scheduled Event" else "pubsub"
+    return ""
 
 
 def _nothing():
@@ -614,12 +648,14 @@ class ImportTimeline:
             for number in self.invocations_done:
                 invocation = self.invocations.pop(number)
                 invocation["imports"] = self._messages(number, invocation["end_ns"])
+                invocation["trigger"] = recorder.triggers.get(number, "")
                 invocations.append(invocation)
             self.invocations_done = []
             if final:
                 for number, invocation in sorted(self.invocations.items()):
                     invocation["end_ns"] = invocation["end_ns"] or perf_counter_ns()
                     invocation["imports"] = self._messages(number, invocation["end_ns"])
+                    invocation["trigger"] = recorder.triggers.get(number, "")
                     invocations.append(invocation)
                 self.invocations.clear()
             if invocations or startup is not None:

@@ -122,7 +122,7 @@ SCHEMAS = {
     },
     "FirstInvocation": {
         "number": (1, "uint"), "start_ns": (2, "int64"), "end_ns": (3, "int64"), "raised": (4, "bool"),
-        "imports": (5, ["Import"]),
+        "imports": (5, ["Import"]), "trigger": (6, "string"),
     },
     "Goodbye": {
         "reason": (1, "uint"), "final_stats": (2, "Stats"), "end_monotonic_ns": (3, "int64"),

@@ -70,6 +70,7 @@ SCHEMAS = {
     },
     "FirstInvocation": {
         1: ("number", "u"), 2: ("start_ns", "i"), 3: ("end_ns", "i"), 4: ("raised", "b"), 5: ("imports", "m:Import*"),
+        6: ("trigger", "s"),
     },
     "Goodbye": {
         1: ("reason", "e:Reason"), 2: ("final_stats", "m:Stats"), 3: ("end_monotonic_ns", "i"),

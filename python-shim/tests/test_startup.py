@@ -140,6 +140,37 @@ CALLER = textwrap.dedent("""
 """)
 
 
+class LambdaTriggerTest(unittest.TestCase):
+    """faas.trigger from the events of the AWS Lambda documentation's examples (trimmed to the keys that tell)."""
+
+    def test_each_documented_source(self):
+        from telemetry_shim._startup import lambda_trigger
+
+        cases = {
+            "http": [
+                {"resource": "/", "path": "/", "httpMethod": "GET", "requestContext": {"resourceId": "2gxmpl"}},  # REST API
+                {"version": "2.0", "routeKey": "$default", "rawPath": "/", "requestContext": {"http": {"method": "POST"}}},
+                {"requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:..."}}, "httpMethod": "GET"},
+            ],
+            "pubsub": [
+                {"Records": [{"messageId": "059f36b4", "eventSource": "aws:sqs"}]},
+                {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "hello"}}]},
+                {"Records": [{"kinesis": {"data": "SGVsbG8="}, "eventSource": "aws:kinesis"}]},
+                {"source": "com.mycompany.myapp", "detail-type": "OrderCreated", "detail": {}},
+            ],
+            "datasource": [
+                {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "b"}}}]},
+                {"Records": [{"eventName": "INSERT", "eventSource": "aws:dynamodb"}]},
+            ],
+            "timer": [{"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}],
+            "": [{"n": 1}, [], "text", None, {"Records": []}, {"Records": [{"eventSource": "aws:kafka"}]},
+                 {"requestContext": "not a dict", "httpMethod": "GET"}],
+        }
+        for expected, events in cases.items():
+            for event in events:
+                self.assertEqual(expected, lambda_trigger(event), event)
+
+
 class ReadyRulesTest(StartupTestCase):
     def setUp(self):
         super().setUp()
@@ -189,6 +220,22 @@ class ReadyRulesTest(StartupTestCase):
         self.assertEqual("READY_LAMBDA_HANDLER", conn.startup["ready_rule"])
         self.assertEqual("handlers:handler", conn.startup["ready_target"])
         self.assertEqual([1, 2], [invocation["number"] for invocation in conn.first_invocations])
+
+    def test_on_lambda_each_first_invocation_says_what_triggered_it(self):
+        caller = textwrap.dedent("""
+            import handlers
+            handlers.handler({"version": "2.0", "routeKey": "GET /orders", "requestContext": {"http": {"method": "GET"}}})
+            handlers.handler({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]})
+            handlers.handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+            handlers.handler({"n": 4})
+        """)
+        env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "_HANDLER": "handlers.handler", "TELEMETRY_SHIM_FIRST_INVOCATIONS": "4"}
+        conn, _, _ = self.run_under_shim(caller, "--mode", "exceptions", env=env)
+        self.assertEqual(["http", "pubsub", "timer", "other"], [invocation["trigger"] for invocation in conn.first_invocations])
+
+    def test_off_lambda_no_trigger_is_guessed(self):
+        conn, _, _ = self.run_under_shim(CALLER, "--mode", "exceptions", "--ready-on", "handlers:handler")
+        self.assertEqual([""] * 3, [invocation.get("trigger", "") for invocation in conn.first_invocations])
 
     def test_ready_on_a_function_of_the_main_script(self):
         source = "import json\n\ndef serve(n):\n    return n\n\nfor n in range(4):\n    serve(n)\n"

@@ -94,7 +94,7 @@ class MessageTests(unittest.TestCase):
             "process_start_resolution_ns": 10_000_000, "shim_start_ns": 5, "ready_ns": 100,
             "interpreter_cpu_ns": 4, "shim_start_cpu_ns": 3, "imports": [entry, child], "imports_dropped": 2,
             "first_invocations_planned": 3}, "first_invocations": [
-            {"number": 1, "start_ns": 100, "end_ns": 200, "raised": True, "imports": [entry]}]}
+            {"number": 1, "start_ns": 100, "end_ns": 200, "raised": True, "imports": [entry], "trigger": "http"}]}
         encoded = dict(stats, startup=dict(stats["startup"], ready_rule=1))
         decoded = self.round_trip("Stats", encoded)
         self.assertEqual(stats["startup"], decoded["startup"])

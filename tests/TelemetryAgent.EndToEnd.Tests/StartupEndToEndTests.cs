@@ -144,6 +144,8 @@ public sealed class StartupEndToEndTests : IDisposable
         Assert.All(invocations, invocation => Assert.Equal(root.SpanId, invocation.ParentSpanId));
         Assert.Equal(root.EndTimeUnixNano, invocations[0].StartTimeUnixNano);
         Assert.Equal([true, false, false], invocations.Select(span => Attributes(span.Attributes)["faas.coldstart"].BoolValue));
+        // Off AWS Lambda the shim does not read the handler's argument: nothing says what triggered the calls.
+        Assert.All(invocations, span => Assert.DoesNotContain("faas.trigger", Attributes(span.Attributes).Keys));
         var lazy = Assert.Single(spans, span => span.Name == "import lazy_dependency");
         Assert.Equal(invocations[0].SpanId, lazy.ParentSpanId);
         Assert.True(invocations[0].StartTimeUnixNano <= lazy.StartTimeUnixNano && lazy.EndTimeUnixNano <= invocations[0].EndTimeUnixNano);
@@ -155,5 +157,42 @@ public sealed class StartupEndToEndTests : IDisposable
         // The same duration, in seconds as a double: equal within a microsecond (rounding to 6 places can differ by one).
         var rootSeconds = (root.EndTimeUnixNano - root.StartTimeUnixNano) / 1e9;
         Assert.InRange(duration.Sum, rootSeconds - 1e-6, rootSeconds + 1e-6);
+    }
+
+    [Fact]
+    public async Task OnLambdaEachFirstInvocationSpanSaysWhatTriggeredIt()
+    {
+        File.WriteAllText(_temp.File("handlers.py"), Handlers);
+        var script = _temp.File("app.py");
+        // Events as the AWS Lambda documentation shows them (trimmed): an HTTP API request, an SQS message, a schedule.
+        File.WriteAllText(script, """
+            import handlers
+
+            handlers.handle({"version": "2.0", "routeKey": "GET /orders", "rawPath": "/orders", "requestContext": {"http": {"method": "GET"}}})
+            handlers.handle({"Records": [{"messageId": "059f36b4", "eventSource": "aws:sqs", "body": "{}"}]})
+            handlers.handle({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+            """);
+        var output = _temp.File("out");
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
+        var run = await Processes.RunAgentAsync(
+            ["run", "--mode", "exceptions", "-o", output, "--otlp-endpoint", receiver.HttpEndpoint.ToString(), "--otlp-protocol", "http/protobuf", script],
+            environment: OtlpExportTests.CleanEnvironment(new Dictionary<string, string?>
+            {
+                ["AWS_LAMBDA_FUNCTION_NAME"] = "orders", ["_HANDLER"] = "handlers.handle", ["AWS_REGION"] = "eu-west-1",
+            }));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        await receiver.WaitForAsync(OtlpSignal.Traces, 1, TimeSpan.FromSeconds(30));
+
+        var resourceSpans = receiver.Traces.Snapshot().SelectMany(request => request.Message.ResourceSpans).ToArray();
+        Assert.Equal("aws_lambda", Attributes(resourceSpans[0].Resource.Attributes)["cloud.platform"].StringValue);
+        var invocations = resourceSpans.SelectMany(r => r.ScopeSpans).SelectMany(scope => scope.Spans)
+            .Where(span => span.Name.StartsWith("invocation", StringComparison.Ordinal)).OrderBy(span => span.StartTimeUnixNano).ToArray();
+        Assert.Equal(["http", "pubsub", "timer"], invocations.Select(span => Attributes(span.Attributes)["faas.trigger"].StringValue));
+
+        using var document = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "startup.json")));
+        var process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
+        Assert.Equal("lambda_handler", process.GetProperty("ready_rule").GetString());
+        Assert.Equal(["http", "pubsub", "timer"],
+            process.GetProperty("first_invocations").EnumerateArray().Select(invocation => invocation.GetProperty("trigger").GetString()));
     }
 }

@@ -48,6 +48,8 @@ public static class StartupSample
         var first = Invocation(1, ReadyNs, 125_000_000, Import("csv", 0, 110_500_000, 122_500_000, find: 1_000_000, load: 3_000_000, exec: 8_000_000));
         var second = Invocation(2, 130_000_000, 133_000_000);
         var third = Invocation(3, 140_000_000, 142_000_000);
+        first.Trigger = second.Trigger = "http";
+        third.Trigger = "smoke-signal"; // not one of faas.trigger's values: the agent leaves it out
 
         time.Advance(TimeSpan.FromMilliseconds(2));
         orders.Session.OnStats(new Stats { EventsRecorded = 0, Startup = startup });

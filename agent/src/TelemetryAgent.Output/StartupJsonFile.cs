@@ -91,6 +91,7 @@ public sealed class StartupJsonFile : IOutputFile
             json.WriteNumber("start_offset_ns", invocation.StartNs - startup.BeginNs);
             json.WriteNumber("duration_ns", invocation.DurationNs);
             json.WriteBoolean("raised", invocation.Raised);
+            if (invocation.Trigger.Length > 0) json.WriteString("trigger", invocation.Trigger);
             json.WriteNumber("imports_ns", invocation.Imports.TotalNs);
             json.WritePropertyName("imports");
             WriteTree(json, invocation.Imports, startup.BeginNs);

@@ -41,8 +41,10 @@ internal static class StartupTranslation
         if (invocation.Number == 0) throw new InvalidDataException("a first invocation numbered 0");
         if (invocation.EndNs < invocation.StartNs)
             throw new InvalidDataException($"first invocation {invocation.Number} ends before it starts");
+        // A trigger that is not one of the conventions' values (a newer shim's) is left out, not an error.
+        var trigger = Profiling.Startup.FirstInvocation.Triggers.Contains(invocation.Trigger) ? invocation.Trigger : "";
         return new Profiling.Startup.FirstInvocation((int)Math.Min(invocation.Number, int.MaxValue), invocation.StartNs,
-            invocation.EndNs, invocation.Raised, ToTree(invocation.Imports));
+            invocation.EndNs, invocation.Raised, ToTree(invocation.Imports), trigger);
     }
 
     private static ImportTree ToTree(IReadOnlyList<WireImport> imports)

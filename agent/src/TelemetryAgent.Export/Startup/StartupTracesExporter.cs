@@ -248,6 +248,7 @@ public sealed class StartupTracesExporter : IExporter
                 new("python.invocation.imports.duration_ns", invocation.Imports.TotalNs),
             ]);
             if (span is null) return;
+            if (invocation.Trigger.Length > 0) span.SetTag("faas.trigger", invocation.Trigger);
             if (invocation.Raised) span.SetStatus(ActivityStatusCode.Error, "the invocation raised");
             SendImports(_source!, span, profile.Clock, invocation.Imports);
             End(span, profile.Clock, invocation.EndNs);

@@ -60,9 +60,15 @@ public sealed record StartupPhase(
     };
 }
 
-/// <summary>One of the first calls of the ready-on function, numbered from 1 (the call that made the program ready).</summary>
-public sealed record FirstInvocation(int Number, long StartNs, long EndNs, bool Raised, ImportTree Imports)
+/// <summary>
+/// One of the first calls of the ready-on function, numbered from 1 (the call that made the program ready);
+/// <paramref name="Trigger"/> is its <c>faas.trigger</c> (http, pubsub, datasource, timer, other), or empty when not known.
+/// </summary>
+public sealed record FirstInvocation(int Number, long StartNs, long EndNs, bool Raised, ImportTree Imports, string Trigger = "")
 {
+    /// <summary>The values of <c>faas.trigger</c> in the OpenTelemetry semantic conventions.</summary>
+    public static readonly IReadOnlySet<string> Triggers = new HashSet<string>(StringComparer.Ordinal) { "http", "pubsub", "datasource", "timer", "other" };
+
     public long DurationNs => Math.Max(0, EndNs - StartNs);
 }
 
