@@ -367,9 +367,12 @@ class StartupRecorder:
         Lambda an event of no known source is "other"; elsewhere the platform's events are not read."""
         if self.target_rule != READY_LAMBDA_HANDLER:
             return ""
-        code = frame.f_code
-        event = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
-        return lambda_trigger(event) or "other"
+        try:
+            code = frame.f_code
+            event = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+            return lambda_trigger(event) or "other"
+        except Exception:
+            return "other"
 
     def _end_invocation(self, now, ident, event):
         if self.invocations_ended < self.invocations_started:
@@ -420,16 +423,18 @@ _RECORD_TRIGGERS = {"aws:sqs": "pubsub", "aws:sns": "pubsub", "aws:kinesis": "pu
 
 
 def lambda_trigger(event):
-    """The faas.trigger value an AWS Lambda event shows ("http", "pubsub", "datasource", "timer"), or ""."""
-    if not isinstance(event, dict):
+    """The faas.trigger value an AWS Lambda event shows ("http", "pubsub", "datasource", "timer"), or "".
+    Only plain dicts and lists are read (the runtime's json.loads makes those): no method of the program's
+    own classes runs here."""
+    if type(event) is not dict:
         return ""
-    if isinstance(event.get("requestContext"), dict) and ("httpMethod" in event or "routeKey" in event
-                                                          or "http" in event["requestContext"]):
+    context = event.get("requestContext")
+    if type(context) is dict and ("httpMethod" in event or "routeKey" in event or "http" in context):
         return "http"
     records = event.get("Records")
-    if isinstance(records, list) and records and isinstance(records[0], dict):
+    if type(records) is list and records and type(records[0]) is dict:
         source = records[0].get("eventSource") or records[0].get("EventSource")  # SNS spells it so
-        return _RECORD_TRIGGERS.get(source, "") if isinstance(source, str) else ""
+        return _RECORD_TRIGGERS.get(source, "") if type(source) is str else ""
     if "detail-type" in event and "source" in event:  # EventBridge
         return "timer" if event["detail-type"] == "Scheduled Event" else "pubsub"
     return ""

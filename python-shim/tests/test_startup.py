@@ -140,6 +140,15 @@ CALLER = textwrap.dedent("""
 """)
 
 
+class RaisingDict(dict):
+    """A program's own mapping: reading it would run the program's code."""
+
+    def get(self, *args):
+        raise AssertionError("the program's method ran")
+
+    __getitem__ = __contains__ = get
+
+
 class LambdaTriggerTest(unittest.TestCase):
     """faas.trigger from the events of the AWS Lambda documentation's examples (trimmed to the keys that tell)."""
 
@@ -164,7 +173,7 @@ class LambdaTriggerTest(unittest.TestCase):
             ],
             "timer": [{"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}],
             "": [{"n": 1}, [], "text", None, {"Records": []}, {"Records": [{"eventSource": "aws:kafka"}]},
-                 {"requestContext": "not a dict", "httpMethod": "GET"}],
+                 {"requestContext": "not a dict", "httpMethod": "GET"}, RaisingDict(httpMethod="GET")],
         }
         for expected, events in cases.items():
             for event in events:
