@@ -628,6 +628,13 @@ class ImportTimeline:
             out.append(node.message(positions[parent.index] if parent is not None else 0))
         return out
 
+    def _invocation_message(self, invocation, recorder):
+        """A FirstInvocation message: the invocation's times, its imports, what triggered it."""
+        number = invocation["number"]
+        invocation["imports"] = self._messages(number, invocation["end_ns"])
+        invocation["trigger"] = recorder.triggers.get(number, "")
+        return invocation
+
     def take_reports(self, recorder, final):
         startup = None
         if not self.startup_sent and (self.ready_seen or final):
@@ -651,17 +658,12 @@ class ImportTimeline:
         invocations = []
         if self.startup_sent:
             for number in self.invocations_done:
-                invocation = self.invocations.pop(number)
-                invocation["imports"] = self._messages(number, invocation["end_ns"])
-                invocation["trigger"] = recorder.triggers.get(number, "")
-                invocations.append(invocation)
+                invocations.append(self._invocation_message(self.invocations.pop(number), recorder))
             self.invocations_done = []
             if final:
-                for number, invocation in sorted(self.invocations.items()):
+                for _number, invocation in sorted(self.invocations.items()):
                     invocation["end_ns"] = invocation["end_ns"] or perf_counter_ns()
-                    invocation["imports"] = self._messages(number, invocation["end_ns"])
-                    invocation["trigger"] = recorder.triggers.get(number, "")
-                    invocations.append(invocation)
+                    invocations.append(self._invocation_message(invocation, recorder))
                 self.invocations.clear()
             if invocations or startup is not None:
                 self.nodes = [node for node in self.nodes if not node.end or node.phase not in
