@@ -15,6 +15,7 @@ import threading
 from time import monotonic, perf_counter_ns, sleep, thread_time_ns
 
 from . import _wire
+from ._tables import current_frames
 from ._windows import BurstWindows, calibrate_event_cost
 
 CONNECT_TIMEOUT_S = 1.0
@@ -90,6 +91,7 @@ class Sender:
         self._backoff_s = MIN_BACKOFF_S
         self._connected_at = 0.0
         self._next_stats_at = 0.0
+        self._invocations_over_sent = 0  # Stats.invocations_ended in the last STATS sent on this connection
 
         self.connects = 0
         self.events_taken = 0  # records taken out of the buffer (sent or dropped)
@@ -338,7 +340,8 @@ class Sender:
                 outbox.add_frame(frame)
         now = monotonic()
         startup_fields = self._take_startup_reports(final)
-        if not final and (now >= self._next_stats_at or startup_fields):
+        invocations_over = self.startup.invocations_over() if self.startup is not None else 0
+        if not final and (now >= self._next_stats_at or startup_fields or invocations_over != self._invocations_over_sent):
             self._next_stats_at = now + self._stats_interval_s
             stats_frame = True
         else:
@@ -354,6 +357,7 @@ class Sender:
             stats = dict(self.stats(), **startup_fields)
             if self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", stats))]):
                 self._startup_unsent = {}
+                self._invocations_over_sent = stats.get("invocations_ended", 0)
         return taken * BUSY_FRACTION >= recorder.capacity_words
 
     def _take_startup_reports(self, final):
@@ -363,13 +367,15 @@ class Sender:
         unsent = self._startup_unsent
         if startup is None:
             return unsent
+        if startup.ready_ns:
+            startup.find_ended_calls(current_frames)  # first: a first invocation it ends is reported below
         report, invocations = startup.take_reports(final, self.recorder.threads.ignored_idents)
         if report is not None:
             unsent["startup"] = report
         if invocations:
             unsent.setdefault("first_invocations", []).extend(invocations)
         if startup.finished or final:
-            startup.uninstall()
+            startup.release(final)
         return unsent
 
     def stats(self):
@@ -385,6 +391,7 @@ class Sender:
             "elapsed_ns": max(perf_counter_ns() - self.started_ns, 0),
             "event_toggles": self.windows.toggles if self.windows is not None else 0,
             "toggles_refused": self.windows.toggles_refused if self.windows is not None else 0,
+            "invocations_ended": self.startup.invocations_over() if self.startup is not None else 0,
         }
 
     def _finish(self):
@@ -436,6 +443,7 @@ class Sender:
         self.events_sent = 0
         self.frames_sent = 0
         self._next_stats_at = 0.0
+        self._invocations_over_sent = 0
         hello = _wire.encode_frame(_wire.FRAME_HELLO, _wire.encode_message("Hello", self._hello_fields()))
         self._send([hello], preamble=True)
 

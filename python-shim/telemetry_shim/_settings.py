@@ -102,7 +102,8 @@ class Settings:
     def hello_fields(self):
         fields = {"mode": self.mode, "include": list(self.include), "exclude": list(self.exclude),
                   "service_name": self.service_name, "resource_attributes": self.resource_attributes,
-                  "platform_environment": list(self.platform_environment)}
+                  "platform_environment": list(self.platform_environment),
+                  "counts_invocations": bool(self.startup and self.ready_on_lambda)}
         if self.mode == _wire.MODE_BURST:
             fields.update(window_ns=self.window_ns, period_ns=self.period_ns,
                           overhead_budget_ppm=int(round(self.budget * 1_000_000)))

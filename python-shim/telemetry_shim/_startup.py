@@ -29,7 +29,7 @@ from the start as they always do.
 import os
 import sys
 import time
-from _thread import get_ident
+from _thread import allocate_lock, get_ident
 from time import perf_counter_ns
 
 from ._tables import identity
@@ -183,7 +183,15 @@ class StartupRecorder:
         self.invocations_started = 0
         self.invocations_ended = 0
         self.triggers = {}  # invocation number -> faas.trigger, or ""
-        self.finished = False  # the events are no longer needed: ready, and the invocations are over
+        self.finished = False  # the import events are no longer needed: ready, and the invocations are over
+        # On AWS Lambda every call of the handler is counted when it ends, so that the agent's extension
+        # knows when to export (the environment is frozen after it): its events stay on after the rest.
+        self.counts_every_call = target is not None and rule == READY_LAMBDA_HANDLER
+        self.calls_ended = 0  # outermost calls of the ready-on function that ended (on Lambda)
+        # A call that raised is found ended by the sender thread (find_ended_calls), or by its own thread at the
+        # next call: the lock (taken once per call's end) makes one of them end it.
+        self._ending = allocate_lock()
+        self._found_ended = {}  # ident -> identity() of the outermost frame the sender found gone
         self._handler_depth = {}  # ident -> identity() of the ready-on function's frames running on it
         self._handler_code = None
         self._main_code = None
@@ -253,6 +261,27 @@ class StartupRecorder:
         self._handler_code = code
         self._roles[identity(code)] = (ROLE_HANDLER, code)
         self._watch(code, _LOCAL_EVENTS)
+
+    def release(self, final):
+        """On the sender thread, once `finished` or at the end: the events no longer needed go off. On Lambda
+        the handler's stay on until the end, to count its calls."""
+        if final or not self.counts_every_call or self._handler_code is None:
+            self.uninstall()
+            return
+        tool_id = self.tool_id
+        if tool_id is None or not self._installed or len(self._roles) <= 1:
+            return
+        handler = self._handler_code
+        for key, (_role, code) in list(self._roles.items()):
+            if code is handler:
+                continue
+            del self._roles[key]  # in place: the event handler holds this dict
+            try:
+                _monitoring.set_local_events(tool_id, code, 0)
+            except Exception:
+                pass
+        if self._recorder is not None:
+            self._recorder.codes.take_back_all(keep=handler)
 
     def uninstall(self):
         """The phase's local events off, then its callbacks or the recorder's hold gone (on the sender thread
@@ -342,9 +371,9 @@ class StartupRecorder:
                     callers.add(identity(caller))
                     caller = caller.f_back
                 while frames and frames[-1] not in callers:
-                    frames.pop()
+                    gone = frames.pop()
                     if not frames:
-                        self._end_invocation(now, ident, EVENT_UNWIND)
+                        self._end_invocation(now, ident, EVENT_UNWIND, gone)
             frames.append(identity(frame))
             if len(frames) > 1:
                 return None  # a recursive call: part of the invocation
@@ -357,9 +386,9 @@ class StartupRecorder:
             return None
         if not frames or frames[-1] != identity(frame):
             return None
-        frames.pop()
+        gone = frames.pop()
         if not frames:
-            self._end_invocation(now, ident, event)
+            self._end_invocation(now, ident, event, gone)
         return None
 
     def _trigger(self, frame):
@@ -374,13 +403,65 @@ class StartupRecorder:
         except Exception:
             return "other"
 
-    def _end_invocation(self, now, ident, event):
-        if self.invocations_ended < self.invocations_started:
-            self.invocations_ended += 1
-            self.events.extend((now, ROLE_HANDLER | event, ident, self.invocations_ended))
-            if self.invocations_ended >= self.invocations_planned:
-                self.finished = True
+    def _end_invocation(self, now, ident, event, outermost):
+        with self._ending:
+            if self._found_ended.get(ident) == outermost:
+                del self._found_ended[ident]  # the sender ended it
+                return
+            reported = self._call_ended(now, ident, event)
+        if reported:
             self._on_report()
+
+    def _call_ended(self, now, ident, event):
+        """Under _ending: counts the call's end, and ends the first invocation it was; True when that is news for
+        the sender."""
+        if self.counts_every_call:
+            self.calls_ended += 1
+        if self.invocations_ended >= self.invocations_started:
+            return self.counts_every_call
+        self.invocations_ended += 1
+        self.events.extend((now, ROLE_HANDLER | event, ident, self.invocations_ended))
+        if self.invocations_ended >= self.invocations_planned:
+            self.finished = True
+        return True
+
+    def invocations_over(self):
+        """On Lambda, how many calls of the handler have ended (outermost ones); elsewhere 0, not counted."""
+        return self.calls_ended
+
+    def find_ended_calls(self, current_frames):
+        """On the sender thread, on Lambda: a handler call that raised gets no event of its own (PY_UNWIND is
+        not a local event), so one whose outermost frame is no longer on its thread's stack is counted as
+        ended now. `current_frames`: sys._current_frames(), or a callable returning it."""
+        if not self.counts_every_call:
+            return
+        open_calls = []
+        for ident, frames in list(self._handler_depth.items()):
+            try:
+                outermost = frames[0]
+            except IndexError:
+                continue
+            if self._found_ended.get(ident) != outermost:
+                open_calls.append((ident, outermost))
+        if not open_calls:
+            return
+        frames_now = current_frames()
+        if not frames_now:
+            return  # unavailable (other interpreters run): no call is taken for ended
+        now = perf_counter_ns()
+        handler = self._handler_code
+        for ident, outermost in open_calls:
+            frame = frames_now.get(ident)
+            # The code too: once the call's frame is freed, another frame may take its address.
+            while frame is not None and not (identity(frame) == outermost and frame.f_code is handler):
+                frame = frame.f_back
+            if frame is not None:
+                continue
+            with self._ending:
+                frames = self._handler_depth.get(ident)
+                if frames and frames[0] == outermost:  # its thread has not ended it meanwhile
+                    self._found_ended[ident] = outermost
+                    self._call_ended(now, ident, EVENT_UNWIND)
 
     # ---- ready --------------------------------------------------------------------------------------
 

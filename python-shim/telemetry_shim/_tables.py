@@ -214,17 +214,23 @@ class CodeTable:
             entry[1], entry[2] = key, key if recorded else 0
         return entry[1], entry[2]
 
-    def take_back_all(self):
-        """The held-out codes go back to `keys` and `call_keys`: their events take the fast path again."""
+    def take_back_all(self, keep=None):
+        """The held-out codes (all but `keep`) go back to `keys` and `call_keys`: their events take the fast
+        path again."""
+        kept = {}
         # The keys go back before the entries go: a slow path running meanwhile finds one or the other.
-        for cid, (code, key, call_key) in list(self.held_out.items()):
+        for cid, entry in list(self.held_out.items()):
+            code, key, call_key = entry
+            if code is keep:
+                kept[cid] = entry
+                continue
             if key is None:
                 continue
             if cid not in self.lifelines:
                 self._forget_when_dead(code)
             self.keys.setdefault(cid, key)
             self.call_keys.setdefault(cid, call_key)
-        self.held_out = {}
+        self.held_out = kept
 
     def _overflow_key(self):
         key = self.overflow_code_key

@@ -94,6 +94,7 @@ SCHEMAS = {
         "period_ns": (19, "int64"), "overhead_budget_ppm": (20, "uint"), "include": (21, ["string"]),
         "exclude": (22, ["string"]), "callbacks": (23, "string"), "container_id": (24, "string"),
         "pod_uid": (25, "string"), "platform_environment": (26, ["string"]),
+        "counts_invocations": (27, "bool"),
     },
     "Definitions": {"codes": (1, ["CodeDefinition"]), "threads": (2, ["ThreadDefinition"])},
     "CodeDefinition": {
@@ -109,6 +110,7 @@ SCHEMAS = {
         "frames_sent": (4, "uint"), "connects": (5, "uint"), "callback_errors": (6, "uint"),
         "overhead_ns": (7, "uint"), "elapsed_ns": (8, "uint"), "event_toggles": (9, "uint"),
         "toggles_refused": (10, "uint"), "startup": (11, "Startup"), "first_invocations": (12, ["FirstInvocation"]),
+        "invocations_ended": (13, "uint"),
     },
     "Startup": {
         "ready_rule": (1, "uint"), "ready_target": (2, "string"), "process_start_ns": (3, "int64"),

@@ -43,6 +43,7 @@ SCHEMAS = {
         16: ("tool_id", "u"), 17: ("working_directory", "s"), 18: ("window_ns", "i"), 19: ("period_ns", "i"),
         20: ("overhead_budget_ppm", "u"), 21: ("include", "s*"), 22: ("exclude", "s*"), 23: ("callbacks", "s"),
         24: ("container_id", "s"), 25: ("pod_uid", "s"), 26: ("platform_environment", "s*"),
+        27: ("counts_invocations", "b"),
     },
     "Definitions": {1: ("codes", "m:CodeDefinition*"), 2: ("threads", "m:ThreadDefinition*")},
     "CodeDefinition": {
@@ -57,6 +58,7 @@ SCHEMAS = {
         4: ("frames_sent", "u"), 5: ("connects", "u"), 6: ("callback_errors", "u"),
         7: ("overhead_ns", "u"), 8: ("elapsed_ns", "u"), 9: ("event_toggles", "u"), 10: ("toggles_refused", "u"),
         11: ("startup", "m:Startup"), 12: ("first_invocations", "m:FirstInvocation*"),
+        13: ("invocations_ended", "u"),
     },
     "Startup": {
         1: ("ready_rule", "e:ReadyRule"), 2: ("ready_target", "s"), 3: ("process_start_ns", "i"),

@@ -6,6 +6,8 @@ import os
 import statistics
 import sys
 import textwrap
+import threading
+import time
 import unittest
 
 from tests import support
@@ -323,6 +325,78 @@ ONE_TOOL = textwrap.dedent("""
         time.sleep(0.001)
     print(monitoring.get_local_events(tools[0], find_and_load))
 """)
+
+
+class EveryLambdaInvocationTest(StartupTestCase):
+    """On Lambda every call of the handler is counted once it ends (Stats.invocations_ended), beyond the first
+    invocations too, and promptly: the agent's extension exports on it before the environment is frozen."""
+
+    PROGRAM = textwrap.dedent("""
+        import os
+        import sys
+        import time
+        import lambda_handlers
+
+        lambda_handlers.handle("a")
+        try:
+            lambda_handlers.handle("fail")
+        except ValueError:
+            pass
+        # Blocked, as a Lambda runtime waits for its next event: only the sender can find the call that raised.
+        while not os.path.exists(sys.argv[1]):
+            time.sleep(0.005)
+        lambda_handlers.handle("b")
+    """)
+
+    def test_each_call_is_counted_when_it_ends_even_one_that_raised(self):
+        self.write("lambda_handlers.py", textwrap.dedent("""
+            def handle(event, context=None):
+                if event == "fail":
+                    raise ValueError("bad event")
+                return inner(event)
+
+            def inner(event):
+                return event.upper()
+        """))
+        script = self.write("app.py", self.PROGRAM)
+        env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "_HANDLER": "lambda_handlers.handle",
+               "TELEMETRY_SHIM_FIRST_INVOCATIONS": "1"}
+        for mode in ("exceptions", "burst", "full"):
+            with self.subTest(mode=mode), support.RecordingAgent() as agent:
+                gate = os.path.join(self.tmp, "gate-" + mode)
+                process = support.start_python(["-m", "telemetry_shim", "--socket", agent.path, "--mode", mode, script, gate],
+                                               env=env, cwd=self.tmp)
+                try:
+                    conn = agent.wait_for_accepted(1)[0]
+                    deadline = time.monotonic() + 30
+                    while (conn.stats or {}).get("invocations_ended", 0) < 2 and time.monotonic() < deadline:
+                        if process.poll() is not None:
+                            break
+                        threading.Event().wait(0.01)
+                    seen = (conn.stats or {}).get("invocations_ended", 0)
+                    open(gate, "w").close()
+                    _, err = process.communicate(timeout=60)
+                finally:
+                    if process.poll() is None:
+                        process.kill()
+                        process.communicate()
+                self.assertEqual(0, process.returncode, err)
+                self.assertEqual(2, seen, "the STATS while the program waited, after a call that returned and one that raised")
+                conn = agent.wait_for(1)[0]
+                self.assertTrue(conn.hello["counts_invocations"])
+                self.assertEqual(3, conn.goodbye["final_stats"]["invocations_ended"])
+                self.assertEqual([1], [invocation["number"] for invocation in conn.first_invocations])
+                if mode == "full":  # the handler's calls are recorded as any other, after its first ones too
+                    starts = [event for event in conn.events if event[3] == "START"
+                              and conn.codes[event[2]]["qualified_name"] == "handle"]
+                    self.assertEqual(3, len(starts))
+
+    def test_off_lambda_calls_after_the_first_invocations_are_not_watched(self):
+        self.write("handlers.py", HANDLER_MODULE)
+        conn, _, _ = self.run_under_shim(CALLER, "--mode", "exceptions", "--ready-on", "handlers:handler")
+        self.assertFalse(conn.hello["counts_invocations"])
+        self.assertEqual(0, conn.goodbye["final_stats"]["invocations_ended"])
+        self.assertEqual(3, len(conn.first_invocations))
 
 
 class OneToolIdTest(StartupTestCase):

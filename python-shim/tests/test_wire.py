@@ -50,7 +50,7 @@ class MessageTests(unittest.TestCase):
             "working_directory": "/srv", "window_ns": 10_000_000, "period_ns": 1_000_000_000,
             "overhead_budget_ppm": 10_000, "include": ["__main__", "app.*"], "exclude": ["stdlib", "*/vendor/*"],
             "callbacks": "native", "container_id": "0123456789abcdef" * 4, "pod_uid": "1f3c2a4e-5b6d-4c7e-8f90-a1b2c3d4e5f6",
-            "platform_environment": ["K_SERVICE=orders", "K_REVISION=orders-00002"],
+            "platform_environment": ["K_SERVICE=orders", "K_REVISION=orders-00002"], "counts_invocations": True,
         }
         self.assertEqual(hello, self.round_trip("Hello", hello))
 
@@ -78,7 +78,7 @@ class MessageTests(unittest.TestCase):
                    "final_stats": {"events_recorded": 5, "events_dropped": 1, "events_sent": 4, "frames_sent": 3,
                                    "connects": 1, "callback_errors": 1, "overhead_ns": 9_000_000,
                                    "elapsed_ns": 900_000_000, "event_toggles": 1800, "toggles_refused": 1,
-                                   "startup": None, "first_invocations": []},
+                                   "startup": None, "first_invocations": [], "invocations_ended": 12},
                    "end_monotonic_ns": 77}
         decoded = self.round_trip("Goodbye", goodbye)
         self.assertEqual("REASON_ERROR", decoded["reason"])
