@@ -64,6 +64,24 @@ public sealed class CheckpointTests
     }
 
     [Fact]
+    public async Task A_checkpoint_asked_for_now_completes_once_the_observers_have_it()
+    {
+        var (script, observer) = Running();
+        var asked = script.Session.CheckpointNowAsync();
+        Assert.False(asked.IsCompleted);
+        script.Session.TakeRequestedCheckpoint();
+        var checkpoint = await asked.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Same(Assert.Single(observer.Checkpoints), checkpoint);
+
+        // When the connection ends first: the completed profile, after the observers heard of it.
+        var late = script.Session.CheckpointNowAsync();
+        script.Session.Complete(ConnectionEnd.Cancelled);
+        var completed = await late.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(completed.IsCompleted);
+        Assert.Equal("completed Cancelled", observer.Calls[^1]);
+    }
+
+    [Fact]
     public void The_live_profile_goes_on_without_counting_anything_twice_and_the_checkpoint_never_changes()
     {
         var (script, observer) = Running();

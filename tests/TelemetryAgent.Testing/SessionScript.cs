@@ -25,11 +25,11 @@ public sealed class SessionScript
     public SessionScript(ProfileStore? store = null, SessionLimits? limits = null, TimeProvider? time = null,
         long pid = 4242, string serviceName = "", string[]? argv = null, IProcessObserver? observer = null,
         AggregateMemoryBudget? budget = null, Redactor? redactor = null, string mode = "full", string[]? exclude = null,
-        TimelineSettings? timeline = null)
+        TimelineSettings? timeline = null, InvocationCounter? invocations = null, bool countsInvocations = false)
     {
         Session = new ProcessSession(store, limits, time, observer)
         {
-            MemoryBudget = budget, Redactor = redactor ?? Redactor.Default, Timeline = timeline,
+            MemoryBudget = budget, Redactor = redactor ?? Redactor.Default, Timeline = timeline, Invocations = invocations,
         };
         var hello = new Hello
         {
@@ -48,6 +48,7 @@ public sealed class SessionScript
             Mode = mode,
             ToolId = 2,
             WorkingDirectory = WorkingDirectory,
+            CountsInvocations = countsInvocations,
         };
         hello.Argv.Add(argv ?? ["/srv/app/app.py", "--port", "8080"]);
         hello.Exclude.Add(exclude ?? []);
@@ -112,9 +113,9 @@ public sealed class SessionScript
     public SessionScript Tally(string typeName, uint code, uint line, ExceptionFate fate, ulong count)
         => Exceptions(tallies: [new ExceptionTally { TypeName = typeName, RaisedAt = new Location { CodeId = code, Line = line }, Fate = fate, Count = count }]);
 
-    public SessionScript Stats(ulong recorded, ulong dropped)
+    public SessionScript Stats(ulong recorded, ulong dropped, ulong invocationsEnded = 0)
     {
-        Session.OnStats(new Stats { EventsRecorded = recorded, EventsDropped = dropped, EventsSent = recorded - dropped });
+        Session.OnStats(new Stats { EventsRecorded = recorded, EventsDropped = dropped, EventsSent = recorded - dropped, InvocationsEnded = invocationsEnded });
         return this;
     }
 

@@ -90,6 +90,17 @@ public sealed class ProcessSession
     /// </summary>
     public TimelineSettings? Timeline { get; init; }
 
+    /// <summary>Where the handler calls this process reports ended are counted (a Lambda extension waits on it); null: nowhere.</summary>
+    public InvocationCounter? Invocations { get; init; }
+
+    /// <summary>True once HELLO said the shim counts the handler's calls as they end (AWS Lambda).</summary>
+    public bool CountsInvocations { get; private set; }
+
+    /// <summary>The process's last reported count of ended handler calls (Stats.invocations_ended).</summary>
+    public long InvocationsEnded => Volatile.Read(ref _invocationsEnded);
+
+    private long _invocationsEnded;
+
     /// <summary>The profile being built; null until HELLO arrived.</summary>
     public ProcessProfile? Profile => _profile;
 
@@ -105,6 +116,7 @@ public sealed class ProcessSession
         if (_profile is not null) Fail(ProtocolViolation.DuplicateHello, "a second HELLO");
         var recording = hello.ToRecordingMode();
         _burst = recording.IsSampled;
+        CountsInvocations = hello.CountsInvocations;
         _profile = new ProcessProfile(
             hello.ToIdentity(),
             hello.ToClockMapping(),
@@ -126,6 +138,17 @@ public sealed class ProcessSession
     /// Requests made before the checkpoint is taken count once.
     /// </summary>
     public void RequestCheckpoint() => Volatile.Write(ref _checkpointRequested, 1);
+
+    /// <summary>
+    /// A checkpoint for the observers, taken on the session's thread as soon as it can be (as a snapshot is); completes
+    /// once the observers have had a checkpoint taken after this call, with that checkpoint, or with the completed
+    /// profile when the connection ends first. Thread-safe.
+    /// </summary>
+    public Task<ProcessProfile> CheckpointNowAsync()
+    {
+        RequestCheckpoint();
+        return RequestSnapshotAsync();
+    }
 
     /// <summary>
     /// A checkpoint for the caller alone (observers do not hear of it), taken on the session's thread: at once when its
@@ -181,8 +204,9 @@ public sealed class ProcessSession
         if (!forObservers && _snapshotWaiters.IsEmpty) return;
         Volatile.Write(ref _checkpointRequested, 0);
         var checkpoint = TakeCheckpoint(profile);
-        AnswerSnapshotWaiters(checkpoint);
+        // Observers first: a caller of CheckpointNowAsync learns of it once they have it.
         if (forObservers) _observer?.OnCheckpoint(checkpoint);
+        AnswerSnapshotWaiters(checkpoint);
     }
 
     private void AnswerFunctionStatsWaiters(IReadOnlyList<FunctionStats>? stats)
@@ -350,6 +374,17 @@ public sealed class ProcessSession
         var profile = RequireProfile();
         profile.ShimStats = stats.ToShimStatistics();
         ApplyStartup(profile, stats);
+        CountInvocations(stats);
+    }
+
+    // Cumulative on the wire; only what it adds goes to the agent's count (a smaller number is a shim's mistake, ignored).
+    private void CountInvocations(Stats stats)
+    {
+        var reported = (long)Math.Min(stats.InvocationsEnded, long.MaxValue);
+        var added = reported - _invocationsEnded;
+        if (added <= 0) return;
+        Volatile.Write(ref _invocationsEnded, reported);
+        Invocations?.Add(added);
     }
 
     // The start-up phase and the first invocations come once each, in some STATS (PROTOCOL.md "Start-up").
@@ -404,6 +439,7 @@ public sealed class ProcessSession
         {
             profile.ShimStats = goodbye.FinalStats.ToShimStatistics();
             ApplyStartup(profile, goodbye.FinalStats);
+            CountInvocations(goodbye.FinalStats);
         }
     }
 
@@ -442,10 +478,11 @@ public sealed class ProcessSession
         profile.End = end.ToOutcome();
         _completed = true;
         _store?.Publish(profile);
+        // Observers first, as for a checkpoint: whoever waited for one learns of the end once they have it.
+        _observer?.OnCompleted(profile);
         AnswerSnapshotWaiters(profile);
         _functionStats = null;
         if (!_functionStatsWaiters.IsEmpty) AnswerFunctionStatsWaiters(profile.FunctionStatistics());
-        _observer?.OnCompleted(profile);
     }
 
     /// <summary>

@@ -92,6 +92,18 @@ public sealed class AgentHost : IAsyncDisposable
         if (CheckpointInterval is { } interval) _checkpoints = RequestCheckpointsEveryAsync(interval, _stopping.Token);
     }
 
+    /// <summary>The AWS Lambda handler calls that ended, over every process (the Lambda extension waits on it).</summary>
+    public InvocationCounter Invocations { get; } = new();
+
+    /// <summary>True while some connection's shim counts the handler's calls as they end (AWS Lambda).</summary>
+    public bool AnyCountsInvocations => Statistics.OpenSessions.Any(session => session.CountsInvocations);
+
+    /// <summary>
+    /// A checkpoint of every running process, handed to the observers (exporters); completes once each has been taken
+    /// (or its connection ended).
+    /// </summary>
+    public Task CheckpointAllAsync() => Task.WhenAll(Statistics.OpenSessions.Select(session => session.CheckpointNowAsync()));
+
     /// <summary>Asks every running process's session for a checkpoint after its next frame.</summary>
     public void RequestCheckpoints()
     {
@@ -132,6 +144,7 @@ public sealed class AgentHost : IAsyncDisposable
         var session = new ProcessSession(RetainProfiles ? Store : null, _limits.Session, observer: _observers)
         {
             Peer = credentials.ToPeerProcess(), Redactor = Redactor, MemoryBudget = _memory, Timeline = Timeline,
+            Invocations = Invocations,
         };
         if (!ConnectionAdmission.TryOpen(session, credentials, _limits.MaxConnections, Statistics, _log)) return;
         var live = _catalog?.Add(new SessionConnection(session), () => _memory.Release(session.ReservedBytes));
