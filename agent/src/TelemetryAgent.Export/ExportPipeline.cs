@@ -9,6 +9,12 @@ public interface IExporter : IProcessObserver
 {
     /// <summary>Sends what is pending (the processes that completed last included), giving up at the deadline.</summary>
     Task ShutdownAsync(CancellationToken deadline);
+
+    /// <summary>
+    /// Completes once everything handed to it so far (checkpoints, completed processes) has been sent or given up on,
+    /// or at the deadline; the exporter goes on working either way. Never throws.
+    /// </summary>
+    Task FlushAsync(CancellationToken deadline);
 }
 
 /// <summary>What the agent's exporters need besides the OTLP endpoints.</summary>
@@ -58,6 +64,17 @@ public sealed class ExportPipeline
     public IReadOnlyList<IProcessObserver> Observers => _exporters;
 
     public bool IsEmpty => _exporters.Count == 0;
+
+    /// <summary>
+    /// Waits until every exporter has sent (or given up on) what it was handed so far, or the deadline passed; true when
+    /// all of them were done in time. Exporting goes on afterwards (a Lambda extension, between invocations).
+    /// </summary>
+    public async Task<bool> FlushAsync(TimeSpan deadline)
+    {
+        using var timeout = new CancellationTokenSource(deadline);
+        await Task.WhenAll(_exporters.Select(exporter => exporter.FlushAsync(timeout.Token))).ConfigureAwait(false);
+        return !timeout.IsCancellationRequested;
+    }
 
     /// <summary>Flushes every exporter in parallel; returns when all are done or the deadline passed.</summary>
     public async Task ShutdownAsync(TimeSpan deadline)

@@ -71,6 +71,9 @@ public sealed class MetricsAndLogsExporter : IExporter
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
+    public Task FlushAsync(CancellationToken deadline) =>
+        Exporting.WaitQuietlyAsync(_processes.Values.Select(export => export.Idle).Concat(_finishing.Keys), deadline);
+
     /// <summary>
     /// Waits for every completed process's export until the deadline, then sends the agent's own metrics one last
     /// time (up to 5 s more). Never throws.

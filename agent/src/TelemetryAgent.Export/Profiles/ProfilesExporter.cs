@@ -47,6 +47,9 @@ public sealed class ProfilesExporter : IExporter
     private readonly HashSet<string> _problemsLogged = new(StringComparer.Ordinal);
     private readonly Task _loop;
     private bool _closing;
+    // Under the lock: the loop is encoding or sending a profile; and who waits until it has nothing left (FlushAsync).
+    private bool _busy;
+    private readonly List<TaskCompletionSource> _idleWaiters = [];
 
     public ProfilesExporter(OtlpEndpoint endpoint, TextWriter log, ProfilesExporterOptions? options = null)
     {
@@ -68,6 +71,26 @@ public sealed class ProfilesExporter : IExporter
     public void OnCheckpoint(ProcessProfile checkpoint) => Offer(checkpoint);
 
     public void OnCompleted(ProcessProfile completed) => Offer(completed);
+
+    public Task FlushAsync(CancellationToken deadline)
+    {
+        TaskCompletionSource idle;
+        lock (_gate)
+        {
+            if ((!_busy && _waiting.Count == 0) || _loop.IsCompleted) return Task.CompletedTask;
+            idle = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _idleWaiters.Add(idle);
+        }
+        return Exporting.WaitQuietlyAsync([idle.Task, _loop], deadline, any: true);
+    }
+
+    /// <summary>Under the lock: the loop has nothing left to send; those waiting for that hear it.</summary>
+    private void BecameIdle()
+    {
+        _busy = false;
+        foreach (var waiter in _idleWaiters) waiter.TrySetResult();
+        _idleWaiters.Clear();
+    }
 
     public async Task ShutdownAsync(CancellationToken deadline)
     {
@@ -159,6 +182,7 @@ public sealed class ProfilesExporter : IExporter
                 {
                     if (_waiting.First is { } first)
                     {
+                        _busy = true;
                         state = first.Value;
                         profile = state.Waiting!;
                         _waiting.RemoveFirst();
@@ -166,9 +190,10 @@ public sealed class ProfilesExporter : IExporter
                         state.Waiting = null;
                         if (profile.IsCompleted) _processes.Remove(profile.Identity);
                     }
-                    else if (_closing)
+                    else
                     {
-                        return;
+                        BecameIdle();
+                        if (_closing) return;
                     }
                 }
                 if (state is null)
@@ -203,6 +228,7 @@ public sealed class ProfilesExporter : IExporter
         lock (_gate)
         {
             while (_waiting.First is { } first) Drop(first.Value);
+            BecameIdle();
         }
     }
 

@@ -62,6 +62,15 @@ internal sealed class ProcessExport
     /// <summary>Completes when the completed profile was exported and the SDK disposed (or that failed).</summary>
     public Task Finished { get; private set; } = Task.CompletedTask;
 
+    /// <summary>Completes when every export queued so far has run.</summary>
+    public Task Idle
+    {
+        get
+        {
+            lock (_gate) return _tail;
+        }
+    }
+
     /// <summary>Queues a checkpoint, or the completed profile (the last one taken).</summary>
     public void Submit(ProcessProfile frozen)
     {

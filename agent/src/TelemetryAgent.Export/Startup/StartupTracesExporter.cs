@@ -85,6 +85,9 @@ public sealed class StartupTracesExporter : IExporter
         }
     }
 
+    public Task FlushAsync(CancellationToken deadline) =>
+        Exporting.WaitQuietlyAsync(_processes.Values.Select(trace => trace.Idle).Concat(_finishing.Keys), deadline);
+
     public async Task ShutdownAsync(CancellationToken deadline)
     {
         try
@@ -114,6 +117,15 @@ public sealed class StartupTracesExporter : IExporter
         private ActivityContext _root;
         private bool _startupSent;
         private bool _done;
+
+        /// <summary>Completes when every export queued so far has run.</summary>
+        public Task Idle
+        {
+            get
+            {
+                lock (_gate) return _tail;
+            }
+        }
 
         public Task Submit(ProcessProfile profile, bool completed)
         {
