@@ -342,3 +342,54 @@ class KubernetesTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LambdaLayerTest(unittest.TestCase):
+    """deploy/lambda: the layer's scripts, run for real where they can be (the end-to-end suite runs the extension
+    against an emulator of Lambda's APIs; no Lambda here), and their layout against build-layer.sh's."""
+
+    LAMBDA = DEPLOY / "lambda"
+    EXTENSION = LAMBDA / "layer" / "extensions" / "telemetry-agent"
+    WRAPPER = LAMBDA / "layer" / "telemetry-agent" / "exec-wrapper"
+    BUILD = LAMBDA / "build-layer.sh"
+
+    def test_the_scripts_are_posix_shell_and_executable(self):
+        for script in (self.EXTENSION, self.WRAPPER, self.BUILD):
+            with self.subTest(script=script.name):
+                self.assertTrue(script.read_text(encoding="utf-8").startswith("#!/bin/sh\n"))
+                self.assertTrue(os.access(script, os.X_OK), f"{script} is not executable")
+                subprocess.run(["sh", "-n", str(script)], check=True)
+
+    def test_the_extension_runs_the_published_agent_under_its_own_file_name_with_valid_options(self):
+        text = self.EXTENSION.read_text(encoding="utf-8")
+        line = [l for l in text.splitlines() if l.startswith("exec ")][0]
+        words = shlex.split(line)
+        # /opt/extensions/<name> -> /opt/telemetry-agent/telemetry-agent, the apphost build-layer.sh publishes there.
+        self.assertEqual('$here/telemetry-agent/telemetry-agent', words[1])
+        self.assertIn('here=$(cd "$(dirname "$0")/.." && pwd)', text)
+        self.assertIn('-o "$layer/telemetry-agent"', self.BUILD.read_text(encoding="utf-8"))
+        self.assertEqual("lambda-extension", words[2])
+        options = serve_options("lambda-extension")
+        self.assertEqual(["--name", "$(basename $0)", "$@"], words[3:])  # as shlex reads the quoted words
+        self.assertTrue(options["--name"], "--name takes a value")
+
+    def test_the_wrapper_starts_the_runtime_under_the_shim(self):
+        python = os.environ.get("TELEMETRY_PYTHON")
+        if not python:
+            raise unittest.SkipTest("TELEMETRY_PYTHON does not name a Python 3.12+ (scripts/test sets it)")
+        with tempfile.TemporaryDirectory() as opt:
+            agent = pathlib.Path(opt) / "telemetry-agent"
+            agent.mkdir()
+            shutil.copy2(self.WRAPPER, agent / "exec-wrapper")
+            # The published layout: the shim beside the agent (the agent project's python-shim link).
+            (agent / "python-shim").symlink_to(REPO / "python-shim")
+            project = (REPO / "agent/src/TelemetryAgent/TelemetryAgent.csproj").read_text(encoding="utf-8")
+            self.assertIn('LinkBase="python-shim/telemetry_shim"', project)
+            env = {key: value for key, value in os.environ.items() if not key.startswith(("TELEMETRY_", "PYTHON"))}
+            env.update(AWS_LAMBDA_FUNCTION_NAME="orders", _HANDLER="handlers.handle",
+                       TELEMETRY_AGENT_SOCKET=os.path.join(opt, "absent.sock"))
+            program = "import sys; print('telemetry_shim' in sys.modules, sys.argv[1:])"
+            result = subprocess.run([str(agent / "exec-wrapper"), python, "-c", program, "a b", "c"], env=env,
+                                    capture_output=True, text=True, timeout=60)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual("True ['a b', 'c']", result.stdout.strip())

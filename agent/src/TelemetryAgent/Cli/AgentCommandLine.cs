@@ -11,13 +11,15 @@ public static class AgentCommandLine
             "TelemetryAgent: exact call trees of Python 3.12+ programs from sys.monitoring (PEP 669).\n" +
             "`run` profiles one program (and its child processes) and writes flame graphs when it exits;\n" +
             "`serve` is the long-lived agent that any number of shimmed processes connect to;\n" +
-            "`top`, `snapshot` and `status` ask a running `serve` about the processes it watches and about itself.")
+            "`top`, `snapshot` and `status` ask a running `serve` about the processes it watches and about itself;\n" +
+            "`lambda-extension` runs the agent as an AWS Lambda extension.")
         {
             RunCommand.Create(),
             ServeCommand.Create(),
             TopCommand.Create(),
             SnapshotCommand.Create(),
             StatusCommand.Create(),
+            LambdaExtensionCommand.Create(),
         };
         // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
         if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
@@ -33,7 +35,7 @@ public static class AgentCommandLine
         // System.CommandLine must not end the process 2 s after a signal (exit 130 or 143) in the middle of that.
         // The other commands keep its handling (Ctrl-C cancels them).
         var invocation = new InvocationConfiguration();
-        if (args.Length > 0 && args[0] is "run" or "serve") invocation.ProcessTerminationTimeout = null;
+        if (args.Length > 0 && args[0] is "run" or "serve" or "lambda-extension") invocation.ProcessTerminationTimeout = null;
         var code = parsed.Invoke(invocation);
         // A command line that does not parse exits 2, like every other usage error (`status` gives 1 a meaning).
         return parsed.Errors.Count > 0 ? 2 : code;

@@ -85,9 +85,14 @@ public sealed class AgentHost : IAsyncDisposable
 
     public string SocketPath => _listener?.Path ?? throw new InvalidOperationException("The agent is not listening.");
 
-    public void Listen(string socketPath)
+    public void Listen(string socketPath) => Listen(UnixSocketListener.Bind(socketPath, HandleConnectionAsync, socketGroup: Access.SocketGroup));
+
+    /// <summary>Listens on a socket bound earlier (<see cref="UnixSocketListener.BindListening"/>): its waiting connections are served now.</summary>
+    public void Listen(System.Net.Sockets.Socket listening, string socketPath) => Listen(UnixSocketListener.Adopt(listening, socketPath, HandleConnectionAsync));
+
+    private void Listen(UnixSocketListener listener)
     {
-        _listener = UnixSocketListener.Bind(socketPath, HandleConnectionAsync, socketGroup: Access.SocketGroup);
+        _listener = listener;
         _listener.Start();
         if (CheckpointInterval is { } interval) _checkpoints = RequestCheckpointsEveryAsync(interval, _stopping.Token);
     }
@@ -100,9 +105,19 @@ public sealed class AgentHost : IAsyncDisposable
 
     /// <summary>
     /// A checkpoint of every running process, handed to the observers (exporters); completes once each has been taken
-    /// (or its connection ended).
+    /// (or its connection ended). A connection that has not said HELLO has nothing to checkpoint.
     /// </summary>
-    public Task CheckpointAllAsync() => Task.WhenAll(Statistics.OpenSessions.Select(session => session.CheckpointNowAsync()));
+    public Task CheckpointAllAsync() => Task.WhenAll(Statistics.OpenSessions.Where(session => session.Profile is not null).Select(async session =>
+    {
+        try
+        {
+            await session.CheckpointNowAsync().ConfigureAwait(false);
+        }
+        catch (InvalidOperationException)
+        {
+            // Ended without a profile meanwhile.
+        }
+    }));
 
     /// <summary>Asks every running process's session for a checkpoint after its next frame.</summary>
     public void RequestCheckpoints()

@@ -42,7 +42,16 @@ public sealed class UnixSocketListener : IAsyncDisposable
         uint? socketGroup = null)
     {
         var socket = BindListening(ref path, backlog, socketGroup);
-        var listener = new UnixSocketListener(path, socket, handleConnection);
+        return Adopt(socket, path, handleConnection);
+    }
+
+    /// <summary>
+    /// A listener on <paramref name="listening"/>, a socket <see cref="BindListening"/> bound at <paramref name="path"/>
+    /// earlier: connections made meanwhile wait in its backlog until <see cref="Start"/>.
+    /// </summary>
+    public static UnixSocketListener Adopt(Socket listening, string path, Func<Socket, CancellationToken, Task> handleConnection)
+    {
+        var listener = new UnixSocketListener(path, listening, handleConnection);
         Native.TryGetInode(path, out listener._socketInode);
         return listener;
     }

@@ -1,0 +1,204 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using TelemetryAgent.EndToEnd.Tests.Support;
+using TelemetryAgent.Lambda;
+using TelemetryAgent.OtlpReceiver;
+using TelemetryAgent.Testing;
+using Xunit.Abstractions;
+using static TelemetryAgent.EndToEnd.Tests.Support.Otlp;
+
+namespace TelemetryAgent.EndToEnd.Tests;
+
+/// <summary>
+/// `telemetry-agent lambda-extension` as deploy/lambda lays out the layer, against an emulator of Lambda's Runtime and
+/// Extensions APIs (there is no real Lambda here): the extension entry point, the agent, and a Python runtime started
+/// through the layer's AWS_LAMBDA_EXEC_WRAPPER under the shim, exporting to a real OTLP receiver.
+/// </summary>
+public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+    private readonly TemporaryFolder _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    // Busy for a few milliseconds so that the handler is among the functions with the most self time (the metrics'
+    // per-function series are capped); the second invocation raises, as a handler's error does.
+    private const string Handlers = """
+        def handle(event, context):
+            import csv  # lazily: the first invocation pays for it
+            total = 0
+            for n in range(200_000):
+                total += n % 7
+            if event.get("fail"):
+                raise ValueError("refused order %s" % event["order"])
+            return {"order": event["order"], "total": total}
+        """;
+
+    /// <summary>The layer as deploy/lambda/build-layer.sh makes it, with the agent as this repository built it.</summary>
+    private string MakeLayer()
+    {
+        var layer = _temp.File("opt");
+        Directory.CreateDirectory(Path.Combine(layer, "extensions"));
+        var agent = Directory.CreateDirectory(Path.Combine(layer, "telemetry-agent")).FullName;
+        File.Copy(Repo.Path("deploy", "lambda", "layer", "extensions", "telemetry-agent"), Path.Combine(layer, "extensions", "telemetry-agent"));
+        File.Copy(Repo.Path("deploy", "lambda", "layer", "telemetry-agent", "exec-wrapper"), Path.Combine(agent, "exec-wrapper"));
+        File.CreateSymbolicLink(Path.Combine(agent, "telemetry-agent"), Path.Combine(Path.GetDirectoryName(Processes.AgentDll)!, "telemetry-agent"));
+        File.CreateSymbolicLink(Path.Combine(agent, "python-shim"), Repo.Path("python-shim"));
+        return layer;
+    }
+
+    [Fact]
+    public async Task EachInvocationIsExportedBeforeTheNextEventAndShutdownSendsTheRest()
+    {
+        var layer = MakeLayer();
+        var task = Directory.CreateDirectory(_temp.File("task")).FullName;
+        File.WriteAllText(Path.Combine(task, "handlers.py"), Handlers);
+        await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
+        await using var emulator = await LambdaEmulator.StartAsync();
+        var environment = OtlpExportTests.CleanEnvironment(new Dictionary<string, string?>
+        {
+            ["AWS_LAMBDA_RUNTIME_API"] = emulator.RuntimeApi,
+            ["AWS_LAMBDA_FUNCTION_NAME"] = LambdaEmulator.FunctionName,
+            ["AWS_LAMBDA_FUNCTION_VERSION"] = "$LATEST",
+            ["AWS_REGION"] = "eu-west-1",
+            ["_HANDLER"] = "handlers.handle",
+            ["LAMBDA_TASK_ROOT"] = task,
+            ["TELEMETRY_AGENT_SOCKET"] = _temp.File("agent.sock"),
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.HttpEndpoint.ToString(),
+            ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+            ["PYTHONPATH"] = null,
+            // A first export on a busy test machine (its code compiled as it first runs) may take longer than the default.
+            ["TELEMETRY_LAMBDA_FLUSH_TIMEOUT"] = "30",
+        });
+        // What the collector had when the extension asked for its next event: the n-th ask follows invocation n-1.
+        var seenAtNext = new ConcurrentDictionary<int, (long HandlerCalls, int InvocationSpans)>();
+        emulator.ExtensionAskedForNext = (_, asked) => seenAtNext[asked] = (HandlerCalls(receiver), InvocationSpans(receiver).Length);
+
+        var init = Stopwatch.StartNew();
+        using var extension = Processes.Start(Path.Combine(layer, "extensions", "telemetry-agent"), [], environment: environment);
+        var extensionExit = Processes.WaitAsync(extension, 4 * Timeout);
+        // As Lambda does: the runtime starts once every extension has registered.
+        await emulator.WaitForRegistrationAsync(1, Timeout);
+        output.WriteLine($"the extension registered {init.Elapsed.TotalMilliseconds:0} ms after it was started");
+        using var runtime = Processes.Start(Path.Combine(layer, "telemetry-agent", "exec-wrapper"),
+            [Processes.Python.Path, Repo.Path("tests", "TelemetryAgent.EndToEnd.Tests", "lambda_runtime.py")], environment: environment);
+        var runtimeExit = Processes.WaitAsync(runtime, 4 * Timeout);
+        // A step that times out says what both processes wrote.
+        async Task Step(Task step)
+        {
+            try
+            {
+                await step;
+            }
+            catch (TimeoutException timeout)
+            {
+                extension.Kill();
+                runtime.Kill();
+                throw new TimeoutException($"{timeout.Message}\n--- extension\n{await extensionExit}\n--- runtime\n{await runtimeExit}");
+            }
+        }
+        await Step(emulator.WaitForInitAsync(extensions: 1, Timeout));
+        output.WriteLine($"Init (extension and runtime started, both asked for their first event): {init.Elapsed.TotalMilliseconds:0} ms");
+        Assert.Equal(["telemetry-agent"], emulator.ExtensionNames);
+
+        var results = new List<InvocationResult>();
+        foreach (var payload in (string[])["""{"order": 1}""", """{"order": 2, "fail": true}""", """{"order": 3}"""])
+        {
+            var invoke = emulator.InvokeAsync(payload, Timeout);
+            await Step(invoke);
+            results.Add(await invoke);
+        }
+        // Lambda's shutdown: the runtime gets SIGTERM, the extension SHUTDOWN, and its export must finish within 2 s.
+        runtime.Kill();
+        output.WriteLine($"--- runtime: {await runtimeExit}");
+        var shutdown = Stopwatch.StartNew();
+        emulator.Shutdown();
+        var finished = await extensionExit;
+        output.WriteLine($"SHUTDOWN to the extension's exit: {shutdown.Elapsed.TotalMilliseconds:0} ms");
+        output.WriteLine(finished.ToString());
+        Assert.True(finished.ExitCode == 0, finished.ToString());
+        Assert.Contains("\"total\"", results[0].Body);
+        Assert.Equal("Unhandled", results[1].ErrorType);
+        Assert.Null(results[2].ErrorType);
+        for (var invocation = 1; invocation <= 3; invocation++)
+        {
+            // Before the environment would be frozen: this invocation's calls, and its span (the first three are traced).
+            Assert.Equal((invocation, invocation), seenAtNext[invocation + 1]);
+        }
+        Assert.Empty(emulator.ExtensionErrors);
+        // The completed process went out at SHUTDOWN: its final metrics say how its connection ended.
+        Assert.Equal(3, HandlerCalls(receiver));
+        var resources = LatestMetricsByInstance(receiver).Values.Select(process => process.Resource)
+            .Where(resource => resource["service.name"].StringValue != "telemetry-agent").ToArray();
+        Assert.Equal(["aws_lambda"], resources.Select(resource => resource["cloud.platform"].StringValue));
+        Assert.Equal(["true", "false", "false"], InvocationSpans(receiver).Select(span =>
+            Attributes(span.Attributes).TryGetValue("faas.coldstart", out var cold) ? cold.BoolValue.ToString().ToLowerInvariant() : "false"));
+        Assert.Contains("telemetry-agent: registered as telemetry-agent", finished.Stderr);
+    }
+
+    [Fact]
+    public async Task WithoutTheRuntimeApiItSaysItIsNotInLambda()
+    {
+        var run = await Processes.RunAgentAsync(["lambda-extension"], environment: new Dictionary<string, string?> { ["AWS_LAMBDA_RUNTIME_API"] = null });
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("AWS_LAMBDA_RUNTIME_API is not set", run.Stderr);
+
+        var wrong = await Processes.RunAgentAsync(["lambda-extension"], environment: new Dictionary<string, string?>
+        {
+            ["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:9001", ["TELEMETRY_LAMBDA_FLUSH_TIMEOUT"] = "soon",
+        });
+        Assert.Equal(2, wrong.ExitCode);
+        Assert.Contains("TELEMETRY_LAMBDA_FLUSH_TIMEOUT takes a number of seconds from 0.05 to 60, not \"soon\"", wrong.Stderr);
+    }
+
+    [Fact]
+    public async Task WhenItCannotRegisterItSaysWhyAndExits()
+    {
+        // A port nothing listens on: the Extensions API is unreachable.
+        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        var port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        var run = await Processes.RunAgentAsync(["lambda-extension", "--socket", _temp.File("agent.sock")],
+            environment: new Dictionary<string, string?> { ["AWS_LAMBDA_RUNTIME_API"] = $"127.0.0.1:{port}" });
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains($"cannot register with the Lambda Extensions API at 127.0.0.1:{port}", run.Stderr);
+    }
+
+    [Fact]
+    public void EventsReadAsTheApiReferenceShowsThem()
+    {
+        var invoke = ExtensionsApiClient.ParseEvent("""
+            {"eventType": "INVOKE", "deadlineMs": 1676051149000, "requestId": "3da1f2dc-3222-475e-9205-e2e6c6318895",
+             "invokedFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:ExtensionTest",
+             "tracing": {"type": "X-Amzn-Trace-Id", "value": "Root=1-5f35ae12-0c0fec141ab77a00bc047aa2;Parent=2be948a625588e32;Sampled=1"}}
+            """u8);
+        Assert.Equal(new ExtensionEvent("INVOKE", DateTimeOffset.FromUnixTimeMilliseconds(1676051149000), "3da1f2dc-3222-475e-9205-e2e6c6318895", ""), invoke);
+        var shutdown = ExtensionsApiClient.ParseEvent("""{"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": 1676051151000}"""u8);
+        Assert.Equal(("SHUTDOWN", "spindown"), (shutdown.Type, shutdown.ShutdownReason));
+    }
+
+    [Theory]
+    [InlineData("", "not JSON")]
+    [InlineData("{\"eventType\": ", "not JSON")]
+    [InlineData("[1, 2]", "not a JSON object")]
+    [InlineData("{\"deadlineMs\": 5}", "has no eventType")]
+    [InlineData("{\"eventType\": 7}", "has no eventType")]
+    public void AnEventThatDoesNotReadSaysWhat(string body, string problem)
+    {
+        var error = Assert.Throws<ExtensionsApiException>(() => ExtensionsApiClient.ParseEvent(System.Text.Encoding.UTF8.GetBytes(body)));
+        Assert.Contains(problem, error.Message);
+    }
+
+    private static long HandlerCalls(OtlpReceiver.OtlpReceiver receiver) =>
+        LatestMetricsByInstance(receiver).Values
+            .Where(process => process.Metrics.ContainsKey("python.profile.function.calls"))
+            .SelectMany(process => IntPoints(process.Metrics["python.profile.function.calls"]))
+            .Where(point => point.Attributes["code.function.name"].StringValue == "handlers.handle")
+            .Sum(point => point.Value);
+
+    private static OpenTelemetry.Proto.Trace.V1.Span[] InvocationSpans(OtlpReceiver.OtlpReceiver receiver) =>
+        receiver.Traces.Snapshot().SelectMany(request => request.Message.ResourceSpans).SelectMany(r => r.ScopeSpans)
+            .SelectMany(scope => scope.Spans).Where(span => span.Name.StartsWith("invocation", StringComparison.Ordinal))
+            .OrderBy(span => span.StartTimeUnixNano).ToArray();
+}
