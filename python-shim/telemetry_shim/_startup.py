@@ -432,7 +432,7 @@ class StartupRecorder:
     def find_ended_calls(self, current_frames):
         """On the sender thread, on Lambda: a handler call that raised gets no event of its own (PY_UNWIND is
         not a local event), so one whose outermost frame is no longer on its thread's stack is counted as
-        ended now. `current_frames`: sys._current_frames(), or a callable returning it."""
+        ended now. `current_frames`: a callable returning sys._current_frames() (_tables.current_frames)."""
         if not self.counts_every_call:
             return
         open_calls = []

@@ -178,6 +178,21 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(("SHUTDOWN", "spindown"), (shutdown.Type, shutdown.ShutdownReason));
     }
 
+    [Fact]
+    public void ARegistrationResponseGivesTheIdentifierOrSaysWhatWentWrong()
+    {
+        Assert.Equal("5f2b8b96-5a34-4a47-8a3c-7b45e5b5b6b1", ExtensionsApiClient.ReadRegistration(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nlambda-extension-identifier:  5f2b8b96-5a34-4a47-8a3c-7b45e5b5b6b1 \r\n" +
+            "Content-Length: 2\r\n\r\n{}"));
+        Assert.Contains("register: HTTP 403 Forbidden: {\"errorMessage\":\"registration is closed\"}", Assert.Throws<ExtensionsApiException>(() =>
+            ExtensionsApiClient.ReadRegistration("HTTP/1.1 403 Forbidden\r\nContent-Length: 38\r\n\r\n{\"errorMessage\":\"registration is closed\"}")).Message);
+        Assert.Contains("has no Lambda-Extension-Identifier header", Assert.Throws<ExtensionsApiException>(() =>
+            ExtensionsApiClient.ReadRegistration("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).Message);
+        Assert.Contains("not an HTTP response", Assert.Throws<ExtensionsApiException>(() => ExtensionsApiClient.ReadRegistration("")).Message);
+        Assert.Contains("not an HTTP response (SSH-2.0-OpenSSH_9.2)", Assert.Throws<ExtensionsApiException>(() =>
+            ExtensionsApiClient.ReadRegistration("SSH-2.0-OpenSSH_9.2\r\n")).Message);
+    }
+
     [Theory]
     [InlineData("", "not JSON")]
     [InlineData("{\"eventType\": ", "not JSON")]

@@ -106,7 +106,7 @@ public static class LambdaExtensionCommand
         {
             await api.RegisterAsync(name, stop.Token).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is ExtensionsApiException or HttpRequestException or IOException or OperationCanceledException)
+        catch (Exception e) when (e is ExtensionsApiException or System.Net.Sockets.SocketException or IOException or OperationCanceledException)
         {
             listening.Dispose();
             log.LogError("cannot register with the Lambda Extensions API at {Api}: {Reason}", runtimeApi, e.Message);
