@@ -27,6 +27,10 @@ What sys.monitoring tells us (measured on 3.12 and 3.13):
   on the thread's next new exception when it is no longer among the exceptions the thread is
   handling (sys.exception() and its __context__ chain), by the sender after a quiet period (with
   sys._current_exceptions()), or at the end. Its fate time is the HANDLED event's time.
+  Except where its handler cannot re-raise it: an empty handler (`except C: pass`, no `as`, see
+  empty_handler) in the frame that raised it, whose names catch its class at the RAISE, drops it at
+  POP_EXCEPT before any code of the program runs. Such a RAISE (a contextmanager's StopIteration in
+  `__exit__`) is handled at once, at the `except` line, and counted like a loop's StopIteration.
 - An exception that leaves a frame into C code which swallows it (hasattr(), getattr() with a
   default, ...) shows no further event: the sender concludes it once the thread has moved on
   from that call (sys._current_frames()), as handled at the Python line that made the C call. One
@@ -50,6 +54,7 @@ else (a new raise point, a detailed exception, the tables full) goes to _new_fli
 
 import sys
 import threading
+import opcode
 from opcode import opmap  # what dis.opmap is, without importing dis at every start-up
 from _thread import get_ident
 from time import perf_counter_ns
@@ -172,6 +177,135 @@ def _swallows_stop_iteration(code, offset):
     return 0 <= offset < len(raw) and raw[offset] in SWALLOWS_STOP_ITERATION
 
 
+# An empty handler: `except NAME: ...` or `except (NAME, ...): ...`, without `as`, whose body ends the
+# exception before any code of the program runs (pass, return of a constant, continue, break). Its
+# instructions in co_code on CPython 3.12 and 3.13: PUSH_EXC_INFO, LOAD_GLOBAL of each name (BUILD_TUPLE
+# of them), CHECK_EXC_MATCH, POP_JUMP_IF_FALSE (to the next clause), POP_TOP, POP_EXCEPT. Once it
+# matches, the exception is dropped at POP_EXCEPT: it can never be re-raised, its fate is final at the
+# RAISE. Other versions compile handlers differently: none is recognised there.
+_HANDLER_OPCODES = sys.version_info[:2] in ((3, 12), (3, 13))
+_PUSH_EXC_INFO, _LOAD_GLOBAL, _BUILD_TUPLE, _CHECK_EXC_MATCH, _POP_JUMP_IF_FALSE, _POP_TOP, _POP_EXCEPT, _NOP, \
+    _EXTENDED_ARG = (opmap[name] for name in ("PUSH_EXC_INFO", "LOAD_GLOBAL", "BUILD_TUPLE", "CHECK_EXC_MATCH",
+                                              "POP_JUMP_IF_FALSE", "POP_TOP", "POP_EXCEPT", "NOP", "EXTENDED_ARG"))
+
+
+def _inline_caches():
+    """opcode -> the CACHE entries that follow it in co_code: a list by opcode on 3.12, a dict by name on
+    3.13 (opcode._inline_cache_entries, private). None when neither: no handler is recognised then."""
+    entries = getattr(opcode, "_inline_cache_entries", None)
+    if isinstance(entries, dict):
+        return {opmap[name]: count for name, count in entries.items() if name in opmap and count}
+    if isinstance(entries, list):
+        return {op: count for op, count in enumerate(entries) if count}
+    return None
+
+
+_CACHE_ENTRIES = _inline_caches() if _HANDLER_OPCODES else None
+
+
+def _varint(table, at):
+    """A value of co_exceptiontable (6 bits a byte, 0x40: more follow) and where the next one starts."""
+    byte = table[at]
+    value = byte & 63
+    while byte & 64:
+        at += 1
+        byte = table[at]
+        value = (value << 6) | (byte & 63)
+    return value, at + 1
+
+
+def _handler_at(code, offset):
+    """The byte offset of the handler of the instruction at `offset` (the compiler flattens the table: its
+    one entry there is the innermost handler), or None: no handler, or a cleanup that keeps the raising
+    instruction's offset (lasti), which no `except` clause is."""
+    table = code.co_exceptiontable
+    unit = offset // 2
+    at = 0
+    while at < len(table):
+        start, at = _varint(table, at)
+        length, at = _varint(table, at)
+        target, at = _varint(table, at)
+        depth_and_lasti, at = _varint(table, at)
+        if start <= unit < start + length:
+            return None if depth_and_lasti & 1 else 2 * target
+        if start > unit:  # the entries are in order
+            return None
+    return None
+
+
+def empty_handler(code, offset):
+    """(handler offset, names) when the innermost handler of the instruction at `offset` in `code` is an empty
+    handler (above) of global names; None otherwise, and whenever in doubt."""
+    if _CACHE_ENTRIES is None:
+        return None
+    try:
+        at = _handler_at(code, offset)
+        if at is None:
+            return None
+        raw = code.co_code  # without specialisation or instrumentation
+        names = code.co_names
+        caches = _CACHE_ENTRIES
+        handler = at
+        decoded = []  # (opcode, argument), EXTENDED_ARG folded in, CACHE entries skipped
+        extended = 0
+        while at + 1 < len(raw) and len(decoded) < 40:
+            op = raw[at]
+            argument = raw[at + 1] | extended
+            at += 2 + 2 * caches.get(op, 0)
+            if op == _EXTENDED_ARG:
+                extended = argument << 8
+                continue
+            extended = 0
+            decoded.append((op, argument))
+            if op == _POP_EXCEPT:
+                break
+        if len(decoded) < 6 or decoded[0][0] != _PUSH_EXC_INFO:
+            return None
+        matched = []
+        i = 1
+        while decoded[i][0] == _LOAD_GLOBAL and not decoded[i][1] & 1:  # bit 0: a NULL pushed for a call
+            matched.append(names[decoded[i][1] >> 1])
+            i += 1
+        if not matched:
+            return None
+        if decoded[i] == (_BUILD_TUPLE, len(matched)):
+            i += 1
+        elif len(matched) != 1:
+            return None
+        if [op for op, _ in decoded[i:i + 3]] != [_CHECK_EXC_MATCH, _POP_JUMP_IF_FALSE, _POP_TOP]:
+            return None
+        i += 3
+        while i < len(decoded) and decoded[i][0] == _NOP:
+            i += 1
+        if i != len(decoded) - 1 or decoded[i][0] != _POP_EXCEPT:
+            return None
+        return handler, tuple(matched)
+    except (IndexError, KeyError):  # a table or code this reading does not know: not an empty handler
+        return None
+
+
+_subclass_check = type.__subclasscheck__  # type's own test, never a metaclass's __subclasscheck__
+_MISSING = object()
+
+
+def handler_catches(names, cls, globals_, builtins_):
+    """Does the handler `except names` catch `cls` now, as LOAD_GLOBAL and CHECK_EXC_MATCH would find
+    its names in these namespaces: each an exception class (else CHECK_EXC_MATCH raises), one of them a
+    base of `cls`. Only plain dicts are read (a subclass's lookup is the program's code)."""
+    if type(globals_) is not dict or type(builtins_) is not dict:
+        return False
+    caught = False
+    for name in names:
+        value = globals_.get(name, _MISSING)
+        if value is _MISSING:
+            value = builtins_.get(name, _MISSING)
+        if not issubclass(type(value), type) or not _subclass_check(BaseException, value):
+            return False
+        if _subclass_check(value, cls):
+            caught = True
+    return caught
+
+
 def _closed_at(code, offset, tb):
     """Is this the first RAISE of a GeneratorExit that close() threw into a generator suspended at
     `offset`: raised at a yield, with one traceback entry (one passed on by throw() has more)."""
@@ -196,6 +330,10 @@ class FlightTable:
         self.swallow_points = {}
         # (code key, offset) -> Site: the yields at which close() has thrown GeneratorExit into a generator.
         self.closed_points = {}
+        # (code key, offset, id(type)) -> (Site, names): raise points whose handler in the same frame is
+        # an empty one (empty_handler) that caught that class: handled there, counted at once while the
+        # names still catch it (handler_catches) and the exception is raised in that frame.
+        self.empty_handler_points = {}
         self.overflow_site = Site(None, 0, 0)  # counts exceptions not tracked (tables full)
         self.dirty_sites = []
         self.finished = []  # concluded detailed flights, drained by the sender
@@ -335,6 +473,12 @@ class FlightTable:
                         return None
                 else:
                     site = self.swallow_points.get(point)
+                    if site is None:
+                        caught = self.empty_handler_points.get(point)
+                        if caught is not None and tb is not None and tb.tb_next is None:
+                            frame = sys._getframe(1)
+                            if handler_catches(caught[1], cls, frame.f_globals, frame.f_builtins):
+                                site = caught[0]
                     if site is not None and site.type_ref() is cls:
                         # Inline like the path above: asyncio takes it on every await of a done future.
                         now = perf_counter_ns()
@@ -399,14 +543,28 @@ class FlightTable:
         # and any RAISE of it passed on elsewhere, find no flight and are not counted again).
         closed = site.generator_exit and _closed_at(code, offset, tb)
         swallowed = closed or (site.stop_iteration and _swallows_stop_iteration(code, offset))
+        # Or an empty handler of this frame catches it, raised here (one traceback entry): handled there.
+        caught = None
+        if not swallowed and frame is not None and tb is not None and tb.tb_next is None and tb.tb_frame is frame:
+            caught = empty_handler(code, offset)
+            if caught is not None and not handler_catches(caught[1], cls, frame.f_globals, frame.f_builtins):
+                caught = None
         if known_line and ck != self._codes.overflow_code_key:  # that key is shared by many codes
             if closed:
-                points, point = self.closed_points, (ck, offset)
+                points, point, entry = self.closed_points, (ck, offset), site
             else:
-                points, point = (self.swallow_points if swallowed else self.raise_points), (ck, offset, identity(cls))
+                point, entry = (ck, offset, identity(cls)), site
+                if caught is not None:
+                    points, entry = self.empty_handler_points, (site, caught[1])
+                    self.raise_points.pop(point, None)
+                elif swallowed:
+                    points = self.swallow_points
+                else:
+                    points = self.raise_points
+                    self.empty_handler_points.pop(point, None)  # its names no longer catch it: never again
             if len(points) >= 4 * MAX_SITES:
                 points.clear()
-            points[point] = site
+            points[point] = entry
         if len(self.inflight) >= MAX_IN_FLIGHT:
             self._count(site, _wire.FATE_UNSPECIFIED)
             return
@@ -429,6 +587,8 @@ class FlightTable:
             self._closed_by_caller(flight, frame)
         elif swallowed:  # raised by C code (e.g. next() under map()) into a for loop that ends it
             self._swallowed_here(flight, code, offset)
+        elif caught is not None:
+            self._swallowed_here(flight, code, caught[0], by_handler=True)
 
     def _site(self, cls, ck, line):
         """The Site of (cls, ck, line), made when new; None when the table is full."""
@@ -443,15 +603,18 @@ class FlightTable:
         site = self.sites[key] = Site(cls, ck, line)  # the class that id meant has died
         return site
 
-    def _swallowed_here(self, flight, code, offset):
-        """A StopIteration that the loop instruction at `offset` ends in C: handled there."""
+    def _swallowed_here(self, flight, code, offset, by_handler=False):
+        """A StopIteration that the loop instruction at `offset` ends in C, or an exception that the empty
+        handler at `offset` ends (by_handler): handled there, at the loop's line or the `except` line."""
         if self.inflight.pop(flight.exc_id, None) is not flight:
             return
         now = perf_counter_ns()
         if flight.detailed:
             ck = self._code_key_of(code, None)
             if ck:
-                flight.handled_at = (ck, self._lines.line_at(code, ck, offset) or 0)
+                lines = self._lines
+                line = lines.handler_line(code, ck, offset) if by_handler else lines.line_at(code, ck, offset) or 0
+                flight.handled_at = (ck, line)
         self.conclude(flight, at_end=False, fate=_wire.FATE_HANDLED, fate_ns=now)
 
     def _closed_by_caller(self, flight, frame):
@@ -774,6 +937,7 @@ class FlightTable:
         self.raise_points = {}
         self.swallow_points = {}
         self.closed_points = {}
+        self.empty_handler_points = {}
         self.overflow_site = Site(None, 0, 0)
         self.dirty_sites = []
         self.finished = []
