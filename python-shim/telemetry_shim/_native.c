@@ -46,7 +46,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 4
+#define NATIVE_API_VERSION 5
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -948,14 +948,17 @@ static PyType_Spec Callbacks_spec = {
    callback, with the same arguments:
    - RAISE of a GeneratorExit (exactly) with a one-entry traceback, at a (code key, offset) of
      closed_points, or of a new StopIteration at a (code key, offset, type) of swallow_points (the
-     raising FOR_ITER or SEND ends it in C) on a program thread with no handled exception to settle,
-     whose site is past its first detailed exceptions and within its detail interval: counted as
-     handled on the site, as FlightTable.on_raise does (sampling is left to Python);
+     raising FOR_ITER or SEND ends it in C), or of a new exception with a one-entry traceback at a
+     (code key, offset, type) of empty_handler_points whose names still catch it (an `except C: pass`
+     in the raising frame), on a program thread with no handled exception to settle, whose site is
+     past its first detailed exceptions and within its detail interval: counted as handled on the site,
+     as FlightTable.on_raise does (sampling is left to Python);
    - RERAISE of a GeneratorExit, EXCEPTION_HANDLED and PY_UNWIND of any exception, that has no flight
      (its identity not in `inflight`): nothing to do, as in the Python callbacks.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
-static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_pending_by_ident, *str_ignored_idents,
+static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
+    *str_pending_by_ident, *str_ignored_idents,
     *str_dirty_sites, *str_detailed, *str_last_detail_ns, *str_count_handled, *str_dirty, *str_type_ref,
     *str_first_detailed, *str_detail_interval, *str_swallowing_opcodes;
 
@@ -1142,6 +1145,84 @@ swallowing_instruction(ExceptionCallbacks *self, PyObject *code, PyObject *offse
     return found;
 }
 
+/* Is `exc` a new exception (no flight) raised on a program thread with no handled exception waiting to
+   be settled, as FlightTable.on_raise requires before it counts a RAISE at once? 1, 0, -1 with an
+   exception set. */
+static int
+new_on_settled_program_thread(ExceptionCallbacks *self, PyObject *exc)
+{
+    int found = has_flight(self, exc);
+    if (found != 0) {
+        return found < 0 ? -1 : 0;
+    }
+    int outcome = -1;
+    PyObject *pending_by_ident = NULL;
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL || (found = table_contains(self, str_ignored_idents, ident)) != 0) {
+        outcome = found > 0 ? 0 : -1;  /* the shim's own thread: nothing is counted there */
+        goto done;
+    }
+    pending_by_ident = PyObject_GetAttr(self->table, str_pending_by_ident);
+    if (pending_by_ident == NULL || !PyDict_Check(pending_by_ident)) {
+        outcome = pending_by_ident == NULL ? -1 : 0;
+        goto done;
+    }
+    PyObject *pending = PyDict_GetItemWithError(pending_by_ident, ident);  /* borrowed */
+    if (pending == NULL) {
+        outcome = PyErr_Occurred() ? -1 : 1;
+    }
+    else {
+        int waiting = PyObject_IsTrue(pending);  /* a list: no code of the program's */
+        outcome = waiting < 0 ? -1 : !waiting;  /* if some wait, Python settles them first */
+    }
+done:
+    Py_XDECREF(pending_by_ident);
+    Py_XDECREF(ident);
+    return outcome;
+}
+
+/* The entry at (code key, offset, id(cls)) of the FlightTable dict `name` (a new reference), or NULL
+   (with an exception set on an error). */
+static PyObject *
+point_entry(ExceptionCallbacks *self, PyObject *name, uint64_t ck, PyObject *offset, PyTypeObject *cls)
+{
+    PyObject *points = PyObject_GetAttr(self->table, name);
+    if (points == NULL) {
+        return NULL;
+    }
+    PyObject *entry = NULL;
+    if (PyDict_Check(points) && PyDict_GET_SIZE(points) > 0) {
+        PyObject *key = PyLong_FromUnsignedLongLong(ck);
+        PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)cls));
+        PyObject *point = key == NULL || type_id == NULL ? NULL : PyTuple_Pack(3, key, offset, type_id);
+        if (point != NULL) {
+            entry = PyDict_GetItemWithError(points, point);  /* borrowed */
+            Py_XINCREF(entry);
+        }
+        Py_XDECREF(point);
+        Py_XDECREF(type_id);
+        Py_XDECREF(key);
+    }
+    Py_DECREF(points);
+    return entry;
+}
+
+/* Is `site` still the site of `cls`? The type's id in its key is only meaningful while the site's class
+   lives: type_ref() tells. 1, 0, -1 with an exception set. */
+static int
+site_of_class(PyObject *site, PyTypeObject *cls)
+{
+    PyObject *type_ref = PyObject_GetAttr(site, str_type_ref);
+    PyObject *referent = type_ref == NULL ? NULL : PyObject_CallNoArgs(type_ref);
+    Py_XDECREF(type_ref);
+    if (referent == NULL) {
+        return -1;
+    }
+    int same = referent == (PyObject *)cls;
+    Py_DECREF(referent);
+    return same;
+}
+
 /* The swallow_points site of this RAISE (a new reference), or NULL (with no exception set when Python
    decides): a new StopIteration that the raising instruction ends in C (FOR_ITER, SEND), raised on a
    program thread with no handled exception waiting to be settled, as FlightTable.on_raise finds it. */
@@ -1151,67 +1232,90 @@ swallowed_stop_iteration_site(ExceptionCallbacks *self, PyObject *code, PyObject
     PyTypeObject *cls = Py_TYPE(exc);
     uint64_t ck = 0;
     if (!PyType_IsSubtype(cls, (PyTypeObject *)PyExc_StopIteration) || swallowing_instruction(self, code, offset) <= 0
-        || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0 || has_flight(self, exc) != 0) {
+        || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0
+        || new_on_settled_program_thread(self, exc) <= 0) {
         return NULL;
     }
-    PyObject *site = NULL, *ident = NULL, *pending_by_ident = NULL, *points = NULL, *key = NULL, *type_id = NULL,
-             *point = NULL;
-    ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (ident == NULL || table_contains(self, str_ignored_idents, ident) != 0) {
-        goto done;  /* the shim's own thread: nothing is counted there */
+    PyObject *site = point_entry(self, str_swallow_points, ck, offset, cls);
+    if (site != NULL && site_of_class(site, cls) <= 0) {
+        Py_CLEAR(site);
     }
-    pending_by_ident = PyObject_GetAttr(self->table, str_pending_by_ident);
-    if (pending_by_ident == NULL || !PyDict_Check(pending_by_ident)) {
-        goto done;
-    }
-    PyObject *pending = PyDict_GetItemWithError(pending_by_ident, ident);  /* borrowed */
-    if (pending != NULL && PyObject_IsTrue(pending) != 0) {
-        goto done;  /* Python settles them first */
-    }
-    if (PyErr_Occurred() || (points = PyObject_GetAttr(self->table, str_swallow_points)) == NULL) {
-        goto done;
-    }
-    key = PyLong_FromUnsignedLongLong(ck);
-    type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)cls));
-    point = key == NULL || type_id == NULL ? NULL : PyTuple_Pack(3, key, offset, type_id);
-    if (point == NULL) {
-        goto done;
-    }
-    PyObject *found = PyDict_GetItemWithError(points, point);  /* borrowed */
-    if (found == NULL) {
-        goto done;
-    }
-    Py_INCREF(found);
-    /* The type's id is only meaningful while the site's class lives: type_ref() tells. */
-    PyObject *type_ref = PyObject_GetAttr(found, str_type_ref);
-    PyObject *referent = type_ref == NULL ? NULL : PyObject_CallNoArgs(type_ref);
-    Py_XDECREF(type_ref);
-    if (referent == (PyObject *)cls) {
-        site = found;
-    }
-    else {
-        Py_DECREF(found);
-    }
-    Py_XDECREF(referent);
-done:
-    Py_XDECREF(point);
-    Py_XDECREF(type_id);
-    Py_XDECREF(key);
-    Py_XDECREF(points);
-    Py_XDECREF(pending_by_ident);
-    Py_XDECREF(ident);
     return site;
 }
 
-/* FlightTable.on_raise's fast paths in C: 1 when this RAISE is a closed generator's GeneratorExit or a
-   swallowed StopIteration that its site only counts (then counted), 0 when Python decides, -1 with an
-   exception set. */
+/* Does the empty handler `except names` catch `cls` now, with the names found as LOAD_GLOBAL finds them
+   in the raising frame (the current one: a C callback runs no frame)? program_threads.handler_catches,
+   the twin: every name an exception class, one of them a base of `cls`; plain dicts only. 1, 0, -1 with
+   an exception set. */
+static int
+handler_catches(PyObject *names, PyTypeObject *cls)
+{
+    PyObject *globals = PyEval_GetGlobals();  /* borrowed */
+    PyObject *builtins = PyEval_GetBuiltins();
+    if (globals == NULL || builtins == NULL || !PyDict_CheckExact(globals) || !PyDict_CheckExact(builtins)
+        || !PyTuple_CheckExact(names)) {
+        return 0;
+    }
+    int caught = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *value = PyDict_GetItemWithError(globals, name);  /* borrowed, as the next */
+        if (value == NULL && !PyErr_Occurred()) {
+            value = PyDict_GetItemWithError(builtins, name);
+        }
+        if (value == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        if (!PyExceptionClass_Check(value)) {
+            return 0;  /* CHECK_EXC_MATCH would raise a TypeError */
+        }
+        if (PyType_IsSubtype(cls, (PyTypeObject *)value)) {
+            caught = 1;
+        }
+    }
+    return caught;
+}
+
+/* The empty_handler_points site of this RAISE (a new reference), or NULL (with no exception set when
+   Python decides): a new exception raised in this frame (one traceback entry) whose handler in it is an
+   empty one that still catches its class, on a program thread with no handled exception waiting to be
+   settled, as FlightTable.on_raise finds it. The cheap tests first: most RAISEs are not at such a point. */
+static PyObject *
+empty_handler_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+{
+    PyObject *tb = PyException_GetTraceback(exc);
+    int one_entry = tb != NULL && PyTraceBack_Check(tb) && ((PyTracebackObject *)tb)->tb_next == NULL;
+    Py_XDECREF(tb);
+    uint64_t ck = 0;
+    if (!one_entry || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0) {
+        return NULL;
+    }
+    PyTypeObject *cls = Py_TYPE(exc);
+    PyObject *entry = point_entry(self, str_empty_handler_points, ck, offset, cls);  /* (site, names) */
+    if (entry == NULL) {
+        return NULL;
+    }
+    PyObject *site = NULL;
+    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && new_on_settled_program_thread(self, exc) > 0
+        && site_of_class(PyTuple_GET_ITEM(entry, 0), cls) > 0 && handler_catches(PyTuple_GET_ITEM(entry, 1), cls) > 0) {
+        site = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
+    }
+    Py_DECREF(entry);
+    return site;
+}
+
+/* FlightTable.on_raise's fast paths in C: 1 when this RAISE is a closed generator's GeneratorExit, a
+   swallowed StopIteration or an exception that an empty handler catches, that its site only counts (then
+   counted), 0 when Python decides, -1 with an exception set. */
 static int
 count_control_flow(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
 {
     PyObject *site = closed_generator_site(self, code, offset, exc);
     if (site == NULL && !PyErr_Occurred()) {
         site = swallowed_stop_iteration_site(self, code, offset, exc);
+    }
+    if (site == NULL && !PyErr_Occurred()) {
+        site = empty_handler_site(self, code, offset, exc);
     }
     if (site == NULL) {
         return PyErr_Occurred() ? -1 : 0;
@@ -1399,7 +1503,8 @@ static PyMethodDef ExceptionCallbacks_methods[] = {
 
 static PyMemberDef ExceptionCallbacks_members[] = {
     {"counted", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, counted), Py_READONLY,
-     "RAISE events counted in C (a closed generator's GeneratorExit, a swallowed StopIteration)"},
+     "RAISE events counted in C (a closed generator's GeneratorExit, a swallowed StopIteration, an exception "
+     "an empty handler catches)"},
     {"passed", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, passed), Py_READONLY,
      "RERAISE, EXCEPTION_HANDLED and PY_UNWIND events that had nothing to do"},
     {NULL, 0, 0, 0, NULL},
@@ -1770,6 +1875,7 @@ native_exec(PyObject *module)
         const char *text;
     } names[] = {
         {&str_inflight, "inflight"}, {&str_closed_points, "closed_points"}, {&str_swallow_points, "swallow_points"},
+        {&str_empty_handler_points, "empty_handler_points"},
         {&str_pending_by_ident, "pending_by_ident"}, {&str_ignored_idents, "_ignored_idents"},
         {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
         {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},

@@ -7,14 +7,15 @@ are missing), `off` keeps the Python callbacks. Only the hot callbacks are in C:
 do not find cached (a new code object or thread, a full buffer, the shim's own code) runs the
 recorder's Python slow path. The exception tracker's callbacks are in C only for the events of
 control-flow idioms (a generator closed at a yield, a StopIteration that a loop or an await ends in
-C, the events of an exception that has no flight): every other exception event runs the Python
+C, an exception that an empty handler of its frame catches, the events of an exception that has no
+flight): every other exception event runs the Python
 callback (ExceptionCallbacks in _native.c).
 """
 
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 4
+API_VERSION = 5
 
 NATIVE = "native"
 PYTHON = "python"
