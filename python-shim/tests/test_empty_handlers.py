@@ -161,6 +161,16 @@ class DecoderTests(unittest.TestCase):
         append = [i.offset for i in dis.get_instructions(function) if i.opname == "CALL"][-1]  # log.append(1)
         self.assertIsNone(program_threads.empty_handler(function.__code__, append))
 
+    def test_a_name_past_the_first_128_is_read_through_its_extended_argument(self):
+        source = "def far(it):\n%s\n    try:\n        next(it)\n    except StopIteration:\n        pass\n" % (
+            "\n".join("    global_%d" % n for n in range(200)))
+        namespace = {}
+        exec(compile(source, "<far>", "exec"), namespace)
+        far = namespace["far"]
+        self.assertIn("EXTENDED_ARG", [i.opname for i in dis.get_instructions(far)])
+        found = program_threads.empty_handler(far.__code__, raising_offset(far, 2 + 200 + 1))
+        self.assertEqual(("StopIteration",), found[1])
+
     def test_contextmanagers_exit_catches_the_generators_stop_iteration_in_an_empty_handler(self):
         exit_function = contextlib._GeneratorContextManager.__exit__
         source, first = inspect.getsourcelines(exit_function)
@@ -190,6 +200,27 @@ class DecoderTests(unittest.TestCase):
             pass
         # A dict subclass's lookup could run the program's code: never read.
         self.assertFalse(catches(("StopIteration",), StopIteration, Namespace(namespace), builtin))
+
+    def test_a_metaclass_subclass_check_is_neither_called_nor_believed(self):
+        # CHECK_EXC_MATCH tests the classes themselves (PyType_IsSubtype), as handler_catches does.
+        calls = []
+
+        class Claims(type):
+            def __subclasscheck__(cls, subclass):
+                calls.append(subclass)
+                return True
+
+        class Everything(Exception, metaclass=Claims):
+            pass
+        namespace = {"Everything": Everything}
+        self.assertFalse(program_threads.handler_catches(("Everything",), KeyError, namespace, builtins.__dict__))
+        try:
+            raise KeyError
+        except Everything:
+            self.fail("CPython believed the metaclass")
+        except KeyError:
+            pass
+        self.assertEqual([], calls)
 
 
 # The cases, each used USES times: first those the shim follows until the thread's next exception, then
