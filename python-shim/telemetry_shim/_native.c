@@ -958,9 +958,9 @@ static PyType_Spec Callbacks_spec = {
    No reference to the exception, its traceback or the code is kept past the callback. */
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
-    *str_pending_by_ident, *str_ignored_idents,
-    *str_dirty_sites, *str_detailed, *str_last_detail_ns, *str_count_handled, *str_dirty, *str_type_ref,
-    *str_first_detailed, *str_detail_interval, *str_swallowing_opcodes;
+    *str_pending_by_ident, *str_ignored_idents, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
+    *str_count_handled, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
+    *str_swallowing_opcodes;
 
 typedef struct {
     PyObject_HEAD
