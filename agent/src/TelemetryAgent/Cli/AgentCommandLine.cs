@@ -7,7 +7,17 @@ public static class AgentCommandLine
 {
     public static int Invoke(string[] args)
     {
-        var root = new RootCommand(
+        // A Lambda extension's start is on every cold start's path (Lambda starts the function only once it has
+        // registered): the other commands' options are not even made.
+        RootCommand root = args.Length > 0 && args[0] == "lambda-extension"
+            ? new RootCommand("TelemetryAgent as an AWS Lambda extension.") { LambdaExtensionCommand.Create() }
+            : Full();
+        // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
+        if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
+        return Invoke(root, args);
+    }
+
+    private static RootCommand Full() => new(
             "TelemetryAgent: exact call trees of Python 3.12+ programs from sys.monitoring (PEP 669).\n" +
             "`run` profiles one program (and its child processes) and writes flame graphs when it exits;\n" +
             "`serve` is the long-lived agent that any number of shimmed processes connect to;\n" +
@@ -21,8 +31,9 @@ public static class AgentCommandLine
             StatusCommand.Create(),
             LambdaExtensionCommand.Create(),
         };
-        // `run`'s program arguments belong to the program: hand System.CommandLine only the agent's part.
-        if (args.Length > 0 && args[0] == "run") args = RunCommand.SeparateProgram(args);
+
+    private static int Invoke(RootCommand root, string[] args)
+    {
         var parsed = root.Parse(args);
         // A wrong value is one line per error, naming the option and what it takes (OptionValues), not the whole help.
         if (parsed.Errors.Count > 0 && parsed.CommandResult.Command != root)

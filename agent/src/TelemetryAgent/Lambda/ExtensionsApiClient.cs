@@ -62,7 +62,9 @@ public sealed class ExtensionsApiClient : IDisposable
             $"POST {_base.AbsolutePath}register HTTP/1.1\r\nHost: {_base.Authority}\r\n{NameHeader}: {name}\r\n" +
             $"Content-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\nConnection: close\r\n\r\n{body}");
         using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(new DnsEndPoint(_base.Host, _base.Port), cancel).ConfigureAwait(false);
+        // Lambda gives an address (127.0.0.1:9001): no name to resolve.
+        EndPoint api = IPAddress.TryParse(_base.Host, out var address) ? new IPEndPoint(address, _base.Port) : new DnsEndPoint(_base.Host, _base.Port);
+        await socket.ConnectAsync(api, cancel).ConfigureAwait(false);
         await socket.SendAsync(request, SocketFlags.None, cancel).ConfigureAwait(false);
         var response = new byte[MaxRegisterResponseBytes];
         var length = 0;
