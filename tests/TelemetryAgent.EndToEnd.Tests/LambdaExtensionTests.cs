@@ -34,8 +34,11 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
             return {"order": event["order"], "total": total}
         """;
 
-    /// <summary>The layer as deploy/lambda/build-layer.sh makes it, with the agent as this repository built it.</summary>
-    private string MakeLayer()
+    /// <summary>
+    /// The layer as deploy/lambda/build-layer.sh makes it, with the agent as this repository built it, and with its C launcher
+    /// (built with the sanitizers) or without it, as a layer built where no C compiler was found.
+    /// </summary>
+    private async Task<string> MakeLayerAsync(bool launcher)
     {
         var layer = _temp.File("opt");
         Directory.CreateDirectory(Path.Combine(layer, "extensions"));
@@ -44,13 +47,23 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
         File.Copy(Repo.Path("deploy", "lambda", "layer", "telemetry-agent", "exec-wrapper"), Path.Combine(agent, "exec-wrapper"));
         File.CreateSymbolicLink(Path.Combine(agent, "telemetry-agent"), Path.Combine(Path.GetDirectoryName(Processes.AgentDll)!, "telemetry-agent"));
         File.CreateSymbolicLink(Path.Combine(agent, "python-shim"), Repo.Path("python-shim"));
+        if (launcher)
+        {
+            var build = await Processes.RunAsync("cc", ["-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=all", "-o", Path.Combine(agent, "extension-launcher"), Repo.Path("deploy", "lambda", "extension-launcher.c")]);
+            Assert.True(build.ExitCode == 0, build.ToString());
+        }
         return layer;
     }
 
-    [Fact]
-    public async Task EachInvocationIsExportedBeforeTheNextEventAndShutdownSendsTheRest()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task EachInvocationIsExportedBeforeTheNextEventAndShutdownSendsTheRest(bool launcher)
     {
-        var layer = MakeLayer();
+        var layer = await MakeLayerAsync(launcher);
+        // Both sides find the socket by the default rule (the launcher binds it when there is one).
+        var runtimeDirectory = Directory.CreateDirectory(_temp.File("run")).FullName;
         var task = Directory.CreateDirectory(_temp.File("task")).FullName;
         File.WriteAllText(Path.Combine(task, "handlers.py"), Handlers);
         await using var receiver = await OtlpReceiver.OtlpReceiver.StartAsync();
@@ -63,7 +76,8 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
             ["AWS_REGION"] = "eu-west-1",
             ["_HANDLER"] = "handlers.handle",
             ["LAMBDA_TASK_ROOT"] = task,
-            ["TELEMETRY_AGENT_SOCKET"] = _temp.File("agent.sock"),
+            ["TELEMETRY_AGENT_SOCKET"] = null,
+            ["XDG_RUNTIME_DIR"] = runtimeDirectory,
             ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.HttpEndpoint.ToString(),
             ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
             ["PYTHONPATH"] = null,
@@ -133,7 +147,54 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(["aws_lambda"], resources.Select(resource => resource["cloud.platform"].StringValue));
         Assert.Equal(["true", "false", "false"], InvocationSpans(receiver).Select(span =>
             Attributes(span.Attributes).TryGetValue("faas.coldstart", out var cold) ? cold.BoolValue.ToString().ToLowerInvariant() : "false"));
-        Assert.Contains("telemetry-agent: registered as telemetry-agent", finished.Stderr);
+        Assert.Contains(launcher ? "telemetry-agent: registered by the launcher as telemetry-agent" : "telemetry-agent: registered as telemetry-agent",
+            finished.Stderr);
+        Assert.Contains($"listening on {Path.Combine(runtimeDirectory, "telemetry-agent.sock")}", finished.Stderr);
+    }
+
+    [Fact]
+    public async Task WhereTheLauncherCannotRegisterTheAgentTriesAgainAndSaysWhy()
+    {
+        var layer = await MakeLayerAsync(launcher: true);
+        var port = UnusedPort();
+        var run = await Processes.RunAsync(Path.Combine(layer, "extensions", "telemetry-agent"), [], environment: new Dictionary<string, string?>
+        {
+            ["AWS_LAMBDA_RUNTIME_API"] = $"127.0.0.1:{port}", ["TELEMETRY_AGENT_SOCKET"] = _temp.File("agent.sock"),
+        });
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains($"cannot register with the Lambda Extensions API at 127.0.0.1:{port}", run.Stderr);
+        // The launcher's socket went with its registration; the agent's went with its failure.
+        Assert.False(File.Exists(_temp.File("agent.sock")));
+    }
+
+    [Theory]
+    [InlineData("0", "descriptor 0 is not")]
+    [InlineData("987", "descriptor 987 is not an open socket")]
+    public async Task AnInheritedSocketThatIsNotTheListeningOneIsRefused(string descriptor, string problem)
+    {
+        var run = await Processes.RunAgentAsync(["lambda-extension", "--socket", _temp.File("agent.sock"), "--listen-fd", descriptor,
+            "--extension-id", "b3c6a3c4"], environment: new Dictionary<string, string?> { ["AWS_LAMBDA_RUNTIME_API"] = $"127.0.0.1:{UnusedPort()}" });
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains(problem, run.Stderr);
+    }
+
+    [Fact]
+    public async Task TheLauncherOptionsComeWithWhatTheyNeed()
+    {
+        var environment = new Dictionary<string, string?> { ["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:9001" };
+        var noSocket = await Processes.RunAgentAsync(["lambda-extension", "--listen-fd", "3"], environment: environment);
+        Assert.Equal(2, noSocket.ExitCode);
+        Assert.Contains("--listen-fd needs --socket", noSocket.Stderr);
+        var noIdentifier = await Processes.RunAgentAsync(["lambda-extension", "--event-fd", "4"], environment: environment);
+        Assert.Equal(2, noIdentifier.ExitCode);
+        Assert.Contains("--event-fd needs --extension-id", noIdentifier.Stderr);
+    }
+
+    private static int UnusedPort()
+    {
+        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        return ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
     }
 
     [Fact]
@@ -155,10 +216,7 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
     public async Task WhenItCannotRegisterItSaysWhyAndExits()
     {
         // A port nothing listens on: the Extensions API is unreachable.
-        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        probe.Start();
-        var port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
-        probe.Stop();
+        var port = UnusedPort();
         var run = await Processes.RunAgentAsync(["lambda-extension", "--socket", _temp.File("agent.sock")],
             environment: new Dictionary<string, string?> { ["AWS_LAMBDA_RUNTIME_API"] = $"127.0.0.1:{port}" });
         Assert.Equal(1, run.ExitCode);
@@ -191,6 +249,52 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("not an HTTP response", Assert.Throws<ExtensionsApiException>(() => ExtensionsApiClient.ReadRegistration("")).Message);
         Assert.Contains("not an HTTP response (SSH-2.0-OpenSSH_9.2)", Assert.Throws<ExtensionsApiException>(() =>
             ExtensionsApiClient.ReadRegistration("SSH-2.0-OpenSSH_9.2\r\n")).Message);
+    }
+
+    [Fact]
+    public async Task TheFirstEventsResponseReadsFromAnInheritedConnectionWhateverItsFraming()
+    {
+        const string invoke = """{"eventType":"INVOKE","deadlineMs":1676051149000,"requestId":"3da1f2dc"}""";
+        string[] responses =
+        [
+            $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {invoke.Length}\r\n\r\n{invoke}",
+            // Kestrel's, Go's and most servers' answer to a body written without its length.
+            $"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10;name=value\r\n{invoke[..16]}\r\n{invoke.Length - 16:x}\r\n{invoke[16..]}\r\n0\r\nTrailer: x\r\n\r\n",
+            // Delimited by the connection's end (the request said Connection: close).
+            $"HTTP/1.0 200 OK\r\n\r\n{invoke}",
+        ];
+        foreach (var response in responses)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(response);
+            for (var split = 0; split <= bytes.Length; split++)
+            {
+                using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+                listener.Start();
+                var agentSide = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                await agentSide.ConnectAsync(listener.LocalEndpoint);
+                using (var apiSide = await listener.AcceptSocketAsync())
+                {
+                    await apiSide.SendAsync(bytes.AsMemory(0, split));
+                    await apiSide.SendAsync(bytes.AsMemory(split));
+                }
+                var read = await ExtensionsApiClient.ReadEventResponseAsync(agentSide, CancellationToken.None);
+                Assert.Equal(new ExtensionEvent("INVOKE", DateTimeOffset.FromUnixTimeMilliseconds(1676051149000), "3da1f2dc", ""), read);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("HTTP/1.1 403 Forbidden\r\nContent-Length: 20\r\n\r\n{\"errorType\":\"x.y\"}", "event/next: HTTP 403 Forbidden: {\"errorType\":\"x.y\"}")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 9", "the response ended in its headers")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n{}", "Content-Length 90 with 2 bytes of body")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n{}", "a chunked body ends inside a chunk")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not a chunk size: \"zz\"")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", "a chunked body ends in a chunk's size")]
+    [InlineData("", "event/next: not an HTTP response")]
+    public void AFirstEventsResponseThatDoesNotReadSaysWhat(string response, string problem)
+    {
+        var error = Assert.Throws<ExtensionsApiException>(() => ExtensionsApiClient.ReadEventResponse(System.Text.Encoding.UTF8.GetBytes(response)));
+        Assert.Contains(problem, error.Message);
     }
 
     [Theory]

@@ -19,6 +19,19 @@ public sealed class InvocationCountTests
         Assert.Equal(3, first.Session.InvocationsEnded);
         Assert.True(first.Session.CountsInvocations);
         Assert.False(new SessionScript(invocations: counter).Session.CountsInvocations);
+        Assert.Equal(2, counter.CountingProcesses);
+    }
+
+    [Fact]
+    public async Task A_wait_for_a_counting_process_ends_at_the_first_hello_that_counts()
+    {
+        var counter = new InvocationCounter();
+        var waiting = counter.WaitForCountingProcessAsync(CancellationToken.None);
+        _ = new SessionScript(invocations: counter);
+        Assert.False(waiting.IsCompleted);
+        _ = new SessionScript(pid: 4343, invocations: counter, countsInvocations: true);
+        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, counter.CountingProcesses);
     }
 
     [Fact]

@@ -8,27 +8,44 @@ namespace TelemetryAgent.Sessions;
 /// </summary>
 public sealed class InvocationCounter
 {
-    private long _ended;
+    private long _ended, _countingProcesses;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Handler calls ended so far, in all processes.</summary>
     public long Ended => Volatile.Read(ref _ended);
 
+    /// <summary>Processes whose HELLO said they count their handler's calls, since the agent started (ended ones too).</summary>
+    public long CountingProcesses => Volatile.Read(ref _countingProcesses);
+
     internal void Add(long ended)
     {
         if (ended <= 0) return;
         Interlocked.Add(ref _ended, ended);
-        Interlocked.Exchange(ref _changed, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        Changed();
     }
 
+    internal void AddCountingProcess()
+    {
+        Interlocked.Increment(ref _countingProcesses);
+        Changed();
+    }
+
+    private void Changed() =>
+        Interlocked.Exchange(ref _changed, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+
     /// <summary>Completes when <see cref="Ended"/> reaches <paramref name="ended"/>, or when <paramref name="cancel"/> fires (then throws).</summary>
-    public async Task WaitForAsync(long ended, CancellationToken cancel)
+    public Task WaitForAsync(long ended, CancellationToken cancel) => WaitUntilAsync(() => Ended >= ended, cancel);
+
+    /// <summary>Completes once a process that counts its handler's calls has said so, or when <paramref name="cancel"/> fires (then throws).</summary>
+    public Task WaitForCountingProcessAsync(CancellationToken cancel) => WaitUntilAsync(() => CountingProcesses > 0, cancel);
+
+    private async Task WaitUntilAsync(Func<bool> reached, CancellationToken cancel)
     {
         while (true)
         {
-            // The signal is read before the count: an Add in between has already raised the count.
+            // The signal is read before the count: a change in between has already raised the count.
             var changed = Volatile.Read(ref _changed).Task;
-            if (Ended >= ended) return;
+            if (reached()) return;
             await changed.WaitAsync(cancel).ConfigureAwait(false);
         }
     }

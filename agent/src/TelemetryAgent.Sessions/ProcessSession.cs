@@ -117,6 +117,7 @@ public sealed class ProcessSession
         var recording = hello.ToRecordingMode();
         _burst = recording.IsSampled;
         CountsInvocations = hello.CountsInvocations;
+        if (CountsInvocations) Invocations?.AddCountingProcess();
         _profile = new ProcessProfile(
             hello.ToIdentity(),
             hello.ToClockMapping(),

@@ -36,6 +36,25 @@ public static class LambdaExtensionCommand
         DefaultValueFactory = _ => "telemetry-agent",
     };
 
+    // What deploy/lambda/extension-launcher.c hands down when it has bound the socket and registered already.
+    private static readonly Option<int?> ListenDescriptor = new("--listen-fd")
+    {
+        Description = "An inherited descriptor of a Unix socket already listening at --socket, to serve instead of binding one " +
+                      "(the layer's launcher binds it before the .NET runtime starts).",
+    };
+
+    private static readonly Option<string?> ExtensionId = new("--extension-id")
+    {
+        Description = "The identifier Lambda gave at a registration already made under --name (by the layer's launcher): " +
+                      "the extension does not register again.",
+    };
+
+    private static readonly Option<int?> EventDescriptor = new("--event-fd")
+    {
+        Description = "An inherited descriptor of a connection to the Extensions API on which the first /event/next was sent " +
+                      "(with Connection: close) by the layer's launcher: its response is the first event.",
+    };
+
     private static readonly Option<double> FlushTimeout = OptionValues.Seconds("--flush-timeout", LambdaExtensionSettings.Default.FlushTimeout.TotalSeconds,
         MinFlushSeconds, MaxFlushSeconds, "Seconds the export after an invocation may take before the extension lets Lambda freeze the environment; " +
                   $"what is not sent by then goes out with a later invocation or at SHUTDOWN. Default: ${FlushTimeoutVariable}, else 2.");
@@ -45,7 +64,7 @@ public static class LambdaExtensionCommand
         var command = new Command("lambda-extension", "Run as an AWS Lambda external extension: export each invocation's data over " +
                                                       "OTLP before the environment is frozen (deploy/lambda).")
         {
-            Socket, Name, FlushTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry,
+            Socket, Name, ListenDescriptor, ExtensionId, EventDescriptor, FlushTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry,
             ExportOptions.RetryDirectory,
         };
         command.SetAction((result, cancel) =>
@@ -72,12 +91,27 @@ public static class LambdaExtensionCommand
                 }
             }
             var settings = LambdaExtensionSettings.Default with { FlushTimeout = TimeSpan.FromSeconds(flushSeconds) };
-            return ExecuteAsync(runtimeApi, result.GetValue(Name)!, result.GetValue(Socket) ?? ServeCommand.DefaultSocketPath(), otlp, settings);
+            if (result.GetValue(ListenDescriptor) is not null && result.GetValue(Socket) is null)
+            {
+                Console.Error.WriteLine("telemetry-agent lambda-extension: --listen-fd needs --socket, the path the socket listens at");
+                return Task.FromResult(2);
+            }
+            if (result.GetValue(EventDescriptor) is not null && result.GetValue(ExtensionId) is null)
+            {
+                Console.Error.WriteLine("telemetry-agent lambda-extension: --event-fd needs --extension-id, the registration it was asked under");
+                return Task.FromResult(2);
+            }
+            var launched = new Launched(result.GetValue(ListenDescriptor), result.GetValue(ExtensionId), result.GetValue(EventDescriptor));
+            return ExecuteAsync(runtimeApi, result.GetValue(Name)!, result.GetValue(Socket) ?? ServeCommand.DefaultSocketPath(), launched, otlp, settings);
         });
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(string runtimeApi, string name, string socketPath, OtlpSettings otlp, LambdaExtensionSettings settings)
+    /// <summary>What the layer's launcher did before the agent started: a socket bound, a registration made, the first event asked for.</summary>
+    private sealed record Launched(int? ListenDescriptor, string? ExtensionId, int? EventDescriptor);
+
+    private static async Task<int> ExecuteAsync(string runtimeApi, string name, string socketPath, Launched launched, OtlpSettings otlp,
+        LambdaExtensionSettings settings)
     {
         var started = Stopwatch.StartNew();
         var log = new PlainLoggerProvider(Console.Error).CreateLogger("lambda-extension");
@@ -90,12 +124,14 @@ public static class LambdaExtensionCommand
             stop.Cancel();
         });
         // Lambda starts the function's runtime once every extension has registered, and its shim connects at once: the
-        // socket is bound first (its backlog holds the connection), then registration, and only then the export's
-        // set-up, which takes longer than both.
+        // socket is bound first (its backlog holds the connection), then registration. The export's set-up takes longer
+        // than both, so the first /event/next goes out before it: Init ends when every extension has asked.
         System.Net.Sockets.Socket listening;
         try
         {
-            listening = UnixSocketListener.BindListening(ref socketPath);
+            listening = launched.ListenDescriptor is { } descriptor
+                ? UnixSocketListener.InheritListening(descriptor, socketPath)
+                : UnixSocketListener.BindListening(ref socketPath);
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or ArgumentException)
         {
@@ -104,7 +140,8 @@ public static class LambdaExtensionCommand
         }
         try
         {
-            await api.RegisterAsync(name, stop.Token).ConfigureAwait(false);
+            if (launched.ExtensionId is { } identifier) api.Adopt(identifier);
+            else await api.RegisterAsync(name, stop.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is ExtensionsApiException or System.Net.Sockets.SocketException or IOException or OperationCanceledException)
         {
@@ -113,18 +150,22 @@ public static class LambdaExtensionCommand
             return 1;
         }
         var registered = started.Elapsed;
+        // On a thread of its own: the HTTP stack's first request compiles much of it, beside the export's set-up.
+        var firstEvent = launched.EventDescriptor is { } asked
+            ? Task.Run(() => ExtensionsApiClient.ReadEventResponseAsync(new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(asked, ownsHandle: true)), stop.Token))
+            : Task.Run(() => api.NextEventAsync(stop.Token));
         var statistics = new AgentStatistics();
         var export = ExportPipeline.Create(new ExportContext(otlp, new LogLineWriter(log, LogLevel.Warning), CheckpointInterval: null, statistics.Snapshot));
         // Verbose: a line per process (its connection and how it ended), a few per environment.
         await using var host = new AgentHost(log, observers: export.Observers, statistics: statistics) { Verbose = true };
         host.Listen(listening, socketPath);
-        log.LogInformation("registered as {Name} in {Milliseconds:0} ms; listening on {Socket}; {Export}", name, registered.TotalMilliseconds,
-            host.SocketPath, otlp.Enabled ? $"exporting after each invocation: {ExportOptions.Describe(otlp)}"
+        log.LogInformation("{Registered} as {Name} in {Milliseconds:0} ms; listening on {Socket}; {Export}",
+            launched.ExtensionId is null ? "registered" : "registered by the launcher", name, registered.TotalMilliseconds, host.SocketPath, otlp.Enabled ? $"exporting after each invocation: {ExportOptions.Describe(otlp)}"
                 : "OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp)");
         var extension = new LambdaExtension(api, host, export, settings, log);
         try
         {
-            return await extension.RunAsync(stop.Token).ConfigureAwait(false);
+            return await extension.RunAsync(firstEvent, stop.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {

@@ -32,6 +32,9 @@ public sealed class ExtensionsApiClient : IDisposable
     // A registration response is a few headers and a short JSON body.
     private const int MaxRegisterResponseBytes = 64 * 1024;
 
+    // An event is a short JSON object (its request id, deadline and ARN).
+    private const int MaxEventResponseBytes = 1024 * 1024;
+
     // Made at the first /event/next, after registration (see RegisterAsync).
     private readonly Lazy<HttpClient> _http;
     private readonly Uri _base;
@@ -73,27 +76,98 @@ public sealed class ExtensionsApiClient : IDisposable
         _identifier = ReadRegistration(Encoding.UTF8.GetString(response, 0, length));
     }
 
+    /// <summary>Takes the identifier of a registration made under this extension's name by another program (the layer's launcher).</summary>
+    public void Adopt(string identifier)
+    {
+        if (string.IsNullOrWhiteSpace(identifier) || identifier.AsSpan().IndexOfAny('\r', '\n') >= 0)
+            throw new ExtensionsApiException($"not an extension identifier: \"{identifier}\"");
+        _identifier = identifier.Trim();
+    }
+
     /// <summary>The identifier from a registration's raw HTTP/1.1 response; a failure's status and body otherwise.</summary>
     public static string ReadRegistration(string response)
     {
-        var headersEnd = response.IndexOf("\r\n\r\n", StringComparison.Ordinal);
-        var lines = (headersEnd < 0 ? response : response[..headersEnd]).Split("\r\n");
+        var (headers, _) = ReadResponse("register", Encoding.UTF8.GetBytes(response));
+        foreach (var (name, value) in headers)
+            if (name.Equals(IdentifierHeader, StringComparison.OrdinalIgnoreCase) && value.Length > 0) return value;
+        throw new ExtensionsApiException($"register: the response has no {IdentifierHeader} header");
+    }
+
+    /// <summary>
+    /// The event in the raw HTTP/1.1 response to an /event/next request that another program sent with
+    /// <c>Connection: close</c> (the layer's launcher, before the agent started): the whole response, as read to its end.
+    /// </summary>
+    public static ExtensionEvent ReadEventResponse(ReadOnlySpan<byte> response)
+    {
+        var (headers, body) = ReadResponse("event/next", response);
+        var chunked = headers.Any(header => header.Name.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase)
+                                            && header.Value.Contains("chunked", StringComparison.OrdinalIgnoreCase));
+        if (chunked) return ParseEvent(Dechunk(body));
+        foreach (var (name, value) in headers)
+        {
+            if (!name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) continue;
+            if (!int.TryParse(value, out var length) || length < 0 || length > body.Length)
+                throw new ExtensionsApiException($"event/next: Content-Length {Shorten(value)} with {body.Length} bytes of body");
+            body = body[..length];
+        }
+        return ParseEvent(body);
+    }
+
+    /// <summary>Reads the response to an /event/next request sent on <paramref name="connection"/> (see <see cref="ReadEventResponse"/>).</summary>
+    public static async Task<ExtensionEvent> ReadEventResponseAsync(Socket connection, CancellationToken cancel)
+    {
+        using var stream = new NetworkStream(connection, ownsSocket: true);
+        var response = new byte[MaxEventResponseBytes];
+        var length = 0;
+        while (await stream.ReadAsync(response.AsMemory(length), cancel).ConfigureAwait(false) is > 0 and var read)
+        {
+            length += read;
+            if (length == response.Length) throw new ExtensionsApiException($"event/next: the response is longer than {MaxEventResponseBytes} bytes");
+        }
+        return ReadEventResponse(response.AsSpan(0, length));
+    }
+
+    /// <summary>A raw HTTP/1.1 response's headers and body, when its status is 200; its status and body in the error otherwise.</summary>
+    private static (List<(string Name, string Value)> Headers, byte[] Body) ReadResponse(string call, ReadOnlySpan<byte> response)
+    {
+        var headersEnd = response.IndexOf("\r\n\r\n"u8);
+        var lines = Encoding.UTF8.GetString(headersEnd < 0 ? response : response[..headersEnd]).Split("\r\n");
+        var body = headersEnd < 0 ? [] : response[(headersEnd + 4)..].ToArray();
         var status = lines[0].Split(' ', 3);
         if (status.Length < 2 || !status[0].StartsWith("HTTP/1.", StringComparison.Ordinal) || !int.TryParse(status[1], out var code))
-            throw new ExtensionsApiException($"register: not an HTTP response ({Shorten(lines[0])})");
+            throw new ExtensionsApiException($"{call}: not an HTTP response ({Shorten(lines[0])})");
         if (code != 200)
         {
-            var body = headersEnd < 0 ? "" : response[(headersEnd + 4)..];
-            throw new ExtensionsApiException($"register: HTTP {code} {(status.Length > 2 ? status[2] : "")}" + (body.Length > 0 ? $": {Shorten(body)}" : ""));
+            var text = Encoding.UTF8.GetString(body);
+            throw new ExtensionsApiException($"{call}: HTTP {code} {(status.Length > 2 ? status[2] : "")}" + (text.Length > 0 ? $": {Shorten(text)}" : ""));
         }
+        if (headersEnd < 0) throw new ExtensionsApiException($"{call}: the response ended in its headers");
+        var headers = new List<(string, string)>();
         foreach (var line in lines.Skip(1))
         {
             var colon = line.IndexOf(':');
-            if (colon > 0 && line.AsSpan(0, colon).Trim().Equals(IdentifierHeader, StringComparison.OrdinalIgnoreCase)
-                && line[(colon + 1)..].Trim() is { Length: > 0 } identifier)
-                return identifier;
+            if (colon > 0) headers.Add((line[..colon].Trim(), line[(colon + 1)..].Trim()));
         }
-        throw new ExtensionsApiException($"register: the response has no {IdentifierHeader} header");
+        return (headers, body);
+    }
+
+    /// <summary>A chunked transfer coding's data (RFC 9112, section 7.1); chunk extensions and trailers are skipped.</summary>
+    private static byte[] Dechunk(ReadOnlySpan<byte> body)
+    {
+        var data = new List<byte>();
+        while (true)
+        {
+            var lineEnd = body.IndexOf("\r\n"u8);
+            if (lineEnd < 0) throw new ExtensionsApiException("event/next: a chunked body ends in a chunk's size");
+            var sizeText = Encoding.ASCII.GetString(body[..lineEnd]).Split(';')[0].Trim();
+            if (!int.TryParse(sizeText, System.Globalization.NumberStyles.AllowHexSpecifier, null, out var size) || size < 0)
+                throw new ExtensionsApiException($"event/next: not a chunk size: \"{Shorten(sizeText)}\"");
+            body = body[(lineEnd + 2)..];
+            if (size == 0) return [.. data];
+            if (body.Length < size + 2) throw new ExtensionsApiException("event/next: a chunked body ends inside a chunk");
+            data.AddRange(body[..size]);
+            body = body[(size + 2)..];
+        }
     }
 
     private static string Shorten(string text) => text.Length > 300 ? text[..300] + "..." : text;

@@ -8,9 +8,14 @@ namespace TelemetryAgent.Lambda;
 /// <summary>What the extension does around each event.</summary>
 /// <param name="FlushTimeout">How long, at most, the export after an invocation may take before the extension asks for the next event.</param>
 /// <param name="ShutdownMargin">Kept free before SHUTDOWN's deadline, when Lambda kills the environment.</param>
-public sealed record LambdaExtensionSettings(TimeSpan FlushTimeout, TimeSpan ShutdownMargin)
+/// <param name="FirstProcessWait">
+/// How long the first invocation waits, at most, for a process that counts its handler's calls to connect: Init may end
+/// before the agent serves its socket (the layer's launcher asks for the first event for it), and the runtime's shim
+/// waits in the backlog until then. Waited once: a function that runs without the shim pays it on its first invocation.
+/// </param>
+public sealed record LambdaExtensionSettings(TimeSpan FlushTimeout, TimeSpan ShutdownMargin, TimeSpan FirstProcessWait)
 {
-    public static readonly LambdaExtensionSettings Default = new(TimeSpan.FromSeconds(2), TimeSpan.FromMilliseconds(200));
+    public static readonly LambdaExtensionSettings Default = new(TimeSpan.FromSeconds(2), TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(2));
 }
 
 /// <summary>
@@ -29,19 +34,23 @@ public sealed class LambdaExtension(ExtensionsApiClient api, AgentHost host, Exp
 
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private long _invocations;
-    private bool _saidNoEnd;
+    private bool _saidNoEnd, _waitedForFirstProcess;
 
-    /// <summary>Runs until SHUTDOWN (exit code 0) or until the Extensions API fails (1). Registration is the caller's.</summary>
-    public async Task<int> RunAsync(CancellationToken cancel)
+    /// <summary>
+    /// Runs until SHUTDOWN (exit code 0) or until the Extensions API fails (1). Registration is the caller's, and so may be
+    /// the first /event/next: <paramref name="firstEvent"/>, when the caller asked already.
+    /// </summary>
+    public async Task<int> RunAsync(Task<ExtensionEvent>? firstEvent, CancellationToken cancel)
     {
         while (true)
         {
             ExtensionEvent next;
             try
             {
-                next = await api.NextEventAsync(cancel).ConfigureAwait(false);
+                next = await (firstEvent ?? api.NextEventAsync(cancel)).ConfigureAwait(false);
+                firstEvent = null;
             }
-            catch (Exception e) when (e is ExtensionsApiException or HttpRequestException or IOException)
+            catch (Exception e) when (e is ExtensionsApiException or HttpRequestException or IOException or System.Net.Sockets.SocketException)
             {
                 log.LogError("the Lambda Extensions API failed: {Reason}; exporting what is left and exiting", e.Message);
                 await ShutdownAsync(_time.GetUtcNow() + settings.FlushTimeout).ConfigureAwait(false);
@@ -95,6 +104,8 @@ public sealed class LambdaExtension(ExtensionsApiClient api, AgentHost host, Exp
     private async Task WaitForHandlerEndAsync(long number, DateTimeOffset deadline, CancellationToken cancel)
     {
         var invocations = host.Invocations;
+        if (!_waitedForFirstProcess)
+            await WaitForFirstProcessAsync(deadline, cancel).ConfigureAwait(false);
         while (invocations.Ended < number && host.AnyCountsInvocations)
         {
             var left = deadline - _time.GetUtcNow();
@@ -117,6 +128,24 @@ public sealed class LambdaExtension(ExtensionsApiClient api, AgentHost host, Exp
         }
         // Counted from what the shims have said from here on: one missed end must not delay every later invocation.
         _invocations = Math.Max(invocations.Ended, number - 1);
+    }
+
+    private async Task WaitForFirstProcessAsync(DateTimeOffset deadline, CancellationToken cancel)
+    {
+        _waitedForFirstProcess = true;
+        var left = deadline - _time.GetUtcNow();
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        wait.CancelAfter(left < settings.FirstProcessWait ? (left > TimeSpan.Zero ? left : TimeSpan.Zero) : settings.FirstProcessWait);
+        try
+        {
+            await host.Invocations.WaitForCountingProcessAsync(wait.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+        {
+            log.LogWarning("no process that counts its handler's calls connected within {Seconds:0.#} s of the first invocation (is the function's " +
+                           "AWS_LAMBDA_EXEC_WRAPPER /opt/telemetry-agent/exec-wrapper?): invocations are exported without waiting for their end",
+                settings.FirstProcessWait.TotalSeconds);
+        }
     }
 
     private async Task ShutdownAsync(DateTimeOffset deadline)

@@ -57,6 +57,29 @@ public sealed class UnixSocketListener : IAsyncDisposable
     }
 
     /// <summary>
+    /// The listening socket another program bound at <paramref name="path"/> and handed down open as
+    /// <paramref name="descriptor"/> (deploy/lambda/extension-launcher.c); anything else is refused.
+    /// </summary>
+    public static Socket InheritListening(int descriptor, string path)
+    {
+        Socket socket;
+        try
+        {
+            socket = new Socket(new SafeSocketHandle(descriptor, ownsHandle: true));
+        }
+        catch (SocketException e)
+        {
+            throw new IOException($"descriptor {descriptor} is not an open socket ({e.Message})", e);
+        }
+        if (socket.AddressFamily == AddressFamily.Unix && socket.SocketType == SocketType.Stream
+            && socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection) is int and not 0
+            && socket.LocalEndPoint?.ToString() == path)
+            return socket;
+        socket.Dispose();
+        throw new IOException($"descriptor {descriptor} is not a Unix stream socket listening at {path}");
+    }
+
+    /// <summary>
     /// A listening socket bound at <paramref name="path"/> (made absolute) under the rules of <see cref="Bind"/>: owner-only
     /// or owner and group, a stale socket replaced, anything else refused.
     /// </summary>
