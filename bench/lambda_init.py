@@ -3,10 +3,12 @@ every extension has registered, and Init ends when the runtime and every extensi
 event: so the time from the extension's start to its register request is added to every cold start, and the time to
 its first /event/next is too where the runtime's own Init is shorter.
 
-    python3 bench/lambda_init.py [--runs 7] [--otlp] EXECUTABLE...
+    python3 bench/lambda_init.py [--runs 7] [--otlp] EXECUTABLE_OR_LAYER...
 
 EXECUTABLE: the agent's apphost (the build's bin/Release/net10.0/telemetry-agent, or deploy/lambda/build-layer.sh's
-ReadyToRun publish under out/layer/telemetry-agent/). A stub of the Extensions API (register, then an /event/next
+ReadyToRun publish under out/layer/telemetry-agent/), run as `EXECUTABLE lambda-extension`. LAYER: a directory laid
+out as the layer (build-layer.sh's out/layer), whose extensions/telemetry-agent is run as Lambda runs it (through
+the C launcher when the layer has one). A stub of the Extensions API (register, then an /event/next
 that the extension waits on) times both requests from the process's start; --otlp configures an OTLP endpoint
 (nothing listens there: nothing is sent before the first invocation), so that the export's set-up counts. Prints
 the median, minimum and maximum of each over the runs. Stdlib only.
@@ -64,7 +66,9 @@ def measure(executable, api, otlp, runs):
             ExtensionsApiStub.arrivals.clear()
             ExtensionsApiStub.release.clear()
             started = time.monotonic()
-            process = subprocess.Popen([executable, "lambda-extension"], env=env, stdout=subprocess.DEVNULL,
+            command = ([os.path.join(executable, "extensions", "telemetry-agent")] if os.path.isdir(executable)
+                       else [executable, "lambda-extension"])
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
             try:
                 with ExtensionsApiStub.arrived:
@@ -81,7 +85,7 @@ def measure(executable, api, otlp, runs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("executables", nargs="+", metavar="EXECUTABLE")
+    parser.add_argument("executables", nargs="+", metavar="EXECUTABLE_OR_LAYER")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--otlp", action="store_true", help="with an OTLP endpoint configured")
     options = parser.parse_args()

@@ -5,7 +5,7 @@
 #                                               python3.12 and python3.13 on PATH, or PYTHONS="path ...")
 # Layers unpack under /opt: extensions/telemetry-agent (the extension, started by Lambda at Init),
 # telemetry-agent/ (the agent published self-contained for linux-x64 with ReadyToRun code, the shim beside it,
-# exec-wrapper). The function sets AWS_LAMBDA_EXEC_WRAPPER=/opt/telemetry-agent/exec-wrapper and an OTLP endpoint
+# exec-wrapper, and extension-launcher, built from extension-launcher.c with cc). The function sets AWS_LAMBDA_EXEC_WRAPPER=/opt/telemetry-agent/exec-wrapper and an OTLP endpoint
 # (OTEL_EXPORTER_OTLP_ENDPOINT).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +32,13 @@ for python in $pythons; do
         "$python" -I -m compileall -q "$layer/telemetry-agent/python-shim/telemetry_shim"
     fi
 done
+# The launcher registers before the .NET runtime starts (the extension's whole cost to Init); without a C compiler
+# the agent registers itself, about 0.1 s later. Amazon Linux 2023 has glibc 2.34: the launcher needs no newer.
+if command -v "${CC:-cc}" >/dev/null 2>&1; then
+    "${CC:-cc}" -O2 -Wall -Wextra -Werror -o "$layer/telemetry-agent/extension-launcher" "$here/extension-launcher.c"
+else
+    echo "build-layer.sh: no C compiler (\$CC, cc): the layer has no launcher, and the agent registers itself" >&2
+fi
 cp "$here/layer/extensions/telemetry-agent" "$layer/extensions/telemetry-agent"
 cp "$here/layer/telemetry-agent/exec-wrapper" "$layer/telemetry-agent/exec-wrapper"
 chmod 755 "$layer/extensions/telemetry-agent" "$layer/telemetry-agent/exec-wrapper" "$layer/telemetry-agent/telemetry-agent"

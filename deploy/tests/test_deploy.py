@@ -360,18 +360,25 @@ class LambdaLayerTest(unittest.TestCase):
                 self.assertTrue(os.access(script, os.X_OK), f"{script} is not executable")
                 subprocess.run(["sh", "-n", str(script)], check=True)
 
-    def test_the_extension_runs_the_published_agent_under_its_own_file_name_with_valid_options(self):
+    def test_the_extension_runs_the_launcher_or_the_published_agent_under_its_own_file_name_with_valid_options(self):
         text = self.EXTENSION.read_text(encoding="utf-8")
-        line = [l for l in text.splitlines() if l.startswith("exec ")][0]
-        words = shlex.split(line)
-        # /opt/extensions/<name> -> /opt/telemetry-agent/telemetry-agent, the apphost build-layer.sh publishes there.
-        self.assertEqual('$here/telemetry-agent/telemetry-agent', words[1])
-        self.assertIn('here=$(cd "$(dirname "$0")/.." && pwd)', text)
-        self.assertIn('-o "$layer/telemetry-agent"', self.BUILD.read_text(encoding="utf-8"))
-        self.assertEqual("lambda-extension", words[2])
+        build = self.BUILD.read_text(encoding="utf-8")
+        launcher_line, agent_line = [shlex.split(l.strip()) for l in text.splitlines() if l.strip().startswith("exec ")]
+        # /opt/extensions/<name> -> /opt/telemetry-agent/, where build-layer.sh publishes the apphost and the launcher.
+        self.assertIn("case $0 in */*) here=${0%/*}/.. ;; *) here=.. ;; esac", text)
+        self.assertIn("name=${0##*/}", text)
+        self.assertIn('-o "$layer/telemetry-agent"', build)
+        self.assertIn('-o "$layer/telemetry-agent/extension-launcher" "$here/extension-launcher.c"', build)
+        self.assertEqual(["exec", "$here/telemetry-agent/extension-launcher", "$here/telemetry-agent/telemetry-agent", "$name", "$@"],
+                         launcher_line)
+        self.assertEqual(["exec", "$here/telemetry-agent/telemetry-agent", "lambda-extension", "--name", "$name", "$@"], agent_line)
         options = serve_options("lambda-extension")
-        self.assertEqual(["--name", "$(basename $0)", "$@"], words[3:])  # as shlex reads the quoted words
-        self.assertTrue(options["--name"], "--name takes a value")
+        # What the launcher hands the agent (extension-launcher.c), each an option that takes a value.
+        source = (self.LAMBDA / "extension-launcher.c").read_text(encoding="utf-8")
+        for option in ("--name", "--socket", "--listen-fd", "--extension-id", "--event-fd"):
+            with self.subTest(option=option):
+                self.assertIn('"%s"' % option, source)
+                self.assertTrue(options[option], "%s takes a value" % option)
 
     def test_the_wrapper_starts_the_runtime_under_the_shim(self):
         python = os.environ.get("TELEMETRY_PYTHON")
