@@ -1,7 +1,8 @@
 """What `telemetry-agent lambda-extension` costs a Lambda cold start. Lambda starts the function's runtime only once
 every extension has registered, and Init ends when the runtime and every extension have asked for their first
 event: so the time from the extension's start to its register request is added to every cold start, and the time to
-its first /event/next is too where the runtime's own Init is shorter.
+its first /event/next is too where the runtime's own Init is shorter. Once it serves its socket (the export set up),
+the agent can export an invocation: a first invocation that ends before then waits for it after the handler returns.
 
     python3 bench/lambda_init.py [--runs 7] [--otlp] EXECUTABLE_OR_LAYER...
 
@@ -11,7 +12,7 @@ out as the layer (build-layer.sh's out/layer), whose extensions/telemetry-agent 
 the C launcher when the layer has one). A stub of the Extensions API (register, then an /event/next
 that the extension waits on) times both requests from the process's start; --otlp configures an OTLP endpoint
 (nothing listens there: nothing is sent before the first invocation), so that the export's set-up counts. Prints
-the median, minimum and maximum of each over the runs. Stdlib only.
+the median, minimum and maximum of each (and of the time to serving the socket) over the runs. Stdlib only.
 """
 
 import argparse
@@ -35,14 +36,15 @@ class ExtensionsApiStub(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _note(self, what):
-        with self.arrived:
-            self.arrivals[what] = time.monotonic()
-            self.arrived.notify_all()
+    @classmethod
+    def note(cls, what):
+        with cls.arrived:
+            cls.arrivals[what] = time.monotonic()
+            cls.arrived.notify_all()
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self._note("register")
+        self.note("register")
         body = b'{"functionName":"bench","functionVersion":"$LATEST","handler":"handlers.handle"}'
         self.send_response(200)
         self.send_header("Lambda-Extension-Identifier", "bench-extension")
@@ -51,12 +53,20 @@ class ExtensionsApiStub(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        self._note("next")
+        self.note("next")
         self.release.wait(60)
 
 
+def note_serving(stderr):
+    """The agent's line "... listening on <socket>; ..." comes once it serves the socket with its export set up."""
+    for line in stderr:
+        if b"listening on" in line:
+            ExtensionsApiStub.note("serving")
+    stderr.close()
+
+
 def measure(executable, api, otlp, runs):
-    times = {"register": [], "next": []}
+    times = {"register": [], "next": [], "serving": []}
     for run in range(runs):
         with tempfile.TemporaryDirectory() as folder:
             env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "TELEMETRY_"))}
@@ -68,12 +78,13 @@ def measure(executable, api, otlp, runs):
             started = time.monotonic()
             command = ([os.path.join(executable, "extensions", "telemetry-agent")] if os.path.isdir(executable)
                        else [executable, "lambda-extension"])
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            threading.Thread(target=note_serving, args=(process.stderr,), daemon=True).start()
             try:
                 with ExtensionsApiStub.arrived:
-                    if not ExtensionsApiStub.arrived.wait_for(lambda: "next" in ExtensionsApiStub.arrivals, 60):
-                        raise SystemExit("%s did not ask for its first event within 60 s" % executable)
+                    if not ExtensionsApiStub.arrived.wait_for(
+                            lambda: "next" in ExtensionsApiStub.arrivals and "serving" in ExtensionsApiStub.arrivals, 60):
+                        raise SystemExit("%s did not ask for its first event and serve its socket within 60 s" % executable)
                 for what in times:
                     times[what].append((ExtensionsApiStub.arrivals[what] - started) * 1000)
             finally:
@@ -96,10 +107,11 @@ def main():
     print("load average before: %s" % open("/proc/loadavg").read().split()[0])
     for executable in options.executables:
         times = measure(executable, api, options.otlp, options.runs)
-        for what, label in (("register", "register request"), ("next", "first /event/next")):
+        for what, label in (("register", "register request"), ("next", "first /event/next"),
+                            ("serving", "serving the socket")):
             values = times[what]
-            print("%-70s %-18s ms after start: median %4.0f  min %4.0f  max %4.0f  (%d runs%s)" % (
-                executable[-70:], label, statistics.median(values), min(values), max(values), options.runs,
+            print("%-50s %-19s ms after start: median %4.0f  min %4.0f  max %4.0f  (%d runs%s)" % (
+                executable[-50:], label, statistics.median(values), min(values), max(values), options.runs,
                 ", OTLP configured" if options.otlp else ""))
     server.shutdown()
 
