@@ -288,10 +288,15 @@ class Sender:
             elif not self._exit_connect_tried:
                 self._exit_connect_tried = True
                 self._connect()
+        startup = self.startup
+        if startup is not None and startup.ready_ns:
+            startup.find_ended_calls(current_frames)  # first: a call it ends is reported in this tick
         tracker = recorder.exceptions
         if tracker is not None:
-            # First: building the records defines the codes they use, taken just below.
-            exception_records, tallies, exception_threads = tracker.collect(final)
+            # First: building the records defines the codes they use, taken just below. After a Lambda
+            # handler's call has ended, its exceptions go before the STATS that says so.
+            ended_unsent = startup is not None and startup.invocations_over() != self._invocations_over_sent
+            exception_records, tallies, exception_threads = tracker.collect(final, settle_now=ended_unsent)
         else:
             exception_records = tallies = exception_threads = ()
         outbox = self._outbox
@@ -367,8 +372,6 @@ class Sender:
         unsent = self._startup_unsent
         if startup is None:
             return unsent
-        if startup.ready_ns:
-            startup.find_ended_calls(current_frames)  # first: a first invocation it ends is reported below
         report, invocations = startup.take_reports(final, self.recorder.threads.ignored_idents)
         if report is not None:
             unsent["startup"] = report

@@ -202,6 +202,8 @@ class DecodedConnection:
         self.goodbye = None
         self.exception_records = []  # ExceptionRecord dicts in arrival order
         self.tallies = []  # ExceptionTally dicts in arrival order
+        # Stats.invocations_ended n -> (ExceptionRecords, ExceptionTallies) that had arrived before the STATS saying n
+        self.exceptions_before_invocation_end = {}
         self.startup = None  # the Startup message, once sent
         self.first_invocations = []  # FirstInvocation messages in arrival order
         self.error = None
@@ -306,6 +308,8 @@ class DecodedConnection:
         elif frame_type == 4:
             self.stats = message
             self._keep_startup(message)
+            self.exceptions_before_invocation_end.setdefault(
+                message["invocations_ended"], (list(self.exception_records), list(self.tallies)))
         elif frame_type == 5:
             self.goodbye = message
             if message["final_stats"] is not None:

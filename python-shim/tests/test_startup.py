@@ -391,6 +391,75 @@ class EveryLambdaInvocationTest(StartupTestCase):
                               and conn.codes[event[2]]["qualified_name"] == "handle"]
                     self.assertEqual(3, len(starts))
 
+    def test_the_exceptions_of_a_call_are_sent_before_the_stats_that_says_it_ended(self):
+        # Handled in the handler, swallowed by C code (getattr with a default) in it, or raised out of it and
+        # handled by its caller: each concluded at once when the call ends, not after the quiet period.
+        self.write("lambda_handlers.py", textwrap.dedent("""
+            class Order:
+                def __getattr__(self, name):
+                    raise AttributeError(name)
+
+            def handle(event, context=None):
+                try:
+                    int(event)
+                except ValueError:
+                    pass
+                getattr(Order(), "discount", None)
+                if event == "fail":
+                    raise KeyError(event)
+                return event
+        """))
+        program = textwrap.dedent("""
+            import os
+            import sys
+            import time
+            import lambda_handlers
+
+            lambda_handlers.handle("a")
+            while not os.path.exists(sys.argv[1] + ".1"):
+                time.sleep(0.005)
+            try:
+                lambda_handlers.handle("fail")
+            except KeyError:
+                pass
+            while not os.path.exists(sys.argv[1] + ".2"):
+                time.sleep(0.005)
+        """)
+        script = self.write("app.py", program)
+        # Without settling at the end they would come with the STATS after their quiet period (100 ms).
+        env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "_HANDLER": "lambda_handlers.handle"}
+        for mode in ("exceptions", "burst"):
+            with self.subTest(mode=mode), support.RecordingAgent() as agent:
+                gate = os.path.join(self.tmp, "gate-" + mode)
+                process = support.start_python(["-m", "telemetry_shim", "--socket", agent.path, "--mode", mode, script, gate],
+                                               env=env, cwd=self.tmp)
+                try:
+                    conn = agent.wait_for_accepted(1)[0]
+                    for ended in (1, 2):
+                        deadline = time.monotonic() + 60
+                        while (ended not in conn.exceptions_before_invocation_end and process.poll() is None
+                               and time.monotonic() < deadline):
+                            threading.Event().wait(0.01)
+                        open("%s.%d" % (gate, ended), "w").close()
+                    _, err = process.communicate(timeout=60)
+                finally:
+                    if process.poll() is None:
+                        process.kill()
+                        process.communicate()
+                self.assertEqual(0, process.returncode, err)
+                for ended, expected in ((1, {"builtins.ValueError", "builtins.AttributeError"}),
+                                        (2, {"builtins.ValueError", "builtins.AttributeError", "builtins.KeyError"})):
+                    records, tallies = conn.exceptions_before_invocation_end[ended]
+
+                    def in_handlers(location):
+                        return conn.codes[location["code_id"]]["file_name"].endswith("lambda_handlers.py")
+
+                    handled = [(record["detail"]["type_name"], record["fate"]) for record in records
+                               if in_handlers(record["stack"][-1])]
+                    handled += [(tally["type_name"], tally["fate"]) for tally in tallies if in_handlers(tally["raised_at"])]
+                    self.assertEqual(expected, {name for name, _ in handled}, (ended, records, tallies))
+                    self.assertEqual({"FATE_HANDLED"}, {fate for _, fate in handled}, (ended, handled))
+
     def test_off_lambda_calls_after_the_first_invocations_are_not_watched(self):
         self.write("handlers.py", HANDLER_MODULE)
         conn, _, _ = self.run_under_shim(CALLER, "--mode", "exceptions", "--ready-on", "handlers:handler")

@@ -85,8 +85,8 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
             ["TELEMETRY_LAMBDA_FLUSH_TIMEOUT"] = "30",
         });
         // What the collector had when the extension asked for its next event: the n-th ask follows invocation n-1.
-        var seenAtNext = new ConcurrentDictionary<int, (long HandlerCalls, int InvocationSpans)>();
-        emulator.ExtensionAskedForNext = (_, asked) => seenAtNext[asked] = (HandlerCalls(receiver), InvocationSpans(receiver).Length);
+        var seenAtNext = new ConcurrentDictionary<int, (long HandlerCalls, int InvocationSpans, long RefusedOrders)>();
+        emulator.ExtensionAskedForNext = (_, asked) => seenAtNext[asked] = (HandlerCalls(receiver), InvocationSpans(receiver).Length, RefusedOrders(receiver));
 
         var init = Stopwatch.StartNew();
         using var extension = Processes.Start(Path.Combine(layer, "extensions", "telemetry-agent"), [], environment: environment);
@@ -136,8 +136,9 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
         Assert.Null(results[2].ErrorType);
         for (var invocation = 1; invocation <= 3; invocation++)
         {
-            // Before the environment would be frozen: this invocation's calls, and its span (the first three are traced).
-            Assert.Equal((invocation, invocation), seenAtNext[invocation + 1]);
+            // Before the environment would be frozen: this invocation's calls, its span (the first three are traced), and
+            // the exception the second one raised (caught by the runtime).
+            Assert.Equal((invocation, invocation, invocation >= 2 ? 1 : 0), seenAtNext[invocation + 1]);
         }
         Assert.Empty(emulator.ExtensionErrors);
         // The completed process went out at SHUTDOWN: its final metrics say how its connection ended.
@@ -315,6 +316,12 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
             .SelectMany(process => IntPoints(process.Metrics["python.profile.function.calls"]))
             .Where(point => point.Attributes["code.function.name"].StringValue == "handlers.handle")
             .Sum(point => point.Value);
+
+    private static long RefusedOrders(OtlpReceiver.OtlpReceiver receiver) =>
+        LogRecords(receiver).Select(record => Attributes(record.Record.Attributes))
+            .Where(attributes => attributes["exception.type"].StringValue == "builtins.ValueError"
+                                 && attributes.TryGetValue("exception.message", out var message) && message.StringValue == "refused order 2")
+            .Sum(attributes => attributes["python.profile.exception.count"].IntValue);
 
     private static OpenTelemetry.Proto.Trace.V1.Span[] InvocationSpans(OtlpReceiver.OtlpReceiver receiver) =>
         receiver.Traces.Snapshot().SelectMany(request => request.Message.ResourceSpans).SelectMany(r => r.ScopeSpans)

@@ -79,10 +79,10 @@ class ExceptionTracker:
         """Wraps asyncio's handler if asyncio is imported by now (and tells the callbacks)."""
         self.flights.asyncio_hooked = self.hooks.hook_asyncio()
 
-    def collect(self, final=False):
+    def collect(self, final=False, settle_now=False):
         """The sender's tick (ExceptionReporter.collect); asyncio is looked for first."""
         self.hook_asyncio()
-        return self.reporter.collect(final)
+        return self.reporter.collect(final, settle_now)
 
     def detail(self, exc):
         """The ExceptionDetail dict of `exc` as a record would carry it after an event now."""

@@ -37,12 +37,14 @@ class ExceptionReporter:
     def __init__(self, flights):
         self.flights = flights
 
-    def collect(self, final=False):
+    def collect(self, final=False, settle_now=False):
         """Concludes what is due (everything when `final`) and returns (ExceptionRecord dicts,
-        ExceptionTally dicts, ThreadInfos the records use)."""
+        ExceptionTally dicts, ThreadInfos the records use). `settle_now`: every flight that can no
+        longer continue is concluded now, not after its quiet period (a Lambda handler's call has
+        ended: the environment may be frozen before that period is over)."""
         flights = self.flights
         if flights.inflight:
-            self._settle(perf_counter_ns(), final)
+            self._settle(perf_counter_ns(), final, 0 if settle_now else QUIET_NS)
         finished = flights.finished
         count = len(finished)
         concluded = finished[:count]
@@ -54,15 +56,15 @@ class ExceptionReporter:
             threads[flight.info.thread_id] = flight.info
         return records, self._tallies(), list(threads.values())
 
-    def _settle(self, now, final):
-        """Concludes the flights that went quiet (all of them when `final`) and can no longer
-        continue: handled ones their thread no longer handles, propagating ones whose thread has
-        moved on from the call they left (swallowed by C code there)."""
+    def _settle(self, now, final, quiet_ns):
+        """Concludes the flights that went quiet for `quiet_ns` (all of them when `final`) and can no
+        longer continue: handled ones their thread no longer handles, propagating ones whose thread
+        has moved on from the call they left (swallowed by C code there)."""
         table = self.flights
         inflight = table.inflight
         flights = list(inflight.values())
         if not final:
-            flights = [flight for flight in flights if now - flight.last_ns >= QUIET_NS]
+            flights = [flight for flight in flights if now - flight.last_ns >= quiet_ns]
             if not flights:
                 return
         if other_interpreters_running():
