@@ -154,6 +154,46 @@ public sealed class LambdaExtensionTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task AFunctionRunWithoutTheShimIsServedAndTheExtensionSaysWhatIsMissing()
+    {
+        var layer = await MakeLayerAsync(launcher: true);
+        var task = Directory.CreateDirectory(_temp.File("task")).FullName;
+        File.WriteAllText(Path.Combine(task, "handlers.py"), Handlers);
+        await using var emulator = await LambdaEmulator.StartAsync();
+        var environment = OtlpExportTests.CleanEnvironment(new Dictionary<string, string?>
+        {
+            ["AWS_LAMBDA_RUNTIME_API"] = emulator.RuntimeApi,
+            ["AWS_LAMBDA_FUNCTION_NAME"] = LambdaEmulator.FunctionName,
+            ["_HANDLER"] = "handlers.handle",
+            ["LAMBDA_TASK_ROOT"] = task,
+            ["TELEMETRY_AGENT_SOCKET"] = _temp.File("agent.sock"),
+            ["PYTHONPATH"] = null,
+        });
+        using var extension = Processes.Start(Path.Combine(layer, "extensions", "telemetry-agent"), [], environment: environment);
+        var extensionExit = Processes.WaitAsync(extension, 4 * Timeout);
+        await emulator.WaitForRegistrationAsync(1, Timeout);
+        // No AWS_LAMBDA_EXEC_WRAPPER: the runtime runs without the shim.
+        using var runtime = Processes.Start(Processes.Python.Path, [Repo.Path("tests", "TelemetryAgent.EndToEnd.Tests", "lambda_runtime.py")],
+            environment: environment);
+        var runtimeExit = Processes.WaitAsync(runtime, 4 * Timeout);
+        await emulator.WaitForInitAsync(extensions: 1, Timeout);
+        var first = await emulator.InvokeAsync("""{"order": 1}""", Timeout);
+        var second = await emulator.InvokeAsync("""{"order": 2}""", Timeout);
+        runtime.Kill();
+        await runtimeExit;
+        emulator.Shutdown();
+        var finished = await extensionExit;
+        output.WriteLine(finished.ToString());
+        Assert.Equal(0, finished.ExitCode);
+        Assert.Contains("\"total\"", first.Body);
+        Assert.Contains("\"total\"", second.Body);
+        Assert.Empty(emulator.ExtensionErrors);
+        // Said once, at the first invocation, which waited for it.
+        var warning = "no process that counts its handler's calls connected within 2 s of the first invocation";
+        Assert.Single(finished.Stderr.Split('\n'), line => line.Contains(warning));
+    }
+
+    [Fact]
     public async Task WhereTheLauncherCannotRegisterTheAgentTriesAgainAndSaysWhy()
     {
         var layer = await MakeLayerAsync(launcher: true);

@@ -64,8 +64,8 @@ public static class LambdaExtensionCommand
         var command = new Command("lambda-extension", "Run as an AWS Lambda external extension: export each invocation's data over " +
                                                       "OTLP before the environment is frozen (deploy/lambda).")
         {
-            Socket, Name, ListenDescriptor, ExtensionId, EventDescriptor, FlushTimeout, ExportOptions.Otlp, ExportOptions.Endpoint, ExportOptions.Protocol, ExportOptions.Retry,
-            ExportOptions.RetryDirectory,
+            Socket, Name, ListenDescriptor, ExtensionId, EventDescriptor, FlushTimeout, ExportOptions.Otlp, ExportOptions.Endpoint,
+            ExportOptions.Protocol, ExportOptions.Retry, ExportOptions.RetryDirectory,
         };
         command.SetAction((result, cancel) =>
         {
@@ -152,7 +152,8 @@ public static class LambdaExtensionCommand
         var registered = started.Elapsed;
         // On a thread of its own: the HTTP stack's first request compiles much of it, beside the export's set-up.
         var firstEvent = launched.EventDescriptor is { } asked
-            ? Task.Run(() => ExtensionsApiClient.ReadEventResponseAsync(new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(asked, ownsHandle: true)), stop.Token))
+            ? Task.Run(() => ExtensionsApiClient.ReadEventResponseAsync(
+                new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(asked, ownsHandle: true)), stop.Token))
             : Task.Run(() => api.NextEventAsync(stop.Token));
         var statistics = new AgentStatistics();
         var export = ExportPipeline.Create(new ExportContext(otlp, new LogLineWriter(log, LogLevel.Warning), CheckpointInterval: null, statistics.Snapshot));
@@ -160,7 +161,8 @@ public static class LambdaExtensionCommand
         await using var host = new AgentHost(log, observers: export.Observers, statistics: statistics) { Verbose = true };
         host.Listen(listening, socketPath);
         log.LogInformation("{Registered} as {Name} in {Milliseconds:0} ms; listening on {Socket}; {Export}",
-            launched.ExtensionId is null ? "registered" : "registered by the launcher", name, registered.TotalMilliseconds, host.SocketPath, otlp.Enabled ? $"exporting after each invocation: {ExportOptions.Describe(otlp)}"
+            launched.ExtensionId is null ? "registered" : "registered by the launcher", name, registered.TotalMilliseconds, host.SocketPath,
+            otlp.Enabled ? $"exporting after each invocation: {ExportOptions.Describe(otlp)}"
                 : "OTLP export is off (no endpoint configured: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or --otlp)");
         var extension = new LambdaExtension(api, host, export, settings, log);
         try
