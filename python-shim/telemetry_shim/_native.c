@@ -46,7 +46,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 5
+#define NATIVE_API_VERSION 6
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -960,7 +960,7 @@ static PyType_Spec Callbacks_spec = {
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
     *str_pending_by_ident, *str_ignored_idents, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
     *str_count_handled, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
-    *str_swallowing_opcodes;
+    *str_swallowing_opcodes, *str_site_class;
 
 typedef struct {
     PyObject_HEAD
@@ -975,6 +975,23 @@ typedef struct {
     PyObject *on_handled;
     PyObject *on_unwind;
     PyObject *failed;       /* CallbackFailures.failed */
+    /* The table's containers, read without an attribute lookup per event: the table never rebinds them
+       (reset_after_fork clears them in place). */
+    PyObject *inflight;              /* dict */
+    PyObject *pending_by_ident;      /* dict */
+    PyObject *ignored_idents;        /* a container of thread idents */
+    PyObject *closed_points;         /* dict */
+    PyObject *swallow_points;        /* dict */
+    PyObject *empty_handler_points;  /* dict */
+    PyObject *dirty_sites;           /* list */
+    /* program_threads.Site, and the offsets of the slots read at every counted RAISE (as member_get reads
+       them, without the attribute lookup); another class is read through getattr. */
+    PyTypeObject *site_type;
+    Py_ssize_t site_detailed, site_last_detail_ns, site_count_handled, site_dirty, site_type_ref;
+    /* program_threads' limits, read at construction: the shim stretches them (stretch_intervals) before it
+       makes its callbacks. */
+    long long first_detailed, detail_interval_ns;
+    char swallows_stop_iteration[256];  /* by opcode: SWALLOWS_STOP_ITERATION */
     Py_ssize_t counted;     /* RAISE events counted here */
     Py_ssize_t passed;      /* RERAISE, EXCEPTION_HANDLED and PY_UNWIND events with nothing to do */
 } ExceptionCallbacks;
@@ -985,38 +1002,63 @@ static PyTypeObject *ExceptionCallbacks_Type;
 static int
 has_flight(ExceptionCallbacks *self, PyObject *exc)
 {
-    PyObject *inflight = PyObject_GetAttr(self->table, str_inflight);
-    if (inflight == NULL) {
+    if (PyDict_GET_SIZE(self->inflight) == 0) {
+        return 0;  /* the common case: no int made */
+    }
+    PyObject *id = PyLong_FromSsize_t(pointer_identity(exc));
+    if (id == NULL) {
         return -1;
     }
-    int found = -1;
-    if (!PyDict_CheckExact(inflight)) {
-        PyErr_SetString(PyExc_TypeError, "FlightTable.inflight must be a dict");
-    }
-    else if (PyDict_GET_SIZE(inflight) == 0) {
-        found = 0;  /* the common case: no int made */
-    }
-    else {
-        PyObject *id = PyLong_FromSsize_t(pointer_identity(exc));
-        if (id != NULL) {
-            found = PyDict_Contains(inflight, id);
-            Py_DECREF(id);
-        }
-    }
-    Py_DECREF(inflight);
+    int found = PyDict_Contains(self->inflight, id);
+    Py_DECREF(id);
     return found;
 }
 
-/* getattr(object, name) as a long long into *value: 0, or -1 with an exception set. */
-static int
-attribute_as_long(PyObject *object, PyObject *name, long long *value)
+/* The offset of the object slot `name` of `type` (its member descriptor's), or -1 with an exception set. */
+static Py_ssize_t
+object_slot_offset(PyTypeObject *type, PyObject *name)
 {
-    PyObject *attribute = PyObject_GetAttr(object, name);
-    if (attribute == NULL) {
+    PyObject *descriptor = PyObject_GetAttr((PyObject *)type, name);
+    if (descriptor == NULL) {
         return -1;
     }
-    *value = PyLong_AsLongLong(attribute);
-    Py_DECREF(attribute);
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        if (member->type == Py_T_OBJECT_EX && !(member->flags & Py_READONLY)) {
+            offset = member->offset;
+        }
+    }
+    Py_DECREF(descriptor);
+    if (offset < 0) {
+        PyErr_Format(PyExc_TypeError, "%s.%U is not an object slot", type->tp_name, name);
+    }
+    return offset;
+}
+
+/* site.<name> (a new reference, or NULL with an exception set): a Site's slot read at its offset, anything
+   else (or an unset slot, which raises AttributeError) through getattr. */
+static PyObject *
+site_attribute(ExceptionCallbacks *self, PyObject *site, Py_ssize_t offset, PyObject *name)
+{
+    if (Py_IS_TYPE(site, self->site_type)) {
+        PyObject *value = *(PyObject **)((char *)site + offset);
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+    }
+    return PyObject_GetAttr(site, name);
+}
+
+/* A value as a long long into *value: 0, or -1 with an exception set. Steals the reference. */
+static int
+steal_as_long(PyObject *object, long long *value)
+{
+    if (object == NULL) {
+        return -1;
+    }
+    *value = PyLong_AsLongLong(object);
+    Py_DECREF(object);
     return *value == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
@@ -1035,20 +1077,15 @@ closed_generator_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset
     if (!one_entry || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0) {
         return NULL;
     }
-    PyObject *points = PyObject_GetAttr(self->table, str_closed_points);
-    if (points == NULL) {
-        return NULL;
-    }
     PyObject *site = NULL;
     PyObject *key = PyLong_FromUnsignedLongLong(ck);
     PyObject *point = key == NULL ? NULL : PyTuple_Pack(2, key, offset);
     if (point != NULL) {
-        site = PyDict_GetItemWithError(points, point);  /* borrowed */
+        site = PyDict_GetItemWithError(self->closed_points, point);  /* borrowed */
         Py_XINCREF(site);
     }
     Py_XDECREF(point);
     Py_XDECREF(key);
-    Py_DECREF(points);
     return site;
 }
 
@@ -1059,23 +1096,23 @@ static int
 count_unsampled(ExceptionCallbacks *self, PyObject *site)
 {
     long long detailed, first_detailed, last_detail_ns, interval_ns;
-    if (attribute_as_long(site, str_detailed, &detailed) < 0
-        || attribute_as_long(self->limits, str_first_detailed, &first_detailed) < 0
-        || attribute_as_long(site, str_last_detail_ns, &last_detail_ns) < 0
-        || attribute_as_long(self->limits, str_detail_interval, &interval_ns) < 0) {
+    if (steal_as_long(site_attribute(self, site, self->site_detailed, str_detailed), &detailed) < 0
+        || steal_as_long(site_attribute(self, site, self->site_last_detail_ns, str_last_detail_ns), &last_detail_ns) < 0) {
         return -1;
     }
+    first_detailed = self->first_detailed;
+    interval_ns = self->detail_interval_ns;
     if (detailed < first_detailed || (long long)now_ns() - last_detail_ns >= interval_ns) {
         return 0;
     }
-    PyObject *count_handled = PyObject_GetAttr(site, str_count_handled);
+    PyObject *count_handled = site_attribute(self, site, self->site_count_handled, str_count_handled);
     PyObject *counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
     Py_XDECREF(count_handled);
     if (counted == NULL) {
         return -1;
     }
     Py_DECREF(counted);
-    PyObject *dirty = PyObject_GetAttr(site, str_dirty);
+    PyObject *dirty = site_attribute(self, site, self->site_dirty, str_dirty);
     int is_dirty = dirty == NULL ? -1 : PyObject_IsTrue(dirty);
     Py_XDECREF(dirty);
     if (is_dirty <= 0) {
@@ -1086,33 +1123,11 @@ count_unsampled(ExceptionCallbacks *self, PyObject *site)
         if (PyObject_SetAttr(site, str_dirty, Py_True) < 0) {
             return -1;
         }
-        PyObject *dirty_sites = PyObject_GetAttr(self->table, str_dirty_sites);
-        if (dirty_sites == NULL) {
-            return -1;
-        }
-        int appended = PyList_Check(dirty_sites) ? PyList_Append(dirty_sites, site) : -1;
-        if (appended < 0 && !PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "FlightTable.dirty_sites must be a list");
-        }
-        Py_DECREF(dirty_sites);
-        if (appended < 0) {
+        if (PyList_Append(self->dirty_sites, site) < 0) {
             return -1;
         }
     }
     return 1;
-}
-
-/* Is `object` in the container getattr(table, name)? 1, 0, -1 with an exception set. */
-static int
-table_contains(ExceptionCallbacks *self, PyObject *name, PyObject *object)
-{
-    PyObject *container = PyObject_GetAttr(self->table, name);
-    if (container == NULL) {
-        return -1;
-    }
-    int found = PySequence_Contains(container, object);
-    Py_DECREF(container);
-    return found;
 }
 
 /* Does the instruction at `offset` end a StopIteration in C (program_threads.SWALLOWS_STOP_ITERATION,
@@ -1133,14 +1148,8 @@ swallowing_instruction(ExceptionCallbacks *self, PyObject *code, PyObject *offse
     if (raw == NULL) {
         return -1;
     }
-    int found = 0;
-    if (PyBytes_Check(raw) && 0 <= at && at < PyBytes_GET_SIZE(raw)) {
-        PyObject *opcodes = PyObject_GetAttr(self->limits, str_swallowing_opcodes);
-        PyObject *opcode = PyLong_FromLong((unsigned char)PyBytes_AS_STRING(raw)[at]);  /* a small int */
-        found = opcodes == NULL || opcode == NULL ? -1 : PySequence_Contains(opcodes, opcode);
-        Py_XDECREF(opcode);
-        Py_XDECREF(opcodes);
-    }
+    int found = PyBytes_Check(raw) && 0 <= at && at < PyBytes_GET_SIZE(raw)
+                && self->swallows_stop_iteration[(unsigned char)PyBytes_AS_STRING(raw)[at]];
     Py_DECREF(raw);
     return found;
 }
@@ -1156,18 +1165,12 @@ new_on_settled_program_thread(ExceptionCallbacks *self, PyObject *exc)
         return found < 0 ? -1 : 0;
     }
     int outcome = -1;
-    PyObject *pending_by_ident = NULL;
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (ident == NULL || (found = table_contains(self, str_ignored_idents, ident)) != 0) {
+    if (ident == NULL || (found = PySequence_Contains(self->ignored_idents, ident)) != 0) {
         outcome = found > 0 ? 0 : -1;  /* the shim's own thread: nothing is counted there */
         goto done;
     }
-    pending_by_ident = PyObject_GetAttr(self->table, str_pending_by_ident);
-    if (pending_by_ident == NULL || !PyDict_Check(pending_by_ident)) {
-        outcome = pending_by_ident == NULL ? -1 : 0;
-        goto done;
-    }
-    PyObject *pending = PyDict_GetItemWithError(pending_by_ident, ident);  /* borrowed */
+    PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);  /* borrowed */
     if (pending == NULL) {
         outcome = PyErr_Occurred() ? -1 : 1;
     }
@@ -1176,22 +1179,17 @@ new_on_settled_program_thread(ExceptionCallbacks *self, PyObject *exc)
         outcome = waiting < 0 ? -1 : !waiting;  /* if some wait, Python settles them first */
     }
 done:
-    Py_XDECREF(pending_by_ident);
     Py_XDECREF(ident);
     return outcome;
 }
 
-/* The entry at (code key, offset, id(cls)) of the FlightTable dict `name` (a new reference), or NULL
+/* The entry at (code key, offset, id(cls)) of the FlightTable dict `points` (a new reference), or NULL
    (with an exception set on an error). */
 static PyObject *
-point_entry(ExceptionCallbacks *self, PyObject *name, uint64_t ck, PyObject *offset, PyTypeObject *cls)
+point_entry(PyObject *points, uint64_t ck, PyObject *offset, PyTypeObject *cls)
 {
-    PyObject *points = PyObject_GetAttr(self->table, name);
-    if (points == NULL) {
-        return NULL;
-    }
     PyObject *entry = NULL;
-    if (PyDict_Check(points) && PyDict_GET_SIZE(points) > 0) {
+    if (PyDict_GET_SIZE(points) > 0) {
         PyObject *key = PyLong_FromUnsignedLongLong(ck);
         PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)cls));
         PyObject *point = key == NULL || type_id == NULL ? NULL : PyTuple_Pack(3, key, offset, type_id);
@@ -1203,16 +1201,15 @@ point_entry(ExceptionCallbacks *self, PyObject *name, uint64_t ck, PyObject *off
         Py_XDECREF(type_id);
         Py_XDECREF(key);
     }
-    Py_DECREF(points);
     return entry;
 }
 
 /* Is `site` still the site of `cls`? The type's id in its key is only meaningful while the site's class
    lives: type_ref() tells. 1, 0, -1 with an exception set. */
 static int
-site_of_class(PyObject *site, PyTypeObject *cls)
+site_of_class(ExceptionCallbacks *self, PyObject *site, PyTypeObject *cls)
 {
-    PyObject *type_ref = PyObject_GetAttr(site, str_type_ref);
+    PyObject *type_ref = site_attribute(self, site, self->site_type_ref, str_type_ref);
     PyObject *referent = type_ref == NULL ? NULL : PyObject_CallNoArgs(type_ref);
     Py_XDECREF(type_ref);
     if (referent == NULL) {
@@ -1236,8 +1233,8 @@ swallowed_stop_iteration_site(ExceptionCallbacks *self, PyObject *code, PyObject
         || new_on_settled_program_thread(self, exc) <= 0) {
         return NULL;
     }
-    PyObject *site = point_entry(self, str_swallow_points, ck, offset, cls);
-    if (site != NULL && site_of_class(site, cls) <= 0) {
+    PyObject *site = point_entry(self->swallow_points, ck, offset, cls);
+    if (site != NULL && site_of_class(self, site, cls) <= 0) {
         Py_CLEAR(site);
     }
     return site;
@@ -1291,13 +1288,13 @@ empty_handler_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset, P
         return NULL;
     }
     PyTypeObject *cls = Py_TYPE(exc);
-    PyObject *entry = point_entry(self, str_empty_handler_points, ck, offset, cls);  /* (site, names) */
+    PyObject *entry = point_entry(self->empty_handler_points, ck, offset, cls);  /* (site, names) */
     if (entry == NULL) {
         return NULL;
     }
     PyObject *site = NULL;
     if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && new_on_settled_program_thread(self, exc) > 0
-        && site_of_class(PyTuple_GET_ITEM(entry, 0), cls) > 0 && handler_catches(PyTuple_GET_ITEM(entry, 1), cls) > 0) {
+        && site_of_class(self, PyTuple_GET_ITEM(entry, 0), cls) > 0 && handler_catches(PyTuple_GET_ITEM(entry, 1), cls) > 0) {
         site = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
     }
     Py_DECREF(entry);
@@ -1344,7 +1341,7 @@ exception_callbacks_alive(ExceptionCallbacks *self)
 {
     return self->table != NULL && self->limits != NULL && self->keys != NULL && self->code_keys != NULL
            && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
-           && self->on_unwind != NULL && self->failed != NULL;
+           && self->on_unwind != NULL && self->failed != NULL && self->inflight != NULL && self->site_type != NULL;
 }
 
 static PyObject *
@@ -1409,6 +1406,88 @@ ExceptionCallbacks_unwind(ExceptionCallbacks *self, PyObject *const *args, Py_ss
     return pass_without_flight(self, args, nargs, self->on_unwind, 0);
 }
 
+/* getattr(table, name) into *slot when it is a dict (or a list, `list`): 0, or -1 with an exception set. */
+static int
+table_container(PyObject *table, PyObject *name, int list, PyObject **slot)
+{
+    PyObject *value = PyObject_GetAttr(table, name);
+    if (value == NULL) {
+        return -1;
+    }
+    if (list ? !PyList_CheckExact(value) : !PyDict_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "FlightTable.%U must be a %s", name, list ? "list" : "dict");
+        Py_DECREF(value);
+        return -1;
+    }
+    *slot = value;
+    return 0;
+}
+
+/* program_threads' limits into self: 0, or -1 with an exception set. */
+static int
+read_limits(ExceptionCallbacks *self, PyObject *limits)
+{
+    if (steal_as_long(PyObject_GetAttr(limits, str_first_detailed), &self->first_detailed) < 0
+        || steal_as_long(PyObject_GetAttr(limits, str_detail_interval), &self->detail_interval_ns) < 0) {
+        return -1;
+    }
+    PyObject *opcodes = PyObject_GetAttr(limits, str_swallowing_opcodes);
+    PyObject *iterator = opcodes == NULL ? NULL : PyObject_GetIter(opcodes);
+    Py_XDECREF(opcodes);
+    if (iterator == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(iterator)) != NULL) {
+        long opcode = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (opcode < 0 || opcode > 255) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "SWALLOWS_STOP_ITERATION holds an opcode out of range");
+            }
+            break;
+        }
+        self->swallows_stop_iteration[opcode] = 1;
+    }
+    Py_DECREF(iterator);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* What the callbacks read of the table and of program_threads, once. */
+static int
+read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
+{
+    if (table_container(table, str_inflight, 0, &self->inflight) < 0
+        || table_container(table, str_pending_by_ident, 0, &self->pending_by_ident) < 0
+        || table_container(table, str_closed_points, 0, &self->closed_points) < 0
+        || table_container(table, str_swallow_points, 0, &self->swallow_points) < 0
+        || table_container(table, str_empty_handler_points, 0, &self->empty_handler_points) < 0
+        || table_container(table, str_dirty_sites, 1, &self->dirty_sites) < 0
+        || (self->ignored_idents = PyObject_GetAttr(table, str_ignored_idents)) == NULL) {
+        return -1;
+    }
+    PyObject *site_type = PyObject_GetAttr(limits, str_site_class);
+    if (site_type == NULL) {
+        return -1;
+    }
+    if (!PyType_Check(site_type)) {
+        PyErr_SetString(PyExc_TypeError, "program_threads.Site must be a class");
+        Py_DECREF(site_type);
+        return -1;
+    }
+    self->site_type = (PyTypeObject *)site_type;
+    if (read_limits(self, limits) < 0) {
+        return -1;
+    }
+    return (self->site_detailed = object_slot_offset(self->site_type, str_detailed)) < 0
+                   || (self->site_last_detail_ns = object_slot_offset(self->site_type, str_last_detail_ns)) < 0
+                   || (self->site_count_handled = object_slot_offset(self->site_type, str_count_handled)) < 0
+                   || (self->site_dirty = object_slot_offset(self->site_type, str_dirty)) < 0
+                   || (self->site_type_ref = object_slot_offset(self->site_type, str_type_ref)) < 0
+               ? -1
+               : 0;
+}
+
 static PyObject *
 ExceptionCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -1428,6 +1507,10 @@ ExceptionCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     ExceptionCallbacks *self = (ExceptionCallbacks *)type->tp_alloc(type, 0);
     if (self == NULL) {
+        return NULL;
+    }
+    if (read_table(self, table, limits) < 0) {
+        Py_DECREF(self);
         return NULL;
     }
     self->table = Py_NewRef(table);
@@ -1456,6 +1539,14 @@ ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg
     Py_VISIT(self->on_handled);
     Py_VISIT(self->on_unwind);
     Py_VISIT(self->failed);
+    Py_VISIT(self->inflight);
+    Py_VISIT(self->pending_by_ident);
+    Py_VISIT(self->ignored_idents);
+    Py_VISIT(self->closed_points);
+    Py_VISIT(self->swallow_points);
+    Py_VISIT(self->empty_handler_points);
+    Py_VISIT(self->dirty_sites);
+    Py_VISIT(self->site_type);
     return 0;
 }
 
@@ -1477,6 +1568,14 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     Py_CLEAR(self->on_handled);
     Py_CLEAR(self->on_unwind);
     Py_CLEAR(self->failed);
+    Py_CLEAR(self->inflight);
+    Py_CLEAR(self->pending_by_ident);
+    Py_CLEAR(self->ignored_idents);
+    Py_CLEAR(self->closed_points);
+    Py_CLEAR(self->swallow_points);
+    Py_CLEAR(self->empty_handler_points);
+    Py_CLEAR(self->dirty_sites);
+    Py_CLEAR(self->site_type);
     return 0;
 }
 
@@ -1879,7 +1978,7 @@ native_exec(PyObject *module)
         {&str_pending_by_ident, "pending_by_ident"}, {&str_ignored_idents, "_ignored_idents"},
         {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
         {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
-        {&str_dirty, "dirty"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
+        {&str_dirty, "dirty"}, {&str_site_class, "Site"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
         {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"}, {&str_swallowing_opcodes, "SWALLOWS_STOP_ITERATION"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

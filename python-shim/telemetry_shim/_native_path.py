@@ -15,7 +15,7 @@ callback (ExceptionCallbacks in _native.c).
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 5
+API_VERSION = 6
 
 NATIVE = "native"
 PYTHON = "python"

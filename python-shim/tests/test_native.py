@@ -3,6 +3,7 @@ HELLO), the same records for the same program, the clock, their table of code ke
 key), memory over ten million events and over 10^5 exceptions, and the sender's outbox against its twin.
 The whole suite also runs with TELEMETRY_SHIM_NATIVE=on and =off (scripts/test)."""
 
+import json
 import os
 import shutil
 import sys
@@ -201,6 +202,59 @@ class NativeExceptionTests(unittest.TestCase):
             value_errors = {key: n for key, n in counts["on"].items() if key[0] == "builtins.ValueError"}
             self.assertEqual([300], list(value_errors.values()), mode)
             self.assertEqual("FATE_HANDLED", next(iter(value_errors))[2], mode)
+
+
+    def test_in_a_fork_child_the_c_callbacks_count_into_the_childs_table(self):
+        # The C callbacks hold the flight table's containers; a fork child's reset empties those same objects.
+        program = textwrap.dedent("""
+            import json, os, sys
+            from telemetry_shim import _control
+
+            def gen():
+                try:  # suspended inside a handler: close() throws GeneratorExit on 3.13 too
+                    yield 1
+                finally:
+                    pass
+
+            def close_generators():
+                for _ in range(300):
+                    g = gen()
+                    next(g)
+                    g.close()
+
+            close_generators()
+            native = _control._shim.recorder.exceptions.native
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                flights = _control._shim.recorder.exceptions.flights
+                before = native.counted
+                close_generators()
+                os.write(write_end, json.dumps({"counted": native.counted - before,
+                                                "sites": len(flights.closed_points)}).encode())
+                sys.exit(0)
+            os.close(write_end)
+            child = json.loads(os.read(read_end, 1000))
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            print(json.dumps(dict(child, pid=pid, parent_counted=native.counted)))
+        """)
+        with support.RecordingAgent() as agent:
+            env = {"TELEMETRY_AGENT_SOCKET": agent.path, "TELEMETRY_SHIM_MODE": "exceptions", "TELEMETRY_SHIM_NATIVE": "on"}
+            code, out, err = support.run_python("import telemetry_shim\nassert telemetry_shim.start()\n" + program, env=env)
+            self.assertEqual((0, ""), (code, err))
+            conns = agent.wait_for(2)
+        result = json.loads(out)
+        # The parent's first ones were detailed (in Python), the rest counted in C; the child starts again.
+        # Past the site's detailed ones, counted in C in both processes.
+        self.assertGreaterEqual(result["parent_counted"], 290)
+        self.assertGreaterEqual(result["counted"], 290)
+        self.assertEqual(1, result["sites"])  # the child's site, learnt again after the parent's was cleared
+        child = next(conn for conn in conns if conn.hello["pid"] == result["pid"])
+        closed = sum(tally["count"] for tally in child.tallies if tally["type_name"] == "builtins.GeneratorExit")
+        closed += sum(1 for record in child.exception_records if record["detail"]["type_name"] == "builtins.GeneratorExit")
+        self.assertEqual(300, closed)
 
 
 @NEEDS_NATIVE

@@ -319,6 +319,8 @@ class FlightTable:
     `dirty_sites`, and concludes quiet flights through conclude()."""
 
     def __init__(self, codes, threads, failures, lines, reader):
+        # inflight, pending_by_ident, the three *_points dicts and dirty_sites are held by the C callbacks
+        # (_native.ExceptionCallbacks): cleared in place, never rebound.
         self.inflight = {}  # id(exc) -> Flight
         self.pending_by_ident = {}  # ident -> [Flight] handled, to conclude lazily (owner thread only)
         self.sites = {}  # (id(type), code key, line) -> Site
@@ -930,16 +932,14 @@ class FlightTable:
         return flight
 
     def reset_after_fork(self):
-        """In a fork child: the parent's flights and counts are not this process's."""
-        self.inflight = {}
-        self.pending_by_ident = {}
+        """In a fork child: the parent's flights and counts are not this process's. The containers the C
+        callbacks read (_native.ExceptionCallbacks) are cleared in place, never rebound."""
+        for container in (self.inflight, self.pending_by_ident, self.swallow_points, self.closed_points,
+                          self.empty_handler_points, self.dirty_sites):
+            container.clear()
         self.sites = {}
         self.raise_points = {}
-        self.swallow_points = {}
-        self.closed_points = {}
-        self.empty_handler_points = {}
         self.overflow_site = Site(None, 0, 0)
-        self.dirty_sites = []
         self.finished = []
 
 
