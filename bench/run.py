@@ -575,6 +575,10 @@ STARTUP_PHASE_VARIANTS = (
 )
 
 
+# Normal runs that give the shim's own start (CPU time, which varies more than the instruction counts).
+STARTUP_CPU_RUNS = 9
+
+
 def measure_startup_phase(runner, temp):
     """What recording the start-up phase costs, in instructions, on the start-up workload (imports, then json.dumps
     once ready): burst and exceptions mode each without the phase, with it, and with a ready-on function (the mode's
@@ -597,7 +601,7 @@ def measure_startup_phase(runner, temp):
                                                                   slowdown, env)[0]
         print("startup phase: %s done" % mode, file=sys.stderr)
     shim_start_cpu_ms = []
-    for attempt in range(5):
+    for attempt in range(STARTUP_CPU_RUNS):
         service = "startup-phase.cpu.%d" % attempt
         runner.run("exceptions", script, service)
         with open(os.path.join(runner.outputs_of(service), "startup.json")) as source:
