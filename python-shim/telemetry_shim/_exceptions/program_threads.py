@@ -58,7 +58,7 @@ import opcode
 from opcode import opmap  # what dis.opmap is, without importing dis at every start-up
 from _thread import get_ident
 from time import perf_counter_ns
-from weakref import ref
+from _weakref import ref  # weakref.ref itself: see _tables
 
 from .. import _wire
 from .._tables import AtomicCounter, identity
