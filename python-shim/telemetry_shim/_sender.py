@@ -7,7 +7,6 @@ retried with backoff; each new connection starts with a fresh HELLO, every defin
 and a new recorder generation so that every thread is re-seeded (the agent starts a new session).
 """
 
-import _socket  # socket.py would import enum, selectors and more at every start: the C module does it all
 import _thread
 import os
 from array import array
@@ -16,7 +15,6 @@ from time import monotonic, perf_counter_ns, sleep, thread_time_ns
 
 from . import _wire
 from ._tables import current_frames
-from ._windows import BurstWindows, calibrate_event_cost
 
 CONNECT_TIMEOUT_S = 1.0
 # An agent that takes no byte for this long is stalled: the connection is given up. It bounds each
@@ -43,9 +41,20 @@ _RUNNING = 0
 _PAUSE_REQUESTED = 1
 _LEFT = 2  # the thread left; a new one is owed (restart_after_fork)
 _FINISHED = 3
+# The C socket module (socket.py would import enum, selectors and more: the C module does it all),
+# imported by the sender thread when it first connects (_import_socket), not in the program's start.
+_socket = None
 # A write to a connection the agent closed must fail with EPIPE, never raise SIGPIPE: a program
-# that restored SIG_DFL for it (common in CLI tools) would be killed by our write.
-SEND_FLAGS = getattr(_socket, "MSG_NOSIGNAL", 0)
+# that restored SIG_DFL for it (common in CLI tools) would be killed by our write. Set with _socket.
+SEND_FLAGS = 0
+
+
+def _import_socket():
+    global _socket, SEND_FLAGS
+    import _socket as module
+
+    SEND_FLAGS = getattr(module, "MSG_NOSIGNAL", 0)
+    _socket = module
 
 
 class Sender:
@@ -107,7 +116,11 @@ class Sender:
         self.event_cost_ns = 0  # calibrated by the thread when it starts
         self.cpu_ns = 0
         self._cpu_mark = 0
-        self.windows = BurstWindows(recorder, settings, self.started_ns) if recorder.burst else None
+        self.windows = None  # burst mode's schedule: _windows is imported in that mode only
+        if recorder.burst:
+            from ._windows import BurstWindows
+
+            self.windows = BurstWindows(recorder, settings, self.started_ns)
         self.startup = None  # the start-up phase (_startup.StartupRecorder), when it is recorded
         self._startup_unsent = {}  # Stats fields of the start-up phase not yet sent on this connection
 
@@ -141,6 +154,8 @@ class Sender:
         left_for_fork = False
         try:
             if self.recorder.calls and not self.event_cost_ns:
+                from ._windows import calibrate_event_cost
+
                 self.event_cost_ns = calibrate_event_cost(self.recorder)
             windows = self.windows
             idle_interval = self._burst_idle_interval_s if windows is not None else self.flush_interval_s
@@ -418,6 +433,8 @@ class Sender:
 
     def _connect(self):
         sock = None
+        if _socket is None:
+            _import_socket()
         try:
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT_S)
