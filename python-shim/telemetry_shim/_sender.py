@@ -9,7 +9,6 @@ and a new recorder generation so that every thread is re-seeded (the agent start
 
 import _thread
 import os
-from array import array
 import threading
 from time import monotonic, perf_counter_ns, sleep, thread_time_ns
 
@@ -554,6 +553,8 @@ class PythonOutbox:
 
     def add_records(self):
         if self._staged:
+            from array import array  # here, on the sender thread, not in the program's start-up
+
             frames, _ = _wire.encode_events_frames(array("Q", self._staged), max_records=self._max_records)
             self._frames.extend(frames)
             self._staged = []

@@ -5,9 +5,8 @@ Messages are given as dicts keyed by .proto field names; proto3 rules apply (fie
 their default are not written, repeated elements always are). Nothing here touches a socket.
 """
 
-import struct
+import _struct as struct  # struct.py only re-exports it (and costs its own import at start)
 import sys
-from array import array
 
 MAGIC = b"TAPY"
 PROTOCOL_VERSION = 1
@@ -309,6 +308,8 @@ def encode_events_frames(records, start=0, stop=None, max_records=MAX_RECORDS_PE
     Returns (list of frames, number of records). Each frame carries at most `max_records`
     records (65536: 1 MiB); encoding a frame is one tobytes() of a slice.
     """
+    if records.itemsize != 8:
+        raise ValueError("records must be an array('Q') of 64-bit items")
     if stop is None:
         stop = len(records)
     if (stop - start) % 2:
@@ -332,4 +333,3 @@ def records_in_events_frame(frame):
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
-assert array("Q").itemsize == 8, "array('Q') must be 64-bit"
