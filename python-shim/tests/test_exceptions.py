@@ -919,5 +919,22 @@ class ModeTests(unittest.TestCase):
         self.assertEqual("False False\nTrue True True asyncio.base_events False\n", run.stdout)
 
 
+
+class OpcodeTableTests(unittest.TestCase):
+    def test_the_known_bytecode_formats_say_what_opcode_says(self):
+        # program_threads has the opcodes of 3.12 and 3.13 by bytecode format, so that the start imports no opcode.py.
+        import importlib.util
+        import opcode
+
+        magic = int.from_bytes(importlib.util.MAGIC_NUMBER[:2], "little")
+        self.assertEqual(magic, program_threads._bytecode_magic())
+        if sys.version_info[:2] in ((3, 12), (3, 13)):
+            self.assertIn(magic, program_threads._KNOWN_OPCODES)
+        known, caches = program_threads._KNOWN_OPCODES.get(magic, program_threads._opcode_tables())
+        self.assertEqual({name: opcode.opmap[name] for name in program_threads._OPCODE_NAMES}, known)
+        self.assertEqual(program_threads._inline_caches(opcode), caches)
+        self.assertEqual((known, caches), (program_threads._OPCODES, program_threads._INLINE_CACHES))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -54,8 +54,6 @@ else (a new raise point, a detailed exception, the tables full) goes to _new_fli
 
 import sys
 import threading
-import opcode
-from opcode import opmap  # what dis.opmap is, without importing dis at every start-up
 from _thread import get_ident
 from time import perf_counter_ns
 from _weakref import ref  # weakref.ref itself: see _tables
@@ -167,9 +165,62 @@ class Flight:
 
 _new_object = object.__new__
 
+# The opcodes read here, and the CACHE entries that follow each opcode in co_code (3.12 and 3.13), as the
+# module `opcode` gives them, by bytecode format (the magic number of .pyc files, the same in every release of a
+# minor version): importing opcode.py (what dis.opmap is) and _opcode costs about 1 ms of every start.
+# Another format takes them from `opcode` (tests/test_exceptions checks these against it).
+_OPCODE_NAMES = ("FOR_ITER", "SEND", "YIELD_VALUE", "PUSH_EXC_INFO", "LOAD_GLOBAL", "BUILD_TUPLE", "CHECK_EXC_MATCH",
+                 "POP_JUMP_IF_FALSE", "POP_TOP", "POP_EXCEPT", "NOP", "EXTENDED_ARG")
+_KNOWN_OPCODES = {
+    3531: (  # 3.12
+        dict(FOR_ITER=93, SEND=123, YIELD_VALUE=150, PUSH_EXC_INFO=35, LOAD_GLOBAL=116, BUILD_TUPLE=102,
+             CHECK_EXC_MATCH=36, POP_JUMP_IF_FALSE=114, POP_TOP=1, POP_EXCEPT=89, NOP=9, EXTENDED_ARG=144),
+        {25: 1, 60: 1, 92: 1, 93: 1, 95: 4, 106: 9, 107: 1, 116: 4, 122: 1, 123: 1, 141: 1, 171: 3},
+    ),
+    3571: (  # 3.13
+        dict(FOR_ITER=72, SEND=104, YIELD_VALUE=118, PUSH_EXC_INFO=33, LOAD_GLOBAL=91, BUILD_TUPLE=52,
+             CHECK_EXC_MATCH=7, POP_JUMP_IF_FALSE=97, POP_TOP=32, POP_EXCEPT=31, NOP=30, EXTENDED_ARG=71),
+        {5: 1, 39: 1, 40: 3, 45: 1, 53: 3, 58: 1, 59: 1, 72: 1, 77: 1, 82: 9, 91: 4, 93: 1, 97: 1, 98: 1, 99: 1,
+         100: 1, 104: 1, 108: 4, 117: 1},
+    ),
+}
+
+
+def _bytecode_magic():
+    """The magic number of this interpreter's bytecode (importlib.util.MAGIC_NUMBER), or None."""
+    bootstrap = sys.modules.get("_frozen_importlib_external")
+    magic = getattr(bootstrap, "MAGIC_NUMBER", None)
+    return int.from_bytes(magic[:2], "little") if isinstance(magic, bytes) and len(magic) >= 2 else None
+
+
+def _opcode_tables():
+    """({name: opcode} of _OPCODE_NAMES, the CACHE entries by opcode or None), from `opcode` itself unless the
+    bytecode format is one of _KNOWN_OPCODES."""
+    known = _KNOWN_OPCODES.get(_bytecode_magic())
+    if known is not None:
+        return known
+    import opcode
+
+    return {name: opcode.opmap[name] for name in _OPCODE_NAMES}, _inline_caches(opcode)
+
+
+def _inline_caches(opcode):
+    """opcode -> the CACHE entries that follow it in co_code: a list by opcode on 3.12, a dict by name on
+    3.13 (opcode._inline_cache_entries, private). None when neither: no handler is recognised then."""
+    opmap = opcode.opmap
+    entries = getattr(opcode, "_inline_cache_entries", None)
+    if isinstance(entries, dict):
+        return {opmap[name]: count for name, count in entries.items() if name in opmap and count}
+    if isinstance(entries, list):
+        return {op: count for op, count in enumerate(entries) if count}
+    return None
+
+
+_OPCODES, _INLINE_CACHES = _opcode_tables()
+
 # Instructions that end a StopIteration in C right after its RAISE event in their frame.
-SWALLOWS_STOP_ITERATION = frozenset(opmap[name] for name in ("FOR_ITER", "SEND"))
-_YIELD_VALUE = opmap["YIELD_VALUE"]
+SWALLOWS_STOP_ITERATION = frozenset(_OPCODES[name] for name in ("FOR_ITER", "SEND"))
+_YIELD_VALUE = _OPCODES["YIELD_VALUE"]
 
 
 def _swallows_stop_iteration(code, offset):
@@ -185,22 +236,9 @@ def _swallows_stop_iteration(code, offset):
 # RAISE. Other versions compile handlers differently: none is recognised there.
 _HANDLER_OPCODES = sys.version_info[:2] in ((3, 12), (3, 13))
 _PUSH_EXC_INFO, _LOAD_GLOBAL, _BUILD_TUPLE, _CHECK_EXC_MATCH, _POP_JUMP_IF_FALSE, _POP_TOP, _POP_EXCEPT, _NOP, \
-    _EXTENDED_ARG = (opmap[name] for name in ("PUSH_EXC_INFO", "LOAD_GLOBAL", "BUILD_TUPLE", "CHECK_EXC_MATCH",
-                                              "POP_JUMP_IF_FALSE", "POP_TOP", "POP_EXCEPT", "NOP", "EXTENDED_ARG"))
-
-
-def _inline_caches():
-    """opcode -> the CACHE entries that follow it in co_code: a list by opcode on 3.12, a dict by name on
-    3.13 (opcode._inline_cache_entries, private). None when neither: no handler is recognised then."""
-    entries = getattr(opcode, "_inline_cache_entries", None)
-    if isinstance(entries, dict):
-        return {opmap[name]: count for name, count in entries.items() if name in opmap and count}
-    if isinstance(entries, list):
-        return {op: count for op, count in enumerate(entries) if count}
-    return None
-
-
-_CACHE_ENTRIES = _inline_caches() if _HANDLER_OPCODES else None
+    _EXTENDED_ARG = (_OPCODES[name] for name in ("PUSH_EXC_INFO", "LOAD_GLOBAL", "BUILD_TUPLE", "CHECK_EXC_MATCH",
+                                                 "POP_JUMP_IF_FALSE", "POP_TOP", "POP_EXCEPT", "NOP", "EXTENDED_ARG"))
+_CACHE_ENTRIES = _INLINE_CACHES if _HANDLER_OPCODES else None
 
 
 def _varint(table, at):
