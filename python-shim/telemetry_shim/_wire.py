@@ -5,12 +5,11 @@ Messages are given as dicts keyed by .proto field names; proto3 rules apply (fie
 their default are not written, repeated elements always are). Nothing here touches a socket.
 """
 
-import _struct as struct  # struct.py only re-exports it (and costs its own import at start)
 import sys
 
 MAGIC = b"TAPY"
 PROTOCOL_VERSION = 1
-PREAMBLE = MAGIC + struct.pack("<HH", PROTOCOL_VERSION, 0)
+PREAMBLE = MAGIC + PROTOCOL_VERSION.to_bytes(2, "little") + bytes(2)  # "<HH": version, flags 0
 
 FRAME_HELLO = 1
 FRAME_DEFINITIONS = 2
@@ -18,7 +17,7 @@ FRAME_EVENTS = 3
 FRAME_STATS = 4
 FRAME_GOODBYE = 5
 FRAME_EXCEPTIONS = 6
-FRAME_HEADER = struct.Struct("<BI")
+FRAME_HEADER_SIZE = 5  # "<BI": frame type, payload length (frame_header)
 MAX_FRAME_PAYLOAD = 1 << 20
 RECORD_SIZE = 16
 MAX_RECORDS_PER_FRAME = MAX_FRAME_PAYLOAD // RECORD_SIZE
@@ -246,11 +245,17 @@ def encode_message(name, fields):
     return bytes(out)
 
 
+def frame_header(frame_type, length):
+    """A frame's header, little-endian: u8 type, u32 payload length (struct "<BI", without importing _struct at
+    every start)."""
+    return bytes((frame_type,)) + length.to_bytes(4, "little")
+
+
 def encode_frame(frame_type, payload):
     """Frame header + payload. The payload must fit the protocol's limit."""
     if len(payload) > MAX_FRAME_PAYLOAD:
         raise ValueError("frame payload of %d bytes exceeds %d" % (len(payload), MAX_FRAME_PAYLOAD))
-    return FRAME_HEADER.pack(frame_type, len(payload)) + payload
+    return frame_header(frame_type, len(payload)) + payload
 
 
 def encode_definitions_frames(codes, threads):
@@ -321,7 +326,7 @@ def encode_events_frames(records, start=0, stop=None, max_records=MAX_RECORDS_PE
         if _BIG_ENDIAN:
             piece.byteswap()
         payload = piece.tobytes()
-        frames.append(FRAME_HEADER.pack(FRAME_EVENTS, len(payload)) + payload)
+        frames.append(frame_header(FRAME_EVENTS, len(payload)) + payload)
     return frames, (stop - start) // 2
 
 
@@ -329,7 +334,7 @@ def records_in_events_frame(frame):
     """The number of records an encoded frame carries: 0 for any frame but EVENTS."""
     if frame[0] != FRAME_EVENTS:
         return 0
-    return (len(frame) - FRAME_HEADER.size) // RECORD_SIZE
+    return (len(frame) - FRAME_HEADER_SIZE) // RECORD_SIZE
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
