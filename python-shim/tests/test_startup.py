@@ -42,6 +42,35 @@ def top_level_imports(imports):
     return {entry["module"]: entry["end_ns"] - entry["start_ns"] for entry in imports if entry["parent"] == 0}
 
 
+# Standard modules a program may never import itself that the shim's start() must not import (each would add to
+# every start); the sender thread imports _socket and array later, on its own.
+NOT_IMPORTED_BY_START = ("dis", "inspect", "json", "re", "dataclasses", "enum", "typing", "traceback", "logging",
+                         "weakref", "struct", "_struct", "opcode", "_opcode", "socket", "selectors", "argparse",
+                         "sysconfig", "fnmatch", "tokenize", "linecache", "importlib.util")
+
+
+class ShimStartImportsTest(support.TempDirTestCase):
+    def test_start_imports_no_heavy_standard_module(self):
+        program = textwrap.dedent("""
+            import sys
+            before = set(sys.modules)
+            import telemetry_shim
+            started = telemetry_shim.start(sys.argv[1], mode=sys.argv[2])
+            print(started, " ".join(sorted(set(sys.modules) - before)))
+            telemetry_shim.stop(0)
+            """)
+        for mode in ("full", "burst", "exceptions"):
+            with self.subTest(mode=mode):
+                code, out, err = support.run_python(["-c", program, os.path.join(self.tmp, "absent.sock"), mode])
+                self.assertEqual(0, code, err)
+                started, _, imported = out.strip().partition(" ")
+                self.assertEqual("True", started, err)
+                imported = set(imported.split())
+                self.assertIn("telemetry_shim._monitor", imported)
+                self.assertEqual([], sorted(imported.intersection(NOT_IMPORTED_BY_START)))
+                self.assertEqual(mode == "burst", "telemetry_shim._windows" in imported)
+
+
 class StartupTestCase(support.TempDirTestCase):
     def run_under_shim(self, source, *runner_args, env=None, name="app.py", interpreter_args=()):
         script = self.write(name, source)
