@@ -7,6 +7,7 @@ retried with backoff; each new connection starts with a fresh HELLO, every defin
 and a new recorder generation so that every thread is re-seeded (the agent starts a new session).
 """
 
+import _socket  # socket.py would import enum, selectors and more at every start: the C module does it all
 import _thread
 import os
 import threading
@@ -40,20 +41,9 @@ _RUNNING = 0
 _PAUSE_REQUESTED = 1
 _LEFT = 2  # the thread left; a new one is owed (restart_after_fork)
 _FINISHED = 3
-# The C socket module (socket.py would import enum, selectors and more: the C module does it all),
-# imported by the sender thread when it first connects (_import_socket), not in the program's start.
-_socket = None
 # A write to a connection the agent closed must fail with EPIPE, never raise SIGPIPE: a program
-# that restored SIG_DFL for it (common in CLI tools) would be killed by our write. Set with _socket.
-SEND_FLAGS = 0
-
-
-def _import_socket():
-    global _socket, SEND_FLAGS
-    import _socket as module
-
-    SEND_FLAGS = getattr(module, "MSG_NOSIGNAL", 0)
-    _socket = module
+# that restored SIG_DFL for it (common in CLI tools) would be killed by our write.
+SEND_FLAGS = getattr(_socket, "MSG_NOSIGNAL", 0)
 
 
 class Sender:
@@ -115,11 +105,17 @@ class Sender:
         self.event_cost_ns = 0  # calibrated by the thread when it starts
         self.cpu_ns = 0
         self._cpu_mark = 0
-        self.windows = None  # burst mode's schedule: _windows is imported in that mode only
-        if recorder.burst:
-            from ._windows import BurstWindows
+        # Burst mode's schedule, and the calibration of one call event (modes that record calls): _windows is
+        # imported here, at start, by those modes only: not by the sender thread while the program starts, where
+        # its imports would interleave with the program's (-X importtime would nest them wrongly).
+        self.windows = None
+        self._calibrate_event_cost = None
+        if recorder.calls or recorder.burst:
+            from ._windows import BurstWindows, calibrate_event_cost
 
-            self.windows = BurstWindows(recorder, settings, self.started_ns)
+            self._calibrate_event_cost = calibrate_event_cost
+            if recorder.burst:
+                self.windows = BurstWindows(recorder, settings, self.started_ns)
         self.startup = None  # the start-up phase (_startup.StartupRecorder), when it is recorded
         self._startup_unsent = {}  # Stats fields of the start-up phase not yet sent on this connection
 
@@ -153,9 +149,7 @@ class Sender:
         left_for_fork = False
         try:
             if self.recorder.calls and not self.event_cost_ns:
-                from ._windows import calibrate_event_cost
-
-                self.event_cost_ns = calibrate_event_cost(self.recorder)
+                self.event_cost_ns = self._calibrate_event_cost(self.recorder)
             windows = self.windows
             idle_interval = self._burst_idle_interval_s if windows is not None else self.flush_interval_s
             while self._stop_reason is None:
@@ -432,8 +426,6 @@ class Sender:
 
     def _connect(self):
         sock = None
-        if _socket is None:
-            _import_socket()
         try:
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT_S)
@@ -537,9 +529,12 @@ class PythonOutbox:
     _native.Outbox. send() takes the socket; the socket's timeout bounds each send(): the agent
     must take some bytes within it."""
 
-    __slots__ = ("_max_records", "_staged", "_frames")
+    __slots__ = ("_max_records", "_staged", "_frames", "_array")
 
     def __init__(self, max_records_per_frame=_wire.MAX_RECORDS_PER_FRAME):
+        from array import array  # with the Python callbacks only: the C ones have an outbox of their own
+
+        self._array = array
         self._max_records = max_records_per_frame
         self._staged = []
         self._frames = []
@@ -553,9 +548,7 @@ class PythonOutbox:
 
     def add_records(self):
         if self._staged:
-            from array import array  # here, on the sender thread, not in the program's start-up
-
-            frames, _ = _wire.encode_events_frames(array("Q", self._staged), max_records=self._max_records)
+            frames, _ = _wire.encode_events_frames(self._array("Q", self._staged), max_records=self._max_records)
             self._frames.extend(frames)
             self._staged = []
 
