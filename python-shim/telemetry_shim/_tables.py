@@ -7,11 +7,11 @@ tracker: both import this module.
 """
 
 import threading
-from functools import partial, reduce
+from _functools import partial, reduce  # the objects functools has, without importing functools.py (see _monitor)
 from itertools import count
 import sys
 from sys import getrefcount
-from operator import call, is_
+from _operator import call, is_
 from _weakref import ref  # the same type as weakref.ref, without importing weakref.py at start (about 0.8 ms)
 from _thread import get_native_id
 

@@ -7,7 +7,7 @@ The top node's traceback is kept apart, as entries (code key, line, innermost fi
 frame the exception reaches adds one entry instead of reading the whole traceback again.
 """
 
-from collections import deque
+from _collections import deque  # collections.deque itself, without collections/__init__.py (see _monitor)
 
 from .. import _wire
 from .._tables import identity

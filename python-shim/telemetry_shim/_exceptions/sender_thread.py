@@ -5,7 +5,7 @@ read on the program's thread at the events (details.py); here it is only put in 
 """
 
 import sys
-from operator import attrgetter
+from _operator import attrgetter  # operator.attrgetter itself (see _monitor)
 from time import perf_counter_ns
 
 from .. import _wire
