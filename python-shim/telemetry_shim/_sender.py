@@ -82,6 +82,8 @@ class Sender:
             self._outbox = recorder.native.new_outbox(_wire.FRAME_EVENTS, _wire.MAX_RECORDS_PER_FRAME)
         else:
             self._outbox = PythonOutbox()
+            if recorder.calls:
+                import array  # noqa: F401  for its call records: now, not on the sender thread while the program starts
         self._fresh_generation = True  # no record of this generation went anywhere but here
         self._retired_buffer = None
         self._next_connect_at = 0.0
@@ -529,12 +531,9 @@ class PythonOutbox:
     _native.Outbox. send() takes the socket; the socket's timeout bounds each send(): the agent
     must take some bytes within it."""
 
-    __slots__ = ("_max_records", "_staged", "_frames", "_array")
+    __slots__ = ("_max_records", "_staged", "_frames")
 
     def __init__(self, max_records_per_frame=_wire.MAX_RECORDS_PER_FRAME):
-        from array import array  # with the Python callbacks only: the C ones have an outbox of their own
-
-        self._array = array
         self._max_records = max_records_per_frame
         self._staged = []
         self._frames = []
@@ -548,7 +547,9 @@ class PythonOutbox:
 
     def add_records(self):
         if self._staged:
-            frames, _ = _wire.encode_events_frames(self._array("Q", self._staged), max_records=self._max_records)
+            from array import array  # imported at start by a Sender whose recorder records calls
+
+            frames, _ = _wire.encode_events_frames(array("Q", self._staged), max_records=self._max_records)
             self._frames.extend(frames)
             self._staged = []
 
