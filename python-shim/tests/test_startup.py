@@ -382,6 +382,30 @@ class EveryLambdaInvocationTest(StartupTestCase):
         lambda_handlers.handle("b")
     """)
 
+    def run_gated(self, agent, mode, script, gate, env, while_blocked):
+        """Runs `script gate` under the shim in `mode`, and `while_blocked(conn, wait_until)` while it waits on its
+        gate files (as a Lambda runtime waits for its next event); `wait_until(condition)` returns once the
+        condition holds, the program has ended or 60 s have passed. Returns the connection once the program ended
+        well."""
+        process = support.start_python(["-m", "telemetry_shim", "--socket", agent.path, "--mode", mode, script, gate],
+                                       env=env, cwd=self.tmp)
+
+        def wait_until(condition):
+            deadline = time.monotonic() + 60
+            while not condition() and process.poll() is None and time.monotonic() < deadline:
+                threading.Event().wait(0.01)
+
+        try:
+            conn = agent.wait_for_accepted(1)[0]
+            while_blocked(conn, wait_until)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        self.assertEqual(0, process.returncode, err)
+        return conn
+
     def test_each_call_is_counted_when_it_ends_even_one_that_raised(self):
         self.write("lambda_handlers.py", textwrap.dedent("""
             def handle(event, context=None):
@@ -398,24 +422,15 @@ class EveryLambdaInvocationTest(StartupTestCase):
         for mode in ("exceptions", "burst", "full"):
             with self.subTest(mode=mode), support.RecordingAgent() as agent:
                 gate = os.path.join(self.tmp, "gate-" + mode)
-                process = support.start_python(["-m", "telemetry_shim", "--socket", agent.path, "--mode", mode, script, gate],
-                                               env=env, cwd=self.tmp)
-                try:
-                    conn = agent.wait_for_accepted(1)[0]
-                    deadline = time.monotonic() + 30
-                    while (conn.stats or {}).get("invocations_ended", 0) < 2 and time.monotonic() < deadline:
-                        if process.poll() is not None:
-                            break
-                        threading.Event().wait(0.01)
-                    seen = (conn.stats or {}).get("invocations_ended", 0)
+                seen = []
+
+                def while_blocked(conn, wait_until):
+                    wait_until(lambda: (conn.stats or {}).get("invocations_ended", 0) >= 2)
+                    seen.append((conn.stats or {}).get("invocations_ended", 0))
                     open(gate, "w").close()
-                    _, err = process.communicate(timeout=60)
-                finally:
-                    if process.poll() is None:
-                        process.kill()
-                        process.communicate()
-                self.assertEqual(0, process.returncode, err)
-                self.assertEqual(2, seen, "the STATS while the program waited, after a call that returned and one that raised")
+
+                self.run_gated(agent, mode, script, gate, env, while_blocked)
+                self.assertEqual([2], seen, "the STATS while the program waited, after a call that returned and one that raised")
                 conn = agent.wait_for(1)[0]
                 self.assertTrue(conn.hello["counts_invocations"])
                 self.assertEqual(3, conn.goodbye["final_stats"]["invocations_ended"])
@@ -465,22 +480,13 @@ class EveryLambdaInvocationTest(StartupTestCase):
         for mode in ("exceptions", "burst"):
             with self.subTest(mode=mode), support.RecordingAgent() as agent:
                 gate = os.path.join(self.tmp, "gate-" + mode)
-                process = support.start_python(["-m", "telemetry_shim", "--socket", agent.path, "--mode", mode, script, gate],
-                                               env=env, cwd=self.tmp)
-                try:
-                    conn = agent.wait_for_accepted(1)[0]
+
+                def while_blocked(conn, wait_until):
                     for ended in (1, 2):
-                        deadline = time.monotonic() + 60
-                        while (ended not in conn.exceptions_before_invocation_end and process.poll() is None
-                               and time.monotonic() < deadline):
-                            threading.Event().wait(0.01)
+                        wait_until(lambda: ended in conn.exceptions_before_invocation_end)
                         open("%s.%d" % (gate, ended), "w").close()
-                    _, err = process.communicate(timeout=60)
-                finally:
-                    if process.poll() is None:
-                        process.kill()
-                        process.communicate()
-                self.assertEqual(0, process.returncode, err)
+
+                conn = self.run_gated(agent, mode, script, gate, env, while_blocked)
                 for ended, expected in ((1, {"builtins.ValueError", "builtins.AttributeError"}),
                                         (2, {"builtins.ValueError", "builtins.AttributeError", "builtins.KeyError"})):
                     records, tallies = conn.exceptions_before_invocation_end[ended]
