@@ -73,6 +73,43 @@ print(telemetry_shim.is_active(), _testcapi.run_in_subinterp(code))
         self.assertEqual("False False True\nTrue 0\n", out)
         self.assertEqual(1, len(connections))
 
+    def test_interpreters_made_and_destroyed_on_another_thread_while_the_sender_settles_exceptions(self):
+        # The sender asks whether other interpreters may run before it reads the threads' states; asking the
+        # interpreters module's list_all() walked them without a lock on 3.12 and crashed while a thread
+        # destroyed one (CPython's test__xxinterpchannels under exceptions mode). Once that module is imported
+        # the answer is yes, with no walk.
+        try:
+            from test.support import interpreters  # noqa: F401
+        except ImportError:
+            self.skipTest("no test.support.interpreters")
+        program = self.write("churn.py", """
+import sys, threading, time
+from telemetry_shim import _tables
+print(_tables.other_interpreters_running())
+from test.support import interpreters
+print(_tables.other_interpreters_running())
+stop = threading.Event()
+def churn():
+    while not stop.is_set():
+        interpreters.create().close()
+worker = threading.Thread(target=churn)
+worker.start()
+deadline = time.monotonic() + 2
+while time.monotonic() < deadline:
+    try:
+        {}[1]  # handled: a flight the sender settles once it has been quiet
+    except KeyError:
+        pass
+    time.sleep(0.001)
+stop.set()
+worker.join()
+print("done")
+""")
+        env = dict(autostart_env("{agent}"), TELEMETRY_SHIM_MODE="exceptions")
+        (code, out, err), connections = self.run_program(env, [program])
+        self.assertEqual((0, "", "False\nTrue\ndone\n"), (code, err, out))
+        self.assertEqual(1, len(connections))
+
     def test_isolated_subinterpreters_running_beside_the_shim(self):
         # sys._current_frames() walks every interpreter's threads: on 3.12, called by the sender while
         # an isolated subinterpreter (its own GIL) runs, it corrupts memory. The sender does without.
