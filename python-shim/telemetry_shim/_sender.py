@@ -341,7 +341,8 @@ class Sender:
                 self._fresh_generation = False
             return False
         defined = self._threads_defined
-        defined.update(thread["id"] for thread in threads)
+        for thread in threads:  # no generator expression: each makes a function object, which function watchers see
+            defined.add(thread["id"])
         for info in exception_threads:
             if info.thread_id not in defined:  # e.g. no event of that thread on this connection yet
                 defined.add(info.thread_id)

@@ -644,7 +644,7 @@ class ImportTimeline:
                         self.nodes.append(node)
                     stack.append(node)
                     continue
-                if any(entry.frame == value for entry in stack):
+                if value in [entry.frame for entry in stack]:
                     self._unwind_to(stack, value, ts)
                     node = stack.pop()
                     if node.recorded:
@@ -719,7 +719,7 @@ class ImportTimeline:
     def take_reports(self, recorder, final):
         startup = None
         if not self.startup_sent and (self.ready_seen or final):
-            open_startup = any(not node.end for node in self.nodes if node.phase == 0)
+            open_startup = bool([node for node in self.nodes if node.phase == 0 and not node.end])
             if final or not open_startup:
                 self.startup_sent = True
                 ready_ns = recorder.ready_ns or perf_counter_ns()
@@ -747,6 +747,6 @@ class ImportTimeline:
                     invocations.append(self._invocation_message(invocation, recorder))
                 self.invocations.clear()
             if invocations or startup is not None:
-                self.nodes = [node for node in self.nodes if not node.end or node.phase not in
-                              (0, *(invocation["number"] for invocation in invocations))]
+                done = {0, *[invocation["number"] for invocation in invocations]}
+                self.nodes = [node for node in self.nodes if not node.end or node.phase not in done]
         return startup, invocations

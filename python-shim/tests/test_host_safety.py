@@ -283,3 +283,58 @@ class ShutdownTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FunctionWatcherTest(unittest.TestCase):
+    """A function watcher (PyFunction_AddWatcher; CPython's test_capi has one) sees every function object the
+    process makes, on any thread: once connected, the shim's callbacks and its sender thread's ticks make none,
+    so a program's watcher sees only the program's own (a generator expression or a lambda is a function object;
+    an inlined comprehension is not)."""
+
+    def test_the_shim_makes_no_function_object_while_it_records(self):
+        try:
+            import _testcapi
+        except ImportError:
+            self.skipTest("no _testcapi")
+        if not hasattr(_testcapi, "add_func_watcher"):
+            self.skipTest("no function watchers")
+        program = textwrap.dedent("""
+            import _testcapi, sys, telemetry_shim
+            from telemetry_shim import _control
+            assert telemetry_shim.start()
+            sender = _control._shim.sender
+            while not sender.frames_sent:  # connected: its HELLO (once) reads the container's identity, not watched here
+                sender._wake_up()
+            made = []
+
+            def watch(*event):  # (event, function, new value), in the order _testcapi passes them
+                for item in event:
+                    if type(item) is type(watch):
+                        made.append("%s %s" % (item.__module__, item.__qualname__))
+
+            watcher = _testcapi.add_func_watcher(watch)
+
+            def fail(n):
+                raise ValueError("refused", n)  # details read at each detailed exception
+
+            def work(n):
+                try:
+                    fail(n)
+                except ValueError:
+                    pass
+                exec(compile("def fresh(): return %d" % n, "<fresh>", "exec"), {})  # a new code object
+
+            for n in range(50):
+                work(n)
+            # The sender's ticks: a STATS frame (with the start-up phase's report) and the exceptions' records.
+            before = sender.frames_sent
+            while sender.frames_sent < before + 3:
+                sender._wake_up()
+            _testcapi.clear_func_watcher(watcher)
+            print(sorted({name for name in made if name.startswith("telemetry_shim")}))
+        """)
+        for mode in ("exceptions", "full"):
+            with self.subTest(mode=mode), support.RecordingAgent() as agent:
+                code, out, err = support.run_python(program, env={"TELEMETRY_AGENT_SOCKET": agent.path,
+                                                                  "TELEMETRY_SHIM_MODE": mode})
+                self.assertEqual((0, "", "[]\n"), (code, err, out))

@@ -76,10 +76,10 @@ def safe_message(exc):
         # Its __str__ formats only its message and how many members it has.
         if type(_get_group_message(exc)) is not str:
             return "", _wire.MESSAGE_UNAVAILABLE
-    elif not all(_is_plain(arg) for arg in _get_args(exc)):
+    elif not all(map(_is_plain, _get_args(exc))):  # map, not a generator expression: no function object made
         return "", _wire.MESSAGE_UNAVAILABLE
     for base, getters in _STR_FIELDS:
-        if issubclass(cls, base) and not all(_is_plain(get(exc)) for get in getters):
+        if issubclass(cls, base) and not all([_is_plain(get(exc)) for get in getters]):
             return "", _wire.MESSAGE_UNAVAILABLE
     try:
         text = slot(exc)
