@@ -909,14 +909,36 @@ class ModeTests(unittest.TestCase):
             sys.unraisablehook = mine
             assert telemetry_shim.start()
             time_to_hook = asyncio.BaseEventLoop.call_exception_handler
-            print(sys.excepthook is sys.__excepthook__, sys.unraisablehook is mine)
+            # Chained in front of each; an identity test against the interpreter's own hook answers as before:
+            # not replaced for excepthook, replaced (by the program) for unraisablehook.
+            print(sys.excepthook is sys.__excepthook__, sys.unraisablehook is mine,
+                  sys.unraisablehook is sys.__unraisablehook__)
             telemetry_shim.stop()
             print(sys.excepthook is sys.__excepthook__, threading.excepthook is threading.__excepthook__,
                   sys.unraisablehook is mine,
                   asyncio.BaseEventLoop.call_exception_handler.__module__, hasattr(
                       asyncio.BaseEventLoop.call_exception_handler, "__wrapped__"))
             """, prelude="")
-        self.assertEqual("False False\nTrue True True asyncio.base_events False\n", run.stdout)
+        self.assertEqual("True False False\nTrue True True asyncio.base_events False\n", run.stdout)
+
+    def test_the_interactive_console_prints_what_it_prints_without_the_shim(self):
+        # code.InteractiveInterpreter.showtraceback leaves its own frame out only when sys.excepthook is the
+        # interpreter's own (CPython's test_code_module).
+        program = textwrap.dedent("""
+            import code, io, sys
+            console = code.InteractiveConsole()
+            out = io.StringIO()
+            sys.stderr, stderr = out, sys.stderr
+            console.runsource("raise ValueError('refused') from KeyError('order')")
+            console.runsource("try:\\n    ham\\nexcept NameError:\\n    eggs")
+            sys.stderr = stderr
+            print(out.getvalue())
+            """)
+        code, out, err = support.run_python(program)
+        self.assertEqual((0, ""), (code, err))
+        self.assertIn('File "<input>", line 1, in <module>', out)
+        self.assertNotIn("runcode", out)
+        self.assertEqual(out, ExceptionRun(self, program).stdout)
 
 
 

@@ -20,6 +20,7 @@ class EscapeHooks:
         self.active = False  # installed and not uninstalled: an inactive hook only passes through
         self._flights = flights
         self._previous = {}
+        self._originals = {}  # hook name -> the interpreter's own hook, whose original name now names ours
         self._asyncio_loop_class = None
         self._asyncio_original = None
         self._asyncio_wrapper = None
@@ -58,7 +59,11 @@ class EscapeHooks:
 
     def install(self):
         """Chains our hooks in front of those installed now; each calls the previous one with
-        the same arguments, so the program sees and prints exactly what it would without us."""
+        the same arguments, so the program sees and prints exactly what it would without us.
+        Where the hook installed now is the interpreter's own (sys.__excepthook__ and the like),
+        that original name is given ours too: programs test `sys.excepthook is
+        sys.__excepthook__` to learn whether anyone replaced the hook (code.InteractiveConsole
+        then prints a shorter traceback), and the answer stays what it was."""
         self.active = True
         for name, hook in self._hooks.items():
             owner, attribute = _owner_and_attribute(name)
@@ -66,16 +71,32 @@ class EscapeHooks:
             if current is hook:
                 continue
             self._previous[name] = current
+            # Named as the hook it wraps (functools.wraps's attributes), as the asyncio wrapper below: a test
+            # of the module's __all__, or a program that reports which hook is set, sees the same names.
+            for field in ("__module__", "__name__", "__qualname__", "__doc__"):
+                try:
+                    setattr(hook, field, getattr(current, field))
+                except (AttributeError, TypeError):
+                    pass
+            hook.__wrapped__ = current
             setattr(owner, attribute, hook)
+            original = "__%s__" % attribute
+            if getattr(owner, original, None) is current:
+                self._originals[name] = current
+                setattr(owner, original, hook)
 
     def uninstall(self):
-        """Restores each hook that is still ours; one the program replaced since stays as it is
-        (ours, left in its chain, then only passes through)."""
+        """Restores each hook that is still ours, and each original name that still names ours;
+        one the program replaced since stays as it is (ours, left in its chain, then only passes
+        through)."""
         self.active = False
         for name, hook in self._hooks.items():
             owner, attribute = _owner_and_attribute(name)
             if getattr(owner, attribute, None) is hook and name in self._previous:
                 setattr(owner, attribute, self._previous[name])
+            original = "__%s__" % attribute
+            if name in self._originals and getattr(owner, original, None) is hook:
+                setattr(owner, original, self._originals.pop(name))
         loop_class = self._asyncio_loop_class
         if loop_class is not None:
             if loop_class.__dict__.get("call_exception_handler") is self._asyncio_wrapper:
