@@ -301,11 +301,15 @@ class Sender:
         startup = self.startup
         if startup is not None and startup.ready_ns:
             startup.find_ended_calls(current_frames)  # first: a call it ends is reported in this tick
+        # The Lambda handler's calls ended so far, read before this tick takes the records and exceptions: the
+        # STATS that counts them follows every event of those calls. A call that ends while the tick runs is
+        # counted by the next one.
+        invocations_over = startup.invocations_over() if startup is not None else 0
         tracker = recorder.exceptions
         if tracker is not None:
             # First: building the records defines the codes they use, taken just below. After a Lambda
             # handler's call has ended, its exceptions go before the STATS that says so.
-            ended_unsent = startup is not None and startup.invocations_over() != self._invocations_over_sent
+            ended_unsent = invocations_over != self._invocations_over_sent
             exception_records, tallies, exception_threads = tracker.collect(final, settle_now=ended_unsent)
         else:
             exception_records = tallies = exception_threads = ()
@@ -356,7 +360,6 @@ class Sender:
                 outbox.add_frame(frame)
         now = monotonic()
         startup_fields = self._take_startup_reports(final)
-        invocations_over = self.startup.invocations_over() if self.startup is not None else 0
         if not final and (now >= self._next_stats_at or startup_fields or invocations_over != self._invocations_over_sent):
             self._next_stats_at = now + self._stats_interval_s
             stats_frame = True
@@ -370,7 +373,7 @@ class Sender:
                 self.events_dropped_here += records - delivered
                 return False
         if stats_frame:
-            stats = dict(self.stats(), **startup_fields)
+            stats = dict(self.stats(), **startup_fields, invocations_ended=invocations_over)
             if self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", stats))]):
                 self._startup_unsent = {}
                 self._invocations_over_sent = stats.get("invocations_ended", 0)
