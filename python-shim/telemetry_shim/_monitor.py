@@ -205,10 +205,14 @@ class Recorder:
         previous = self.buffer
         buf = self.native.new_buffer() if self.native is not None else []
         keys = {}
+        # Every thread is to be announced again before the callbacks switch: a thread whose first event of
+        # the new generation ran in between (the GIL passes at any bytecode) would be left unannounced,
+        # its records sent on the new connection without its definition. One announced in the old
+        # generation meanwhile is only announced twice.
+        self.threads.new_generation()
         self._switch_defaults(buf, keys, recording=not self.burst or self.window_open)()
         self.buffer = buf
         self.thread_keys = keys
-        self.threads.new_generation()
         return previous
 
     @property

@@ -137,6 +137,46 @@ class AgentRestartTest(support.TempDirTestCase):
         self.assertEqual(len(conn.events), final["events_sent"])
 
 
+class NewGenerationTest(unittest.TestCase):
+    def test_a_thread_whose_first_event_of_a_new_generation_comes_right_after_the_switch_is_announced(self):
+        # A new connection takes a new generation (the sender holds its lock; the program's threads do not take
+        # it). The GIL may pass to a program thread right after the callbacks switch: that thread's first event
+        # of the generation seeds it there, and its definition must be queued for the new connection. Here the
+        # main thread's event runs at that point itself. (The agent-restart test failed once that way: its
+        # second connection had records of thread 1 without its definition.)
+        for native in ("on", "off"):
+            with self.subTest(native=native), support.RecordingAgent() as agent:
+                code, out, err = support.run_python(program("""
+                    import threading, telemetry_shim
+                    from telemetry_shim import _control
+                    assert telemetry_shim.start()
+                    shim = _control._shim
+                    recorder = shim.recorder
+                    def work():
+                        return 1
+                    switch_defaults = recorder._switch_defaults
+                    def switch_then_an_event(*args, **kwargs):
+                        switch = switch_defaults(*args, **kwargs)
+                        def run():
+                            switch()
+                            work()
+                        return run
+                    with shim.sender.lock:
+                        recorder.new_generation()
+                        work()  # the main thread's first event of this generation: announced in it
+                        main = recorder.threads.by_ident[threading.get_ident()].thread_id
+                        announced = main in recorder.threads._announced
+                        recorder.threads.pending_definitions.clear()
+                        recorder._switch_defaults = switch_then_an_event
+                        recorder.new_generation()
+                        recorder._switch_defaults = switch_defaults
+                        queued = [definition["id"] for definition in recorder.threads.pending_definitions]
+                    print(announced, threading.get_ident() in recorder.thread_keys, main in queued)
+                    """), env=dict(FULL, TELEMETRY_AGENT_SOCKET=agent.path, TELEMETRY_SHIM_NATIVE=native))
+                agent.wait_for(1)
+                self.assertEqual((0, "True True True\n", ""), (code, out, err))
+
+
 class StalledAgentTest(unittest.TestCase):
     def test_an_agent_that_never_reads_costs_the_program_bounded_memory_and_a_bounded_exit(self):
         with support.NeverReadingAgent() as agent:
