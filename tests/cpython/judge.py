@@ -292,6 +292,7 @@ class Exclusion:
     pattern: str  # a module (`test_monitoring`) or a test id: a glob, with {a,b} for alternatives
     modes: frozenset[str]
     reason: str
+    not_run: bool = False  # listed under NOT_RUN_HEADING: left out of every run, plain too (regrtest -i)
 
     @property
     def globs(self):
@@ -321,6 +322,9 @@ def expand_braces(pattern):
 
 
 BY_DESIGN_HEADING = "## Tests that cannot pass by design"
+# The subsection of tests that crash the process under the shim and take their whole module with them: no
+# run runs them, plain included, so that the rest of the module is judged.
+NOT_RUN_HEADING = "### Not run"
 
 
 def load_by_design(path=BY_DESIGN_DOC):
@@ -335,8 +339,13 @@ def load_by_design(path=BY_DESIGN_DOC):
     end = re.search(r"^#{1,2} ", section, re.MULTILINE)
     section = section[:end.start()] if end else section
     exclusions = []
-    rows = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
-    for row in rows:
+    not_run = False
+    for line in section.splitlines():
+        row = line.strip()
+        if row.startswith("### "):
+            not_run = row.startswith(NOT_RUN_HEADING)
+        if not row.startswith("|"):
+            continue
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip("|"))]
         if cells[0] == "test" or all(set(cell) <= set("-: ") for cell in cells):
             continue  # a table's header and its separator
@@ -347,7 +356,9 @@ def load_by_design(path=BY_DESIGN_DOC):
         if not modes <= set(MODES) or not pattern or not reason:
             raise ValueError("%s: by-design row %r: modes must be 'all' or among %s, and test and reason "
                              "must be given" % (path, row, ", ".join(MODES)))
-        exclusions.append(Exclusion(pattern, frozenset(modes), reason))
+        if not_run and modes != set(MODES):
+            raise ValueError("%s: by-design row %r: a test that is not run is not run in any mode" % (path, row))
+        exclusions.append(Exclusion(pattern, frozenset(modes), reason, not_run))
     return exclusions
 
 
@@ -533,6 +544,8 @@ def regrtest_command(python, variant, modules, options, junit_path, agent_output
         command += ["--testdir", str(options.testdir)]
     if options.use:
         command += ["-u", options.use]
+    for glob in options.not_run:
+        command += ["-i", glob]
     command += modules
     if variant.plain:
         return command
@@ -745,7 +758,8 @@ def text_report(results, exclusions, options):
     used = {id(d.exclusion) for _, _, _, bv in results for _, _, diffs in bv.values() for d in diffs.values()}
     used |= {id(c.exclusion) for _, _, _, bv in results for _, _, diffs in bv.values() for d in diffs.values()
              for c in d.excluded}
-    unused = [e for e in exclusions if id(e) not in used and any(e.concerns(m) for m in run_modules)]
+    unused = [e for e in exclusions
+              if id(e) not in used and not e.not_run and any(e.concerns(m) for m in run_modules)]
     if unused and results:
         out.append("")
         out.append("By-design entries that matched no difference in this run (remove them if they pass now):")
@@ -871,6 +885,7 @@ def main(argv=None):
     echo = lambda text: print(text, flush=True)  # noqa: E731
     try:
         exclusions = load_by_design(options.by_design)
+        options.not_run = [glob for e in exclusions if e.not_run for glob in e.globs]
         if any(not v.plain for v in options.variants):
             if not options.agent_dll.is_file():
                 raise RuntimeError("no agent at %s: build it first (dotnet build TelemetryAgent.sln -c Release) "

@@ -340,19 +340,26 @@ class ByDesignListTests(unittest.TestCase):
             | --- | --- | --- |
             | `test_gc` | exceptions | frames |
 
+            ### Not run: they crash
+
+            | test | modes | reason |
+            | --- | --- | --- |
+            | `test_capi.T.{test_a,test_b}` | all | aborts |
+
             ## Figures
             | a | b | c |
             """))
         exclusions = judge.load_by_design(path)
-        self.assertEqual([(e.pattern, sorted(e.modes), e.reason) for e in exclusions], [
-            ("test.test_monitoring.{A,B}.*", sorted(judge.MODES), "claims tool ids | checks them"),
-            ("test_sys", ["burst", "full"], "counts calls"), ("test_gc", ["exceptions"], "frames")])
+        self.assertEqual([(e.pattern, sorted(e.modes), e.reason, e.not_run) for e in exclusions], [
+            ("test.test_monitoring.{A,B}.*", sorted(judge.MODES), "claims tool ids | checks them", False),
+            ("test_sys", ["burst", "full"], "counts calls", False), ("test_gc", ["exceptions"], "frames", False),
+            ("test_capi.T.{test_a,test_b}", sorted(judge.MODES), "aborts", True)])
         self.assertTrue(exclusions[0].matches_case("test_monitoring", "test.test_monitoring.B.test_x (i=1)", "full"))
         self.assertFalse(exclusions[0].matches_case("test_monitoring", "test.test_monitoring.C.test_x", "full"))
         self.assertFalse(exclusions[1].matches_module("test_sys", "exceptions"))
 
     def test_a_bad_row_is_an_error(self):
-        for row in ("| `x` | sometimes | r |", "| `x` | all |", "| `x` | all | |"):
+        for row in ("| `x` | sometimes | r |", "| `x` | all |", "| `x` | all | |", "### Not run\n| `x` | full | r |"):
             path = self.write("## Tests that cannot pass by design\n| test | modes | reason |\n| - | - | - |\n%s\n" % row)
             with self.assertRaises(ValueError):
                 judge.load_by_design(path)
@@ -390,6 +397,17 @@ class SeesShim(unittest.TestCase):
 
     def test_transparent(self):
         self.assertEqual(sum(range(10)), 45)
+'''
+CRASHES_BESIDE_THE_SHIM = '''\
+import os, sys, unittest
+
+class Crashes(unittest.TestCase):
+    def test_aborts_beside_the_shim(self):
+        if any(sys.monitoring.get_tool(i) is not None for i in range(6)):
+            os.abort()
+
+    def test_passes(self):
+        pass
 '''
 FAILS_PLAIN = '''\
 import unittest
@@ -438,6 +456,26 @@ class RealRunTests(unittest.TestCase):
             agent_files = os.listdir(Path(directory) / "b" / ("python" + judge.python_info(pythons[0])[0])
                                      / "exceptions" / "agent")
             self.assertEqual(agent_files, ["summary.json"])
+
+            # A test that crashes its process under the shim takes its module with it, unless no run runs it.
+            (tests / "test_crashes.py").write_text(CRASHES_BESIDE_THE_SHIM)
+            not_run = Path(directory) / "not_run.md"
+            not_run.write_text(listed.read_text() + "\n### Not run\n\n| test | modes | reason |\n| --- | --- | --- |\n"
+                                                    "| `test_crashes.Crashes.test_aborts_*` | all | aborts |\n")
+            crashes = common[:-2] + ["test_sees_shim", "test_crashes"]
+            crashed = subprocess.run(crashes + ["--by-design", str(listed), "-o", str(Path(directory) / "c")],
+                                     capture_output=True, text=True, timeout=600)
+            self.assertEqual(crashed.returncode, 1, crashed.stdout + crashed.stderr)
+            self.assertIn("test_crashes: passed plain -> worker non-zero exit code", crashed.stdout)
+            judged = subprocess.run(crashes + ["--by-design", str(not_run), "-o", str(Path(directory) / "d")],
+                                    capture_output=True, text=True, timeout=600)
+            self.assertEqual(judged.returncode, 0, judged.stdout + judged.stderr)
+            for run in ("plain", "exceptions"):
+                run_directory = Path(directory) / "d" / ("python" + judge.python_info(pythons[0])[0]) / run
+                self.assertIn("-i test_crashes.Crashes.test_aborts_*", (run_directory / "command.txt").read_text())
+                cases = (run_directory / "junit.xml").read_text()
+                self.assertIn("test_passes", cases)
+                self.assertNotIn("test_aborts_beside_the_shim", cases)
 
 
 if __name__ == "__main__":
