@@ -137,6 +137,13 @@ class Recorder:
             unwind_hook = self.exceptions.on_unwind if self.exceptions is not None else None
             self._callbacks = [self._make_callback(kind, unwind_hook if kind == _wire.KIND_UNWIND else None)
                                for _, kind, _ in _EVENT_KINDS]
+        # With the C callbacks, the notes watch's CALL and C_RETURN callbacks are in C too: the first execution
+        # of every call site comes there.
+        self._native_note_watch = None
+        if native and self.note_watch:
+            from ._native_path import note_watch
+
+            self._native_note_watch = note_watch(self._call_callback, self.exceptions.on_note_added)
         self.new_generation()
 
     # ---- callbacks --------------------------------------------------------------------------
@@ -474,14 +481,15 @@ class Recorder:
         exception events when exceptions are tracked (either works alone), CALL for the notes
         watch. The CALL callback is registered in any case, for run_past_call."""
         self.tool_id = tool_id
-        registrations = [(_events.CALL, self._call_callback)]
+        watch = self._native_note_watch
+        registrations = [(_events.CALL, watch.call if watch is not None else self._call_callback)]
         if self.calls:
             registrations.extend((event, callback) for (event, _, _), callback in zip(_EVENT_KINDS, self._callbacks))
         tracker = self.exceptions
         if tracker is not None:
             registrations.extend(tracker.callbacks(unwind=not self.calls))
             if self.note_watch:
-                registrations.append((_events.C_RETURN, tracker.on_note_added))
+                registrations.append((_events.C_RETURN, watch.c_return if watch is not None else tracker.on_note_added))
             tracker.install_hooks()
         for event, callback in registrations:
             _monitoring.register_callback(tool_id, event, callback)
@@ -565,6 +573,8 @@ class Recorder:
         if tool_id is None or frame is None:
             return False
         self._past_call = (get_ident(), identity(frame), identity(frame.f_code), frame.f_lasti, action)
+        if self._native_note_watch is not None:
+            self._native_note_watch.armed = True  # CALL to the Python callback, which checks the past call
         mask = _monitoring.get_events(tool_id)
         if mask & _events.CALL:
             # The notes watch has DISABLEd most call sites. CALL off and on again arms every call
@@ -597,6 +607,8 @@ class Recorder:
 
     def disarm_past_call(self):
         self._past_call = None
+        if self._native_note_watch is not None:
+            self._native_note_watch.armed = False
         tool_id = self.tool_id
         if tool_id is None or self.note_watch:
             return  # the watch keeps CALL on

@@ -46,7 +46,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 6
+#define NATIVE_API_VERSION 7
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -1627,6 +1627,166 @@ static PyType_Spec ExceptionCallbacks_spec = {
     .slots = ExceptionCallbacks_slots,
 };
 
+/* ---- NoteWatch ------------------------------------------------------------------------------ */
+
+/* The notes watch's CALL and C_RETURN callbacks (PEP 678: a note added to an exception that is then
+   swallowed shows in no exception event). CALL keeps the call sites of BaseException.add_note and DISABLEs
+   every other one, so each call site costs one event, once; C_RETURN, which fires only where CALL is still
+   on, hands add_note's returns to the Python callback that reads the notes. In C because the first
+   execution of every call site of the program comes here: a Python callback there ran a Python frame at
+   every new call site (a PEP 523 frame evaluator saw it, profile.py saw it inside a C call's events) and cost
+   start-up the most. While `armed` (the fork handlers' one-shot past call), CALL goes to the Python twin,
+   which also decides add_note. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *add_note;       /* BaseException.add_note */
+    PyObject *disable;        /* sys.monitoring.DISABLE */
+    PyObject *on_call;        /* the Python CALL callback, while armed */
+    PyObject *on_note_added;  /* the Python C_RETURN callback, at add_note's call sites */
+    char armed;               /* Py_T_BOOL: a char */
+} NoteWatch;
+
+static PyTypeObject *NoteWatch_Type;
+
+/* Is `callable` add_note: the method descriptor, or a builtin method of that name (bound to an
+   exception), as the Python twin decides. */
+static inline int
+is_add_note(NoteWatch *self, PyObject *callable)
+{
+    if (callable == self->add_note) {
+        return 1;
+    }
+    if (!Py_IS_TYPE(callable, &PyCFunction_Type)) {
+        return 0;
+    }
+    PyMethodDef *method = ((PyCFunctionObject *)callable)->m_ml;
+    return method != NULL && method->ml_name != NULL && strcmp(method->ml_name, "add_note") == 0;
+}
+
+static int
+note_watch_alive(NoteWatch *self)
+{
+    return self->add_note != NULL && self->disable != NULL && self->on_call != NULL && self->on_note_added != NULL;
+}
+
+static PyObject *
+NoteWatch_call(NoteWatch *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 4) < 0) {
+        return NULL;
+    }
+    if (!note_watch_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    if (self->armed) {
+        return PyObject_Vectorcall(self->on_call, args, 4, NULL);
+    }
+    if (is_add_note(self, args[2])) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(self->disable);
+}
+
+static PyObject *
+NoteWatch_c_return(NoteWatch *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 4) < 0) {
+        return NULL;
+    }
+    if (!note_watch_alive(self) || !is_add_note(self, args[2])) {
+        Py_RETURN_NONE;
+    }
+    return PyObject_Vectorcall(self->on_note_added, args, 4, NULL);
+}
+
+static PyObject *
+NoteWatch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *add_note, *disable, *on_call, *on_note_added;
+    static char *keywords[] = {"add_note", "disable", "on_call", "on_note_added", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOO:NoteWatch", keywords, &add_note, &disable, &on_call,
+                                     &on_note_added)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(on_call) || !PyCallable_Check(on_note_added)) {
+        PyErr_SetString(PyExc_TypeError, "on_call and on_note_added must be callable");
+        return NULL;
+    }
+    NoteWatch *self = (NoteWatch *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->add_note = Py_NewRef(add_note);
+    self->disable = Py_NewRef(disable);
+    self->on_call = Py_NewRef(on_call);
+    self->on_note_added = Py_NewRef(on_note_added);
+    return (PyObject *)self;
+}
+
+static int
+NoteWatch_traverse(NoteWatch *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->add_note);
+    Py_VISIT(self->disable);
+    Py_VISIT(self->on_call);
+    Py_VISIT(self->on_note_added);
+    return 0;
+}
+
+static int
+NoteWatch_clear(NoteWatch *self)
+{
+    /* A cleared watch is still safe to call: every event then does nothing (note_watch_alive). */
+    Py_CLEAR(self->add_note);
+    Py_CLEAR(self->disable);
+    Py_CLEAR(self->on_call);
+    Py_CLEAR(self->on_note_added);
+    return 0;
+}
+
+static void
+NoteWatch_dealloc(NoteWatch *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)NoteWatch_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef NoteWatch_methods[] = {
+    {"call", (PyCFunction)(void (*)(void))NoteWatch_call, METH_FASTCALL, "CALL(code, offset, callable, arg0)"},
+    {"c_return", (PyCFunction)(void (*)(void))NoteWatch_c_return, METH_FASTCALL,
+     "C_RETURN(code, offset, callable, arg0)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef NoteWatch_members[] = {
+    {"armed", Py_T_BOOL, offsetof(NoteWatch, armed), 0,
+     "CALL goes to the Python callback (a one-shot past call is armed)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot NoteWatch_slots[] = {
+    {Py_tp_members, NoteWatch_members},
+    {Py_tp_doc, "The notes watch's CALL and C_RETURN callbacks."},
+    {Py_tp_new, NoteWatch_new},
+    {Py_tp_dealloc, NoteWatch_dealloc},
+    {Py_tp_traverse, NoteWatch_traverse},
+    {Py_tp_clear, NoteWatch_clear},
+    {Py_tp_methods, NoteWatch_methods},
+    {0, NULL},
+};
+
+static PyType_Spec NoteWatch_spec = {
+    .name = "telemetry_shim._native.NoteWatch",
+    .basicsize = sizeof(NoteWatch),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = NoteWatch_slots,
+};
+
 /* ---- Outbox --------------------------------------------------------------------------------- */
 
 /* What one sender tick writes, in memory kept from tick to tick, and the write itself with the GIL
@@ -1969,6 +2129,12 @@ native_exec(PyObject *module)
             return -1;
         }
     }
+    if (NoteWatch_Type == NULL) {
+        NoteWatch_Type = (PyTypeObject *)PyType_FromSpec(&NoteWatch_spec);
+        if (NoteWatch_Type == NULL) {
+            return -1;
+        }
+    }
     struct {
         PyObject **name;
         const char *text;
@@ -1991,12 +2157,89 @@ native_exec(PyObject *module)
     }
     if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, CodeKeys_Type) < 0
         || PyModule_AddType(module, Callbacks_Type) < 0 || PyModule_AddType(module, ExceptionCallbacks_Type) < 0
-        || PyModule_AddType(module, Outbox_Type) < 0
+        || PyModule_AddType(module, Outbox_Type) < 0 || PyModule_AddType(module, NoteWatch_Type) < 0
         || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }
     return 0;
 }
+
+/* ---- this interpreter's threads ------------------------------------------------------------------ */
+
+/* sys._current_frames() and sys._current_exceptions() walk the threads of every interpreter, and build
+   frame objects in (and read the exceptions of) an interpreter that has its own GIL while it runs: that
+   corrupts memory (CPython 3.12 and 3.13, with or without the shim). These twins walk this interpreter's
+   threads only. Its thread list changes only with its GIL held (a thread is unlinked before it releases
+   the GIL; one is linked fully made), and nothing here runs Python code or releases the GIL (since 3.12 an
+   allocation only schedules a collection). */
+
+static PyObject *
+current_frames(PyObject *module, PyObject *unused)
+{
+    PyObject *frames = PyDict_New();
+    if (frames == NULL) {
+        return NULL;
+    }
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(PyInterpreterState_Get()); t != NULL;
+         t = PyThreadState_Next(t)) {
+        PyFrameObject *frame = PyThreadState_GetFrame(t);  /* new reference; NULL: no Python frame */
+        if (frame == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
+            continue;
+        }
+        PyObject *ident = PyLong_FromUnsignedLong(t->thread_id);
+        int failed = ident == NULL || PyDict_SetItem(frames, ident, (PyObject *)frame) < 0;
+        Py_XDECREF(ident);
+        Py_DECREF(frame);
+        if (failed) {
+            goto error;
+        }
+    }
+    return frames;
+error:
+    Py_DECREF(frames);
+    return NULL;
+}
+
+static PyObject *
+current_exceptions(PyObject *module, PyObject *unused)
+{
+    PyObject *handling = PyDict_New();
+    if (handling == NULL) {
+        return NULL;
+    }
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(PyInterpreterState_Get()); t != NULL;
+         t = PyThreadState_Next(t)) {
+        /* The exception the thread handles: the topmost non-empty entry of its stack (as sys.exc_info()). */
+        _PyErr_StackItem *item = t->exc_info;
+        while (item != NULL && (item->exc_value == NULL || item->exc_value == Py_None) && item->previous_item != NULL) {
+            item = item->previous_item;
+        }
+        if (item == NULL) {
+            continue;
+        }
+        PyObject *ident = PyLong_FromUnsignedLong(t->thread_id);
+        int failed = ident == NULL
+                     || PyDict_SetItem(handling, ident, item->exc_value != NULL ? item->exc_value : Py_None) < 0;
+        Py_XDECREF(ident);
+        if (failed) {
+            Py_DECREF(handling);
+            return NULL;
+        }
+    }
+    return handling;
+}
+
+static PyMethodDef native_functions[] = {
+    {"current_frames", current_frames, METH_NOARGS,
+     "current_frames() -> {ident: frame}: sys._current_frames() for this interpreter's threads only."},
+    {"current_exceptions", current_exceptions, METH_NOARGS,
+     "current_exceptions() -> {ident: exception or None}: sys._current_exceptions() for this interpreter's "
+     "threads only."},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyModuleDef_Slot native_slots[] = {
     {Py_mod_exec, native_exec},
@@ -2010,6 +2253,7 @@ static struct PyModuleDef native_module = {
     .m_name = "telemetry_shim._native",
     .m_doc = "The shim's call callbacks in C (see _native_path.py).",
     .m_size = 0,
+    .m_methods = native_functions,
     .m_slots = native_slots,
 };
 

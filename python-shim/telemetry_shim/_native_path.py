@@ -15,7 +15,7 @@ callback (ExceptionCallbacks in _native.c).
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 6
+API_VERSION = 7
 
 NATIVE = "native"
 PYTHON = "python"
@@ -28,15 +28,16 @@ def load():
     global _loaded
     if _loaded is None:
         try:
-            from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, Outbox,
-                                  RecordBuffer)
+            from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, NoteWatch,
+                                  Outbox, RecordBuffer, current_exceptions, current_frames)
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
             _loaded = (None, "the C extension failed to load (%s: %s)" % (type(exc).__name__, exc))
         else:
             if built_version == API_VERSION:
-                _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer, Outbox), "")
+                _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer, Outbox, NoteWatch,
+                                        current_frames, current_exceptions), "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -44,14 +45,19 @@ def load():
 
 
 class _NativeTypes:
-    __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer", "Outbox")
+    __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer", "Outbox", "NoteWatch",
+                 "current_frames", "current_exceptions")
 
-    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox):
+    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox, note_watch, current_frames,
+                 current_exceptions):
         self.Callbacks = callbacks
         self.CodeKeys = code_keys
         self.ExceptionCallbacks = exception_callbacks
         self.RecordBuffer = record_buffer
         self.Outbox = outbox
+        self.NoteWatch = note_watch
+        self.current_frames = current_frames  # sys._current_frames() of this interpreter's threads only
+        self.current_exceptions = current_exceptions  # and sys._current_exceptions()
 
 
 # The most code objects whose keys the C callbacks hold in their own table (16 bytes a slot, at most half
@@ -60,11 +66,16 @@ MAX_CODE_KEYS = 1 << 17
 
 
 def choose(setting):
-    """(use the C callbacks, a line for stderr or ""), for TELEMETRY_SHIM_NATIVE's value."""
+    """(use the C callbacks, a line for stderr or ""), for TELEMETRY_SHIM_NATIVE's value. With the C callbacks,
+    the sender reads the threads' states with the extension too (_tables.read_threads_of_this_interpreter)."""
+    from ._tables import read_threads_of_this_interpreter
+
+    read_threads_of_this_interpreter(None)
     if setting == "off":
         return False, ""
     module, why_not = load()
     if module is not None:
+        read_threads_of_this_interpreter(module)
         return True, ""
     if setting == "on":
         return False, "TELEMETRY_SHIM_NATIVE=on, but %s: recording with the Python callbacks" % why_not
@@ -100,6 +111,19 @@ def exception_callbacks(flights, python_callbacks, codes, code_keys, failed):
         failed=failed, lifelines=codes.lifelines)
     return native, {events.RAISE: native.raise_, events.RERAISE: native.reraise,
                     events.EXCEPTION_HANDLED: native.exception_handled, events.PY_UNWIND: native.py_unwind}
+
+
+def note_watch(on_call, on_note_added):
+    """The notes watch's CALL and C_RETURN callbacks in C (its `call` and `c_return`): they decide add_note
+    themselves and call `on_note_added` (C_RETURN) at its call sites only, and `on_call` (CALL, the Python
+    twin) only while `armed` is set (Recorder.run_past_call)."""
+    module, why_not = load()
+    if module is None:
+        raise RuntimeError(why_not)
+    from ._exceptions.program_threads import ADD_NOTE
+
+    return module.NoteWatch(add_note=ADD_NOTE, disable=sys.monitoring.DISABLE, on_call=on_call,
+                            on_note_added=on_note_added)
 
 
 class NativeCallbacks:

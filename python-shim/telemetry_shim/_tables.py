@@ -28,19 +28,49 @@ identity = object.__hash__
 
 def other_interpreters_running():
     """May the process run interpreters besides this one? sys._current_frames() and
-    sys._current_exceptions() walk every interpreter's threads, and on 3.12 doing so while an
-    isolated subinterpreter (its own GIL) runs corrupts memory: the sender does without them then.
+    sys._current_exceptions() walk every interpreter's threads, and doing so while an isolated
+    subinterpreter (its own GIL) runs corrupts memory (3.12 and 3.13): without the C extension's
+    walk of this interpreter (read_threads_of_this_interpreter) the sender does without them then.
     Interpreters are created through _interpreters (3.13) or _xxsubinterpreters (3.12): a program
-    that has not imported either runs none (from Python); one that has may create or destroy one
-    at any moment, so it is taken to run some. (Asking the module's list_all() instead walks the
-    interpreters without a lock on 3.12, and crashed while another thread destroyed one.)"""
+    that has not imported either runs none from Python; one that has may create or destroy one
+    at any moment, so it is taken to run some. Interpreters made through the C API go unseen.
+    (Asking the module's list_all() instead walks the interpreters without a lock on 3.12, and
+    crashed while another thread destroyed one.)"""
     modules = sys.modules
     return "_interpreters" in modules or "_xxsubinterpreters" in modules
 
 
+# The C extension's current_frames and current_exceptions, which walk this interpreter's threads only, when
+# the C callbacks record; None on the Python path.
+_this_interpreter = None
+
+
+def read_threads_of_this_interpreter(native):
+    """Reads the threads' frames and exceptions with the C extension `native` (None: with sys)."""
+    global _this_interpreter
+    _this_interpreter = (native.current_frames, native.current_exceptions) if native is not None else None
+
+
+def thread_states_readable():
+    """Can the sender read what the threads run and handle now (current_frames, current_exceptions)?"""
+    return _this_interpreter is not None or not other_interpreters_running()
+
+
 def current_frames():
-    """sys._current_frames(), or {} while other interpreters run (other_interpreters_running)."""
+    """{ident: frame} of this interpreter's threads, or {} when they cannot be read (thread_states_readable)."""
+    walk = _this_interpreter
+    if walk is not None:
+        return walk[0]()
     return {} if other_interpreters_running() else sys._current_frames()
+
+
+def current_exceptions():
+    """{ident: the exception it handles, or None} of this interpreter's threads, or {} when they cannot be
+    read (thread_states_readable)."""
+    walk = _this_interpreter
+    if walk is not None:
+        return walk[1]()
+    return {} if other_interpreters_running() else sys._current_exceptions()
 
 
 # sys.getrefcount() of an immortal object (3.12+: 2**32 - 1 on 64-bit builds); no object reaches it

@@ -138,6 +138,60 @@ print("done")
                 self.assertEqual(1, len(connections))
                 self.assertIsNone(connections[0].error)
 
+    def test_isolated_subinterpreters_made_through_the_c_api_while_the_sender_reads_the_threads(self):
+        # Interpreters made through the C API (here _testcapi's, as CPython's test_capi does) leave no trace in
+        # sys.modules. sys._current_frames() would build frame objects in them while they run under their own
+        # GIL, which corrupts memory; with the C extension the sender reads this interpreter's threads only.
+        from telemetry_shim import _native_path
+        if _native_path.load()[0] is None:
+            self.skipTest("the C extension is not built for this Python: the sender would use sys._current_frames()")
+        try:
+            from test import support as cpython_support
+            cpython_support.run_in_subinterp_with_config  # noqa: B018
+        except (ImportError, AttributeError):
+            self.skipTest("no test.support.run_in_subinterp_with_config")
+        program = self.write("capi_interpreters.py", """
+import threading, time
+from telemetry_shim import _tables
+from test import support
+print(_tables.other_interpreters_running(), _tables.thread_states_readable())
+script = "def f(n):\\n    try:\\n        raise ValueError(n)\\n    except ValueError:\\n        pass\\nfor i in range(20000):\\n    f(i)\\n"
+config = dict(own_gil=True, use_main_obmalloc=False, allow_fork=False, allow_exec=False, allow_threads=True,
+              allow_daemon_threads=False, check_multi_interp_extensions=True)
+deadline = time.monotonic() + 2
+results = []
+def churn():
+    while time.monotonic() < deadline:
+        results.append(support.run_in_subinterp_with_config(script, **config))
+worker = threading.Thread(target=churn)
+worker.start()
+handled = 0
+while time.monotonic() < deadline:
+    try:
+        {}[1]
+    except KeyError:
+        handled += 1
+        time.sleep(0.15)  # quiet for longer than the sender waits: it reads the threads' states to settle it
+worker.join()
+print(set(results), len(results) > 1, handled > 5)
+print(handled)
+""")
+        env = dict(autostart_env("{agent}"), TELEMETRY_SHIM_MODE="exceptions", TELEMETRY_SHIM_NATIVE="on")
+        (code, out, err), connections = self.run_program(env, [program])
+        self.assertEqual((0, "", "False True\n{0} True True\n"), (code, err, "".join(out.splitlines(True)[:2])))
+        self.assertEqual(1, len(connections))
+        conn = connections[0]
+        self.assertIsNone(conn.error)
+        # Each KeyError the program handled is reported once, handled: a detailed record or a tally.
+        fates = {}
+        for tally in conn.tallies:
+            if conn.codes[tally["raised_at"]["code_id"]]["file_name"] == program:
+                fates[tally["fate"]] = fates.get(tally["fate"], 0) + tally["count"]
+        for record in conn.exception_records:
+            if conn.codes[record["stack"][-1]["code_id"]]["file_name"] == program:
+                fates[record["fate"]] = fates.get(record["fate"], 0) + 1
+        self.assertEqual({"FATE_HANDLED": int(out.splitlines()[2])}, fates)
+
     def test_disabled_by_environment_starts_nothing(self):
         for flag in ("", "0", "false", "no"):
             with self.subTest(flag=flag):

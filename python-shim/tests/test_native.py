@@ -481,6 +481,130 @@ class NativeCodeLifetimeTests(unittest.TestCase):
 
 @NEEDS_NATIVE
 @unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+class NoteWatchTests(unittest.TestCase):
+    """The notes watch's CALL and C_RETURN callbacks in C against what the Python CALL callback decides."""
+
+    def setUp(self):
+        self.calls, self.notes = [], []
+        self.watch = _native_path.note_watch(lambda *args: self.calls.append(args) or "python",
+                                             lambda *args: self.notes.append(args))
+
+    def test_add_note_is_kept_and_every_other_call_site_disabled(self):
+        error = ValueError("x")
+        code = self.test_add_note_is_kept_and_every_other_call_site_disabled.__code__
+        add_note = BaseException.add_note
+        for callable_, arg0, kept in ((add_note, error, True), (error.add_note, sys.monitoring.MISSING, True),
+                                      (len, [], False), (print, sys.monitoring.MISSING, False),
+                                      (ValueError, "x", False), (lambda: None, sys.monitoring.MISSING, False)):
+            with self.subTest(callable=callable_):
+                self.assertIs(None if kept else sys.monitoring.DISABLE, self.watch.call(code, 4, callable_, arg0))
+                self.assertIsNone(self.watch.c_return(code, 4, callable_, arg0))
+        self.assertEqual([], self.calls)
+        self.assertEqual([(code, 4, add_note, error), (code, 4, error.add_note, sys.monitoring.MISSING)], self.notes)
+
+    def test_armed_every_call_goes_to_the_python_callback(self):
+        code = self.test_armed_every_call_goes_to_the_python_callback.__code__
+        self.watch.armed = True
+        self.assertEqual("python", self.watch.call(code, 2, len, []))
+        self.watch.armed = False
+        self.assertIs(sys.monitoring.DISABLE, self.watch.call(code, 2, len, []))
+        self.assertEqual([(code, 2, len, [])], self.calls)
+
+    def test_no_python_frame_runs_at_a_new_call_site(self):
+        # A PEP 523 frame evaluator (here _testinternalcapi's, as CPython's test_capi uses it) sees every
+        # Python frame the interpreter runs: with the C callbacks, none of the shim's at a call site's first
+        # execution, in every mode.
+        try:
+            import _testinternalcapi
+            _testinternalcapi.set_eval_frame_record  # noqa: B018
+        except (ImportError, AttributeError):
+            self.skipTest("no _testinternalcapi.set_eval_frame_record")
+        # The evaluator sees every thread's frames: the sender thread leaves meanwhile, as it does for a fork.
+        source = textwrap.dedent("""
+            import sys, _testinternalcapi
+            from telemetry_shim import _control
+            def leaf():
+                return len([1])
+            def work():
+                leaf()
+                return sorted([2, 1])
+            for _ in range(3):
+                work()
+            shim = _control._shim
+            if not shim.sender.pause_for_fork():
+                shim.sender._left.acquire()  # it leaves at its next tick: its last Python code has run then
+            frames = []
+            _testinternalcapi.set_eval_frame_record(frames)
+            work()
+            print(len([]), max(1, 2), work())  # call sites run for the first time
+            _testinternalcapi.set_eval_frame_default()
+            shim.sender.lock.acquire()
+            shim.after_fork_in_parent(sys._getframe())
+            print(frames)
+        """)
+        for mode in ("exceptions", "burst", "full"):
+            with self.subTest(mode=mode):
+                code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": mode})
+                self.assertEqual((0, ""), (code, err))
+                self.assertEqual("native", conn.hello["callbacks"])
+                self.assertEqual("0 2 [1, 2]\n['work', 'leaf', 'work', 'leaf']\n", out)
+
+
+@NEEDS_NATIVE
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
+class ThreadStatesTests(unittest.TestCase):
+    """current_frames() and current_exceptions(): sys._current_frames() and sys._current_exceptions() for this
+    interpreter's threads only (the others' are for their own GIL to guard)."""
+
+    def test_the_same_frames_and_exceptions_as_sys_when_this_interpreter_is_the_only_one(self):
+        import threading
+        from telemetry_shim import _native
+
+        inside = threading.Barrier(4)
+        leave = threading.Event()
+
+        def handling(exception):
+            try:
+                raise exception
+            except type(exception):
+                inside.wait()
+                leave.wait()
+
+        def handling_inside_another():
+            try:
+                raise KeyError("outer")
+            except KeyError:
+                handling(ValueError("inner"))
+
+        def idle():
+            inside.wait()
+            leave.wait()
+
+        threads = [threading.Thread(target=handling, args=(LookupError("one"),)),
+                   threading.Thread(target=handling_inside_another), threading.Thread(target=idle)]
+        for thread in threads:
+            thread.start()
+        try:
+            inside.wait()
+            frames, expected_frames = _native.current_frames(), sys._current_frames()
+            exceptions, expected_exceptions = _native.current_exceptions(), sys._current_exceptions()
+        finally:
+            leave.set()
+            for thread in threads:
+                thread.join()
+        self.assertEqual(set(expected_frames), set(frames))
+        self.assertGreaterEqual(len(frames), 4)
+        for ident, frame in expected_frames.items():
+            self.assertIs(frame, frames[ident], ident)
+        self.assertEqual(set(expected_exceptions), set(exceptions))
+        for ident, exception in expected_exceptions.items():
+            self.assertIs(exception, exceptions[ident], ident)
+        # The innermost exception each thread handles; the idle threads handle none.
+        self.assertEqual(["inner", "one"], sorted(e.args[0] for e in exceptions.values() if e is not None))
+
+
+@NEEDS_NATIVE
+@unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
 @unittest.skipIf("libasan" in os.environ.get("LD_PRELOAD", ""),
                  "under AddressSanitizer freed memory stays in its quarantine: RSS measures that")
 class NativeMemoryTests(unittest.TestCase):

@@ -4,12 +4,11 @@ ExceptionRecord and every site whose counts changed into an ExceptionTally. What
 read on the program's thread at the events (details.py); here it is only put in the wire's shape.
 """
 
-import sys
 from _operator import attrgetter  # operator.attrgetter itself (see _monitor)
 from time import perf_counter_ns
 
 from .. import _wire
-from .._tables import identity, other_interpreters_running
+from .._tables import current_exceptions, current_frames, identity, thread_states_readable
 from .details import location, locations
 from .program_threads import HANDLED
 from .safe_reads import handled_ids
@@ -67,9 +66,9 @@ class ExceptionReporter:
             flights = [flight for flight in flights if now - flight.last_ns >= quiet_ns]
             if not flights:
                 return
-        if other_interpreters_running():
+        if not thread_states_readable():
             if not final:
-                return  # no thread states now (other_interpreters_running): settled later, or at the end
+                return  # settled later, or at the end
             tops = handling = {}
         else:
             tops, handling = _thread_states()
@@ -118,15 +117,15 @@ class ExceptionReporter:
 
 def _thread_states():
     """({ident: (id of its current frame, id of that frame's code, its instruction)}, {ident: ids of
-    the exceptions it handles}), from sys._current_frames() and sys._current_exceptions(). Only ids
+    the exceptions it handles}), from current_frames() and current_exceptions(). Only ids
     and integers are kept, and the frames and exceptions are let go at once: the frames within one
     C-level step (map and zip run no bytecode, so the program cannot run meanwhile and find a frame
     it left still alive), the exceptions after a walk of their context chains."""
-    frames = sys._current_frames()
+    frames = current_frames()
     values = frames.values()
     tops = dict(zip(frames, zip(map(identity, values), map(identity, map(_code_of, values)), map(_lasti_of, values))))
     del frames, values
-    handling = sys._current_exceptions()
+    handling = current_exceptions()
     handled = {ident: handled_ids(exc) for ident, exc in handling.items() if exc is not None}
     del handling
     return tops, handled
