@@ -25,8 +25,8 @@ from _thread import get_ident
 
 from . import _wire
 from ._settings import DEFAULT_BUFFER_EVENTS, DEFAULT_BUFFER_EVENTS_NATIVE
-from ._tables import (THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, current_frames, identity,
-                      native_id_of)
+from ._tables import (THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, current_frames,
+                      current_frames_reader, identity, native_id_of)
 
 _monitoring = sys.monitoring
 _events = _monitoring.events
@@ -294,7 +294,8 @@ class Recorder:
         _, off_mask = self._window_masks()
         keys = self.thread_keys
         stop_recording = self._switch_defaults(self.buffer, keys, recording=False)
-        steps = (partial(setattr, self, "calls_on", False), stop_recording, perf_counter_ns, current_frames, keys.copy)
+        steps = (partial(setattr, self, "calls_on", False), stop_recording, perf_counter_ns, current_frames_reader(),
+                 keys.copy)
         if switch_events and tool_id is not None:
             steps = (partial(self._set_events, tool_id, off_mask),) + steps
         try:

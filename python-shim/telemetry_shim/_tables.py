@@ -56,12 +56,18 @@ def thread_states_readable():
     return _this_interpreter is not None or not other_interpreters_running()
 
 
-def current_frames():
-    """{ident: frame} of this interpreter's threads, or {} when they cannot be read (thread_states_readable)."""
+def current_frames_reader():
+    """A C callable returning current_frames() when called (it runs no bytecode, for steps that must run as one
+    C-level step: the recorder's burst windows)."""
     walk = _this_interpreter
     if walk is not None:
-        return walk[0]()
-    return {} if other_interpreters_running() else sys._current_frames()
+        return walk[0]
+    return dict if other_interpreters_running() else sys._current_frames
+
+
+def current_frames():
+    """{ident: frame} of this interpreter's threads, or {} when they cannot be read (thread_states_readable)."""
+    return current_frames_reader()()
 
 
 def current_exceptions():
