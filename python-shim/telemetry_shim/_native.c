@@ -46,7 +46,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 7
+#define NATIVE_API_VERSION 8
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -954,13 +954,21 @@ static PyType_Spec Callbacks_spec = {
      past its first detailed exceptions and within its detail interval: counted as handled on the site,
      as FlightTable.on_raise does (sampling is left to Python);
    - RERAISE of a GeneratorExit, EXCEPTION_HANDLED and PY_UNWIND of any exception, that has no flight
-     (its identity not in `inflight`): nothing to do, as in the Python callbacks.
+     (its identity not in `inflight`): nothing to do, as in the Python callbacks;
+   - the common path of an exception raised and handled: RAISE of a new exception at a (code key, offset,
+     type) of raise_points, whose site is past its first detailed exceptions and within its detail
+     interval, starts a counted flight (a Flight with the fields its fate needs, nothing else); its
+     EXCEPTION_HANDLED marks it handled and pending on its thread; the thread's next RAISE, outside any
+     handler, concludes it as handled (counted on its site), as FlightTable.on_raise and on_handled do.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
     *str_pending_by_ident, *str_ignored_idents, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
     *str_count_handled, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
-    *str_swallowing_opcodes, *str_site_class;
+    *str_swallowing_opcodes, *str_site_class, *str_raise_points, *str_flight_class, *str_handled_state,
+    *str_max_in_flight, *str_bootstrap_inner, *str_wire, *str_fate_handled, *str_exc_id, *str_tb_id, *str_ident,
+    *str_site, *str_last_ns, *str_pending, *str_state, *str_fate, *str_escaped_thread, *str_type_id,
+    *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude;
 
 typedef struct {
     PyObject_HEAD
@@ -987,7 +995,18 @@ typedef struct {
     /* program_threads.Site, and the offsets of the slots read at every counted RAISE (as member_get reads
        them, without the attribute lookup); another class is read through getattr. */
     PyTypeObject *site_type;
-    Py_ssize_t site_detailed, site_last_detail_ns, site_count_handled, site_dirty, site_type_ref;
+    Py_ssize_t site_detailed, site_last_detail_ns, site_count_handled, site_dirty, site_type_ref, site_type_id;
+    /* The counted flights: table.raise_points (cleared in place, never rebound), program_threads.Flight,
+       HANDLED, MAX_IN_FLIGHT, _THREAD_BOOTSTRAP_INNER_CODE (or None) and _wire.FATE_HANDLED. */
+    PyObject *raise_points;
+    PyTypeObject *flight_type;
+    PyObject *handled_state;
+    PyObject *bootstrap_inner_code;
+    PyObject *fate_handled;
+    Py_ssize_t max_in_flight;
+    Py_ssize_t flights_started;  /* counted flights started by a RAISE here */
+    Py_ssize_t flights_handled;  /* their EXCEPTION_HANDLED, here */
+    Py_ssize_t flights_settled;  /* the thread's one handled flight concluded as handled at its next RAISE, here */
     /* program_threads' limits, read at construction: the shim stretches them (stretch_intervals) before it
        makes its callbacks. */
     long long first_detailed, detail_interval_ns;
@@ -1089,22 +1108,38 @@ closed_generator_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset
     return site;
 }
 
-/* The fast paths' end, as FlightTable.on_raise has it: a site past its first detailed exceptions and
-   within its detail interval only counts the exception as handled (then 1); otherwise 0 (Python
-   samples it). -1 with an exception set. */
+static int count_as_handled(ExceptionCallbacks *self, PyObject *site);
+
+/* Is the sampling of `site` not due (past its first detailed exceptions, within its detail interval), as
+   FlightTable.on_raise decides before it samples? 1, 0, -1 with an exception set. `now` is the event's time. */
 static int
-count_unsampled(ExceptionCallbacks *self, PyObject *site)
+sampling_not_due(ExceptionCallbacks *self, PyObject *site, long long now)
 {
-    long long detailed, first_detailed, last_detail_ns, interval_ns;
+    long long detailed, last_detail_ns;
     if (steal_as_long(site_attribute(self, site, self->site_detailed, str_detailed), &detailed) < 0
         || steal_as_long(site_attribute(self, site, self->site_last_detail_ns, str_last_detail_ns), &last_detail_ns) < 0) {
         return -1;
     }
-    first_detailed = self->first_detailed;
-    interval_ns = self->detail_interval_ns;
-    if (detailed < first_detailed || (long long)now_ns() - last_detail_ns >= interval_ns) {
-        return 0;
+    return detailed >= self->first_detailed && now - last_detail_ns < self->detail_interval_ns;
+}
+
+/* The fast paths' end, as FlightTable.on_raise has it: a site whose sampling is not due only counts the
+   exception as handled (then 1); otherwise 0 (Python samples it). -1 with an exception set. */
+static int
+count_unsampled(ExceptionCallbacks *self, PyObject *site)
+{
+    int not_due = sampling_not_due(self, site, (long long)now_ns());
+    if (not_due <= 0) {
+        return not_due;
     }
+    return count_as_handled(self, site) < 0 ? -1 : 1;
+}
+
+/* site.count_handled() (one C call), and the site marked dirty and listed for the sender when it was not:
+   0, or -1 with an exception set. */
+static int
+count_as_handled(ExceptionCallbacks *self, PyObject *site)
+{
     PyObject *count_handled = site_attribute(self, site, self->site_count_handled, str_count_handled);
     PyObject *counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
     Py_XDECREF(count_handled);
@@ -1127,7 +1162,7 @@ count_unsampled(ExceptionCallbacks *self, PyObject *site)
             return -1;
         }
     }
-    return 1;
+    return 0;
 }
 
 /* Does the instruction at `offset` end a StopIteration in C (program_threads.SWALLOWS_STOP_ITERATION,
@@ -1322,6 +1357,269 @@ count_control_flow(ExceptionCallbacks *self, PyObject *code, PyObject *offset, P
     return outcome;
 }
 
+
+/* ---- counted flights ---- */
+
+/* Is object.<name> true? 1, 0, -1 with an exception set. */
+static int
+attribute_true(PyObject *object, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+/* Does object.<name> equal `expected`? 1, 0, -1 with an exception set. */
+static int
+attribute_equals(PyObject *object, PyObject *name, PyObject *expected)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int equal = value == expected ? 1 : PyObject_RichCompareBool(value, expected, Py_EQ);
+    Py_DECREF(value);
+    return equal;
+}
+
+/* inflight.pop(flight.exc_id, None) is flight: 1 (then removed), 0, -1 with an exception set. */
+static int
+take_from_inflight(ExceptionCallbacks *self, PyObject *flight)
+{
+    PyObject *exc_id = PyObject_GetAttr(flight, str_exc_id);
+    if (exc_id == NULL) {
+        return -1;
+    }
+    PyObject *found = PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
+    int outcome = found == NULL ? (PyErr_Occurred() ? -1 : 0) : found == flight;
+    if (found != NULL && PyDict_DelItem(self->inflight, exc_id) < 0) {
+        outcome = -1;
+    }
+    Py_DECREF(exc_id);
+    return outcome;
+}
+
+/* The thread's handled flights, when a new exception is raised on it: with one waiting and no exception being
+   handled, that one is final (FlightTable.on_raise's inline case): concluded as handled here, or by
+   table.conclude() when it is detailed or escaped its thread. 1 when none is left waiting, 0 when Python
+   settles them, -1 with an exception set. */
+static int
+settle_handled_flight(ExceptionCallbacks *self, PyObject *ident)
+{
+    PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);  /* borrowed */
+    if (pending == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    if (!PyList_CheckExact(pending) || PyList_GET_SIZE(pending) > 1) {
+        return 0;
+    }
+    if (PyList_GET_SIZE(pending) == 0) {
+        return 1;
+    }
+    PyObject *current = PyErr_GetHandledException();
+    int handling = current != NULL && current != Py_None;
+    Py_XDECREF(current);
+    if (handling) {
+        return 0;
+    }
+    PyObject *handled = Py_NewRef(PyList_GET_ITEM(pending, 0));
+    int outcome = PyList_SetSlice(pending, 0, 1, NULL);
+    int concluded = 0;
+    if (outcome == 0) {
+        outcome = PyObject_SetAttr(handled, str_pending, Py_False);
+    }
+    if (outcome == 0) {
+        int is_handled = attribute_equals(handled, str_state, self->handled_state);
+        int undecided = is_handled > 0 ? attribute_equals(handled, str_fate, Py_None) : is_handled;
+        int taken = undecided > 0 ? take_from_inflight(self, handled) : undecided;
+        outcome = taken < 0 ? -1 : 0;
+        concluded = taken > 0;
+    }
+    if (outcome == 0 && concluded) {
+        int detailed = attribute_true(handled, str_detailed);
+        int escaped = detailed == 0 ? attribute_true(handled, str_escaped_thread) : detailed;
+        if (escaped < 0) {
+            outcome = -1;
+        }
+        else if (escaped) {
+            PyObject *done = PyObject_CallMethodObjArgs(self->table, str_conclude, handled, Py_False, NULL);
+            outcome = done == NULL ? -1 : 0;
+            Py_XDECREF(done);
+        }
+        else {
+            PyObject *site = PyObject_GetAttr(handled, str_site);
+            outcome = site == NULL || PyObject_SetAttr(handled, str_fate, self->fate_handled) < 0
+                              || count_as_handled(self, site) < 0
+                          ? -1
+                          : 0;
+            Py_XDECREF(site);
+            if (outcome == 0) {
+                self->flights_settled++;
+            }
+        }
+    }
+    Py_DECREF(handled);
+    return outcome < 0 ? -1 : 1;
+}
+
+/* FlightTable.on_raise's counted flight: a new exception (no flight) on a program thread at a point of
+   raise_points whose site is still its class's, past its first detailed exceptions and within its detail
+   interval, while the table has room: a Flight with the fields its fate needs. The thread's handled flight
+   is settled first, as there. 1 started, 0 when Python decides, -1 with an exception set. */
+static int
+start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
+{
+    int found = has_flight(self, exc);
+    if (found != 0) {
+        return found < 0 ? -1 : 0;
+    }
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL) {
+        return -1;
+    }
+    int outcome = PySequence_Contains(self->ignored_idents, ident);
+    if (outcome == 0) {
+        outcome = settle_handled_flight(self, ident);  /* 1: none waits now */
+    }
+    else if (outcome > 0) {
+        outcome = 0;  /* the shim's own thread: Python passes it */
+    }
+    uint64_t ck = 0;
+    PyTypeObject *cls = Py_TYPE(exc);
+    PyObject *site = NULL;
+    if (outcome > 0) {
+        int known = code_key_from(self->code_keys, self->keys, code, &ck);
+        outcome = known < 0 ? -1 : known > 0 && ck != 0;
+    }
+    if (outcome > 0) {
+        site = point_entry(self->raise_points, ck, offset, cls);
+        outcome = site == NULL ? (PyErr_Occurred() ? -1 : 0) : site_of_class(self, site, cls);
+    }
+    long long now = (long long)now_ns();
+    if (outcome > 0) {
+        outcome = PyDict_GET_SIZE(self->inflight) < self->max_in_flight ? sampling_not_due(self, site, now) : 0;
+    }
+    if (outcome > 0) {
+        PyObject *tb = PyException_GetTraceback(exc);  /* NULL: None */
+        PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));
+        PyObject *tb_id = PyLong_FromSsize_t(pointer_identity(tb != NULL ? tb : Py_None));
+        PyObject *last_ns = PyLong_FromLongLong(now);
+        Py_XDECREF(tb);
+        PyObject *flight = NULL;
+        if (exc_id != NULL && tb_id != NULL && last_ns != NULL) {
+            /* Flight(exc_id, tb_id, ident, site, now): its __init__ stores the fields in the instance's inline
+               values, which later reads and writes find faster than fields set on a bare object. */
+            PyObject *fields[5] = {exc_id, tb_id, ident, site, last_ns};
+            flight = PyObject_Vectorcall((PyObject *)self->flight_type, fields, 5, NULL);
+        }
+        outcome = flight != NULL && PyDict_SetItem(self->inflight, exc_id, flight) == 0 ? 1 : -1;
+        Py_XDECREF(flight);
+        Py_XDECREF(last_ns);
+        Py_XDECREF(tb_id);
+        Py_XDECREF(exc_id);
+        if (outcome > 0) {
+            self->flights_started++;
+        }
+    }
+    Py_XDECREF(site);
+    Py_DECREF(ident);
+    return outcome;
+}
+
+/* FlightTable.on_handled for a counted flight (not detailed) of this thread whose exception is still the
+   one it follows, in code with a key, with asyncio's handler hooked or not imported: handled, and pending
+   on its thread. 1 done (or nothing to do, as there), 0 when Python decides, -1 with an exception set. */
+static int
+handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc)
+{
+    if (PyDict_GET_SIZE(self->inflight) == 0) {
+        return 1;  /* no flight: nothing to do */
+    }
+    PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));
+    if (exc_id == NULL) {
+        return -1;
+    }
+    PyObject *flight = PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
+    Py_DECREF(exc_id);
+    if (flight == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    Py_INCREF(flight);
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *site = NULL;
+    int outcome = ident == NULL ? -1 : attribute_true(flight, str_detailed);
+    outcome = outcome == 0 ? 1 : outcome > 0 ? 0 : -1;  /* a detailed one: Python reads its handler's line */
+    if (outcome > 0) {
+        int same_thread = attribute_equals(flight, str_ident, ident);
+        outcome = same_thread < 0 ? -1 : same_thread ? 1 : 2;  /* 2: another thread's: nothing to do */
+    }
+    if (outcome == 1) {
+        /* Still the flight's exception: its class and its traceback at the last event. */
+        PyObject *tb = PyException_GetTraceback(exc);
+        PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)Py_TYPE(exc)));
+        PyObject *tb_id = PyLong_FromSsize_t(pointer_identity(tb != NULL ? tb : Py_None));
+        Py_XDECREF(tb);
+        site = PyObject_GetAttr(flight, str_site);
+        PyObject *site_type_id = type_id == NULL || site == NULL ? NULL
+                                 : site_attribute(self, site, self->site_type_id, str_type_id);
+        int same_type = site_type_id == NULL ? -1 : PyObject_RichCompareBool(site_type_id, type_id, Py_EQ);
+        Py_XDECREF(site_type_id);
+        int same_tb = same_type > 0 && tb_id != NULL ? attribute_equals(flight, str_tb_id, tb_id) : same_type;
+        outcome = same_tb < 0 ? -1 : same_tb;  /* 0: not the flight's exception: Python concludes the flight */
+        Py_XDECREF(type_id);
+        Py_XDECREF(tb_id);
+    }
+    uint64_t ck = 0;
+    if (outcome == 1) {
+        int known = code_key_from(self->code_keys, self->keys, code, &ck);
+        outcome = known < 0 ? -1 : known == 0 ? 0 : ck == 0 ? 2 : 1;  /* unknown code: Python defines it */
+    }
+    if (outcome == 1) {
+        int hooked = attribute_true(self->table, str_asyncio_hooked);
+        if (hooked == 0) {
+            /* asyncio just imported: Python hooks its loop's handler first */
+            hooked = PyDict_Contains(PyImport_GetModuleDict(), str_asyncio_base_events);
+            hooked = hooked < 0 ? -1 : !hooked;
+        }
+        outcome = hooked < 0 ? -1 : hooked;
+    }
+    if (outcome == 1) {
+        PyObject *escaped = code == self->bootstrap_inner_code ? Py_True : Py_False;
+        int waiting = 0;
+        if (PyObject_SetAttr(flight, str_state, self->handled_state) < 0
+            || PyObject_SetAttr(flight, str_escaped_thread, escaped) < 0
+            || (waiting = attribute_true(flight, str_pending)) < 0) {
+            outcome = -1;
+        }
+        else if (!waiting) {
+            PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);  /* borrowed */
+            if (pending == NULL && !PyErr_Occurred()) {
+                PyObject *fresh = PyList_New(0);
+                pending = fresh == NULL ? NULL : PyDict_SetDefault(self->pending_by_ident, ident, fresh);
+                Py_XDECREF(fresh);
+            }
+            if (pending == NULL || PyObject_SetAttr(flight, str_pending, Py_True) < 0
+                || !PyList_Check(pending) || PyList_Append(pending, flight) < 0) {
+                if (pending != NULL && !PyList_Check(pending) && !PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "pending_by_ident holds a list per thread");
+                }
+                outcome = -1;
+            }
+        }
+        if (outcome == 1) {
+            self->flights_handled++;
+        }
+    }
+    Py_XDECREF(site);
+    Py_XDECREF(ident);
+    Py_DECREF(flight);
+    return outcome == 2 ? 1 : outcome;
+}
+
 /* The Python callback, with the event's arguments. An exception out of it is one the failure policy
    re-raised (or the call itself failed, e.g. at the recursion limit): the policy decides again. */
 static PyObject *
@@ -1341,7 +1639,9 @@ exception_callbacks_alive(ExceptionCallbacks *self)
 {
     return self->table != NULL && self->limits != NULL && self->keys != NULL && self->code_keys != NULL
            && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
-           && self->on_unwind != NULL && self->failed != NULL && self->inflight != NULL && self->site_type != NULL;
+           && self->on_unwind != NULL && self->failed != NULL && self->inflight != NULL && self->site_type != NULL
+           && self->raise_points != NULL && self->flight_type != NULL && self->handled_state != NULL
+           && self->bootstrap_inner_code != NULL && self->fate_handled != NULL;
 }
 
 static PyObject *
@@ -1357,6 +1657,12 @@ ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssi
     if (counted > 0) {
         self->counted++;
         Py_RETURN_NONE;
+    }
+    if (counted == 0) {
+        counted = start_counted_flight(self, args[0], args[1], args[2]);
+        if (counted > 0) {
+            Py_RETURN_NONE;
+        }
     }
     if (counted < 0) {
         return apply_failure_policy(self->failed);
@@ -1397,7 +1703,27 @@ ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_s
 static PyObject *
 ExceptionCallbacks_handled(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return pass_without_flight(self, args, nargs, self->on_handled, 0);
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!exception_callbacks_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    int done = has_flight(self, args[2]);
+    if (done == 0) {
+        self->passed++;
+        Py_RETURN_NONE;
+    }
+    if (done > 0) {
+        done = handle_counted_flight(self, args[0], args[2]);
+    }
+    if (done > 0) {
+        Py_RETURN_NONE;
+    }
+    if (done < 0) {
+        return apply_failure_policy(self->failed);
+    }
+    return to_python(self, self->on_handled, args);
 }
 
 static PyObject *
@@ -1453,6 +1779,36 @@ read_limits(ExceptionCallbacks *self, PyObject *limits)
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* What the counted flights need of program_threads: Flight, HANDLED, MAX_IN_FLIGHT,
+   _THREAD_BOOTSTRAP_INNER_CODE and _wire.FATE_HANDLED. 0, or -1 with an exception set. */
+static int
+read_flight_constants(ExceptionCallbacks *self, PyObject *limits)
+{
+    PyObject *flight_type = PyObject_GetAttr(limits, str_flight_class);
+    if (flight_type == NULL) {
+        return -1;
+    }
+    if (!PyType_Check(flight_type)) {
+        PyErr_SetString(PyExc_TypeError, "program_threads.Flight must be a class");
+        Py_DECREF(flight_type);
+        return -1;
+    }
+    self->flight_type = (PyTypeObject *)flight_type;
+    long long max_in_flight = 0;
+    PyObject *wire = NULL;
+    if ((self->handled_state = PyObject_GetAttr(limits, str_handled_state)) == NULL
+        || (self->bootstrap_inner_code = PyObject_GetAttr(limits, str_bootstrap_inner)) == NULL
+        || steal_as_long(PyObject_GetAttr(limits, str_max_in_flight), &max_in_flight) < 0
+        || (wire = PyObject_GetAttr(limits, str_wire)) == NULL
+        || (self->fate_handled = PyObject_GetAttr(wire, str_fate_handled)) == NULL) {
+        Py_XDECREF(wire);
+        return -1;
+    }
+    Py_DECREF(wire);
+    self->max_in_flight = (Py_ssize_t)max_in_flight;
+    return 0;
+}
+
 /* What the callbacks read of the table and of program_threads, once. */
 static int
 read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
@@ -1463,7 +1819,11 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
         || table_container(table, str_swallow_points, 0, &self->swallow_points) < 0
         || table_container(table, str_empty_handler_points, 0, &self->empty_handler_points) < 0
         || table_container(table, str_dirty_sites, 1, &self->dirty_sites) < 0
+        || table_container(table, str_raise_points, 0, &self->raise_points) < 0
         || (self->ignored_idents = PyObject_GetAttr(table, str_ignored_idents)) == NULL) {
+        return -1;
+    }
+    if (read_flight_constants(self, limits) < 0) {
         return -1;
     }
     PyObject *site_type = PyObject_GetAttr(limits, str_site_class);
@@ -1484,6 +1844,7 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
                    || (self->site_count_handled = object_slot_offset(self->site_type, str_count_handled)) < 0
                    || (self->site_dirty = object_slot_offset(self->site_type, str_dirty)) < 0
                    || (self->site_type_ref = object_slot_offset(self->site_type, str_type_ref)) < 0
+                   || (self->site_type_id = object_slot_offset(self->site_type, str_type_id)) < 0
                ? -1
                : 0;
 }
@@ -1547,6 +1908,11 @@ ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg
     Py_VISIT(self->empty_handler_points);
     Py_VISIT(self->dirty_sites);
     Py_VISIT(self->site_type);
+    Py_VISIT(self->raise_points);
+    Py_VISIT(self->flight_type);
+    Py_VISIT(self->handled_state);
+    Py_VISIT(self->bootstrap_inner_code);
+    Py_VISIT(self->fate_handled);
     return 0;
 }
 
@@ -1576,6 +1942,11 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     Py_CLEAR(self->empty_handler_points);
     Py_CLEAR(self->dirty_sites);
     Py_CLEAR(self->site_type);
+    Py_CLEAR(self->raise_points);
+    Py_CLEAR(self->flight_type);
+    Py_CLEAR(self->handled_state);
+    Py_CLEAR(self->bootstrap_inner_code);
+    Py_CLEAR(self->fate_handled);
     return 0;
 }
 
@@ -1606,6 +1977,12 @@ static PyMemberDef ExceptionCallbacks_members[] = {
      "an empty handler catches)"},
     {"passed", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, passed), Py_READONLY,
      "RERAISE, EXCEPTION_HANDLED and PY_UNWIND events that had nothing to do"},
+    {"flights_started", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_started), Py_READONLY,
+     "counted flights started by a RAISE in C"},
+    {"flights_handled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_handled), Py_READONLY,
+     "EXCEPTION_HANDLED of counted flights, in C"},
+    {"flights_settled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_settled), Py_READONLY,
+     "handled flights concluded as handled at their thread's next RAISE, in C"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -2146,6 +2523,13 @@ native_exec(PyObject *module)
         {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
         {&str_dirty, "dirty"}, {&str_site_class, "Site"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
         {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"}, {&str_swallowing_opcodes, "SWALLOWS_STOP_ITERATION"},
+        {&str_raise_points, "raise_points"}, {&str_flight_class, "Flight"}, {&str_handled_state, "HANDLED"},
+        {&str_max_in_flight, "MAX_IN_FLIGHT"}, {&str_bootstrap_inner, "_THREAD_BOOTSTRAP_INNER_CODE"},
+        {&str_wire, "_wire"}, {&str_fate_handled, "FATE_HANDLED"}, {&str_exc_id, "exc_id"}, {&str_tb_id, "tb_id"},
+        {&str_ident, "ident"}, {&str_site, "site"}, {&str_last_ns, "last_ns"}, {&str_pending, "pending"},
+        {&str_state, "state"}, {&str_fate, "fate"}, {&str_escaped_thread, "escaped_thread"},
+        {&str_type_id, "type_id"}, {&str_asyncio_hooked, "asyncio_hooked"},
+        {&str_asyncio_base_events, "asyncio.base_events"}, {&str_conclude, "conclude"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].name == NULL) {

@@ -5,17 +5,18 @@ TELEMETRY_SHIM_NATIVE (read by _settings): `auto` (default) uses the C callbacks
 extension was built for this interpreter, `on` asks for them (and says so on stderr when they
 are missing), `off` keeps the Python callbacks. Only the hot callbacks are in C: everything they
 do not find cached (a new code object or thread, a full buffer, the shim's own code) runs the
-recorder's Python slow path. The exception tracker's callbacks are in C only for the events of
+recorder's Python slow path. The exception tracker's callbacks are in C for the events of
 control-flow idioms (a generator closed at a yield, a StopIteration that a loop or an await ends in
 C, an exception that an empty handler of its frame catches, the events of an exception that has no
-flight): every other exception event runs the Python
-callback (ExceptionCallbacks in _native.c).
+flight) and for the common path of an exception raised and handled (a counted flight: its RAISE at a
+known raise point, its EXCEPTION_HANDLED, its conclusion at the thread's next RAISE): every other
+exception event runs the Python callback (ExceptionCallbacks in _native.c).
 """
 
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 7
+API_VERSION = 8
 
 NATIVE = "native"
 PYTHON = "python"

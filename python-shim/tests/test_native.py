@@ -54,6 +54,20 @@ def run_recorded(source, native, extra_env=None, before_start=""):
     return code, out, err, conn
 
 
+def fates_by_site(conn):
+    """{(type name, (function, line) it was raised at, fate): count}, from the detailed records and the tallies."""
+    found = {}
+    for record in conn.exception_records:
+        where = conn.qualified_name(record["stack"][-1]["code_id"]), record["stack"][-1]["line"]
+        key = (record["detail"]["type_name"], where, record["fate"])
+        found[key] = found.get(key, 0) + 1
+    for tally in conn.tallies:
+        where = conn.qualified_name(tally["raised_at"]["code_id"]), tally["raised_at"]["line"]
+        key = (tally["type_name"], where, tally["fate"])
+        found[key] = found.get(key, 0) + tally["count"]
+    return found
+
+
 def shape(conn):
     """Per thread (by name): the (function, kind) of every record, in order; timestamps left out."""
     out = {}
@@ -208,6 +222,84 @@ class NativeExceptionTests(unittest.TestCase):
             self.assertEqual([300], list(value_errors.values()), mode)
             self.assertEqual("FATE_HANDLED", next(iter(value_errors))[2], mode)
 
+
+    def test_raised_and_handled_exceptions_are_followed_in_c_as_the_python_callbacks_follow_them(self):
+        # The common path: a raise, a handler that does something, the handler's end seen at the thread's next
+        # raise. Around it, what must still go to Python: a re-raise from the handler, an exception kept and
+        # raised again later, a raise inside a handler, another thread's exceptions, one that escapes a thread.
+        program = textwrap.dedent("""
+            import threading
+            from telemetry_shim import _control
+            def handled(i, kept):
+                try:
+                    {}[i]
+                except KeyError as error:
+                    kept[:] = [error]
+            def reraised(i):
+                try:
+                    try:
+                        raise ValueError(i)
+                    except ValueError:
+                        raise
+                except ValueError:
+                    return i
+            def raised_again(kept):
+                try:
+                    raise kept[0]
+                except KeyError:
+                    return 1
+            def inside_a_handler(i):
+                try:
+                    raise LookupError(i)
+                except LookupError:
+                    try:
+                        [][i]
+                    except IndexError:
+                        return i
+            def work(n):
+                kept = []
+                for i in range(n):
+                    handled(i, kept)
+                    reraised(i)
+                    raised_again(kept)
+                    inside_a_handler(i)
+            def escapes():
+                raise RuntimeError("out")
+            threading.excepthook = lambda args: None
+            threads = [threading.Thread(target=work, args=(300,)) for _ in range(2)] + [threading.Thread(target=escapes)]
+            for thread in threads:
+                thread.start()
+            work(300)
+            for thread in threads:
+                thread.join()
+            native = _control._shim.recorder.exceptions.native
+            print(*((native.flights_started, native.flights_handled, native.flights_settled) if native is not None
+                    else ("python",)))
+        """)
+        for mode in ("exceptions", "full"):
+            counts = {}
+            for native in ("on", "off"):
+                code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode})
+                self.assertEqual((0, ""), (code, err))
+                self.assertIsNone(conn.error)
+                counts[native] = fates_by_site(conn)
+                if native == "off":
+                    self.assertEqual("python\n", out)
+                else:
+                    started, handled_in_c, settled = map(int, out.split())
+                    # Past each site's first detailed ones: the KeyErrors and IndexErrors of 3 threads, and each
+                    # raise that follows a handled one on its thread settled it.
+                    self.assertGreater(started, 2 * 3 * 290, mode)
+                    self.assertGreater(handled_in_c, 2 * 3 * 290, mode)
+                    self.assertGreater(settled, 3 * 290, mode)
+            self.maxDiff = None
+            self.assertEqual(counts["off"], counts["on"], mode)
+            by_type = {}
+            for (type_name, _, fate), n in counts["on"].items():
+                by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
+            self.assertEqual({("builtins.KeyError", "FATE_HANDLED"): 2 * 900, ("builtins.ValueError", "FATE_HANDLED"): 900,
+                              ("builtins.LookupError", "FATE_HANDLED"): 900, ("builtins.IndexError", "FATE_HANDLED"): 900,
+                              ("builtins.RuntimeError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
 
     def test_in_a_fork_child_the_c_callbacks_count_into_the_childs_table(self):
         # The C callbacks hold the flight table's containers; a fork child's reset empties those same objects.

@@ -357,7 +357,7 @@ class FlightTable:
     `dirty_sites`, and concludes quiet flights through conclude()."""
 
     def __init__(self, codes, threads, failures, lines, reader):
-        # inflight, pending_by_ident, the three *_points dicts and dirty_sites are held by the C callbacks
+        # inflight, pending_by_ident, the four *_points dicts and dirty_sites are held by the C callbacks
         # (_native.ExceptionCallbacks): cleared in place, never rebound.
         self.inflight = {}  # id(exc) -> Flight
         self.pending_by_ident = {}  # ident -> [Flight] handled, to conclude lazily (owner thread only)
@@ -972,11 +972,10 @@ class FlightTable:
     def reset_after_fork(self):
         """In a fork child: the parent's flights and counts are not this process's. The containers the C
         callbacks read (_native.ExceptionCallbacks) are cleared in place, never rebound."""
-        for container in (self.inflight, self.pending_by_ident, self.swallow_points, self.closed_points,
-                          self.empty_handler_points, self.dirty_sites):
+        for container in (self.inflight, self.pending_by_ident, self.raise_points, self.swallow_points,
+                          self.closed_points, self.empty_handler_points, self.dirty_sites):
             container.clear()
         self.sites = {}
-        self.raise_points = {}
         self.overflow_site = Site(None, 0, 0)
         self.finished = []
 
