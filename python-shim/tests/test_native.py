@@ -190,19 +190,9 @@ class NativeExceptionTests(unittest.TestCase):
                 # Exceptions mode too: its exception callbacks are C ones in front of the Python twin.
                 self.assertEqual({"on": "native", "off": "python"}[native], conn.hello["callbacks"], mode)
                 # Per raise site and fate: the detailed records and the tallies of each type.
-                found = {}
-                tallied_control_flow = 0
-                for record in conn.exception_records:
-                    where = conn.qualified_name(record["stack"][-1]["code_id"]), record["stack"][-1]["line"]
-                    key = (record["detail"]["type_name"], where, record["fate"])
-                    found[key] = found.get(key, 0) + 1
-                for tally in conn.tallies:
-                    where = conn.qualified_name(tally["raised_at"]["code_id"]), tally["raised_at"]["line"]
-                    key = (tally["type_name"], where, tally["fate"])
-                    found[key] = found.get(key, 0) + tally["count"]
-                    if tally["type_name"] in ("builtins.GeneratorExit", "builtins.StopIteration"):
-                        tallied_control_flow += tally["count"]
-                counts[native] = found
+                counts[native] = fates_by_site(conn)
+                tallied_control_flow = sum(tally["count"] for tally in conn.tallies
+                                           if tally["type_name"] in ("builtins.GeneratorExit", "builtins.StopIteration"))
                 if native == "off":
                     self.assertEqual("python\n", out)
                     continue
