@@ -37,6 +37,7 @@
 #include <string.h>
 #include <errno.h>
 #include <limits.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -46,7 +47,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 8
+#define NATIVE_API_VERSION 9
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -2616,7 +2617,34 @@ current_exceptions(PyObject *module, PyObject *unused)
     return handling;
 }
 
+/* dup_above(fd, minimum) -> a close-on-exec duplicate of fd numbered `minimum` or above (fcntl's
+   F_DUPFD_CLOEXEC): the sender's socket out of the numbers a program expects to find free. */
+static PyObject *
+dup_above(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "dup_above(fd, minimum)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    long minimum = fd == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[1]);
+    if (minimum == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX || minimum < 0 || minimum > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "dup_above: fd and minimum must be non-negative ints");
+        return NULL;
+    }
+    int duplicate = fcntl((int)fd, F_DUPFD_CLOEXEC, (int)minimum);
+    if (duplicate < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(duplicate);
+}
+
 static PyMethodDef native_functions[] = {
+    {"dup_above", (PyCFunction)(void (*)(void))dup_above, METH_FASTCALL,
+     "dup_above(fd, minimum) -> a close-on-exec duplicate of fd numbered minimum or above."},
     {"current_frames", current_frames, METH_NOARGS,
      "current_frames() -> {ident: frame}: sys._current_frames() for this interpreter's threads only."},
     {"current_exceptions", current_exceptions, METH_NOARGS,

@@ -16,7 +16,7 @@ exception event runs the Python callback (ExceptionCallbacks in _native.c).
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 8
+API_VERSION = 9
 
 NATIVE = "native"
 PYTHON = "python"
@@ -30,7 +30,7 @@ def load():
     if _loaded is None:
         try:
             from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, NoteWatch,
-                                  Outbox, RecordBuffer, current_exceptions, current_frames)
+                                  Outbox, RecordBuffer, current_exceptions, current_frames, dup_above)
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
@@ -38,7 +38,7 @@ def load():
         else:
             if built_version == API_VERSION:
                 _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer, Outbox, NoteWatch,
-                                        current_frames, current_exceptions), "")
+                                        current_frames, current_exceptions, dup_above), "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -47,10 +47,10 @@ def load():
 
 class _NativeTypes:
     __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer", "Outbox", "NoteWatch",
-                 "current_frames", "current_exceptions")
+                 "current_frames", "current_exceptions", "dup_above")
 
     def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox, note_watch, current_frames,
-                 current_exceptions):
+                 current_exceptions, dup_above):
         self.Callbacks = callbacks
         self.CodeKeys = code_keys
         self.ExceptionCallbacks = exception_callbacks
@@ -59,6 +59,7 @@ class _NativeTypes:
         self.NoteWatch = note_watch
         self.current_frames = current_frames  # sys._current_frames() of this interpreter's threads only
         self.current_exceptions = current_exceptions  # and sys._current_exceptions()
+        self.dup_above = dup_above  # fcntl(fd, F_DUPFD_CLOEXEC, minimum)
 
 
 # The most code objects whose keys the C callbacks hold in their own table (16 bytes a slot, at most half
@@ -112,6 +113,21 @@ def exception_callbacks(flights, python_callbacks, codes, code_keys, failed):
         failed=failed, lifelines=codes.lifelines)
     return native, {events.RAISE: native.raise_, events.RERAISE: native.reraise,
                     events.EXCEPTION_HANDLED: native.exception_handled, events.PY_UNWIND: native.py_unwind}
+
+
+def descriptor_duplicator(setting):
+    """dup_above(fd, minimum): a close-on-exec duplicate of fd numbered `minimum` or above; the C extension's when
+    TELEMETRY_SHIM_NATIVE (`setting`) lets it load, else fcntl's (imported now, on the program's thread, not on the
+    sender's, whose imports would interleave with the program's)."""
+    module = load()[0] if setting != "off" else None
+    if module is not None:
+        return module.dup_above
+    import fcntl
+
+    def dup_above(fd, minimum):
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, minimum)
+
+    return dup_above
 
 
 def note_watch(on_call, on_note_added):

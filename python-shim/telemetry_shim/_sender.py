@@ -14,9 +14,13 @@ import threading
 from time import monotonic, perf_counter_ns, sleep, thread_time_ns
 
 from . import _wire
+from ._native_path import descriptor_duplicator
 from ._tables import current_frames
 
 CONNECT_TIMEOUT_S = 1.0
+# The socket's descriptor is numbered from here up: a program (or a child it starts) expects the lowest free
+# numbers to be the ones it would get without the shim (os.pipe(), a number handed to a child, a dup2 target).
+SOCKET_FD_MINIMUM = 512
 # An agent that takes no byte for this long is stalled: the connection is given up. It bounds each
 # send() call, not a whole batch: a slow agent that keeps reading keeps its connection.
 SEND_STALL_TIMEOUT_S = 5.0
@@ -52,6 +56,7 @@ class Sender:
         self.socket_path = socket_path
         self._hello_fields = hello_fields  # callable returning the Hello dict for a new connection
         self._warn_once = warn_once
+        self._dup_above = descriptor_duplicator(settings.native if settings is not None else "auto")
         stretch = settings.slowdown if settings is not None else 1.0
         self.flush_interval_s = flush_interval_s * stretch
         self._busy_interval_s = BUSY_INTERVAL_S * stretch
@@ -433,7 +438,7 @@ class Sender:
     def _connect(self):
         sock = None
         try:
-            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            sock = self._numbered_high(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM))
             sock.settimeout(CONNECT_TIMEOUT_S)
             sock.connect(self.socket_path)
             sock.settimeout(SEND_STALL_TIMEOUT_S)
@@ -463,6 +468,21 @@ class Sender:
         self._invocations_over_sent = 0
         hello = _wire.encode_frame(_wire.FRAME_HELLO, _wire.encode_message("Hello", self._hello_fields()))
         self._send([hello], preamble=True)
+
+    def _numbered_high(self, sock):
+        """`sock` on a descriptor numbered SOCKET_FD_MINIMUM or above, or as it is where the limit of open files
+        leaves no such number."""
+        try:
+            high = self._dup_above(sock.fileno(), SOCKET_FD_MINIMUM)
+        except (OSError, ValueError):
+            return sock
+        try:
+            moved = _socket.socket(fileno=high)
+        except OSError:
+            os.close(high)
+            return sock
+        sock.close()
+        return moved
 
     def _send(self, frames, preamble=False):
         """Writes whole frames in order; returns how many the agent got in full. On an error or a

@@ -177,6 +177,30 @@ class NewGenerationTest(unittest.TestCase):
                 self.assertEqual((0, "True True True\n", ""), (code, out, err))
 
 
+class DescriptorNumbersTest(unittest.TestCase):
+    def test_the_shims_socket_leaves_the_lowest_descriptor_numbers_to_the_program(self):
+        # A program, or a child it starts, expects the lowest free numbers to be the ones it would get without the
+        # shim: CPython's test_os hands a closed pipe's number to a child and expects dup() of it to fail there.
+        for native in ("on", "off"):
+            with self.subTest(native=native), support.RecordingAgent() as agent:
+                code, out, err = support.run_python(program("""
+                    import os, time, telemetry_shim
+                    from telemetry_shim import _control
+                    without = os.pipe()
+                    for fd in without:
+                        os.close(fd)
+                    assert telemetry_shim.start()
+                    sender = _control._shim.sender
+                    deadline = time.monotonic() + 30
+                    # Connected, its HELLO sent (reading /proc for it opens files for a moment).
+                    while sender.frames_sent == 0 and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    print(sender.connects, sender._sock.fileno() >= 512, os.pipe() == without)
+                    """), env=dict(FULL, TELEMETRY_AGENT_SOCKET=agent.path, TELEMETRY_SHIM_NATIVE=native))
+                agent.wait_for(1)
+                self.assertEqual((0, "1 True True\n", ""), (code, out, err))
+
+
 class StalledAgentTest(unittest.TestCase):
     def test_an_agent_that_never_reads_costs_the_program_bounded_memory_and_a_bounded_exit(self):
         with support.NeverReadingAgent() as agent:
