@@ -1018,20 +1018,32 @@ typedef struct {
 
 static PyTypeObject *ExceptionCallbacks_Type;
 
+/* The flight of `exc` (a new reference), or NULL: with no exception set when it has none. */
+static PyObject *
+flight_of(ExceptionCallbacks *self, PyObject *exc)
+{
+    if (PyDict_GET_SIZE(self->inflight) == 0) {
+        return NULL;  /* the common case: no int made */
+    }
+    PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));
+    if (exc_id == NULL) {
+        return NULL;
+    }
+    PyObject *flight = PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
+    Py_DECREF(exc_id);
+    return Py_XNewRef(flight);
+}
+
 /* Is there a flight for `exc` (its identity in table.inflight)? 1, 0, -1 with an exception set. */
 static int
 has_flight(ExceptionCallbacks *self, PyObject *exc)
 {
-    if (PyDict_GET_SIZE(self->inflight) == 0) {
-        return 0;  /* the common case: no int made */
+    PyObject *flight = flight_of(self, exc);
+    if (flight == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
     }
-    PyObject *id = PyLong_FromSsize_t(pointer_identity(exc));
-    if (id == NULL) {
-        return -1;
-    }
-    int found = PyDict_Contains(self->inflight, id);
-    Py_DECREF(id);
-    return found;
+    Py_DECREF(flight);
+    return 1;
 }
 
 /* The offset of the object slot `name` of `type` (its member descriptor's), or -1 with an exception set. */
@@ -1500,8 +1512,9 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
         site = point_entry(self->raise_points, ck, offset, cls);
         outcome = site == NULL ? (PyErr_Occurred() ? -1 : 0) : site_of_class(self, site, cls);
     }
-    long long now = (long long)now_ns();
+    long long now = 0;
     if (outcome > 0) {
+        now = (long long)now_ns();
         outcome = PyDict_GET_SIZE(self->inflight) < self->max_in_flight ? sampling_not_due(self, site, now) : 0;
     }
     if (outcome > 0) {
@@ -1531,25 +1544,12 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
     return outcome;
 }
 
-/* FlightTable.on_handled for a counted flight (not detailed) of this thread whose exception is still the
-   one it follows, in code with a key, with asyncio's handler hooked or not imported: handled, and pending
-   on its thread. 1 done (or nothing to do, as there), 0 when Python decides, -1 with an exception set. */
+/* FlightTable.on_handled for `flight`, the exception's: a counted one (not detailed) of this thread whose exception
+   is still the one it follows, in code with a key, with asyncio's handler hooked or not imported, is handled and
+   pending on its thread. 1 done (or nothing to do, as there), 0 when Python decides, -1 with an exception set. */
 static int
-handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc)
+handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, PyObject *flight)
 {
-    if (PyDict_GET_SIZE(self->inflight) == 0) {
-        return 1;  /* no flight: nothing to do */
-    }
-    PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));
-    if (exc_id == NULL) {
-        return -1;
-    }
-    PyObject *flight = PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
-    Py_DECREF(exc_id);
-    if (flight == NULL) {
-        return PyErr_Occurred() ? -1 : 1;
-    }
-    Py_INCREF(flight);
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
     PyObject *site = NULL;
     int outcome = ident == NULL ? -1 : attribute_true(flight, str_detailed);
@@ -1617,7 +1617,6 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc)
     }
     Py_XDECREF(site);
     Py_XDECREF(ident);
-    Py_DECREF(flight);
     return outcome == 2 ? 1 : outcome;
 }
 
@@ -1710,14 +1709,16 @@ ExceptionCallbacks_handled(ExceptionCallbacks *self, PyObject *const *args, Py_s
     if (!exception_callbacks_alive(self)) {
         Py_RETURN_NONE;
     }
-    int done = has_flight(self, args[2]);
-    if (done == 0) {
+    PyObject *flight = flight_of(self, args[2]);
+    if (flight == NULL) {
+        if (PyErr_Occurred()) {
+            return apply_failure_policy(self->failed);
+        }
         self->passed++;
         Py_RETURN_NONE;
     }
-    if (done > 0) {
-        done = handle_counted_flight(self, args[0], args[2]);
-    }
+    int done = handle_counted_flight(self, args[0], args[2], flight);
+    Py_DECREF(flight);
     if (done > 0) {
         Py_RETURN_NONE;
     }
