@@ -60,6 +60,8 @@ public sealed class CommandLineTests : IDisposable
 
             def wait_forever():
                 try:
+                    # Ready only inside the handler's reach: the test's SIGINT may land as soon as the line is written.
+                    print("ready", flush=True)
                     while True:
                         time.sleep(0.01)
                 except KeyboardInterrupt:
@@ -69,7 +71,6 @@ public sealed class CommandLineTests : IDisposable
             # How this process receives signals, for the failure message should SIGINT never arrive.
             with open("/proc/self/status") as status:
                 print(*(line.strip() for line in status if line.startswith(("Sig", "Shd"))), sep="; ", file=sys.stderr, flush=True)
-            print("ready", flush=True)
             wait_forever()
             """);
         // SIGINT at its default, as a terminal's job has it: a background job of a non-interactive shell (how a CI
