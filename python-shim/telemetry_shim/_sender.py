@@ -601,6 +601,6 @@ class PythonOutbox:
 
 
 def _code_dict(definition):
-    code_id, qualified_name, file_name, first_line, module, kind_flags = definition
+    code_id, qualified_name, file_name, first_line, module, kind_flags, ready_on = definition
     return {"id": code_id, "qualified_name": qualified_name, "file_name": file_name,
-            "first_line": first_line, "module": module, "kind_flags": kind_flags}
+            "first_line": first_line, "module": module, "kind_flags": kind_flags, "ready_on": ready_on}

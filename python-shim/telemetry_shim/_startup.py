@@ -260,6 +260,9 @@ class StartupRecorder:
             return
         self._handler_code = code
         self._roles[identity(code)] = (ROLE_HANDLER, code)
+        recorder = self._recorder
+        if recorder is not None and self.invocations_planned:
+            recorder.codes.ready_on_code = code
         self._watch(code, _LOCAL_EVENTS)
 
     def release(self, final):

@@ -151,6 +151,9 @@ class CodeTable:
         # identity(code) -> [code, key, call key] (keys None until defined): code held out of `keys` and
         # `call_keys` (hold_out), so that each of its events reaches the recorder's slow path.
         self.held_out = {}
+        # The start-up phase's ready-on function, once armed: its definition says so, and the agent keeps the
+        # call trees of its first invocations.
+        self.ready_on_code = None
 
     def key_of(self, code, frame):
         """The key of any code object, defining it when new; 0 for the shim's own code. For
@@ -215,7 +218,8 @@ class CodeTable:
                       | (4 if flags & _CO_ASYNC_GENERATOR else 0))
         # The definition is published before the key: a record using the key can never reach
         # the sender ahead of its definition.
-        self.definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags))
+        self.definitions.append((code_id, code.co_qualname, filename, code.co_firstlineno, module, kind_flags,
+                                 code is self.ready_on_code))
         code_filter = self.code_filter
         recorded = code_filter.records(filename, module) if code_filter is not None else True
         return code_id << _wire.CODE_ID_SHIFT, recorded

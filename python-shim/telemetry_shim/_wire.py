@@ -98,6 +98,7 @@ SCHEMAS = {
     "CodeDefinition": {
         "id": (1, "uint"), "qualified_name": (2, "string"), "file_name": (3, "string"),
         "first_line": (4, "uint"), "module": (5, "string"), "kind_flags": (6, "uint"),
+        "ready_on": (7, "bool"),
     },
     "ThreadDefinition": {
         "id": (1, "uint"), "ident": (2, "uint"), "native_id": (3, "int64"), "name": (4, "string"),

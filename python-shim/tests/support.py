@@ -48,7 +48,7 @@ SCHEMAS = {
     "Definitions": {1: ("codes", "m:CodeDefinition*"), 2: ("threads", "m:ThreadDefinition*")},
     "CodeDefinition": {
         1: ("id", "u"), 2: ("qualified_name", "s"), 3: ("file_name", "s"), 4: ("first_line", "u"),
-        5: ("module", "s"), 6: ("kind_flags", "u"),
+        5: ("module", "s"), 6: ("kind_flags", "u"), 7: ("ready_on", "b"),
     },
     "ThreadDefinition": {
         1: ("id", "u"), 2: ("ident", "u"), 3: ("native_id", "i"), 4: ("name", "s"), 5: ("is_main", "b"),

@@ -540,6 +540,15 @@ class OneToolIdTest(StartupTestCase):
                                 len(conn.startup["imports"]) + len(conn.first_invocations[0]["imports"]))
         for thread_id, (_stack, problems) in support.replay_stacks(conn).items():
             self.assertEqual([], problems, thread_id)
+        # The handler's definition says it is the ready-on function (the agent keeps its invocations' call
+        # trees); no other code's does.
+        self.assertEqual(["handler"], [code["qualified_name"] for code in conn.codes.values() if code.get("ready_on")])
+
+    def test_without_first_invocations_no_code_is_said_to_be_the_ready_on_one(self):
+        conn, _, _ = self.run_under_shim(CALLER, "--mode", "full", "--ready-on", "handlers:handler",
+                                         env={"TELEMETRY_SHIM_FIRST_INVOCATIONS": "0"})
+        self.assertEqual(5, support.call_counts(conn).get("handler"))
+        self.assertEqual([], [code for code in conn.codes.values() if code.get("ready_on")])
 
     def test_burst_mode_records_nothing_outside_its_windows(self):
         conn = self.run_mode("burst")

@@ -67,8 +67,9 @@ class MessageTests(unittest.TestCase):
     def test_definitions_and_nested_messages(self):
         definitions = {
             "codes": [{"id": 1, "qualified_name": "A.f", "file_name": "/x.py", "first_line": 3, "module": "m",
-                       "kind_flags": 1},
-                      {"id": 2, "qualified_name": "g", "file_name": "", "first_line": 0, "module": "", "kind_flags": 0}],
+                       "kind_flags": 1, "ready_on": True},
+                      {"id": 2, "qualified_name": "g", "file_name": "", "first_line": 0, "module": "", "kind_flags": 0,
+                       "ready_on": False}],
             "threads": [{"id": 1, "ident": (1 << 64) - 1, "native_id": 99, "name": "MainThread", "is_main": True}],
         }
         self.assertEqual(definitions, self.round_trip("Definitions", definitions))
@@ -157,7 +158,7 @@ class FrameTests(unittest.TestCase):
 
     def test_definitions_split_below_the_limit_and_decode_back(self):
         codes = [{"id": i, "qualified_name": "f%d" % i + "x" * 300, "file_name": "/p.py", "first_line": i,
-                  "module": "m", "kind_flags": 0} for i in range(1, 8001)]
+                  "module": "m", "kind_flags": 0, "ready_on": False} for i in range(1, 8001)]
         threads = [{"id": 1, "ident": 5, "native_id": 6, "name": "MainThread", "is_main": True}]
         frames = _wire.encode_definitions_frames(codes, threads)
         self.assertGreater(len(frames), 1)
