@@ -73,10 +73,73 @@ public sealed class StartupEndToEndTests : IDisposable
         Assert.Empty(invocations[2].GetProperty("imports").EnumerateArray());
         var comparison = process.GetProperty("first_vs_later");
         Assert.Contains("csv", comparison.GetProperty("imports_only_in_first").EnumerateArray().Select(module => module.GetString()));
+        // Exceptions mode records no calls: no call trees, and no functions said to be only in the first.
+        Assert.All(invocations, invocation => Assert.Equal(JsonValueKind.Null, invocation.GetProperty("call_tree").ValueKind));
+        Assert.Equal(JsonValueKind.Null, comparison.GetProperty("functions_only_in_first").ValueKind);
 
         Assert.Contains("to ready (first call of handlers:handle)", run.Stderr + run.Stdout, StringComparison.Ordinal);
         Assert.Contains("costliest imports by self time", run.Stderr + run.Stdout, StringComparison.Ordinal);
         Assert.Contains("First invocation:", run.Stderr + run.Stdout, StringComparison.Ordinal);
+    }
+
+    // A handler that connects and fills its cache on its first call only.
+    private const string CachingHandlers = """
+        _cache = None
+
+        def connect():
+            return sum(range(1000))
+
+        def load_cache():
+            global _cache
+            _cache = {key: str(key) for key in range(100)}
+
+        def lookup(key):
+            return _cache[key]
+
+        def handle(keys):
+            if _cache is None:
+                connect()
+                load_cache()
+            return [lookup(key) for key in keys]
+        """;
+
+    [Fact]
+    public async Task InFullModeEachFirstInvocationHasItsExactCallTreeAndTheFunctionsOnlyTheFirstRan()
+    {
+        File.WriteAllText(_temp.File("handlers.py"), CachingHandlers);
+        var script = _temp.File("app.py");
+        File.WriteAllText(script, "import handlers\n\nfor number in range(5):\n    handlers.handle([1, 2, number])\n");
+        var output = _temp.File("out");
+        var run = await Processes.RunAgentAsync(["run", "--mode", "full", "-o", output, script],
+            environment: new Dictionary<string, string?> { ["TELEMETRY_SHIM_READY_ON"] = "handlers:handle" });
+        Assert.True(run.ExitCode == 0, run.ToString());
+
+        using var document = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "startup.json")));
+        var process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
+        var invocations = process.GetProperty("first_invocations").EnumerateArray().ToArray();
+        Assert.Equal([1, 2, 3], invocations.Select(invocation => invocation.GetProperty("number").GetInt32()));
+        (string Function, long Calls, int Parent)[] CallsOf(JsonElement invocation) => [.. invocation.GetProperty("call_tree").EnumerateArray()
+            .Select(node => (node.GetProperty("function").GetString()![..node.GetProperty("function").GetString()!.IndexOf(' ', StringComparison.Ordinal)],
+                node.GetProperty("calls").GetInt64(), node.GetProperty("parent").GetInt32()))];
+        // Exactly the program's calls: in each, the handler once and three lookups; the first also connected and loaded.
+        Assert.Equal([("handle", 1L, 0), ("connect", 1L, 1), ("load_cache", 1L, 1), ("lookup", 3L, 1)], CallsOf(invocations[0]));
+        Assert.Equal([("handle", 1L, 0), ("lookup", 3L, 1)], CallsOf(invocations[1]));
+        Assert.Equal([("handle", 1L, 0), ("lookup", 3L, 1)], CallsOf(invocations[2]));
+        foreach (var invocation in invocations)
+        {
+            // Every nanosecond under the handler is some node's own time.
+            var nodes = invocation.GetProperty("call_tree").EnumerateArray().ToArray();
+            Assert.Equal(nodes[0].GetProperty("total_ns").GetInt64(), nodes.Sum(node => node.GetProperty("self_ns").GetInt64()));
+        }
+
+        var onlyFirst = process.GetProperty("first_vs_later").GetProperty("functions_only_in_first").EnumerateArray()
+            .Select(function => function.GetProperty("function").GetString()!).Order(StringComparer.Ordinal).ToArray();
+        Assert.Equal(2, onlyFirst.Length);
+        Assert.StartsWith("connect (", onlyFirst[0], StringComparison.Ordinal);
+        Assert.EndsWith("handlers.py:3)", onlyFirst[0], StringComparison.Ordinal);
+        Assert.StartsWith("load_cache (", onlyFirst[1], StringComparison.Ordinal);
+        Assert.EndsWith("handlers.py:6)", onlyFirst[1], StringComparison.Ordinal);
+        Assert.Contains("Functions only the first ran: 2,", run.Stderr + run.Stdout, StringComparison.Ordinal);
     }
 
     // A dependency that takes 20 ms to execute, imported by the handlers' module; one the handler imports lazily.

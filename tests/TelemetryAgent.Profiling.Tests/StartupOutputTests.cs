@@ -44,6 +44,19 @@ public sealed class StartupOutputTests : IDisposable
         Assert.Equal(2_500_000, comparison.LaterMedianNs);
         Assert.Equal(["csv"], comparison.ImportsOnlyInFirst.Select(import => import.Module));
         Assert.Equal(12_000_000, comparison.ImportsOnlyInFirstNs);
+
+        // Each invocation's exact call tree, from the calls the session recorded between its call and its return.
+        var first = process.FirstInvocations[0].CallTree!;
+        first.At("handle").Has(calls: 1, resumes: 0, selfNs: 13_500_000, totalNs: 15_000_000);
+        first.At("handle", "connect").Has(calls: 1, resumes: 0, selfNs: 1_000_000, totalNs: 1_000_000);
+        first.At("handle", "lookup").Has(calls: 1, resumes: 0, selfNs: 500_000, totalNs: 500_000);
+        Assert.Equal(15_000_000, first.TotalNs);
+        var second = process.FirstInvocations[1].CallTree!;
+        second.At("handle").Has(calls: 1, resumes: 0, selfNs: 2_500_000, totalNs: 3_000_000);
+        Assert.Equal(["lookup"], second.At("handle").Children.Select(child => child.Function!.QualifiedName));
+        process.FirstInvocations[2].CallTree!.At("handle", "lookup").Has(calls: 1, resumes: 0, selfNs: 500_000, totalNs: 500_000);
+        var only = Assert.Single(comparison.FunctionsOnlyInFirst!);
+        Assert.Equal(("connect", 1L, 1_000_000L), (only.Function.QualifiedName, only.Calls, only.SelfNs));
     }
 
     [Fact]

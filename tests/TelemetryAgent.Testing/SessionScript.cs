@@ -58,12 +58,14 @@ public sealed class SessionScript
     public ProcessSession Session { get; }
     public ProcessProfile Profile => Session.Profile!;
 
-    public SessionScript Code(uint id, string qualifiedName, string file = "/srv/app/app.py", uint line = 1, uint kindFlags = 0)
+    public SessionScript Code(uint id, string qualifiedName, string file = "/srv/app/app.py", uint line = 1, uint kindFlags = 0,
+        bool readyOn = false)
     {
         var definitions = new Definitions();
         definitions.Codes.Add(new CodeDefinition
         {
             Id = id, QualifiedName = qualifiedName, FileName = file, FirstLine = line, Module = "app", KindFlags = kindFlags,
+            ReadyOn = readyOn,
         });
         Session.OnDefinitions(definitions);
         return this;

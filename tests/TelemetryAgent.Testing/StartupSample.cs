@@ -8,8 +8,9 @@ namespace TelemetryAgent.Testing;
 /// <summary>
 /// A fixed start-up, built by a scripted session: the input of the start-up golden tests. "orders" (pid 5150) started
 /// 40 ms before the shim, imported json (with json.decoder and re nested in it), a missing optional module and
-/// handlers in 60 ms, became ready at the first call of handlers:handle, whose first invocation imported csv lazily;
-/// the two later invocations imported nothing.
+/// handlers in 60 ms, became ready at the first call of handlers:handle, whose first invocation imported csv lazily
+/// and connected; the two later invocations imported nothing and only looked up. Full mode: the invocations' calls
+/// are recorded, so each has its call tree.
 /// </summary>
 public static class StartupSample
 {
@@ -24,7 +25,20 @@ public static class StartupSample
     {
         var time = new FakeTimeProvider(Start);
         var store = new ProfileStore();
-        var orders = new SessionScript(store, time: time, pid: 5150, serviceName: "orders", mode: "exceptions");
+        var orders = new SessionScript(store, time: time, pid: 5150, serviceName: "orders", mode: "full");
+        orders.Thread(1, "MainThread", isMain: true)
+            .Code(1, "<module>", "/srv/app/app.py")
+            .Code(2, "handle", "/srv/app/handlers.py", line: 4, readyOn: true)
+            .Code(3, "connect", "/srv/app/handlers.py", line: 12)
+            .Code(4, "lookup", "/srv/app/handlers.py", line: 16);
+        orders.Start(ShimStartNs + 1_000_000, 1)
+            // Invocation 1: csv imported (110.5 to 122.5 ms), then the connection made, then one lookup.
+            .Start(ReadyNs, 2).Start(123_000_000, 3).Return(124_000_000, 3).Start(124_000_000, 4).Return(124_500_000, 4)
+            .Return(125_000_000, 2)
+            // Invocations 2 and 3: one lookup each.
+            .Start(130_000_000, 2).Start(131_000_000, 4).Return(131_500_000, 4).Return(133_000_000, 2)
+            .Start(140_000_000, 2).Start(140_500_000, 4).Return(141_000_000, 4).Return(142_000_000, 2)
+            .Return(145_000_000, 1);
         var startup = new Startup
         {
             ReadyRule = Startup.Types.ReadyRule.ReadyOnFunction,

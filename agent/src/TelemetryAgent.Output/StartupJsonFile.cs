@@ -95,6 +95,8 @@ public sealed class StartupJsonFile : IOutputFile
             json.WriteNumber("imports_ns", invocation.Imports.TotalNs);
             json.WritePropertyName("imports");
             WriteTree(json, invocation.Imports, startup.BeginNs);
+            json.WritePropertyName("call_tree");
+            WriteCallTree(json, invocation.CallTree);
             json.WriteEndObject();
         }
         json.WriteEndArray();
@@ -110,6 +112,25 @@ public sealed class StartupJsonFile : IOutputFile
             json.WriteStartArray("imports_only_in_first");
             foreach (var import in comparison.ImportsOnlyInFirst) json.WriteStringValue(import.Module);
             json.WriteEndArray();
+            if (comparison.FunctionsOnlyInFirst is { } functions)
+            {
+                json.WriteNumber("functions_only_in_first_self_ns", comparison.FunctionsOnlyInFirstSelfNs);
+                json.WriteStartArray("functions_only_in_first");
+                foreach (var function in functions)
+                {
+                    json.WriteStartObject();
+                    json.WriteString("function", function.Function.Label);
+                    json.WriteNumber("calls", function.Calls);
+                    json.WriteNumber("self_ns", function.SelfNs);
+                    json.WriteEndObject();
+                }
+                json.WriteEndArray();
+            }
+            else
+            {
+                json.WriteNull("functions_only_in_first_self_ns");
+                json.WriteNull("functions_only_in_first");
+            }
             json.WriteEndObject();
         }
         else
@@ -117,6 +138,36 @@ public sealed class StartupJsonFile : IOutputFile
             json.WriteNull("first_vs_later");
         }
         json.WriteEndObject();
+    }
+
+    // A flat list, parents first (a call tree can be deeper than JSON readers nest): each node's 1-based parent
+    // (0: the ready-on function's own node has none), in the order the calls were first seen.
+    private static void WriteCallTree(Utf8JsonWriter json, CallNode? tree)
+    {
+        if (tree is null)
+        {
+            json.WriteNullValue();
+            return;
+        }
+        json.WriteStartArray();
+        var pending = new Stack<(CallNode Node, int Parent)>();
+        for (var i = tree.Children.Count - 1; i >= 0; i--) pending.Push((tree.Children[i], 0));
+        var position = 0;
+        while (pending.TryPop(out var entry))
+        {
+            var node = entry.Node;
+            position++;
+            json.WriteStartObject();
+            json.WriteNumber("parent", entry.Parent);
+            json.WriteString("function", node.Name);
+            json.WriteNumber("calls", node.Calls);
+            if (node.Resumes > 0) json.WriteNumber("resumes", node.Resumes);
+            json.WriteNumber("self_ns", node.SelfNs);
+            json.WriteNumber("total_ns", node.TotalNs);
+            json.WriteEndObject();
+            for (var i = node.Children.Count - 1; i >= 0; i--) pending.Push((node.Children[i], position));
+        }
+        json.WriteEndArray();
     }
 
     // Nested as imported; children follow the order they began. Offsets are from the phase's beginning.

@@ -17,6 +17,7 @@ public sealed class ProcessProfile
     private readonly List<FunctionInfo> _functions = [];
     private IReadOnlyList<FunctionStats>? _functionStats;
     private readonly List<FirstInvocation> _firstInvocations = [];
+    private readonly List<CapturedCallTree> _unmatchedCallTrees = [];
 
     internal ProcessProfile(ProcessIdentity identity, ClockMapping clock, DateTimeOffset connectedAt, ExceptionLimits? exceptionLimits = null,
         RecordingMode? recording = null)
@@ -102,7 +103,49 @@ public sealed class ProcessProfile
     /// <summary>The first calls of the ready-on function the shim timed, in the order they arrived.</summary>
     public IReadOnlyList<FirstInvocation> FirstInvocations => _firstInvocations;
 
-    internal void AddFirstInvocation(FirstInvocation invocation) => _firstInvocations.Add(invocation);
+    /// <summary>Adds a first invocation the shim timed, with its call tree when the session has it already.</summary>
+    internal void AddFirstInvocation(FirstInvocation invocation)
+    {
+        var tree = _unmatchedCallTrees.Where(tree => tree.Matches(invocation)).MinBy(tree => tree.Distance(invocation));
+        if (tree is not null)
+        {
+            _unmatchedCallTrees.Remove(tree);
+            invocation = invocation with { CallTree = tree.Root };
+        }
+        _firstInvocations.Add(invocation);
+    }
+
+    /// <summary>
+    /// The call tree of an outermost call of the ready-on function from <paramref name="startNs"/> (the session's
+    /// clock for it), given to the first invocation the shim timed there, now or when that arrives. The shim and the
+    /// session number calls alike only while both see all of them (not across a reconnection), so calls are matched
+    /// by time.
+    /// </summary>
+    internal void AddInvocationCallTree(long startNs, CallNode tree)
+    {
+        var captured = new CapturedCallTree(startNs, tree);
+        var index = -1;
+        for (var i = 0; i < _firstInvocations.Count; i++)
+        {
+            var candidate = _firstInvocations[i];
+            if (candidate.CallTree is not null || !captured.Matches(candidate)) continue;
+            if (index < 0 || captured.Distance(candidate) < captured.Distance(_firstInvocations[index])) index = i;
+        }
+        if (index >= 0) _firstInvocations[index] = _firstInvocations[index] with { CallTree = tree };
+        else _unmatchedCallTrees.Add(captured);
+    }
+
+    private sealed record CapturedCallTree(long StartNs, CallNode Root)
+    {
+        // The shim times an invocation where its start-up phase sees the call, beside the event the session
+        // records: microseconds apart, more on a loaded machine.
+        private const long ToleranceNs = 5_000_000;
+
+        public bool Matches(FirstInvocation invocation)
+            => StartNs >= invocation.StartNs - ToleranceNs && StartNs <= Math.Max(invocation.EndNs, invocation.StartNs) + ToleranceNs;
+
+        public long Distance(FirstInvocation invocation) => Math.Abs(StartNs - invocation.StartNs);
+    }
 
     /// <summary>Event records received over this connection.</summary>
     public long EventsReceived { get; internal set; }
@@ -176,6 +219,7 @@ public sealed class ProcessProfile
         };
         copy.Startup = Startup;
         copy._firstInvocations.AddRange(_firstInvocations);
+        copy._unmatchedCallTrees.AddRange(_unmatchedCallTrees);
         copy._functions.AddRange(_functions);
         foreach (var thread in _threads) copy._threads.Add(thread.Copy());
         return copy;

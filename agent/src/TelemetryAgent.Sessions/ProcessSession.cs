@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using TelemetryAgent.Profiling;
+using TelemetryAgent.Profiling.Startup;
 using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 
@@ -50,6 +51,9 @@ public sealed class ProcessSession
     private ProcessTimeline? _timeline;
     private long _nextBucketAt;
     private SessionInput? _input;
+
+    // Outermost calls of the ready-on function whose call trees were followed (the first invocations).
+    private int _invocationsTraced;
 
     // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
     private bool _burst;
@@ -699,6 +703,29 @@ public sealed class ProcessSession
         frame.CodeId = codeId;
         frame.EnteredAt = timestamp;
         thread.Depth = depth + 1;
+        if (function.IsReadyOn && kind == EventKind.Start && thread.Invocation is null) StartInvocation(profile, thread, node, depth, timestamp);
+    }
+
+    /// <summary>
+    /// An outermost call of the ready-on function: one of its first invocations, whose exact call tree is kept
+    /// (<see cref="InvocationCallTree"/>), in full mode (burst windows would cut it; exceptions mode has no calls).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void StartInvocation(ProcessProfile profile, ThreadState thread, CallNode node, int depth, long timestamp)
+    {
+        var planned = profile.Startup?.FirstInvocationsPlanned ?? StartupTranslation.MaxFirstInvocations;
+        // Not at a "[truncated]" node: the tree's bound was reached before the call.
+        if (_burst || _invocationsTraced >= planned || node.Function is not { IsReadyOn: true }) return;
+        _invocationsTraced++;
+        thread.Invocation = new OpenInvocation(this, profile, new InvocationCallTree(node, timestamp), depth);
+    }
+
+    /// <summary>The invocation open on a thread returned (or its stack was closed): its tree goes to the profile.</summary>
+    private void EndInvocation(ProcessProfile profile, InvocationCallTree invocation)
+    {
+        var tree = invocation.Difference(out var nodes);
+        // Charged like the process's own nodes; a tree that does not fit is left out, the rest goes on.
+        if (TryCharge(CallNodeCost * nodes)) profile.AddInvocationCallTree(invocation.StartNs, tree);
     }
 
     /// <summary>
@@ -789,6 +816,11 @@ public sealed class ProcessSession
         if (depth == 0 || !ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) frame.Node.TotalNs += elapsed;
         if (depth == 0) thread.Profile.Root.TotalNs += elapsed;
         thread.Depth = depth;
+        if (thread.Invocation is { } invocation && invocation.Depth == depth)
+        {
+            thread.Invocation = null;
+            invocation.End();
+        }
     }
 
     private void DefineCode(ProcessProfile profile, CodeDefinition code)
@@ -814,6 +846,7 @@ public sealed class ProcessSession
             code.Module,
             code.KindFlags,
             profile.Identity.WorkingDirectory);
+        if (code.ReadyOn) function = function with { IsReadyOn = true };
         _functions[id] = function;
         profile.AddFunction(function);
     }
@@ -904,6 +937,14 @@ public sealed class ProcessSession
         public uint CodeId;
     }
 
+    private sealed class OpenInvocation(ProcessSession session, ProcessProfile profile, InvocationCallTree tree, int depth)
+    {
+        /// <summary>The stack depth of the ready-on function's frame.</summary>
+        public int Depth { get; } = depth;
+
+        public void End() => session.EndInvocation(profile, tree);
+    }
+
     private sealed class ThreadState(ThreadProfile profile)
     {
         public readonly ThreadProfile Profile = profile;
@@ -911,6 +952,8 @@ public sealed class ProcessSession
         public int Depth;
         public long FramesBeyondLimit;
         public long LastTimestamp;
+        /// <summary>The first invocation of the ready-on function running on this thread, if any.</summary>
+        public OpenInvocation? Invocation;
 
         public void Grow(int maxDepth)
             => Array.Resize(ref Stack, (int)Math.Min((long)Stack.Length * 2, maxDepth));

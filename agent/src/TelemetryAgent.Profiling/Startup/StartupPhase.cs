@@ -70,16 +70,48 @@ public sealed record FirstInvocation(int Number, long StartNs, long EndNs, bool 
     public static readonly IReadOnlySet<string> Triggers = new HashSet<string>(StringComparer.Ordinal) { "http", "pubsub", "datasource", "timer", "other" };
 
     public long DurationNs => Math.Max(0, EndNs - StartNs);
+
+    /// <summary>
+    /// Its exact call tree (<see cref="InvocationCallTree"/>): a root whose child is the ready-on function; null when
+    /// it was not recorded (modes other than full, or a shim that does not say which function is the ready-on one).
+    /// </summary>
+    public CallNode? CallTree { get; init; }
+
+    /// <summary>Calls and self time per function in <see cref="CallTree"/> (every path summed); empty without one.</summary>
+    public IReadOnlyDictionary<FunctionInfo, FunctionInInvocation> Functions()
+    {
+        var functions = new Dictionary<FunctionInfo, FunctionInInvocation>();
+        if (CallTree is null) return functions;
+        var pending = new Stack<CallNode>(CallTree.Children);
+        while (pending.TryPop(out var node))
+        {
+            var sum = functions.GetValueOrDefault(node.Function!) ?? new FunctionInInvocation(node.Function!, 0, 0);
+            functions[node.Function!] = sum with { Calls = sum.Calls + node.Calls, SelfNs = sum.SelfNs + node.SelfNs };
+            foreach (var child in node.Children) pending.Push(child);
+        }
+        return functions;
+    }
 }
 
+/// <summary>A function's calls and self time within one invocation.</summary>
+public sealed record FunctionInInvocation(FunctionInfo Function, long Calls, long SelfNs);
+
 /// <summary>The first invocation against the later ones: its time, their median, and the imports only it made.</summary>
-public sealed record FirstInvocationComparison(FirstInvocation First, int Later, long LaterMedianNs, IReadOnlyList<ImportRecord> ImportsOnlyInFirst)
+/// <param name="FunctionsOnlyInFirst">
+/// The functions the first invocation ran and no later one did, costliest self time first; null unless every one of
+/// them has its call tree.
+/// </param>
+public sealed record FirstInvocationComparison(FirstInvocation First, int Later, long LaterMedianNs, IReadOnlyList<ImportRecord> ImportsOnlyInFirst,
+    IReadOnlyList<FunctionInInvocation>? FunctionsOnlyInFirst = null)
 {
     /// <summary>What the first paid beyond a typical later one.</summary>
     public long ExtraNs => First.DurationNs - LaterMedianNs;
 
     /// <summary>The time of the imports only the first made (top-level ones, nested ones counted in them).</summary>
     public long ImportsOnlyInFirstNs { get; } = ImportsOnlyInFirst.Where(record => record.Parent < 0).Sum(record => record.CumulativeNs);
+
+    /// <summary>The self time of <see cref="FunctionsOnlyInFirst"/> in the first invocation (0 without call trees).</summary>
+    public long FunctionsOnlyInFirstSelfNs => FunctionsOnlyInFirst?.Sum(function => function.SelfNs) ?? 0;
 
     /// <summary>Null without a first invocation and at least one later.</summary>
     public static FirstInvocationComparison? Of(IReadOnlyList<FirstInvocation> invocations)
@@ -92,6 +124,14 @@ public sealed record FirstInvocationComparison(FirstInvocation First, int Later,
         var laterModules = invocations.Where(invocation => invocation.Number > 1)
             .SelectMany(invocation => invocation.Imports.Imports).Select(record => record.Module).ToHashSet(StringComparer.Ordinal);
         var onlyFirst = first.Imports.Imports.Where(record => !laterModules.Contains(record.Module)).ToArray();
-        return new FirstInvocationComparison(first, later.Length, median, onlyFirst);
+        IReadOnlyList<FunctionInInvocation>? functionsOnlyFirst = null;
+        if (invocations.All(invocation => invocation.CallTree is not null))
+        {
+            var laterFunctions = invocations.Where(invocation => invocation.Number > 1)
+                .SelectMany(invocation => invocation.Functions().Keys).ToHashSet();
+            functionsOnlyFirst = [.. first.Functions().Values.Where(function => !laterFunctions.Contains(function.Function))
+                .OrderByDescending(function => function.SelfNs).ThenBy(function => function.Function.Label, StringComparer.Ordinal)];
+        }
+        return new FirstInvocationComparison(first, later.Length, median, onlyFirst, functionsOnlyFirst);
     }
 }

@@ -55,6 +55,12 @@ internal static class StartupConsoleLines
                     .Append(comparison.ImportsOnlyInFirst.Count > 5 ? ", …)" : ")");
             }
             text.Append('\n');
+            if (comparison.FunctionsOnlyInFirst is { Count: > 0 } functions)
+            {
+                text.Append(culture, $"  Functions only the first ran: {functions.Count:N0}, {TimeFormat.Nanoseconds(comparison.FunctionsOnlyInFirstSelfNs)} of self time (")
+                    .Append(string.Join(", ", functions.Take(5).Select(function => $"{function.Function.QualifiedName} {TimeFormat.Nanoseconds(function.SelfNs)}")))
+                    .Append(functions.Count > 5 ? ", …)\n" : ")\n");
+            }
         }
         else if (invocations.FirstOrDefault(invocation => invocation.Number == 1) is { } first)
         {
