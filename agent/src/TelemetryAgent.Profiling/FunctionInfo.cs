@@ -28,9 +28,6 @@ public sealed partial record FunctionInfo(
     /// </summary>
     public bool IsLibrary { get; init; }
 
-    /// <summary>The start-up phase's ready-on function, as the shim defined it: the session keeps its first invocations' call trees.</summary>
-    public bool IsReadyOn { get; init; }
-
     /// <summary>A function whose <see cref="DisplayFile"/> follows <see cref="ToDisplayFile"/>.</summary>
     public static FunctionInfo Create(
         string qualifiedName, string fileName, int firstLine, string module, uint kindFlags, string workingDirectory)

@@ -52,7 +52,9 @@ public sealed class ProcessSession
     private long _nextBucketAt;
     private SessionInput? _input;
 
-    // Outermost calls of the ready-on function whose call trees were followed (the first invocations).
+    // The code the shim defined as the ready-on function (0: none), and how many of its outermost calls had their call
+    // trees followed (the first invocations).
+    private uint _readyOnCodeId;
     private int _invocationsTraced;
 
     // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
@@ -703,7 +705,8 @@ public sealed class ProcessSession
         frame.CodeId = codeId;
         frame.EnteredAt = timestamp;
         thread.Depth = depth + 1;
-        if (function.IsReadyOn && kind == EventKind.Start && thread.Invocation is null) StartInvocation(profile, thread, node, depth, timestamp);
+        // One compare with a field per call: the code id is in hand, the function's own fields may not be in the cache.
+        if (codeId == _readyOnCodeId && kind == EventKind.Start && thread.Invocation is null) StartInvocation(profile, thread, node, function, depth, timestamp);
     }
 
     /// <summary>
@@ -711,11 +714,11 @@ public sealed class ProcessSession
     /// (<see cref="InvocationCallTree"/>), in full mode (burst windows would cut it; exceptions mode has no calls).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void StartInvocation(ProcessProfile profile, ThreadState thread, CallNode node, int depth, long timestamp)
+    private void StartInvocation(ProcessProfile profile, ThreadState thread, CallNode node, FunctionInfo function, int depth, long timestamp)
     {
         var planned = profile.Startup?.FirstInvocationsPlanned ?? StartupTranslation.MaxFirstInvocations;
         // Not at a "[truncated]" node: the tree's bound was reached before the call.
-        if (_burst || _invocationsTraced >= planned || node.Function is not { IsReadyOn: true }) return;
+        if (_burst || _invocationsTraced >= planned || !ReferenceEquals(node.Function, function)) return;
         _invocationsTraced++;
         thread.Invocation = new OpenInvocation(this, profile, new InvocationCallTree(node, timestamp), depth);
     }
@@ -816,11 +819,14 @@ public sealed class ProcessSession
         if (depth == 0 || !ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) frame.Node.TotalNs += elapsed;
         if (depth == 0) thread.Profile.Root.TotalNs += elapsed;
         thread.Depth = depth;
-        if (thread.Invocation is { } invocation && invocation.Depth == depth)
-        {
-            thread.Invocation = null;
-            invocation.End();
-        }
+        if (thread.Invocation is { } invocation && invocation.Depth == depth) EndInvocation(thread, invocation);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void EndInvocation(ThreadState thread, OpenInvocation invocation)
+    {
+        thread.Invocation = null;
+        invocation.End();
     }
 
     private void DefineCode(ProcessProfile profile, CodeDefinition code)
@@ -846,7 +852,7 @@ public sealed class ProcessSession
             code.Module,
             code.KindFlags,
             profile.Identity.WorkingDirectory);
-        if (code.ReadyOn) function = function with { IsReadyOn = true };
+        if (code.ReadyOn) _readyOnCodeId = id;
         _functions[id] = function;
         profile.AddFunction(function);
     }
