@@ -181,9 +181,12 @@ public sealed partial class FlameGraphHtmlFile : IOutputFile
         foreach (var flat in nodes)
         {
             if (flat.Node.Function is not null) continue;
-            if (StartupCallTree.IsStartupFrame(flat.Node)) startups++;
+            if (StartupCallTree.IsStartupFrame(flat.Node, out var importTree))
+            {
+                if (importTree) startups++;
+            }
             else if (flat.Depth == 1) processes++;
-            else if (flat.Depth == 2 && !StartupCallTree.IsStartupFrame(flat.Node.Parent!)) threads++;
+            else if (flat.Depth == 2 && !StartupCallTree.IsStartupFrame(flat.Node.Parent!, out _)) threads++;
         }
 
         var text = new StringBuilder();

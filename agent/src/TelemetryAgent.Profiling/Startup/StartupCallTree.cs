@@ -6,16 +6,26 @@ namespace TelemetryAgent.Profiling.Startup;
 /// The start-up of each process as a tree the flame graph can show beside the call trees: under the root, one
 /// <c>start-up of &lt;process&gt;</c> frame spanning process start to ready, with the interpreter's own start, the
 /// import tree (<c>import json</c>, nested as imported; self time is the import's own) and the rest of the time up to
-/// ready (the program's code outside imports).
+/// ready (the program's code outside imports). Where the first invocations have their call trees (full mode), one
+/// <c>first invocations of &lt;process&gt;</c> frame beside it holds them, each as <c>invocation N</c> over its exact
+/// call tree, the first one marked cold.
 /// </summary>
 public static class StartupCallTree
 {
     public const string InterpreterLabel = "interpreter start-up (before the shim)";
     public const string OtherLabel = "program code outside imports";
     public const string FramePrefix = "start-up of ";
+    public const string InvocationsFramePrefix = "first invocations of ";
 
-    /// <summary>True for a start-up frame made by <see cref="AddTo"/> (a process's start-up, not its call tree).</summary>
-    public static bool IsStartupFrame(CallNode node) => node is { Function: null, Depth: 1 } && node.Name.StartsWith(FramePrefix, StringComparison.Ordinal);
+    /// <summary>
+    /// True for a frame made by <see cref="AddTo"/> (a process's start-up or its first invocations, not its call tree);
+    /// <paramref name="importTree"/> tells which: true for the start-up.
+    /// </summary>
+    public static bool IsStartupFrame(CallNode node, out bool importTree)
+    {
+        importTree = node is { Function: null, Depth: 1 } && node.Name.StartsWith(FramePrefix, StringComparison.Ordinal);
+        return importTree || (node is { Function: null, Depth: 1 } && node.Name.StartsWith(InvocationsFramePrefix, StringComparison.Ordinal));
+    }
 
     /// <summary>Adds a start-up frame under <paramref name="root"/> for every process that has a start-up; the root's
     /// total grows by theirs. Returns <paramref name="root"/>.</summary>
@@ -33,8 +43,26 @@ public static class StartupCallTree
             AddImports(phase, startup.Imports);
             if (startup.OtherNs > 0) Leaf(phase, OtherLabel, startup.OtherNs);
             root.TotalNs += phase.TotalNs;
+            AddInvocations(root, process);
         }
         return root;
+    }
+
+    private static void AddInvocations(CallNode root, ProcessProfile process)
+    {
+        var traced = process.FirstInvocations.Where(invocation => invocation.CallTree is not null).OrderBy(invocation => invocation.Number).ToArray();
+        if (traced.Length == 0) return;
+        var frame = root.GetOrAddGroup(InvocationsFramePrefix + ProfileLabels.Process(process));
+        foreach (var invocation in traced)
+        {
+            var node = frame.GetOrAddGroup(invocation.Number == 1 ? "invocation 1 (cold)" : $"invocation {invocation.Number}");
+            node.Calls = 1;
+            foreach (var child in invocation.CallTree!.Children) node.GetOrAddChild(child.Function!).MergeFrom(child, function => function);
+            node.TotalNs = invocation.CallTree.TotalNs;
+            frame.TotalNs += node.TotalNs;
+        }
+        frame.Calls = traced.Length;
+        root.TotalNs += frame.TotalNs;
     }
 
     /// <summary>The frame of an import: <c>import module</c>, marked when it failed.</summary>
