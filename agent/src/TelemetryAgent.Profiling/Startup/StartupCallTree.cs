@@ -8,7 +8,8 @@ namespace TelemetryAgent.Profiling.Startup;
 /// import tree (<c>import json</c>, nested as imported; self time is the import's own) and the rest of the time up to
 /// ready (the program's code outside imports). Where the first invocations have their call trees (full mode), one
 /// <c>first invocations of &lt;process&gt;</c> frame beside it holds them, each as <c>invocation N</c> over its exact
-/// call tree, the first one marked cold.
+/// call tree (frames by label, as the imports: the table of functions counts the call tree's calls once), the first
+/// one marked cold.
 /// </summary>
 public static class StartupCallTree
 {
@@ -57,7 +58,19 @@ public static class StartupCallTree
         {
             var node = frame.GetOrAddGroup(invocation.Number == 1 ? "invocation 1 (cold)" : $"invocation {invocation.Number}");
             node.Calls = 1;
-            foreach (var child in invocation.CallTree!.Children) node.GetOrAddChild(child.Function!).MergeFrom(child, function => function);
+            // Frames by label, not by function: the functions' own figures (the table of functions) stay the call
+            // tree's, which already counts these calls.
+            var pending = new Stack<(CallNode Source, CallNode Target)>();
+            foreach (var child in invocation.CallTree!.Children) pending.Push((child, node));
+            while (pending.TryPop(out var pair))
+            {
+                var copy = pair.Target.GetOrAddGroup(pair.Source.Name);
+                copy.Calls += pair.Source.Calls;
+                copy.Resumes += pair.Source.Resumes;
+                copy.SelfNs += pair.Source.SelfNs;
+                copy.TotalNs += pair.Source.TotalNs;
+                for (var i = pair.Source.Children.Count - 1; i >= 0; i--) pending.Push((pair.Source.Children[i], copy));
+            }
             node.TotalNs = invocation.CallTree.TotalNs;
             frame.TotalNs += node.TotalNs;
         }
