@@ -52,8 +52,8 @@ public sealed class ProcessSession
     private long _nextBucketAt;
     private SessionInput? _input;
 
-    // The code the shim defined as the ready-on function (0: none), and how many of its outermost calls had their call
-    // trees followed (the first invocations).
+    // The code the shim defined as the ready-on function, while its first invocations' call trees are still to be
+    // followed (0: none, in burst mode, or once they all were), and how many of its outermost calls were.
     private uint _readyOnCodeId;
     private int _invocationsTraced;
 
@@ -717,8 +717,13 @@ public sealed class ProcessSession
     private void StartInvocation(ProcessProfile profile, ThreadState thread, CallNode node, FunctionInfo function, int depth, long timestamp)
     {
         var planned = profile.Startup?.FirstInvocationsPlanned ?? StartupTranslation.MaxFirstInvocations;
+        if (_invocationsTraced >= planned)
+        {
+            _readyOnCodeId = 0;  // every first invocation is followed: later calls no longer come here
+            return;
+        }
         // Not at a "[truncated]" node: the tree's bound was reached before the call.
-        if (_burst || _invocationsTraced >= planned || !ReferenceEquals(node.Function, function)) return;
+        if (!ReferenceEquals(node.Function, function)) return;
         _invocationsTraced++;
         thread.Invocation = new OpenInvocation(this, profile, new InvocationCallTree(node, timestamp), depth);
     }
@@ -852,7 +857,8 @@ public sealed class ProcessSession
             code.Module,
             code.KindFlags,
             profile.Identity.WorkingDirectory);
-        if (code.ReadyOn) _readyOnCodeId = id;
+        // Burst mode follows none: its windows would cut the trees.
+        if (code.ReadyOn && !_burst) _readyOnCodeId = id;
         _functions[id] = function;
         profile.AddFunction(function);
     }
