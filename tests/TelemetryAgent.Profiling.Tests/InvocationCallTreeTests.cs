@@ -1,4 +1,5 @@
 using TelemetryAgent.Profiling.Startup;
+using TelemetryAgent.Protocol;
 using TelemetryAgent.Protocol.Messages;
 using TelemetryAgent.Sessions;
 using TelemetryAgent.Testing;
@@ -96,13 +97,86 @@ public sealed class InvocationCallTreeTests
     }
 
     [Fact]
-    public void Burst_mode_keeps_no_trees_since_its_windows_cut_them()
+    public void In_burst_mode_an_invocation_window_gives_the_tree_and_its_events_stay_out_of_the_sampled_profile()
     {
         var script = Script(mode: "burst");
-        script.WindowStart(900).Start(1_000, Handler).Start(1_100, Lookup).Return(1_200, Lookup).Return(1_500, Handler).WindowEnd(1_600);
-        Timed(script, (1, 1_000, 1_500));
-        Assert.Null(Assert.Single(script.Profile.FirstInvocations).CallTree);
-        Assert.Null(FirstInvocationComparison.Of(script.Profile.FirstInvocations));
+        script.WindowStart(100).Seed(100, Module).WindowEnd(200)
+            // The invocation's window: seeded at its start, the handler's return comes with the window's end.
+            .InvocationWindowStart(900).Seed(900, Module).Start(1_000, Handler).Start(1_100, Lookup).Return(1_200, Lookup)
+            .InvocationWindowEnd(1_500)
+            // A call of the handler inside a burst window is not followed: the window could have cut it.
+            .WindowStart(2_000).Start(2_100, Handler).Return(2_200, Handler).WindowEnd(2_300);
+        Timed(script, (1, 1_000, 1_490), (2, 2_100, 2_200));
+
+        var invocations = script.Profile.FirstInvocations;
+        invocations[0].CallTree!.At("handle").Has(calls: 1, resumes: 0, selfNs: 400, totalNs: 500);
+        invocations[0].CallTree!.At("handle", "lookup").Has(calls: 1, resumes: 0, selfNs: 100, totalNs: 100);
+        Assert.Null(invocations[1].CallTree);
+        // The sampled profile has the burst windows only: their time, their nodes, their calls.
+        var root = script.Profile.Threads[0].Root;
+        Assert.Equal(["<module>", "handle"], root.Children.Select(child => child.Function!.QualifiedName));
+        Assert.Empty(root.At("<module>").Children);
+        root.At("handle").Has(calls: 1, resumes: 0, selfNs: 100, totalNs: 100);
+        Assert.Equal((2L, 400L), (script.Profile.Windows.Count, script.Profile.Windows.CoveredNs));
+        Assert.Equal(2 + 2, script.Profile.CallTreeNodes);  // two threads' roots, <module> and handle
+    }
+
+    [Fact]
+    public void In_exceptions_mode_the_invocation_windows_give_the_trees_and_the_profile_gets_no_call()
+    {
+        var script = Script(mode: "exceptions", planned: 2);
+        script.InvocationWindowStart(900).Seed(900, Module).Start(1_000, Handler).Start(1_100, Connect).Return(1_300, Connect)
+            .Return(1_500, Handler).InvocationWindowEnd(1_550)
+            .Start(1_600, Lookup)  // a callback that was running when the window closed
+            .InvocationWindowStart(2_900).Seed(2_900, Module).Start(3_000, Handler).Start(3_100, Lookup).Return(3_150, Lookup)
+            // Another thread that ran in the window: seeded, stays out of the trees.
+            .Seed(2_900, Module, thread: 2).Start(3_160, Connect, thread: 2).Return(3_170, Connect, thread: 2)
+            .Return(3_200, Handler).InvocationWindowEnd(3_250);
+        Timed(script, (1, 1_000, 1_500), (2, 3_000, 3_200));
+
+        var invocations = script.Profile.FirstInvocations;
+        invocations[0].CallTree!.At("handle").Has(calls: 1, resumes: 0, selfNs: 300, totalNs: 500);
+        invocations[0].CallTree!.At("handle", "connect").Has(calls: 1, resumes: 0, selfNs: 200, totalNs: 200);
+        invocations[1].CallTree!.At("handle", "lookup").Has(calls: 1, resumes: 0, selfNs: 50, totalNs: 50);
+        Assert.Equal(["connect"], FirstInvocationComparison.Of(invocations)!.FunctionsOnlyInFirst!.Select(function => function.Function.QualifiedName));
+        Assert.All(script.Profile.Threads, thread => Assert.Empty(thread.Root.Children));
+        Assert.Equal(0, script.Profile.Threads[0].Events);
+        Assert.Equal(1, script.Profile.Windows.EventsOutsideWindows);
+        Assert.Equal(2, script.Profile.CallTreeNodes);  // the two threads' roots
+    }
+
+    [Fact]
+    public void A_connection_that_ends_inside_an_invocation_window_closes_the_invocation_there()
+    {
+        var script = Script(mode: "exceptions");
+        script.InvocationWindowStart(900).Start(1_000, Handler).Start(1_100, Connect);
+        Timed(script, (1, 1_000, 2_500));  // ended (by the shim's clock) after the agent heard the last of it
+        var profile = script.Goodbye(endMonotonicNs: 2_000).Complete();
+
+        var tree = Assert.Single(profile.FirstInvocations).CallTree!;
+        tree.At("handle").Has(calls: 1, resumes: 0, selfNs: 100, totalNs: 1_000);
+        tree.At("handle", "connect").Has(calls: 1, resumes: 0, selfNs: 900, totalNs: 900);
+        Assert.Equal(0, profile.FramesOpenAtEnd);
+        Assert.Equal(2, profile.CallTreeNodes);
+    }
+
+    [Fact]
+    public void Invocation_window_markers_come_only_in_burst_and_exceptions_streams_and_never_inside_another_window()
+    {
+        static ProtocolViolation ViolationOf(Action action) => Assert.Throws<ProtocolException>(action).Violation;
+
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script().InvocationWindowStart(10)));
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script(mode: "exceptions").Event(10, 0, EventKind.InvocationWindowStart, thread: 1)));
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script(mode: "exceptions").Event(10, Handler, EventKind.InvocationWindowEnd, thread: 0)));
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script(mode: "exceptions").InvocationWindowStart(10).InvocationWindowStart(20)));
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script(mode: "burst").WindowStart(10).InvocationWindowStart(20)));
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script(mode: "burst").InvocationWindowStart(10).WindowStart(20)));
+        Assert.Equal(ProtocolViolation.InvalidRecord, ViolationOf(() => Script(mode: "exceptions").WindowStart(10)));
+
+        // An end without its start: the connection began inside the window (the shim reconnected). Skipped.
+        var profile = Script(mode: "exceptions").Start(10, Handler).InvocationWindowEnd(20).Complete();
+        Assert.Equal(1, profile.Windows.EventsOutsideWindows);
+        Assert.Empty(profile.FirstInvocations);
     }
 
     [Fact]

@@ -91,6 +91,8 @@ public sealed class SessionScript
     public SessionScript Seed(long ts, uint code, uint thread = 1) => Event(ts, code, EventKind.Seed, thread);
     public SessionScript WindowStart(long ts) => Event(ts, 0, EventKind.WindowStart, 0);
     public SessionScript WindowEnd(long ts) => Event(ts, 0, EventKind.WindowEnd, 0);
+    public SessionScript InvocationWindowStart(long ts) => Event(ts, 0, EventKind.InvocationWindowStart, 0);
+    public SessionScript InvocationWindowEnd(long ts) => Event(ts, 0, EventKind.InvocationWindowEnd, 0);
 
     public SessionScript Event(long ts, uint code, EventKind kind, uint thread = 1)
     {

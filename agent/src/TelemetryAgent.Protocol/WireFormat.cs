@@ -47,4 +47,11 @@ public enum EventKind : byte
     WindowStart = 8,
     /// <summary>Burst mode: the window closes; every thread's open frames close (thread and code fields are 0).</summary>
     WindowEnd = 9,
+    /// <summary>
+    /// Burst and exceptions mode: the call events are on for one of the ready-on function's first invocations
+    /// (thread and code fields are 0).
+    /// </summary>
+    InvocationWindowStart = 10,
+    /// <summary>The invocation's window closes; every thread's open frames close (thread and code fields are 0).</summary>
+    InvocationWindowEnd = 11,
 }

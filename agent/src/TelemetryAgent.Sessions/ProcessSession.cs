@@ -60,6 +60,13 @@ public sealed class ProcessSession
     // Burst mode (PROTOCOL.md "Burst mode"): call events count only between WINDOW_START and WINDOW_END.
     private bool _burst;
     private bool _windowOpen;
+    // Burst and exceptions mode (PROTOCOL.md "Invocation windows"): the events between INVOCATION_WINDOW_START and
+    // INVOCATION_WINDOW_END build only the first invocations' trees, on roots of their own, outside the profile.
+    private bool _callsOnlyInWindows;
+    private bool _invocationWindowOpen;
+    private int _invocationWindowNodes;
+    // Set when an event record does not go to the profile's trees: outside windows, or inside an invocation's.
+    private bool _eventsAside;
     private long _windowStart;
     private long? _firstWindowStart;
 
@@ -122,6 +129,8 @@ public sealed class ProcessSession
         if (_profile is not null) Fail(ProtocolViolation.DuplicateHello, "a second HELLO");
         var recording = hello.ToRecordingMode();
         _burst = recording.IsSampled;
+        _callsOnlyInWindows = _burst || !recording.RecordsCalls;
+        _eventsAside = _callsOnlyInWindows;
         CountsInvocations = hello.CountsInvocations;
         if (CountsInvocations) Invocations?.AddCountingProcess();
         _profile = new ProcessProfile(
@@ -237,7 +246,7 @@ public sealed class ProcessSession
         var open = new List<OpenFrame>();
         foreach (var thread in _threads)
         {
-            if (thread is not { Depth: > 0 }) continue;
+            if (!HasProfiledFrames(thread)) continue;
             if (thread.LastTimestamp < at) AdvanceClock(thread, at);
             for (var depth = 0; depth < thread.Depth; depth++)
             {
@@ -295,7 +304,7 @@ public sealed class ProcessSession
         {
             foreach (var thread in _threads)
             {
-                if (thread is not { Depth: > 0 }) continue;
+                if (!HasProfiledFrames(thread)) continue;
                 var clock = Math.Max(endNs, thread.LastTimestamp);
                 for (var depth = 0; depth < thread.Depth; depth++)
                 {
@@ -331,7 +340,7 @@ public sealed class ProcessSession
         var copiedThreads = checkpoint.Threads.ToDictionary(thread => thread.Id);
         foreach (var thread in _threads)
         {
-            if (thread is not { Depth: > 0 }) continue;
+            if (!HasProfiledFrames(thread)) continue;
             var copy = copiedThreads[thread.Profile.Id];
             var node = copy.Root;
             for (var depth = 0; depth < thread.Depth; depth++)
@@ -476,6 +485,7 @@ public sealed class ProcessSession
             endTimestamp = goodbye.EndMonotonicNs;
         }
 
+        if (_invocationWindowOpen) EndInvocationWindow(profile, endTimestamp);
         profile.FramesOpenAtEnd += CloseOpenFrames(endTimestamp);
         if (_hasEvents) profile.LastTimestampNs = endTimestamp;
         // The last bucket holds what the trees have before burst scaling: buckets are what the windows saw.
@@ -524,11 +534,12 @@ public sealed class ProcessSession
     private void Apply(ProcessProfile profile, ulong rawTimestamp, uint threadId, uint codeId, EventKind kind)
     {
         profile.EventsReceived++;
-        if (kind is < EventKind.Start or > EventKind.WindowEnd) ThrowUnknownKind(kind);
+        if (kind is < EventKind.Start or > EventKind.InvocationWindowEnd) ThrowUnknownKind(kind);
         if (rawTimestamp > long.MaxValue) ThrowTimestampOutOfRange(rawTimestamp);
         if (kind >= EventKind.WindowStart)
         {
-            OnWindowMarker(profile, (long)rawTimestamp, threadId, codeId, kind);
+            if (kind >= EventKind.InvocationWindowStart) OnInvocationWindowMarker(profile, (long)rawTimestamp, threadId, codeId, kind);
+            else OnWindowMarker(profile, (long)rawTimestamp, threadId, codeId, kind);
             return;
         }
         var threads = _threads;
@@ -537,9 +548,10 @@ public sealed class ProcessSession
         if (thread is null) ThrowUndefinedThread(threadId);
         var function = codeId < (uint)functions.Length ? functions[codeId] : null;
         if (function is null) ThrowUndefinedCode(codeId);
-        if (_burst && !_windowOpen)
+        if (_eventsAside)
         {
-            profile.Windows.EventsOutsideWindows++;
+            if (_invocationWindowOpen) ApplyInInvocationWindow(profile, thread, function, codeId, kind, (long)rawTimestamp);
+            else profile.Windows.EventsOutsideWindows++;
             return;
         }
 
@@ -610,11 +622,13 @@ public sealed class ProcessSession
             Fail(ProtocolViolation.InvalidRecord,
                 kind == EventKind.WindowStart ? "WINDOW_START inside an open window" : "WINDOW_END without an open window");
         }
+        if (_invocationWindowOpen) Fail(ProtocolViolation.InvalidRecord, $"a {kind} record inside an invocation's window");
 
         NoteTimestamp(profile, timestamp);
         if (kind == EventKind.WindowStart)
         {
             _windowOpen = true;
+            _eventsAside = false;
             _windowStart = timestamp;
             _firstWindowStart ??= timestamp;
             profile.Windows.Count++;
@@ -624,7 +638,82 @@ public sealed class ProcessSession
         // Every window's stacks are balanced: what is still open closes here, without counting calls.
         CloseOpenFrames(timestamp);
         _windowOpen = false;
+        _eventsAside = true;
         profile.Windows.CoveredNs += Math.Max(0, timestamp - _windowStart);
+    }
+
+    /// <summary>
+    /// INVOCATION_WINDOW_START and INVOCATION_WINDOW_END: process-wide, thread and code 0, in burst and exceptions
+    /// streams, never inside another window. An end without a start is skipped: the connection began inside the
+    /// window (the shim reconnected), so the start went with the one before.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void OnInvocationWindowMarker(ProcessProfile profile, long timestamp, uint threadId, uint codeId, EventKind kind)
+    {
+        if (!_callsOnlyInWindows)
+        {
+            Fail(ProtocolViolation.InvalidRecord,
+                $"a {kind} record in a stream whose mode is \"{profile.Recording.Mode}\" (it records every call)");
+        }
+        if (threadId != 0 || codeId != 0)
+        {
+            Fail(ProtocolViolation.InvalidRecord, $"a {kind} record with thread {threadId} and code {codeId} (both must be 0)");
+        }
+        if (kind == EventKind.InvocationWindowStart)
+        {
+            if (_invocationWindowOpen || _windowOpen)
+            {
+                Fail(ProtocolViolation.InvalidRecord,
+                    _windowOpen ? "INVOCATION_WINDOW_START inside a burst window" : "INVOCATION_WINDOW_START inside an open invocation window");
+            }
+            NoteTimestamp(profile, timestamp);
+            _invocationWindowOpen = true;
+            foreach (var thread in _threads)
+            {
+                if (thread is not null) thread.Root = CallNode.CreateRoot(InvocationWindowRootName);
+            }
+            return;
+        }
+        if (!_invocationWindowOpen) return;
+        NoteTimestamp(profile, timestamp);
+        EndInvocationWindow(profile, timestamp);
+    }
+
+    /// <summary>The invocation window's frames close (its invocation's tree goes to the profile), its own roots go.</summary>
+    private void EndInvocationWindow(ProcessProfile profile, long timestamp)
+    {
+        CloseOpenFrames(timestamp);
+        foreach (var thread in _threads)
+        {
+            if (thread is not null) thread.Root = thread.Profile.Root;
+        }
+        profile.CallTreeNodes -= _invocationWindowNodes;
+        _unusedBytes += CallNodeCost * _invocationWindowNodes;
+        _invocationWindowNodes = 0;
+        _invocationWindowOpen = false;
+    }
+
+    private const string InvocationWindowRootName = "invocation window";
+
+    /// <summary>
+    /// An event inside an invocation's window: onto the thread's stack and the window's own roots, with the thread's
+    /// clock, but none of the profile's counts.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ApplyInInvocationWindow(ProcessProfile profile, ThreadState thread, FunctionInfo function, uint codeId, EventKind kind, long timestamp)
+    {
+        NoteTimestamp(profile, timestamp);
+        if (timestamp < thread.LastTimestamp)
+        {
+            profile.ClampedTimestamps++;
+            timestamp = thread.LastTimestamp;
+        }
+        else
+        {
+            AdvanceClock(thread, timestamp);
+        }
+        if (kind is EventKind.Start or EventKind.Resume or EventKind.Throw or EventKind.Seed) Push(profile, thread, function, codeId, kind, timestamp);
+        else Pop(profile, thread, codeId, timestamp);
     }
 
     /// <summary>Closes every thread's open frames at <paramref name="timestamp"/> (or the thread's own later clock); returns how many.</summary>
@@ -671,6 +760,9 @@ public sealed class ProcessSession
         return connected > 0 && connected < start ? connected : start;
     }
 
+    /// <summary>Has the thread frames open in the profile's trees (not an invocation window's)?</summary>
+    private bool HasProfiledFrames([NotNullWhen(true)] ThreadState? thread) => thread is { Depth: > 0 } && !_invocationWindowOpen;
+
     /// <summary>Gives the time since the thread's previous event to the frame on top (it was running).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AdvanceClock(ThreadState thread, long timestamp)
@@ -689,9 +781,9 @@ public sealed class ProcessSession
             return;
         }
 
-        var parent = depth == 0 ? thread.Profile.Root : thread.Stack[depth - 1].Node;
+        var parent = depth == 0 ? thread.Root : thread.Stack[depth - 1].Node;
         var node = parent.FindChild(function) ?? NewNode(profile, parent, function);
-        _functionStats?.Touch(node);
+        if (!_invocationWindowOpen) _functionStats?.Touch(node);
         if (kind == EventKind.Start) node.Calls++;
         else if (kind != EventKind.Seed) node.Resumes++;
 
@@ -711,11 +803,13 @@ public sealed class ProcessSession
 
     /// <summary>
     /// An outermost call of the ready-on function: one of its first invocations, whose exact call tree is kept
-    /// (<see cref="InvocationCallTree"/>), in full mode (burst windows would cut it; exceptions mode has no calls).
+    /// (<see cref="InvocationCallTree"/>): in full mode any, in burst and exceptions mode one inside an invocation's
+    /// window (a burst window would cut it).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void StartInvocation(ProcessProfile profile, ThreadState thread, CallNode node, FunctionInfo function, int depth, long timestamp)
     {
+        if (_callsOnlyInWindows && !_invocationWindowOpen) return;
         var planned = profile.Startup?.FirstInvocationsPlanned ?? StartupTranslation.MaxFirstInvocations;
         if (_invocationsTraced >= planned)
         {
@@ -754,7 +848,8 @@ public sealed class ProcessSession
         profile.CallTreeNodes++;
         var node = parent.GetOrAddChild(function);
         node.Id = ++_nodeIds;
-        _timeline?.Track(node);
+        if (_invocationWindowOpen) _invocationWindowNodes++;
+        else _timeline?.Track(node);
         return node;
     }
 
@@ -822,7 +917,7 @@ public sealed class ProcessSession
         var elapsed = timestamp - frame.EnteredAt;
         // Frames collapsed into one "[truncated]" node count its time once, like a recursive function's.
         if (depth == 0 || !ReferenceEquals(thread.Stack[depth - 1].Node, frame.Node)) frame.Node.TotalNs += elapsed;
-        if (depth == 0) thread.Profile.Root.TotalNs += elapsed;
+        if (depth == 0) thread.Root.TotalNs += elapsed;
         thread.Depth = depth;
         if (thread.Invocation is { } invocation && invocation.Depth == depth) EndInvocation(thread, invocation);
     }
@@ -857,8 +952,7 @@ public sealed class ProcessSession
             code.Module,
             code.KindFlags,
             profile.Identity.WorkingDirectory);
-        // Burst mode follows none: its windows would cut the trees.
-        if (code.ReadyOn && !_burst) _readyOnCodeId = id;
+        if (code.ReadyOn) _readyOnCodeId = id;
         _functions[id] = function;
         profile.AddFunction(function);
     }
@@ -884,6 +978,7 @@ public sealed class ProcessSession
             profile.CallTreeNodes++; // its root
             _threads = GrowToHold(_threads, id, _limits.MaxThreadId);
             thread = new ThreadState(new ThreadProfile(id));
+            if (_invocationWindowOpen) thread.Root = CallNode.CreateRoot(InvocationWindowRootName);
             _threads[id] = thread;
             profile.AddThread(thread.Profile);
             _timeline?.TrackThread(thread.Profile);
@@ -960,6 +1055,8 @@ public sealed class ProcessSession
     private sealed class ThreadState(ThreadProfile profile)
     {
         public readonly ThreadProfile Profile = profile;
+        /// <summary>Where the thread's outermost frames go: the profile's root, or an invocation window's own.</summary>
+        public CallNode Root = profile.Root;
         public Frame[] Stack = new Frame[16];
         public int Depth;
         public long FramesBeyondLimit;
