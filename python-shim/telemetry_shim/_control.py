@@ -70,10 +70,13 @@ class _Shim:
         native, problem = choose(settings.native)
         if problem:
             warn_once("telemetry_shim: " + problem)
+        # Exceptions mode still records the first invocations' call trees: with the call callbacks, on in their windows.
+        follows_invocations = startup is not None and startup.target is not None and startup.invocations_planned > 0
         self.recorder = Recorder(settings.buffer_events, PACKAGE_DIR, self._internal_error, calls=settings.calls,
                                  exceptions=exceptions, burst=settings.mode == "burst",
                                  code_filter=CodeFilter(settings.include, settings.exclude), native=native,
-                                 note_watch=settings.note_watch)
+                                 note_watch=settings.note_watch,
+                                 invocations_only=follows_invocations and not settings.calls)
         self.startup = startup
         if startup is not None:
             # With a ready-on function, burst and exceptions mode record nothing else until it is

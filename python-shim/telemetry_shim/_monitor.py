@@ -51,6 +51,12 @@ for _event, _kind, _ in _EVENT_KINDS:
 EXCEPTION_EVENT_MASK = _events.RAISE | _events.RERAISE | _events.EXCEPTION_HANDLED | _events.PY_UNWIND
 _PUSH_KINDS = frozenset((_wire.KIND_START, _wire.KIND_RESUME, _wire.KIND_THROW))
 _DISABLE_OK_KINDS = frozenset(kind for _, kind, ok in _EVENT_KINDS if ok)
+# The events of the codes the start-up phase watches that it is handed (watch_for_startup).
+_STARTUP_KINDS = frozenset((_wire.KIND_START, _wire.KIND_RETURN, _wire.KIND_UNWIND))
+
+
+def _end_marker(start_marker):
+    return _wire.KIND_INVOCATION_WINDOW_END if start_marker == _wire.KIND_INVOCATION_WINDOW_START else _wire.KIND_WINDOW_END
 
 TOOL_NAME = "telemetry_shim"
 
@@ -76,9 +82,16 @@ class Recorder:
     and the tables it shares with the exception tracker (codes, threads, callback failures)."""
 
     def __init__(self, capacity_events, shim_dir, on_internal_error, calls=True, exceptions=True,
-                 burst=False, code_filter=None, native=False, note_watch=True):
+                 burst=False, code_filter=None, native=False, note_watch=True, invocations_only=False):
+        # Exceptions mode following the ready-on function's first invocations: the call callbacks are there, their
+        # events on only inside those invocations' windows (open_invocation_window), as in burst mode without a
+        # schedule. The buffer stays at the size of a mode that records no calls.
+        self.invocations_only = bool(invocations_only)
         if capacity_events is None:  # TELEMETRY_SHIM_BUFFER_EVENTS unset: the recording callbacks' default
-            capacity_events = DEFAULT_BUFFER_EVENTS_NATIVE if native and calls else DEFAULT_BUFFER_EVENTS
+            full_rate = native and calls and not self.invocations_only
+            capacity_events = DEFAULT_BUFFER_EVENTS_NATIVE if full_rate else DEFAULT_BUFFER_EVENTS
+        if self.invocations_only:
+            calls = burst = True
         self.capacity_words = 2 * max(int(capacity_events), 1024)
         self.shim_prefix = os.path.join(os.path.abspath(shim_dir), "")
         self._on_internal_error = on_internal_error
@@ -89,6 +102,12 @@ class Recorder:
         self.window_open = False
         self.window_start_ns = 0
         self.windows_failed = False  # set_events was refused: no window opens again
+        # One window at a time, burst's or an invocation's: who takes the slot (one C-level pop, whichever thread)
+        # opens the window; closing it gives the slot back.
+        self._window_slot = [True]
+        # While an invocation's window is open: [(thread ident that opened it, start ns)]; whoever pops it closes it
+        # (the invocation's thread at its end, the sender when it runs too long, the stop).
+        self._invocation_window = []
         # Burst and exceptions mode during the start-up phase (_startup): nothing recorded, no window
         # opened, until resume_after_startup().
         self.held_for_startup = False
@@ -259,14 +278,19 @@ class Recorder:
         mask = EXCEPTION_EVENT_MASK if self.exceptions is not None else 0
         return mask | _events.CALL if self.note_watch else mask
 
-    def open_window(self, start_ns):
+    def open_window(self, start_ns, marker=_wire.KIND_WINDOW_START):
         """Opens a window at `start_ns`: a fresh thread table (every thread seeds itself at its
-        first event, with the window's start time), the WINDOW_START record, then the call events
+        first event, with the window's start time), the `marker` record, then the call events
         on; the three in one C-level step, so no event precedes the marker. Returns False when
-        the interpreter refused to switch the events (then no window opens again)."""
+        the interpreter refused to switch the events (then no window opens again), None when
+        another window is open."""
         tool_id = self.tool_id
         if tool_id is None or self.windows_failed or self.failures.failure is not None:
             return False
+        try:
+            self._window_slot.pop()
+        except IndexError:
+            return None
         buf = self.buffer
         keys = {}
         on_mask, _ = self._window_masks()
@@ -274,22 +298,22 @@ class Recorder:
         self.window_open = True
         try:
             list(map(call, (self._switch_defaults(buf, keys, recording=True),
-                            partial(buf.extend, (start_ns, _wire.KIND_WINDOW_START)),
+                            partial(buf.extend, (start_ns, marker)),
                             partial(setattr, self, "calls_on", True),
                             partial(self._set_events, tool_id, on_mask))))
         except (OverflowError, ValueError):
             # Refused (3.13+: too many changes): the marker went in, the events did not.
             self.thread_keys = keys
             self.windows_failed = True
-            self.close_window(switch_events=False, seed_idle=False)
+            self.close_window(switch_events=False, seed_idle=False, marker=_end_marker(marker))
             return False
         self.thread_keys = keys
         return True
 
-    def close_window(self, switch_events=True, seed_idle=True):
+    def close_window(self, switch_events=True, seed_idle=True, marker=_wire.KIND_WINDOW_END):
         """Closes the open window: the call events off (unless they are already), then (not timed
         against the program any more) SEED records for the threads that ran no Python code in the
-        window, and WINDOW_END. Returns the window's end time."""
+        window, and the `marker` record. Returns the window's end time."""
         tool_id = self.tool_id
         _, off_mask = self._window_masks()
         keys = self.thread_keys
@@ -316,8 +340,39 @@ class Recorder:
                 for ident, records in seeds.items():
                     if current.get(ident) is frames[ident]:  # still where it was: the seeds hold
                         buf.extend(records)
-        buf.extend((end_ns, _wire.KIND_WINDOW_END))
+        buf.extend((end_ns, marker))
+        self._window_slot.append(True)
         return end_ns
+
+    # ---- the first invocations' windows (burst and exceptions mode) ---------------------------------
+
+    def open_invocation_window(self):
+        """On the thread of one of the ready-on function's first invocations, at its start: the call events on
+        until it ends, so that the agent gets its exact call tree. Not in full mode (every call is recorded),
+        nor while a burst window is open (that invocation goes without its tree). Returns True when opened."""
+        if not self.burst or self.held_for_startup:
+            return False
+        if self.open_window(perf_counter_ns(), _wire.KIND_INVOCATION_WINDOW_START) is not True:
+            return False
+        self._invocation_window.append((get_ident(), self.window_start_ns))
+        return True
+
+    def close_invocation_window(self, ident=None, opened_before_ns=None, switch_events=True):
+        """Closes the invocation's window: when its thread's invocation ended (`ident`), when it opened before
+        `opened_before_ns` (the sender: an invocation runs too long), or at the stop (neither). Returns True
+        when this call closed it."""
+        window = self._invocation_window
+        if not window:
+            return False
+        opener, opened_ns = window[0]
+        if ident is not None and ident != opener or opened_before_ns is not None and opened_ns >= opened_before_ns:
+            return False
+        try:
+            window.pop()  # one C call: of the threads that get here, one closes it
+        except IndexError:
+            return False
+        self.close_window(switch_events=switch_events, seed_idle=False, marker=_wire.KIND_INVOCATION_WINDOW_END)
+        return True
 
     def _seed_idle_threads(self, frames, seen):
         """{ident: SEED records at the window's start} for program threads not in `seen`."""
@@ -367,8 +422,11 @@ class Recorder:
             # recorded now (its local events also fire outside burst windows). Never DISABLEd.
             event_frame = sys._getframe(2)
             on_startup_event = self._startup_event
-            if on_startup_event is not None and (kind == _wire.KIND_START or kind == _wire.KIND_RETURN):
-                on_startup_event(code, kind == _wire.KIND_RETURN, event_frame)
+            if on_startup_event is not None and kind in _STARTUP_KINDS:
+                on_startup_event(code, kind != _wire.KIND_START, event_frame, kind == _wire.KIND_UNWIND)
+                # The phase may have opened or closed an invocation's window: this event goes by the tables now.
+                buf = self.buffer
+                thread_key = self.thread_keys.get
             held = codes.held_out_keys(code, event_frame)
             if held is not None:
                 if not self.calls_on or not held[1]:
@@ -511,9 +569,10 @@ class Recorder:
             _monitoring.set_events(tool_id, self._installed_mask)
 
     def watch_for_startup(self, on_event):
-        """The start-up phase shares this tool id and, in full and burst mode, its PY_START and PY_RETURN
-        callbacks: the events of the codes it watches (watch_code) reach `on_event(code, is_return,
-        frame)` through the slow path, then are recorded as any other."""
+        """The start-up phase shares this tool id and, in the modes that record calls, its PY_START, PY_RETURN
+        and PY_UNWIND callbacks: the events of the codes it watches (watch_code) reach `on_event(code, is_return,
+        frame, unwound)` through the slow path, then are recorded as any other (PY_UNWIND only while calls are
+        recorded: it is not a local event)."""
         self._startup_event = on_event
 
     def watch_code(self, code):

@@ -37,6 +37,8 @@ BUSY_FRACTION = 4
 BUSY_INTERVAL_S = 0.001
 # Burst mode between windows: only exceptions and STATS to ship, so the sender wakes less often.
 BURST_IDLE_INTERVAL_S = 0.2
+# Burst and exceptions mode: the longest a first invocation's window keeps the call events on.
+MAX_INVOCATION_WINDOW_NS = 30 * 10**9
 # How long a fork waits for the sender thread to leave (then it forks with the thread running).
 FORK_PAUSE_TIMEOUT_S = 0.05
 _TASK_DIR = "/proc/self/task"
@@ -121,7 +123,7 @@ class Sender:
             from ._windows import BurstWindows, calibrate_event_cost
 
             self._calibrate_event_cost = calibrate_event_cost
-            if recorder.burst:
+            if recorder.burst and not recorder.invocations_only:
                 self.windows = BurstWindows(recorder, settings, self.started_ns)
         self.startup = None  # the start-up phase (_startup.StartupRecorder), when it is recorded
         self._startup_unsent = {}  # Stats fields of the start-up phase not yet sent on this connection
@@ -306,6 +308,9 @@ class Sender:
         startup = self.startup
         if startup is not None and startup.ready_ns:
             startup.find_ended_calls(current_frames)  # first: a call it ends is reported in this tick
+            # A first invocation that runs on and on (a ready-on function that serves for good) keeps the call
+            # events on no longer than this: its tree ends there.
+            recorder.close_invocation_window(opened_before_ns=perf_counter_ns() - MAX_INVOCATION_WINDOW_NS)
         # The Lambda handler's calls ended so far, read before this tick takes the records and exceptions: the
         # STATS that counts them follows every event of those calls. A call that ends while the tick runs is
         # counted by the next one.
@@ -421,6 +426,7 @@ class Sender:
         recorder.stop_events()
         if self.windows is not None:
             self.windows.close_for_stop()
+        recorder.close_invocation_window(switch_events=False)
         self._count_cpu()
         self._tick(final=True)
         self._tick(final=True)  # records a callback still running at stop_events() appended

@@ -312,22 +312,26 @@ class StartupRecorder:
     # ---- callbacks (program threads) ----------------------------------------------------------------
 
     def _make_event_handler(self):
-        """on_event(code, is_return, frame): a PY_START or PY_RETURN of `code`, running in `frame`."""
+        """on_event(code, is_return, frame, unwound): a PY_START, PY_RETURN or (`unwound`) PY_UNWIND of `code`,
+        running in `frame`. Only the ready-on function's unwinds are read: an import that raised is found by its
+        frame (the next import's enclosing import)."""
         roles = self._roles
         events = self.events
         extend = events.extend
         slow = self._rare_event
 
-        def on_event(code, is_return, frame):
+        def on_event(code, is_return, frame, unwound=False):
             try:
                 entry = roles.get(identity(code))
                 if entry is None:
                     return
                 role = entry[0]
-                event = EVENT_RETURN if is_return else EVENT_START
                 if role >= ROLE_HANDLER:
-                    slow(role, event, frame)
+                    slow(role, EVENT_UNWIND if unwound else EVENT_RETURN if is_return else EVENT_START, frame)
                     return
+                if unwound:
+                    return
+                event = EVENT_RETURN if is_return else EVENT_START
                 if len(events) >= MAX_EVENTS:
                     self.events_dropped += 1
                     return
@@ -363,8 +367,9 @@ class StartupRecorder:
             if event == EVENT_RETURN:  # the recorder's callbacks hand over its other events too
                 self.ready(READY_MAIN_MODULE_END, now)
             return None
-        # The ready-on function: its first call is ready; the first N calls are timed. A call that
-        # raised gets no event: the next call finds its frame is no longer among its callers.
+        # The ready-on function: its first call is ready; the first N calls are timed, and followed in a window of
+        # the call events in burst and exceptions mode. A call that raised gets an event only while the call events
+        # are on (PY_UNWIND is not a local event): else the next call finds its frame no longer among its callers.
         frames = self._handler_depth.setdefault(ident, [])
         if event == EVENT_START:
             if frames:
@@ -384,8 +389,12 @@ class StartupRecorder:
                 self.ready(self.target_rule, now)
             if self.invocations_started < self.invocations_planned:
                 self.invocations_started += 1
-                self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
                 self.triggers[self.invocations_started] = self._trigger(frame)
+                recorder = self._recorder
+                if recorder is not None and recorder.open_invocation_window():
+                    # Timed from here: switching the events on (100-150 us the first time) is the shim's cost.
+                    now = perf_counter_ns()
+                self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
             return None
         if not frames or frames[-1] != identity(frame):
             return None
@@ -416,8 +425,11 @@ class StartupRecorder:
             self._on_report()
 
     def _call_ended(self, now, ident, event):
-        """Under _ending: counts the call's end, and ends the first invocation it was; True when that is news for
-        the sender."""
+        """Under _ending: counts the call's end, and ends the first invocation it was (and its window); True when
+        that is news for the sender."""
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.close_invocation_window(ident)
         if self.counts_every_call:
             self.calls_ended += 1
         if self.invocations_ended >= self.invocations_started:

@@ -137,8 +137,13 @@ class BurstWindows:
         if now_ns < self.next_open_ns:
             return False
         started = perf_counter_ns()
+        opened = recorder.open_window(started)
+        if opened is None:
+            # One of the first invocations has the events on (its own window): tried again after it.
+            self.next_open_ns = started + self.min_window_ns
+            return False
         self.toggles += 1
-        if not recorder.open_window(started):
+        if not opened:
             self.toggles_refused += 1
             return False
         self.windows += 1

@@ -231,7 +231,8 @@ class ReadyRulesTest(StartupTestCase):
         self.assertNotIn("csv", [entry["module"] for entry in startup["imports"]])
         invocations = conn.first_invocations
         self.assertEqual([1, 2, 3], [invocation["number"] for invocation in invocations])
-        self.assertEqual(startup["ready_ns"], invocations[0]["start_ns"])
+        # Ready is the first call; the invocation is timed once its window of call events is open.
+        self.assertLessEqual(startup["ready_ns"], invocations[0]["start_ns"])
         self.assertEqual(["csv", "_csv"], [entry["module"] for entry in invocations[0]["imports"]])
         self.assertEqual([], invocations[1]["imports"])
         self.assertEqual([], invocations[2]["imports"])
@@ -550,22 +551,104 @@ class OneToolIdTest(StartupTestCase):
         self.assertEqual(5, support.call_counts(conn).get("handler"))
         self.assertEqual([], [code for code in conn.codes.values() if code.get("ready_on")])
 
-    def test_burst_mode_records_nothing_outside_its_windows(self):
+    def test_burst_mode_records_nothing_outside_its_windows_and_each_first_invocation_in_a_window_of_its_own(self):
         conn = self.run_mode("burst")
-        inside = False
-        outside = []
-        for _ts, _thread, code_id, kind in conn.events:
-            if kind == "WINDOW_START":
-                inside = True
-            elif kind == "WINDOW_END":
-                inside = False
-            elif not inside:
-                outside.append((kind, conn.qualified_name(code_id)))
+        windows, outside = windows_of(conn)
         self.assertEqual([], outside)
+        self.assert_invocation_windows(conn, windows, 2)
 
-    def test_exceptions_mode(self):
+    def test_exceptions_mode_records_only_the_first_invocations_calls(self):
         conn = self.run_mode("exceptions")
-        self.assertEqual([], conn.events)
+        windows, outside = windows_of(conn)
+        self.assertEqual([], outside)
+        self.assertEqual({"INVOCATION_WINDOW_START"}, {kind for kind, _events in windows})
+        self.assert_invocation_windows(conn, windows, 2)
+
+    def assert_invocation_windows(self, conn, windows, planned):
+        """Each first invocation's handler call (and json.dumps under it) is in an invocation window of its own,
+        from before its start to after its end; no later call is."""
+        handler_starts = [(ts, kind) for kind, events in windows for ts, _thread, code_id, event_kind in events
+                          if event_kind == "START" and conn.qualified_name(code_id) == "handler"]
+        in_invocation_windows = [ts for ts, kind in handler_starts if kind == "INVOCATION_WINDOW_START"]
+        self.assertEqual(planned, len(in_invocation_windows))
+        for ts, invocation in zip(in_invocation_windows, conn.first_invocations):
+            self.assertTrue(invocation["start_ns"] <= ts <= invocation["end_ns"], (invocation, ts))
+        invocation_windows = [events for kind, events in windows if kind == "INVOCATION_WINDOW_START"]
+        self.assertEqual(planned, len(invocation_windows))
+        for events, invocation in zip(invocation_windows, conn.first_invocations):
+            names = [conn.qualified_name(code_id) for _ts, _thread, code_id, kind in events if kind == "START"]
+            self.assertEqual("handler", names[0])
+            self.assertIn("dumps", names)
+            self.assertLessEqual(events[0][0], invocation["start_ns"])  # timed once its window is open
+
+
+def windows_of(conn):
+    """([(the window's start marker, [its events])], [events outside windows]); fails on a window inside another."""
+    windows, outside, current = [], [], None
+    for event in conn.events:
+        kind = event[3]
+        if kind in ("WINDOW_START", "INVOCATION_WINDOW_START"):
+            assert current is None, "a window inside another"
+            current = []
+            windows.append((kind, current))
+        elif kind in ("WINDOW_END", "INVOCATION_WINDOW_END"):
+            assert current is not None and windows[-1][0][:-5] == kind[:-3], "an end without its start"
+            current = None
+        elif current is None:
+            outside.append((kind, conn.qualified_name(event[2])))
+        else:
+            current.append(event)
+    return windows, outside
+
+
+class InvocationWindowsTest(StartupTestCase):
+    def test_a_raising_invocation_closes_its_window_where_it_raised(self):
+        source = textwrap.dedent("""
+            def handle(n):
+                if n == 0:
+                    raise ValueError("first call fails")
+                return n
+            for n in range(3):
+                try:
+                    handle(n)
+                except ValueError:
+                    pass
+        """)
+        for mode in ("exceptions", "burst"):
+            with self.subTest(mode=mode):
+                conn, _, _ = self.run_under_shim(source, "--mode", mode, "--ready-on", "app:handle")
+                first, second = conn.first_invocations[:2]
+                self.assertTrue(first["raised"])
+                ends = [ts for ts, _thread, _code, kind in conn.events if kind == "INVOCATION_WINDOW_END"]
+                self.assertEqual(3, len(ends))
+                # Closed at the unwind, before the loop's next call (not found ended at that call).
+                self.assertLessEqual(first["end_ns"], ends[0])
+                self.assertLess(ends[0], second["start_ns"])
+
+    def test_an_invocation_that_runs_too_long_has_its_window_closed_by_the_sender(self):
+        source = textwrap.dedent("""
+            import sys, time
+            from telemetry_shim import _sender
+            _sender.MAX_INVOCATION_WINDOW_NS = 50_000_000
+            monitoring = sys.monitoring
+            tool = [tool for tool in range(6) if monitoring.get_tool(tool) == "telemetry_shim"][0]
+
+            def serve():
+                deadline = time.monotonic() + 20
+                while monitoring.get_events(tool) & monitoring.events.PY_START and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                return monitoring.get_events(tool) & monitoring.events.PY_START
+
+            print(serve(), serve())
+        """)
+        conn, out, _ = self.run_under_shim(source, "--mode", "exceptions", "--ready-on", "app:serve")
+        self.assertEqual("0 0", out.strip())
+        windows, _outside = windows_of(conn)
+        self.assertEqual(2, len(windows))
+        ends = [ts for ts, _thread, _code, kind in conn.events if kind == "INVOCATION_WINDOW_END"]
+        for end, invocation in zip(ends, conn.first_invocations):
+            self.assertLess(end, invocation["end_ns"])  # cut while it ran
+            self.assertGreaterEqual(end - invocation["start_ns"], 50_000_000)
 
     def test_stop_before_ready_leaves_no_local_event_on_the_freed_tool_id(self):
         source = textwrap.dedent("""
