@@ -8,6 +8,7 @@ from _operator import attrgetter  # operator.attrgetter itself (see _monitor)
 from time import perf_counter_ns
 
 from .. import _wire
+from .._package import PACKAGE_DIR
 from .._tables import current_exceptions, current_frames, identity, thread_states_readable
 from .details import location, locations
 from .program_threads import HANDLED
@@ -19,6 +20,8 @@ COROUTINE_HOLD_NS = 10_000_000_000     # an exception that ended a coroutine wai
 _NORMAL_TIMING = (QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS)
 _code_of = attrgetter("f_code")
 _lasti_of = attrgetter("f_lasti")
+_file_of = attrgetter("f_code.co_filename")
+_SHIM_PREFIX = PACKAGE_DIR + "/"
 
 
 def stretch_intervals(slowdown):
@@ -70,10 +73,13 @@ class ExceptionReporter:
             if not final:
                 return  # settled later, or at the end
             tops = handling = {}
+            in_shim = ()
         else:
-            tops, handling = _thread_states()
+            tops, handling, in_shim = _thread_states()
         for flight in flights:
             alive = flight.ident in tops
+            if alive and not final and flight.ident in in_shim:
+                continue  # its thread is inside one of the shim's callbacks: the event that moves it is not over
             at_end = False
             if flight.state == HANDLED:
                 if (not final and alive and now - flight.last_ns < HANDLED_HOLD_MAX_NS
@@ -117,18 +123,22 @@ class ExceptionReporter:
 
 def _thread_states():
     """({ident: (id of its current frame, id of that frame's code, its instruction)}, {ident: ids of
-    the exceptions it handles}), from current_frames() and current_exceptions(). Only ids
-    and integers are kept, and the frames and exceptions are let go at once: the frames within one
-    C-level step (map and zip run no bytecode, so the program cannot run meanwhile and find a frame
-    it left still alive), the exceptions after a walk of their context chains."""
+    the exceptions it handles}, idents of the threads whose current frame is the shim's own), from
+    current_frames() and current_exceptions(). Only ids, integers and file names are kept, and the
+    frames and exceptions are let go at once: the frames within one C-level step (map and zip run no
+    bytecode, so the program cannot run meanwhile and find a frame it left still alive), the
+    exceptions after a walk of their context chains."""
     frames = current_frames()
     values = frames.values()
-    tops = dict(zip(frames, zip(map(identity, values), map(identity, map(_code_of, values)), map(_lasti_of, values))))
+    states = dict(zip(frames, zip(map(identity, values), map(identity, map(_code_of, values)), map(_lasti_of, values),
+                                  map(_file_of, values))))
     del frames, values
+    tops = {ident: state[:3] for ident, state in states.items()}
+    in_shim = {ident for ident, state in states.items() if state[3].startswith(_SHIM_PREFIX)}
     handling = current_exceptions()
     handled = {ident: handled_ids(exc) for ident, exc in handling.items() if exc is not None}
     del handling
-    return tops, handled
+    return tops, handled, in_shim
 
 
 def _record(flight):
