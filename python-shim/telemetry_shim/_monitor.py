@@ -118,6 +118,9 @@ class Recorder:
         # The start-up phase's entry for the events of the codes it watches (watch_for_startup): (code, is a
         # return, frame), called from the slow path before the event is recorded as any other.
         self._startup_event = None
+        # Invocations only: the phase's own {event: callback} for PY_START and PY_RETURN, registered outside the
+        # windows in place of the recorder's (give_call_events_outside_windows).
+        self._callbacks_outside_windows = {}
         self._set_events = _monitoring.set_events  # replaced by tests to simulate a refusal
         self._registered_events = ()
         self._installed_mask = 0
@@ -300,6 +303,7 @@ class Recorder:
             list(map(call, (self._switch_defaults(buf, keys, recording=True),
                             partial(buf.extend, (start_ns, marker)),
                             partial(setattr, self, "calls_on", True),
+                            *self._window_registrations(tool_id, inside=True),
                             partial(self._set_events, tool_id, on_mask))))
         except (OverflowError, ValueError):
             # Refused (3.13+: too many changes): the marker went in, the events did not.
@@ -321,7 +325,7 @@ class Recorder:
         steps = (partial(setattr, self, "calls_on", False), stop_recording, perf_counter_ns, current_frames_reader(),
                  keys.copy)
         if switch_events and tool_id is not None:
-            steps = (partial(self._set_events, tool_id, off_mask),) + steps
+            steps = (partial(self._set_events, tool_id, off_mask), *self._window_registrations(tool_id, inside=False)) + steps
         try:
             results = list(map(call, steps))
         except (OverflowError, ValueError):
@@ -344,7 +348,48 @@ class Recorder:
         self._window_slot.append(True)
         return end_ns
 
+    def _window_registrations(self, tool_id, inside):
+        """Steps (C callables) that register the callbacks for inside or outside a window, where they differ."""
+        outside = self._callbacks_outside_windows
+        if tool_id is None or not outside:
+            return ()
+        own = dict(zip((event for event, _, _ in _EVENT_KINDS), self._callbacks))
+        return tuple(partial(_monitoring.register_callback, tool_id, event, own[event] if inside else callback)
+                     for event, callback in outside.items())
+
+    def give_call_events_outside_windows(self, callbacks):
+        """Invocations only: the start-up phase's {event: callback} take those call events outside the windows (its
+        local events are all there is then); None gives them back to the recorder for good."""
+        tool_id = self.tool_id
+        if callbacks is None:
+            registrations = self._window_registrations(tool_id, inside=True) if not self.window_open else ()
+            self._callbacks_outside_windows = {}
+            list(map(call, registrations))
+            return
+        self._callbacks_outside_windows = dict(callbacks)
+        if not self.window_open:
+            list(map(call, self._window_registrations(tool_id, inside=False)))
+
     # ---- the first invocations' windows (burst and exceptions mode) ---------------------------------
+
+    def record_window_opening_start(self, code, frame):
+        """The START of `code` (held out, running in `frame`) whose event the start-up phase's own callback took
+        and which opened an invocation's window: recorded as the slow path records one, after the seeds of its
+        callers."""
+        try:
+            held = self.codes.held_out_keys(code, frame)
+            if held is None or not held[1] or not self.calls_on:
+                return
+            ident = get_ident()
+            keys = self.thread_keys
+            buf = self.buffer
+            tk = keys.get(ident)
+            if tk is None:
+                self._first_event_on_thread(ident, code, held[1], _wire.KIND_START, buf, keys, frame)
+            elif len(buf) < self.capacity_words:
+                buf.extend((perf_counter_ns(), tk | held[1] | _wire.KIND_START))
+        except Exception:
+            self.failures.dropped.increment()
 
     def open_invocation_window(self):
         """On the thread of one of the ready-on function's first invocations, at its start: the call events on
@@ -543,7 +588,9 @@ class Recorder:
         watch = self._native_note_watch
         registrations = [(_events.CALL, watch.call if watch is not None else self._call_callback)]
         if self.calls:
-            registrations.extend((event, callback) for (event, _, _), callback in zip(_EVENT_KINDS, self._callbacks))
+            outside = self._callbacks_outside_windows
+            registrations.extend((event, outside.get(event, callback))
+                                 for (event, _, _), callback in zip(_EVENT_KINDS, self._callbacks))
         tracker = self.exceptions
         if tracker is not None:
             registrations.extend(tracker.callbacks(unwind=not self.calls))

@@ -114,16 +114,17 @@ class Sender:
         self.event_cost_ns = 0  # calibrated by the thread when it starts
         self.cpu_ns = 0
         self._cpu_mark = 0
-        # Burst mode's schedule, and the calibration of one call event (modes that record calls): _windows is
-        # imported here, at start, by those modes only: not by the sender thread while the program starts, where
-        # its imports would interleave with the program's (-X importtime would nest them wrongly).
+        # Burst mode's schedule, and the calibration of one call event (modes that record calls, not the first
+        # invocations' windows alone: a few of them, whose events cost little): _windows is imported here, at
+        # start, by those modes only: not by the sender thread while the program starts, where its imports would
+        # interleave with the program's (-X importtime would nest them wrongly).
         self.windows = None
         self._calibrate_event_cost = None
-        if recorder.calls or recorder.burst:
+        if recorder.calls and not recorder.invocations_only:
             from ._windows import BurstWindows, calibrate_event_cost
 
             self._calibrate_event_cost = calibrate_event_cost
-            if recorder.burst and not recorder.invocations_only:
+            if recorder.burst:
                 self.windows = BurstWindows(recorder, settings, self.started_ns)
         self.startup = None  # the start-up phase (_startup.StartupRecorder), when it is recorded
         self._startup_unsent = {}  # Stats fields of the start-up phase not yet sent on this connection
@@ -157,7 +158,7 @@ class Sender:
         self._cpu_mark = thread_time_ns()
         left_for_fork = False
         try:
-            if self.recorder.calls and not self.event_cost_ns:
+            if self._calibrate_event_cost is not None and not self.event_cost_ns:
                 self.event_cost_ns = self._calibrate_event_cost(self.recorder)
             windows = self.windows
             idle_interval = self._burst_idle_interval_s if windows is not None else self.flush_interval_s

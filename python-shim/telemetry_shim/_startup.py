@@ -9,7 +9,8 @@ ready-on function's code (once its module is imported) and the main module's cod
 their first call, or the main module's end, is *ready*. No other code gets an event from them, so
 the cost is a few list appends per import. Where the events arrive depends on the mode: in
 exceptions mode the tool has no PY_START or PY_RETURN callback of its own, so the phase registers
-its own two; in full and burst mode the recorder's callbacks (C or Python) take them, and these
+its own two (with first invocations the recorder has call callbacks for their windows, and the two
+are the phase's outside them); in full and burst mode the recorder's callbacks (C or Python) take them, and these
 codes are held out of the recorder's key tables (CodeTable.hold_out) so that each of their events
 reaches its slow path, which hands it to the phase before recording it as any other event (outside
 burst windows: only to the phase). At the end (ready, then the first invocations) the local events
@@ -197,7 +198,7 @@ class StartupRecorder:
         self._main_code = None
         self._roles = {}
         self._installed = False
-        self._recorder = None  # the Recorder whose call callbacks hand the events over (full, burst mode)
+        self._recorder = None  # the Recorder with call callbacks (full and burst mode, exceptions mode with invocations)
         self.timeline = ImportTimeline()
 
     def bind(self, on_ready, on_report):
@@ -212,21 +213,17 @@ class StartupRecorder:
         `recorder`'s call callbacks when it has them, else through callbacks of the phase's own."""
         self._roles = _importlib_roles()
         self.tool_id = tool_id
+        on_event = self._make_event_handler()
         if recorder.calls:
             self._recorder = recorder
-            recorder.watch_for_startup(self._make_event_handler())
-        else:
-            on_event = self._make_event_handler()
-
-            def on_start(code, offset):
-                on_event(code, False, _getframe(1))
-
-            def on_return(code, offset, value):
-                on_event(code, True, _getframe(1))
-
-            on_start.__qualname__ = on_return.__qualname__ = "telemetry_shim.startup_callback"
-            _monitoring.register_callback(tool_id, _events.PY_START, on_start)
-            _monitoring.register_callback(tool_id, _events.PY_RETURN, on_return)
+            recorder.watch_for_startup(on_event)
+        if recorder.invocations_only:
+            # Its events come to callbacks of its own but inside the first invocations' windows (the recorder's
+            # slow path costs each of them several times more); the call that opens a window is recorded there.
+            recorder.give_call_events_outside_windows(_own_callbacks(on_event, recorder.record_window_opening_start))
+        elif not recorder.calls:
+            for event, callback in _own_callbacks(on_event).items():
+                _monitoring.register_callback(tool_id, event, callback)
         self._installed = True
         for _role, code in list(self._roles.values()):
             self._watch(code, _LOCAL_EVENTS)
@@ -302,6 +299,8 @@ class StartupRecorder:
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.unwatch_startup()
+            if recorder.invocations_only:
+                recorder.give_call_events_outside_windows(None)
             return
         for event in (_events.PY_START, _events.PY_RETURN):
             try:
@@ -313,8 +312,8 @@ class StartupRecorder:
 
     def _make_event_handler(self):
         """on_event(code, is_return, frame, unwound): a PY_START, PY_RETURN or (`unwound`) PY_UNWIND of `code`,
-        running in `frame`. Only the ready-on function's unwinds are read: an import that raised is found by its
-        frame (the next import's enclosing import)."""
+        running in `frame`; True when it opened an invocation's window. Only the ready-on function's unwinds are
+        read: an import that raised is found by its frame (the next import's enclosing import)."""
         roles = self._roles
         events = self.events
         extend = events.extend
@@ -327,8 +326,7 @@ class StartupRecorder:
                     return
                 role = entry[0]
                 if role >= ROLE_HANDLER:
-                    slow(role, EVENT_UNWIND if unwound else EVENT_RETURN if is_return else EVENT_START, frame)
-                    return
+                    return slow(role, EVENT_UNWIND if unwound else EVENT_RETURN if is_return else EVENT_START, frame)
                 if unwound:
                     return
                 event = EVENT_RETURN if is_return else EVENT_START
@@ -391,10 +389,12 @@ class StartupRecorder:
                 self.invocations_started += 1
                 self.triggers[self.invocations_started] = self._trigger(frame)
                 recorder = self._recorder
-                if recorder is not None and recorder.open_invocation_window():
+                opened = recorder is not None and recorder.open_invocation_window()
+                if opened:
                     # Timed from here: switching the events on (100-150 us the first time) is the shim's cost.
                     now = perf_counter_ns()
                 self.events.extend((now, ROLE_HANDLER | EVENT_START, ident, self.invocations_started))
+                return opened
             return None
         if not frames or frames[-1] != identity(frame):
             return None
@@ -541,6 +541,22 @@ def _nothing():
 
 
 _getframe = sys._getframe
+
+
+def _own_callbacks(on_event, record_start=None):
+    """{event: callback}: the phase's PY_START and PY_RETURN callbacks, where the recorder's do not take them;
+    `record_start(code, frame)` records a start that opened an invocation's window."""
+
+    def on_start(code, offset):
+        frame = _getframe(1)
+        if on_event(code, False, frame) and record_start is not None:
+            record_start(code, frame)
+
+    def on_return(code, offset, value):
+        on_event(code, True, _getframe(1))
+
+    on_start.__qualname__ = on_return.__qualname__ = "telemetry_shim.startup_callback"
+    return {_events.PY_START: on_start, _events.PY_RETURN: on_return}
 
 
 def _enclosing_import(frame, import_code):
