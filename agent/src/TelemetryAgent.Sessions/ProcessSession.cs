@@ -564,17 +564,33 @@ public sealed class ProcessSession
             thread.Profile.FirstTimestampNs = timestamp;
             thread.LastTimestamp = timestamp;
         }
-        else if (timestamp < thread.LastTimestamp)
-        {
-            profile.ClampedTimestamps++;
-            timestamp = thread.LastTimestamp;
-        }
         else
         {
-            AdvanceClock(thread, timestamp);
+            timestamp = MoveClock(profile, thread, timestamp);
         }
         thread.Profile.LastTimestampNs = timestamp;
+        PushOrPop(profile, thread, function, codeId, kind, timestamp);
+    }
 
+    /// <summary>
+    /// Moves the thread's clock to <paramref name="timestamp"/>, the time since its previous event going to the frame on
+    /// top; a timestamp before that event counts as equal to it. Returns the timestamp the event takes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static long MoveClock(ProcessProfile profile, ThreadState thread, long timestamp)
+    {
+        if (timestamp < thread.LastTimestamp)
+        {
+            profile.ClampedTimestamps++;
+            return thread.LastTimestamp;
+        }
+        AdvanceClock(thread, timestamp);
+        return timestamp;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PushOrPop(ProcessProfile profile, ThreadState thread, FunctionInfo function, uint codeId, EventKind kind, long timestamp)
+    {
         switch (kind)
         {
             case EventKind.Start:
@@ -703,17 +719,7 @@ public sealed class ProcessSession
     private void ApplyInInvocationWindow(ProcessProfile profile, ThreadState thread, FunctionInfo function, uint codeId, EventKind kind, long timestamp)
     {
         NoteTimestamp(profile, timestamp);
-        if (timestamp < thread.LastTimestamp)
-        {
-            profile.ClampedTimestamps++;
-            timestamp = thread.LastTimestamp;
-        }
-        else
-        {
-            AdvanceClock(thread, timestamp);
-        }
-        if (kind is EventKind.Start or EventKind.Resume or EventKind.Throw or EventKind.Seed) Push(profile, thread, function, codeId, kind, timestamp);
-        else Pop(profile, thread, codeId, timestamp);
+        PushOrPop(profile, thread, function, codeId, kind, MoveClock(profile, thread, timestamp));
     }
 
     /// <summary>Closes every thread's open frames at <paramref name="timestamp"/> (or the thread's own later clock); returns how many.</summary>
