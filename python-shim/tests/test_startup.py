@@ -625,6 +625,28 @@ class InvocationWindowsTest(StartupTestCase):
                 self.assertLessEqual(first["end_ns"], ends[0])
                 self.assertLess(ends[0], second["start_ns"])
 
+    def test_in_exceptions_mode_the_phase_keeps_its_own_callbacks_outside_the_windows(self):
+        source = textwrap.dedent("""
+            import sys
+            monitoring = sys.monitoring
+            tool = [tool for tool in range(6) if monitoring.get_tool(tool) == "telemetry_shim"][0]
+
+            def start_callback():
+                callback = monitoring.register_callback(tool, monitoring.events.PY_START, None)
+                monitoring.register_callback(tool, monitoring.events.PY_START, callback)
+                return getattr(callback, "__qualname__", type(callback).__name__)
+
+            def handle():
+                return start_callback()
+
+            print(start_callback(), handle())
+        """)
+        conn, out, _ = self.run_under_shim(source, "--mode", "exceptions", "--ready-on", "app:handle")
+        recorder = "Callbacks.py_start" if conn.hello["callbacks"] == "native" else "telemetry_shim.callback[START]"
+        # Before the first invocation (the import events of the start-up), and inside its window.
+        self.assertEqual(["telemetry_shim.startup_callback", recorder], out.split())
+        self.assertEqual(1, len(windows_of(conn)[0]))
+
     def test_an_invocation_that_runs_too_long_has_its_window_closed_by_the_sender(self):
         source = textwrap.dedent("""
             import sys, time
