@@ -789,7 +789,7 @@ public sealed class ProcessSession
 
         var parent = depth == 0 ? thread.Root : thread.Stack[depth - 1].Node;
         var node = parent.FindChild(function) ?? NewNode(profile, parent, function);
-        if (!_invocationWindowOpen) _functionStats?.Touch(node);
+        if (_functionStats is { } functionStats && !_invocationWindowOpen) functionStats.Touch(node);
         if (kind == EventKind.Start) node.Calls++;
         else if (kind != EventKind.Seed) node.Resumes++;
 
