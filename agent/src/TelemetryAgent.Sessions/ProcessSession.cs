@@ -538,8 +538,10 @@ public sealed class ProcessSession
         if (rawTimestamp > long.MaxValue) ThrowTimestampOutOfRange(rawTimestamp);
         if (kind >= EventKind.WindowStart)
         {
-            if (kind >= EventKind.InvocationWindowStart) OnInvocationWindowMarker(profile, (long)rawTimestamp, threadId, codeId, kind);
-            else OnWindowMarker(profile, (long)rawTimestamp, threadId, codeId, kind);
+            // Window markers are process-wide.
+            if ((threadId | codeId) != 0) ThrowMarkerWithIds(kind, threadId, codeId);
+            if (kind >= EventKind.InvocationWindowStart) OnInvocationWindowMarker(profile, (long)rawTimestamp, kind);
+            else OnWindowMarker(profile, (long)rawTimestamp, kind);
             return;
         }
         var threads = _threads;
@@ -620,18 +622,14 @@ public sealed class ProcessSession
         }
     }
 
-    /// <summary>WINDOW_START and WINDOW_END: process-wide, thread and code 0, only in a burst stream, strictly alternating.</summary>
+    /// <summary>WINDOW_START and WINDOW_END: only in a burst stream, strictly alternating.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void OnWindowMarker(ProcessProfile profile, long timestamp, uint threadId, uint codeId, EventKind kind)
+    private void OnWindowMarker(ProcessProfile profile, long timestamp, EventKind kind)
     {
         if (!_burst)
         {
             Fail(ProtocolViolation.InvalidRecord,
                 $"a {kind} record in a stream whose mode is \"{profile.Recording.Mode}\" (only burst streams have windows)");
-        }
-        if (threadId != 0 || codeId != 0)
-        {
-            Fail(ProtocolViolation.InvalidRecord, $"a {kind} record with thread {threadId} and code {codeId} (both must be 0)");
         }
         if ((kind == EventKind.WindowStart) == _windowOpen)
         {
@@ -659,21 +657,17 @@ public sealed class ProcessSession
     }
 
     /// <summary>
-    /// INVOCATION_WINDOW_START and INVOCATION_WINDOW_END: process-wide, thread and code 0, in burst and exceptions
-    /// streams, never inside another window. An end without a start is skipped: the connection began inside the
+    /// INVOCATION_WINDOW_START and INVOCATION_WINDOW_END: in burst and exceptions streams, never inside another
+    /// window. An end without a start is skipped: the connection began inside the
     /// window (the shim reconnected), so the start went with the one before.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void OnInvocationWindowMarker(ProcessProfile profile, long timestamp, uint threadId, uint codeId, EventKind kind)
+    private void OnInvocationWindowMarker(ProcessProfile profile, long timestamp, EventKind kind)
     {
         if (!_callsOnlyInWindows)
         {
             Fail(ProtocolViolation.InvalidRecord,
                 $"a {kind} record in a stream whose mode is \"{profile.Recording.Mode}\" (it records every call)");
-        }
-        if (threadId != 0 || codeId != 0)
-        {
-            Fail(ProtocolViolation.InvalidRecord, $"a {kind} record with thread {threadId} and code {codeId} (both must be 0)");
         }
         if (kind == EventKind.InvocationWindowStart)
         {
@@ -1028,6 +1022,10 @@ public sealed class ProcessSession
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowUnknownKind(EventKind kind)
         => throw new ProtocolException(ProtocolViolation.InvalidRecord, $"unknown event kind {(byte)kind}");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowMarkerWithIds(EventKind kind, uint threadId, uint codeId)
+        => throw new ProtocolException(ProtocolViolation.InvalidRecord, $"a {kind} record with thread {threadId} and code {codeId} (both must be 0)");
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowTimestampOutOfRange(ulong timestamp)
