@@ -53,7 +53,7 @@ public sealed class ProcessSession
     private SessionInput? _input;
 
     // The code the shim defined as the ready-on function, while its first invocations' call trees are still to be
-    // followed (0: none, in burst mode, or once they all were), and how many of its outermost calls were.
+    // followed (0: none, or once they all were), and how many of its outermost calls were.
     private uint _readyOnCodeId;
     private int _invocationsTraced;
 
@@ -65,8 +65,6 @@ public sealed class ProcessSession
     private bool _callsOnlyInWindows;
     private bool _invocationWindowOpen;
     private int _invocationWindowNodes;
-    // Set when an event record does not go to the profile's trees: outside windows, or inside an invocation's.
-    private bool _eventsAside;
     private long _windowStart;
     private long? _firstWindowStart;
 
@@ -130,7 +128,6 @@ public sealed class ProcessSession
         var recording = hello.ToRecordingMode();
         _burst = recording.IsSampled;
         _callsOnlyInWindows = _burst || !recording.RecordsCalls;
-        _eventsAside = _callsOnlyInWindows;
         CountsInvocations = hello.CountsInvocations;
         if (CountsInvocations) Invocations?.AddCountingProcess();
         _profile = new ProcessProfile(
@@ -550,7 +547,8 @@ public sealed class ProcessSession
         if (thread is null) ThrowUndefinedThread(threadId);
         var function = codeId < (uint)functions.Length ? functions[codeId] : null;
         if (function is null) ThrowUndefinedCode(codeId);
-        if (_eventsAside)
+        // Not to the profile's trees: outside any window, or inside an invocation's.
+        if (_callsOnlyInWindows && !_windowOpen)
         {
             if (_invocationWindowOpen) ApplyInInvocationWindow(profile, thread, function, codeId, kind, (long)rawTimestamp);
             else profile.Windows.EventsOutsideWindows++;
@@ -642,7 +640,6 @@ public sealed class ProcessSession
         if (kind == EventKind.WindowStart)
         {
             _windowOpen = true;
-            _eventsAside = false;
             _windowStart = timestamp;
             _firstWindowStart ??= timestamp;
             profile.Windows.Count++;
@@ -652,7 +649,6 @@ public sealed class ProcessSession
         // Every window's stacks are balanced: what is still open closes here, without counting calls.
         CloseOpenFrames(timestamp);
         _windowOpen = false;
-        _eventsAside = true;
         profile.Windows.CoveredNs += Math.Max(0, timestamp - _windowStart);
     }
 
