@@ -105,8 +105,8 @@ class Recorder:
         # One window at a time, burst's or an invocation's: who takes the slot (one C-level pop, whichever thread)
         # opens the window; closing it gives the slot back.
         self._window_slot = [True]
-        # While an invocation's window is open: [(thread ident that opened it, start ns)]; whoever pops it closes it
-        # (the invocation's thread at its end, the sender when it runs too long, the stop).
+        # While an invocation's window is open: [ident of the thread that opened it]; whoever pops it closes it (the
+        # invocation's thread at its end, the sender when it runs too long, the stop).
         self._invocation_window = []
         # Burst and exceptions mode during the start-up phase (_startup): nothing recorded, no window
         # opened, until resume_after_startup().
@@ -382,12 +382,7 @@ class Recorder:
                 return
             ident = get_ident()
             keys = self.thread_keys
-            buf = self.buffer
-            tk = keys.get(ident)
-            if tk is None:
-                self._first_event_on_thread(ident, code, held[1], _wire.KIND_START, buf, keys, frame)
-            elif len(buf) < self.capacity_words:
-                buf.extend((perf_counter_ns(), tk | held[1] | _wire.KIND_START))
+            self._record(ident, keys.get(ident), code, held[1], _wire.KIND_START, self.buffer, keys, frame)
         except Exception:
             self.failures.dropped.increment()
 
@@ -399,7 +394,7 @@ class Recorder:
             return False
         if self.open_window(perf_counter_ns(), _wire.KIND_INVOCATION_WINDOW_START) is not True:
             return False
-        self._invocation_window.append((get_ident(), self.window_start_ns))
+        self._invocation_window.append(get_ident())
         return True
 
     def close_invocation_window(self, ident=None, opened_before_ns=None, switch_events=True):
@@ -409,8 +404,9 @@ class Recorder:
         window = self._invocation_window
         if not window:
             return False
-        opener, opened_ns = window[0]
-        if ident is not None and ident != opener or opened_before_ns is not None and opened_ns >= opened_before_ns:
+        if ident is not None and ident != window[0]:
+            return False
+        if opened_before_ns is not None and self.window_start_ns >= opened_before_ns:
             return False
         try:
             window.pop()  # one C call: of the threads that get here, one closes it
@@ -508,14 +504,17 @@ class Recorder:
                 ck = codes.define(code, event_frame)
                 if ck == 0:
                     return DISABLE if kind in _DISABLE_OK_KINDS else None
+        self._record(ident, tk, code, ck, kind, buf, thread_key.__self__, event_frame)
+        return None
+
+    def _record(self, ident, tk, code, ck, kind, buf, thread_keys, event_frame):
+        """The record of a defined code's event on thread `ident` (key `tk`, None: seeded first), or a drop."""
         if tk is None:
-            self._first_event_on_thread(ident, code, ck, kind, buf, thread_key.__self__, event_frame)
-            return None
-        if len(buf) < self.capacity_words:
+            self._first_event_on_thread(ident, code, ck, kind, buf, thread_keys, event_frame)
+        elif len(buf) < self.capacity_words:
             buf.extend((perf_counter_ns(), tk | ck | kind))
         else:
             self.failures.dropped.increment()
-        return None
 
     def _seed_records(self, frame, tk, timestamp):
         """SEED records (timestamp, word pairs) for `frame` and its callers, outermost first,
