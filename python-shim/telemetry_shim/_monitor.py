@@ -322,8 +322,9 @@ class Recorder:
         _, off_mask = self._window_masks()
         keys = self.thread_keys
         stop_recording = self._switch_defaults(self.buffer, keys, recording=False)
-        steps = (partial(setattr, self, "calls_on", False), stop_recording, perf_counter_ns, current_frames_reader(),
-                 keys.copy)
+        # The threads' frames only when idle threads are seeded: reading them makes a frame object for each.
+        steps = (partial(setattr, self, "calls_on", False), stop_recording, perf_counter_ns,
+                 current_frames_reader() if seed_idle else dict, keys.copy)
         if switch_events and tool_id is not None:
             steps = (partial(self._set_events, tool_id, off_mask), *self._window_registrations(tool_id, inside=False)) + steps
         try:
@@ -335,10 +336,15 @@ class Recorder:
             self._unregister_call_callbacks()
             results = [None] + list(map(call, steps[1:]))
         end_ns, frames, seen = results[-3:]
+        del results
         self.window_open = False
         buf = self.buffer
-        if frames and seed_idle:
-            seeds = self._seed_idle_threads(frames, seen)
+        if frames:
+            # Only the idle threads' frames are kept for the seeding: the others are let go at once.
+            idle = frames.keys() - seen.keys() - self.threads.ignored_idents
+            frames = dict(zip(idle, map(frames.__getitem__, idle)))
+        if frames:
+            seeds = self._seed_idle_threads(frames)
             if seeds:
                 current = current_frames()
                 for ident, records in seeds.items():
@@ -415,14 +421,11 @@ class Recorder:
         self.close_window(switch_events=switch_events, seed_idle=False, marker=_wire.KIND_INVOCATION_WINDOW_END)
         return True
 
-    def _seed_idle_threads(self, frames, seen):
-        """{ident: SEED records at the window's start} for program threads not in `seen`."""
+    def _seed_idle_threads(self, idle_frames):
+        """{ident: SEED records at the window's start} for the program threads that ran no Python code in it."""
         out = {}
         threads = self.threads
-        ignored = threads.ignored_idents
-        for ident, frame in frames.items():
-            if ident in seen or ident in ignored:
-                continue
+        for ident, frame in idle_frames.items():
             info = threads.by_ident.get(ident)
             if info is None:
                 info = threads.info(ident, frame.f_code, frame, native_id=native_id_of(ident))
