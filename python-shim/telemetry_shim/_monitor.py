@@ -108,6 +108,9 @@ class Recorder:
         # While an invocation's window is open: [ident of the thread that opened it]; whoever pops it closes it (the
         # invocation's thread at its end, the sender when it runs too long, the stop).
         self._invocation_window = []
+        # While a burst window is open: [True]; whoever pops it closes that window (the sender when it is due, or
+        # the thread of a first invocation that starts inside it and takes the slot over).
+        self._burst_window = []
         # Burst and exceptions mode during the start-up phase (_startup): nothing recorded, no window
         # opened, until resume_after_startup().
         self.held_for_startup = False
@@ -314,6 +317,22 @@ class Recorder:
         self.thread_keys = keys
         return True
 
+    def open_burst_window(self, start_ns):
+        """The sender opens a window of the burst schedule (open_window)."""
+        opened = self.open_window(start_ns)
+        if opened is True:
+            self._burst_window.append(True)
+        return opened
+
+    def close_burst_window(self, switch_events=True):
+        """The sender closes its burst window (close_window). Returns the window's end time, or None when a first
+        invocation that started inside it closed it already."""
+        try:
+            self._burst_window.pop()
+        except IndexError:
+            return None
+        return self.close_window(switch_events=switch_events)
+
     def close_window(self, switch_events=True, seed_idle=True, marker=_wire.KIND_WINDOW_END):
         """Closes the open window: the call events off (unless they are already), then (not timed
         against the program any more) SEED records for the threads that ran no Python code in the
@@ -394,11 +413,21 @@ class Recorder:
 
     def open_invocation_window(self):
         """On the thread of one of the ready-on function's first invocations, at its start: the call events on
-        until it ends, so that the agent gets its exact call tree. Not in full mode (every call is recorded),
-        nor while a burst window is open (that invocation goes without its tree). Returns True when opened."""
+        until it ends, so that the agent gets its exact call tree. Not in full mode (every call is recorded). A burst
+        window open then ends here, its idle threads not seeded (the sender would seed them; this thread must not
+        pay for it), and the invocation's window follows at once. Returns True when opened."""
         if not self.burst or self.held_for_startup:
             return False
-        if self.open_window(perf_counter_ns(), _wire.KIND_INVOCATION_WINDOW_START) is not True:
+        opened = self.open_window(perf_counter_ns(), _wire.KIND_INVOCATION_WINDOW_START)
+        if opened is None:
+            try:
+                self._burst_window.pop()  # one C call; the sender closing it now, this invocation goes without its tree
+            except IndexError:
+                return False
+            # The events stay on (the invocation's window wants them all the same).
+            self.close_window(switch_events=False, seed_idle=False)
+            opened = self.open_window(perf_counter_ns(), _wire.KIND_INVOCATION_WINDOW_START)
+        if opened is not True:
             return False
         self._invocation_window.append(get_ident())
         return True

@@ -125,10 +125,15 @@ class BurstWindows:
             if now_ns < due_ns:
                 return False
             self.toggles += 1
-            end_ns = recorder.close_window()
+            end_ns = recorder.close_burst_window()
+            self.close_at_ns = None
+            if end_ns is None:
+                # A first invocation that started inside the window closed it then: its length says nothing
+                # of what a window costs.
+                self.next_open_ns = self.opened_at_ns + self._jittered(self.period_ns)
+                return True
             if recorder.windows_failed:
                 self.toggles_refused += 1
-            self.close_at_ns = None
             # The wait from the due time (when the sender's sleep ended) to the switch, smoothed.
             self.close_latency_ns = (self.close_latency_ns + max(end_ns - due_ns, 0)) // 2
             self._adapt(end_ns - self.opened_at_ns, events_recorded - self._events_at_open, cost_so_far_ns, per_event_ns)
@@ -137,7 +142,7 @@ class BurstWindows:
         if now_ns < self.next_open_ns:
             return False
         started = perf_counter_ns()
-        opened = recorder.open_window(started)
+        opened = recorder.open_burst_window(started)
         if opened is None:
             # One of the first invocations has the events on (its own window): tried again after it.
             self.next_open_ns = started + self.min_window_ns
@@ -169,7 +174,7 @@ class BurstWindows:
         if self.close_at_ns is not None:
             self.close_at_ns = None
             self.toggles += 1
-            self.recorder.close_window(switch_events=False)
+            self.recorder.close_burst_window(switch_events=False)
 
     def _adapt(self, window_ns, window_events, cost_so_far_ns, per_event_ns):
         """Chooses the next window length (and period) from what the last period cost."""

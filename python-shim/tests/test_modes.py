@@ -147,10 +147,10 @@ class BurstModeTests(RunnerTestCase):
             windows_failed = False
             tool_id = 3
 
-            def open_window(self, started_ns):
+            def open_burst_window(self, started_ns):
                 return True
 
-            def close_window(self, switch_events=True):
+            def close_burst_window(self, switch_events=True):
                 return self.asked_ns + 10_000_000
 
         settings = type("Settings", (), {"period_ns": 200_000_000, "budget": 0, "slowdown": 1.0, "window_ns": 40_000_000})

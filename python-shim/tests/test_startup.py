@@ -608,6 +608,46 @@ class InvocationWindowsTest(StartupTestCase):
                 self.assertLessEqual(first["end_ns"], ends[0])
                 self.assertLess(ends[0], second["start_ns"])
 
+    def test_an_invocation_that_starts_inside_a_burst_window_ends_it_and_gets_its_own(self):
+        # Windows of a minute: once the first invocation's window has closed, the burst window that waited for it
+        # opens, and the second invocation starts inside it.
+        source = textwrap.dedent("""
+            import sys, time
+            monitoring = sys.monitoring
+            tool = [tool for tool in range(6) if monitoring.get_tool(tool) == "telemetry_shim"][0]
+
+            def handle(n):
+                return sum(range(n))
+
+            def burst_window_open():
+                return monitoring.get_events(tool) & monitoring.events.PY_START
+
+            handle(1)
+            deadline = time.monotonic() + 20
+            while not burst_window_open() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            print(bool(burst_window_open()), handle(2), bool(burst_window_open()))
+        """)
+        env = {"TELEMETRY_SHIM_WINDOW_MS": "60000", "TELEMETRY_SHIM_PERIOD_MS": "240000",
+               "TELEMETRY_SHIM_BUDGET": "off", "TELEMETRY_SHIM_FIRST_INVOCATIONS": "2"}
+        conn, out, _ = self.run_under_shim(source, "--mode", "burst", "--ready-on", "app:handle", env=env)
+        self.assertEqual("True 1 False", out.strip())  # the invocation's window, then no window: events off
+        windows, outside = windows_of(conn)
+        self.assertEqual(["INVOCATION_WINDOW_START", "WINDOW_START", "INVOCATION_WINDOW_START"],
+                         [kind for kind, _events in windows])
+        self.assertEqual([], outside)
+        second = conn.first_invocations[1]
+        burst_end = [ts for ts, _thread, _code, kind in conn.events if kind == "WINDOW_END"][0]
+        window_start = [ts for ts, _thread, _code, kind in conn.events if kind == "INVOCATION_WINDOW_START"][1]
+        self.assertLessEqual(burst_end, window_start)
+        self.assertLessEqual(window_start, second["start_ns"])
+        handle_starts = [[ts for ts, _thread, code_id, kind in events if kind == "START" and
+                          conn.qualified_name(code_id) == "handle"] for _kind, events in windows]
+        self.assertEqual([1, 0, 1], [len(starts) for starts in handle_starts])
+        # Its window's first event after the seeds of its callers.
+        first = next(event for event in windows[2][1] if event[3] != "SEED")
+        self.assertEqual(("handle", "START"), (conn.qualified_name(first[2]), first[3]))
+
     def test_in_exceptions_mode_the_phase_keeps_its_own_callbacks_outside_the_windows(self):
         source = textwrap.dedent("""
             import sys
