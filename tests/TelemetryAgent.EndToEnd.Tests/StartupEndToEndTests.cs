@@ -153,6 +153,45 @@ public sealed class StartupEndToEndTests : IDisposable
         Assert.Contains("Functions only the first ran: 2,", run.Stderr + run.Stdout, StringComparison.Ordinal);
     }
 
+    // Burst windows of a minute: the second invocation waits until the burst window that waited for the first one's
+    // window is open, and starts inside it. That burst window ends there, and the invocation gets a window of its own.
+    [Fact]
+    public async Task AnInvocationThatStartsInsideABurstWindowStillHasItsExactCallTree()
+    {
+        File.WriteAllText(_temp.File("handlers.py"), CachingHandlers);
+        var script = _temp.File("app.py");
+        File.WriteAllText(script, """
+            import sys, time
+            import handlers
+            monitoring = sys.monitoring
+            tool = [tool for tool in range(6) if monitoring.get_tool(tool) == "telemetry_shim"][0]
+
+            handlers.handle([1, 2, 0])
+            deadline = time.monotonic() + 20
+            while not monitoring.get_events(tool) & monitoring.events.PY_START and time.monotonic() < deadline:
+                time.sleep(0.001)
+            print("inside a burst window:", bool(monitoring.get_events(tool) & monitoring.events.PY_START))
+            handlers.handle([1, 2, 1])
+            """);
+        var output = _temp.File("out");
+        var run = await Processes.RunAgentAsync(["run", "--mode", "burst", "-o", output, script],
+            environment: new Dictionary<string, string?>
+            {
+                ["TELEMETRY_SHIM_READY_ON"] = "handlers:handle", ["TELEMETRY_SHIM_FIRST_INVOCATIONS"] = "2",
+                ["TELEMETRY_SHIM_WINDOW_MS"] = "60000", ["TELEMETRY_SHIM_PERIOD_MS"] = "240000", ["TELEMETRY_SHIM_BUDGET"] = "off",
+            });
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("inside a burst window: True", run.Stdout, StringComparison.Ordinal);
+
+        using var document = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "startup.json")));
+        var process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
+        var invocations = process.GetProperty("first_invocations").EnumerateArray().ToArray();
+        (string Function, long Calls)[] CallsOf(JsonElement invocation) => [.. invocation.GetProperty("call_tree").EnumerateArray()
+            .Select(node => (node.GetProperty("function").GetString()!.Split(' ')[0], node.GetProperty("calls").GetInt64()))];
+        Assert.Equal([("handle", 1L), ("connect", 1L), ("load_cache", 1L), ("lookup", 3L)], CallsOf(invocations[0]));
+        Assert.Equal([("handle", 1L), ("lookup", 3L)], CallsOf(invocations[1]));
+    }
+
     // A dependency that takes 20 ms to execute, imported by the handlers' module; one the handler imports lazily.
     private const string TracedHandlers = """
         import time
