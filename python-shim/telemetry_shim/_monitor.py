@@ -18,14 +18,14 @@ import sys
 # functools.partial and operator.call themselves, from their C modules: functools.py and operator.py (with
 # collections) cost about 3 ms of the start on 3.13, whose threading no longer imports them.
 from _functools import partial
-from itertools import repeat
-from _operator import call
+from itertools import compress, repeat
+from _operator import call, is_
 from time import perf_counter_ns
 from _thread import get_ident
 
 from . import _wire
 from ._settings import DEFAULT_BUFFER_EVENTS, DEFAULT_BUFFER_EVENTS_NATIVE
-from ._tables import (THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable, current_frames,
+from ._tables import (THREAD_BOOTSTRAP_CODE, CallbackFailures, CodeTable, ThreadTable,
                       current_frames_reader, identity, native_id_of)
 
 _monitoring = sys.monitoring
@@ -365,10 +365,15 @@ class Recorder:
         if frames:
             seeds = self._seed_idle_threads(frames)
             if seeds:
-                current = current_frames()
-                for ident, records in seeds.items():
-                    if current.get(ident) is frames[ident]:  # still where it was: the seeds hold
-                        buf.extend(records)
+                # The threads still where they were (the seeds hold): every thread's frame read again and compared
+                # in C calls, then let go, so that no frame is held while Python code runs (a thread that returned
+                # from a frame held here would see its locals freed later, and on this thread).
+                idents = list(seeds)
+                read = current_frames_reader()
+                still = set(compress(idents, map(is_, map(read().get, idents), map(frames.__getitem__, idents))))
+                for ident in idents:
+                    if ident in still:
+                        buf.extend(seeds[ident])
         buf.extend((end_ns, marker))
         self._window_slot.append(True)
         return end_ns
