@@ -359,7 +359,7 @@ class Recorder:
         self.window_open = False
         buf = self.buffer
         if frames:
-            # Only the idle threads' frames are kept for the seeding: the others are let go at once.
+            # Only the idle threads' frames are kept for the seeding: the others are let go here.
             idle = frames.keys() - seen.keys() - self.threads.ignored_idents
             frames = dict(zip(idle, map(frames.__getitem__, idle)))
         if frames:
