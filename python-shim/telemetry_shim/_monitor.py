@@ -362,7 +362,6 @@ class Recorder:
             # Only the idle threads' frames are kept for the seeding: the others are let go here.
             idle = frames.keys() - seen.keys() - self.threads.ignored_idents
             frames = dict(zip(idle, map(frames.__getitem__, idle)))
-        if frames:
             seeds = self._seed_idle_threads(frames)
             if seeds:
                 # The threads still where they were (the seeds hold): every thread's frame read again and compared
