@@ -109,6 +109,11 @@ public sealed class StartupEndToEndTests : IDisposable
             return [lookup(key) for key in keys]
         """;
 
+    // An invocation's call tree as (function name, calls, parent position) per node.
+    private static (string Function, long Calls, int Parent)[] CallsOf(JsonElement invocation) => [.. invocation.GetProperty("call_tree").EnumerateArray()
+        .Select(node => (node.GetProperty("function").GetString()!.Split(' ')[0], node.GetProperty("calls").GetInt64(),
+            node.GetProperty("parent").GetInt32()))];
+
     // In full mode from the process's own call tree; in burst and exceptions mode from a window of call events the shim
     // opens for each of them.
     [Theory]
@@ -129,9 +134,6 @@ public sealed class StartupEndToEndTests : IDisposable
         var process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
         var invocations = process.GetProperty("first_invocations").EnumerateArray().ToArray();
         Assert.Equal([1, 2, 3], invocations.Select(invocation => invocation.GetProperty("number").GetInt32()));
-        (string Function, long Calls, int Parent)[] CallsOf(JsonElement invocation) => [.. invocation.GetProperty("call_tree").EnumerateArray()
-            .Select(node => (node.GetProperty("function").GetString()![..node.GetProperty("function").GetString()!.IndexOf(' ', StringComparison.Ordinal)],
-                node.GetProperty("calls").GetInt64(), node.GetProperty("parent").GetInt32()))];
         // Exactly the program's calls: in each, the handler once and three lookups; the first also connected and loaded.
         Assert.Equal([("handle", 1L, 0), ("connect", 1L, 1), ("load_cache", 1L, 1), ("lookup", 3L, 1)], CallsOf(invocations[0]));
         Assert.Equal([("handle", 1L, 0), ("lookup", 3L, 1)], CallsOf(invocations[1]));
@@ -186,10 +188,8 @@ public sealed class StartupEndToEndTests : IDisposable
         using var document = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "startup.json")));
         var process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
         var invocations = process.GetProperty("first_invocations").EnumerateArray().ToArray();
-        (string Function, long Calls)[] CallsOf(JsonElement invocation) => [.. invocation.GetProperty("call_tree").EnumerateArray()
-            .Select(node => (node.GetProperty("function").GetString()!.Split(' ')[0], node.GetProperty("calls").GetInt64()))];
-        Assert.Equal([("handle", 1L), ("connect", 1L), ("load_cache", 1L), ("lookup", 3L)], CallsOf(invocations[0]));
-        Assert.Equal([("handle", 1L), ("lookup", 3L)], CallsOf(invocations[1]));
+        Assert.Equal([("handle", 1L, 0), ("connect", 1L, 1), ("load_cache", 1L, 1), ("lookup", 3L, 1)], CallsOf(invocations[0]));
+        Assert.Equal([("handle", 1L, 0), ("lookup", 3L, 1)], CallsOf(invocations[1]));
     }
 
     // A dependency that takes 20 ms to execute, imported by the handlers' module; one the handler imports lazily.
