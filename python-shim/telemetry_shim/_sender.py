@@ -321,9 +321,15 @@ class Sender:
             # First: building the records defines the codes they use, taken just below. After a Lambda
             # handler's call has ended, its exceptions go before the STATS that says so.
             ended_unsent = invocations_over != self._invocations_over_sent
-            exception_records, tallies, exception_threads = tracker.collect(final, settle_now=ended_unsent)
+            exception_records, tallies, exception_threads, waiting = tracker.collect(final, settle_now=ended_unsent)
+            # An exception of the ended call may still wait for its thread to leave a callback of ours (the one
+            # that ended the call, say): a next tick, soon, says the call ended, after that exception.
+            end_held = ended_unsent and waiting
+            if end_held:
+                invocations_over = self._invocations_over_sent
         else:
             exception_records = tallies = exception_threads = ()
+            end_held = False
         outbox = self._outbox
         with self.lock:
             buf = recorder.buffer
@@ -388,7 +394,7 @@ class Sender:
             if self._send([_wire.encode_frame(_wire.FRAME_STATS, _wire.encode_message("Stats", stats))]):
                 self._startup_unsent = {}
                 self._invocations_over_sent = stats.get("invocations_ended", 0)
-        return taken * BUSY_FRACTION >= recorder.capacity_words
+        return end_held or taken * BUSY_FRACTION >= recorder.capacity_words
 
     def _take_startup_reports(self, final):
         """The start-up phase's Stats fields not yet sent (the Startup message once ready, each first

@@ -427,6 +427,25 @@ class EveryLambdaInvocationTest(StartupTestCase):
     def test_the_exceptions_of_a_call_are_sent_before_the_stats_that_says_it_ended(self):
         # Handled in the handler, swallowed by C code (getattr with a default) in it, or raised out of it and
         # handled by its caller: each concluded at once when the call ends, not after the quiet period.
+        self.check_exceptions_before_call_end("")
+
+    def test_an_end_waits_for_the_exceptions_of_a_thread_still_inside_the_callback_that_ended_the_call(self):
+        # The callback that ends the call wakes the sender; here it then sleeps (the GIL let go) in a function of
+        # the shim's own files, so that the sender's tick finds the thread inside the shim with the KeyError not
+        # yet settled: the end waits for it.
+        slow_report = textwrap.dedent("""
+            import telemetry_shim
+            from telemetry_shim import _control
+            phase = _control._shim.startup
+            namespace = {"report": phase._on_report, "sleep": time.sleep}
+            source = "def on_report():\\n    report()\\n    sleep(0.3)\\n"
+            shim_file = os.path.join(os.path.dirname(telemetry_shim.__file__), "slow_report.py")
+            exec(compile(source, shim_file, "exec"), namespace)
+            phase._on_report = namespace["on_report"]
+        """)
+        self.check_exceptions_before_call_end(slow_report)
+
+    def check_exceptions_before_call_end(self, before_second_call):
         self.write("lambda_handlers.py", textwrap.dedent("""
             class Order:
                 def __getattr__(self, name):
@@ -451,6 +470,7 @@ class EveryLambdaInvocationTest(StartupTestCase):
             lambda_handlers.handle("a")
             while not os.path.exists(sys.argv[1] + ".1"):
                 time.sleep(0.005)
+        """) + before_second_call + textwrap.dedent("""
             try:
                 lambda_handlers.handle("fail")
             except KeyError:

@@ -41,12 +41,14 @@ class ExceptionReporter:
 
     def collect(self, final=False, settle_now=False):
         """Concludes what is due (everything when `final`) and returns (ExceptionRecord dicts,
-        ExceptionTally dicts, ThreadInfos the records use). `settle_now`: every flight that can no
-        longer continue is concluded now, not after its quiet period (a Lambda handler's call has
-        ended: the environment may be frozen before that period is over)."""
+        ExceptionTally dicts, ThreadInfos the records use, whether a flight waits for its thread to
+        leave one of the shim's callbacks). `settle_now`: every flight that can no longer continue is
+        concluded now, not after its quiet period (a Lambda handler's call has ended: the environment
+        may be frozen before that period is over)."""
         flights = self.flights
+        waiting = False
         if flights.inflight:
-            self._settle(perf_counter_ns(), final, 0 if settle_now else QUIET_NS)
+            waiting = self._settle(perf_counter_ns(), final, 0 if settle_now else QUIET_NS)
         finished = flights.finished
         count = len(finished)
         concluded = finished[:count]
@@ -56,30 +58,33 @@ class ExceptionReporter:
         for flight in concluded:
             records.append(_record(flight))
             threads[flight.info.thread_id] = flight.info
-        return records, self._tallies(), list(threads.values())
+        return records, self._tallies(), list(threads.values()), waiting
 
     def _settle(self, now, final, quiet_ns):
         """Concludes the flights that went quiet for `quiet_ns` (all of them when `final`) and can no
         longer continue: handled ones their thread no longer handles, propagating ones whose thread
-        has moved on from the call they left (swallowed by C code there)."""
+        has moved on from the call they left (swallowed by C code there). Returns whether one was left
+        for its thread being inside one of the shim's callbacks."""
         table = self.flights
         inflight = table.inflight
         flights = list(inflight.values())
         if not final:
             flights = [flight for flight in flights if now - flight.last_ns >= quiet_ns]
             if not flights:
-                return
+                return False
         if not thread_states_readable():
             if not final:
-                return  # settled later, or at the end
+                return False  # settled later, or at the end
             tops = handling = {}
             in_shim = ()
         else:
             tops, handling, in_shim = _thread_states()
+        waiting = False
         for flight in flights:
             alive = flight.ident in tops
             if alive and not final and flight.ident in in_shim:
-                continue  # its thread is inside one of the shim's callbacks: the event that moves it is not over
+                waiting = True  # its thread is inside one of the shim's callbacks: the event that moves it is not over
+                continue
             at_end = False
             if flight.state == HANDLED:
                 if (not final and alive and now - flight.last_ns < HANDLED_HOLD_MAX_NS
@@ -100,6 +105,7 @@ class ExceptionReporter:
                 at_end = final
             if inflight.pop(flight.exc_id, None) is flight:
                 table.conclude(flight, at_end=at_end)
+        return waiting
 
     def _tallies(self):
         dirty = self.flights.dirty_sites
