@@ -969,7 +969,7 @@ static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_emp
     *str_swallowing_opcodes, *str_site_class, *str_raise_points, *str_flight_class, *str_handled_state,
     *str_max_in_flight, *str_bootstrap_inner, *str_wire, *str_fate_handled, *str_exc_id, *str_tb_id, *str_ident,
     *str_site, *str_last_ns, *str_pending, *str_state, *str_fate, *str_escaped_thread, *str_type_id,
-    *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude;
+    *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude, *str_slots;
 
 typedef struct {
     PyObject_HEAD
@@ -1001,6 +1001,13 @@ typedef struct {
        HANDLED, MAX_IN_FLIGHT, _THREAD_BOOTSTRAP_INNER_CODE (or None) and _wire.FATE_HANDLED. */
     PyObject *raise_points;
     PyTypeObject *flight_type;
+    /* A Flight made once by its __init__, whose slots (all of them, at flight_slots) a flight made here copies:
+       no Python code runs inside the program's event. The offsets of the slots read and written here. */
+    PyObject *flight_prototype;
+    Py_ssize_t *flight_slots;
+    Py_ssize_t flight_slot_count;
+    Py_ssize_t flight_exc_id, flight_tb_id, flight_ident, flight_site, flight_last_ns, flight_detailed, flight_state,
+        flight_pending, flight_fate, flight_escaped_thread;
     PyObject *handled_state;
     PyObject *bootstrap_inner_code;
     PyObject *fate_handled;
@@ -1068,18 +1075,48 @@ object_slot_offset(PyTypeObject *type, PyObject *name)
     return offset;
 }
 
-/* site.<name> (a new reference, or NULL with an exception set): a Site's slot read at its offset, anything
-   else (or an unset slot, which raises AttributeError) through getattr. */
+/* object.<name> (a new reference, or NULL with an exception set): the slot at `offset` of an instance of `type`
+   (a class with __slots__: Site, Flight), read as member_get reads it, without the attribute lookup; anything else
+   (or an unset slot, which raises AttributeError) through getattr. */
 static PyObject *
-site_attribute(ExceptionCallbacks *self, PyObject *site, Py_ssize_t offset, PyObject *name)
+slot_attribute(PyTypeObject *type, PyObject *object, Py_ssize_t offset, PyObject *name)
 {
-    if (Py_IS_TYPE(site, self->site_type)) {
-        PyObject *value = *(PyObject **)((char *)site + offset);
+    if (Py_IS_TYPE(object, type)) {
+        PyObject *value = *(PyObject **)((char *)object + offset);
         if (value != NULL) {
             return Py_NewRef(value);
         }
     }
-    return PyObject_GetAttr(site, name);
+    return PyObject_GetAttr(object, name);
+}
+
+/* object.<name> = value, the same way: 0, or -1 with an exception set. */
+static int
+set_slot_attribute(PyTypeObject *type, PyObject *object, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    if (Py_IS_TYPE(object, type)) {
+        Py_XSETREF(*(PyObject **)((char *)object + offset), Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(object, name, value);
+}
+
+static PyObject *
+site_attribute(ExceptionCallbacks *self, PyObject *site, Py_ssize_t offset, PyObject *name)
+{
+    return slot_attribute(self->site_type, site, offset, name);
+}
+
+static PyObject *
+flight_attribute(ExceptionCallbacks *self, PyObject *flight, Py_ssize_t offset, PyObject *name)
+{
+    return slot_attribute(self->flight_type, flight, offset, name);
+}
+
+static int
+set_flight_attribute(ExceptionCallbacks *self, PyObject *flight, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    return set_slot_attribute(self->flight_type, flight, offset, name, value);
 }
 
 /* A value as a long long into *value: 0, or -1 with an exception set. Steals the reference. */
@@ -1373,11 +1410,10 @@ count_control_flow(ExceptionCallbacks *self, PyObject *code, PyObject *offset, P
 
 /* ---- counted flights ---- */
 
-/* Is object.<name> true? 1, 0, -1 with an exception set. */
+/* Is `value` true? 1, 0, -1 with an exception set (also when `value` is NULL). Steals the reference. */
 static int
-attribute_true(PyObject *object, PyObject *name)
+steal_truth(PyObject *value)
 {
-    PyObject *value = PyObject_GetAttr(object, name);
     if (value == NULL) {
         return -1;
     }
@@ -1386,11 +1422,11 @@ attribute_true(PyObject *object, PyObject *name)
     return truth;
 }
 
-/* Does object.<name> equal `expected`? 1, 0, -1 with an exception set. */
+/* Does `value` equal `expected`? 1, 0, -1 with an exception set (also when `value` is NULL). Steals the
+   reference. */
 static int
-attribute_equals(PyObject *object, PyObject *name, PyObject *expected)
+steal_equals(PyObject *value, PyObject *expected)
 {
-    PyObject *value = PyObject_GetAttr(object, name);
     if (value == NULL) {
         return -1;
     }
@@ -1403,7 +1439,7 @@ attribute_equals(PyObject *object, PyObject *name, PyObject *expected)
 static int
 take_from_inflight(ExceptionCallbacks *self, PyObject *flight)
 {
-    PyObject *exc_id = PyObject_GetAttr(flight, str_exc_id);
+    PyObject *exc_id = flight_attribute(self, flight, self->flight_exc_id, str_exc_id);
     if (exc_id == NULL) {
         return -1;
     }
@@ -1443,18 +1479,23 @@ settle_handled_flight(ExceptionCallbacks *self, PyObject *ident)
     int outcome = PyList_SetSlice(pending, 0, 1, NULL);
     int concluded = 0;
     if (outcome == 0) {
-        outcome = PyObject_SetAttr(handled, str_pending, Py_False);
+        outcome = set_flight_attribute(self, handled, self->flight_pending, str_pending, Py_False);
     }
     if (outcome == 0) {
-        int is_handled = attribute_equals(handled, str_state, self->handled_state);
-        int undecided = is_handled > 0 ? attribute_equals(handled, str_fate, Py_None) : is_handled;
+        int is_handled = steal_equals(flight_attribute(self, handled, self->flight_state, str_state),
+                                      self->handled_state);
+        int undecided = is_handled > 0 ? steal_equals(flight_attribute(self, handled, self->flight_fate, str_fate),
+                                                      Py_None)
+                                       : is_handled;
         int taken = undecided > 0 ? take_from_inflight(self, handled) : undecided;
         outcome = taken < 0 ? -1 : 0;
         concluded = taken > 0;
     }
     if (outcome == 0 && concluded) {
-        int detailed = attribute_true(handled, str_detailed);
-        int escaped = detailed == 0 ? attribute_true(handled, str_escaped_thread) : detailed;
+        int detailed = steal_truth(flight_attribute(self, handled, self->flight_detailed, str_detailed));
+        int escaped = detailed == 0 ? steal_truth(flight_attribute(self, handled, self->flight_escaped_thread,
+                                                                   str_escaped_thread))
+                                    : detailed;
         if (escaped < 0) {
             outcome = -1;
         }
@@ -1464,8 +1505,9 @@ settle_handled_flight(ExceptionCallbacks *self, PyObject *ident)
             Py_XDECREF(done);
         }
         else {
-            PyObject *site = PyObject_GetAttr(handled, str_site);
-            outcome = site == NULL || PyObject_SetAttr(handled, str_fate, self->fate_handled) < 0
+            PyObject *site = flight_attribute(self, handled, self->flight_site, str_site);
+            outcome = site == NULL || set_flight_attribute(self, handled, self->flight_fate, str_fate,
+                                                           self->fate_handled) < 0
                               || count_as_handled(self, site) < 0
                           ? -1
                           : 0;
@@ -1477,6 +1519,29 @@ settle_handled_flight(ExceptionCallbacks *self, PyObject *ident)
     }
     Py_DECREF(handled);
     return outcome < 0 ? -1 : 1;
+}
+
+/* Flight(exc_id, tb_id, ident, site, last_ns) (a new reference, or NULL with an exception set), without its
+   __init__: the prototype's slots, then the given ones. */
+static PyObject *
+new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject *ident, PyObject *site,
+           PyObject *last_ns)
+{
+    PyTypeObject *type = self->flight_type;
+    PyObject *flight = type->tp_alloc(type, 0);
+    if (flight == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
+        Py_ssize_t offset = self->flight_slots[i];
+        *(PyObject **)((char *)flight + offset) = Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset));
+    }
+    (void)set_flight_attribute(self, flight, self->flight_exc_id, str_exc_id, exc_id);
+    (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
+    (void)set_flight_attribute(self, flight, self->flight_ident, str_ident, ident);
+    (void)set_flight_attribute(self, flight, self->flight_site, str_site, site);
+    (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, last_ns);
+    return flight;
 }
 
 /* FlightTable.on_raise's counted flight: a new exception (no flight) on a program thread at a point of
@@ -1525,10 +1590,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
         Py_XDECREF(tb);
         PyObject *flight = NULL;
         if (exc_id != NULL && tb_id != NULL && last_ns != NULL) {
-            /* Flight(exc_id, tb_id, ident, site, now): its __init__ stores the fields in the instance's inline
-               values, which later reads and writes find faster than fields set on a bare object. */
-            PyObject *fields[5] = {exc_id, tb_id, ident, site, last_ns};
-            flight = PyObject_Vectorcall((PyObject *)self->flight_type, fields, 5, NULL);
+            flight = new_flight(self, exc_id, tb_id, ident, site, last_ns);
         }
         outcome = flight != NULL && PyDict_SetItem(self->inflight, exc_id, flight) == 0 ? 1 : -1;
         Py_XDECREF(flight);
@@ -1552,10 +1614,10 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
 {
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
     PyObject *site = NULL;
-    int outcome = ident == NULL ? -1 : attribute_true(flight, str_detailed);
+    int outcome = ident == NULL ? -1 : steal_truth(flight_attribute(self, flight, self->flight_detailed, str_detailed));
     outcome = outcome == 0 ? 1 : outcome > 0 ? 0 : -1;  /* a detailed one: Python reads its handler's line */
     if (outcome > 0) {
-        int same_thread = attribute_equals(flight, str_ident, ident);
+        int same_thread = steal_equals(flight_attribute(self, flight, self->flight_ident, str_ident), ident);
         outcome = same_thread < 0 ? -1 : same_thread ? 1 : 2;  /* 2: another thread's: nothing to do */
     }
     if (outcome == 1) {
@@ -1564,12 +1626,14 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
         PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)Py_TYPE(exc)));
         PyObject *tb_id = PyLong_FromSsize_t(pointer_identity(tb != NULL ? tb : Py_None));
         Py_XDECREF(tb);
-        site = PyObject_GetAttr(flight, str_site);
+        site = flight_attribute(self, flight, self->flight_site, str_site);
         PyObject *site_type_id = type_id == NULL || site == NULL ? NULL
                                  : site_attribute(self, site, self->site_type_id, str_type_id);
         int same_type = site_type_id == NULL ? -1 : PyObject_RichCompareBool(site_type_id, type_id, Py_EQ);
         Py_XDECREF(site_type_id);
-        int same_tb = same_type > 0 && tb_id != NULL ? attribute_equals(flight, str_tb_id, tb_id) : same_type;
+        int same_tb = same_type > 0 && tb_id != NULL
+                          ? steal_equals(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_id)
+                          : same_type;
         outcome = same_tb < 0 ? -1 : same_tb;  /* 0: not the flight's exception: Python concludes the flight */
         Py_XDECREF(type_id);
         Py_XDECREF(tb_id);
@@ -1580,7 +1644,7 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
         outcome = known < 0 ? -1 : known == 0 ? 0 : ck == 0 ? 2 : 1;  /* unknown code: Python defines it */
     }
     if (outcome == 1) {
-        int hooked = attribute_true(self->table, str_asyncio_hooked);
+        int hooked = steal_truth(PyObject_GetAttr(self->table, str_asyncio_hooked));
         if (hooked == 0) {
             /* asyncio just imported: Python hooks its loop's handler first */
             hooked = PyDict_Contains(PyImport_GetModuleDict(), str_asyncio_base_events);
@@ -1591,9 +1655,9 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
     if (outcome == 1) {
         PyObject *escaped = code == self->bootstrap_inner_code ? Py_True : Py_False;
         int waiting = 0;
-        if (PyObject_SetAttr(flight, str_state, self->handled_state) < 0
-            || PyObject_SetAttr(flight, str_escaped_thread, escaped) < 0
-            || (waiting = attribute_true(flight, str_pending)) < 0) {
+        if (set_flight_attribute(self, flight, self->flight_state, str_state, self->handled_state) < 0
+            || set_flight_attribute(self, flight, self->flight_escaped_thread, str_escaped_thread, escaped) < 0
+            || (waiting = steal_truth(flight_attribute(self, flight, self->flight_pending, str_pending))) < 0) {
             outcome = -1;
         }
         else if (!waiting) {
@@ -1603,7 +1667,7 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
                 pending = fresh == NULL ? NULL : PyDict_SetDefault(self->pending_by_ident, ident, fresh);
                 Py_XDECREF(fresh);
             }
-            if (pending == NULL || PyObject_SetAttr(flight, str_pending, Py_True) < 0
+            if (pending == NULL || set_flight_attribute(self, flight, self->flight_pending, str_pending, Py_True) < 0
                 || !PyList_Check(pending) || PyList_Append(pending, flight) < 0) {
                 if (pending != NULL && !PyList_Check(pending) && !PyErr_Occurred()) {
                     PyErr_SetString(PyExc_TypeError, "pending_by_ident holds a list per thread");
@@ -1640,7 +1704,8 @@ exception_callbacks_alive(ExceptionCallbacks *self)
     return self->table != NULL && self->limits != NULL && self->keys != NULL && self->code_keys != NULL
            && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
            && self->on_unwind != NULL && self->failed != NULL && self->inflight != NULL && self->site_type != NULL
-           && self->raise_points != NULL && self->flight_type != NULL && self->handled_state != NULL
+           && self->raise_points != NULL && self->flight_type != NULL && self->flight_prototype != NULL
+           && self->flight_slots != NULL && self->handled_state != NULL
            && self->bootstrap_inner_code != NULL && self->fate_handled != NULL;
 }
 
@@ -1781,6 +1846,62 @@ read_limits(ExceptionCallbacks *self, PyObject *limits)
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* Flight's slots (it must have only slots: no instance dict) and a prototype made by its __init__. */
+static int
+read_flight_layout(ExceptionCallbacks *self)
+{
+    PyTypeObject *type = self->flight_type;
+    if (type->tp_dictoffset != 0 || type->tp_itemsize != 0 || type->tp_alloc == NULL) {
+        PyErr_SetString(PyExc_TypeError, "program_threads.Flight must have __slots__ and no instance dict");
+        return -1;
+    }
+    PyObject *names = PyObject_GetAttr((PyObject *)type, str_slots);
+    if (names == NULL) {
+        return -1;
+    }
+    if (!PyTuple_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "program_threads.Flight.__slots__ must be a tuple");
+        Py_DECREF(names);
+        return -1;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(names);
+    self->flight_slots = PyMem_Calloc(count > 0 ? (size_t)count : 1, sizeof(Py_ssize_t));
+    if (self->flight_slots == NULL) {
+        Py_DECREF(names);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if ((self->flight_slots[i] = object_slot_offset(type, PyTuple_GET_ITEM(names, i))) < 0) {
+            Py_DECREF(names);
+            return -1;
+        }
+    }
+    self->flight_slot_count = count;
+    Py_DECREF(names);
+    if ((self->flight_exc_id = object_slot_offset(type, str_exc_id)) < 0
+        || (self->flight_tb_id = object_slot_offset(type, str_tb_id)) < 0
+        || (self->flight_ident = object_slot_offset(type, str_ident)) < 0
+        || (self->flight_site = object_slot_offset(type, str_site)) < 0
+        || (self->flight_last_ns = object_slot_offset(type, str_last_ns)) < 0
+        || (self->flight_detailed = object_slot_offset(type, str_detailed)) < 0
+        || (self->flight_state = object_slot_offset(type, str_state)) < 0
+        || (self->flight_pending = object_slot_offset(type, str_pending)) < 0
+        || (self->flight_fate = object_slot_offset(type, str_fate)) < 0
+        || (self->flight_escaped_thread = object_slot_offset(type, str_escaped_thread)) < 0) {
+        return -1;
+    }
+    self->flight_prototype = PyObject_CallFunction((PyObject *)type, "iiiOi", 0, 0, 0, Py_None, 0);
+    if (self->flight_prototype == NULL) {
+        return -1;
+    }
+    if (!Py_IS_TYPE(self->flight_prototype, type)) {
+        PyErr_SetString(PyExc_TypeError, "program_threads.Flight() must make a Flight");
+        return -1;
+    }
+    return 0;
+}
+
 /* What the counted flights need of program_threads: Flight, HANDLED, MAX_IN_FLIGHT,
    _THREAD_BOOTSTRAP_INNER_CODE and _wire.FATE_HANDLED. 0, or -1 with an exception set. */
 static int
@@ -1796,6 +1917,9 @@ read_flight_constants(ExceptionCallbacks *self, PyObject *limits)
         return -1;
     }
     self->flight_type = (PyTypeObject *)flight_type;
+    if (read_flight_layout(self) < 0) {
+        return -1;
+    }
     long long max_in_flight = 0;
     PyObject *wire = NULL;
     if ((self->handled_state = PyObject_GetAttr(limits, str_handled_state)) == NULL
@@ -1912,6 +2036,7 @@ ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg
     Py_VISIT(self->site_type);
     Py_VISIT(self->raise_points);
     Py_VISIT(self->flight_type);
+    Py_VISIT(self->flight_prototype);
     Py_VISIT(self->handled_state);
     Py_VISIT(self->bootstrap_inner_code);
     Py_VISIT(self->fate_handled);
@@ -1946,6 +2071,10 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     Py_CLEAR(self->site_type);
     Py_CLEAR(self->raise_points);
     Py_CLEAR(self->flight_type);
+    Py_CLEAR(self->flight_prototype);
+    PyMem_Free(self->flight_slots);
+    self->flight_slots = NULL;
+    self->flight_slot_count = 0;
     Py_CLEAR(self->handled_state);
     Py_CLEAR(self->bootstrap_inner_code);
     Py_CLEAR(self->fate_handled);
@@ -2531,7 +2660,7 @@ native_exec(PyObject *module)
         {&str_ident, "ident"}, {&str_site, "site"}, {&str_last_ns, "last_ns"}, {&str_pending, "pending"},
         {&str_state, "state"}, {&str_fate, "fate"}, {&str_escaped_thread, "escaped_thread"},
         {&str_type_id, "type_id"}, {&str_asyncio_hooked, "asyncio_hooked"},
-        {&str_asyncio_base_events, "asyncio.base_events"}, {&str_conclude, "conclude"},
+        {&str_asyncio_base_events, "asyncio.base_events"}, {&str_conclude, "conclude"}, {&str_slots, "__slots__"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].name == NULL) {

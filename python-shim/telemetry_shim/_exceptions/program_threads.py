@@ -128,32 +128,15 @@ class Site:
 
 class Flight:
     """One exception from its first RAISE until its fate is known, by ids and plain values (the
-    module's docstring). Fields that start at their class default are only written when they change
-    (creating a flight is on the exception path); `info`, `raised_ns`, `stack`, `detail`,
-    `traceback`, `handler` and `caller_site` only matter for a detailed one."""
+    module's docstring). `info`, `raised_ns`, `stack`, `detail`, `traceback`, `handler` and
+    `caller_site` only matter for a detailed one. Slots: the C callbacks make a counted flight
+    without running Python (a copy of a prototype's slots, then the five given fields) and read and
+    write its fields at their offsets."""
 
-    detailed = False
-    info = None
-    raised_ns = 0
-    stack = None
-    stack_truncated = False
-    detail = None  # the ExceptionDetail dict, top node's traceback apart (DetailReader)
-    traceback = None  # [code key, line, ...] innermost first
-    state = PROPAGATING
-    frames_unwound = 0
-    reraises = 0
-    escaped_thread = False  # handled by Thread._bootstrap_inner: an escape from its thread
-    handler = None  # (code key, line) of the handler it last reached
-    caller_id = 0  # the Python frame it last unwound into (0: none), that frame's code and instruction
-    caller_code_id = 0
-    caller_lasti = -1
-    caller_site = None  # (code key, line) of that instruction
-    outermost = False  # it last left the thread's outermost program frame
-    coroutine = False  # it last ended a coroutine (its task keeps it)
-    pending = False  # in its thread's list of handled flights to conclude
-    fate = None
-    fate_ns = 0
-    handled_at = None  # (code key, line) where it was handled, once concluded (detailed only)
+    __slots__ = ("exc_id", "tb_id", "ident", "site", "last_ns", "detailed", "info", "raised_ns", "stack",
+                 "stack_truncated", "detail", "traceback", "state", "frames_unwound", "reraises", "escaped_thread",
+                 "handler", "caller_id", "caller_code_id", "caller_lasti", "caller_site", "outermost", "coroutine",
+                 "pending", "fate", "fate_ns", "handled_at")
 
     def __init__(self, exc_id, tb_id, ident, site, now):
         self.exc_id = exc_id
@@ -161,9 +144,29 @@ class Flight:
         self.ident = ident
         self.site = site
         self.last_ns = now
+        self.detailed = False
+        self.info = None
+        self.raised_ns = 0
+        self.stack = None
+        self.stack_truncated = False
+        self.detail = None  # the ExceptionDetail dict, top node's traceback apart (DetailReader)
+        self.traceback = None  # [code key, line, ...] innermost first
+        self.state = PROPAGATING
+        self.frames_unwound = 0
+        self.reraises = 0
+        self.escaped_thread = False  # handled by Thread._bootstrap_inner: an escape from its thread
+        self.handler = None  # (code key, line) of the handler it last reached
+        self.caller_id = 0  # the Python frame it last unwound into (0: none), that frame's code and instruction
+        self.caller_code_id = 0
+        self.caller_lasti = -1
+        self.caller_site = None  # (code key, line) of that instruction
+        self.outermost = False  # it last left the thread's outermost program frame
+        self.coroutine = False  # it last ended a coroutine (its task keeps it)
+        self.pending = False  # in its thread's list of handled flights to conclude
+        self.fate = None
+        self.fate_ns = 0
+        self.handled_at = None  # (code key, line) where it was handled, once concluded (detailed only)
 
-
-_new_object = object.__new__
 
 # The opcodes read here, and the CACHE entries that follow each opcode in co_code (3.12 and 3.13), as the
 # module `opcode` gives them, by bytecode format (the magic number of .pyc files, the same in every release of a
@@ -501,13 +504,7 @@ class FlightTable:
                         if ((site.detailed >= FIRST_DETAILED_PER_SITE
                              and now - site.last_detail_ns < SITE_DETAIL_INTERVAL_NS) or not self._sample(site, now)):
                             # Counted, not detailed: the fields the fate needs, nothing else.
-                            flight = _new_object(Flight)
-                            flight.exc_id = exc_id
-                            flight.tb_id = identity(tb)
-                            flight.ident = ident
-                            flight.site = site
-                            flight.last_ns = now
-                            inflight[exc_id] = flight
+                            inflight[exc_id] = Flight(exc_id, identity(tb), ident, site, now)
                             return None
                         self._new_flight(code, offset, exc, ident, sys._getframe(1), sampled=True)
                         return None
