@@ -631,6 +631,48 @@ class NoteWatchTests(unittest.TestCase):
                 self.assertEqual("native", conn.hello["callbacks"])
                 self.assertEqual("0 2 [1, 2]\n['work', 'leaf', 'work', 'leaf']\n", out)
 
+    def test_no_python_frame_runs_for_an_exception_counted_in_c(self):
+        # Past its site's first detailed ones, an exception raised and handled is followed in C: its RAISE makes
+        # its flight, its EXCEPTION_HANDLED marks it and the thread's next RAISE concludes it, with no Python frame
+        # (a frame of the shim there would see signals and the recursion limit where the program would).
+        try:
+            import _testinternalcapi
+            _testinternalcapi.set_eval_frame_record  # noqa: B018
+        except (ImportError, AttributeError):
+            self.skipTest("no _testinternalcapi.set_eval_frame_record")
+        source = textwrap.dedent("""
+            import sys, _testinternalcapi
+            from telemetry_shim import _control
+            def work(n):
+                for i in range(n):
+                    try:
+                        [][i]
+                    except IndexError as error:
+                        kept = error
+            work(10)  # past the site's first detailed ones
+            shim = _control._shim
+            native = shim.recorder.exceptions.native
+            if not shim.sender.pause_for_fork():
+                shim.sender._left.acquire()  # it leaves at its next tick: its last Python code has run then
+            started, settled = native.flights_started, native.flights_settled
+            frames = []
+            _testinternalcapi.set_eval_frame_record(frames)
+            work(50)
+            _testinternalcapi.set_eval_frame_default()
+            shim.sender.lock.acquire()
+            shim.after_fork_in_parent(sys._getframe())
+            # Each RAISE settles the one before it; the first may find it concluded by the sender already.
+            print(native.flights_started - started, native.flights_settled - settled in (49, 50), frames)
+        """)
+        for mode in ("exceptions", "full"):
+            with self.subTest(mode=mode):
+                # Intervals stretched: no site comes due for another detailed exception meanwhile.
+                code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": mode,
+                                                                   "TELEMETRY_SHIM_SLOWDOWN": "100"})
+                self.assertEqual((0, ""), (code, err))
+                self.assertEqual("native", conn.hello["callbacks"])
+                self.assertEqual("50 True ['work']\n", out)
+
 
 @NEEDS_NATIVE
 @unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
