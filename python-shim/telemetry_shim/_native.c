@@ -1004,6 +1004,7 @@ typedef struct {
     /* A Flight made once by its __init__, whose slots (all of them, at flight_slots) a flight made here copies:
        no Python code runs inside the program's event. The offsets of the slots read and written here. */
     PyObject *flight_prototype;
+    PyObject *spare_flight;  /* or NULL: see new_flight */
     Py_ssize_t *flight_slots;
     Py_ssize_t flight_slot_count;
     Py_ssize_t flight_exc_id, flight_tb_id, flight_ident, flight_site, flight_last_ns, flight_detailed, flight_state,
@@ -1435,6 +1436,24 @@ steal_equals(PyObject *value, PyObject *expected)
     return equal;
 }
 
+/* Is `value` the int `identity` (as pointer_identity gives it)? 1, 0, -1 with an exception set (also when
+   `value` is NULL). Steals the reference; makes no int. */
+static int
+steal_is_identity(PyObject *value, Py_ssize_t identity)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int outcome = 0;
+    if (PyLong_CheckExact(value)) {
+        int overflow = 0;
+        long long found = PyLong_AsLongLongAndOverflow(value, &overflow);
+        outcome = found == -1 && PyErr_Occurred() ? -1 : !overflow && found == (long long)identity;
+    }
+    Py_DECREF(value);
+    return outcome;
+}
+
 /* inflight.pop(flight.exc_id, None) is flight: 1 (then removed), 0, -1 with an exception set. */
 static int
 take_from_inflight(ExceptionCallbacks *self, PyObject *flight)
@@ -1514,27 +1533,44 @@ settle_handled_flight(ExceptionCallbacks *self, PyObject *ident)
             Py_XDECREF(site);
             if (outcome == 0) {
                 self->flights_settled++;
+                if (self->spare_flight == NULL && Py_REFCNT(handled) == 1 && Py_IS_TYPE(handled, self->flight_type)) {
+                    self->spare_flight = handled;  /* nothing else holds it: the next flight made here reuses it */
+                    handled = NULL;
+                }
             }
         }
     }
-    Py_DECREF(handled);
+    Py_XDECREF(handled);
     return outcome < 0 ? -1 : 1;
 }
 
 /* Flight(exc_id, tb_id, ident, site, last_ns) (a new reference, or NULL with an exception set), without its
-   __init__: the prototype's slots, then the given ones. */
+   __init__: the prototype's slots, then the given ones; in the spare flight when there is one (a counted flight
+   concluded here that nothing else held: its allocation and deallocation cost more than resetting its slots). */
 static PyObject *
 new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject *ident, PyObject *site,
            PyObject *last_ns)
 {
-    PyTypeObject *type = self->flight_type;
-    PyObject *flight = type->tp_alloc(type, 0);
-    if (flight == NULL) {
-        return NULL;
+    PyObject *flight = self->spare_flight;
+    if (flight != NULL) {
+        self->spare_flight = NULL;
+        for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
+            Py_ssize_t offset = self->flight_slots[i];
+            Py_XSETREF(*(PyObject **)((char *)flight + offset),
+                       Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset)));
+        }
     }
-    for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
-        Py_ssize_t offset = self->flight_slots[i];
-        *(PyObject **)((char *)flight + offset) = Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset));
+    else {
+        PyTypeObject *type = self->flight_type;
+        flight = type->tp_alloc(type, 0);
+        if (flight == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
+            Py_ssize_t offset = self->flight_slots[i];
+            *(PyObject **)((char *)flight + offset) =
+                Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset));
+        }
     }
     (void)set_flight_attribute(self, flight, self->flight_exc_id, str_exc_id, exc_id);
     (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
@@ -1551,12 +1587,18 @@ new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject
 static int
 start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
 {
-    int found = has_flight(self, exc);
+    PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));  /* the key of its flight, if it gets one */
+    if (exc_id == NULL) {
+        return -1;
+    }
+    int found = PyDict_GET_SIZE(self->inflight) == 0 ? 0 : PyDict_Contains(self->inflight, exc_id);
     if (found != 0) {
+        Py_DECREF(exc_id);
         return found < 0 ? -1 : 0;
     }
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
     if (ident == NULL) {
+        Py_DECREF(exc_id);
         return -1;
     }
     int outcome = PySequence_Contains(self->ignored_idents, ident);
@@ -1584,25 +1626,24 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
     }
     if (outcome > 0) {
         PyObject *tb = PyException_GetTraceback(exc);  /* NULL: None */
-        PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));
         PyObject *tb_id = PyLong_FromSsize_t(pointer_identity(tb != NULL ? tb : Py_None));
         PyObject *last_ns = PyLong_FromLongLong(now);
         Py_XDECREF(tb);
         PyObject *flight = NULL;
-        if (exc_id != NULL && tb_id != NULL && last_ns != NULL) {
+        if (tb_id != NULL && last_ns != NULL) {
             flight = new_flight(self, exc_id, tb_id, ident, site, last_ns);
         }
         outcome = flight != NULL && PyDict_SetItem(self->inflight, exc_id, flight) == 0 ? 1 : -1;
         Py_XDECREF(flight);
         Py_XDECREF(last_ns);
         Py_XDECREF(tb_id);
-        Py_XDECREF(exc_id);
         if (outcome > 0) {
             self->flights_started++;
         }
     }
     Py_XDECREF(site);
     Py_DECREF(ident);
+    Py_DECREF(exc_id);
     return outcome;
 }
 
@@ -1623,20 +1664,16 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
     if (outcome == 1) {
         /* Still the flight's exception: its class and its traceback at the last event. */
         PyObject *tb = PyException_GetTraceback(exc);
-        PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)Py_TYPE(exc)));
-        PyObject *tb_id = PyLong_FromSsize_t(pointer_identity(tb != NULL ? tb : Py_None));
+        Py_ssize_t tb_id = pointer_identity(tb != NULL ? tb : Py_None);
         Py_XDECREF(tb);
         site = flight_attribute(self, flight, self->flight_site, str_site);
-        PyObject *site_type_id = type_id == NULL || site == NULL ? NULL
-                                 : site_attribute(self, site, self->site_type_id, str_type_id);
-        int same_type = site_type_id == NULL ? -1 : PyObject_RichCompareBool(site_type_id, type_id, Py_EQ);
-        Py_XDECREF(site_type_id);
-        int same_tb = same_type > 0 && tb_id != NULL
-                          ? steal_equals(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_id)
+        int same_type = site == NULL ? -1
+                                     : steal_is_identity(site_attribute(self, site, self->site_type_id, str_type_id),
+                                                         pointer_identity((PyObject *)Py_TYPE(exc)));
+        int same_tb = same_type > 0
+                          ? steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_id)
                           : same_type;
         outcome = same_tb < 0 ? -1 : same_tb;  /* 0: not the flight's exception: Python concludes the flight */
-        Py_XDECREF(type_id);
-        Py_XDECREF(tb_id);
     }
     uint64_t ck = 0;
     if (outcome == 1) {
@@ -2037,6 +2074,7 @@ ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg
     Py_VISIT(self->raise_points);
     Py_VISIT(self->flight_type);
     Py_VISIT(self->flight_prototype);
+    Py_VISIT(self->spare_flight);
     Py_VISIT(self->handled_state);
     Py_VISIT(self->bootstrap_inner_code);
     Py_VISIT(self->fate_handled);
@@ -2072,6 +2110,7 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     Py_CLEAR(self->raise_points);
     Py_CLEAR(self->flight_type);
     Py_CLEAR(self->flight_prototype);
+    Py_CLEAR(self->spare_flight);
     PyMem_Free(self->flight_slots);
     self->flight_slots = NULL;
     self->flight_slot_count = 0;
