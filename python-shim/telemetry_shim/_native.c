@@ -47,7 +47,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 9
+#define NATIVE_API_VERSION 10
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -2334,6 +2334,272 @@ static PyType_Spec NoteWatch_spec = {
     .slots = NoteWatch_slots,
 };
 
+/* ---- StartupCallbacks ------------------------------------------------------------------------ */
+
+/* The start-up phase's PY_START and PY_RETURN callbacks where the recorder's call callbacks do not take its
+   events (exceptions mode); _startup._own_callbacks makes their Python twin, which they call for everything
+   they do not end themselves. The events of importlib's own code objects (roles below `python_roles_from`) are
+   appended here to the phase's raw events as the twin's on_event appends them, in one C call: (time, role |
+   event, thread, value), where value is, at an import's start, (identity(frame), identity() of the nearest
+   _find_and_load frame among its callers or 0, the frame's `name`), at its return identity(frame), and None for
+   the other roles. The ready-on function's and the main module's events, an import's return while `arming`
+   (the ready-on function waits for its module) and events beyond the phase's bound go to the twin. No Python
+   frame runs for importlib's events; an error is swallowed, as the twin swallows it. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *roles;      /* dict: identity(code) -> (role, code), StartupRecorder._roles (changed in place) */
+    PyObject *events;     /* list: StartupRecorder.events (drained in place, never rebound) */
+    PyObject *on_start;   /* the Python twin's callbacks */
+    PyObject *on_return;
+    long import_role;     /* ROLE_IMPORT */
+    long python_roles_from;  /* ROLE_HANDLER: it and the roles above go to the twin */
+    long return_tag;      /* EVENT_RETURN */
+    Py_ssize_t max_events;   /* MAX_EVENTS items of four */
+    char arming;          /* Py_T_BOOL: an import's return goes to the twin */
+} StartupCallbacks;
+
+static PyTypeObject *StartupCallbacks_Type;
+static PyObject *str_name;
+
+static int
+startup_callbacks_alive(StartupCallbacks *self)
+{
+    return self->roles != NULL && self->events != NULL && self->on_start != NULL && self->on_return != NULL;
+}
+
+/* An import's start value: (identity(frame), identity() of the nearest _find_and_load frame among its callers
+   or 0, frame's `name` or None). A new reference, or NULL with an exception set. */
+static PyObject *
+import_start_value(PyObject *import_code, PyFrameObject *frame)
+{
+    Py_ssize_t enclosing = 0;
+    PyFrameObject *caller = PyFrame_GetBack(frame);  /* new references from here up */
+    while (caller != NULL) {
+        PyCodeObject *caller_code = PyFrame_GetCode(caller);
+        int is_import = (PyObject *)caller_code == import_code;
+        Py_DECREF(caller_code);
+        if (is_import) {
+            /* Its frame object stays alive with its frame (as the twin's f_back): the identity stays its. */
+            enclosing = pointer_identity((PyObject *)caller);
+            Py_DECREF(caller);
+            break;
+        }
+        PyFrameObject *next = PyFrame_GetBack(caller);
+        Py_DECREF(caller);
+        caller = next;
+    }
+    PyObject *name = PyFrame_GetVar(frame, str_name);
+    if (name == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_NameError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        name = Py_NewRef(Py_None);
+    }
+    PyObject *frame_id = PyLong_FromSsize_t(pointer_identity((PyObject *)frame));
+    PyObject *enclosing_id = PyLong_FromSsize_t(enclosing);
+    PyObject *value = frame_id == NULL || enclosing_id == NULL ? NULL : PyTuple_Pack(3, frame_id, enclosing_id, name);
+    Py_XDECREF(frame_id);
+    Py_XDECREF(enclosing_id);
+    Py_DECREF(name);
+    return value;
+}
+
+/* One PY_START (is_return 0) or PY_RETURN of `code`: 1 done (appended, or nothing to do), 0 for the twin, -1
+   with an exception set. */
+static int
+startup_event(StartupCallbacks *self, PyObject *code, int is_return)
+{
+    if (PyDict_GET_SIZE(self->roles) == 0) {
+        return 1;
+    }
+    PyObject *key = PyLong_FromSsize_t(pointer_identity(code));
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *entry = PyDict_GetItemWithError(self->roles, key);  /* borrowed */
+    Py_DECREF(key);
+    if (entry == NULL) {
+        return PyErr_Occurred() ? -1 : 1;  /* not one of the phase's codes: nothing to do, as in the twin */
+    }
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 1) {
+        return 0;
+    }
+    long role = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+    if (role == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (role >= self->python_roles_from || PyList_GET_SIZE(self->events) >= self->max_events
+        || (role == self->import_role && is_return && self->arming)) {
+        return 0;
+    }
+    long long now = (long long)now_ns();
+    PyObject *value = NULL;
+    if (role == self->import_role) {
+        PyFrameObject *frame = PyEval_GetFrame();  /* borrowed: the frame of `code` */
+        if (frame == NULL) {
+            return 0;
+        }
+        value = is_return ? PyLong_FromSsize_t(pointer_identity((PyObject *)frame))
+                          : import_start_value(code, frame);
+    }
+    else {
+        value = Py_NewRef(Py_None);
+    }
+    PyObject *time = PyLong_FromLongLong(now);
+    PyObject *tag = PyLong_FromLong(role | (is_return ? self->return_tag : 0));
+    PyObject *thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *item = value == NULL || time == NULL || tag == NULL || thread == NULL
+                         ? NULL
+                         : PyTuple_Pack(4, time, tag, thread, value);
+    Py_XDECREF(value);
+    Py_XDECREF(time);
+    Py_XDECREF(tag);
+    Py_XDECREF(thread);
+    if (item == NULL) {
+        return -1;
+    }
+    /* One call: the four values land together or not at all (the sender reads them by fours). */
+    Py_ssize_t end = PyList_GET_SIZE(self->events);
+    int outcome = PyList_SetSlice(self->events, end, end, item);
+    Py_DECREF(item);
+    return outcome < 0 ? -1 : 1;
+}
+
+static PyObject *
+StartupCallbacks_py_start(StartupCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 2) < 0) {
+        return NULL;
+    }
+    if (!startup_callbacks_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    int done = startup_event(self, args[0], 0);
+    if (done == 0) {
+        return PyObject_Vectorcall(self->on_start, args, 2, NULL);
+    }
+    if (done < 0) {
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+StartupCallbacks_py_return(StartupCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!startup_callbacks_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    int done = startup_event(self, args[0], 1);
+    if (done == 0) {
+        return PyObject_Vectorcall(self->on_return, args, 3, NULL);
+    }
+    if (done < 0) {
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+StartupCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *roles, *events, *on_start, *on_return;
+    long import_role, python_roles_from, return_tag;
+    Py_ssize_t max_events;
+    static char *keywords[] = {"roles", "events", "on_start", "on_return", "import_role", "python_roles_from",
+                               "return_tag", "max_events", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$O!O!OOllln:StartupCallbacks", keywords, &PyDict_Type, &roles,
+                                     &PyList_Type, &events, &on_start, &on_return, &import_role, &python_roles_from,
+                                     &return_tag, &max_events)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(on_start) || !PyCallable_Check(on_return)) {
+        PyErr_SetString(PyExc_TypeError, "on_start and on_return must be callable");
+        return NULL;
+    }
+    StartupCallbacks *self = (StartupCallbacks *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->roles = Py_NewRef(roles);
+    self->events = Py_NewRef(events);
+    self->on_start = Py_NewRef(on_start);
+    self->on_return = Py_NewRef(on_return);
+    self->import_role = import_role;
+    self->python_roles_from = python_roles_from;
+    self->return_tag = return_tag;
+    self->max_events = max_events;
+    return (PyObject *)self;
+}
+
+static int
+StartupCallbacks_traverse(StartupCallbacks *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->roles);
+    Py_VISIT(self->events);
+    Py_VISIT(self->on_start);
+    Py_VISIT(self->on_return);
+    return 0;
+}
+
+static int
+StartupCallbacks_clear(StartupCallbacks *self)
+{
+    /* Cleared, the callbacks are still safe to call: every event then does nothing (startup_callbacks_alive). */
+    Py_CLEAR(self->roles);
+    Py_CLEAR(self->events);
+    Py_CLEAR(self->on_start);
+    Py_CLEAR(self->on_return);
+    return 0;
+}
+
+static void
+StartupCallbacks_dealloc(StartupCallbacks *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)StartupCallbacks_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef StartupCallbacks_methods[] = {
+    {"py_start", (PyCFunction)(void (*)(void))StartupCallbacks_py_start, METH_FASTCALL, "PY_START(code, offset)"},
+    {"py_return", (PyCFunction)(void (*)(void))StartupCallbacks_py_return, METH_FASTCALL,
+     "PY_RETURN(code, offset, value)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef StartupCallbacks_members[] = {
+    {"arming", Py_T_BOOL, offsetof(StartupCallbacks, arming), 0,
+     "an import's return goes to the Python twin (the ready-on function waits for its module)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot StartupCallbacks_slots[] = {
+    {Py_tp_members, StartupCallbacks_members},
+    {Py_tp_doc, "The start-up phase's PY_START and PY_RETURN callbacks."},
+    {Py_tp_new, StartupCallbacks_new},
+    {Py_tp_dealloc, StartupCallbacks_dealloc},
+    {Py_tp_traverse, StartupCallbacks_traverse},
+    {Py_tp_clear, StartupCallbacks_clear},
+    {Py_tp_methods, StartupCallbacks_methods},
+    {0, NULL},
+};
+
+static PyType_Spec StartupCallbacks_spec = {
+    .name = "telemetry_shim._native.StartupCallbacks",
+    .basicsize = sizeof(StartupCallbacks),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = StartupCallbacks_slots,
+};
+
 /* ---- Outbox --------------------------------------------------------------------------------- */
 
 /* What one sender tick writes, in memory kept from tick to tick, and the write itself with the GIL
@@ -2682,6 +2948,12 @@ native_exec(PyObject *module)
             return -1;
         }
     }
+    if (StartupCallbacks_Type == NULL) {
+        StartupCallbacks_Type = (PyTypeObject *)PyType_FromSpec(&StartupCallbacks_spec);
+        if (StartupCallbacks_Type == NULL) {
+            return -1;
+        }
+    }
     struct {
         PyObject **name;
         const char *text;
@@ -2699,7 +2971,7 @@ native_exec(PyObject *module)
         {&str_ident, "ident"}, {&str_site, "site"}, {&str_last_ns, "last_ns"}, {&str_pending, "pending"},
         {&str_state, "state"}, {&str_fate, "fate"}, {&str_escaped_thread, "escaped_thread"},
         {&str_type_id, "type_id"}, {&str_asyncio_hooked, "asyncio_hooked"},
-        {&str_asyncio_base_events, "asyncio.base_events"}, {&str_conclude, "conclude"}, {&str_slots, "__slots__"},
+        {&str_asyncio_base_events, "asyncio.base_events"}, {&str_conclude, "conclude"}, {&str_name, "name"}, {&str_slots, "__slots__"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].name == NULL) {
@@ -2712,6 +2984,7 @@ native_exec(PyObject *module)
     if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, CodeKeys_Type) < 0
         || PyModule_AddType(module, Callbacks_Type) < 0 || PyModule_AddType(module, ExceptionCallbacks_Type) < 0
         || PyModule_AddType(module, Outbox_Type) < 0 || PyModule_AddType(module, NoteWatch_Type) < 0
+        || PyModule_AddType(module, StartupCallbacks_Type) < 0
         || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }

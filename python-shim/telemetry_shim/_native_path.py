@@ -16,7 +16,7 @@ exception event runs the Python callback (ExceptionCallbacks in _native.c).
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 9
+API_VERSION = 10
 
 NATIVE = "native"
 PYTHON = "python"
@@ -30,7 +30,8 @@ def load():
     if _loaded is None:
         try:
             from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, NoteWatch,
-                                  Outbox, RecordBuffer, current_exceptions, current_frames, dup_above)
+                                  Outbox, RecordBuffer, StartupCallbacks, current_exceptions, current_frames,
+                                  dup_above)
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
@@ -38,7 +39,7 @@ def load():
         else:
             if built_version == API_VERSION:
                 _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer, Outbox, NoteWatch,
-                                        current_frames, current_exceptions, dup_above), "")
+                                        StartupCallbacks, current_frames, current_exceptions, dup_above), "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -47,16 +48,17 @@ def load():
 
 class _NativeTypes:
     __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer", "Outbox", "NoteWatch",
-                 "current_frames", "current_exceptions", "dup_above")
+                 "StartupCallbacks", "current_frames", "current_exceptions", "dup_above")
 
-    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox, note_watch, current_frames,
-                 current_exceptions, dup_above):
+    def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox, note_watch, startup_callbacks,
+                 current_frames, current_exceptions, dup_above):
         self.Callbacks = callbacks
         self.CodeKeys = code_keys
         self.ExceptionCallbacks = exception_callbacks
         self.RecordBuffer = record_buffer
         self.Outbox = outbox
         self.NoteWatch = note_watch
+        self.StartupCallbacks = startup_callbacks
         self.current_frames = current_frames  # sys._current_frames() of this interpreter's threads only
         self.current_exceptions = current_exceptions  # and sys._current_exceptions()
         self.dup_above = dup_above  # fcntl(fd, F_DUPFD_CLOEXEC, minimum)
@@ -141,6 +143,20 @@ def note_watch(on_call, on_note_added):
 
     return module.NoteWatch(add_note=ADD_NOTE, disable=sys.monitoring.DISABLE, on_call=on_call,
                             on_note_added=on_note_added)
+
+
+def startup_callbacks(roles, events, python_callbacks, import_role, python_roles_from, return_tag, max_events):
+    """The start-up phase's PY_START and PY_RETURN callbacks in C (their `py_start` and `py_return`), over the
+    phase's `roles` and raw `events`: they append importlib's events themselves and call `python_callbacks` (a
+    dict event -> callback, the twin) for every other; `arming` sends an import's return to the twin."""
+    module, why_not = load()
+    if module is None:
+        raise RuntimeError(why_not)
+    events_of = sys.monitoring.events
+    return module.StartupCallbacks(roles=roles, events=events, on_start=python_callbacks[events_of.PY_START],
+                                   on_return=python_callbacks[events_of.PY_RETURN], import_role=import_role,
+                                   python_roles_from=python_roles_from, return_tag=return_tag,
+                                   max_events=max_events)
 
 
 class NativeCallbacks:

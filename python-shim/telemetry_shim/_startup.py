@@ -33,6 +33,7 @@ import time
 from _thread import allocate_lock, get_ident
 from time import perf_counter_ns
 
+from ._native_path import NATIVE
 from ._tables import identity
 
 _monitoring = sys.monitoring
@@ -197,6 +198,7 @@ class StartupRecorder:
         self._handler_code = None
         self._main_code = None
         self._roles = {}
+        self._native_callbacks = None  # the phase's own callbacks in C (_own_callbacks), or None
         self._installed = False
         self._recorder = None  # the Recorder with call callbacks (full and burst mode, exceptions mode with invocations)
         self.timeline = ImportTimeline()
@@ -220,9 +222,10 @@ class StartupRecorder:
         if recorder.invocations_only:
             # Its events come to callbacks of its own but inside the first invocations' windows (the recorder's
             # slow path costs each of them several times more); the call that opens a window is recorded there.
-            recorder.give_call_events_outside_windows(_own_callbacks(on_event, recorder.record_window_opening_start))
+            recorder.give_call_events_outside_windows(
+                self._own_callbacks(on_event, recorder, recorder.record_window_opening_start))
         elif not recorder.calls:
-            for event, callback in _own_callbacks(on_event).items():
+            for event, callback in self._own_callbacks(on_event, recorder).items():
                 _monitoring.register_callback(tool_id, event, callback)
         self._installed = True
         for _role, code in list(self._roles.values()):
@@ -243,6 +246,20 @@ class StartupRecorder:
             self._watch(main_code, _events.PY_RETURN)
         return True
 
+    def _own_callbacks(self, on_event, recorder, record_start=None):
+        """The phase's own {event: callback}: in C when the recorder's callbacks are, with their Python twin
+        behind them for the rare events."""
+        callbacks = _own_callbacks(on_event, record_start)
+        if recorder.callbacks_name != NATIVE:
+            return callbacks
+        from ._native_path import startup_callbacks
+
+        native = startup_callbacks(self._roles, self.events, callbacks, ROLE_IMPORT, ROLE_HANDLER, EVENT_RETURN,
+                                   MAX_EVENTS)
+        native.arming = self.target is not None and self._handler_code is None
+        self._native_callbacks = native
+        return {_events.PY_START: native.py_start, _events.PY_RETURN: native.py_return}
+
     def _watch(self, code, events):
         recorder = self._recorder
         if recorder is not None:
@@ -256,6 +273,8 @@ class StartupRecorder:
         if code is None or self._handler_code is not None:
             return
         self._handler_code = code
+        if self._native_callbacks is not None:
+            self._native_callbacks.arming = False  # on_event arms no more
         self._roles[identity(code)] = (ROLE_HANDLER, code)
         recorder = self._recorder
         if recorder is not None and self.invocations_planned:

@@ -685,10 +685,37 @@ class InvocationWindowsTest(StartupTestCase):
             print(start_callback(), handle())
         """)
         conn, out, _ = self.run_under_shim(source, "--mode", "exceptions", "--ready-on", "app:handle")
-        recorder = "Callbacks.py_start" if conn.hello["callbacks"] == "native" else "telemetry_shim.callback[START]"
+        native = conn.hello["callbacks"] == "native"
+        phase = "StartupCallbacks.py_start" if native else "telemetry_shim.startup_callback"
+        recorder = "Callbacks.py_start" if native else "telemetry_shim.callback[START]"
         # Before the first invocation (the import events of the start-up), and inside its window.
-        self.assertEqual(["telemetry_shim.startup_callback", recorder], out.split())
+        self.assertEqual([phase, recorder], out.split())
         self.assertEqual(1, len(windows_of(conn)[0]))
+
+    def test_with_the_c_callbacks_no_python_frame_runs_for_an_imports_events(self):
+        # A PEP 523 frame evaluator (_testinternalcapi's, as CPython's test_capi uses it) sees every Python frame
+        # the interpreter runs: during the phase, importlib's events run none of the shim's with the C callbacks
+        # (exceptions mode: the phase's own callbacks), and the Python twin's without them.
+        try:
+            import _testinternalcapi
+            _testinternalcapi.set_eval_frame_record  # noqa: B018
+        except (ImportError, AttributeError):
+            self.skipTest("no _testinternalcapi.set_eval_frame_record")
+        source = textwrap.dedent("""
+            import _testinternalcapi
+            frames = []
+            _testinternalcapi.set_eval_frame_record(frames)
+            import colorsys
+            _testinternalcapi.set_eval_frame_default()
+            print(*sorted({name for name in frames if name in ("_find_and_load", "on_start", "on_return", "on_event")}))
+        """)
+        conn, out, _ = self.run_under_shim(source, "--mode", "exceptions")
+        imports = [entry["module"] for entry in conn.startup["imports"]]
+        self.assertIn("colorsys", imports)
+        if conn.hello["callbacks"] == "native":
+            self.assertEqual("_find_and_load\n", out)
+        else:
+            self.assertEqual("_find_and_load on_event on_return on_start\n", out)
 
     def test_an_invocation_that_runs_too_long_has_its_window_closed_by_the_sender(self):
         source = textwrap.dedent("""
