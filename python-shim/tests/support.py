@@ -707,6 +707,17 @@ class NeverReadingAgent(AcceptingAgent):
             client.close()
 
 
+def skip_without_frame_recorder(test):
+    """Skips `test` unless _testinternalcapi.set_eval_frame_record exists: a PEP 523 frame evaluator that
+    records every Python frame the interpreter runs (CPython's test_capi uses it), to check that the shim's
+    C callbacks run none."""
+    try:
+        import _testinternalcapi
+        _testinternalcapi.set_eval_frame_record  # noqa: B018
+    except (ImportError, AttributeError):
+        test.skipTest("no _testinternalcapi.set_eval_frame_record")
+
+
 class TempDirTestCase(unittest.TestCase):
     """A test with its own temporary directory (self.tmp, removed afterwards) to write programs in."""
 

@@ -596,11 +596,7 @@ class NoteWatchTests(unittest.TestCase):
         # A PEP 523 frame evaluator (here _testinternalcapi's, as CPython's test_capi uses it) sees every
         # Python frame the interpreter runs: with the C callbacks, none of the shim's at a call site's first
         # execution, in every mode.
-        try:
-            import _testinternalcapi
-            _testinternalcapi.set_eval_frame_record  # noqa: B018
-        except (ImportError, AttributeError):
-            self.skipTest("no _testinternalcapi.set_eval_frame_record")
+        support.skip_without_frame_recorder(self)
         # The evaluator sees every thread's frames: the sender thread leaves meanwhile, as it does for a fork.
         source = textwrap.dedent("""
             import sys, _testinternalcapi
@@ -635,11 +631,7 @@ class NoteWatchTests(unittest.TestCase):
         # Past its site's first detailed ones, an exception raised and handled is followed in C: its RAISE makes
         # its flight, its EXCEPTION_HANDLED marks it and the thread's next RAISE concludes it, with no Python frame
         # (a frame of the shim there would see signals and the recursion limit where the program would).
-        try:
-            import _testinternalcapi
-            _testinternalcapi.set_eval_frame_record  # noqa: B018
-        except (ImportError, AttributeError):
-            self.skipTest("no _testinternalcapi.set_eval_frame_record")
+        support.skip_without_frame_recorder(self)
         source = textwrap.dedent("""
             import sys, _testinternalcapi
             from telemetry_shim import _control

@@ -696,11 +696,7 @@ class InvocationWindowsTest(StartupTestCase):
         # A PEP 523 frame evaluator (_testinternalcapi's, as CPython's test_capi uses it) sees every Python frame
         # the interpreter runs: during the phase, importlib's events run none of the shim's with the C callbacks
         # (exceptions mode: the phase's own callbacks), and the Python twin's without them.
-        try:
-            import _testinternalcapi
-            _testinternalcapi.set_eval_frame_record  # noqa: B018
-        except (ImportError, AttributeError):
-            self.skipTest("no _testinternalcapi.set_eval_frame_record")
+        support.skip_without_frame_recorder(self)
         source = textwrap.dedent("""
             import _testinternalcapi
             frames = []
