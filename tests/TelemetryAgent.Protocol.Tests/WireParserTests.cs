@@ -113,7 +113,14 @@ public sealed class WireParserTests
             AllocatedBytes(large);
         }
 
-        long perExtraFrame = (AllocatedBytes(large) - AllocatedBytes(small)) / 39;
+        // The least of a few measurements: a tier-up of the JIT can allocate on this thread once, in any of them;
+        // an allocation per frame shows in every one.
+        long perExtraFrame = long.MaxValue;
+        for (int attempt = 0; attempt < 5; attempt++)
+        {
+            perExtraFrame = Math.Min(perExtraFrame, (AllocatedBytes(large) - AllocatedBytes(small)) / 39);
+        }
+
         Assert.Equal(0, perExtraFrame);
     }
 
