@@ -101,9 +101,10 @@ class BurstModeTests(RunnerTestCase):
         sleeper = conn.thread_named("sleeper")
         main = conn.thread_named("MainThread")
         seeded_sleeper = 0
-        for start, end, events in windows:
+        for index, (start, end, events) in enumerate(windows):
             self.assertIsNotNone(end, "every window is closed (the last one at stop)")
-            self.assertGreaterEqual(end - start, 1_000_000, "no window is shorter than the shortest allowed")
+            if index < len(windows) - 1:  # the last one ends at stop, however soon after its start that comes
+                self.assertGreaterEqual(end - start, 1_000_000, "no window is shorter than the shortest allowed")
             stacks = check_window(self, conn, start, events)
             self.assertIn(main, stacks, "the busy thread runs in every window")
             if sleeper in stacks:
