@@ -1552,25 +1552,17 @@ new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject
            PyObject *last_ns)
 {
     PyObject *flight = self->spare_flight;
-    if (flight != NULL) {
-        self->spare_flight = NULL;
-        for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
-            Py_ssize_t offset = self->flight_slots[i];
-            Py_XSETREF(*(PyObject **)((char *)flight + offset),
-                       Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset)));
-        }
-    }
-    else {
-        PyTypeObject *type = self->flight_type;
-        flight = type->tp_alloc(type, 0);
+    self->spare_flight = NULL;
+    if (flight == NULL) {
+        flight = self->flight_type->tp_alloc(self->flight_type, 0);  /* its slots NULL */
         if (flight == NULL) {
             return NULL;
         }
-        for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
-            Py_ssize_t offset = self->flight_slots[i];
-            *(PyObject **)((char *)flight + offset) =
-                Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset));
-        }
+    }
+    for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
+        Py_ssize_t offset = self->flight_slots[i];
+        Py_XSETREF(*(PyObject **)((char *)flight + offset),
+                   Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset)));
     }
     (void)set_flight_attribute(self, flight, self->flight_exc_id, str_exc_id, exc_id);
     (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
@@ -2467,18 +2459,19 @@ startup_event(StartupCallbacks *self, PyObject *code, int is_return)
     return outcome < 0 ? -1 : 1;
 }
 
+/* PY_START (code, offset) or PY_RETURN (code, offset, value): ended here, or the twin's callback. */
 static PyObject *
-StartupCallbacks_py_start(StartupCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+startup_callback(StartupCallbacks *self, PyObject *const *args, Py_ssize_t nargs, int is_return)
 {
-    if (check_args(nargs, 2) < 0) {
+    if (check_args(nargs, is_return ? 3 : 2) < 0) {
         return NULL;
     }
     if (!startup_callbacks_alive(self)) {
         Py_RETURN_NONE;
     }
-    int done = startup_event(self, args[0], 0);
+    int done = startup_event(self, args[0], is_return);
     if (done == 0) {
-        return PyObject_Vectorcall(self->on_start, args, 2, NULL);
+        return PyObject_Vectorcall(is_return ? self->on_return : self->on_start, args, nargs, NULL);
     }
     if (done < 0) {
         PyErr_Clear();
@@ -2487,22 +2480,15 @@ StartupCallbacks_py_start(StartupCallbacks *self, PyObject *const *args, Py_ssiz
 }
 
 static PyObject *
+StartupCallbacks_py_start(StartupCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return startup_callback(self, args, nargs, 0);
+}
+
+static PyObject *
 StartupCallbacks_py_return(StartupCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3) < 0) {
-        return NULL;
-    }
-    if (!startup_callbacks_alive(self)) {
-        Py_RETURN_NONE;
-    }
-    int done = startup_event(self, args[0], 1);
-    if (done == 0) {
-        return PyObject_Vectorcall(self->on_return, args, 3, NULL);
-    }
-    if (done < 0) {
-        PyErr_Clear();
-    }
-    Py_RETURN_NONE;
+    return startup_callback(self, args, nargs, 1);
 }
 
 static PyObject *
