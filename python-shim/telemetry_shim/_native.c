@@ -965,11 +965,39 @@ static PyType_Spec Callbacks_spec = {
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
     *str_pending_by_ident, *str_ignored_idents, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
-    *str_count_handled, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
+    *str_count_handled, *str_handled_counter, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
     *str_swallowing_opcodes, *str_site_class, *str_raise_points, *str_flight_class, *str_handled_state,
     *str_max_in_flight, *str_bootstrap_inner, *str_wire, *str_fate_handled, *str_exc_id, *str_tb_id, *str_ident,
     *str_site, *str_last_ns, *str_pending, *str_state, *str_fate, *str_escaped_thread, *str_type_id,
     *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude, *str_slots;
+
+/* An int made once for a value that recurs: the thread's ident, and identities (the exception a RAISE starts a flight
+   for is met again at its EXCEPTION_HANDLED; freed, the next one is often made at the same address). */
+typedef struct {
+    unsigned long long bits;
+    PyObject *object;  /* the int of `bits`, or NULL */
+} RecurringInt;
+
+/* The FlightTable's dicts of points, looked up at every RAISE: raise_points, swallow_points and
+   empty_handler_points by (code key, offset, id(cls)), closed_points by (code key, offset). */
+enum { RAISE_POINTS, SWALLOW_POINTS, EMPTY_HANDLER_POINTS, CLOSED_POINTS, POINT_DICTS };
+/* The dicts whose changes a dict watcher follows (watched_generation): the points' and pending_by_ident. */
+enum { PENDING_BY_IDENT = POINT_DICTS, WATCHED_DICTS };
+
+/* A point met, in a direct-mapped table: its keys, made once (the tuple and its ints cost more than the lookup), and
+   what each dict held there when last looked up, valid while no watched dict has changed since
+   (watched_generation). The keys are functions of the values compared, so a hit is always the key a new tuple
+   would be. The entries are borrowed: any change to their dict moves the generation on before they could go. */
+#define POINT_KEY_SLOTS 256
+typedef struct {
+    uint64_t code_key;
+    Py_ssize_t offset;
+    PyTypeObject *cls;       /* compared, never dereferenced */
+    PyObject *point;         /* (code key, offset, id(cls)), or NULL */
+    PyObject *closed_point;  /* (code key, offset), or NULL: made at the first lookup in closed_points */
+    uint64_t generation;     /* of the entries */
+    PyObject *entries[POINT_DICTS];  /* borrowed; NULL: not looked up in that generation, Py_None: absent */
+} PointKey;
 
 typedef struct {
     PyObject_HEAD
@@ -996,7 +1024,8 @@ typedef struct {
     /* program_threads.Site, and the offsets of the slots read at every counted RAISE (as member_get reads
        them, without the attribute lookup); another class is read through getattr. */
     PyTypeObject *site_type;
-    Py_ssize_t site_detailed, site_last_detail_ns, site_count_handled, site_dirty, site_type_ref, site_type_id;
+    Py_ssize_t site_detailed, site_last_detail_ns, site_count_handled, site_handled_counter, site_dirty,
+        site_type_ref, site_type_id;
     /* The counted flights: table.raise_points (cleared in place, never rebound), program_threads.Flight,
        HANDLED, MAX_IN_FLIGHT, _THREAD_BOOTSTRAP_INNER_CODE (or None) and _wire.FATE_HANDLED. */
     PyObject *raise_points;
@@ -1022,9 +1051,199 @@ typedef struct {
     char swallows_stop_iteration[256];  /* by opcode: SWALLOWS_STOP_ITERATION */
     Py_ssize_t counted;     /* RAISE events counted here */
     Py_ssize_t passed;      /* RERAISE, EXCEPTION_HANDLED and PY_UNWIND events with nothing to do */
+    /* The ints that recur event after event, made once (see recurring_int); the raise points' keys. */
+    RecurringInt thread_ident, exc_identity, tb_identity;
+    PointKey point_keys[POINT_KEY_SLOTS];
+    PyObject *watched_dicts[WATCHED_DICTS];  /* borrowed from the fields above */
+    int dicts_watcher;  /* the dict watcher of watched_dicts (watch_dicts), or -1: nothing looked up is kept */
+    /* This thread's list in pending_by_ident (borrowed) when last looked up, in that generation, or NULL. */
+    unsigned long pending_ident;
+    uint64_t pending_generation;
+    PyObject *pending_list;
+    /* table.asyncio_hooked was found true: it stays so while the hooks are installed, and the callbacks only
+       ask Python to hook asyncio while it is false. */
+    int asyncio_seen_hooked;
 } ExceptionCallbacks;
 
 static PyTypeObject *ExceptionCallbacks_Type;
+
+/* Moved on by any change to a watched dict, of any ExceptionCallbacks (a dict watcher has no data of its own): what
+   was kept of an older generation is looked up again. Atomic: each interpreter runs its own. */
+static uint64_t watched_generation = 1;
+
+static inline uint64_t
+current_watched_generation(void)
+{
+    return __atomic_load_n(&watched_generation, __ATOMIC_RELAXED);
+}
+
+static int
+watched_dict_changed(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
+{
+    (void)event, (void)dict, (void)key, (void)new_value;
+    __atomic_fetch_add(&watched_generation, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Watches watched_dicts (with one of this interpreter's few dict watchers): then what is looked up in them is kept
+   for the generation. Without a free watcher everything is looked up every time. Never fails. */
+static void
+watch_dicts(ExceptionCallbacks *self)
+{
+    self->dicts_watcher = -1;
+    int watcher = PyDict_AddWatcher(watched_dict_changed);
+    if (watcher < 0) {
+        PyErr_Clear();
+        return;
+    }
+    for (int i = 0; i < WATCHED_DICTS; i++) {
+        if (PyDict_Watch(watcher, self->watched_dicts[i]) < 0) {
+            PyErr_Clear();
+            for (int j = 0; j < i; j++) {
+                (void)PyDict_Unwatch(watcher, self->watched_dicts[j]);
+            }
+            (void)PyDict_ClearWatcher(watcher);
+            PyErr_Clear();
+            return;
+        }
+    }
+    self->dicts_watcher = watcher;
+}
+
+static void
+unwatch_dicts(ExceptionCallbacks *self)
+{
+    if (self->dicts_watcher < 0) {
+        return;
+    }
+    PyObject *pending = PyErr_GetRaisedException();  /* clear may run while an exception is set */
+    for (int i = 0; i < WATCHED_DICTS; i++) {
+        if (self->watched_dicts[i] != NULL) {
+            (void)PyDict_Unwatch(self->dicts_watcher, self->watched_dicts[i]);
+        }
+    }
+    (void)PyDict_ClearWatcher(self->dicts_watcher);
+    PyErr_Clear();
+    PyErr_SetRaisedException(pending);
+    self->dicts_watcher = -1;
+    __atomic_fetch_add(&watched_generation, 1, __ATOMIC_RELAXED);
+}
+
+/* The int of `bits` (signed or not), kept in `kept` (a new reference, or NULL with an exception set). */
+static PyObject *
+recurring_int(RecurringInt *kept, unsigned long long bits, int is_signed)
+{
+    if (kept->object == NULL || kept->bits != bits) {
+        PyObject *fresh = is_signed ? PyLong_FromLongLong((long long)bits) : PyLong_FromUnsignedLongLong(bits);
+        if (fresh == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(kept->object, fresh);
+        kept->bits = bits;
+    }
+    return Py_NewRef(kept->object);
+}
+
+/* get_ident() of this thread (a new reference, or NULL with an exception set). */
+static PyObject *
+thread_ident_int(ExceptionCallbacks *self)
+{
+    return recurring_int(&self->thread_ident, PyThread_get_thread_ident(), 0);
+}
+
+/* identity(exc) (a new reference, or NULL with an exception set). */
+static PyObject *
+exc_identity_int(ExceptionCallbacks *self, PyObject *exc)
+{
+    return recurring_int(&self->exc_identity, (unsigned long long)pointer_identity(exc), 1);
+}
+
+/* The table's slot of the point (code key, offset, cls), its keys made (the closed point's on demand), its entries
+   those of the current generation; or NULL with an exception set. */
+static PointKey *
+point_slot(ExceptionCallbacks *self, uint64_t ck, PyObject *offset, PyTypeObject *cls)
+{
+    Py_ssize_t at = PyLong_AsSsize_t(offset);
+    if (at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    uint64_t mixed = (ck * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)at * 0xC2B2AE3D27D4EB4Full) ^ ((uintptr_t)cls >> 4);
+    PointKey *slot = &self->point_keys[(mixed ^ (mixed >> 29)) & (POINT_KEY_SLOTS - 1)];
+    if (slot->point == NULL || slot->code_key != ck || slot->offset != at || slot->cls != cls) {
+        PyObject *key = PyLong_FromUnsignedLongLong(ck);
+        PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)cls));
+        PyObject *point = key == NULL || type_id == NULL ? NULL : PyTuple_Pack(3, key, offset, type_id);
+        Py_XDECREF(type_id);
+        Py_XDECREF(key);
+        if (point == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(slot->point, point);
+        Py_CLEAR(slot->closed_point);
+        slot->code_key = ck;
+        slot->offset = at;
+        slot->cls = cls;
+        slot->generation = 0;  /* never a current one */
+    }
+    uint64_t generation = current_watched_generation();
+    if (slot->generation != generation) {
+        memset(slot->entries, 0, sizeof slot->entries);
+        slot->generation = generation;
+    }
+    return slot;
+}
+
+/* The entry at the point (code key, offset, id(cls)) of one of the FlightTable's dicts of points (`which`; in
+   closed_points at (code key, offset)): a new reference, or NULL (with an exception set on an error). */
+static PyObject *
+point_entry(ExceptionCallbacks *self, int which, uint64_t ck, PyObject *offset, PyTypeObject *cls)
+{
+    PyObject *points = self->watched_dicts[which];
+    if (PyDict_GET_SIZE(points) == 0) {
+        return NULL;
+    }
+    PointKey *slot = point_slot(self, ck, offset, cls);
+    if (slot == NULL) {
+        return NULL;
+    }
+    PyObject *entry = slot->entries[which];
+    if (entry == NULL) {
+        PyObject *key = slot->point;
+        if (which == CLOSED_POINTS) {
+            if (slot->closed_point == NULL) {
+                slot->closed_point = PyTuple_Pack(2, PyTuple_GET_ITEM(slot->point, 0), offset);
+            }
+            key = slot->closed_point;
+        }
+        entry = key == NULL ? NULL : PyDict_GetItemWithError(points, key);  /* borrowed */
+        if (entry == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (self->dicts_watcher >= 0 && entry != Py_None) {  /* the dicts hold no None: kept, it means absent */
+            slot->entries[which] = entry == NULL ? Py_None : entry;
+        }
+    }
+    return entry == Py_None ? NULL : Py_XNewRef(entry);
+}
+
+/* pending_by_ident.get(ident), `ident` this thread's (borrowed), or NULL (with an exception set on an error):
+   kept for the generation (a thread's list stays while it lives: one lookup of a large int key saved per event). */
+static PyObject *
+thread_pending(ExceptionCallbacks *self, PyObject *ident)
+{
+    unsigned long thread = PyThread_get_thread_ident();
+    uint64_t generation = current_watched_generation();
+    if (self->pending_list != NULL && self->pending_ident == thread && self->pending_generation == generation) {
+        return self->pending_list;
+    }
+    PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);
+    if (pending != NULL && self->dicts_watcher >= 0) {
+        self->pending_list = pending;
+        self->pending_ident = thread;
+        self->pending_generation = generation;
+    }
+    return pending;
+}
 
 /* The flight of `exc` (a new reference), or NULL: with no exception set when it has none. */
 static PyObject *
@@ -1033,7 +1252,7 @@ flight_of(ExceptionCallbacks *self, PyObject *exc)
     if (PyDict_GET_SIZE(self->inflight) == 0) {
         return NULL;  /* the common case: no int made */
     }
-    PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));
+    PyObject *exc_id = exc_identity_int(self, exc);
     if (exc_id == NULL) {
         return NULL;
     }
@@ -1147,16 +1366,7 @@ closed_generator_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset
     if (!one_entry || code_key_from(self->code_keys, self->keys, code, &ck) <= 0 || ck == 0) {
         return NULL;
     }
-    PyObject *site = NULL;
-    PyObject *key = PyLong_FromUnsignedLongLong(ck);
-    PyObject *point = key == NULL ? NULL : PyTuple_Pack(2, key, offset);
-    if (point != NULL) {
-        site = PyDict_GetItemWithError(self->closed_points, point);  /* borrowed */
-        Py_XINCREF(site);
-    }
-    Py_XDECREF(point);
-    Py_XDECREF(key);
-    return site;
+    return point_entry(self, CLOSED_POINTS, ck, offset, Py_TYPE(exc));
 }
 
 static int count_as_handled(ExceptionCallbacks *self, PyObject *site);
@@ -1186,14 +1396,25 @@ count_unsampled(ExceptionCallbacks *self, PyObject *site)
     return count_as_handled(self, site) < 0 ? -1 : 1;
 }
 
-/* site.count_handled() (one C call), and the site marked dirty and listed for the sender when it was not:
+/* site.count_handled() (its itertools.count advanced by one C call), and the site marked dirty and listed for the sender when it was not:
    0, or -1 with an exception set. */
 static int
 count_as_handled(ExceptionCallbacks *self, PyObject *site)
 {
-    PyObject *count_handled = site_attribute(self, site, self->site_count_handled, str_count_handled);
-    PyObject *counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
-    Py_XDECREF(count_handled);
+    PyObject *counter = site_attribute(self, site, self->site_handled_counter, str_handled_counter);
+    PyObject *counted = NULL;
+    if (counter != NULL && Py_TYPE(counter)->tp_iternext != NULL) {
+        counted = Py_TYPE(counter)->tp_iternext(counter);  /* an itertools.count: never exhausted */
+        if (counted == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "a site's handled counter stopped");
+        }
+    }
+    else if (counter != NULL) {
+        PyObject *count_handled = site_attribute(self, site, self->site_count_handled, str_count_handled);
+        counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
+        Py_XDECREF(count_handled);
+    }
+    Py_XDECREF(counter);
     if (counted == NULL) {
         return -1;
     }
@@ -1206,7 +1427,7 @@ count_as_handled(ExceptionCallbacks *self, PyObject *site)
             return -1;
         }
         /* As the Python twin: marked, then listed for the sender. */
-        if (PyObject_SetAttr(site, str_dirty, Py_True) < 0) {
+        if (set_slot_attribute(self->site_type, site, self->site_dirty, str_dirty, Py_True) < 0) {
             return -1;
         }
         if (PyList_Append(self->dirty_sites, site) < 0) {
@@ -1251,12 +1472,12 @@ new_on_settled_program_thread(ExceptionCallbacks *self, PyObject *exc)
         return found < 0 ? -1 : 0;
     }
     int outcome = -1;
-    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *ident = thread_ident_int(self);
     if (ident == NULL || (found = PySequence_Contains(self->ignored_idents, ident)) != 0) {
         outcome = found > 0 ? 0 : -1;  /* the shim's own thread: nothing is counted there */
         goto done;
     }
-    PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);  /* borrowed */
+    PyObject *pending = thread_pending(self, ident);  /* borrowed */
     if (pending == NULL) {
         outcome = PyErr_Occurred() ? -1 : 1;
     }
@@ -1269,26 +1490,6 @@ done:
     return outcome;
 }
 
-/* The entry at (code key, offset, id(cls)) of the FlightTable dict `points` (a new reference), or NULL
-   (with an exception set on an error). */
-static PyObject *
-point_entry(PyObject *points, uint64_t ck, PyObject *offset, PyTypeObject *cls)
-{
-    PyObject *entry = NULL;
-    if (PyDict_GET_SIZE(points) > 0) {
-        PyObject *key = PyLong_FromUnsignedLongLong(ck);
-        PyObject *type_id = PyLong_FromSsize_t(pointer_identity((PyObject *)cls));
-        PyObject *point = key == NULL || type_id == NULL ? NULL : PyTuple_Pack(3, key, offset, type_id);
-        if (point != NULL) {
-            entry = PyDict_GetItemWithError(points, point);  /* borrowed */
-            Py_XINCREF(entry);
-        }
-        Py_XDECREF(point);
-        Py_XDECREF(type_id);
-        Py_XDECREF(key);
-    }
-    return entry;
-}
 
 /* Is `site` still the site of `cls`? The type's id in its key is only meaningful while the site's class
    lives: type_ref() tells. 1, 0, -1 with an exception set. */
@@ -1319,7 +1520,7 @@ swallowed_stop_iteration_site(ExceptionCallbacks *self, PyObject *code, PyObject
         || new_on_settled_program_thread(self, exc) <= 0) {
         return NULL;
     }
-    PyObject *site = point_entry(self->swallow_points, ck, offset, cls);
+    PyObject *site = point_entry(self, SWALLOW_POINTS, ck, offset, cls);
     if (site != NULL && site_of_class(self, site, cls) <= 0) {
         Py_CLEAR(site);
     }
@@ -1374,7 +1575,7 @@ empty_handler_site(ExceptionCallbacks *self, PyObject *code, PyObject *offset, P
         return NULL;
     }
     PyTypeObject *cls = Py_TYPE(exc);
-    PyObject *entry = point_entry(self->empty_handler_points, ck, offset, cls);  /* (site, names) */
+    PyObject *entry = point_entry(self, EMPTY_HANDLER_POINTS, ck, offset, cls);  /* (site, names) */
     if (entry == NULL) {
         return NULL;
     }
@@ -1478,7 +1679,7 @@ take_from_inflight(ExceptionCallbacks *self, PyObject *flight)
 static int
 settle_handled_flight(ExceptionCallbacks *self, PyObject *ident)
 {
-    PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);  /* borrowed */
+    PyObject *pending = thread_pending(self, ident);  /* borrowed */
     if (pending == NULL) {
         return PyErr_Occurred() ? -1 : 1;
     }
@@ -1561,8 +1762,11 @@ new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject
     }
     for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
         Py_ssize_t offset = self->flight_slots[i];
-        Py_XSETREF(*(PyObject **)((char *)flight + offset),
-                   Py_XNewRef(*(PyObject **)((char *)self->flight_prototype + offset)));
+        PyObject **slot = (PyObject **)((char *)flight + offset);
+        PyObject *value = *(PyObject **)((char *)self->flight_prototype + offset);
+        if (*slot != value) {  /* a spare flight's slots mostly hold the prototype's values still */
+            Py_XSETREF(*slot, Py_XNewRef(value));
+        }
     }
     (void)set_flight_attribute(self, flight, self->flight_exc_id, str_exc_id, exc_id);
     (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
@@ -1579,7 +1783,7 @@ new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject
 static int
 start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
 {
-    PyObject *exc_id = PyLong_FromSsize_t(pointer_identity(exc));  /* the key of its flight, if it gets one */
+    PyObject *exc_id = exc_identity_int(self, exc);  /* the key of its flight, if it gets one */
     if (exc_id == NULL) {
         return -1;
     }
@@ -1588,7 +1792,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
         Py_DECREF(exc_id);
         return found < 0 ? -1 : 0;
     }
-    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *ident = thread_ident_int(self);
     if (ident == NULL) {
         Py_DECREF(exc_id);
         return -1;
@@ -1608,7 +1812,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
         outcome = known < 0 ? -1 : known > 0 && ck != 0;
     }
     if (outcome > 0) {
-        site = point_entry(self->raise_points, ck, offset, cls);
+        site = point_entry(self, RAISE_POINTS, ck, offset, cls);
         outcome = site == NULL ? (PyErr_Occurred() ? -1 : 0) : site_of_class(self, site, cls);
     }
     long long now = 0;
@@ -1618,7 +1822,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
     }
     if (outcome > 0) {
         PyObject *tb = PyException_GetTraceback(exc);  /* NULL: None */
-        PyObject *tb_id = PyLong_FromSsize_t(pointer_identity(tb != NULL ? tb : Py_None));
+        PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)pointer_identity(tb != NULL ? tb : Py_None), 1);
         PyObject *last_ns = PyLong_FromLongLong(now);
         Py_XDECREF(tb);
         PyObject *flight = NULL;
@@ -1645,7 +1849,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
 static int
 handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, PyObject *flight)
 {
-    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *ident = thread_ident_int(self);
     PyObject *site = NULL;
     int outcome = ident == NULL ? -1 : steal_truth(flight_attribute(self, flight, self->flight_detailed, str_detailed));
     outcome = outcome == 0 ? 1 : outcome > 0 ? 0 : -1;  /* a detailed one: Python reads its handler's line */
@@ -1673,8 +1877,13 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
         outcome = known < 0 ? -1 : known == 0 ? 0 : ck == 0 ? 2 : 1;  /* unknown code: Python defines it */
     }
     if (outcome == 1) {
-        int hooked = steal_truth(PyObject_GetAttr(self->table, str_asyncio_hooked));
-        if (hooked == 0) {
+        int hooked = self->asyncio_seen_hooked || steal_truth(PyObject_GetAttr(self->table, str_asyncio_hooked));
+        if (hooked > 0) {
+            /* Once true, it is false again only when the hooks are uninstalled (then hooking does nothing) or,
+               reinstalled, until the sender's next tick hooks asyncio anyway. */
+            self->asyncio_seen_hooked = 1;
+        }
+        else if (hooked == 0) {
             /* asyncio just imported: Python hooks its loop's handler first */
             hooked = PyDict_Contains(PyImport_GetModuleDict(), str_asyncio_base_events);
             hooked = hooked < 0 ? -1 : !hooked;
@@ -1690,7 +1899,7 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
             outcome = -1;
         }
         else if (!waiting) {
-            PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);  /* borrowed */
+            PyObject *pending = thread_pending(self, ident);  /* borrowed */
             if (pending == NULL && !PyErr_Occurred()) {
                 PyObject *fresh = PyList_New(0);
                 pending = fresh == NULL ? NULL : PyDict_SetDefault(self->pending_by_ident, ident, fresh);
@@ -1978,6 +2187,12 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
         || (self->ignored_idents = PyObject_GetAttr(table, str_ignored_idents)) == NULL) {
         return -1;
     }
+    self->watched_dicts[RAISE_POINTS] = self->raise_points;
+    self->watched_dicts[SWALLOW_POINTS] = self->swallow_points;
+    self->watched_dicts[EMPTY_HANDLER_POINTS] = self->empty_handler_points;
+    self->watched_dicts[CLOSED_POINTS] = self->closed_points;
+    self->watched_dicts[PENDING_BY_IDENT] = self->pending_by_ident;
+    watch_dicts(self);
     if (read_flight_constants(self, limits) < 0) {
         return -1;
     }
@@ -1997,6 +2212,7 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
     return (self->site_detailed = object_slot_offset(self->site_type, str_detailed)) < 0
                    || (self->site_last_detail_ns = object_slot_offset(self->site_type, str_last_detail_ns)) < 0
                    || (self->site_count_handled = object_slot_offset(self->site_type, str_count_handled)) < 0
+                   || (self->site_handled_counter = object_slot_offset(self->site_type, str_handled_counter)) < 0
                    || (self->site_dirty = object_slot_offset(self->site_type, str_dirty)) < 0
                    || (self->site_type_ref = object_slot_offset(self->site_type, str_type_ref)) < 0
                    || (self->site_type_id = object_slot_offset(self->site_type, str_type_id)) < 0
@@ -2025,6 +2241,7 @@ ExceptionCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    self->dicts_watcher = -1;
     if (read_table(self, table, limits) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -2077,6 +2294,9 @@ static int
 ExceptionCallbacks_clear(ExceptionCallbacks *self)
 {
     /* A cleared object is still safe to call: every event then does nothing (exception_callbacks_alive). */
+    unwatch_dicts(self);
+    memset(self->watched_dicts, 0, sizeof self->watched_dicts);
+    self->pending_list = NULL;
     Py_CLEAR(self->table);
     Py_CLEAR(self->limits);
     Py_CLEAR(self->keys);
@@ -2109,6 +2329,13 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     Py_CLEAR(self->handled_state);
     Py_CLEAR(self->bootstrap_inner_code);
     Py_CLEAR(self->fate_handled);
+    Py_CLEAR(self->thread_ident.object);
+    Py_CLEAR(self->exc_identity.object);
+    Py_CLEAR(self->tb_identity.object);
+    for (Py_ssize_t i = 0; i < POINT_KEY_SLOTS; i++) {
+        Py_CLEAR(self->point_keys[i].point);
+        Py_CLEAR(self->point_keys[i].closed_point);
+    }
     return 0;
 }
 
@@ -2122,7 +2349,18 @@ ExceptionCallbacks_dealloc(ExceptionCallbacks *self)
     Py_DECREF(type);
 }
 
+/* unwatch(): the dict watcher given back (the callbacks then look everything up), once they are unregistered:
+   an interpreter has few. */
+static PyObject *
+ExceptionCallbacks_unwatch(ExceptionCallbacks *self, PyObject *Py_UNUSED(ignored))
+{
+    unwatch_dicts(self);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ExceptionCallbacks_methods[] = {
+    {"unwatch", (PyCFunction)ExceptionCallbacks_unwatch, METH_NOARGS,
+     "gives the dict watcher back (the callbacks then look everything up)"},
     {"raise_", (PyCFunction)(void (*)(void))ExceptionCallbacks_raise, METH_FASTCALL, "RAISE(code, offset, exception)"},
     {"reraise", (PyCFunction)(void (*)(void))ExceptionCallbacks_reraise, METH_FASTCALL,
      "RERAISE(code, offset, exception)"},
@@ -2145,6 +2383,9 @@ static PyMemberDef ExceptionCallbacks_members[] = {
      "EXCEPTION_HANDLED of counted flights, in C"},
     {"flights_settled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_settled), Py_READONLY,
      "handled flights concluded as handled at their thread's next RAISE, in C"},
+    {"dicts_watcher", Py_T_INT, offsetof(ExceptionCallbacks, dicts_watcher), Py_READONLY,
+     "the dict watcher that lets the callbacks keep what they look up in the table's dicts of points and "
+     "pending flights, or -1 (none was free: they look everything up at every event)"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -2948,7 +3189,7 @@ native_exec(PyObject *module)
         {&str_empty_handler_points, "empty_handler_points"},
         {&str_pending_by_ident, "pending_by_ident"}, {&str_ignored_idents, "_ignored_idents"},
         {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
-        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
+        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"}, {&str_handled_counter, "handled_counter"},
         {&str_dirty, "dirty"}, {&str_site_class, "Site"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
         {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"}, {&str_swallowing_opcodes, "SWALLOWS_STOP_ITERATION"},
         {&str_raise_points, "raise_points"}, {&str_flight_class, "Flight"}, {&str_handled_state, "HANDLED"},

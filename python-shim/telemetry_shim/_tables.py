@@ -95,10 +95,11 @@ class AtomicCounter:
     """A counter that program threads can bump without a lock: itertools.count.__next__ is one C
     call under the GIL. Reading also advances it, so reads are compensated (one reader at a time)."""
 
-    __slots__ = ("increment", "_reads", "_read_lock")
+    __slots__ = ("counter", "increment", "_reads", "_read_lock")
 
     def __init__(self):
-        self.increment = count().__next__
+        self.counter = count()  # the C callbacks advance it with one tp_iternext call
+        self.increment = self.counter.__next__
         self._reads = 0
         self._read_lock = threading.Lock()
 

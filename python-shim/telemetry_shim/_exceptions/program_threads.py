@@ -103,7 +103,7 @@ class Site:
     """One (exception type, raise code, raise line): sampling state and tally counters."""
 
     __slots__ = ("type_ref", "type_id", "name", "code_key", "line", "detailed", "last_detail_ns", "counters",
-                 "sent", "dirty", "stop_iteration", "generator_exit", "count_handled")
+                 "sent", "dirty", "stop_iteration", "generator_exit", "count_handled", "handled_counter")
 
     def __init__(self, exc_type, code_key, line):
         # A weak reference: a class created at run time must be able to die. Its id() is part of
@@ -118,6 +118,7 @@ class Site:
         handled = AtomicCounter()
         self.counters = {_wire.FATE_HANDLED: handled}  # fate -> AtomicCounter (program threads bump, the sender reads)
         self.count_handled = handled.increment  # the common fate, one C call
+        self.handled_counter = handled.counter  # what count_handled advances, for the C callbacks
         self.sent = {}  # fate -> total already tallied (sender only)
         self.dirty = False
         # A for loop or `yield from` ends it silently (FOR_ITER/SEND swallow it in C).
