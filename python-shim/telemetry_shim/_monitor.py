@@ -788,7 +788,6 @@ class Recorder:
                 pass
         if self.exceptions is not None:
             self.exceptions.uninstall_hooks()
-            self.exceptions.release_native()
         try:
             if _monitoring.get_tool(tool_id) == TOOL_NAME:
                 _monitoring.free_tool_id(tool_id)

@@ -981,13 +981,11 @@ typedef struct {
 /* The FlightTable's dicts of points, looked up at every RAISE: raise_points, swallow_points and
    empty_handler_points by (code key, offset, id(cls)), closed_points by (code key, offset). */
 enum { RAISE_POINTS, SWALLOW_POINTS, EMPTY_HANDLER_POINTS, CLOSED_POINTS, POINT_DICTS };
-/* The dicts whose changes a dict watcher follows (watched_generation): the points' and pending_by_ident. */
-enum { PENDING_BY_IDENT = POINT_DICTS, WATCHED_DICTS };
 
 /* A point met, in a direct-mapped table: its keys, made once (the tuple and its ints cost more than the lookup), and
-   what each dict held there when last looked up, valid while no watched dict has changed since
-   (watched_generation). The keys are functions of the values compared, so a hit is always the key a new tuple
-   would be. The entries are borrowed: any change to their dict moves the generation on before they could go. */
+   what each dict held there when last looked up, valid while that dict's version is the one it had then
+   (dict_version). The keys are functions of the values compared, so a hit is always the key a new tuple would be.
+   The entries are borrowed: no entry leaves its dict without a new version. */
 #define POINT_KEY_SLOTS 256
 typedef struct {
     uint64_t code_key;
@@ -995,8 +993,8 @@ typedef struct {
     PyTypeObject *cls;       /* compared, never dereferenced */
     PyObject *point;         /* (code key, offset, id(cls)), or NULL */
     PyObject *closed_point;  /* (code key, offset), or NULL: made at the first lookup in closed_points */
-    uint64_t generation;     /* of the entries */
-    PyObject *entries[POINT_DICTS];  /* borrowed; NULL: not looked up in that generation, Py_None: absent */
+    uint64_t versions[POINT_DICTS];  /* each dict's version when its entry was looked up; 0: not looked up */
+    PyObject *entries[POINT_DICTS];  /* borrowed; Py_None: absent */
 } PointKey;
 
 typedef struct {
@@ -1054,11 +1052,10 @@ typedef struct {
     /* The ints that recur event after event, made once (see recurring_int); the raise points' keys. */
     RecurringInt thread_ident, exc_identity, tb_identity;
     PointKey point_keys[POINT_KEY_SLOTS];
-    PyObject *watched_dicts[WATCHED_DICTS];  /* borrowed from the fields above */
-    int dicts_watcher;  /* the dict watcher of watched_dicts (watch_dicts), or -1: nothing looked up is kept */
-    /* This thread's list in pending_by_ident (borrowed) when last looked up, in that generation, or NULL. */
+    PyObject *point_dicts[POINT_DICTS];  /* borrowed from the fields above */
+    /* This thread's list in pending_by_ident (borrowed) when last looked up, at that version of the dict, or NULL. */
     unsigned long pending_ident;
-    uint64_t pending_generation;
+    uint64_t pending_version;
     PyObject *pending_list;
     /* table.asyncio_hooked was found true: it stays so while the hooks are installed, and the callbacks only
        ask Python to hook asyncio while it is false. */
@@ -1067,66 +1064,25 @@ typedef struct {
 
 static PyTypeObject *ExceptionCallbacks_Type;
 
-/* Moved on by any change to a watched dict, of any ExceptionCallbacks (a dict watcher has no data of its own): what
-   was kept of an older generation is looked up again. Atomic: each interpreter runs its own. */
-static uint64_t watched_generation = 1;
-
+/* A dict's version: PEP 509's ma_version_tag, a new value (unique in the interpreter) at every change of the dict, on
+   the versions that keep it up to date (3.12 and 3.13, where it is deprecated: PEP 699); 0 on later ones, where
+   nothing looked up is kept. Read, never written: the dict and its watchers are left alone. */
 static inline uint64_t
-current_watched_generation(void)
+dict_version(PyObject *dict)
 {
-    return __atomic_load_n(&watched_generation, __ATOMIC_RELAXED);
-}
-
-static int
-watched_dict_changed(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
-{
-    (void)event, (void)dict, (void)key, (void)new_value;
-    __atomic_fetch_add(&watched_generation, 1, __ATOMIC_RELAXED);
+#if PY_VERSION_HEX < 0x030E0000
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+    return ((PyDictObject *)dict)->ma_version_tag;
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#else
+    (void)dict;
     return 0;
-}
-
-/* Watches watched_dicts (with one of this interpreter's few dict watchers): then what is looked up in them is kept
-   for the generation. Without a free watcher everything is looked up every time. Never fails. */
-static void
-watch_dicts(ExceptionCallbacks *self)
-{
-    self->dicts_watcher = -1;
-    int watcher = PyDict_AddWatcher(watched_dict_changed);
-    if (watcher < 0) {
-        PyErr_Clear();
-        return;
-    }
-    for (int i = 0; i < WATCHED_DICTS; i++) {
-        if (PyDict_Watch(watcher, self->watched_dicts[i]) < 0) {
-            PyErr_Clear();
-            for (int j = 0; j < i; j++) {
-                (void)PyDict_Unwatch(watcher, self->watched_dicts[j]);
-            }
-            (void)PyDict_ClearWatcher(watcher);
-            PyErr_Clear();
-            return;
-        }
-    }
-    self->dicts_watcher = watcher;
-}
-
-static void
-unwatch_dicts(ExceptionCallbacks *self)
-{
-    if (self->dicts_watcher < 0) {
-        return;
-    }
-    PyObject *pending = PyErr_GetRaisedException();  /* clear may run while an exception is set */
-    for (int i = 0; i < WATCHED_DICTS; i++) {
-        if (self->watched_dicts[i] != NULL) {
-            (void)PyDict_Unwatch(self->dicts_watcher, self->watched_dicts[i]);
-        }
-    }
-    (void)PyDict_ClearWatcher(self->dicts_watcher);
-    PyErr_Clear();
-    PyErr_SetRaisedException(pending);
-    self->dicts_watcher = -1;
-    __atomic_fetch_add(&watched_generation, 1, __ATOMIC_RELAXED);
+#endif
 }
 
 /* The int of `bits` (signed or not), kept in `kept` (a new reference, or NULL with an exception set). */
@@ -1158,8 +1114,8 @@ exc_identity_int(ExceptionCallbacks *self, PyObject *exc)
     return recurring_int(&self->exc_identity, (unsigned long long)pointer_identity(exc), 1);
 }
 
-/* The table's slot of the point (code key, offset, cls), its keys made (the closed point's on demand), its entries
-   those of the current generation; or NULL with an exception set. */
+/* The table's slot of the point (code key, offset, cls), its keys made (the closed point's on demand); or NULL with
+   an exception set. */
 static PointKey *
 point_slot(ExceptionCallbacks *self, uint64_t ck, PyObject *offset, PyTypeObject *cls)
 {
@@ -1183,12 +1139,7 @@ point_slot(ExceptionCallbacks *self, uint64_t ck, PyObject *offset, PyTypeObject
         slot->code_key = ck;
         slot->offset = at;
         slot->cls = cls;
-        slot->generation = 0;  /* never a current one */
-    }
-    uint64_t generation = current_watched_generation();
-    if (slot->generation != generation) {
-        memset(slot->entries, 0, sizeof slot->entries);
-        slot->generation = generation;
+        memset(slot->versions, 0, sizeof slot->versions);
     }
     return slot;
 }
@@ -1198,7 +1149,7 @@ point_slot(ExceptionCallbacks *self, uint64_t ck, PyObject *offset, PyTypeObject
 static PyObject *
 point_entry(ExceptionCallbacks *self, int which, uint64_t ck, PyObject *offset, PyTypeObject *cls)
 {
-    PyObject *points = self->watched_dicts[which];
+    PyObject *points = self->point_dicts[which];
     if (PyDict_GET_SIZE(points) == 0) {
         return NULL;
     }
@@ -1206,8 +1157,12 @@ point_entry(ExceptionCallbacks *self, int which, uint64_t ck, PyObject *offset, 
     if (slot == NULL) {
         return NULL;
     }
-    PyObject *entry = slot->entries[which];
-    if (entry == NULL) {
+    uint64_t version = dict_version(points);
+    PyObject *entry = NULL;
+    if (version != 0 && slot->versions[which] == version) {
+        entry = slot->entries[which];
+    }
+    else {
         PyObject *key = slot->point;
         if (which == CLOSED_POINTS) {
             if (slot->closed_point == NULL) {
@@ -1219,28 +1174,29 @@ point_entry(ExceptionCallbacks *self, int which, uint64_t ck, PyObject *offset, 
         if (entry == NULL && PyErr_Occurred()) {
             return NULL;
         }
-        if (self->dicts_watcher >= 0 && entry != Py_None) {  /* the dicts hold no None: kept, it means absent */
+        if (entry != Py_None) {  /* the dicts hold no None: kept, it means absent */
             slot->entries[which] = entry == NULL ? Py_None : entry;
+            slot->versions[which] = version;
         }
     }
     return entry == Py_None ? NULL : Py_XNewRef(entry);
 }
 
 /* pending_by_ident.get(ident), `ident` this thread's (borrowed), or NULL (with an exception set on an error):
-   kept for the generation (a thread's list stays while it lives: one lookup of a large int key saved per event). */
+   kept while the dict is unchanged (a thread's list stays while it lives: a lookup of a large int key per event). */
 static PyObject *
 thread_pending(ExceptionCallbacks *self, PyObject *ident)
 {
     unsigned long thread = PyThread_get_thread_ident();
-    uint64_t generation = current_watched_generation();
-    if (self->pending_list != NULL && self->pending_ident == thread && self->pending_generation == generation) {
+    uint64_t version = dict_version(self->pending_by_ident);
+    if (self->pending_list != NULL && self->pending_ident == thread && self->pending_version == version) {
         return self->pending_list;
     }
     PyObject *pending = PyDict_GetItemWithError(self->pending_by_ident, ident);
-    if (pending != NULL && self->dicts_watcher >= 0) {
+    if (pending != NULL && version != 0) {
         self->pending_list = pending;
         self->pending_ident = thread;
-        self->pending_generation = generation;
+        self->pending_version = version;
     }
     return pending;
 }
@@ -1497,8 +1453,23 @@ static int
 site_of_class(ExceptionCallbacks *self, PyObject *site, PyTypeObject *cls)
 {
     PyObject *type_ref = site_attribute(self, site, self->site_type_ref, str_type_ref);
-    PyObject *referent = type_ref == NULL ? NULL : PyObject_CallNoArgs(type_ref);
-    Py_XDECREF(type_ref);
+    if (type_ref == NULL) {
+        return -1;
+    }
+    PyObject *referent = NULL;
+    if (PyWeakref_CheckRefExact(type_ref)) {  /* read without calling it */
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PyWeakref_GetRef(type_ref, &referent) == 0) {
+            referent = Py_NewRef(Py_None);  /* dead */
+        }
+#else
+        referent = Py_XNewRef(PyWeakref_GetObject(type_ref));  /* None when dead */
+#endif
+    }
+    else {
+        referent = PyObject_CallNoArgs(type_ref);  /* a site of no class: _no_type */
+    }
+    Py_DECREF(type_ref);
     if (referent == NULL) {
         return -1;
     }
@@ -2187,12 +2158,10 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
         || (self->ignored_idents = PyObject_GetAttr(table, str_ignored_idents)) == NULL) {
         return -1;
     }
-    self->watched_dicts[RAISE_POINTS] = self->raise_points;
-    self->watched_dicts[SWALLOW_POINTS] = self->swallow_points;
-    self->watched_dicts[EMPTY_HANDLER_POINTS] = self->empty_handler_points;
-    self->watched_dicts[CLOSED_POINTS] = self->closed_points;
-    self->watched_dicts[PENDING_BY_IDENT] = self->pending_by_ident;
-    watch_dicts(self);
+    self->point_dicts[RAISE_POINTS] = self->raise_points;
+    self->point_dicts[SWALLOW_POINTS] = self->swallow_points;
+    self->point_dicts[EMPTY_HANDLER_POINTS] = self->empty_handler_points;
+    self->point_dicts[CLOSED_POINTS] = self->closed_points;
     if (read_flight_constants(self, limits) < 0) {
         return -1;
     }
@@ -2241,7 +2210,6 @@ ExceptionCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    self->dicts_watcher = -1;
     if (read_table(self, table, limits) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -2294,8 +2262,7 @@ static int
 ExceptionCallbacks_clear(ExceptionCallbacks *self)
 {
     /* A cleared object is still safe to call: every event then does nothing (exception_callbacks_alive). */
-    unwatch_dicts(self);
-    memset(self->watched_dicts, 0, sizeof self->watched_dicts);
+    memset(self->point_dicts, 0, sizeof self->point_dicts);
     self->pending_list = NULL;
     Py_CLEAR(self->table);
     Py_CLEAR(self->limits);
@@ -2349,18 +2316,7 @@ ExceptionCallbacks_dealloc(ExceptionCallbacks *self)
     Py_DECREF(type);
 }
 
-/* unwatch(): the dict watcher given back (the callbacks then look everything up), once they are unregistered:
-   an interpreter has few. */
-static PyObject *
-ExceptionCallbacks_unwatch(ExceptionCallbacks *self, PyObject *Py_UNUSED(ignored))
-{
-    unwatch_dicts(self);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef ExceptionCallbacks_methods[] = {
-    {"unwatch", (PyCFunction)ExceptionCallbacks_unwatch, METH_NOARGS,
-     "gives the dict watcher back (the callbacks then look everything up)"},
     {"raise_", (PyCFunction)(void (*)(void))ExceptionCallbacks_raise, METH_FASTCALL, "RAISE(code, offset, exception)"},
     {"reraise", (PyCFunction)(void (*)(void))ExceptionCallbacks_reraise, METH_FASTCALL,
      "RERAISE(code, offset, exception)"},
@@ -2383,9 +2339,6 @@ static PyMemberDef ExceptionCallbacks_members[] = {
      "EXCEPTION_HANDLED of counted flights, in C"},
     {"flights_settled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_settled), Py_READONLY,
      "handled flights concluded as handled at their thread's next RAISE, in C"},
-    {"dicts_watcher", Py_T_INT, offsetof(ExceptionCallbacks, dicts_watcher), Py_READONLY,
-     "the dict watcher that lets the callbacks keep what they look up in the table's dicts of points and "
-     "pending flights, or -1 (none was free: they look everything up at every event)"},
     {NULL, 0, 0, 0, NULL},
 };
 

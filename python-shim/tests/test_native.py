@@ -141,24 +141,6 @@ class NativeChoiceTests(support.TempDirTestCase):
 # the start depends on what the shim imported itself, which differs with the callbacks (the Python outbox
 # imports array, and with it collections on 3.13).
 CONTROL_FLOW_BEFORE_START = "import contextlib\n"
-
-# Run before the shim starts: every dict watcher of the interpreter taken (a test module's), so that the C callbacks
-# find none free and look everything up at every event. No line of its own (the shim's import follows on it): the
-# program's lines keep their numbers.
-NO_FREE_DICT_WATCHER = (r"exec('import _testcapi\ntry:\n while True: _testcapi.add_dict_watcher(0)\n"
-                        r"except RuntimeError: pass'); ")
-
-
-def native_variants():
-    """TELEMETRY_SHIM_NATIVE and what runs before the shim starts: the Python twin, the C callbacks, and the C
-    callbacks with no dict watcher free (where CPython's _testcapi module can take them all)."""
-    variants = [("off", ""), ("on", "")]
-    try:
-        import _testcapi
-        _testcapi.add_dict_watcher
-    except (ImportError, AttributeError):
-        return variants
-    return variants + [("on", NO_FREE_DICT_WATCHER)]
 CONTROL_FLOW = textwrap.dedent("""
     from telemetry_shim import _control
     data = [1, 7, 3]
@@ -190,7 +172,7 @@ CONTROL_FLOW = textwrap.dedent("""
             generator.close()
         drained()  # the ValueError settled by now (by outer()'s GeneratorExit): nothing for Python to settle
     native = _control._shim.recorder.exceptions.native
-    print("python" if native is None else "%d %d %d" % (native.counted, native.passed, native.dicts_watcher))
+    print("python" if native is None else "%d %d" % (native.counted, native.passed))
 """)
 
 
@@ -200,36 +182,33 @@ class NativeExceptionTests(unittest.TestCase):
     def test_control_flow_idioms_are_counted_in_c_as_the_python_callbacks_count_them(self):
         for mode in ("full", "exceptions", "burst"):
             counts = {}
-            for native, before_start in native_variants():
+            for native in ("on", "off"):
                 code, out, err, conn = run_recorded(CONTROL_FLOW, native, {"TELEMETRY_SHIM_MODE": mode},
-                                                    CONTROL_FLOW_BEFORE_START + before_start)
+                                                    CONTROL_FLOW_BEFORE_START)
                 self.assertEqual((0, ""), (code, err))
                 self.assertIsNone(conn.error)
                 # Exceptions mode too: its exception callbacks are C ones in front of the Python twin.
                 self.assertEqual({"on": "native", "off": "python"}[native], conn.hello["callbacks"], mode)
                 # Per raise site and fate: the detailed records and the tallies of each type.
-                counts[native, before_start] = fates_by_site(conn)
+                counts[native] = fates_by_site(conn)
                 tallied_control_flow = sum(tally["count"] for tally in conn.tallies
                                            if tally["type_name"] in ("builtins.GeneratorExit", "builtins.StopIteration"))
                 if native == "off":
                     self.assertEqual("python\n", out)
                     continue
-                counted, passed, dicts_watcher = map(int, out.split())
-                self.assertEqual(before_start == NO_FREE_DICT_WATCHER, dicts_watcher == -1, mode)
+                counted, passed = map(int, out.split())
                 # Every closed generator and swallowed StopIteration past its site's detailed ones was counted
                 # in C, none in Python.
                 self.assertEqual(tallied_control_flow, counted, mode)
                 self.assertGreater(counted, 4 * 290, mode)
                 # Each closed generator's cleanup events (HANDLED, RERAISE, UNWIND) ended in C.
                 self.assertGreater(passed, 3 * 290, mode)
-            for variant, found in counts.items():
-                self.assertEqual(counts["off", ""], found, (mode, variant))
-            found = counts["on", ""]
-            generator_exits = {key[1][0]: n for key, n in found.items() if key[0] == "builtins.GeneratorExit"}
+            self.assertEqual(counts["off"], counts["on"], mode)
+            generator_exits = {key[1][0]: n for key, n in counts["on"].items() if key[0] == "builtins.GeneratorExit"}
             self.assertEqual(300, generator_exits["with_finally"], mode)
-            stop_iterations = {key[1][0]: n for key, n in found.items() if key[0] == "builtins.StopIteration"}
+            stop_iterations = {key[1][0]: n for key, n in counts["on"].items() if key[0] == "builtins.StopIteration"}
             self.assertEqual({"drained": 300}, stop_iterations, mode)
-            value_errors = {key: n for key, n in found.items() if key[0] == "builtins.ValueError"}
+            value_errors = {key: n for key, n in counts["on"].items() if key[0] == "builtins.ValueError"}
             self.assertEqual([300], list(value_errors.values()), mode)
             self.assertEqual("FATE_HANDLED", next(iter(value_errors))[2], mode)
 
@@ -284,35 +263,73 @@ class NativeExceptionTests(unittest.TestCase):
             for thread in threads:
                 thread.join()
             native = _control._shim.recorder.exceptions.native
-            print(*((native.flights_started, native.flights_handled, native.flights_settled, native.dicts_watcher)
-                    if native is not None else ("python",)))
+            print(*((native.flights_started, native.flights_handled, native.flights_settled) if native is not None
+                    else ("python",)))
         """)
         for mode in ("exceptions", "full"):
             counts = {}
-            for native, before_start in native_variants():
-                code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode}, before_start)
+            for native in ("on", "off"):
+                code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode})
                 self.assertEqual((0, ""), (code, err))
                 self.assertIsNone(conn.error)
-                counts[native, before_start] = fates_by_site(conn)
+                counts[native] = fates_by_site(conn)
                 if native == "off":
                     self.assertEqual("python\n", out)
                 else:
-                    started, handled_in_c, settled, dicts_watcher = map(int, out.split())
-                    self.assertEqual(before_start == NO_FREE_DICT_WATCHER, dicts_watcher == -1, mode)
+                    started, handled_in_c, settled = map(int, out.split())
                     # Past each site's first detailed ones: the KeyErrors and IndexErrors of 3 threads, and each
                     # raise that follows a handled one on its thread settled it.
                     self.assertGreater(started, 2 * 3 * 290, mode)
                     self.assertGreater(handled_in_c, 2 * 3 * 290, mode)
                     self.assertGreater(settled, 3 * 290, mode)
             self.maxDiff = None
-            for variant, found in counts.items():
-                self.assertEqual(counts["off", ""], found, (mode, variant))
+            self.assertEqual(counts["off"], counts["on"], mode)
             by_type = {}
-            for (type_name, _, fate), n in counts["on", ""].items():
+            for (type_name, _, fate), n in counts["on"].items():
                 by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
             self.assertEqual({("builtins.KeyError", "FATE_HANDLED"): 2 * 900, ("builtins.ValueError", "FATE_HANDLED"): 900,
                               ("builtins.LookupError", "FATE_HANDLED"): 900, ("builtins.IndexError", "FATE_HANDLED"): 900,
                               ("builtins.RuntimeError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
+
+    def test_a_raise_point_the_table_drops_is_looked_up_again_not_kept(self):
+        # The C callbacks keep what they found in the table's dicts of points until one of those changes (its
+        # version tells): once the table drops a point (as it does when a handler there becomes empty), the
+        # next RAISE at the point goes to Python again, which puts it back, and the C callbacks follow on.
+        source = textwrap.dedent("""
+            from telemetry_shim import _control
+            from telemetry_shim._tables import identity
+            def work(n):
+                for i in range(n):
+                    try:
+                        [][i]
+                    except IndexError as error:
+                        kept = error
+                    try:
+                        int("x")
+                    except ValueError as error:
+                        kept = error
+            work(10)  # past the sites' first detailed ones
+            exceptions = _control._shim.recorder.exceptions
+            native = exceptions.native
+            started = native.flights_started
+            work(3)
+            found = native.flights_started - started
+            points = exceptions.flights.raise_points
+            for point in [point for point in points if point[2] == identity(IndexError)]:
+                del points[point]
+            assert len(points) == 1  # the ValueError's
+            started = native.flights_started
+            work(1)
+            dropped = native.flights_started - started
+            work(3)
+            print(found, dropped, native.flights_started - started)
+        """)
+        code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": "exceptions",
+                                                           "TELEMETRY_SHIM_SLOWDOWN": "100"})
+        self.assertEqual((0, ""), (code, err))
+        self.assertEqual("6 1 7\n", out)  # the ValueErrors' in C throughout
+        self.assertEqual({("builtins.IndexError", ("work", 9), "FATE_HANDLED"): 17,
+                          ("builtins.ValueError", ("work", 13), "FATE_HANDLED"): 17}, fates_by_site(conn))
 
     def test_in_a_fork_child_the_c_callbacks_count_into_the_childs_table(self):
         # The C callbacks hold the flight table's containers; a fork child's reset empties those same objects.
@@ -687,61 +704,6 @@ class NoteWatchTests(unittest.TestCase):
                 self.assertEqual((0, ""), (code, err))
                 self.assertEqual("native", conn.hello["callbacks"])
                 self.assertEqual("50 True ['work']\n", out)
-
-    def test_a_raise_point_the_table_drops_is_looked_up_again_not_kept(self):
-        # The C callbacks keep what they found in the table's dicts of points until one of those changes (their
-        # dict watcher tells): once the table drops a point (as it does when a handler there becomes empty), the
-        # next RAISE at the point goes to Python again, which puts it back, and the C callbacks follow on.
-        source = textwrap.dedent("""
-            from telemetry_shim import _control
-            from telemetry_shim._tables import identity
-            def work(n):
-                for i in range(n):
-                    try:
-                        [][i]
-                    except IndexError as error:
-                        kept = error
-                    try:
-                        int("x")
-                    except ValueError as error:
-                        kept = error
-            work(10)  # past the sites' first detailed ones
-            exceptions = _control._shim.recorder.exceptions
-            native = exceptions.native
-            started = native.flights_started
-            work(3)
-            found = native.flights_started - started
-            points = exceptions.flights.raise_points
-            for point in [point for point in points if point[2] == identity(IndexError)]:
-                del points[point]
-            assert len(points) == 1  # the ValueError's
-            started = native.flights_started
-            work(1)
-            dropped = native.flights_started - started
-            work(3)
-            print(native.dicts_watcher >= 0, found, dropped, native.flights_started - started)
-        """)
-        code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": "exceptions",
-                                                           "TELEMETRY_SHIM_SLOWDOWN": "100"})
-        self.assertEqual((0, ""), (code, err))
-        self.assertEqual("True 6 1 7\n", out)  # the ValueErrors' in C throughout
-        self.assertEqual({("builtins.IndexError", ("work", 9), "FATE_HANDLED"): 17,
-                          ("builtins.ValueError", ("work", 13), "FATE_HANDLED"): 17}, fates_by_site(conn))
-
-    def test_the_dict_watcher_is_given_back_when_the_shim_stops(self):
-        # An interpreter has 6 (3.13) to 8 (3.12) dict watchers: one per start would run out.
-        source = textwrap.dedent("""
-            from telemetry_shim import _control
-            watchers = []
-            for _ in range(12):
-                watchers.append(_control._shim.recorder.exceptions.native.dicts_watcher)
-                telemetry_shim.stop()
-                assert telemetry_shim.start()
-            print(len(set(watchers)), min(watchers) >= 0)
-        """)
-        code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": "exceptions"})
-        self.assertEqual((0, ""), (code, err))
-        self.assertEqual("1 True\n", out)
 
 
 @NEEDS_NATIVE

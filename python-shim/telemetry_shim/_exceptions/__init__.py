@@ -75,11 +75,6 @@ class ExceptionTracker:
     def uninstall_hooks(self):
         self.hooks.uninstall()
 
-    def release_native(self):
-        """After the callbacks are unregistered: the C callbacks' dict watcher given back (an interpreter has 6-8)."""
-        if self.native is not None:
-            self.native.unwatch()
-
     def hook_asyncio(self):
         """Wraps asyncio's handler if asyncio is imported by now (and tells the callbacks)."""
         self.flights.asyncio_hooked = self.hooks.hook_asyncio()
