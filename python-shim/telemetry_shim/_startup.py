@@ -9,12 +9,13 @@ ready-on function's code (once its module is imported) and the main module's cod
 their first call, or the main module's end, is *ready*. No other code gets an event from them, so
 the cost is a few list appends per import. Where the events arrive depends on the mode: in
 exceptions mode the tool has no PY_START or PY_RETURN callback of its own, so the phase registers
-its own two (with first invocations the recorder has call callbacks for their windows, and the two
-are the phase's outside them); in full and burst mode the recorder's callbacks (C or Python) take them, and these
-codes are held out of the recorder's key tables (CodeTable.hold_out) so that each of their events
-reaches its slow path, which hands it to the phase before recording it as any other event (outside
-burst windows: only to the phase). At the end (ready, then the first invocations) the local events
-go off, the callbacks or the hold go, and the tool id stays the recorder's alone.
+its own two; in burst mode, and in exceptions mode with first invocations, the recorder has call
+callbacks for its windows, and the phase's own two are registered outside them; inside windows, and
+in full mode, the recorder's callbacks (C or Python) take them, and these codes are held out of the
+recorder's key tables (CodeTable.hold_out) so that each of their events reaches its slow path, which
+hands it to the phase before recording it as any other event. At the end (ready, then the first
+invocations) the local events go off, the callbacks or the hold go, and the tool id stays the
+recorder's alone.
 
 The events append `(timestamp, role | event, thread ident, value)` to a list; `ImportTimeline`, on
 the sender thread, turns them into the tree.
@@ -219,9 +220,10 @@ class StartupRecorder:
         if recorder.calls:
             self._recorder = recorder
             recorder.watch_for_startup(on_event)
-        if recorder.invocations_only:
-            # Its events come to callbacks of its own but inside the first invocations' windows (the recorder's
-            # slow path costs each of them several times more); the call that opens a window is recorded there.
+        if recorder.burst:  # burst mode, and exceptions mode with first invocations (windows of their own)
+            # Its events come to callbacks of its own but inside windows (the first invocations', burst mode's),
+            # where the recorder's take them: its slow path costs each of them several times more. The call that
+            # opens an invocation's window is recorded there.
             recorder.give_call_events_outside_windows(
                 self._own_callbacks(on_event, recorder, recorder.record_window_opening_start))
         elif not recorder.calls:
@@ -318,7 +320,7 @@ class StartupRecorder:
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.unwatch_startup()
-            if recorder.invocations_only:
+            if recorder.burst:
                 recorder.give_call_events_outside_windows(None)
             return
         for event in (_events.PY_START, _events.PY_RETURN):

@@ -695,7 +695,8 @@ class InvocationWindowsTest(StartupTestCase):
     def test_with_the_c_callbacks_no_python_frame_runs_for_an_imports_events(self):
         # A PEP 523 frame evaluator (_testinternalcapi's, as CPython's test_capi uses it) sees every Python frame
         # the interpreter runs: during the phase, importlib's events run none of the shim's with the C callbacks
-        # (exceptions mode: the phase's own callbacks), and the Python twin's without them.
+        # (the phase's own: in exceptions mode, and in burst mode outside its windows, none of which opens before
+        # a ready-on function's first call), and the Python twin's without them, not the recorder's slow path.
         support.skip_without_frame_recorder(self)
         source = textwrap.dedent("""
             import _testinternalcapi
@@ -703,15 +704,20 @@ class InvocationWindowsTest(StartupTestCase):
             _testinternalcapi.set_eval_frame_record(frames)
             import colorsys
             _testinternalcapi.set_eval_frame_default()
-            print(*sorted({name for name in frames if name in ("_find_and_load", "on_start", "on_return", "on_event")}))
+            def serve():
+                pass
+            shim_frames = ("_find_and_load", "on_start", "on_return", "on_event", "_slow_path")
+            print(*sorted({name for name in frames if name in shim_frames}))
         """)
-        conn, out, _ = self.run_under_shim(source, "--mode", "exceptions")
-        imports = [entry["module"] for entry in conn.startup["imports"]]
-        self.assertIn("colorsys", imports)
-        if conn.hello["callbacks"] == "native":
-            self.assertEqual("_find_and_load\n", out)
-        else:
-            self.assertEqual("_find_and_load on_event on_return on_start\n", out)
+        for mode in ("exceptions", "burst"):
+            with self.subTest(mode=mode):
+                conn, out, _ = self.run_under_shim(source, "--mode", mode, "--ready-on", "app:serve")
+                imports = [entry["module"] for entry in conn.startup["imports"]]
+                self.assertIn("colorsys", imports)
+                if conn.hello["callbacks"] == "native":
+                    self.assertEqual("_find_and_load\n", out)
+                else:
+                    self.assertEqual("_find_and_load on_event on_return on_start\n", out)
 
     def test_an_invocation_that_runs_too_long_has_its_window_closed_by_the_sender(self):
         source = textwrap.dedent("""
