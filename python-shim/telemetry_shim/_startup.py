@@ -58,6 +58,7 @@ EVENT_START = 0
 EVENT_RETURN = 16
 EVENT_UNWIND = 32
 ROLE_MASK = 15
+_ROLE_OF_TAG = tuple(tag & ROLE_MASK for tag in range(64))  # every tag: a role | an event below
 
 # Startup.ReadyRule of shim.proto.
 READY_ON_FUNCTION = 1
@@ -654,8 +655,8 @@ class ImportTimeline:
         for ts, tag, ident, value in zip(flat, flat, flat, flat):
             if ident in ignored_idents:
                 continue  # the shim's own thread
-            role = tag & ROLE_MASK
-            event = tag & ~ROLE_MASK
+            role = _ROLE_OF_TAG[tag]  # tag & ROLE_MASK, without an int operation (3.12 does not specialize &)
+            event = tag - role
             if role == ROLE_READY:
                 self.ready_seen = True
                 self.phase = -1
@@ -680,7 +681,8 @@ class ImportTimeline:
                 if event == EVENT_START:
                     frame, enclosing, name = value
                     # Imports above the one this runs inside raised (no event says so): closed here.
-                    self._unwind_to(stack, enclosing or None, ts)
+                    if stack and stack[-1].frame != (enclosing or None):
+                        self._unwind_to(stack, enclosing or None, ts)
                     if stack:
                         parent = stack[-1] if stack[-1].recorded else None
                         recorded = parent is not None
@@ -696,32 +698,39 @@ class ImportTimeline:
                         self.nodes.append(node)
                     stack.append(node)
                     continue
-                if value in [entry.frame for entry in stack]:
+                if stack and stack[-1].frame == value:  # the common case: the innermost import returns
+                    node = stack.pop()
+                    if node.recorded:
+                        self._close(node, ts, failed=False)
+                elif value in [entry.frame for entry in stack]:
                     self._unwind_to(stack, value, ts)
                     node = stack.pop()
                     if node.recorded:
                         self._close(node, ts, failed=False)
                 continue  # else: an import that was running when the shim started
-            node = stack[-1] if stack else None
-            if node is None or not node.recorded:
+            if not stack:
+                continue
+            node = stack[-1]
+            if not node.recorded:
                 continue
             roles = node.roles
             if event == EVENT_START:
-                roles.append([role, ts])
+                roles.append((role, ts))
                 continue
             if not roles or roles[-1][0] != role:
                 continue
-            _, started = roles.pop()
-            duration = max(ts - started, 0)
-            depth = len(roles)
-            if role == ROLE_FIND and depth == 0 and not node.found:
-                node.found = True
-                node.find_ns = duration
-                if value:
-                    node.name = value
-            elif role == ROLE_LOAD and depth == 0:
-                node.load_ns += duration
-            elif role in (ROLE_CREATE, ROLE_GET_CODE) and depth == 1 and roles[0][0] == ROLE_LOAD:
+            started = roles.pop()[1]
+            duration = ts - started if ts > started else 0
+            if role == ROLE_FIND:
+                if not roles and not node.found:
+                    node.found = True
+                    node.find_ns = duration
+                    if value:
+                        node.name = value
+            elif role == ROLE_LOAD:
+                if not roles:
+                    node.load_ns += duration
+            elif (role == ROLE_CREATE or role == ROLE_GET_CODE) and len(roles) == 1 and roles[0][0] == ROLE_LOAD:
                 node.load_parts_ns += duration
 
     def _unwind_to(self, stack, frame, ts):
