@@ -1352,8 +1352,8 @@ count_unsampled(ExceptionCallbacks *self, PyObject *site)
     return count_as_handled(self, site) < 0 ? -1 : 1;
 }
 
-/* site.count_handled() (its itertools.count advanced by one C call), and the site marked dirty and listed for the sender when it was not:
-   0, or -1 with an exception set. */
+/* site.count_handled() (its itertools.count advanced by one C call), and the site marked dirty and listed for the
+   sender when it was not: 0, or -1 with an exception set. */
 static int
 count_as_handled(ExceptionCallbacks *self, PyObject *site)
 {
@@ -1793,7 +1793,8 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
     }
     if (outcome > 0) {
         PyObject *tb = PyException_GetTraceback(exc);  /* NULL: None */
-        PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)pointer_identity(tb != NULL ? tb : Py_None), 1);
+        Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+        PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)tb_identity, 1);
         PyObject *last_ns = PyLong_FromLongLong(now);
         Py_XDECREF(tb);
         PyObject *flight = NULL;
@@ -3142,7 +3143,8 @@ native_exec(PyObject *module)
         {&str_empty_handler_points, "empty_handler_points"},
         {&str_pending_by_ident, "pending_by_ident"}, {&str_ignored_idents, "_ignored_idents"},
         {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
-        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"}, {&str_handled_counter, "handled_counter"},
+        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
+        {&str_handled_counter, "handled_counter"},
         {&str_dirty, "dirty"}, {&str_site_class, "Site"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
         {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"}, {&str_swallowing_opcodes, "SWALLOWS_STOP_ITERATION"},
         {&str_raise_points, "raise_points"}, {&str_flight_class, "Flight"}, {&str_handled_state, "HANDLED"},
