@@ -1295,15 +1295,22 @@ set_flight_attribute(ExceptionCallbacks *self, PyObject *flight, Py_ssize_t offs
     return set_slot_attribute(self->flight_type, flight, offset, name, value);
 }
 
-/* A value as a long long into *value: 0, or -1 with an exception set. Steals the reference. */
+/* A value as a long long into *value: 0, or -1 with an exception set. Steals the reference. Through
+   PyLong_AsLongLongAndOverflow, which reads an int of several digits (a time in nanoseconds) digit by digit, where
+   PyLong_AsLongLong goes through a byte array. */
 static int
 steal_as_long(PyObject *object, long long *value)
 {
     if (object == NULL) {
         return -1;
     }
-    *value = PyLong_AsLongLong(object);
+    int overflow = 0;
+    *value = PyLong_AsLongLongAndOverflow(object, &overflow);
     Py_DECREF(object);
+    if (overflow != 0) {
+        PyErr_SetString(PyExc_OverflowError, "a value does not fit in a long long");
+        return -1;
+    }
     return *value == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
