@@ -965,7 +965,7 @@ static PyType_Spec Callbacks_spec = {
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
     *str_pending_by_ident, *str_ignored_idents, *str_dirty_sites, *str_detailed, *str_last_detail_ns,
-    *str_count_handled, *str_handled_counter, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
+    *str_handled_counter, *str_dirty, *str_type_ref, *str_first_detailed, *str_detail_interval,
     *str_swallowing_opcodes, *str_site_class, *str_raise_points, *str_flight_class, *str_handled_state,
     *str_max_in_flight, *str_bootstrap_inner, *str_wire, *str_fate_handled, *str_exc_id, *str_tb_id, *str_ident,
     *str_site, *str_last_ns, *str_pending, *str_state, *str_fate, *str_escaped_thread, *str_type_id,
@@ -999,7 +999,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *table;        /* the FlightTable: inflight, closed_points, dirty_sites */
+    PyObject *table;        /* the FlightTable: inflight, the points, dirty_sites */
     PyObject *limits;       /* program_threads: FIRST_DETAILED_PER_SITE, SITE_DETAIL_INTERVAL_NS,
                                SWALLOWS_STOP_ITERATION */
     PyObject *keys;         /* dict: identity(code) -> key (CodeTable.keys, exception locations) */
@@ -1015,18 +1015,14 @@ typedef struct {
     PyObject *inflight;              /* dict */
     PyObject *pending_by_ident;      /* dict */
     PyObject *ignored_idents;        /* a container of thread idents */
-    PyObject *closed_points;         /* dict */
-    PyObject *swallow_points;        /* dict */
-    PyObject *empty_handler_points;  /* dict */
+    PyObject *point_dicts[POINT_DICTS];  /* dicts: raise_points, swallow_points, empty_handler_points, closed_points */
     PyObject *dirty_sites;           /* list */
     /* program_threads.Site, and the offsets of the slots read at every counted RAISE (as member_get reads
        them, without the attribute lookup); another class is read through getattr. */
     PyTypeObject *site_type;
-    Py_ssize_t site_detailed, site_last_detail_ns, site_count_handled, site_handled_counter, site_dirty,
-        site_type_ref, site_type_id;
-    /* The counted flights: table.raise_points (cleared in place, never rebound), program_threads.Flight,
-       HANDLED, MAX_IN_FLIGHT, _THREAD_BOOTSTRAP_INNER_CODE (or None) and _wire.FATE_HANDLED. */
-    PyObject *raise_points;
+    Py_ssize_t site_detailed, site_last_detail_ns, site_handled_counter, site_dirty, site_type_ref, site_type_id;
+    /* The counted flights: program_threads.Flight, HANDLED, MAX_IN_FLIGHT, _THREAD_BOOTSTRAP_INNER_CODE (or None)
+       and _wire.FATE_HANDLED. */
     PyTypeObject *flight_type;
     /* A Flight made once by its __init__, whose slots (all of them, at flight_slots) a flight made here copies:
        no Python code runs inside the program's event. The offsets of the slots read and written here. */
@@ -1052,7 +1048,6 @@ typedef struct {
     /* The ints that recur event after event, made once (see recurring_int); the raise points' keys. */
     RecurringInt thread_ident, exc_identity, tb_identity;
     PointKey point_keys[POINT_KEY_SLOTS];
-    PyObject *point_dicts[POINT_DICTS];  /* borrowed from the fields above */
     /* This thread's list in pending_by_ident (borrowed) when last looked up, at that version of the dict, or NULL. */
     unsigned long pending_ident;
     uint64_t pending_version;
@@ -1365,17 +1360,10 @@ static int
 count_as_handled(ExceptionCallbacks *self, PyObject *site)
 {
     PyObject *counter = site_attribute(self, site, self->site_handled_counter, str_handled_counter);
-    PyObject *counted = NULL;
-    if (counter != NULL && Py_TYPE(counter)->tp_iternext != NULL) {
-        counted = Py_TYPE(counter)->tp_iternext(counter);  /* an itertools.count: never exhausted */
-        if (counted == NULL && !PyErr_Occurred()) {
-            PyErr_SetString(PyExc_RuntimeError, "a site's handled counter stopped");
-        }
-    }
-    else if (counter != NULL) {
-        PyObject *count_handled = site_attribute(self, site, self->site_count_handled, str_count_handled);
-        counted = count_handled == NULL ? NULL : PyObject_CallNoArgs(count_handled);
-        Py_XDECREF(count_handled);
+    iternextfunc next = counter != NULL && PyIter_Check(counter) ? Py_TYPE(counter)->tp_iternext : NULL;
+    PyObject *counted = next != NULL ? next(counter) : NULL;  /* an itertools.count: never exhausted */
+    if (counted == NULL && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "a site's handled_counter must be an endless iterator");
     }
     Py_XDECREF(counter);
     if (counted == NULL) {
@@ -1921,7 +1909,7 @@ exception_callbacks_alive(ExceptionCallbacks *self)
     return self->table != NULL && self->limits != NULL && self->keys != NULL && self->code_keys != NULL
            && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
            && self->on_unwind != NULL && self->failed != NULL && self->inflight != NULL && self->site_type != NULL
-           && self->raise_points != NULL && self->flight_type != NULL && self->flight_prototype != NULL
+           && self->point_dicts[RAISE_POINTS] != NULL && self->flight_type != NULL && self->flight_prototype != NULL
            && self->flight_slots != NULL && self->handled_state != NULL
            && self->bootstrap_inner_code != NULL && self->fate_handled != NULL;
 }
@@ -2158,18 +2146,14 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
 {
     if (table_container(table, str_inflight, 0, &self->inflight) < 0
         || table_container(table, str_pending_by_ident, 0, &self->pending_by_ident) < 0
-        || table_container(table, str_closed_points, 0, &self->closed_points) < 0
-        || table_container(table, str_swallow_points, 0, &self->swallow_points) < 0
-        || table_container(table, str_empty_handler_points, 0, &self->empty_handler_points) < 0
+        || table_container(table, str_closed_points, 0, &self->point_dicts[CLOSED_POINTS]) < 0
+        || table_container(table, str_swallow_points, 0, &self->point_dicts[SWALLOW_POINTS]) < 0
+        || table_container(table, str_empty_handler_points, 0, &self->point_dicts[EMPTY_HANDLER_POINTS]) < 0
         || table_container(table, str_dirty_sites, 1, &self->dirty_sites) < 0
-        || table_container(table, str_raise_points, 0, &self->raise_points) < 0
+        || table_container(table, str_raise_points, 0, &self->point_dicts[RAISE_POINTS]) < 0
         || (self->ignored_idents = PyObject_GetAttr(table, str_ignored_idents)) == NULL) {
         return -1;
     }
-    self->point_dicts[RAISE_POINTS] = self->raise_points;
-    self->point_dicts[SWALLOW_POINTS] = self->swallow_points;
-    self->point_dicts[EMPTY_HANDLER_POINTS] = self->empty_handler_points;
-    self->point_dicts[CLOSED_POINTS] = self->closed_points;
     if (read_flight_constants(self, limits) < 0) {
         return -1;
     }
@@ -2188,7 +2172,6 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
     }
     return (self->site_detailed = object_slot_offset(self->site_type, str_detailed)) < 0
                    || (self->site_last_detail_ns = object_slot_offset(self->site_type, str_last_detail_ns)) < 0
-                   || (self->site_count_handled = object_slot_offset(self->site_type, str_count_handled)) < 0
                    || (self->site_handled_counter = object_slot_offset(self->site_type, str_handled_counter)) < 0
                    || (self->site_dirty = object_slot_offset(self->site_type, str_dirty)) < 0
                    || (self->site_type_ref = object_slot_offset(self->site_type, str_type_ref)) < 0
@@ -2251,12 +2234,11 @@ ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg
     Py_VISIT(self->inflight);
     Py_VISIT(self->pending_by_ident);
     Py_VISIT(self->ignored_idents);
-    Py_VISIT(self->closed_points);
-    Py_VISIT(self->swallow_points);
-    Py_VISIT(self->empty_handler_points);
+    for (int i = 0; i < POINT_DICTS; i++) {
+        Py_VISIT(self->point_dicts[i]);
+    }
     Py_VISIT(self->dirty_sites);
     Py_VISIT(self->site_type);
-    Py_VISIT(self->raise_points);
     Py_VISIT(self->flight_type);
     Py_VISIT(self->flight_prototype);
     Py_VISIT(self->spare_flight);
@@ -2270,7 +2252,6 @@ static int
 ExceptionCallbacks_clear(ExceptionCallbacks *self)
 {
     /* A cleared object is still safe to call: every event then does nothing (exception_callbacks_alive). */
-    memset(self->point_dicts, 0, sizeof self->point_dicts);
     self->pending_list = NULL;
     Py_CLEAR(self->table);
     Py_CLEAR(self->limits);
@@ -2289,12 +2270,11 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     Py_CLEAR(self->inflight);
     Py_CLEAR(self->pending_by_ident);
     Py_CLEAR(self->ignored_idents);
-    Py_CLEAR(self->closed_points);
-    Py_CLEAR(self->swallow_points);
-    Py_CLEAR(self->empty_handler_points);
+    for (int i = 0; i < POINT_DICTS; i++) {
+        Py_CLEAR(self->point_dicts[i]);
+    }
     Py_CLEAR(self->dirty_sites);
     Py_CLEAR(self->site_type);
-    Py_CLEAR(self->raise_points);
     Py_CLEAR(self->flight_type);
     Py_CLEAR(self->flight_prototype);
     Py_CLEAR(self->spare_flight);
@@ -3150,8 +3130,7 @@ native_exec(PyObject *module)
         {&str_empty_handler_points, "empty_handler_points"},
         {&str_pending_by_ident, "pending_by_ident"}, {&str_ignored_idents, "_ignored_idents"},
         {&str_type_ref, "type_ref"}, {&str_dirty_sites, "dirty_sites"},
-        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_count_handled, "count_handled"},
-        {&str_handled_counter, "handled_counter"},
+        {&str_detailed, "detailed"}, {&str_last_detail_ns, "last_detail_ns"}, {&str_handled_counter, "handled_counter"},
         {&str_dirty, "dirty"}, {&str_site_class, "Site"}, {&str_first_detailed, "FIRST_DETAILED_PER_SITE"},
         {&str_detail_interval, "SITE_DETAIL_INTERVAL_NS"}, {&str_swallowing_opcodes, "SWALLOWS_STOP_ITERATION"},
         {&str_raise_points, "raise_points"}, {&str_flight_class, "Flight"}, {&str_handled_state, "HANDLED"},
