@@ -680,9 +680,10 @@ class ImportTimeline:
                     stack = stacks[ident] = []
                 if event == EVENT_START:
                     frame, enclosing, name = value
+                    enclosing = enclosing or None
                     # Imports above the one this runs inside raised (no event says so): closed here.
-                    if stack and stack[-1].frame != (enclosing or None):
-                        self._unwind_to(stack, enclosing or None, ts)
+                    if stack and stack[-1].frame != enclosing:  # (no call in the common case)
+                        self._unwind_to(stack, enclosing, ts)
                     if stack:
                         parent = stack[-1] if stack[-1].recorded else None
                         recorded = parent is not None
@@ -698,16 +699,15 @@ class ImportTimeline:
                         self.nodes.append(node)
                     stack.append(node)
                     continue
-                if stack and stack[-1].frame == value:  # the common case: the innermost import returns
-                    node = stack.pop()
-                    if node.recorded:
-                        self._close(node, ts, failed=False)
-                elif value in [entry.frame for entry in stack]:
+                # Commonly the innermost import returns; else the ones above it raised (closed here), or it was
+                # running when the shim started (not on the stack: nothing to do).
+                if stack and stack[-1].frame != value and value in [entry.frame for entry in stack]:
                     self._unwind_to(stack, value, ts)
+                if stack and stack[-1].frame == value:
                     node = stack.pop()
                     if node.recorded:
                         self._close(node, ts, failed=False)
-                continue  # else: an import that was running when the shim started
+                continue
             if not stack:
                 continue
             node = stack[-1]
