@@ -1030,6 +1030,8 @@ typedef struct {
     PyObject *spare_flight;  /* or NULL: see new_flight */
     Py_ssize_t *flight_slots;
     Py_ssize_t flight_slot_count;
+    Py_ssize_t flight_slots_start;  /* the slots' first offset when they lie side by side (CPython lays a class's own
+                                       __slots__ out so), else -1 */
     Py_ssize_t flight_exc_id, flight_tb_id, flight_ident, flight_site, flight_last_ns, flight_detailed, flight_state,
         flight_pending, flight_fate, flight_escaped_thread;
     PyObject *handled_state;
@@ -1052,9 +1054,16 @@ typedef struct {
     unsigned long pending_ident;
     uint64_t pending_version;
     PyObject *pending_list;
+    /* The flight last started or found here: inflight held known_exc_bits' int -> known_flight (borrowed) at that
+       version of the dict; NULL: none. The exception a RAISE starts a flight for is looked up again at its
+       EXCEPTION_HANDLED and concluded at the thread's next RAISE, while the dict holds it alone. */
+    unsigned long long known_exc_bits;
+    uint64_t known_version;
+    PyObject *known_flight;
     /* table.asyncio_hooked was found true: it stays so while the hooks are installed, and the callbacks only
        ask Python to hook asyncio while it is false. */
     int asyncio_seen_hooked;
+    int alive;  /* see exception_callbacks_alive */
 } ExceptionCallbacks;
 
 static PyTypeObject *ExceptionCallbacks_Type;
@@ -1196,6 +1205,16 @@ thread_pending(ExceptionCallbacks *self, PyObject *ident)
     return pending;
 }
 
+/* Remembers that inflight now holds `flight` (borrowed) for the exception of identity `bits` (see known_flight). */
+static void
+remember_flight(ExceptionCallbacks *self, unsigned long long bits, PyObject *flight)
+{
+    uint64_t version = dict_version(self->inflight);
+    self->known_flight = version != 0 ? flight : NULL;
+    self->known_exc_bits = bits;
+    self->known_version = version;
+}
+
 /* The flight of `exc` (a new reference), or NULL: with no exception set when it has none. */
 static PyObject *
 flight_of(ExceptionCallbacks *self, PyObject *exc)
@@ -1203,12 +1222,24 @@ flight_of(ExceptionCallbacks *self, PyObject *exc)
     if (PyDict_GET_SIZE(self->inflight) == 0) {
         return NULL;  /* the common case: no int made */
     }
+    unsigned long long bits = (unsigned long long)pointer_identity(exc);
+    if (self->known_flight != NULL && self->known_version == dict_version(self->inflight)) {
+        if (self->known_exc_bits == bits) {
+            return Py_NewRef(self->known_flight);
+        }
+        if (PyDict_GET_SIZE(self->inflight) == 1) {
+            return NULL;  /* the one flight is another exception's */
+        }
+    }
     PyObject *exc_id = exc_identity_int(self, exc);
     if (exc_id == NULL) {
         return NULL;
     }
     PyObject *flight = PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
     Py_DECREF(exc_id);
+    if (flight != NULL) {
+        remember_flight(self, bits, flight);
+    }
     return Py_XNewRef(flight);
 }
 
@@ -1629,7 +1660,9 @@ take_from_inflight(ExceptionCallbacks *self, PyObject *flight)
     if (exc_id == NULL) {
         return -1;
     }
-    PyObject *found = PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
+    PyObject *found = self->known_flight == flight && self->known_version == dict_version(self->inflight)
+                          ? flight
+                          : PyDict_GetItemWithError(self->inflight, exc_id);  /* borrowed */
     int outcome = found == NULL ? (PyErr_Occurred() ? -1 : 0) : found == flight;
     if (found != NULL && PyDict_DelItem(self->inflight, exc_id) < 0) {
         outcome = -1;
@@ -1726,12 +1759,24 @@ new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject
             return NULL;
         }
     }
-    for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
-        Py_ssize_t offset = self->flight_slots[i];
-        PyObject **slot = (PyObject **)((char *)flight + offset);
-        PyObject *value = *(PyObject **)((char *)self->flight_prototype + offset);
-        if (*slot != value) {  /* a spare flight's slots mostly hold the prototype's values still */
-            Py_XSETREF(*slot, Py_XNewRef(value));
+    /* A spare flight's slots mostly hold the prototype's values still. */
+    if (self->flight_slots_start >= 0) {
+        PyObject **slots = (PyObject **)((char *)flight + self->flight_slots_start);
+        PyObject **values = (PyObject **)((char *)self->flight_prototype + self->flight_slots_start);
+        for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
+            if (slots[i] != values[i]) {
+                Py_XSETREF(slots[i], Py_XNewRef(values[i]));
+            }
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; i < self->flight_slot_count; i++) {
+            Py_ssize_t offset = self->flight_slots[i];
+            PyObject **slot = (PyObject **)((char *)flight + offset);
+            PyObject *value = *(PyObject **)((char *)self->flight_prototype + offset);
+            if (*slot != value) {
+                Py_XSETREF(*slot, Py_XNewRef(value));
+            }
         }
     }
     (void)set_flight_attribute(self, flight, self->flight_exc_id, str_exc_id, exc_id);
@@ -1753,7 +1798,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
     if (exc_id == NULL) {
         return -1;
     }
-    int found = PyDict_GET_SIZE(self->inflight) == 0 ? 0 : PyDict_Contains(self->inflight, exc_id);
+    int found = has_flight(self, exc);
     if (found != 0) {
         Py_DECREF(exc_id);
         return found < 0 ? -1 : 0;
@@ -1797,6 +1842,9 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
             flight = new_flight(self, exc_id, tb_id, ident, site, last_ns);
         }
         outcome = flight != NULL && PyDict_SetItem(self->inflight, exc_id, flight) == 0 ? 1 : -1;
+        if (outcome > 0) {
+            remember_flight(self, (unsigned long long)pointer_identity(exc), flight);
+        }
         Py_XDECREF(flight);
         Py_XDECREF(last_ns);
         Py_XDECREF(tb_id);
@@ -1904,7 +1952,7 @@ to_python(ExceptionCallbacks *self, PyObject *callback, PyObject *const *args)
 }
 
 static int
-exception_callbacks_alive(ExceptionCallbacks *self)
+exception_callbacks_complete(ExceptionCallbacks *self)
 {
     return self->table != NULL && self->limits != NULL && self->keys != NULL && self->code_keys != NULL
            && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
@@ -1912,6 +1960,13 @@ exception_callbacks_alive(ExceptionCallbacks *self)
            && self->point_dicts[RAISE_POINTS] != NULL && self->flight_type != NULL && self->flight_prototype != NULL
            && self->flight_slots != NULL && self->handled_state != NULL
            && self->bootstrap_inner_code != NULL && self->fate_handled != NULL;
+}
+
+/* Made complete and not cleared since: read at every event, one flag instead of every field's test. */
+static inline int
+exception_callbacks_alive(ExceptionCallbacks *self)
+{
+    return self->alive;
 }
 
 static PyObject *
@@ -2084,6 +2139,14 @@ read_flight_layout(ExceptionCallbacks *self)
     }
     self->flight_slot_count = count;
     Py_DECREF(names);
+    Py_ssize_t lowest = count > 0 ? self->flight_slots[0] : -1, highest = lowest;
+    for (Py_ssize_t i = 1; i < count; i++) {
+        lowest = Py_MIN(lowest, self->flight_slots[i]);
+        highest = Py_MAX(highest, self->flight_slots[i]);
+    }
+    /* distinct slots of a pointer each: count of them within count places fill them */
+    self->flight_slots_start = count > 0 && highest - lowest == (count - 1) * (Py_ssize_t)sizeof(PyObject *) ? lowest
+                                                                                                              : -1;
     if ((self->flight_exc_id = object_slot_offset(type, str_exc_id)) < 0
         || (self->flight_tb_id = object_slot_offset(type, str_tb_id)) < 0
         || (self->flight_ident = object_slot_offset(type, str_ident)) < 0
@@ -2215,6 +2278,7 @@ ExceptionCallbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->on_handled = Py_NewRef(on_handled);
     self->on_unwind = Py_NewRef(on_unwind);
     self->failed = Py_NewRef(failed);
+    self->alive = exception_callbacks_complete(self);
     return (PyObject *)self;
 }
 
@@ -2252,7 +2316,9 @@ static int
 ExceptionCallbacks_clear(ExceptionCallbacks *self)
 {
     /* A cleared object is still safe to call: every event then does nothing (exception_callbacks_alive). */
+    self->alive = 0;
     self->pending_list = NULL;
+    self->known_flight = NULL;
     Py_CLEAR(self->table);
     Py_CLEAR(self->limits);
     Py_CLEAR(self->keys);

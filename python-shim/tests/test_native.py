@@ -331,6 +331,40 @@ class NativeExceptionTests(unittest.TestCase):
         self.assertEqual({("builtins.IndexError", ("work", 9), "FATE_HANDLED"): 17,
                           ("builtins.ValueError", ("work", 13), "FATE_HANDLED"): 17}, fates_by_site(conn))
 
+    def test_a_flight_the_table_drops_is_not_concluded_from_what_the_callbacks_last_found(self):
+        # The C callbacks keep the flight they last started or found until `inflight` changes (its version tells):
+        # a flight removed behind their back (here by the handler itself) is looked up at the thread's next RAISE,
+        # not found, and neither concluded nor counted there.
+        source = textwrap.dedent("""
+            from telemetry_shim import _control
+            from telemetry_shim._tables import identity
+            def work(n, drop=False):
+                for i in range(n):
+                    try:
+                        [][i]
+                    except IndexError as error:
+                        if drop:
+                            inflight.pop(identity(error), None)
+                        kept = error
+            exceptions = _control._shim.recorder.exceptions
+            inflight = exceptions.flights.inflight
+            native = exceptions.native
+            work(10)  # past the site's first detailed ones
+            settled = native.flights_settled
+            work(5)
+            kept_ones = native.flights_settled - settled
+            settled = native.flights_settled
+            work(5, drop=True)
+            dropped_ones = native.flights_settled - settled
+            print(kept_ones, dropped_ones)
+        """)
+        code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": "exceptions",
+                                                           "TELEMETRY_SHIM_SLOWDOWN": "100"})
+        self.assertEqual((0, ""), (code, err))
+        # Each RAISE concludes the flight before it: the first of the dropped ones still concludes the last kept one.
+        self.assertEqual("5 1\n", out)
+        self.assertEqual({("builtins.IndexError", ("work", 9), "FATE_HANDLED"): 15}, fates_by_site(conn))
+
     def test_in_a_fork_child_the_c_callbacks_count_into_the_childs_table(self):
         # The C callbacks hold the flight table's containers; a fork child's reset empties those same objects.
         program = textwrap.dedent("""
