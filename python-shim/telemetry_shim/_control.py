@@ -175,7 +175,7 @@ class _Shim:
         old_sender.lock.release()
         old_sender.abandon_in_child()
         self.recorder.disarm_past_call()  # armed by an earlier fork of the parent: not for us
-        self.recorder.threads.ignored_idents.discard(old_sender.thread_ident)
+        self.recorder.threads.ignored_idents.pop(old_sender.thread_ident, None)
         if self.startup is not None:
             # The parent's start-up, not this process's: a forked child has none of its own.
             self.startup.uninstall()
@@ -395,12 +395,12 @@ def _after_fork_in_child():
         shim = _shim
         if shim is not None:
             ident = threading.get_ident()
-            shim.recorder.threads.ignored_idents.add(ident)  # do not record our own setup
+            shim.recorder.threads.ignored_idents[ident] = None  # do not record our own setup
             try:
                 if not shim.after_fork_in_child():
                     _shim = None
             finally:
-                shim.recorder.threads.ignored_idents.discard(ident)
+                shim.recorder.threads.ignored_idents.pop(ident, None)
     except BaseException:
         _shim = None
 

@@ -360,7 +360,7 @@ class Recorder:
         buf = self.buffer
         if frames:
             # Only the idle threads' frames are kept for the seeding: the others are let go here.
-            idle = frames.keys() - seen.keys() - self.threads.ignored_idents
+            idle = frames.keys() - seen.keys() - self.threads.ignored_idents.keys()
             frames = dict(zip(idle, map(frames.__getitem__, idle)))
             seeds = self._seed_idle_threads(frames)
             if seeds:

@@ -1014,7 +1014,7 @@ typedef struct {
        (reset_after_fork clears them in place). */
     PyObject *inflight;              /* dict */
     PyObject *pending_by_ident;      /* dict */
-    PyObject *ignored_idents;        /* a container of thread idents */
+    PyObject *ignored_idents;        /* a dict (or a container) of thread idents */
     PyObject *point_dicts[POINT_DICTS];  /* dicts: raise_points, swallow_points, empty_handler_points, closed_points */
     PyObject *dirty_sites;           /* list */
     /* program_threads.Site, and the offsets of the slots read at every counted RAISE (as member_get reads
@@ -1060,6 +1060,10 @@ typedef struct {
     unsigned long long known_exc_bits;
     uint64_t known_version;
     PyObject *known_flight;
+    /* Whether this thread is in ignored_idents, at that version of the dict; 0: not looked up. */
+    unsigned long ignored_ident;
+    uint64_t ignored_version;
+    int ignored_verdict;
     /* table.asyncio_hooked was found true: it stays so while the hooks are installed, and the callbacks only
        ask Python to hook asyncio while it is false. */
     int asyncio_seen_hooked;
@@ -1203,6 +1207,25 @@ thread_pending(ExceptionCallbacks *self, PyObject *ident)
         self->pending_version = version;
     }
     return pending;
+}
+
+/* Is this thread, whose ident is `ident` (thread_ident_int's), one of the shim's own (in ignored_idents)? 1, 0, -1
+   with an exception set. Kept while the dict is unchanged: a lookup of a large int key per event otherwise. */
+static int
+ignored_thread(ExceptionCallbacks *self, PyObject *ident)
+{
+    unsigned long thread = (unsigned long)self->thread_ident.bits;
+    uint64_t version = PyDict_CheckExact(self->ignored_idents) ? dict_version(self->ignored_idents) : 0;
+    if (version != 0 && self->ignored_version == version && self->ignored_ident == thread) {
+        return self->ignored_verdict;
+    }
+    int found = PySequence_Contains(self->ignored_idents, ident);
+    if (found >= 0 && version != 0) {
+        self->ignored_ident = thread;
+        self->ignored_version = version;
+        self->ignored_verdict = found;
+    }
+    return found;
 }
 
 /* Remembers that inflight now holds `flight` (borrowed) for the exception of identity `bits` (see known_flight). */
@@ -1455,7 +1478,7 @@ new_on_settled_program_thread(ExceptionCallbacks *self, PyObject *exc)
     }
     int outcome = -1;
     PyObject *ident = thread_ident_int(self);
-    if (ident == NULL || (found = PySequence_Contains(self->ignored_idents, ident)) != 0) {
+    if (ident == NULL || (found = ignored_thread(self, ident)) != 0) {
         outcome = found > 0 ? 0 : -1;  /* the shim's own thread: nothing is counted there */
         goto done;
     }
@@ -1808,7 +1831,7 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
         Py_DECREF(exc_id);
         return -1;
     }
-    int outcome = PySequence_Contains(self->ignored_idents, ident);
+    int outcome = ignored_thread(self, ident);
     if (outcome == 0) {
         outcome = settle_handled_flight(self, ident);  /* 1: none waits now */
     }

@@ -154,7 +154,7 @@ class Sender:
     def _run(self, left):
         self.thread_ident = _thread.get_ident()
         self.native_id = _thread.get_native_id()
-        self.recorder.threads.ignored_idents.add(self.thread_ident)
+        self.recorder.threads.ignored_idents[self.thread_ident] = None
         self._cpu_mark = thread_time_ns()
         left_for_fork = False
         try:
@@ -253,7 +253,7 @@ class Sender:
             if self._run_state != _LEFT:
                 return
             self._run_state = _RUNNING
-        self.recorder.threads.ignored_idents.discard(self.thread_ident)
+        self.recorder.threads.ignored_idents.pop(self.thread_ident, None)
         self.start_thread()
 
     def _fail(self, exc):

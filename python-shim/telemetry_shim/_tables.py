@@ -356,7 +356,7 @@ class ThreadTable:
     def __init__(self):
         self.by_ident = {}
         self.pending_definitions = []  # drained by the sender
-        self.ignored_idents = set()  # never replaced
+        self.ignored_idents = {}  # ident -> None; a dict, whose version the C callbacks read; never replaced
         self._next_thread_id = count(1).__next__
         self._announced = set()  # thread ids whose definition this generation queued
 

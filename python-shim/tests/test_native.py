@@ -365,6 +365,37 @@ class NativeExceptionTests(unittest.TestCase):
         self.assertEqual("5 1\n", out)
         self.assertEqual({("builtins.IndexError", ("work", 9), "FATE_HANDLED"): 15}, fates_by_site(conn))
 
+    def test_a_thread_the_shim_takes_as_its_own_is_passed_to_python_from_then_on(self):
+        # Whether the thread is one of the shim's own is kept until ignored_idents changes (its version tells).
+        source = textwrap.dedent("""
+            from _thread import get_ident
+            from telemetry_shim import _control
+            def work(n):
+                for i in range(n):
+                    try:
+                        [][i]
+                    except IndexError as error:
+                        kept = error
+            exceptions = _control._shim.recorder.exceptions
+            ignored = _control._shim.recorder.threads.ignored_idents
+            native = exceptions.native
+            work(10)  # past the site's first detailed ones
+            counts = []
+            for own in (False, True, False):
+                if own:
+                    ignored[get_ident()] = None
+                else:
+                    ignored.pop(get_ident(), None)
+                started = native.flights_started
+                work(5)
+                counts.append(native.flights_started - started)
+            print(*counts)
+        """)
+        code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": "exceptions",
+                                                           "TELEMETRY_SHIM_SLOWDOWN": "100"})
+        self.assertEqual((0, ""), (code, err))
+        self.assertEqual("5 0 5\n", out)
+
     def test_in_a_fork_child_the_c_callbacks_count_into_the_childs_table(self):
         # The C callbacks hold the flight table's containers; a fork child's reset empties those same objects.
         program = textwrap.dedent("""
