@@ -47,7 +47,7 @@
 
 /* What _native_path.py expects of this module: raised with every change of its interface, so that
    an extension built from another version of the shim is never used with this one. */
-#define NATIVE_API_VERSION 10
+#define NATIVE_API_VERSION 11
 
 #define KIND_START 1
 #define KIND_RESUME 2
@@ -939,6 +939,64 @@ static PyType_Spec Callbacks_spec = {
     .slots = Callbacks_slots,
 };
 
+/* ---- Counter ----------------------------------------------------------------------------------- */
+
+/* itertools.count() for a site's handled tally (_tables.AtomicCounter): next() gives the count so far and adds one,
+   and the C callbacks add one without making an int (count_as_handled). */
+typedef struct {
+    PyObject_HEAD
+    long long next;
+} Counter;
+
+static PyTypeObject *Counter_Type;
+
+static PyObject *
+Counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Counter", keywords)) {
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+static PyObject *
+Counter_iternext(Counter *self)
+{
+    return PyLong_FromLongLong(self->next++);
+}
+
+static PyObject *
+Counter_repr(Counter *self)
+{
+    return PyUnicode_FromFormat("Counter(%lld)", self->next);
+}
+
+static void
+Counter_dealloc(Counter *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyType_Slot Counter_slots[] = {
+    {Py_tp_doc, "Counter(): an endless count from 0, as itertools.count(), that the C callbacks advance in place."},
+    {Py_tp_new, Counter_new},
+    {Py_tp_dealloc, Counter_dealloc},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, Counter_iternext},
+    {Py_tp_repr, Counter_repr},
+    {0, NULL},
+};
+
+static PyType_Spec Counter_spec = {
+    .name = "telemetry_shim._native.Counter",
+    .basicsize = sizeof(Counter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Counter_slots,
+};
+
 /* ---- ExceptionCallbacks ---------------------------------------------------------------------- */
 
 /* The exception tracker's RAISE, RERAISE, EXCEPTION_HANDLED and PY_UNWIND callbacks, for the events that
@@ -1414,16 +1472,22 @@ static int
 count_as_handled(ExceptionCallbacks *self, PyObject *site)
 {
     PyObject *counter = site_attribute(self, site, self->site_handled_counter, str_handled_counter);
-    iternextfunc next = counter != NULL && PyIter_Check(counter) ? Py_TYPE(counter)->tp_iternext : NULL;
-    PyObject *counted = next != NULL ? next(counter) : NULL;  /* an itertools.count: never exhausted */
-    if (counted == NULL && !PyErr_Occurred()) {
-        PyErr_SetString(PyExc_TypeError, "a site's handled_counter must be an endless iterator");
+    if (counter != NULL && Py_IS_TYPE(counter, Counter_Type)) {
+        ((Counter *)counter)->next++;
+    }
+    else {
+        iternextfunc next = counter != NULL && PyIter_Check(counter) ? Py_TYPE(counter)->tp_iternext : NULL;
+        PyObject *counted = next != NULL ? next(counter) : NULL;  /* an itertools.count: never exhausted */
+        if (counted == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "a site's handled_counter must be an endless iterator");
+        }
+        if (counted == NULL) {
+            Py_XDECREF(counter);
+            return -1;
+        }
+        Py_DECREF(counted);
     }
     Py_XDECREF(counter);
-    if (counted == NULL) {
-        return -1;
-    }
-    Py_DECREF(counted);
     PyObject *dirty = site_attribute(self, site, self->site_dirty, str_dirty);
     int is_dirty = dirty == NULL ? -1 : PyObject_IsTrue(dirty);
     Py_XDECREF(dirty);
@@ -3211,6 +3275,12 @@ native_exec(PyObject *module)
             return -1;
         }
     }
+    if (Counter_Type == NULL) {
+        Counter_Type = (PyTypeObject *)PyType_FromSpec(&Counter_spec);
+        if (Counter_Type == NULL) {
+            return -1;
+        }
+    }
     struct {
         PyObject **name;
         const char *text;
@@ -3241,7 +3311,7 @@ native_exec(PyObject *module)
     if (PyModule_AddType(module, RecordBuffer_Type) < 0 || PyModule_AddType(module, CodeKeys_Type) < 0
         || PyModule_AddType(module, Callbacks_Type) < 0 || PyModule_AddType(module, ExceptionCallbacks_Type) < 0
         || PyModule_AddType(module, Outbox_Type) < 0 || PyModule_AddType(module, NoteWatch_Type) < 0
-        || PyModule_AddType(module, StartupCallbacks_Type) < 0
+        || PyModule_AddType(module, StartupCallbacks_Type) < 0 || PyModule_AddType(module, Counter_Type) < 0
         || PyModule_AddIntConstant(module, "API_VERSION", NATIVE_API_VERSION) < 0) {
         return -1;
     }

@@ -18,7 +18,7 @@ start-up phase's own PY_START and PY_RETURN callbacks are in C for importlib's e
 import sys
 
 # The interface of _native.c this module uses (its NATIVE_API_VERSION).
-API_VERSION = 10
+API_VERSION = 11
 
 NATIVE = "native"
 PYTHON = "python"
@@ -31,9 +31,9 @@ def load():
     global _loaded
     if _loaded is None:
         try:
-            from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, ExceptionCallbacks, NoteWatch,
-                                  Outbox, RecordBuffer, StartupCallbacks, current_exceptions, current_frames,
-                                  dup_above)
+            from ._native import (API_VERSION as built_version, Callbacks, CodeKeys, Counter, ExceptionCallbacks,
+                                  NoteWatch, Outbox, RecordBuffer, StartupCallbacks, current_exceptions,
+                                  current_frames, dup_above)
         except ImportError as exc:
             _loaded = (None, "the C extension is not built for this Python (%s)" % (exc,))
         except Exception as exc:  # a broken build: never the program's problem
@@ -41,7 +41,8 @@ def load():
         else:
             if built_version == API_VERSION:
                 _loaded = (_NativeTypes(Callbacks, CodeKeys, ExceptionCallbacks, RecordBuffer, Outbox, NoteWatch,
-                                        StartupCallbacks, current_frames, current_exceptions, dup_above), "")
+                                        StartupCallbacks, Counter, current_frames, current_exceptions, dup_above),
+                           "")
             else:
                 _loaded = (None, "the C extension was built from another version of the shim (interface %s, "
                                  "not %s): rebuild it" % (built_version, API_VERSION))
@@ -50,10 +51,10 @@ def load():
 
 class _NativeTypes:
     __slots__ = ("Callbacks", "CodeKeys", "ExceptionCallbacks", "RecordBuffer", "Outbox", "NoteWatch",
-                 "StartupCallbacks", "current_frames", "current_exceptions", "dup_above")
+                 "StartupCallbacks", "Counter", "current_frames", "current_exceptions", "dup_above")
 
     def __init__(self, callbacks, code_keys, exception_callbacks, record_buffer, outbox, note_watch, startup_callbacks,
-                 current_frames, current_exceptions, dup_above):
+                 counter, current_frames, current_exceptions, dup_above):
         self.Callbacks = callbacks
         self.CodeKeys = code_keys
         self.ExceptionCallbacks = exception_callbacks
@@ -61,6 +62,7 @@ class _NativeTypes:
         self.Outbox = outbox
         self.NoteWatch = note_watch
         self.StartupCallbacks = startup_callbacks
+        self.Counter = counter  # itertools.count's twin, which ExceptionCallbacks advances in place
         self.current_frames = current_frames  # sys._current_frames() of this interpreter's threads only
         self.current_exceptions = current_exceptions  # and sys._current_exceptions()
         self.dup_above = dup_above  # fcntl(fd, F_DUPFD_CLOEXEC, minimum)
@@ -110,6 +112,7 @@ def exception_callbacks(flights, python_callbacks, codes, code_keys, failed):
     from ._exceptions import program_threads
 
     events = sys.monitoring.events
+    flights.new_counter = module.Counter  # sites made from now on; the earlier ones keep itertools.count
     native = module.ExceptionCallbacks(
         table=flights, limits=program_threads, keys=codes.keys, code_keys=code_keys,
         on_raise=python_callbacks[events.RAISE], on_reraise=python_callbacks[events.RERAISE],

@@ -93,12 +93,14 @@ THREAD_BOOTSTRAP_CODE = getattr(getattr(threading.Thread, "_bootstrap", None), "
 
 class AtomicCounter:
     """A counter that program threads can bump without a lock: itertools.count.__next__ is one C
-    call under the GIL. Reading also advances it, so reads are compensated (one reader at a time)."""
+    call under the GIL. Reading also advances it, so reads are compensated (one reader at a time).
+    `new_counter` makes the endless iterator: itertools.count, or the C extension's Counter, which the C
+    callbacks advance in place."""
 
     __slots__ = ("counter", "increment", "_reads", "_read_lock")
 
-    def __init__(self):
-        self.counter = count()  # the C callbacks advance it with one tp_iternext call
+    def __init__(self, new_counter=count):
+        self.counter = new_counter()
         self.increment = self.counter.__next__
         self._reads = 0
         self._read_lock = threading.Lock()

@@ -396,6 +396,41 @@ class NativeExceptionTests(unittest.TestCase):
         self.assertEqual((0, ""), (code, err))
         self.assertEqual("5 0 5\n", out)
 
+    def test_a_sites_handled_counter_is_the_extensions_counter_with_the_c_callbacks(self):
+        from itertools import count
+        from telemetry_shim._exceptions.program_threads import Site
+        from telemetry_shim._tables import AtomicCounter
+
+        counter_type = _native_path.load()[0].Counter
+        counter = counter_type()
+        self.assertEqual([0, 1, 2], [next(counter), next(counter), next(counter)])
+        self.assertEqual("Counter(3)", repr(counter))
+        self.assertIs(counter, iter(counter))
+        with self.assertRaises(TypeError):
+            counter_type(5)
+        tally = AtomicCounter(counter_type)
+        tally.add(4)
+        self.assertEqual((4, 4), (tally.value(), tally.value()))  # a read advances it and is compensated
+        self.assertIsInstance(Site(KeyError, 256, 1).handled_counter, count)  # the Python callbacks' twin
+        self.assertIsInstance(Site(KeyError, 256, 1, counter_type).handled_counter, counter_type)
+        source = textwrap.dedent("""
+            from telemetry_shim import _control
+            def work(n):
+                for i in range(n):
+                    try:
+                        [][i]
+                    except IndexError as error:
+                        kept = error
+            work(20)
+            sites = _control._shim.recorder.exceptions.flights.sites.values()
+            print(sorted({type(site.handled_counter).__name__ for site in sites}))
+        """)
+        for native, expected in (("on", "['Counter']"), ("off", "['count']")):
+            code, out, err, conn = run_recorded(source, native, {"TELEMETRY_SHIM_MODE": "exceptions",
+                                                                 "TELEMETRY_SHIM_SLOWDOWN": "100"})
+            self.assertEqual((0, "", expected + "\n"), (code, err, out), native)
+            self.assertEqual({("builtins.IndexError", ("work", 8), "FATE_HANDLED"): 20}, fates_by_site(conn), native)
+
     def test_in_a_fork_child_the_c_callbacks_count_into_the_childs_table(self):
         # The C callbacks hold the flight table's containers; a fork child's reset empties those same objects.
         program = textwrap.dedent("""

@@ -55,6 +55,7 @@ else (a new raise point, a detailed exception, the tables full) goes to _new_fli
 import sys
 import threading
 from _thread import get_ident
+from itertools import count
 from time import perf_counter_ns
 from _weakref import ref  # weakref.ref itself: see _tables
 
@@ -105,7 +106,7 @@ class Site:
     __slots__ = ("type_ref", "type_id", "name", "code_key", "line", "detailed", "last_detail_ns", "counters",
                  "sent", "dirty", "stop_iteration", "generator_exit", "count_handled", "handled_counter")
 
-    def __init__(self, exc_type, code_key, line):
+    def __init__(self, exc_type, code_key, line, new_counter=count):
         # A weak reference: a class created at run time must be able to die. Its id() is part of
         # the keys; type_ref() tells whether that id still means this class.
         self.type_ref = ref(exc_type) if exc_type is not None else _no_type
@@ -115,7 +116,7 @@ class Site:
         self.line = line
         self.detailed = 0
         self.last_detail_ns = 0
-        handled = AtomicCounter()
+        handled = AtomicCounter(new_counter)
         self.counters = {_wire.FATE_HANDLED: handled}  # fate -> AtomicCounter (program threads bump, the sender reads)
         self.count_handled = handled.increment  # the common fate, one C call
         self.handled_counter = handled.counter  # what count_handled advances, for the C callbacks
@@ -378,6 +379,7 @@ class FlightTable:
         # an empty one (empty_handler) that caught that class: handled there, counted at once while the
         # names still catch it (handler_catches) and the exception is raised in that frame.
         self.empty_handler_points = {}
+        self.new_counter = count  # a site's handled counter: the C extension's Counter with the C callbacks
         self.overflow_site = Site(None, 0, 0)  # counts exceptions not tracked (tables full)
         self.dirty_sites = []
         self.finished = []  # concluded detailed flights, drained by the sender
@@ -637,8 +639,8 @@ class FlightTable:
         if site is None:
             if len(self.sites) >= MAX_SITES:
                 return None
-            return self.sites.setdefault(key, Site(cls, ck, line))
-        site = self.sites[key] = Site(cls, ck, line)  # the class that id meant has died
+            return self.sites.setdefault(key, Site(cls, ck, line, self.new_counter))
+        site = self.sites[key] = Site(cls, ck, line, self.new_counter)  # the class that id meant has died
         return site
 
     def _swallowed_here(self, flight, code, offset, by_handler=False):
