@@ -1018,7 +1018,11 @@ static PyType_Spec Counter_spec = {
      type) of raise_points, whose site is past its first detailed exceptions and within its detail
      interval, starts a counted flight (a Flight with the fields its fate needs, nothing else); its
      EXCEPTION_HANDLED marks it handled and pending on its thread; the thread's next RAISE, outside any
-     handler, concludes it as handled (counted on its site), as FlightTable.on_raise and on_handled do.
+     handler, concludes it as handled (counted on its site), as FlightTable.on_raise and on_handled do;
+   - a counted flight that propagates: its PY_UNWIND out of a frame of the program (one more frame unwound, and the
+     Python caller it unwinds into) and its RAISE in that caller (its traceback followed from there on), as
+     FlightTable.on_unwind and on_raise do; a coroutine's, a StopIteration that the caller's loop ends and a flight
+     raised again from its handler go to Python.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
@@ -1027,7 +1031,9 @@ static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_emp
     *str_swallowing_opcodes, *str_site_class, *str_raise_points, *str_flight_class, *str_handled_state,
     *str_max_in_flight, *str_bootstrap_inner, *str_wire, *str_fate_handled, *str_exc_id, *str_tb_id, *str_ident,
     *str_site, *str_last_ns, *str_pending, *str_state, *str_fate, *str_escaped_thread, *str_type_id,
-    *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude, *str_slots;
+    *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude, *str_slots, *str_propagating_state,
+    *str_stop_iteration, *str_frames_unwound, *str_outermost, *str_caller_id, *str_caller_code_id, *str_caller_lasti,
+    *str_coroutine;
 
 /* An int made once for a value that recurs: the thread's ident, and identities (the exception a RAISE starts a flight
    for is met again at its EXCEPTION_HANDLED; freed, the next one is often made at the same address). */
@@ -1078,7 +1084,8 @@ typedef struct {
     /* program_threads.Site, and the offsets of the slots read at every counted RAISE (as member_get reads
        them, without the attribute lookup); another class is read through getattr. */
     PyTypeObject *site_type;
-    Py_ssize_t site_detailed, site_last_detail_ns, site_handled_counter, site_dirty, site_type_ref, site_type_id;
+    Py_ssize_t site_detailed, site_last_detail_ns, site_handled_counter, site_dirty, site_type_ref, site_type_id,
+        site_stop_iteration;
     /* The counted flights: program_threads.Flight, HANDLED, MAX_IN_FLIGHT, _THREAD_BOOTSTRAP_INNER_CODE (or None)
        and _wire.FATE_HANDLED. */
     PyTypeObject *flight_type;
@@ -1091,14 +1098,18 @@ typedef struct {
     Py_ssize_t flight_slots_start;  /* the slots' first offset when they lie side by side (CPython lays a class's own
                                        __slots__ out so), else -1 */
     Py_ssize_t flight_exc_id, flight_tb_id, flight_ident, flight_site, flight_last_ns, flight_detailed, flight_state,
-        flight_pending, flight_fate, flight_escaped_thread;
+        flight_pending, flight_fate, flight_escaped_thread, flight_frames_unwound, flight_outermost, flight_caller_id,
+        flight_caller_code_id, flight_caller_lasti, flight_coroutine;
     PyObject *handled_state;
+    PyObject *propagating_state;
     PyObject *bootstrap_inner_code;
     PyObject *fate_handled;
     Py_ssize_t max_in_flight;
     Py_ssize_t flights_started;  /* counted flights started by a RAISE here */
     Py_ssize_t flights_handled;  /* their EXCEPTION_HANDLED, here */
     Py_ssize_t flights_settled;  /* the thread's one handled flight concluded as handled at its next RAISE, here */
+    Py_ssize_t flights_unwound;  /* their PY_UNWIND out of a frame of the program, here */
+    Py_ssize_t flights_reached;  /* their RAISE in the Python caller they unwound into, here */
     /* program_threads' limits, read at construction: the shim stretches them (stretch_intervals) before it
        makes its callbacks. */
     long long first_detailed, detail_interval_ns;
@@ -1874,21 +1885,16 @@ new_flight(ExceptionCallbacks *self, PyObject *exc_id, PyObject *tb_id, PyObject
     return flight;
 }
 
-/* FlightTable.on_raise's counted flight: a new exception (no flight) on a program thread at a point of
-   raise_points whose site is still its class's, past its first detailed exceptions and within its detail
-   interval, while the table has room: a Flight with the fields its fate needs. The thread's handled flight
-   is settled first, as there. 1 started, 0 when Python decides, -1 with an exception set. */
+/* FlightTable.on_raise's counted flight: a new exception (it has no flight: the caller has looked) on a program
+   thread at a point of raise_points whose site is still its class's, past its first detailed exceptions and within
+   its detail interval, while the table has room: a Flight with the fields its fate needs. The thread's handled
+   flight is settled first, as there. 1 started, 0 when Python decides, -1 with an exception set. */
 static int
 start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc)
 {
     PyObject *exc_id = exc_identity_int(self, exc);  /* the key of its flight, if it gets one */
     if (exc_id == NULL) {
         return -1;
-    }
-    int found = has_flight(self, exc);
-    if (found != 0) {
-        Py_DECREF(exc_id);
-        return found < 0 ? -1 : 0;
     }
     PyObject *ident = thread_ident_int(self);
     if (ident == NULL) {
@@ -2024,6 +2030,195 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
     return outcome == 2 ? 1 : outcome;
 }
 
+/* Is `flight` a counted one (not detailed) of this thread, following `exc` (its class still the site's)? 1, 0, -1 with
+   an exception set. The traceback is compared by the caller: it has grown at a RAISE in a caller. */
+static int
+counted_flight_of_this_thread(ExceptionCallbacks *self, PyObject *flight, PyObject *exc, PyObject **site)
+{
+    int detailed = steal_truth(flight_attribute(self, flight, self->flight_detailed, str_detailed));
+    if (detailed != 0) {
+        return detailed < 0 ? -1 : 0;
+    }
+    PyObject *ident = thread_ident_int(self);
+    if (ident == NULL) {
+        return -1;
+    }
+    int same_thread = steal_equals(flight_attribute(self, flight, self->flight_ident, str_ident), ident);
+    Py_DECREF(ident);
+    if (same_thread <= 0) {
+        return same_thread;
+    }
+    *site = flight_attribute(self, flight, self->flight_site, str_site);
+    if (*site == NULL) {
+        return -1;
+    }
+    return steal_is_identity(site_attribute(self, *site, self->site_type_id, str_type_id),
+                             pointer_identity((PyObject *)Py_TYPE(exc)));
+}
+
+/* FlightTable.on_unwind for a counted flight of this thread, still its exception's (class and traceback), leaving
+   a frame of the program that is not a coroutine's (nor was the last one): one more frame unwound, its time, and the
+   Python caller it unwinds into (that frame, its code and its instruction, which the RAISE there is compared
+   with), or none when the caller is not the program's (it left the thread's outermost program frame). 1 done (or
+   nothing to do: another thread's flight, the shim's own frame), 0 when Python decides, -1 with an exception set.
+   Nothing is written before every test has passed. */
+static int
+unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, PyObject *flight)
+{
+    PyObject *ident = thread_ident_int(self);
+    if (ident == NULL) {
+        return -1;
+    }
+    int same_thread = steal_equals(flight_attribute(self, flight, self->flight_ident, str_ident), ident);
+    Py_DECREF(ident);
+    if (same_thread <= 0) {
+        return same_thread < 0 ? -1 : 1;  /* another thread's: nothing to do, as there */
+    }
+    uint64_t ck = 0;
+    int known = code_key_from(self->code_keys, self->keys, code, &ck);
+    if (known <= 0) {
+        return known;  /* a code without a key yet: Python defines it */
+    }
+    if (ck == 0) {
+        return 1;  /* the shim's own frame */
+    }
+    PyObject *site = NULL;
+    int outcome = counted_flight_of_this_thread(self, flight, exc, &site);
+    Py_XDECREF(site);
+    if (outcome > 0) {
+        PyObject *tb = PyException_GetTraceback(exc);
+        Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+        Py_XDECREF(tb);
+        outcome = steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_identity);
+    }
+    if (outcome > 0) {
+        /* A coroutine's: Python hooks asyncio's handler, its task may report it */
+        int coroutine = PyCode_Check(code) && (((PyCodeObject *)code)->co_flags & CO_COROUTINE);
+        outcome = coroutine ? 0 : steal_truth(flight_attribute(self, flight, self->flight_coroutine, str_coroutine));
+        outcome = outcome < 0 ? -1 : !outcome;
+    }
+    if (outcome <= 0) {
+        return outcome;
+    }
+    /* The frame it leaves, and the caller it unwinds into, as f_back gives it. */
+    PyFrameObject *frame = PyEval_GetFrame();  /* borrowed */
+    PyFrameObject *caller = NULL;
+    PyObject *caller_code = NULL;
+    uint64_t caller_ck = 0;
+    if (frame != NULL) {
+        PyCodeObject *frame_code = PyFrame_GetCode(frame);
+        if ((PyObject *)frame_code == code) {
+            caller = PyFrame_GetBack(frame);
+        }
+        Py_DECREF(frame_code);
+    }
+    if (caller != NULL) {
+        caller_code = (PyObject *)PyFrame_GetCode(caller);
+        known = code_key_from(self->code_keys, self->keys, caller_code, &caller_ck);
+        if (known <= 0) {
+            Py_DECREF(caller_code);
+            Py_DECREF(caller);
+            return known;  /* Python defines its key */
+        }
+    }
+    long long unwound = 0;
+    PyObject *values[5] = {NULL, NULL, NULL, NULL, NULL};  /* frames_unwound, last_ns, caller id, code id, lasti */
+    outcome = steal_as_long(flight_attribute(self, flight, self->flight_frames_unwound, str_frames_unwound), &unwound);
+    if (outcome == 0) {
+        values[0] = PyLong_FromLongLong(unwound + 1);
+        values[1] = PyLong_FromLongLong((long long)now_ns());
+        if (caller_ck != 0) {
+            values[2] = PyLong_FromSsize_t(pointer_identity((PyObject *)caller));
+            values[3] = PyLong_FromSsize_t(pointer_identity(caller_code));
+            values[4] = PyLong_FromLong(PyFrame_GetLasti(caller));
+        }
+        else {
+            values[2] = PyLong_FromLong(0);
+        }
+        outcome = values[0] == NULL || values[1] == NULL || values[2] == NULL
+                          || (caller_ck != 0 && (values[3] == NULL || values[4] == NULL))
+                      ? -1
+                      : 0;
+    }
+    if (outcome == 0) {
+        (void)set_flight_attribute(self, flight, self->flight_frames_unwound, str_frames_unwound, values[0]);
+        (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, values[1]);
+        (void)set_flight_attribute(self, flight, self->flight_outermost, str_outermost,
+                                   caller_ck == 0 ? Py_True : Py_False);
+        (void)set_flight_attribute(self, flight, self->flight_caller_id, str_caller_id, values[2]);
+        if (caller_ck != 0) {
+            (void)set_flight_attribute(self, flight, self->flight_caller_code_id, str_caller_code_id, values[3]);
+            (void)set_flight_attribute(self, flight, self->flight_caller_lasti, str_caller_lasti, values[4]);
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        Py_XDECREF(values[i]);
+    }
+    Py_XDECREF(caller_code);
+    Py_XDECREF(caller);
+    return outcome < 0 ? -1 : 1;
+}
+
+/* FlightTable.on_raise for a counted flight of this thread that propagates: its RAISE in the Python caller it
+   unwound into (its traceback grew by that frame's entry, or this is the frame, code and instruction its PY_UNWIND
+   saw) is followed from there on; a StopIteration that the raising loop ends goes to Python, which counts it. 1 done,
+   0 when Python decides (the flight is over: Python concludes it), -1 with an exception set. */
+static int
+reach_caller(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc, PyObject *flight)
+{
+    PyObject *site = NULL;
+    int outcome = counted_flight_of_this_thread(self, flight, exc, &site);
+    if (outcome > 0) {
+        outcome = steal_equals(flight_attribute(self, flight, self->flight_state, str_state), self->propagating_state);
+    }
+    PyObject *tb = outcome > 0 ? PyException_GetTraceback(exc) : NULL;  /* NULL: None */
+    if (outcome > 0) {
+        PyObject *tb_next = tb != NULL && PyTraceBack_Check(tb) ? (PyObject *)((PyTracebackObject *)tb)->tb_next
+                                                                 : NULL;
+        int linked = tb == NULL ? 0
+                                : steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id),
+                                                    pointer_identity(tb_next != NULL ? tb_next : Py_None));
+        if (linked == 0) {
+            /* no link (C code rewrote the chain): the frame and instruction its PY_UNWIND saw */
+            PyFrameObject *frame = PyEval_GetFrame();  /* borrowed */
+            linked = steal_equals(flight_attribute(self, flight, self->flight_caller_lasti, str_caller_lasti), offset);
+            if (linked > 0) {
+                linked = steal_is_identity(
+                    flight_attribute(self, flight, self->flight_caller_code_id, str_caller_code_id),
+                    pointer_identity(code));
+            }
+            if (linked > 0) {
+                linked = frame != NULL && steal_is_identity(flight_attribute(self, flight, self->flight_caller_id,
+                                                                             str_caller_id),
+                                                            pointer_identity((PyObject *)frame));
+            }
+        }
+        outcome = linked;
+    }
+    if (outcome > 0) {
+        int stop_iteration = steal_truth(site_attribute(self, site, self->site_stop_iteration, str_stop_iteration));
+        outcome = stop_iteration == 0 ? 1 : stop_iteration < 0 ? -1 : swallowing_instruction(self, code, offset);
+        outcome = outcome < 0 ? -1 : stop_iteration ? !outcome : 1;  /* swallowed here: Python counts it */
+    }
+    if (outcome > 0) {
+        Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+        PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)tb_identity, 1);
+        PyObject *zero = tb_id != NULL ? PyLong_FromLong(0) : NULL;
+        if (zero == NULL) {
+            outcome = -1;
+        }
+        else {
+            (void)set_flight_attribute(self, flight, self->flight_caller_id, str_caller_id, zero);
+            (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
+        }
+        Py_XDECREF(zero);
+        Py_XDECREF(tb_id);
+    }
+    Py_XDECREF(tb);
+    Py_XDECREF(site);
+    return outcome;
+}
+
 /* The Python callback, with the event's arguments. An exception out of it is one the failure policy
    re-raised (or the call itself failed, e.g. at the recursion limit): the policy decides again. */
 static PyObject *
@@ -2045,7 +2240,7 @@ exception_callbacks_complete(ExceptionCallbacks *self)
            && self->on_raise != NULL && self->on_reraise != NULL && self->on_handled != NULL
            && self->on_unwind != NULL && self->failed != NULL && self->inflight != NULL && self->site_type != NULL
            && self->point_dicts[RAISE_POINTS] != NULL && self->flight_type != NULL && self->flight_prototype != NULL
-           && self->flight_slots != NULL && self->handled_state != NULL
+           && self->flight_slots != NULL && self->handled_state != NULL && self->propagating_state != NULL
            && self->bootstrap_inner_code != NULL && self->fate_handled != NULL;
 }
 
@@ -2071,9 +2266,23 @@ ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssi
         Py_RETURN_NONE;
     }
     if (counted == 0) {
-        counted = start_counted_flight(self, args[0], args[1], args[2]);
-        if (counted > 0) {
-            Py_RETURN_NONE;
+        PyObject *flight = flight_of(self, args[2]);
+        if (flight != NULL) {
+            counted = reach_caller(self, args[0], args[1], args[2], flight);
+            Py_DECREF(flight);
+            if (counted > 0) {
+                self->flights_reached++;
+                Py_RETURN_NONE;
+            }
+        }
+        else if (PyErr_Occurred()) {
+            counted = -1;
+        }
+        else {
+            counted = start_counted_flight(self, args[0], args[1], args[2]);
+            if (counted > 0) {
+                Py_RETURN_NONE;
+            }
         }
     }
     if (counted < 0) {
@@ -2143,7 +2352,30 @@ ExceptionCallbacks_handled(ExceptionCallbacks *self, PyObject *const *args, Py_s
 static PyObject *
 ExceptionCallbacks_unwind(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return pass_without_flight(self, args, nargs, self->on_unwind, 0);
+    if (check_args(nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!exception_callbacks_alive(self)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *flight = flight_of(self, args[2]);
+    if (flight == NULL) {
+        if (PyErr_Occurred()) {
+            return apply_failure_policy(self->failed);
+        }
+        self->passed++;
+        Py_RETURN_NONE;
+    }
+    int done = unwind_counted_flight(self, args[0], args[2], flight);
+    Py_DECREF(flight);
+    if (done > 0) {
+        self->flights_unwound++;
+        Py_RETURN_NONE;
+    }
+    if (done < 0) {
+        return apply_failure_policy(self->failed);
+    }
+    return to_python(self, self->on_unwind, args);
 }
 
 /* getattr(table, name) into *slot when it is a dict (or a list, `list`): 0, or -1 with an exception set. */
@@ -2243,7 +2475,13 @@ read_flight_layout(ExceptionCallbacks *self)
         || (self->flight_state = object_slot_offset(type, str_state)) < 0
         || (self->flight_pending = object_slot_offset(type, str_pending)) < 0
         || (self->flight_fate = object_slot_offset(type, str_fate)) < 0
-        || (self->flight_escaped_thread = object_slot_offset(type, str_escaped_thread)) < 0) {
+        || (self->flight_escaped_thread = object_slot_offset(type, str_escaped_thread)) < 0
+        || (self->flight_frames_unwound = object_slot_offset(type, str_frames_unwound)) < 0
+        || (self->flight_outermost = object_slot_offset(type, str_outermost)) < 0
+        || (self->flight_caller_id = object_slot_offset(type, str_caller_id)) < 0
+        || (self->flight_caller_code_id = object_slot_offset(type, str_caller_code_id)) < 0
+        || (self->flight_caller_lasti = object_slot_offset(type, str_caller_lasti)) < 0
+        || (self->flight_coroutine = object_slot_offset(type, str_coroutine)) < 0) {
         return -1;
     }
     self->flight_prototype = PyObject_CallFunction((PyObject *)type, "iiiOi", 0, 0, 0, Py_None, 0);
@@ -2278,6 +2516,7 @@ read_flight_constants(ExceptionCallbacks *self, PyObject *limits)
     long long max_in_flight = 0;
     PyObject *wire = NULL;
     if ((self->handled_state = PyObject_GetAttr(limits, str_handled_state)) == NULL
+        || (self->propagating_state = PyObject_GetAttr(limits, str_propagating_state)) == NULL
         || (self->bootstrap_inner_code = PyObject_GetAttr(limits, str_bootstrap_inner)) == NULL
         || steal_as_long(PyObject_GetAttr(limits, str_max_in_flight), &max_in_flight) < 0
         || (wire = PyObject_GetAttr(limits, str_wire)) == NULL
@@ -2326,6 +2565,7 @@ read_table(ExceptionCallbacks *self, PyObject *table, PyObject *limits)
                    || (self->site_dirty = object_slot_offset(self->site_type, str_dirty)) < 0
                    || (self->site_type_ref = object_slot_offset(self->site_type, str_type_ref)) < 0
                    || (self->site_type_id = object_slot_offset(self->site_type, str_type_id)) < 0
+                   || (self->site_stop_iteration = object_slot_offset(self->site_type, str_stop_iteration)) < 0
                ? -1
                : 0;
 }
@@ -2394,6 +2634,7 @@ ExceptionCallbacks_traverse(ExceptionCallbacks *self, visitproc visit, void *arg
     Py_VISIT(self->flight_prototype);
     Py_VISIT(self->spare_flight);
     Py_VISIT(self->handled_state);
+    Py_VISIT(self->propagating_state);
     Py_VISIT(self->bootstrap_inner_code);
     Py_VISIT(self->fate_handled);
     return 0;
@@ -2435,6 +2676,7 @@ ExceptionCallbacks_clear(ExceptionCallbacks *self)
     self->flight_slots = NULL;
     self->flight_slot_count = 0;
     Py_CLEAR(self->handled_state);
+    Py_CLEAR(self->propagating_state);
     Py_CLEAR(self->bootstrap_inner_code);
     Py_CLEAR(self->fate_handled);
     Py_CLEAR(self->thread_ident.object);
@@ -2480,6 +2722,10 @@ static PyMemberDef ExceptionCallbacks_members[] = {
      "EXCEPTION_HANDLED of counted flights, in C"},
     {"flights_settled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_settled), Py_READONLY,
      "handled flights concluded as handled at their thread's next RAISE, in C"},
+    {"flights_unwound", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_unwound), Py_READONLY,
+     "PY_UNWIND events of counted flights out of a frame of the program, taken in C"},
+    {"flights_reached", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_reached), Py_READONLY,
+     "RAISE events of counted flights in the Python caller they unwound into, taken in C"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -3299,6 +3545,9 @@ native_exec(PyObject *module)
         {&str_state, "state"}, {&str_fate, "fate"}, {&str_escaped_thread, "escaped_thread"},
         {&str_type_id, "type_id"}, {&str_asyncio_hooked, "asyncio_hooked"},
         {&str_asyncio_base_events, "asyncio.base_events"}, {&str_conclude, "conclude"}, {&str_name, "name"}, {&str_slots, "__slots__"},
+        {&str_propagating_state, "PROPAGATING"}, {&str_stop_iteration, "stop_iteration"},
+        {&str_frames_unwound, "frames_unwound"}, {&str_outermost, "outermost"}, {&str_caller_id, "caller_id"},
+        {&str_caller_code_id, "caller_code_id"}, {&str_caller_lasti, "caller_lasti"}, {&str_coroutine, "coroutine"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].name == NULL) {

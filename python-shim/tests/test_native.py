@@ -291,6 +291,130 @@ class NativeExceptionTests(unittest.TestCase):
                               ("builtins.LookupError", "FATE_HANDLED"): 900, ("builtins.IndexError", "FATE_HANDLED"): 900,
                               ("builtins.RuntimeError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
 
+    def test_exceptions_that_cross_frames_are_followed_in_c_as_the_python_callbacks_follow_them(self):
+        # A counted flight's PY_UNWIND and its RAISE in the caller it unwinds into: in C for an exception raised in a
+        # callee and handled up the stack, through C code (sorted's key), out of a generator into its loop, re-raised
+        # from a handler (Python: a handled flight raised again), a StopIteration that the caller's loop ends
+        # (Python counts it where it ends), from a coroutine (Python: its task may report it), and out of a thread;
+        # one raised again from its handler (`raise error`: Python follows it on) and swallowed by C code up the stack.
+        program = textwrap.dedent("""
+            import asyncio, threading
+            from telemetry_shim import _control
+            def check(i):
+                if i >= 0:
+                    raise ValueError(i)
+            def deeper(i):
+                check(i)
+            def callee_raises(i, kept):
+                try:
+                    deeper(i)
+                except ValueError as error:
+                    kept[:] = [error]
+            def key(value):
+                raise KeyError(value)
+            def through_c(i):
+                try:
+                    sorted([i, i + 1], key=key)
+                except KeyError as error:
+                    return error
+            def gen(i):
+                yield i
+                raise LookupError(i)
+            def out_of_a_generator(i):
+                try:
+                    for _ in gen(i):
+                        pass
+                except LookupError as error:
+                    return error
+            def reraised(i):
+                try:
+                    try:
+                        check(i)
+                    except ValueError:
+                        raise
+                except ValueError as error:
+                    return error
+            def raised_again_from_its_handler(i):
+                try:
+                    raise AttributeError(i)
+                except AttributeError as error:
+                    raise error
+            class Holder:
+                @property
+                def value(self):
+                    raised_again_from_its_handler(0)
+            def swallowed_by_c(i):
+                return hasattr(Holder(), "value")
+            def stops():
+                raise StopIteration
+            class Stops:
+                def __iter__(self):
+                    return self
+                def __next__(self):
+                    stops()
+            def loop_ended(i):
+                for _ in Stops():
+                    pass
+            async def failing(i):
+                raise ArithmeticError(i)
+            async def awaits(n):
+                for i in range(n):
+                    try:
+                        await failing(i)
+                    except ArithmeticError as error:
+                        kept = error
+            def work(n):
+                kept = []
+                for i in range(n):
+                    callee_raises(i, kept)
+                    through_c(i)
+                    out_of_a_generator(i)
+                    reraised(i)
+                    swallowed_by_c(i)
+                    loop_ended(i)
+            def escapes():
+                check(1)
+            threading.excepthook = lambda args: None
+            threads = [threading.Thread(target=work, args=(200,)) for _ in range(2)] + [threading.Thread(target=escapes)]
+            for thread in threads:
+                thread.start()
+            work(200)
+            asyncio.run(awaits(200))
+            for thread in threads:
+                thread.join()
+            native = _control._shim.recorder.exceptions.native
+            print(*((native.flights_unwound, native.flights_reached) if native is not None else ("python",)))
+        """)
+        for mode in ("exceptions", "full"):
+            counts = {}
+            for native in ("on", "off"):
+                code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode})
+                self.assertEqual((0, ""), (code, err))
+                self.assertIsNone(conn.error)
+                # The program's own sites (importing asyncio raises a varying number of exceptions, run to run).
+                counts[native] = {key: n for key, n in fates_by_site(conn).items()
+                                  if key[1][0] in ("check", "key", "gen", "stops", "failing",
+                                                   "raised_again_from_its_handler")}
+                if native == "off":
+                    self.assertEqual("python\n", out)
+                else:
+                    unwound, reached = map(int, out.split())
+                    # Past each site's first detailed ones, on 3 threads: callee_raises' two frames, sorted's key, the
+                    # generator's frame; the RAISE in each caller.
+                    self.assertGreater(unwound, 3 * 190 * 4, mode)
+                    self.assertGreater(reached, 3 * 190 * 4, mode)
+            self.maxDiff = None
+            self.assertEqual(counts["off"], counts["on"], mode)
+            by_type = {}
+            for (type_name, _, fate), n in counts["on"].items():
+                by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
+            self.assertEqual({("builtins.ValueError", "FATE_HANDLED"): 2 * 600, ("builtins.KeyError", "FATE_HANDLED"): 600,
+                              ("builtins.LookupError", "FATE_HANDLED"): 600,
+                              ("builtins.StopIteration", "FATE_HANDLED"): 600,
+                              ("builtins.ArithmeticError", "FATE_HANDLED"): 200,
+                              ("builtins.AttributeError", "FATE_HANDLED"): 600,
+                              ("builtins.ValueError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
+
     def test_a_raise_point_the_table_drops_is_looked_up_again_not_kept(self):
         # The C callbacks keep what they found in the table's dicts of points until one of those changes (its
         # version tells): once the table drops a point (as it does when a handler there becomes empty), the
