@@ -76,6 +76,13 @@ def caught_():
         data[7]
     except IndexError as error:
         kept = error
+def lookup(i):
+    return data[i]
+def crossed_():
+    try:
+        lookup(7)
+    except IndexError as error:
+        kept = error
 idiom = globals()[sys.argv[4] + "_"]
 def uses(n):
     for _ in range(n):
@@ -90,8 +97,9 @@ print((time.thread_time_ns() - start) / measured / 1000)
 # Idioms measured one by one (IDIOM_PROGRAM): `any()` over a generator expression that stops early, `next()`
 # over one, `break` out of a `for` over one, `zip()` of two of different lengths, a contextmanager's block; and,
 # for comparison, the common path of an exception the program really handles: raised by an index out of range and
-# caught by a handler that keeps it (an exception the shim follows until its fate is known).
-IDIOMS = ("any", "next", "break", "zip", "with", "caught")
+# caught by a handler that keeps it (an exception the shim follows until its fate is known), and the same raised in
+# a callee (one frame unwound).
+IDIOMS = ("any", "next", "break", "zip", "with", "caught", "crossed")
 
 WORKLOAD_PROGRAM = PRELUDE + r"""
 start = time.process_time()
