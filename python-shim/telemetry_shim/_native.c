@@ -1020,9 +1020,10 @@ static PyType_Spec Counter_spec = {
      EXCEPTION_HANDLED marks it handled and pending on its thread; the thread's next RAISE, outside any
      handler, concludes it as handled (counted on its site), as FlightTable.on_raise and on_handled do;
    - a counted flight that propagates: its PY_UNWIND out of a frame of the program (one more frame unwound, and the
-     Python caller it unwinds into) and its RAISE in that caller (its traceback followed from there on), as
-     FlightTable.on_unwind and on_raise do; a coroutine's, a StopIteration that the caller's loop ends and a flight
-     raised again from its handler go to Python.
+     Python caller it unwinds into), its RAISE in that caller (its traceback followed from there on) and its RERAISE
+     with the traceback it had (a bare `raise` in its handler, the end of a `finally` block), as FlightTable's
+     on_unwind, on_raise and on_reraise do; a coroutine's, a StopIteration that the caller's loop ends and a flight
+     raised again by name from its handler go to Python.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
@@ -1108,6 +1109,7 @@ typedef struct {
     Py_ssize_t flights_started;  /* counted flights started by a RAISE here */
     Py_ssize_t flights_handled;  /* their EXCEPTION_HANDLED, here */
     Py_ssize_t flights_settled;  /* the thread's one handled flight concluded as handled at its next RAISE, here */
+    Py_ssize_t flights_reraised;  /* their RERAISE, here */
     Py_ssize_t flights_unwound;  /* their PY_UNWIND out of a frame of the program, here */
     Py_ssize_t flights_reached;  /* their RAISE in the Python caller they unwound into, here */
     /* program_threads' limits, read at construction: the shim stretches them (stretch_intervals) before it
@@ -2219,6 +2221,44 @@ reach_caller(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObjec
     return outcome;
 }
 
+/* FlightTable.on_reraise for a counted flight of this thread whose traceback is still the one it had (a bare `raise`
+   in its handler, a `finally` or an `except` block's cleanup passing it on): propagating again from here. 1 done (or
+   nothing to do: the shim's own frame), 0 when Python decides (a traceback the handler gave it, which Python checks is
+   the exception being handled), -1 with an exception set. */
+static int
+reraise_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, PyObject *flight)
+{
+    PyObject *site = NULL;
+    int outcome = counted_flight_of_this_thread(self, flight, exc, &site);
+    Py_XDECREF(site);
+    if (outcome > 0) {
+        PyObject *tb = PyException_GetTraceback(exc);
+        Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+        Py_XDECREF(tb);
+        outcome = steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_identity);
+    }
+    uint64_t ck = 0;
+    if (outcome > 0) {
+        int known = code_key_from(self->code_keys, self->keys, code, &ck);
+        if (known < 0) {
+            return -1;
+        }
+        if (known > 0 && ck == 0) {
+            return 1;  /* the shim's own frame */
+        }
+    }
+    if (outcome > 0) {
+        PyObject *now = PyLong_FromLongLong((long long)now_ns());
+        if (now == NULL) {
+            return -1;
+        }
+        (void)set_flight_attribute(self, flight, self->flight_state, str_state, self->propagating_state);
+        (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, now);
+        Py_DECREF(now);
+    }
+    return outcome;
+}
+
 /* The Python callback, with the event's arguments. An exception out of it is one the failure policy
    re-raised (or the call itself failed, e.g. at the recursion limit): the policy decides again. */
 static PyObject *
@@ -2291,10 +2331,8 @@ ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssi
     return to_python(self, self->on_raise, args);
 }
 
-/* RERAISE (only_generator_exit), EXCEPTION_HANDLED and PY_UNWIND: nothing to do without a flight. */
 static PyObject *
-pass_without_flight(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs, PyObject *callback,
-                    int only_generator_exit)
+ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (check_args(nargs, 3) < 0) {
         return NULL;
@@ -2302,23 +2340,27 @@ pass_without_flight(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t 
     if (!exception_callbacks_alive(self)) {
         Py_RETURN_NONE;
     }
-    if (!only_generator_exit || Py_IS_TYPE(args[2], (PyTypeObject *)PyExc_GeneratorExit)) {
-        int found = has_flight(self, args[2]);
-        if (found == 0) {
-            self->passed++;
-            Py_RETURN_NONE;
-        }
-        if (found < 0) {
+    PyObject *flight = flight_of(self, args[2]);
+    if (flight == NULL) {
+        if (PyErr_Occurred()) {
             return apply_failure_policy(self->failed);
         }
+        if (Py_IS_TYPE(args[2], (PyTypeObject *)PyExc_GeneratorExit)) {
+            self->passed++;  /* a closed generator's cleanup passing it on: counted when close() threw it */
+            Py_RETURN_NONE;
+        }
+        return to_python(self, self->on_reraise, args);  /* first seen here: Python starts its flight */
     }
-    return to_python(self, callback, args);
-}
-
-static PyObject *
-ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return pass_without_flight(self, args, nargs, self->on_reraise, 1);
+    int done = reraise_counted_flight(self, args[0], args[2], flight);
+    Py_DECREF(flight);
+    if (done > 0) {
+        self->flights_reraised++;
+        Py_RETURN_NONE;
+    }
+    if (done < 0) {
+        return apply_failure_policy(self->failed);
+    }
+    return to_python(self, self->on_reraise, args);
 }
 
 static PyObject *
@@ -2722,6 +2764,8 @@ static PyMemberDef ExceptionCallbacks_members[] = {
      "EXCEPTION_HANDLED of counted flights, in C"},
     {"flights_settled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_settled), Py_READONLY,
      "handled flights concluded as handled at their thread's next RAISE, in C"},
+    {"flights_reraised", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_reraised), Py_READONLY,
+     "RERAISE events of counted flights with the traceback they had, taken in C"},
     {"flights_unwound", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_unwound), Py_READONLY,
      "PY_UNWIND events of counted flights out of a frame of the program, taken in C"},
     {"flights_reached", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_reached), Py_READONLY,

@@ -9,8 +9,8 @@ recorder's Python slow path. The exception tracker's callbacks are in C for the 
 control-flow idioms (a generator closed at a yield, a StopIteration that a loop or an await ends in
 C, an exception that an empty handler of its frame catches, the events of an exception that has no
 flight) and for the common path of an exception raised and handled (a counted flight: its RAISE at a
-known raise point, its PY_UNWIND and RAISE in each caller it propagates into, its EXCEPTION_HANDLED, its
-conclusion at the thread's next RAISE): every other
+known raise point, its RERAISE, PY_UNWIND and RAISE in each caller it propagates into, its
+EXCEPTION_HANDLED, its conclusion at the thread's next RAISE): every other
 exception event runs the Python callback (ExceptionCallbacks in _native.c). In exceptions mode the
 start-up phase's own PY_START and PY_RETURN callbacks are in C for importlib's events
 (StartupCallbacks), with the phase's Python callbacks behind them.

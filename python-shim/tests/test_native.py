@@ -296,7 +296,8 @@ class NativeExceptionTests(unittest.TestCase):
         # callee and handled up the stack, through C code (sorted's key), out of a generator into its loop, re-raised
         # from a handler (Python: a handled flight raised again), a StopIteration that the caller's loop ends
         # (Python counts it where it ends), from a coroutine (Python: its task may report it), and out of a thread;
-        # one raised again from its handler (`raise error`: Python follows it on) and swallowed by C code up the stack.
+        # one raised again from its handler (`raise error`: Python follows it on) and swallowed by C code up the stack;
+        # one passed on by a bare `raise` and by the end of a `finally` block (RERAISE, in C).
         program = textwrap.dedent("""
             import asyncio, threading
             from telemetry_shim import _control
@@ -332,6 +333,16 @@ class NativeExceptionTests(unittest.TestCase):
                         check(i)
                     except ValueError:
                         raise
+                except ValueError as error:
+                    return error
+            def through_finally(i):
+                try:
+                    check(i)
+                finally:
+                    i += 1
+            def after_finally(i):
+                try:
+                    through_finally(i)
                 except ValueError as error:
                     return error
             def raised_again_from_its_handler(i):
@@ -370,6 +381,7 @@ class NativeExceptionTests(unittest.TestCase):
                     through_c(i)
                     out_of_a_generator(i)
                     reraised(i)
+                    after_finally(i)
                     swallowed_by_c(i)
                     loop_ended(i)
             def escapes():
@@ -383,7 +395,8 @@ class NativeExceptionTests(unittest.TestCase):
             for thread in threads:
                 thread.join()
             native = _control._shim.recorder.exceptions.native
-            print(*((native.flights_unwound, native.flights_reached) if native is not None else ("python",)))
+            print(*((native.flights_unwound, native.flights_reached, native.flights_reraised) if native is not None
+                    else ("python",)))
         """)
         for mode in ("exceptions", "full"):
             counts = {}
@@ -398,17 +411,19 @@ class NativeExceptionTests(unittest.TestCase):
                 if native == "off":
                     self.assertEqual("python\n", out)
                 else:
-                    unwound, reached = map(int, out.split())
+                    unwound, reached, reraised = map(int, out.split())
                     # Past each site's first detailed ones, on 3 threads: callee_raises' two frames, sorted's key, the
-                    # generator's frame; the RAISE in each caller.
-                    self.assertGreater(unwound, 3 * 190 * 4, mode)
-                    self.assertGreater(reached, 3 * 190 * 4, mode)
+                    # generator's frame, the frames below the bare raise and the finally; the RAISE in each caller; the
+                    # bare raise and the end of the finally block.
+                    self.assertGreater(unwound, 3 * 190 * 6, mode)
+                    self.assertGreater(reached, 3 * 190 * 6, mode)
+                    self.assertGreater(reraised, 3 * 190 * 2, mode)
             self.maxDiff = None
             self.assertEqual(counts["off"], counts["on"], mode)
             by_type = {}
             for (type_name, _, fate), n in counts["on"].items():
                 by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
-            self.assertEqual({("builtins.ValueError", "FATE_HANDLED"): 2 * 600, ("builtins.KeyError", "FATE_HANDLED"): 600,
+            self.assertEqual({("builtins.ValueError", "FATE_HANDLED"): 3 * 600, ("builtins.KeyError", "FATE_HANDLED"): 600,
                               ("builtins.LookupError", "FATE_HANDLED"): 600,
                               ("builtins.StopIteration", "FATE_HANDLED"): 600,
                               ("builtins.ArithmeticError", "FATE_HANDLED"): 200,
