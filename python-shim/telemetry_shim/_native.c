@@ -1020,10 +1020,10 @@ static PyType_Spec Counter_spec = {
      EXCEPTION_HANDLED marks it handled and pending on its thread; the thread's next RAISE, outside any
      handler, concludes it as handled (counted on its site), as FlightTable.on_raise and on_handled do;
    - a counted flight that propagates: its PY_UNWIND out of a frame of the program (one more frame unwound, and the
-     Python caller it unwinds into), its RAISE in that caller (its traceback followed from there on) and its RERAISE
-     with the traceback it had (a bare `raise` in its handler, the end of a `finally` block), as FlightTable's
-     on_unwind, on_raise and on_reraise do; a coroutine's, a StopIteration that the caller's loop ends and a flight
-     raised again by name from its handler go to Python.
+     Python caller it unwinds into), its RAISE in that caller (its traceback followed from there on), its RERAISE
+     with the traceback it had (a bare `raise` in its handler, the end of a `finally` block) and its RAISE inside its
+     own handler (`raise error`), as FlightTable's on_unwind, on_raise and on_reraise do; a coroutine's and a
+     StopIteration that the caller's loop ends go to Python.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
@@ -1034,7 +1034,7 @@ static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_emp
     *str_site, *str_last_ns, *str_pending, *str_state, *str_fate, *str_escaped_thread, *str_type_id,
     *str_asyncio_hooked, *str_asyncio_base_events, *str_conclude, *str_slots, *str_propagating_state,
     *str_stop_iteration, *str_frames_unwound, *str_outermost, *str_caller_id, *str_caller_code_id, *str_caller_lasti,
-    *str_coroutine;
+    *str_coroutine, *str_reraises, *str_max_handled_depth;
 
 /* An int made once for a value that recurs: the thread's ident, and identities (the exception a RAISE starts a flight
    for is met again at its EXCEPTION_HANDLED; freed, the next one is often made at the same address). */
@@ -1100,7 +1100,7 @@ typedef struct {
                                        __slots__ out so), else -1 */
     Py_ssize_t flight_exc_id, flight_tb_id, flight_ident, flight_site, flight_last_ns, flight_detailed, flight_state,
         flight_pending, flight_fate, flight_escaped_thread, flight_frames_unwound, flight_outermost, flight_caller_id,
-        flight_caller_code_id, flight_caller_lasti, flight_coroutine;
+        flight_caller_code_id, flight_caller_lasti, flight_coroutine, flight_reraises;
     PyObject *handled_state;
     PyObject *propagating_state;
     PyObject *bootstrap_inner_code;
@@ -1109,12 +1109,12 @@ typedef struct {
     Py_ssize_t flights_started;  /* counted flights started by a RAISE here */
     Py_ssize_t flights_handled;  /* their EXCEPTION_HANDLED, here */
     Py_ssize_t flights_settled;  /* the thread's one handled flight concluded as handled at its next RAISE, here */
-    Py_ssize_t flights_reraised;  /* their RERAISE, here */
+    Py_ssize_t flights_reraised;  /* their RERAISE, and their RAISE inside their handler, here */
     Py_ssize_t flights_unwound;  /* their PY_UNWIND out of a frame of the program, here */
     Py_ssize_t flights_reached;  /* their RAISE in the Python caller they unwound into, here */
     /* program_threads' limits, read at construction: the shim stretches them (stretch_intervals) before it
        makes its callbacks. */
-    long long first_detailed, detail_interval_ns;
+    long long first_detailed, detail_interval_ns, max_handled_depth;
     char swallows_stop_iteration[256];  /* by opcode: SWALLOWS_STOP_ITERATION */
     Py_ssize_t counted;     /* RAISE events counted here */
     Py_ssize_t passed;      /* RERAISE, EXCEPTION_HANDLED and PY_UNWIND events with nothing to do */
@@ -2161,10 +2161,35 @@ unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
     return outcome < 0 ? -1 : 1;
 }
 
+/* FlightTable.on_raise for a handled counted flight raised again: inside its handler (`raise error`, its thread
+   handling it still), it propagates again, one re-raise more, its traceback followed from here. 2 done, 0 when
+   Python decides (raised after its handler ended: that flight is over), -1 with an exception set. */
+static int raise_again_in_handler(ExceptionCallbacks *self, PyObject *exc, PyObject *flight);
+
+/* Is `exc` among the exceptions this thread is handling (safe_reads.being_handled): the one it handles now or that
+   one's __context__ chain (handlers inside handlers), to program_threads.MAX_HANDLED_DEPTH. 1 or 0. */
+static int
+being_handled(ExceptionCallbacks *self, PyObject *exc)
+{
+    PyObject *current = PyErr_GetHandledException();  /* NULL or None: none */
+    for (long long depth = 0; current != NULL && current != Py_None && depth < self->max_handled_depth; depth++) {
+        if (current == exc) {
+            Py_DECREF(current);
+            return 1;
+        }
+        PyObject *context = PyException_GetContext(current);
+        Py_DECREF(current);
+        current = context;
+    }
+    Py_XDECREF(current);
+    return 0;
+}
+
 /* FlightTable.on_raise for a counted flight of this thread that propagates: its RAISE in the Python caller it
    unwound into (its traceback grew by that frame's entry, or this is the frame, code and instruction its PY_UNWIND
-   saw) is followed from there on; a StopIteration that the raising loop ends goes to Python, which counts it. 1 done,
-   0 when Python decides (the flight is over: Python concludes it), -1 with an exception set. */
+   saw) is followed from there on; a StopIteration that the raising loop ends goes to Python, which counts it. A
+   handled one raised again inside its handler (`raise error`) propagates again, one re-raise more. 1 done (2: that
+   re-raise), 0 when Python decides (the flight is over: Python concludes it), -1 with an exception set. */
 static int
 reach_caller(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObject *exc, PyObject *flight)
 {
@@ -2172,6 +2197,10 @@ reach_caller(ExceptionCallbacks *self, PyObject *code, PyObject *offset, PyObjec
     int outcome = counted_flight_of_this_thread(self, flight, exc, &site);
     if (outcome > 0) {
         outcome = steal_equals(flight_attribute(self, flight, self->flight_state, str_state), self->propagating_state);
+        if (outcome == 0) {
+            Py_XDECREF(site);
+            return raise_again_in_handler(self, exc, flight);
+        }
     }
     PyObject *tb = outcome > 0 ? PyException_GetTraceback(exc) : NULL;  /* NULL: None */
     if (outcome > 0) {
@@ -2259,6 +2288,35 @@ reraise_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, 
     return outcome;
 }
 
+static int
+raise_again_in_handler(ExceptionCallbacks *self, PyObject *exc, PyObject *flight)
+{
+    if (!being_handled(self, exc)) {
+        return 0;
+    }
+    long long reraises = 0;
+    if (steal_as_long(flight_attribute(self, flight, self->flight_reraises, str_reraises), &reraises) < 0) {
+        return -1;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+    Py_XDECREF(tb);
+    PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)tb_identity, 1);
+    PyObject *count = PyLong_FromLongLong(reraises + 1);
+    PyObject *now = PyLong_FromLongLong((long long)now_ns());
+    int outcome = tb_id == NULL || count == NULL || now == NULL ? -1 : 2;
+    if (outcome > 0) {
+        (void)set_flight_attribute(self, flight, self->flight_state, str_state, self->propagating_state);
+        (void)set_flight_attribute(self, flight, self->flight_reraises, str_reraises, count);
+        (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, now);
+        (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
+    }
+    Py_XDECREF(tb_id);
+    Py_XDECREF(count);
+    Py_XDECREF(now);
+    return outcome;
+}
+
 /* The Python callback, with the event's arguments. An exception out of it is one the failure policy
    re-raised (or the call itself failed, e.g. at the recursion limit): the policy decides again. */
 static PyObject *
@@ -2311,7 +2369,12 @@ ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssi
             counted = reach_caller(self, args[0], args[1], args[2], flight);
             Py_DECREF(flight);
             if (counted > 0) {
-                self->flights_reached++;
+                if (counted == 2) {
+                    self->flights_reraised++;
+                }
+                else {
+                    self->flights_reached++;
+                }
                 Py_RETURN_NONE;
             }
         }
@@ -2442,7 +2505,8 @@ static int
 read_limits(ExceptionCallbacks *self, PyObject *limits)
 {
     if (steal_as_long(PyObject_GetAttr(limits, str_first_detailed), &self->first_detailed) < 0
-        || steal_as_long(PyObject_GetAttr(limits, str_detail_interval), &self->detail_interval_ns) < 0) {
+        || steal_as_long(PyObject_GetAttr(limits, str_detail_interval), &self->detail_interval_ns) < 0
+        || steal_as_long(PyObject_GetAttr(limits, str_max_handled_depth), &self->max_handled_depth) < 0) {
         return -1;
     }
     PyObject *opcodes = PyObject_GetAttr(limits, str_swallowing_opcodes);
@@ -2523,7 +2587,8 @@ read_flight_layout(ExceptionCallbacks *self)
         || (self->flight_caller_id = object_slot_offset(type, str_caller_id)) < 0
         || (self->flight_caller_code_id = object_slot_offset(type, str_caller_code_id)) < 0
         || (self->flight_caller_lasti = object_slot_offset(type, str_caller_lasti)) < 0
-        || (self->flight_coroutine = object_slot_offset(type, str_coroutine)) < 0) {
+        || (self->flight_coroutine = object_slot_offset(type, str_coroutine)) < 0
+        || (self->flight_reraises = object_slot_offset(type, str_reraises)) < 0) {
         return -1;
     }
     self->flight_prototype = PyObject_CallFunction((PyObject *)type, "iiiOi", 0, 0, 0, Py_None, 0);
@@ -2765,7 +2830,8 @@ static PyMemberDef ExceptionCallbacks_members[] = {
     {"flights_settled", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_settled), Py_READONLY,
      "handled flights concluded as handled at their thread's next RAISE, in C"},
     {"flights_reraised", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_reraised), Py_READONLY,
-     "RERAISE events of counted flights with the traceback they had, taken in C"},
+     "RERAISE events of counted flights with the traceback they had, and RAISE events of handled ones inside their "
+     "handler, taken in C"},
     {"flights_unwound", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_unwound), Py_READONLY,
      "PY_UNWIND events of counted flights out of a frame of the program, taken in C"},
     {"flights_reached", Py_T_PYSSIZET, offsetof(ExceptionCallbacks, flights_reached), Py_READONLY,
@@ -3592,6 +3658,7 @@ native_exec(PyObject *module)
         {&str_propagating_state, "PROPAGATING"}, {&str_stop_iteration, "stop_iteration"},
         {&str_frames_unwound, "frames_unwound"}, {&str_outermost, "outermost"}, {&str_caller_id, "caller_id"},
         {&str_caller_code_id, "caller_code_id"}, {&str_caller_lasti, "caller_lasti"}, {&str_coroutine, "coroutine"},
+        {&str_reraises, "reraises"}, {&str_max_handled_depth, "MAX_HANDLED_DEPTH"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].name == NULL) {

@@ -292,12 +292,12 @@ class NativeExceptionTests(unittest.TestCase):
                               ("builtins.RuntimeError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
 
     def test_exceptions_that_cross_frames_are_followed_in_c_as_the_python_callbacks_follow_them(self):
-        # A counted flight's PY_UNWIND and its RAISE in the caller it unwinds into: in C for an exception raised in a
-        # callee and handled up the stack, through C code (sorted's key), out of a generator into its loop, re-raised
-        # from a handler (Python: a handled flight raised again), a StopIteration that the caller's loop ends
-        # (Python counts it where it ends), from a coroutine (Python: its task may report it), and out of a thread;
-        # one raised again from its handler (`raise error`: Python follows it on) and swallowed by C code up the stack;
-        # one passed on by a bare `raise` and by the end of a `finally` block (RERAISE, in C).
+        # A counted flight's PY_UNWIND, its RAISE in the caller it unwinds into and its re-raises are taken in C: an
+        # exception raised in a callee and handled up the stack, through C code (sorted's key), out of a generator into
+        # its loop, passed on by a bare `raise` or the end of a `finally` block (RERAISE), raised again by name from its
+        # handler (`raise error`, also when C code up the stack swallows it), escaping a thread. Python still takes a
+        # StopIteration that the caller's loop ends (it counts it where it ends) and a coroutine's (its task may
+        # report it).
         program = textwrap.dedent("""
             import asyncio, threading
             from telemetry_shim import _control
@@ -345,6 +345,16 @@ class NativeExceptionTests(unittest.TestCase):
                     through_finally(i)
                 except ValueError as error:
                     return error
+            def raised_by_name(i):
+                try:
+                    check(i)
+                except ValueError as error:
+                    raise error
+            def after_raise_by_name(i):
+                try:
+                    raised_by_name(i)
+                except ValueError as error:
+                    return error
             def raised_again_from_its_handler(i):
                 try:
                     raise AttributeError(i)
@@ -382,6 +392,7 @@ class NativeExceptionTests(unittest.TestCase):
                     out_of_a_generator(i)
                     reraised(i)
                     after_finally(i)
+                    after_raise_by_name(i)
                     swallowed_by_c(i)
                     loop_ended(i)
             def escapes():
@@ -413,17 +424,17 @@ class NativeExceptionTests(unittest.TestCase):
                 else:
                     unwound, reached, reraised = map(int, out.split())
                     # Past each site's first detailed ones, on 3 threads: callee_raises' two frames, sorted's key, the
-                    # generator's frame, the frames below the bare raise and the finally; the RAISE in each caller; the
-                    # bare raise and the end of the finally block.
-                    self.assertGreater(unwound, 3 * 190 * 6, mode)
-                    self.assertGreater(reached, 3 * 190 * 6, mode)
-                    self.assertGreater(reraised, 3 * 190 * 2, mode)
+                    # generator's frame, the frames below the bare raise, the finally and the raise by name; the RAISE in
+                    # each caller; the bare raise, the end of the finally block, the raises by name (two functions).
+                    self.assertGreater(unwound, 3 * 190 * 7, mode)
+                    self.assertGreater(reached, 3 * 190 * 7, mode)
+                    self.assertGreater(reraised, 3 * 190 * 4, mode)
             self.maxDiff = None
             self.assertEqual(counts["off"], counts["on"], mode)
             by_type = {}
             for (type_name, _, fate), n in counts["on"].items():
                 by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
-            self.assertEqual({("builtins.ValueError", "FATE_HANDLED"): 3 * 600, ("builtins.KeyError", "FATE_HANDLED"): 600,
+            self.assertEqual({("builtins.ValueError", "FATE_HANDLED"): 4 * 600, ("builtins.KeyError", "FATE_HANDLED"): 600,
                               ("builtins.LookupError", "FATE_HANDLED"): 600,
                               ("builtins.StopIteration", "FATE_HANDLED"): 600,
                               ("builtins.ArithmeticError", "FATE_HANDLED"): 200,
@@ -943,6 +954,61 @@ class NoteWatchTests(unittest.TestCase):
                 self.assertEqual((0, ""), (code, err))
                 self.assertEqual("native", conn.hello["callbacks"])
                 self.assertEqual("50 True ['work']\n", out)
+
+    def test_no_python_frame_runs_for_an_exception_handled_up_the_stack(self):
+        # Past its site's first detailed ones, an exception raised two frames down, passed on by a bare `raise`, by
+        # `raise error` inside its handler or by the end of a `finally` block, and handled up the stack is followed in
+        # C through every RAISE, RERAISE, PY_UNWIND and EXCEPTION_HANDLED: only the program's frames run.
+        support.skip_without_frame_recorder(self)
+        source = textwrap.dedent("""
+            import sys, _testinternalcapi
+            from telemetry_shim import _control
+            def check(i):
+                raise ValueError(i)
+            def deeper(i):
+                check(i)
+            def bare(i):
+                try:
+                    deeper(i)
+                except ValueError:
+                    raise
+            def by_name(i):
+                try:
+                    check(i)
+                except ValueError as error:
+                    raise error
+            def through_finally(i):
+                try:
+                    check(i)
+                finally:
+                    i += 1
+            def work(n):
+                for i in range(n):
+                    for passes_on in (bare, by_name, through_finally):
+                        try:
+                            passes_on(i)
+                        except ValueError as error:
+                            kept = error
+            work(10)  # past the site's first detailed ones
+            shim = _control._shim
+            native = shim.recorder.exceptions.native
+            if not shim.sender.pause_for_fork():
+                shim.sender._left.acquire()  # it leaves at its next tick: its last Python code has run then
+            started = native.flights_started
+            frames = []
+            _testinternalcapi.set_eval_frame_record(frames)
+            work(50)
+            _testinternalcapi.set_eval_frame_default()
+            shim.sender.lock.acquire()
+            shim.after_fork_in_parent(sys._getframe())
+            print(native.flights_started - started, sorted(set(frames)))
+        """)
+        for mode in ("exceptions", "full"):
+            with self.subTest(mode=mode):
+                code, out, err, conn = run_recorded(source, "on", {"TELEMETRY_SHIM_MODE": mode,
+                                                                   "TELEMETRY_SHIM_SLOWDOWN": "100"})
+                self.assertEqual((0, ""), (code, err))
+                self.assertEqual("150 ['bare', 'by_name', 'check', 'deeper', 'through_finally', 'work']\n", out)
 
 
 @NEEDS_NATIVE

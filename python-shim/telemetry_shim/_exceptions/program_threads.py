@@ -62,6 +62,7 @@ from _weakref import ref  # weakref.ref itself: see _tables
 from .. import _wire
 from .._tables import AtomicCounter, identity
 from .safe_reads import being_handled, get_traceback, handled_ids, type_name
+from .safe_reads import MAX_HANDLED_DEPTH  # being_handled's depth, read here by the C callbacks with the other limits
 
 _events = sys.monitoring.events
 
