@@ -2394,8 +2394,15 @@ ExceptionCallbacks_raise(ExceptionCallbacks *self, PyObject *const *args, Py_ssi
     return to_python(self, self->on_raise, args);
 }
 
+/* What the C callbacks do with one event of a counted flight: 1 done, 0 when Python decides, -1 with an exception set. */
+typedef int (*FlightEvent)(ExceptionCallbacks *self, PyObject *code, PyObject *exc, PyObject *flight);
+
+/* RERAISE, EXCEPTION_HANDLED and PY_UNWIND: an exception without a flight has nothing to do (but at a RERAISE, where
+   Python starts one for any but a closed generator's GeneratorExit: `to_python_without_flight`); one with a flight
+   is taken by `event` (then counted in *taken, when given) or passed to `callback`. */
 static PyObject *
-ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+flight_event(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs, FlightEvent event,
+             Py_ssize_t *taken, PyObject *callback, int to_python_without_flight)
 {
     if (check_args(nargs, 3) < 0) {
         return NULL;
@@ -2408,79 +2415,43 @@ ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_s
         if (PyErr_Occurred()) {
             return apply_failure_policy(self->failed);
         }
-        if (Py_IS_TYPE(args[2], (PyTypeObject *)PyExc_GeneratorExit)) {
-            self->passed++;  /* a closed generator's cleanup passing it on: counted when close() threw it */
-            Py_RETURN_NONE;
+        if (to_python_without_flight && !Py_IS_TYPE(args[2], (PyTypeObject *)PyExc_GeneratorExit)) {
+            return to_python(self, callback, args);  /* first seen here: Python starts its flight */
         }
-        return to_python(self, self->on_reraise, args);  /* first seen here: Python starts its flight */
+        self->passed++;
+        Py_RETURN_NONE;
     }
-    int done = reraise_counted_flight(self, args[0], args[2], flight);
+    int done = event(self, args[0], args[2], flight);
     Py_DECREF(flight);
     if (done > 0) {
-        self->flights_reraised++;
+        if (taken != NULL) {
+            (*taken)++;
+        }
         Py_RETURN_NONE;
     }
     if (done < 0) {
         return apply_failure_policy(self->failed);
     }
-    return to_python(self, self->on_reraise, args);
+    return to_python(self, callback, args);
+}
+
+static PyObject *
+ExceptionCallbacks_reraise(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return flight_event(self, args, nargs, reraise_counted_flight, &self->flights_reraised, self->on_reraise, 1);
 }
 
 static PyObject *
 ExceptionCallbacks_handled(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3) < 0) {
-        return NULL;
-    }
-    if (!exception_callbacks_alive(self)) {
-        Py_RETURN_NONE;
-    }
-    PyObject *flight = flight_of(self, args[2]);
-    if (flight == NULL) {
-        if (PyErr_Occurred()) {
-            return apply_failure_policy(self->failed);
-        }
-        self->passed++;
-        Py_RETURN_NONE;
-    }
-    int done = handle_counted_flight(self, args[0], args[2], flight);
-    Py_DECREF(flight);
-    if (done > 0) {
-        Py_RETURN_NONE;
-    }
-    if (done < 0) {
-        return apply_failure_policy(self->failed);
-    }
-    return to_python(self, self->on_handled, args);
+    /* handle_counted_flight counts the flights it marks handled itself */
+    return flight_event(self, args, nargs, handle_counted_flight, NULL, self->on_handled, 0);
 }
 
 static PyObject *
 ExceptionCallbacks_unwind(ExceptionCallbacks *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3) < 0) {
-        return NULL;
-    }
-    if (!exception_callbacks_alive(self)) {
-        Py_RETURN_NONE;
-    }
-    PyObject *flight = flight_of(self, args[2]);
-    if (flight == NULL) {
-        if (PyErr_Occurred()) {
-            return apply_failure_policy(self->failed);
-        }
-        self->passed++;
-        Py_RETURN_NONE;
-    }
-    int done = unwind_counted_flight(self, args[0], args[2], flight);
-    Py_DECREF(flight);
-    if (done > 0) {
-        self->flights_unwound++;
-        Py_RETURN_NONE;
-    }
-    if (done < 0) {
-        return apply_failure_policy(self->failed);
-    }
-    return to_python(self, self->on_unwind, args);
+    return flight_event(self, args, nargs, unwind_counted_flight, &self->flights_unwound, self->on_unwind, 0);
 }
 
 /* getattr(table, name) into *slot when it is a dict (or a list, `list`): 0, or -1 with an exception set. */

@@ -179,6 +179,28 @@ CONTROL_FLOW = textwrap.dedent("""
 @NEEDS_NATIVE
 @unittest.skipIf(sys.version_info < (3, 12), "sys.monitoring is Python 3.12+")
 class NativeExceptionTests(unittest.TestCase):
+    def fates_in_c_and_in_python(self, program, mode, functions=None):
+        """Runs `program` in `mode` with the C and with the Python callbacks, each cleanly, and checks that both
+        give the same fates per site (of `functions` only, when given): (what the C run printed, its counts by
+        (type, fate)). The program prints "python" when the Python callbacks recorded."""
+        counts = {}
+        for native in ("on", "off"):
+            code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode})
+            self.assertEqual((0, ""), (code, err))
+            self.assertIsNone(conn.error)
+            counts[native] = {key: n for key, n in fates_by_site(conn).items()
+                              if functions is None or key[1][0] in functions}
+            if native == "off":
+                self.assertEqual("python\n", out)
+            else:
+                printed = out
+        self.maxDiff = None
+        self.assertEqual(counts["off"], counts["on"], mode)
+        by_type = {}
+        for (type_name, _, fate), n in counts["on"].items():
+            by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
+        return printed, by_type
+
     def test_control_flow_idioms_are_counted_in_c_as_the_python_callbacks_count_them(self):
         for mode in ("full", "exceptions", "burst"):
             counts = {}
@@ -267,26 +289,13 @@ class NativeExceptionTests(unittest.TestCase):
                     else ("python",)))
         """)
         for mode in ("exceptions", "full"):
-            counts = {}
-            for native in ("on", "off"):
-                code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode})
-                self.assertEqual((0, ""), (code, err))
-                self.assertIsNone(conn.error)
-                counts[native] = fates_by_site(conn)
-                if native == "off":
-                    self.assertEqual("python\n", out)
-                else:
-                    started, handled_in_c, settled = map(int, out.split())
-                    # Past each site's first detailed ones: the KeyErrors and IndexErrors of 3 threads, and each
-                    # raise that follows a handled one on its thread settled it.
-                    self.assertGreater(started, 2 * 3 * 290, mode)
-                    self.assertGreater(handled_in_c, 2 * 3 * 290, mode)
-                    self.assertGreater(settled, 3 * 290, mode)
-            self.maxDiff = None
-            self.assertEqual(counts["off"], counts["on"], mode)
-            by_type = {}
-            for (type_name, _, fate), n in counts["on"].items():
-                by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
+            out, by_type = self.fates_in_c_and_in_python(program, mode)
+            started, handled_in_c, settled = map(int, out.split())
+            # Past each site's first detailed ones: the KeyErrors and IndexErrors of 3 threads, and each raise that
+            # follows a handled one on its thread settled it.
+            self.assertGreater(started, 2 * 3 * 290, mode)
+            self.assertGreater(handled_in_c, 2 * 3 * 290, mode)
+            self.assertGreater(settled, 3 * 290, mode)
             self.assertEqual({("builtins.KeyError", "FATE_HANDLED"): 2 * 900, ("builtins.ValueError", "FATE_HANDLED"): 900,
                               ("builtins.LookupError", "FATE_HANDLED"): 900, ("builtins.IndexError", "FATE_HANDLED"): 900,
                               ("builtins.RuntimeError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
@@ -410,30 +419,16 @@ class NativeExceptionTests(unittest.TestCase):
                     else ("python",)))
         """)
         for mode in ("exceptions", "full"):
-            counts = {}
-            for native in ("on", "off"):
-                code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": mode})
-                self.assertEqual((0, ""), (code, err))
-                self.assertIsNone(conn.error)
-                # The program's own sites (importing asyncio raises a varying number of exceptions, run to run).
-                counts[native] = {key: n for key, n in fates_by_site(conn).items()
-                                  if key[1][0] in ("check", "key", "gen", "stops", "failing",
-                                                   "raised_again_from_its_handler")}
-                if native == "off":
-                    self.assertEqual("python\n", out)
-                else:
-                    unwound, reached, reraised = map(int, out.split())
-                    # Past each site's first detailed ones, on 3 threads: callee_raises' two frames, sorted's key, the
-                    # generator's frame, the frames below the bare raise, the finally and the raise by name; the RAISE in
-                    # each caller; the bare raise, the end of the finally block, the raises by name (two functions).
-                    self.assertGreater(unwound, 3 * 190 * 7, mode)
-                    self.assertGreater(reached, 3 * 190 * 7, mode)
-                    self.assertGreater(reraised, 3 * 190 * 4, mode)
-            self.maxDiff = None
-            self.assertEqual(counts["off"], counts["on"], mode)
-            by_type = {}
-            for (type_name, _, fate), n in counts["on"].items():
-                by_type[type_name, fate] = by_type.get((type_name, fate), 0) + n
+            # The program's own sites (importing asyncio raises a varying number of exceptions, run to run).
+            out, by_type = self.fates_in_c_and_in_python(
+                program, mode, ("check", "key", "gen", "stops", "failing", "raised_again_from_its_handler"))
+            unwound, reached, reraised = map(int, out.split())
+            # Past each site's first detailed ones, on 3 threads: callee_raises' two frames, sorted's key, the
+            # generator's frame, the frames below the bare raise, the finally and the raise by name; the RAISE in each
+            # caller; the bare raise, the end of the finally block, the raises by name (two functions).
+            self.assertGreater(unwound, 3 * 190 * 7, mode)
+            self.assertGreater(reached, 3 * 190 * 7, mode)
+            self.assertGreater(reraised, 3 * 190 * 4, mode)
             self.assertEqual({("builtins.ValueError", "FATE_HANDLED"): 4 * 600, ("builtins.KeyError", "FATE_HANDLED"): 600,
                               ("builtins.LookupError", "FATE_HANDLED"): 600,
                               ("builtins.StopIteration", "FATE_HANDLED"): 600,
