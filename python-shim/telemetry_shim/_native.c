@@ -1022,8 +1022,8 @@ static PyType_Spec Counter_spec = {
    - a counted flight that propagates: its PY_UNWIND out of a frame of the program (one more frame unwound, and the
      Python caller it unwinds into), its RAISE in that caller (its traceback followed from there on), its RERAISE
      with the traceback it had (a bare `raise` in its handler, the end of a `finally` block) and its RAISE inside its
-     own handler (`raise error`), as FlightTable's on_unwind, on_raise and on_reraise do; a coroutine's and a
-     StopIteration that the caller's loop ends go to Python.
+     own handler (`raise error`), as FlightTable's on_unwind, on_raise and on_reraise do; a StopIteration that the
+     caller's loop ends, and a coroutine's unwind until asyncio's handler is hooked, go to Python.
    No reference to the exception, its traceback or the code is kept past the callback. */
 
 static PyObject *str_inflight, *str_closed_points, *str_swallow_points, *str_empty_handler_points,
@@ -1953,6 +1953,22 @@ start_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *offset,
     return outcome;
 }
 
+/* table.asyncio_hooked: 1, 0, -1 with an exception set. Once true, it is false again only when the hooks are
+   uninstalled (then hooking does nothing) or, reinstalled, until the sender's next tick hooks asyncio anyway: read
+   until it is. */
+static int
+asyncio_hooked(ExceptionCallbacks *self)
+{
+    if (self->asyncio_seen_hooked) {
+        return 1;
+    }
+    int hooked = steal_truth(PyObject_GetAttr(self->table, str_asyncio_hooked));
+    if (hooked > 0) {
+        self->asyncio_seen_hooked = 1;
+    }
+    return hooked;
+}
+
 /* FlightTable.on_handled for `flight`, the exception's: a counted one (not detailed) of this thread whose exception
    is still the one it follows, in code with a key, with asyncio's handler hooked or not imported, is handled and
    pending on its thread. 1 done (or nothing to do, as there), 0 when Python decides, -1 with an exception set. */
@@ -1987,13 +2003,8 @@ handle_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
         outcome = known < 0 ? -1 : known == 0 ? 0 : ck == 0 ? 2 : 1;  /* unknown code: Python defines it */
     }
     if (outcome == 1) {
-        int hooked = self->asyncio_seen_hooked || steal_truth(PyObject_GetAttr(self->table, str_asyncio_hooked));
-        if (hooked > 0) {
-            /* Once true, it is false again only when the hooks are uninstalled (then hooking does nothing) or,
-               reinstalled, until the sender's next tick hooks asyncio anyway. */
-            self->asyncio_seen_hooked = 1;
-        }
-        else if (hooked == 0) {
+        int hooked = asyncio_hooked(self);
+        if (hooked == 0) {
             /* asyncio just imported: Python hooks its loop's handler first */
             hooked = PyDict_Contains(PyImport_GetModuleDict(), str_asyncio_base_events);
             hooked = hooked < 0 ? -1 : !hooked;
@@ -2059,8 +2070,8 @@ counted_flight_of_this_thread(ExceptionCallbacks *self, PyObject *flight, PyObje
 }
 
 /* FlightTable.on_unwind for a counted flight of this thread, still its exception's (class and traceback), leaving
-   a frame of the program that is not a coroutine's (nor was the last one): one more frame unwound, its time, and the
-   Python caller it unwinds into (that frame, its code and its instruction, which the RAISE there is compared
+   a frame of the program (a coroutine's once asyncio's handler is hooked): one more frame unwound, its time, whether
+   it left a coroutine, and the Python caller it unwinds into (that frame, its code and its instruction, which the RAISE there is compared
    with), or none when the caller is not the program's (it left the thread's outermost program frame). 1 done (or
    nothing to do: another thread's flight, the shim's own frame), 0 when Python decides, -1 with an exception set.
    Nothing is written before every test has passed. */
@@ -2093,11 +2104,10 @@ unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
         Py_XDECREF(tb);
         outcome = steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_identity);
     }
-    if (outcome > 0) {
-        /* A coroutine's: Python hooks asyncio's handler, its task may report it */
-        int coroutine = PyCode_Check(code) && (((PyCodeObject *)code)->co_flags & CO_COROUTINE);
-        outcome = coroutine ? 0 : steal_truth(flight_attribute(self, flight, self->flight_coroutine, str_coroutine));
-        outcome = outcome < 0 ? -1 : !outcome;
+    /* A coroutine's frame: its task may report the exception to the loop's handler, which Python hooks first. */
+    int coroutine = PyCode_Check(code) && (((PyCodeObject *)code)->co_flags & CO_COROUTINE);
+    if (outcome > 0 && coroutine) {
+        outcome = asyncio_hooked(self);
     }
     if (outcome <= 0) {
         return outcome;
@@ -2147,6 +2157,8 @@ unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
         (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, values[1]);
         (void)set_flight_attribute(self, flight, self->flight_outermost, str_outermost,
                                    caller_ck == 0 ? Py_True : Py_False);
+        (void)set_flight_attribute(self, flight, self->flight_coroutine, str_coroutine,
+                                   coroutine ? Py_True : Py_False);
         (void)set_flight_attribute(self, flight, self->flight_caller_id, str_caller_id, values[2]);
         if (caller_ck != 0) {
             (void)set_flight_attribute(self, flight, self->flight_caller_code_id, str_caller_code_id, values[3]);

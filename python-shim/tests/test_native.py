@@ -304,9 +304,8 @@ class NativeExceptionTests(unittest.TestCase):
         # A counted flight's PY_UNWIND, its RAISE in the caller it unwinds into and its re-raises are taken in C: an
         # exception raised in a callee and handled up the stack, through C code (sorted's key), out of a generator into
         # its loop, passed on by a bare `raise` or the end of a `finally` block (RERAISE), raised again by name from its
-        # handler (`raise error`, also when C code up the stack swallows it), escaping a thread. Python still takes a
-        # StopIteration that the caller's loop ends (it counts it where it ends) and a coroutine's (its task may
-        # report it).
+        # handler (`raise error`, also when C code up the stack swallows it), out of a coroutine, escaping a thread.
+        # Python still takes a StopIteration that the caller's loop ends (it counts it where it ends).
         program = textwrap.dedent("""
             import asyncio, threading
             from telemetry_shim import _control
@@ -435,6 +434,37 @@ class NativeExceptionTests(unittest.TestCase):
                               ("builtins.ArithmeticError", "FATE_HANDLED"): 200,
                               ("builtins.AttributeError", "FATE_HANDLED"): 600,
                               ("builtins.ValueError", "FATE_ESCAPED_THREAD"): 1}, by_type, mode)
+
+    def test_an_exception_left_in_its_task_is_marked_as_a_coroutines_by_both_callbacks(self):
+        # Unwinding out of a coroutine, a flight is marked so (its task keeps the exception: the sender holds it for
+        # an `await` that raises it again), in C as in Python.
+        program = textwrap.dedent("""
+            import asyncio
+            from telemetry_shim import _control
+            from telemetry_shim._tables import identity
+            async def fails(i):
+                raise KeyError(i)
+            async def main():
+                for i in range(10):  # past the site's first detailed ones
+                    task = asyncio.ensure_future(fails(i))
+                    try:
+                        await task
+                    except KeyError:
+                        pass
+                task = asyncio.ensure_future(fails(99))
+                await asyncio.sleep(0)  # the task has run: its exception is in it
+                flight = _control._shim.recorder.exceptions.flights.inflight.get(identity(task.exception()))
+                print(flight is not None and not flight.detailed, flight is not None and flight.coroutine)
+                try:
+                    await task
+                except KeyError:
+                    pass
+            asyncio.run(main())
+        """)
+        for native in ("on", "off"):
+            code, out, err, conn = run_recorded(program, native, {"TELEMETRY_SHIM_MODE": "exceptions",
+                                                                  "TELEMETRY_SHIM_SLOWDOWN": "100"})
+            self.assertEqual((0, "", "True True\n"), (code, err, out), native)
 
     def test_a_raise_point_the_table_drops_is_looked_up_again_not_kept(self):
         # The C callbacks keep what they found in the table's dicts of points until one of those changes (its
