@@ -323,7 +323,8 @@ class Sender:
             ended_unsent = invocations_over != self._invocations_over_sent
             exception_records, tallies, exception_threads, waiting = tracker.collect(final, settle_now=ended_unsent)
             # An exception of the ended call may still wait for its thread to leave a callback of ours (the one
-            # that ended the call, say): a next tick, soon, says the call ended, after that exception.
+            # that ended the call, say), to finish handling it or to raise it in the caller it unwound into: a next
+            # tick, soon, says the call ended, after that exception.
             end_held = ended_unsent and waiting
             if end_held:
                 invocations_over = self._invocations_over_sent

@@ -445,7 +445,13 @@ class EveryLambdaInvocationTest(StartupTestCase):
         """)
         self.check_exceptions_before_call_end(slow_report)
 
-    def check_exceptions_before_call_end(self, before_second_call):
+    def test_an_end_waits_for_the_exceptions_its_caller_is_still_handling(self):
+        # The caller's handler lets the GIL go while it handles the KeyError the call raised (as a Lambda runtime
+        # reports the error): the sender's tick finds the call ended and the KeyError being handled, and the end
+        # waits for its fate.
+        self.check_exceptions_before_call_end("", while_handling="time.sleep(0.1)")
+
+    def check_exceptions_before_call_end(self, before_second_call, while_handling="pass"):
         self.write("lambda_handlers.py", textwrap.dedent("""
             class Order:
                 def __getattr__(self, name):
@@ -474,11 +480,11 @@ class EveryLambdaInvocationTest(StartupTestCase):
             try:
                 lambda_handlers.handle("fail")
             except KeyError:
-                pass
+                WHILE_HANDLING
             while not os.path.exists(sys.argv[1] + ".2"):
                 time.sleep(0.005)
         """)
-        script = self.write("app.py", program)
+        script = self.write("app.py", program.replace("WHILE_HANDLING", while_handling))
         # Without settling at the end they would come with the STATS after their quiet period (100 ms).
         env = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "_HANDLER": "lambda_handlers.handle"}
         for mode in ("exceptions", "burst"):

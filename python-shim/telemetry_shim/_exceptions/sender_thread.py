@@ -17,7 +17,8 @@ from .safe_reads import handled_ids
 QUIET_NS = 100_000_000           # the sender concludes a flight after this long without events
 HANDLED_HOLD_MAX_NS = 30_000_000_000   # ... even if its handler is still running
 COROUTINE_HOLD_NS = 10_000_000_000     # an exception that ended a coroutine waits for `await`
-_NORMAL_TIMING = (QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS)
+END_HOLD_MAX_NS = 250_000_000    # an ended call's STATS waits this long at most for an exception about to move
+_NORMAL_TIMING = (QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS, END_HOLD_MAX_NS)
 _code_of = attrgetter("f_code")
 _lasti_of = attrgetter("f_lasti")
 _file_of = attrgetter("f_code.co_filename")
@@ -26,11 +27,12 @@ _SHIM_PREFIX = PACKAGE_DIR + "/"
 
 def stretch_intervals(slowdown):
     """The intervals above, for a process `slowdown` times slower than a normal run."""
-    global QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS
-    quiet, handled_hold, coroutine_hold = _NORMAL_TIMING
+    global QUIET_NS, HANDLED_HOLD_MAX_NS, COROUTINE_HOLD_NS, END_HOLD_MAX_NS
+    quiet, handled_hold, coroutine_hold, end_hold = _NORMAL_TIMING
     QUIET_NS = int(quiet * slowdown)
     HANDLED_HOLD_MAX_NS = int(handled_hold * slowdown)
     COROUTINE_HOLD_NS = int(coroutine_hold * slowdown)
+    END_HOLD_MAX_NS = int(end_hold * slowdown)
 
 
 class ExceptionReporter:
@@ -41,10 +43,10 @@ class ExceptionReporter:
 
     def collect(self, final=False, settle_now=False):
         """Concludes what is due (everything when `final`) and returns (ExceptionRecord dicts,
-        ExceptionTally dicts, ThreadInfos the records use, whether a flight waits for its thread to
-        leave one of the shim's callbacks). `settle_now`: every flight that can no longer continue is
-        concluded now, not after its quiet period (a Lambda handler's call has ended: the environment
-        may be frozen before that period is over)."""
+        ExceptionTally dicts, ThreadInfos the records use, whether a flight waits for its thread to move
+        it: see _settle). `settle_now`: every flight that can no longer continue is concluded now, not
+        after its quiet period (a Lambda handler's call has ended: the environment may be frozen before
+        that period is over)."""
         flights = self.flights
         waiting = False
         if flights.inflight:
@@ -64,7 +66,9 @@ class ExceptionReporter:
         """Concludes the flights that went quiet for `quiet_ns` (all of them when `final`) and can no
         longer continue: handled ones their thread no longer handles, propagating ones whose thread
         has moved on from the call they left (swallowed by C code there). Returns whether one was left
-        for its thread being inside one of the shim's callbacks."""
+        for its thread to move: inside one of the shim's callbacks, or, when settling at once (a call has
+        ended), still handling it or about to raise it in the caller it unwound into, for at most
+        END_HOLD_MAX_NS since its last event (the call's end waits for that one's fate)."""
         table = self.flights
         inflight = table.inflight
         flights = list(inflight.values())
@@ -86,17 +90,22 @@ class ExceptionReporter:
                 waiting = True  # its thread is inside one of the shim's callbacks: the event that moves it is not over
                 continue
             at_end = False
+            # An ended call's exception that its thread is about to move: the end waits (a tick soon) for its fate.
+            moving = alive and not final and quiet_ns == 0 and now - flight.last_ns < END_HOLD_MAX_NS
             if flight.state == HANDLED:
                 if (not final and alive and now - flight.last_ns < HANDLED_HOLD_MAX_NS
                         and flight.exc_id in handling.get(flight.ident, ())):
+                    waiting = waiting or moving
                     continue
             elif flight.outermost:
                 if not final and alive:
                     continue  # an escape: the hooks or the end decide
             elif not flight.caller_id and alive and not final:
+                waiting = waiting or moving
                 continue  # in a Python frame right now: HANDLED or PY_UNWIND follows
             elif alive and tops[flight.ident] == (flight.caller_id, flight.caller_code_id, flight.caller_lasti):
                 if not final:
+                    waiting = waiting or moving
                     continue  # still inside the call it left (e.g. waiting for the GIL)
                 at_end = True
             elif flight.coroutine:
