@@ -2073,19 +2073,16 @@ counted_flight_of_this_thread(ExceptionCallbacks *self, PyObject *flight, PyObje
    a frame of the program (a coroutine's once asyncio's handler is hooked): one more frame unwound, its time, whether
    it left a coroutine, and the Python caller it unwinds into (that frame, its code and its instruction, which the RAISE there is compared
    with), or none when the caller is not the program's (it left the thread's outermost program frame). 1 done (or
-   nothing to do: another thread's flight, the shim's own frame), 0 when Python decides, -1 with an exception set.
-   Nothing is written before every test has passed. */
+   nothing to do: the shim's own frame), 0 when Python decides (another thread's flight too: nothing to do there
+   either), -1 with an exception set. Nothing is written before every test has passed. */
 static int
 unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, PyObject *flight)
 {
-    PyObject *ident = thread_ident_int(self);
-    if (ident == NULL) {
-        return -1;
-    }
-    int same_thread = steal_equals(flight_attribute(self, flight, self->flight_ident, str_ident), ident);
-    Py_DECREF(ident);
-    if (same_thread <= 0) {
-        return same_thread < 0 ? -1 : 1;  /* another thread's: nothing to do, as there */
+    PyObject *site = NULL;
+    int outcome = counted_flight_of_this_thread(self, flight, exc, &site);
+    Py_XDECREF(site);
+    if (outcome <= 0) {
+        return outcome;
     }
     uint64_t ck = 0;
     int known = code_key_from(self->code_keys, self->keys, code, &ck);
@@ -2095,15 +2092,10 @@ unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
     if (ck == 0) {
         return 1;  /* the shim's own frame */
     }
-    PyObject *site = NULL;
-    int outcome = counted_flight_of_this_thread(self, flight, exc, &site);
-    Py_XDECREF(site);
-    if (outcome > 0) {
-        PyObject *tb = PyException_GetTraceback(exc);
-        Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
-        Py_XDECREF(tb);
-        outcome = steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_identity);
-    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+    Py_XDECREF(tb);
+    outcome = steal_is_identity(flight_attribute(self, flight, self->flight_tb_id, str_tb_id), tb_identity);
     /* A coroutine's frame: its task may report the exception to the loop's handler, which Python hooks first. */
     int coroutine = PyCode_Check(code) && (((PyCodeObject *)code)->co_flags & CO_COROUTINE);
     if (outcome > 0 && coroutine) {
