@@ -2165,11 +2165,6 @@ unwind_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, P
     return outcome < 0 ? -1 : 1;
 }
 
-/* FlightTable.on_raise for a handled counted flight raised again: inside its handler (`raise error`, its thread
-   handling it still), it propagates again, one re-raise more, its traceback followed from here. 2 done, 0 when
-   Python decides (raised after its handler ended: that flight is over), -1 with an exception set. */
-static int raise_again_in_handler(ExceptionCallbacks *self, PyObject *exc, PyObject *flight);
-
 /* Is `exc` among the exceptions this thread is handling (safe_reads.being_handled): the one it handles now or that
    one's __context__ chain (handlers inside handlers), to program_threads.MAX_HANDLED_DEPTH. 1 or 0. */
 static int
@@ -2187,6 +2182,38 @@ being_handled(ExceptionCallbacks *self, PyObject *exc)
     }
     Py_XDECREF(current);
     return 0;
+}
+
+/* FlightTable.on_raise for a handled counted flight raised again: inside its handler (`raise error`, its thread
+   handling it still), it propagates again, one re-raise more, its traceback followed from here. 2 done, 0 when
+   Python decides (raised after its handler ended: that flight is over), -1 with an exception set. */
+static int
+raise_again_in_handler(ExceptionCallbacks *self, PyObject *exc, PyObject *flight)
+{
+    if (!being_handled(self, exc)) {
+        return 0;
+    }
+    long long reraises = 0;
+    if (steal_as_long(flight_attribute(self, flight, self->flight_reraises, str_reraises), &reraises) < 0) {
+        return -1;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
+    Py_XDECREF(tb);
+    PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)tb_identity, 1);
+    PyObject *count = PyLong_FromLongLong(reraises + 1);
+    PyObject *now = PyLong_FromLongLong((long long)now_ns());
+    int outcome = tb_id == NULL || count == NULL || now == NULL ? -1 : 2;
+    if (outcome > 0) {
+        (void)set_flight_attribute(self, flight, self->flight_state, str_state, self->propagating_state);
+        (void)set_flight_attribute(self, flight, self->flight_reraises, str_reraises, count);
+        (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, now);
+        (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
+    }
+    Py_XDECREF(tb_id);
+    Py_XDECREF(count);
+    Py_XDECREF(now);
+    return outcome;
 }
 
 /* FlightTable.on_raise for a counted flight of this thread that propagates: its RAISE in the Python caller it
@@ -2289,35 +2316,6 @@ reraise_counted_flight(ExceptionCallbacks *self, PyObject *code, PyObject *exc, 
         (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, now);
         Py_DECREF(now);
     }
-    return outcome;
-}
-
-static int
-raise_again_in_handler(ExceptionCallbacks *self, PyObject *exc, PyObject *flight)
-{
-    if (!being_handled(self, exc)) {
-        return 0;
-    }
-    long long reraises = 0;
-    if (steal_as_long(flight_attribute(self, flight, self->flight_reraises, str_reraises), &reraises) < 0) {
-        return -1;
-    }
-    PyObject *tb = PyException_GetTraceback(exc);
-    Py_ssize_t tb_identity = pointer_identity(tb != NULL ? tb : Py_None);
-    Py_XDECREF(tb);
-    PyObject *tb_id = recurring_int(&self->tb_identity, (unsigned long long)tb_identity, 1);
-    PyObject *count = PyLong_FromLongLong(reraises + 1);
-    PyObject *now = PyLong_FromLongLong((long long)now_ns());
-    int outcome = tb_id == NULL || count == NULL || now == NULL ? -1 : 2;
-    if (outcome > 0) {
-        (void)set_flight_attribute(self, flight, self->flight_state, str_state, self->propagating_state);
-        (void)set_flight_attribute(self, flight, self->flight_reraises, str_reraises, count);
-        (void)set_flight_attribute(self, flight, self->flight_last_ns, str_last_ns, now);
-        (void)set_flight_attribute(self, flight, self->flight_tb_id, str_tb_id, tb_id);
-    }
-    Py_XDECREF(tb_id);
-    Py_XDECREF(count);
-    Py_XDECREF(now);
     return outcome;
 }
 
